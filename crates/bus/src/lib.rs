@@ -1,0 +1,128 @@
+//! bosun's transports. Only this crate imports async-nats.
+//!
+//! # Layout
+//! - this file: the [`Transport`] trait, [`Incoming`] requests and [`BusError`].
+//! - [`nats`]: the production transport over a NATS server or cluster.
+//! - [`local`]: the in-process transport: several nodes in one process share a [`local::Hub`].
+//!
+//! A transport moves bytes on subjects. It knows nothing of messages, outboxes or
+//! retries: bosun's own outbox covers outages, so no transport-level buffering is relied on.
+
+pub mod local;
+pub mod nats;
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::Stream;
+use tokio::sync::oneshot;
+
+pub use local::{Hub, LocalTransport};
+pub use nats::{NatsOptions, NatsTransport};
+
+/// Why a transport call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BusError {
+    /// Nobody listens on the subject: the destination node is not connected.
+    #[error("no node is listening on {0}")]
+    NoResponders(String),
+    /// The request went out but no answer came in time.
+    #[error("no answer on {0} in time")]
+    Timeout(String),
+    /// The transport is not connected to its broker right now.
+    #[error("not connected to the broker")]
+    Disconnected,
+    /// Anything else: bad subject, payload too large for the broker, IO.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A stream of requests and notes arriving on a subscription.
+pub type Subscription = Pin<Box<dyn Stream<Item = Incoming> + Send>>;
+
+/// Something that moves bytes between nodes.
+#[async_trait::async_trait]
+pub trait Transport: Send + Sync + 'static {
+    /// Send `payload` to whoever listens on `subject` and wait up to `timeout` for one answer.
+    async fn request(&self, subject: String, payload: Bytes, timeout: Duration) -> Result<Bytes, BusError>;
+    /// Send `payload` without waiting for an answer (best effort).
+    async fn publish(&self, subject: String, payload: Bytes) -> Result<(), BusError>;
+    /// Listen on a subject pattern (NATS wildcards `*` and `>`).
+    async fn subscribe(&self, pattern: String) -> Result<Subscription, BusError>;
+    /// True while connected to the broker (always true in process).
+    fn is_connected(&self) -> bool;
+    /// One line for logs and `bosun config show`, never with secrets.
+    fn describe(&self) -> String;
+}
+
+/// One arrival on a subscription.
+pub struct Incoming {
+    /// The subject it arrived on.
+    pub subject: String,
+    /// Its bytes.
+    pub payload: Bytes,
+    responder: Option<Responder>,
+}
+
+pub(crate) enum Responder {
+    Nats(async_nats::Client, async_nats::Subject),
+    Local(oneshot::Sender<Bytes>, std::sync::Arc<Hub>),
+}
+
+impl Incoming {
+    /// True when the sender waits for an answer.
+    pub fn wants_answer(&self) -> bool {
+        self.responder.is_some()
+    }
+
+    /// Answer the sender. Does nothing for plain publishes.
+    pub async fn respond(&mut self, payload: Bytes) -> Result<(), BusError> {
+        match self.responder.take() {
+            None => Ok(()),
+            Some(Responder::Nats(client, reply)) => client
+                .publish(reply, payload)
+                .await
+                .map_err(|e| BusError::Other(e.to_string())),
+            Some(Responder::Local(tx, hub)) => {
+                if !hub.take_dropped_answer() {
+                    let _ = tx.send(payload);
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// NATS subject matching: `*` matches one token, `>` the rest (one or more tokens).
+pub fn subject_matches(pattern: &str, subject: &str) -> bool {
+    let mut subject_tokens = subject.split('.');
+    for p in pattern.split('.') {
+        match (p, subject_tokens.next()) {
+            (">", Some(_)) => return true,
+            (_, None) => return false,
+            ("*", Some(_)) => {}
+            (p, Some(s)) if p == s => {}
+            _ => return false,
+        }
+    }
+    subject_tokens.next().is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::subject_matches;
+
+    #[test]
+    fn wildcards_follow_nats_rules() {
+        assert!(subject_matches("bosun.a.>", "bosun.a.ping"));
+        assert!(subject_matches("bosun.a.>", "bosun.a.x.y"));
+        assert!(!subject_matches("bosun.a.>", "bosun.a"));
+        assert!(!subject_matches("bosun.a.>", "bosun.ab.ping"));
+        assert!(subject_matches("bosun.*.ping", "bosun.b.ping"));
+        assert!(!subject_matches("bosun.*.ping", "bosun.b.pong"));
+        assert!(subject_matches("a.b", "a.b"));
+        assert!(!subject_matches("a.b", "a.b.c"));
+    }
+}

@@ -1,0 +1,18 @@
+//! bosun's delivery logic: pure functions and data structures, no IO, no clock.
+//!
+//! Time is always passed in as milliseconds, so every rule here is tested without
+//! sleeping.
+//!
+//! # Layout
+//! - [`lifecycle`]: which state a message moves to on each event.
+//! - [`retry`]: when to resend, when to give up.
+//! - [`lanes`]: which queued items may go next, keeping per-stream order and a
+//!   concurrency limit for unordered items.
+
+pub mod lanes;
+pub mod lifecycle;
+pub mod retry;
+
+pub use lanes::{Lanes, LaneItem};
+pub use lifecycle::{Event, next_state};
+pub use retry::{Attempt, Delivery, RetryPolicy};

@@ -1,0 +1,294 @@
+//! `cliCommand`: run a command and return its stdout, stderr and exit code.
+//!
+//! The command runs from an argv; `useShell: true` runs the joined words through
+//! `/bin/sh -c` instead. The child gets its own process group, so that `methodTimeout`
+//! (and node shutdown) can end the command together with everything it started: the
+//! group gets SIGTERM, then SIGKILL after the grace period.
+
+use std::process::Stdio;
+
+use bosun_proto::{Message, Outcome, Status};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::Command;
+
+use crate::{Context, now_millis};
+
+/// Why a run stopped early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    Timeout,
+    Shutdown,
+}
+
+/// Run the command in `message.data`.
+pub async fn run(message: &Message, context: &Context) -> Outcome {
+    let started = now_millis();
+    let argv: Vec<String> = if message.use_shell {
+        vec!["/bin/sh".into(), "-c".into(), message.data.join(" ")]
+    } else {
+        message.data.clone()
+    };
+    let fail = |error: String| Outcome {
+        started_at: Some(started),
+        ..Outcome::bare(Status::Failed, &context.node, error, now_millis())
+    };
+    let Some(program) = argv.first().filter(|p| !p.is_empty()) else {
+        return fail("no command given: `data` must hold an argv".into());
+    };
+    let mut command = Command::new(program);
+    command
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = match command.spawn() {
+        Ok(c) => c,
+        Err(e) => return fail(format!("cannot start {program:?}: {e}")),
+    };
+    let pgid = child.id().map(|p| Pid::from_raw(p as i32));
+    let limit = context.output_limit;
+    let stdout = tokio::spawn(read_capped(child.stdout.take(), limit));
+    let stderr = tokio::spawn(read_capped(child.stderr.take(), limit));
+    let mut done = Box::pin(async move {
+        let status = child.wait().await;
+        let out = stdout.await.unwrap_or_default();
+        let err = stderr.await.unwrap_or_default();
+        (status, out, err)
+    });
+
+    let timeout = context.method_timeout(message);
+    let mut shutdown = context.shutdown.clone();
+    let cut = tokio::select! {
+        r = &mut done => return finished(r, started, context),
+        _ = tokio::time::sleep(timeout) => Cut::Timeout,
+        _ = wait_true(&mut shutdown) => Cut::Shutdown,
+    };
+
+    if let Some(pgid) = pgid {
+        let _ = killpg(pgid, Signal::SIGTERM);
+    }
+    let ended = match tokio::time::timeout(context.kill_grace, &mut done).await {
+        Ok(r) => Some(r),
+        Err(_) => {
+            if let Some(pgid) = pgid {
+                let _ = killpg(pgid, Signal::SIGKILL);
+            }
+            tokio::time::timeout(context.kill_grace, &mut done).await.ok()
+        }
+    };
+    let (status, error) = match cut {
+        Cut::Timeout => (
+            Status::Timeout,
+            format!("methodTimeout of {}s reached; the process group was killed", timeout.as_secs()),
+        ),
+        Cut::Shutdown => (
+            Status::Interrupted,
+            "the node shut down while the command ran; the process group was killed".to_string(),
+        ),
+    };
+    let mut outcome = Outcome {
+        started_at: Some(started),
+        ..Outcome::bare(status, &context.node, error, now_millis())
+    };
+    if let Some((_, out, err)) = ended {
+        outcome.stdout = out.text;
+        outcome.stderr = err.text;
+        outcome.truncated = out.truncated || err.truncated;
+    }
+    outcome
+}
+
+async fn wait_true(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    if rx.wait_for(|v| *v).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+fn finished(
+    (status, out, err): (std::io::Result<std::process::ExitStatus>, Captured, Captured),
+    started: u64,
+    context: &Context,
+) -> Outcome {
+    let (state, exit_code, error) = match status {
+        Ok(s) => match s.code() {
+            Some(0) => (Status::Done, Some(0), None),
+            Some(c) => (Status::Failed, Some(c), Some(format!("exited with code {c}"))),
+            None => {
+                use std::os::unix::process::ExitStatusExt;
+                let sig = s.signal().unwrap_or(0);
+                (Status::Failed, None, Some(format!("killed by signal {sig}")))
+            }
+        },
+        Err(e) => (Status::Failed, None, Some(format!("cannot wait for the command: {e}"))),
+    };
+    Outcome {
+        status: state,
+        node: context.node.clone(),
+        exit_code,
+        stdout: out.text,
+        stderr: err.text,
+        error,
+        truncated: out.truncated || err.truncated,
+        started_at: Some(started),
+        finished_at: now_millis(),
+    }
+}
+
+#[derive(Default)]
+struct Captured {
+    text: String,
+    truncated: bool,
+}
+
+/// Read a pipe to its end, keeping at most `limit` bytes (the rest is drained so the
+/// child never blocks on a full pipe).
+async fn read_capped<R: AsyncRead + Unpin>(pipe: Option<R>, limit: usize) -> Captured {
+    let Some(mut pipe) = pipe else {
+        return Captured::default();
+    };
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 8192];
+    let mut truncated = false;
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let room = limit.saturating_sub(kept.len());
+                if n > room {
+                    truncated = true;
+                }
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+        }
+    }
+    Captured {
+        text: String::from_utf8_lossy(&kept).into_owned(),
+        truncated,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+    use tokio::sync::watch;
+
+    fn context(shutdown: watch::Receiver<bool>) -> Context {
+        Context {
+            node: "n1".into(),
+            output_limit: 1024,
+            default_method_timeout: Duration::from_secs(30),
+            kill_grace: Duration::from_millis(500),
+            shutdown,
+        }
+    }
+
+    fn message(data: &[&str]) -> Message {
+        Message {
+            method: "cliCommand".into(),
+            data: data.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn captures_stdout_stderr_and_exit_code() {
+        let (_tx, rx) = watch::channel(false);
+        let o = run(&message(&["sh", "-c", "echo out; echo err >&2; exit 3"]), &context(rx)).await;
+        assert_eq!(o.status, Status::Failed);
+        assert_eq!(o.exit_code, Some(3));
+        assert_eq!(o.stdout, "out\n");
+        assert_eq!(o.stderr, "err\n");
+    }
+
+    #[tokio::test]
+    async fn argv_is_not_split_or_interpreted() {
+        let (_tx, rx) = watch::channel(false);
+        let o = run(&message(&["echo", "a  b", "$HOME;", "|x"]), &context(rx)).await;
+        assert_eq!(o.status, Status::Done);
+        assert_eq!(o.stdout, "a  b $HOME; |x\n");
+    }
+
+    #[tokio::test]
+    async fn shell_only_when_asked() {
+        let (_tx, rx) = watch::channel(false);
+        let mut m = message(&["echo", "$((1+2))"]);
+        m.use_shell = true;
+        let o = run(&m, &context(rx)).await;
+        assert_eq!(o.stdout, "3\n");
+    }
+
+    #[tokio::test]
+    async fn missing_program_is_a_clear_failure() {
+        let (_tx, rx) = watch::channel(false);
+        let o = run(&message(&["/no/such/program"]), &context(rx)).await;
+        assert_eq!(o.status, Status::Failed);
+        assert!(o.error.unwrap().contains("cannot start"));
+    }
+
+    #[tokio::test]
+    async fn output_is_capped_and_marked() {
+        let (_tx, rx) = watch::channel(false);
+        let o = run(&message(&["sh", "-c", "head -c 100000 /dev/zero | tr '\\0' x"]), &context(rx)).await;
+        assert_eq!(o.status, Status::Done);
+        assert_eq!(o.stdout.len(), 1024);
+        assert!(o.truncated);
+    }
+
+    /// methodTimeout must end the whole process group, grandchildren included.
+    #[tokio::test]
+    async fn timeout_kills_the_grandchild_too() {
+        let dir = tempfile_dir();
+        let pidfile = dir.join("grandchild.pid");
+        let script = format!("sleep 300 & echo $! > {}; wait", pidfile.display());
+        let mut m = message(&["sh", "-c", &script]);
+        m.method_timeout = Some(1);
+        let (_tx, rx) = watch::channel(false);
+        let t = Instant::now();
+        let o = run(&m, &context(rx)).await;
+        assert_eq!(o.status, Status::Timeout);
+        assert!(o.error.unwrap().contains("methodTimeout"));
+        assert!(t.elapsed() < Duration::from_secs(10));
+        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        assert!(gone(pid), "grandchild sleep {pid} still alive");
+    }
+
+    #[tokio::test]
+    async fn shutdown_interrupts_and_kills_the_group() {
+        let (tx, rx) = watch::channel(false);
+        let m = message(&["sh", "-c", "sleep 300"]);
+        let ctx = context(rx);
+        let task = tokio::spawn(async move { run(&m, &ctx).await });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        tx.send(true).unwrap();
+        let o = task.await.unwrap();
+        assert_eq!(o.status, Status::Interrupted);
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("bosun-cli-test-{}", bosun_proto::new_id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// Gone, or a zombie waiting for a reaper that is not us.
+    fn gone(pid: i32) -> bool {
+        for _ in 0..50 {
+            match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+                Err(_) => return true,
+                Ok(stat) => {
+                    let state = stat.rsplit(')').next().unwrap_or("").trim_start().chars().next();
+                    if state == Some('Z') || state == Some('X') {
+                        return true;
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+}

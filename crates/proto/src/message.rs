@@ -1,0 +1,478 @@
+//! The message users write, in steward's field names, and its validation.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Millis;
+use crate::method::Method;
+use crate::outcome::Outcome;
+
+/// A message: what to run, where, and how hard to try.
+///
+/// Field names are steward's (`toNode`, `ACKTimeout`, `methodTimeout`, …) so existing
+/// message files parse unchanged. Durations are whole seconds, as in steward. Unknown
+/// fields are refused rather than ignored, so a misspelt option is never silently lost.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Message {
+    /// ULID; assigned at submit when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The destination node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_node: Option<String>,
+    /// Several destinations; `"*"` means every node in the fleet. Expanded at submit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub to_nodes: Vec<String>,
+    /// The sending node; set at submit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_node: Option<String>,
+    /// The method's arguments, e.g. the argv of a command.
+    #[serde(default)]
+    pub data: Vec<String>,
+    /// The method, canonical (`cliCommand`) or steward (`REQCliCommand`) spelling.
+    pub method: String,
+    /// The method of the reply message; default `result` (store the outcome at the sender).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_method: Option<String>,
+    /// Seconds to wait for the ACK before resending.
+    #[serde(
+        default,
+        rename = "ACKTimeout",
+        alias = "ackTimeout",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ack_timeout: Option<u64>,
+    /// How many times to resend after an ACK timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// `ACKTimeout` for the reply message.
+    #[serde(
+        default,
+        rename = "replyACKTimeout",
+        alias = "replyAckTimeout",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub reply_ack_timeout: Option<u64>,
+    /// `retries` for the reply message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_retries: Option<u32>,
+    /// Seconds the method may run before its whole process group is killed.
+    #[serde(
+        default,
+        alias = "MethodTimeout",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub method_timeout: Option<u64>,
+    /// Where a reply sink stores the result, under the receiver's data folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory: Option<String>,
+    /// The file name a reply sink writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_name: Option<String>,
+    /// Steward's `operation` object for `REQOpCommand`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<serde_json::Value>,
+    /// `[intervalSeconds, totalSeconds]`: repeat the message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Vec<u64>>,
+    /// On a reply: the id of the message it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_message: Option<String>,
+    /// Run in submit order with the sender's other ordered messages to the same node and
+    /// method. Default true; `REQn…` spellings mean false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordered: Option<bool>,
+    /// Seconds after submit when delivery is abandoned and the message ends `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u64>,
+    /// Free-form labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Run `data` through `/bin/sh -c` instead of as an argv.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub use_shell: bool,
+    /// Run the message again after a node restart that interrupted it, instead of
+    /// reporting `interrupted`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rerun_on_restart: bool,
+    /// When the message was submitted; set at submit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<Millis>,
+    /// ed25519 signature over the canonical encoding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+    /// The key that signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
+    /// On a `result` reply: the outcome of the message named by `previousMessage`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Outcome>,
+}
+
+/// A message that failed validation: which field, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationError {
+    /// The JSON field name, as the user wrote it.
+    pub field: &'static str,
+    /// What is wrong and what to do.
+    pub reason: String,
+}
+
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "field `{}`: {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for ValidationError {}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ValidationError {
+    ValidationError {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// Longest accepted node name.
+pub const MAX_NODE_NAME: usize = 64;
+/// Longest accepted timeout or ttl, in seconds (30 days).
+pub const MAX_SECONDS: u64 = 30 * 24 * 3600;
+
+/// Check a node name: 1 to 64 characters of `A-Z a-z 0-9 _ -`, so it is one NATS token.
+pub fn validate_node_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("node name is empty".into());
+    }
+    if name.len() > MAX_NODE_NAME {
+        return Err(format!("node name is longer than {MAX_NODE_NAME} characters"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+    {
+        return Err(format!(
+            "node name {name:?} has {c:?}; use only letters, digits, '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
+impl Message {
+    /// Parse one message from JSON, with a clear error on bad input.
+    pub fn from_json(text: &str) -> Result<Message, String> {
+        serde_json::from_str(text).map_err(|e| format!("malformed message: {e}"))
+    }
+
+    /// Parse steward input: a JSON array of messages, or a single message object.
+    pub fn parse_batch(text: &str) -> Result<Vec<Message>, String> {
+        let trimmed = text.trim_start();
+        if trimmed.starts_with('[') {
+            let values: Vec<serde_json::Value> = serde_json::from_str(text)
+                .map_err(|e| format!("malformed message array: {e}"))?;
+            values
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    serde_json::from_value(v).map_err(|e| format!("message {i}: malformed: {e}"))
+                })
+                .collect()
+        } else {
+            Message::from_json(text).map(|m| vec![m])
+        }
+    }
+
+    /// The method named, parsed.
+    pub fn parsed_method(&self) -> Result<Method, ValidationError> {
+        Method::parse(&self.method).map(|p| p.method).ok_or_else(|| {
+            invalid(
+                "method",
+                format!(
+                    "unknown method {:?}; known methods: {} (steward REQ… spellings work too)",
+                    self.method,
+                    Method::catalogue()
+                ),
+            )
+        })
+    }
+
+    /// The reply method, parsed; `result` when absent.
+    pub fn parsed_reply_method(&self) -> Result<Method, ValidationError> {
+        match &self.reply_method {
+            None => Ok(Method::Result),
+            Some(s) if s.is_empty() => Ok(Method::Result),
+            Some(s) => Method::parse(s).map(|p| p.method).ok_or_else(|| {
+                invalid(
+                    "replyMethod",
+                    format!("unknown reply method {s:?}; use result, toConsole, toFile or toFileAppend"),
+                )
+            }),
+        }
+    }
+
+    /// True when this message must run in order with its stream.
+    pub fn is_ordered(&self) -> bool {
+        if let Some(o) = self.ordered {
+            return o;
+        }
+        !Method::parse(&self.method).is_some_and(|p| p.unordered)
+    }
+
+    /// The single destination of a normalised message.
+    pub fn destination(&self) -> &str {
+        self.to_node.as_deref().unwrap_or("")
+    }
+
+    /// The id of a normalised message.
+    pub fn id(&self) -> &str {
+        self.id.as_deref().unwrap_or("")
+    }
+
+    /// Check every field a user may write. Does not require `id`, `fromNode` or a single
+    /// destination: those are filled in at submit.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        let method = self.parsed_method()?;
+        self.parsed_reply_method()?;
+        if let Some(id) = &self.id
+            && ulid::Ulid::from_string(id).is_err()
+        {
+            return Err(invalid(
+                "id",
+                format!("{id:?} is not a ULID (26 characters of Crockford base32); leave it out and one is assigned"),
+            ));
+        }
+        let to_node = self.to_node.as_deref().filter(|s| !s.is_empty());
+        if to_node.is_none() && self.to_nodes.is_empty() {
+            return Err(invalid(
+                "toNode",
+                "no destination; set toNode, or toNodes (\"*\" for the whole fleet)",
+            ));
+        }
+        if let Some(n) = to_node {
+            validate_node_name(n).map_err(|e| invalid("toNode", e))?;
+        }
+        for n in &self.to_nodes {
+            if n != "*" {
+                validate_node_name(n).map_err(|e| invalid("toNodes", e))?;
+            }
+        }
+        if let Some(n) = &self.from_node {
+            validate_node_name(n).map_err(|e| invalid("fromNode", e))?;
+        }
+        for (field, v) in [
+            ("ACKTimeout", self.ack_timeout),
+            ("replyACKTimeout", self.reply_ack_timeout),
+            ("methodTimeout", self.method_timeout),
+            ("ttl", self.ttl),
+        ] {
+            if let Some(v) = v
+                && v > MAX_SECONDS
+            {
+                return Err(invalid(
+                    field,
+                    format!("{v} seconds is more than the limit of {MAX_SECONDS} (30 days)"),
+                ));
+            }
+        }
+        if self.ack_timeout == Some(0) {
+            return Err(invalid("ACKTimeout", "must be at least 1 second"));
+        }
+        if self.reply_ack_timeout == Some(0) {
+            return Err(invalid("replyACKTimeout", "must be at least 1 second"));
+        }
+        if let Some(r) = self.retries
+            && r > 1000
+        {
+            return Err(invalid("retries", format!("{r} is more than the limit of 1000")));
+        }
+        if let Some(s) = &self.schedule
+            && (s.len() != 2 || s[0] == 0)
+        {
+            return Err(invalid(
+                "schedule",
+                "must be [intervalSeconds, totalSeconds] with an interval of at least 1",
+            ));
+        }
+        match method {
+            Method::CliCommand | Method::CliCommandCont => {
+                if self.data.is_empty() || self.data[0].is_empty() {
+                    return Err(invalid(
+                        "data",
+                        "a command needs an argv, e.g. [\"uname\", \"-a\"] or [\"bash\", \"-c\", \"…\"]",
+                    ));
+                }
+            }
+            Method::Result => {
+                if self.previous_message.is_none() || self.result.is_none() {
+                    return Err(invalid(
+                        "previousMessage",
+                        "a result message must name the message it answers and carry a result",
+                    ));
+                }
+            }
+            _ => {}
+        }
+        if self.use_shell && !matches!(method, Method::CliCommand | Method::CliCommandCont) {
+            return Err(invalid("useShell", "only commands can run through a shell"));
+        }
+        Ok(())
+    }
+
+    /// All destinations named, in order, without duplicates; `"*"` is kept for the caller
+    /// to expand.
+    pub fn destinations(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let single = self.to_node.iter().filter(|s| !s.is_empty());
+        for n in single.chain(self.to_nodes.iter()) {
+            if !out.contains(n) {
+                out.push(n.clone());
+            }
+        }
+        out
+    }
+
+    /// Copy this message for one destination, with the canonical method name, an explicit
+    /// `ordered`, and a fresh id when the message goes to more than one node.
+    pub fn for_destination(&self, to: &str, fresh_id: bool) -> Message {
+        let mut m = self.clone();
+        let ordered = self.is_ordered();
+        if let Ok(method) = self.parsed_method() {
+            m.method = method.name().to_string();
+        }
+        if let Ok(reply) = self.parsed_reply_method()
+            && self.reply_method.is_some()
+        {
+            m.reply_method = Some(reply.name().to_string());
+        }
+        m.ordered = Some(ordered);
+        m.to_node = Some(to.to_string());
+        m.to_nodes.clear();
+        if fresh_id || m.id.is_none() {
+            m.id = Some(crate::new_id());
+        }
+        m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STEWARD_EXAMPLE: &str = r#"[
+        {
+            "directory":"cli_command__result",
+            "fileName": "some-file-name.result",
+            "toNode": "ship1",
+            "data": ["bash","-c","sleep 5 & tree ./"],
+            "method":"REQCliCommand",
+            "replyMethod":"REQToFileAppend",
+            "ACKTimeout":5,
+            "retries":3,
+            "replyACKTimeout":5,
+            "replyRetries":3,
+            "methodTimeout": 10
+        }
+    ]"#;
+
+    #[test]
+    fn steward_example_parses_with_every_field() {
+        let msgs = Message::parse_batch(STEWARD_EXAMPLE).unwrap();
+        assert_eq!(msgs.len(), 1);
+        let m = &msgs[0];
+        assert_eq!(m.to_node.as_deref(), Some("ship1"));
+        assert_eq!(m.data, vec!["bash", "-c", "sleep 5 & tree ./"]);
+        assert_eq!(m.parsed_method().unwrap(), Method::CliCommand);
+        assert_eq!(m.parsed_reply_method().unwrap(), Method::ToFileAppend);
+        assert_eq!(m.ack_timeout, Some(5));
+        assert_eq!(m.retries, Some(3));
+        assert_eq!(m.reply_ack_timeout, Some(5));
+        assert_eq!(m.reply_retries, Some(3));
+        assert_eq!(m.method_timeout, Some(10));
+        assert_eq!(m.directory.as_deref(), Some("cli_command__result"));
+        assert_eq!(m.file_name.as_deref(), Some("some-file-name.result"));
+        assert!(m.is_ordered());
+        m.validate().unwrap();
+    }
+
+    #[test]
+    fn capitalised_method_timeout_from_steward_docs_is_accepted() {
+        let m = Message::from_json(
+            r#"{"toNode":"ship2","method":"REQOpCommand","operation":{"opCmd":"ps"},"MethodTimeout":7}"#,
+        )
+        .unwrap();
+        assert_eq!(m.method_timeout, Some(7));
+        assert_eq!(m.operation.unwrap()["opCmd"], "ps");
+    }
+
+    #[test]
+    fn reqn_spelling_means_unordered_and_is_normalised() {
+        let m = Message::from_json(r#"{"toNode":"a","method":"REQnCliCommand","data":["true"]}"#)
+            .unwrap();
+        assert!(!m.is_ordered());
+        let n = m.for_destination("a", false);
+        assert_eq!(n.method, "cliCommand");
+        assert_eq!(n.ordered, Some(false));
+        assert!(!n.is_ordered());
+        assert!(ulid::Ulid::from_string(n.id()).is_ok());
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let err = Message::from_json(r#"{"toNode":"a","method":"ping","toHost":"b"}"#).unwrap_err();
+        assert!(err.contains("unknown field `toHost`"), "{err}");
+    }
+
+    #[test]
+    fn bad_fields_are_named_with_a_reason() {
+        let cases = [
+            (r#"{"toNode":"a","method":"nope"}"#, "method"),
+            (r#"{"method":"ping"}"#, "toNode"),
+            (r#"{"toNode":"a.b","method":"ping"}"#, "toNode"),
+            (r#"{"toNodes":["ok","no way"],"method":"ping"}"#, "toNodes"),
+            (r#"{"toNode":"a","method":"cliCommand","data":[]}"#, "data"),
+            (r#"{"toNode":"a","method":"ping","ACKTimeout":0}"#, "ACKTimeout"),
+            (r#"{"toNode":"a","method":"ping","methodTimeout":99999999}"#, "methodTimeout"),
+            (r#"{"toNode":"a","method":"ping","id":"not-a-ulid"}"#, "id"),
+            (r#"{"toNode":"a","method":"ping","replyMethod":"bogus"}"#, "replyMethod"),
+            (r#"{"toNode":"a","method":"ping","schedule":[5]}"#, "schedule"),
+        ];
+        for (json, field) in cases {
+            let m = Message::from_json(json).unwrap();
+            let err = m.validate().unwrap_err();
+            assert_eq!(err.field, field, "{json}: {err}");
+            assert!(!err.reason.is_empty());
+        }
+    }
+
+    #[test]
+    fn wrong_types_are_malformed_not_panics() {
+        for bad in [
+            r#"{"toNode":"a","method":"ping","retries":"three"}"#,
+            r#"{"toNode":5,"method":"ping"}"#,
+            r#"{"toNode":"a"}"#,
+            r#"[1,2]"#,
+            r#"{"#,
+        ] {
+            assert!(Message::parse_batch(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn destinations_merge_to_node_and_to_nodes() {
+        let m = Message::from_json(r#"{"toNode":"a","toNodes":["b","a","c"],"method":"ping"}"#)
+            .unwrap();
+        assert_eq!(m.destinations(), vec!["a", "b", "c"]);
+    }
+
+    #[test]
+    fn json_round_trip_keeps_steward_names() {
+        let m = Message::parse_batch(STEWARD_EXAMPLE).unwrap().remove(0);
+        let text = serde_json::to_string(&m).unwrap();
+        assert!(text.contains("\"ACKTimeout\":5"));
+        assert!(text.contains("\"replyACKTimeout\":5"));
+        assert!(text.contains("\"toNode\":\"ship1\""));
+        assert_eq!(Message::from_json(&text).unwrap(), m);
+    }
+}

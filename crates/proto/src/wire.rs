@@ -1,0 +1,150 @@
+//! The frames that travel between nodes, and the subjects they travel on.
+//!
+//! Every frame is JSON and carries `v`, the wire version. A node refuses a frame of a
+//! version it does not speak, with a reason, rather than guessing.
+//!
+//! - A [`Request`] carries one message to its destination's subject
+//!   `<prefix>.<toNode>.<method>`, sent as a request.
+//! - An [`Ack`] answers it, once the message is durable in the destination's inbox
+//!   (or says why it was refused).
+//! - A [`StatusNote`] is a best-effort notice from the destination to the sender on
+//!   `<prefix>.<fromNode>._status`, e.g. that a message started running.
+
+use serde::{Deserialize, Serialize};
+
+use crate::message::Message;
+use crate::state::State;
+use crate::Millis;
+
+/// The wire version this build speaks.
+pub const WIRE_VERSION: u32 = 1;
+
+/// The last subject token used for status notes. Method names never start with `_`.
+pub const STATUS_TOKEN: &str = "_status";
+
+/// A message on its way to its destination.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// Wire version.
+    pub v: u32,
+    /// The message.
+    pub msg: Message,
+}
+
+/// The destination's answer to a [`Request`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    /// Wire version.
+    pub v: u32,
+    /// The id of the message acknowledged; empty when the request could not be read.
+    pub id: String,
+    /// True when the message was already in the inbox (a resend).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
+    /// Set when the destination refused the message, with the reason. A refused message
+    /// is recorded and never run; the sender must not resend it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<String>,
+}
+
+/// A best-effort notice about a message's progress at its destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusNote {
+    /// Wire version.
+    pub v: u32,
+    /// The message.
+    pub id: String,
+    /// Its new state at the destination.
+    pub state: State,
+    /// When.
+    pub at: Millis,
+}
+
+/// A frame that could not be decoded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WireError {
+    /// Not JSON of the expected shape.
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    /// A wire version this node does not speak.
+    #[error("unsupported wire version {0}; this node speaks version {WIRE_VERSION}")]
+    Version(u32),
+}
+
+#[derive(Deserialize)]
+struct VersionOnly {
+    v: u32,
+}
+
+fn check_version(bytes: &[u8]) -> Result<(), WireError> {
+    let v: VersionOnly =
+        serde_json::from_slice(bytes).map_err(|e| WireError::Malformed(e.to_string()))?;
+    if v.v != WIRE_VERSION {
+        return Err(WireError::Version(v.v));
+    }
+    Ok(())
+}
+
+/// Encode any frame.
+pub fn encode<T: Serialize>(frame: &T) -> Vec<u8> {
+    serde_json::to_vec(frame).expect("frames always serialise")
+}
+
+/// Decode a [`Request`], checking the version first.
+pub fn decode_request(bytes: &[u8]) -> Result<Request, WireError> {
+    check_version(bytes)?;
+    serde_json::from_slice(bytes).map_err(|e| WireError::Malformed(e.to_string()))
+}
+
+/// Decode an [`Ack`].
+pub fn decode_ack(bytes: &[u8]) -> Result<Ack, WireError> {
+    check_version(bytes)?;
+    serde_json::from_slice(bytes).map_err(|e| WireError::Malformed(e.to_string()))
+}
+
+/// Decode a [`StatusNote`].
+pub fn decode_status(bytes: &[u8]) -> Result<StatusNote, WireError> {
+    check_version(bytes)?;
+    serde_json::from_slice(bytes).map_err(|e| WireError::Malformed(e.to_string()))
+}
+
+/// The subject a message to `node` for `method` travels on.
+pub fn subject(prefix: &str, node: &str, method: &str) -> String {
+    format!("{prefix}.{node}.{method}")
+}
+
+/// The subject pattern a node listens on: everything addressed to it.
+pub fn inbox_pattern(prefix: &str, node: &str) -> String {
+    format!("{prefix}.{node}.>")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_round_trips() {
+        let msg = Message {
+            id: Some(crate::new_id()),
+            to_node: Some("a".into()),
+            method: "ping".into(),
+            ..Default::default()
+        };
+        let req = Request { v: WIRE_VERSION, msg };
+        assert_eq!(decode_request(&encode(&req)).unwrap(), req);
+    }
+
+    #[test]
+    fn other_versions_are_refused_by_number() {
+        let err = decode_request(br#"{"v":2,"msg":{}}"#).unwrap_err();
+        assert_eq!(err, WireError::Version(2));
+        assert!(err.to_string().contains("version 2"));
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        for bad in [&b""[..], b"nope", b"{}", b"{\"v\":1}", b"\xff\xfe"] {
+            assert!(matches!(decode_request(bad), Err(WireError::Malformed(_))), "{bad:?}");
+        }
+    }
+}

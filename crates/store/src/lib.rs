@@ -1,0 +1,312 @@
+//! bosun's durable state: one redb file per node.
+//!
+//! # Layout
+//! - [`records`]: what is stored ([`SentRecord`], [`InboxRecord`], history entries).
+//! - [`writer`]: the single writer thread and its group commit.
+//! - this file: the [`Store`] handle, its write calls (async, answered after commit) and
+//!   its reads (direct, from any thread).
+//!
+//! # Tables
+//! | table | key | value | what |
+//! |---|---|---|---|
+//! | `outbox` | seq | id | messages this node must still deliver, in submit order |
+//! | `sent` | id | [`SentRecord`] | every message this node originated: history, outcome |
+//! | `inbox` | id | [`InboxRecord`] | every message this node received: dedupe, history, outcome |
+//! | `inbox_pending` | seq | id | received messages not finished yet, in arrival order |
+//! | `meta` | name | u64 | counters |
+//!
+//! # Implementation note: group commit
+//! All writes go through one thread. It takes every job waiting in its queue, applies
+//! them in one write transaction and commits once, then answers each caller. Under load
+//! many messages share one fsync; when idle a job commits alone at once. A job that only
+//! records progress that can be rebuilt (a message was sent, an ACK arrived) commits with
+//! `Durability::None`; it becomes durable with the next durable commit, and losing it in
+//! a crash only causes a harmless resend.
+
+mod records;
+mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bosun_core::Event;
+use bosun_proto::{Message, Millis, Outcome};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use tokio::sync::oneshot;
+
+pub use records::{HistoryEntry, InboxRecord, SentRecord};
+pub use writer::Receipt;
+
+use writer::{Job, Op, OpResult};
+
+pub(crate) const OUTBOX: TableDefinition<u64, &str> = TableDefinition::new("outbox");
+pub(crate) const SENT: TableDefinition<&str, &[u8]> = TableDefinition::new("sent");
+pub(crate) const INBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("inbox");
+pub(crate) const INBOX_PENDING: TableDefinition<u64, &str> = TableDefinition::new("inbox_pending");
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database file could not be opened, read or written.
+    #[error("database: {0}")]
+    Db(#[from] redb::Error),
+    /// The database is already open, e.g. by another node on the same data dir.
+    #[error("database {path} is in use by another process; is a bosun node already running on this data dir?")]
+    Locked {
+        /// The file.
+        path: String,
+    },
+    /// A stored record could not be decoded.
+    #[error("corrupt record {key}: {reason}")]
+    Corrupt {
+        /// The key of the record.
+        key: String,
+        /// The decode error.
+        reason: String,
+    },
+    /// The writer thread has stopped (the store was closed).
+    #[error("the store is closed")]
+    Closed,
+}
+
+pub(crate) fn db<E: Into<redb::Error>>(e: E) -> StoreError {
+    StoreError::Db(e.into())
+}
+
+/// A handle on the node's database. Cheap to clone; all clones share one writer thread.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+/// Counts for status displays and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Depths {
+    /// Messages waiting to be delivered.
+    pub outbox: u64,
+    /// Received messages not yet finished.
+    pub inbox_pending: u64,
+}
+
+impl Store {
+    /// Open (or create) the database file and start its writer thread.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let database = match Database::create(path) {
+            Ok(d) => d,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(StoreError::Locked {
+                    path: path.display().to_string(),
+                });
+            }
+            Err(e) => return Err(db(e)),
+        };
+        let txn = database.begin_write().map_err(db)?;
+        let next_seq = {
+            txn.open_table(OUTBOX).map_err(db)?;
+            txn.open_table(SENT).map_err(db)?;
+            txn.open_table(INBOX).map_err(db)?;
+            txn.open_table(INBOX_PENDING).map_err(db)?;
+            let meta = txn.open_table(META).map_err(db)?;
+            meta.get("next_seq").map_err(db)?.map(|v| v.value()).unwrap_or(1)
+        };
+        txn.commit().map_err(db)?;
+        let db_arc = Arc::new(database);
+        let jobs = writer::spawn(db_arc.clone(), next_seq);
+        Ok(Store { db: db_arc, jobs })
+    }
+
+    async fn run(&self, op: Op) -> Result<OpResult, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send(Job::Op(op, tx))
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Record new messages from this node: each goes into the outbox and gets a `queued`
+    /// history. Returns after the commit is on disk, with each message's outbox seq.
+    pub async fn submit(&self, messages: Vec<Message>, at: Millis) -> Result<Vec<u64>, StoreError> {
+        match self.run(Op::Submit { messages, at }).await? {
+            OpResult::Seqs(s) => Ok(s),
+            _ => unreachable!("submit answers seqs"),
+        }
+    }
+
+    /// Apply a lifecycle event to a message this node sent. Terminal events take it out of
+    /// the outbox and are durable; `Sent`/`Acked` are recorded without waiting for disk.
+    /// `Acked` also takes the message out of the outbox.
+    pub async fn sent_event(
+        &self,
+        id: &str,
+        event: Event,
+        at: Millis,
+        note: Option<String>,
+        outcome: Option<Outcome>,
+    ) -> Result<(), StoreError> {
+        self.run(Op::SentEvent {
+            id: id.to_string(),
+            event,
+            at,
+            note,
+            outcome,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Record a message that arrived from another node (or this one). Durable before it
+    /// returns. A message whose id is already in the inbox is not recorded again.
+    pub async fn receive(&self, message: Message, at: Millis) -> Result<Receipt, StoreError> {
+        match self.run(Op::Receive { message, at }).await? {
+            OpResult::Receipt(r) => Ok(r),
+            _ => unreachable!("receive answers a receipt"),
+        }
+    }
+
+    /// Record a message that was refused on arrival, so a resend is refused again without
+    /// running. Durable.
+    pub async fn reject(&self, message: Message, reason: String, at: Millis) -> Result<Receipt, StoreError> {
+        match self.run(Op::Reject { message, reason, at }).await? {
+            OpResult::Receipt(r) => Ok(r),
+            _ => unreachable!("reject answers a receipt"),
+        }
+    }
+
+    /// Mark a received message as started. Durable before it returns, so a crash after
+    /// this point is reported as `interrupted`, never re-run silently.
+    pub async fn start(&self, id: &str, at: Millis) -> Result<(), StoreError> {
+        self.run(Op::Start { id: id.to_string(), at }).await.map(|_| ())
+    }
+
+    /// Record the outcome of a received message and, in the same commit, queue its reply
+    /// in the outbox. Durable before it returns.
+    pub async fn finish(
+        &self,
+        id: &str,
+        outcome: Outcome,
+        reply: Option<Message>,
+        at: Millis,
+    ) -> Result<Option<u64>, StoreError> {
+        match self
+            .run(Op::Finish {
+                id: id.to_string(),
+                outcome,
+                reply,
+                at,
+            })
+            .await?
+        {
+            OpResult::Seqs(s) => Ok(s.first().copied()),
+            _ => Ok(None),
+        }
+    }
+
+    /// Record a `result` reply: dedupe it by its own id and apply its outcome to the sent
+    /// message it answers. Durable before it returns.
+    pub async fn store_result(&self, reply: Message, at: Millis) -> Result<Receipt, StoreError> {
+        match self.run(Op::StoreResult { reply, at }).await? {
+            OpResult::Receipt(r) => Ok(r),
+            _ => unreachable!("store_result answers a receipt"),
+        }
+    }
+
+    /// Force everything committed so far onto disk.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.run(Op::Flush).await.map(|_| ())
+    }
+
+    /// Stop the writer thread after it has made everything durable.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        if self.jobs.send(Job::Close(tx)).is_err() {
+            return Ok(());
+        }
+        rx.await.map_err(|_| StoreError::Closed)
+    }
+
+    // === reads ===
+
+    /// A message this node sent, by id.
+    pub fn sent(&self, id: &str) -> Result<Option<SentRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let table = txn.open_table(SENT).map_err(db)?;
+        table
+            .get(id)
+            .map_err(db)?
+            .map(|v| records::decode(id, v.value()))
+            .transpose()
+    }
+
+    /// A message this node received, by id.
+    pub fn inbox(&self, id: &str) -> Result<Option<InboxRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let table = txn.open_table(INBOX).map_err(db)?;
+        table
+            .get(id)
+            .map_err(db)?
+            .map(|v| records::decode(id, v.value()))
+            .transpose()
+    }
+
+    /// The outbox, oldest first: each entry's seq and the record of the message.
+    pub fn outbox(&self) -> Result<Vec<(u64, SentRecord)>, StoreError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let outbox = txn.open_table(OUTBOX).map_err(db)?;
+        let sent = txn.open_table(SENT).map_err(db)?;
+        let mut out = Vec::new();
+        for entry in outbox.iter().map_err(db)? {
+            let (seq, id) = entry.map_err(db)?;
+            let id = id.value();
+            if let Some(v) = sent.get(id).map_err(db)? {
+                out.push((seq.value(), records::decode(id, v.value())?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Received messages not finished yet, in arrival order.
+    pub fn inbox_pending(&self) -> Result<Vec<(u64, InboxRecord)>, StoreError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let pending = txn.open_table(INBOX_PENDING).map_err(db)?;
+        let inbox = txn.open_table(INBOX).map_err(db)?;
+        let mut out = Vec::new();
+        for entry in pending.iter().map_err(db)? {
+            let (seq, id) = entry.map_err(db)?;
+            let id = id.value();
+            if let Some(v) = inbox.get(id).map_err(db)? {
+                out.push((seq.value(), records::decode(id, v.value())?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// How much is waiting in each queue.
+    pub fn depths(&self) -> Result<Depths, StoreError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let outbox = txn.open_table(OUTBOX).map_err(db)?.len().map_err(db)?;
+        let inbox_pending = txn.open_table(INBOX_PENDING).map_err(db)?.len().map_err(db)?;
+        Ok(Depths {
+            outbox,
+            inbox_pending,
+        })
+    }
+
+    /// The most recent messages this node sent, newest first (ids are ULIDs, so id order
+    /// is time order).
+    pub fn recent_sent(&self, limit: usize) -> Result<Vec<SentRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let sent = txn.open_table(SENT).map_err(db)?;
+        let mut out = Vec::new();
+        for entry in sent.iter().map_err(db)?.rev().take(limit) {
+            let (id, v) = entry.map_err(db)?;
+            out.push(records::decode(id.value(), v.value())?);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests;

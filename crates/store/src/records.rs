@@ -1,0 +1,69 @@
+//! What the store keeps for each message.
+
+use bosun_proto::{Message, Millis, Outcome, State};
+use serde::{Deserialize, Serialize};
+
+use crate::StoreError;
+
+/// One step in a message's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// The state entered.
+    pub state: State,
+    /// When.
+    pub at: Millis,
+    /// Why, when there is something to say (a retry, a refusal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// A message this node originated (a request, or a reply it sends back).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SentRecord {
+    /// Its outbox seq.
+    pub seq: u64,
+    /// The message as sent.
+    pub message: Message,
+    /// The current state.
+    pub state: State,
+    /// Every state it went through.
+    pub history: Vec<HistoryEntry>,
+    /// How many times it was published.
+    #[serde(default)]
+    pub sends: u32,
+    /// Still waiting in the outbox.
+    pub in_outbox: bool,
+    /// The outcome reported by the destination, or the reason delivery failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+}
+
+/// A message this node received.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InboxRecord {
+    /// Arrival order.
+    pub seq: u64,
+    /// The message as received.
+    pub message: Message,
+    /// The current state.
+    pub state: State,
+    /// Every state it went through.
+    pub history: Vec<HistoryEntry>,
+    /// How many times it arrived (resends after lost ACKs count here).
+    #[serde(default)]
+    pub arrivals: u32,
+    /// The outcome of running it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+}
+
+pub(crate) fn decode<T: for<'a> Deserialize<'a>>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        key: key.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+pub(crate) fn encode<T: Serialize>(record: &T) -> Vec<u8> {
+    serde_json::to_vec(record).expect("records always serialise")
+}

@@ -1,0 +1,165 @@
+use super::*;
+use bosun_proto::{State, Status};
+
+fn msg(to: &str) -> Message {
+    Message {
+        id: Some(bosun_proto::new_id()),
+        to_node: Some(to.into()),
+        from_node: Some("me".into()),
+        method: "ping".into(),
+        ..Default::default()
+    }
+}
+
+fn outcome(status: Status) -> Outcome {
+    Outcome::bare(status, "there", "x", 5)
+}
+
+#[tokio::test]
+async fn submitted_messages_survive_reopen_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.redb");
+    let msgs: Vec<Message> = (0..5).map(|_| msg("a")).collect();
+    let ids: Vec<String> = msgs.iter().map(|m| m.id().to_string()).collect();
+    {
+        let store = Store::open(&path).unwrap();
+        let seqs = store.submit(msgs, 1).await.unwrap();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+        store.close().await.unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    let outbox = store.outbox().unwrap();
+    let got: Vec<String> = outbox.iter().map(|(_, r)| r.message.id().to_string()).collect();
+    assert_eq!(got, ids);
+    assert_eq!(outbox[0].1.state, State::Queued);
+    assert_eq!(store.depths().unwrap().outbox, 5);
+}
+
+#[tokio::test]
+async fn second_open_of_the_same_file_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.redb");
+    let _store = Store::open(&path).unwrap();
+    let err = Store::open(&path).err().expect("second open must fail");
+    assert!(err.to_string().contains("already running"), "{err}");
+}
+
+#[tokio::test]
+async fn ack_leaves_the_outbox_and_history_grows() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("n.redb")).unwrap();
+    let m = msg("a");
+    let id = m.id().to_string();
+    store.submit(vec![m], 1).await.unwrap();
+    store.sent_event(&id, Event::Sent, 2, None, None).await.unwrap();
+    store.sent_event(&id, Event::Sent, 3, None, None).await.unwrap();
+    store.sent_event(&id, Event::Acked, 4, None, None).await.unwrap();
+    let rec = store.sent(&id).unwrap().unwrap();
+    assert_eq!(rec.state, State::Acked);
+    assert_eq!(rec.sends, 2);
+    assert!(!rec.in_outbox);
+    let states: Vec<State> = rec.history.iter().map(|h| h.state).collect();
+    assert_eq!(states, vec![State::Queued, State::Sent, State::Sent, State::Acked]);
+    assert_eq!(store.depths().unwrap().outbox, 0);
+}
+
+#[tokio::test]
+async fn a_resent_message_is_recorded_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("n.redb")).unwrap();
+    let m = msg("me");
+    assert!(matches!(store.receive(m.clone(), 1).await.unwrap(), Receipt::New(_)));
+    assert_eq!(
+        store.receive(m.clone(), 2).await.unwrap(),
+        Receipt::Duplicate(State::Received)
+    );
+    let rec = store.inbox(m.id()).unwrap().unwrap();
+    assert_eq!(rec.arrivals, 2);
+    assert_eq!(store.inbox_pending().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn finish_records_outcome_and_queues_reply_atomically() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("n.redb");
+    let m = msg("me");
+    let reply = msg("other");
+    {
+        let store = Store::open(&path).unwrap();
+        store.receive(m.clone(), 1).await.unwrap();
+        store.start(m.id(), 2).await.unwrap();
+        assert_eq!(store.inbox(m.id()).unwrap().unwrap().state, State::Running);
+        store
+            .finish(m.id(), outcome(Status::Done), Some(reply.clone()), 3)
+            .await
+            .unwrap();
+        store.close().await.unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    let rec = store.inbox(m.id()).unwrap().unwrap();
+    assert_eq!(rec.state, State::Done);
+    assert_eq!(rec.outcome.unwrap().status, Status::Done);
+    assert!(store.inbox_pending().unwrap().is_empty());
+    let outbox = store.outbox().unwrap();
+    assert_eq!(outbox.len(), 1);
+    assert_eq!(outbox[0].1.message.id(), reply.id());
+}
+
+#[tokio::test]
+async fn a_result_completes_the_sent_record_and_is_deduplicated() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("n.redb")).unwrap();
+    let m = msg("a");
+    store.submit(vec![m.clone()], 1).await.unwrap();
+    store.sent_event(m.id(), Event::Sent, 2, None, None).await.unwrap();
+    let mut reply = msg("me");
+    reply.method = "result".into();
+    reply.previous_message = Some(m.id().to_string());
+    reply.result = Some(outcome(Status::Timeout));
+    assert!(matches!(store.store_result(reply.clone(), 3).await.unwrap(), Receipt::New(_)));
+    assert!(matches!(
+        store.store_result(reply.clone(), 4).await.unwrap(),
+        Receipt::Duplicate(_)
+    ));
+    let rec = store.sent(m.id()).unwrap().unwrap();
+    assert_eq!(rec.state, State::Timeout);
+    assert!(!rec.in_outbox, "a result proves delivery even if the ACK was lost");
+    assert_eq!(rec.outcome.unwrap().status, Status::Timeout);
+    let timeouts = rec.history.iter().filter(|h| h.state == State::Timeout).count();
+    assert_eq!(timeouts, 1);
+}
+
+#[tokio::test]
+async fn many_concurrent_submits_all_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("n.redb");
+    let store = Store::open(&path).unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move { s.submit(vec![msg("a")], 1).await.unwrap() }));
+    }
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.extend(t.await.unwrap());
+    }
+    seqs.sort();
+    seqs.dedup();
+    assert_eq!(seqs.len(), 200);
+    assert_eq!(store.depths().unwrap().outbox, 200);
+}
+
+#[tokio::test]
+async fn rejected_message_is_recorded_but_not_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("n.redb")).unwrap();
+    let m = msg("me");
+    store.reject(m.clone(), "bad".into(), 1).await.unwrap();
+    let rec = store.inbox(m.id()).unwrap().unwrap();
+    assert_eq!(rec.state, State::Rejected);
+    assert!(store.inbox_pending().unwrap().is_empty());
+    assert_eq!(
+        store.receive(m, 2).await.unwrap(),
+        Receipt::Duplicate(State::Rejected)
+    );
+}

@@ -1,0 +1,435 @@
+//! The single writer thread: takes every waiting job, applies them in one transaction,
+//! commits once, answers each caller.
+
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+
+use bosun_core::{Event, next_state};
+use bosun_proto::{Message, Millis, Outcome, State};
+use redb::{Database, Durability, ReadableTable, WriteTransaction};
+use tokio::sync::oneshot;
+
+use crate::records::{HistoryEntry, InboxRecord, SentRecord, decode, encode};
+use crate::{INBOX, INBOX_PENDING, META, OUTBOX, SENT, StoreError, db};
+
+/// The most jobs folded into one commit.
+const MAX_BATCH: usize = 4096;
+
+/// What became of a received message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Receipt {
+    /// New: recorded with this arrival seq.
+    New(u64),
+    /// Already in the inbox, in this state: ACK again, do not run again.
+    Duplicate(State),
+}
+
+pub(crate) enum Op {
+    Submit {
+        messages: Vec<Message>,
+        at: Millis,
+    },
+    SentEvent {
+        id: String,
+        event: Event,
+        at: Millis,
+        note: Option<String>,
+        outcome: Option<Outcome>,
+    },
+    Receive {
+        message: Message,
+        at: Millis,
+    },
+    Reject {
+        message: Message,
+        reason: String,
+        at: Millis,
+    },
+    Start {
+        id: String,
+        at: Millis,
+    },
+    Finish {
+        id: String,
+        outcome: Outcome,
+        reply: Option<Message>,
+        at: Millis,
+    },
+    StoreResult {
+        reply: Message,
+        at: Millis,
+    },
+    Flush,
+}
+
+impl Op {
+    /// Must this op be on disk before its caller hears back?
+    fn durable(&self) -> bool {
+        match self {
+            Op::SentEvent { event, .. } => matches!(event, Event::Finished(_)),
+            _ => true,
+        }
+    }
+}
+
+pub(crate) enum OpResult {
+    Done,
+    Seqs(Vec<u64>),
+    Receipt(Receipt),
+}
+
+type Reply = oneshot::Sender<Result<OpResult, StoreError>>;
+
+pub(crate) enum Job {
+    Op(Op, Reply),
+    Close(oneshot::Sender<()>),
+}
+
+pub(crate) fn spawn(database: Arc<Database>, next_seq: u64) -> Sender<Job> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("bosun-store".into())
+        .spawn(move || run(database, rx, next_seq))
+        .expect("spawn store writer thread");
+    tx
+}
+
+struct Writer {
+    next_seq: u64,
+}
+
+fn run(database: Arc<Database>, jobs: Receiver<Job>, next_seq: u64) {
+    let mut writer = Writer { next_seq };
+    let mut closing: Option<oneshot::Sender<()>> = None;
+    while closing.is_none() {
+        let first = match jobs.recv() {
+            Ok(j) => j,
+            Err(_) => break,
+        };
+        let mut batch: Vec<(Op, Reply)> = Vec::new();
+        match first {
+            Job::Op(op, reply) => batch.push((op, reply)),
+            Job::Close(done) => closing = Some(done),
+        }
+        while closing.is_none() && batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(Job::Op(op, reply)) => batch.push((op, reply)),
+                Ok(Job::Close(done)) => closing = Some(done),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        let durable = closing.is_some() || batch.iter().any(|(op, _)| op.durable());
+        writer.commit_batch(&database, batch, durable);
+    }
+    // Release the file before answering, so the caller may reopen it at once.
+    drop(database);
+    if let Some(done) = closing {
+        let _ = done.send(());
+    }
+}
+
+impl Writer {
+    fn commit_batch(&mut self, database: &Database, batch: Vec<(Op, Reply)>, durable: bool) {
+        let mut txn = match database.begin_write() {
+            Ok(t) => t,
+            Err(e) => {
+                let msg = e.to_string();
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(StoreError::Db(redb::Error::Corrupted(msg.clone()))));
+                }
+                return;
+            }
+        };
+        if !durable {
+            let _ = txn.set_durability(Durability::None);
+        }
+        let seq_before = self.next_seq;
+        let mut results = Vec::with_capacity(batch.len());
+        for (op, _) in &batch {
+            results.push(self.apply(&txn, op));
+        }
+        let committed = (|| {
+            txn.open_table(META)
+                .map_err(db)?
+                .insert("next_seq", self.next_seq)
+                .map_err(db)?;
+            txn.commit().map_err(db)
+        })();
+        match committed {
+            Ok(()) => {
+                for ((_, reply), result) in batch.into_iter().zip(results) {
+                    let _ = reply.send(result);
+                }
+            }
+            Err(e) => {
+                self.next_seq = seq_before;
+                let msg = e.to_string();
+                tracing::error!(error = %msg, "store commit failed");
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(StoreError::Db(redb::Error::Corrupted(msg.clone()))));
+                }
+            }
+        }
+    }
+
+    fn take_seq(&mut self) -> u64 {
+        let s = self.next_seq;
+        self.next_seq += 1;
+        s
+    }
+
+    fn apply(&mut self, txn: &WriteTransaction, op: &Op) -> Result<OpResult, StoreError> {
+        match op {
+            Op::Submit { messages, at } => {
+                let mut seqs = Vec::with_capacity(messages.len());
+                for m in messages {
+                    seqs.push(self.enqueue(txn, m, *at)?);
+                }
+                Ok(OpResult::Seqs(seqs))
+            }
+            Op::SentEvent {
+                id,
+                event,
+                at,
+                note,
+                outcome,
+            } => {
+                apply_sent_event(txn, id, *event, *at, note.clone(), outcome.clone())?;
+                Ok(OpResult::Done)
+            }
+            Op::Receive { message, at } => self.receive(txn, message, *at, None),
+            Op::Reject {
+                message,
+                reason,
+                at,
+            } => self.receive(txn, message, *at, Some(reason)),
+            Op::Start { id, at } => {
+                update_inbox(txn, id, |r| {
+                    push_state(&mut r.state, &mut r.history, Event::Started, *at, None);
+                })?;
+                Ok(OpResult::Done)
+            }
+            Op::Finish {
+                id,
+                outcome,
+                reply,
+                at,
+            } => {
+                let mut pending_seq = None;
+                update_inbox(txn, id, |r| {
+                    push_state(
+                        &mut r.state,
+                        &mut r.history,
+                        Event::Finished(outcome.status),
+                        *at,
+                        outcome.error.clone(),
+                    );
+                    r.outcome = Some(outcome.clone());
+                    pending_seq = Some(r.seq);
+                })?;
+                if let Some(seq) = pending_seq {
+                    txn.open_table(INBOX_PENDING).map_err(db)?.remove(seq).map_err(db)?;
+                }
+                let seqs = match reply {
+                    Some(m) => vec![self.enqueue(txn, m, *at)?],
+                    None => vec![],
+                };
+                Ok(OpResult::Seqs(seqs))
+            }
+            Op::StoreResult { reply, at } => {
+                let receipt = {
+                    let mut inbox = txn.open_table(INBOX).map_err(db)?;
+                    let id = reply.id().to_string();
+                    let existing = inbox
+                        .get(id.as_str())
+                        .map_err(db)?
+                        .map(|v| decode::<InboxRecord>(&id, v.value()));
+                    if let Some(rec) = existing {
+                        let mut rec = rec?;
+                        rec.arrivals += 1;
+                        let state = rec.state;
+                        inbox.insert(id.as_str(), encode(&rec).as_slice()).map_err(db)?;
+                        return Ok(OpResult::Receipt(Receipt::Duplicate(state)));
+                    }
+                    let seq = self.take_seq();
+                    let rec = InboxRecord {
+                        seq,
+                        message: reply.clone(),
+                        state: State::Done,
+                        history: vec![HistoryEntry {
+                            state: State::Done,
+                            at: *at,
+                            note: None,
+                        }],
+                        arrivals: 1,
+                        outcome: None,
+                    };
+                    inbox.insert(id.as_str(), encode(&rec).as_slice()).map_err(db)?;
+                    Receipt::New(seq)
+                };
+                if let (Some(prev), Some(outcome)) = (&reply.previous_message, &reply.result) {
+                    apply_sent_event(
+                        txn,
+                        prev,
+                        Event::Finished(outcome.status),
+                        *at,
+                        outcome.error.clone(),
+                        Some(outcome.clone()),
+                    )?;
+                }
+                Ok(OpResult::Receipt(receipt))
+            }
+            Op::Flush => Ok(OpResult::Done),
+        }
+    }
+
+    fn enqueue(&mut self, txn: &WriteTransaction, m: &Message, at: Millis) -> Result<u64, StoreError> {
+        let seq = self.take_seq();
+        let id = m.id().to_string();
+        let rec = SentRecord {
+            seq,
+            message: m.clone(),
+            state: State::Queued,
+            history: vec![HistoryEntry {
+                state: State::Queued,
+                at,
+                note: None,
+            }],
+            sends: 0,
+            in_outbox: true,
+            outcome: None,
+        };
+        txn.open_table(SENT)
+            .map_err(db)?
+            .insert(id.as_str(), encode(&rec).as_slice())
+            .map_err(db)?;
+        txn.open_table(OUTBOX)
+            .map_err(db)?
+            .insert(seq, id.as_str())
+            .map_err(db)?;
+        Ok(seq)
+    }
+
+    fn receive(
+        &mut self,
+        txn: &WriteTransaction,
+        message: &Message,
+        at: Millis,
+        rejected: Option<&String>,
+    ) -> Result<OpResult, StoreError> {
+        let id = message.id().to_string();
+        let mut inbox = txn.open_table(INBOX).map_err(db)?;
+        let existing = inbox
+            .get(id.as_str())
+            .map_err(db)?
+            .map(|v| decode::<InboxRecord>(&id, v.value()));
+        if let Some(rec) = existing {
+            let mut rec = rec?;
+            rec.arrivals += 1;
+            let state = rec.state;
+            inbox.insert(id.as_str(), encode(&rec).as_slice()).map_err(db)?;
+            return Ok(OpResult::Receipt(Receipt::Duplicate(state)));
+        }
+        let seq = self.take_seq();
+        let mut rec = InboxRecord {
+            seq,
+            message: message.clone(),
+            state: State::Received,
+            history: vec![HistoryEntry {
+                state: State::Received,
+                at,
+                note: None,
+            }],
+            arrivals: 1,
+            outcome: None,
+        };
+        if let Some(reason) = rejected {
+            push_state(
+                &mut rec.state,
+                &mut rec.history,
+                Event::Finished(bosun_proto::Status::Rejected),
+                at,
+                Some(reason.clone()),
+            );
+        } else {
+            txn.open_table(INBOX_PENDING)
+                .map_err(db)?
+                .insert(seq, id.as_str())
+                .map_err(db)?;
+        }
+        inbox.insert(id.as_str(), encode(&rec).as_slice()).map_err(db)?;
+        Ok(OpResult::Receipt(Receipt::New(seq)))
+    }
+}
+
+fn push_state(
+    state: &mut State,
+    history: &mut Vec<HistoryEntry>,
+    event: Event,
+    at: Millis,
+    note: Option<String>,
+) -> bool {
+    match next_state(*state, event) {
+        Some(next) => {
+            *state = next;
+            history.push(HistoryEntry {
+                state: next,
+                at,
+                note,
+            });
+            true
+        }
+        None => false,
+    }
+}
+
+fn update_inbox(
+    txn: &WriteTransaction,
+    id: &str,
+    f: impl FnOnce(&mut InboxRecord),
+) -> Result<(), StoreError> {
+    let mut inbox = txn.open_table(INBOX).map_err(db)?;
+    let mut rec: InboxRecord = match inbox.get(id).map_err(db)? {
+        Some(v) => decode(id, v.value())?,
+        None => return Ok(()),
+    };
+    f(&mut rec);
+    inbox.insert(id, encode(&rec).as_slice()).map_err(db)?;
+    Ok(())
+}
+
+fn apply_sent_event(
+    txn: &WriteTransaction,
+    id: &str,
+    event: Event,
+    at: Millis,
+    note: Option<String>,
+    outcome: Option<Outcome>,
+) -> Result<(), StoreError> {
+    let mut sent = txn.open_table(SENT).map_err(db)?;
+    let mut rec: SentRecord = match sent.get(id).map_err(db)? {
+        Some(v) => decode(id, v.value())?,
+        None => return Ok(()),
+    };
+    if event == Event::Sent {
+        rec.sends += 1;
+    }
+    let moved = push_state(&mut rec.state, &mut rec.history, event, at, note.clone());
+    if !moved && event == Event::Sent && rec.sends > 1 {
+        rec.history.push(HistoryEntry {
+            state: State::Sent,
+            at,
+            note: Some(note.unwrap_or_else(|| format!("resend #{}", rec.sends - 1))),
+        });
+    }
+    if moved && let Some(o) = outcome {
+        rec.outcome = Some(o);
+    }
+    let leaves_outbox = matches!(event, Event::Acked | Event::Finished(_)) || rec.state.is_terminal();
+    if leaves_outbox && rec.in_outbox {
+        rec.in_outbox = false;
+        txn.open_table(OUTBOX).map_err(db)?.remove(rec.seq).map_err(db)?;
+    }
+    sent.insert(id, encode(&rec).as_slice()).map_err(db)?;
+    Ok(())
+}
