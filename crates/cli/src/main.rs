@@ -1,1 +1,75 @@
-fn main() {}
+//! The `bosun` binary: one file per subcommand under `cmd/`.
+
+mod cmd;
+mod render;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// bosun: command and control for fleets on slow, flaky or sometimes-up links.
+///
+/// Every host runs `bosun node`. Messages sent to a node are queued durably, delivered
+/// when the node can be reached, run exactly once, and their results come back.
+#[derive(Parser)]
+#[command(name = "bosun", version, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every subcommand takes.
+#[derive(Args, Clone, Debug)]
+pub struct Global {
+    /// The node's data dir: database, socket `bosun.sock`, error log, `bosun.toml`.
+    /// [default: ~/.local/share/bosun]
+    #[arg(long, global = true, env = "BOSUN_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Config file (TOML). [default: <data dir>/bosun.toml, if present]
+    #[arg(long, global = true, env = "BOSUN_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node: receive, run and answer messages; send this host's own.
+    Node(cmd::node::NodeCmd),
+    /// Run a command on one or more nodes and print each result.
+    Exec(cmd::exec::ExecCmd),
+    /// Submit a steward-style JSON file of messages; print their ids.
+    Send(cmd::send::SendCmd),
+    /// Show a message's whole life: states with times, then its result.
+    Status(cmd::status::StatusCmd),
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(cmd::config::ConfigCmd),
+    /// Run a small fleet in this process and show bosun at work.
+    Demo(cmd::demo::DemoCmd),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("start the tokio runtime");
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Node(c) => c.run(&cli.global).await,
+            Command::Exec(c) => c.run(&cli.global).await,
+            Command::Send(c) => c.run(&cli.global).await,
+            Command::Status(c) => c.run(&cli.global).await,
+            Command::Config(c) => c.run(&cli.global).await,
+            Command::Demo(c) => c.run(&cli.global).await,
+        }
+    });
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}

@@ -1,1 +1,30 @@
-//! placeholder
+//! The running bosun node: it wires the store, a transport and the method handlers into
+//! the delivery loops, and serves the local socket.
+//!
+//! # Layout
+//! - [`config`]: the TOML config, env and flag overrides.
+//! - [`node`]: [`Node`]: start-up and recovery, submit, status, wait, shutdown.
+//! - `receiver`: every arrival on the node's subjects: validate, record, ACK.
+//! - `outbox`: the sender loop: send, resend with backoff, give up.
+//! - `executor`: the inbox loop: start in order, run the handler, queue the reply.
+//! - [`control`]: the unix socket `bosun.sock`: steward message arrays and CLI requests.
+//! - [`client`]: the CLI's side of that socket.
+//!
+//! # Implementation note: concurrency
+//! Three long-lived tasks own their state and talk over channels: the receiver (one
+//! task per arrival, so that arrivals share group commits), the outbox loop (owns the
+//! send lanes and retry timers) and the executor loop (owns the run lanes). Only the
+//! store's writer thread writes the database. A `watch` counter tells waiters that some
+//! sent message reached a final state.
+
+pub mod client;
+pub mod config;
+pub mod control;
+mod errorlog;
+mod executor;
+pub mod node;
+mod outbox;
+mod receiver;
+
+pub use config::{Config, ConfigError, Overrides};
+pub use node::{Node, NodeError, StatusReport, SubmitError, Submitted};

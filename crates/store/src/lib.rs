@@ -157,6 +157,23 @@ impl Store {
         .map(|_| ())
     }
 
+    /// Record `Sent`, `Acked` or `Started` for a message this node sent, without waiting: the event
+    /// is queued behind every write already asked for, and committed without fsync.
+    pub fn note(&self, id: &str, event: Event, at: Millis, note: Option<String>) {
+        debug_assert!(matches!(event, Event::Sent | Event::Acked | Event::Started));
+        let (tx, _rx) = oneshot::channel();
+        let _ = self.jobs.send(Job::Op(
+            Op::SentEvent {
+                id: id.to_string(),
+                event,
+                at,
+                note,
+                outcome: None,
+            },
+            tx,
+        ));
+    }
+
     /// Record a message that arrived from another node (or this one). Durable before it
     /// returns. A message whose id is already in the inbox is not recorded again.
     pub async fn receive(&self, message: Message, at: Millis) -> Result<Receipt, StoreError> {

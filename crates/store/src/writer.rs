@@ -415,11 +415,13 @@ fn apply_sent_event(
         rec.sends += 1;
     }
     let moved = push_state(&mut rec.state, &mut rec.history, event, at, note.clone());
-    if !moved && event == Event::Sent && rec.sends > 1 {
+    // Resends after an ACK timeout are worth a history line; quiet resends to an
+    // unreachable node only count, so a node offline for days does not grow the record.
+    if !moved && event == Event::Sent && note.is_some() {
         rec.history.push(HistoryEntry {
             state: State::Sent,
             at,
-            note: Some(note.unwrap_or_else(|| format!("resend #{}", rec.sends - 1))),
+            note,
         });
     }
     if moved && let Some(o) = outcome {

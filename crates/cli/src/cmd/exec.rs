@@ -1,0 +1,142 @@
+//! `bosun exec`: run a command on nodes, wait, print each result.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use bosun_node::StatusReport;
+use bosun_node::client;
+use bosun_node::control::ControlRequest;
+use bosun_node::Submitted;
+use bosun_proto::{Message, State};
+use clap::Args;
+use serde_json::json;
+
+use super::socket_path;
+use crate::{Global, render};
+
+/// Run a command on one or more nodes, through the local node.
+///
+/// The command is an argv: it is not split on spaces and no shell runs unless --shell
+/// is given. The exit code is 0 when every node succeeded, 1 when any failed, timed out,
+/// was interrupted or refused, and 3 when --timeout passed before every result came back
+/// (the messages stay queued; follow them with `bosun status ID`).
+///
+/// Examples:
+///   bosun exec -n ship1,ship2 -- uname -a
+///   bosun exec -n ship1 --shell -- 'df -h | head -3'
+///   bosun exec -n ship1 --no-wait -- apt-get -y upgrade
+#[derive(Args)]
+#[command(verbatim_doc_comment)]
+pub struct ExecCmd {
+    /// Destination node(s), comma-separated.
+    #[arg(short = 'n', long = "nodes", value_delimiter = ',', required = true, value_name = "NODES")]
+    nodes: Vec<String>,
+    /// Seconds to wait for all results before giving up waiting.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    timeout: u64,
+    /// Seconds the command may run on each node (its methodTimeout).
+    #[arg(long, value_name = "SECS")]
+    method_timeout: Option<u64>,
+    /// Seconds after which undelivered messages are given up (their ttl).
+    #[arg(long, value_name = "SECS")]
+    ttl: Option<u64>,
+    /// Run the words through /bin/sh -c on the node.
+    #[arg(long)]
+    shell: bool,
+    /// Do not wait for the same stream's earlier messages to run first.
+    #[arg(long)]
+    unordered: bool,
+    /// Print the ids and return at once.
+    #[arg(long)]
+    no_wait: bool,
+    /// Print JSON for programs instead of text.
+    #[arg(long)]
+    json: bool,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+impl ExecCmd {
+    pub async fn run(self, global: &Global) -> anyhow::Result<i32> {
+        let socket = socket_path(global)?;
+        let message = Message {
+            to_nodes: self.nodes.clone(),
+            method: "cliCommand".into(),
+            data: self.command.clone(),
+            method_timeout: self.method_timeout,
+            ttl: self.ttl,
+            use_shell: self.shell,
+            ordered: self.unordered.then_some(false),
+            ..Default::default()
+        };
+        let request = ControlRequest::Submit {
+            messages: vec![serde_json::to_value(&message)?],
+        };
+        let answer = client::request(&socket, &request, Duration::from_secs(30)).await?;
+        let queued: Vec<Submitted> =
+            serde_json::from_value(answer["queued"].clone()).context("reading the node's answer")?;
+        if self.no_wait {
+            if self.json {
+                println!("{}", serde_json::to_string_pretty(&queued)?);
+            } else {
+                for q in &queued {
+                    println!("{}\t{}", q.to_node, q.id);
+                }
+            }
+            return Ok(0);
+        }
+        let ids: Vec<String> = queued.iter().map(|q| q.id.clone()).collect();
+        let wait = ControlRequest::Wait {
+            ids: ids.clone(),
+            timeout_ms: self.timeout * 1000,
+        };
+        let answer = client::request(&socket, &wait, Duration::from_secs(self.timeout + 30)).await?;
+        let reports: Vec<StatusReport> =
+            serde_json::from_value(answer["reports"].clone()).context("reading the node's answer")?;
+        Ok(print_results(&queued, &reports, self.json))
+    }
+}
+
+/// Print each node's result; return the exit code.
+pub fn print_results(queued: &[Submitted], reports: &[StatusReport], as_json: bool) -> i32 {
+    let mut code = 0;
+    let mut rows = Vec::new();
+    for (q, r) in queued.iter().zip(reports) {
+        let state = r.state().unwrap_or(State::Queued);
+        if !state.is_terminal() {
+            code = code.max(3);
+        } else if state != State::Done {
+            code = code.max(1);
+        }
+        if as_json {
+            rows.push(json!({ "node": q.to_node, "id": q.id, "state": state, "result": r.outcome() }));
+            continue;
+        }
+        match r.outcome() {
+            Some(o) if state.is_terminal() => {
+                println!("── {} [{}]", q.to_node, render::outcome_summary(o));
+                print!("{}", o.stdout);
+                if !o.stdout.is_empty() && !o.stdout.ends_with('\n') {
+                    println!();
+                }
+                if !o.stderr.is_empty() {
+                    eprint!("{}", render::indented(&o.stderr, &format!("{} stderr: ", q.to_node)));
+                }
+                if state != State::Done && let Some(e) = &o.error {
+                    println!("   {e}");
+                }
+            }
+            _ => println!(
+                "── {} [{}] no result yet; follow it with `bosun status {}`",
+                q.to_node,
+                state.name(),
+                q.id
+            ),
+        }
+    }
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+    }
+    code
+}

@@ -1,0 +1,86 @@
+//! `bosun node`: run a node until SIGTERM or Ctrl-C.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bosun_bus::{Hub, LocalTransport, NatsOptions, NatsTransport, Transport};
+use bosun_node::Node;
+use clap::Args;
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::{NodeArgs, load_config};
+use crate::Global;
+
+/// Run a node.
+///
+/// Without --broker the node is standalone: it runs messages addressed to itself through
+/// the same durable outbox → transport → inbox path, and refuses other destinations.
+/// With --broker it joins the fleet on NATS.
+///
+/// Examples:
+///   bosun node --name ship1 --broker nats://127.0.0.1:4222 --data-dir /var/lib/bosun
+///   BOSUN_NAME=ship2 BOSUN_BROKER=nats://hub:4222 bosun node
+#[derive(Args)]
+#[command(verbatim_doc_comment)]
+pub struct NodeCmd {
+    #[command(flatten)]
+    args: NodeArgs,
+}
+
+impl NodeCmd {
+    pub async fn run(self, global: &Global) -> anyhow::Result<i32> {
+        let config = load_config(global, &self.args)?;
+        init_logging(&config.log);
+        let (transport, standalone): (Arc<dyn Transport>, bool) = if config.broker.is_empty() {
+            (Arc::new(LocalTransport::new(Hub::new())), true)
+        } else {
+            let options = NatsOptions {
+                urls: config.broker.clone(),
+                name: config.name.clone(),
+                tls_ca: config.tls_ca.clone(),
+                tls_cert: config.tls_cert.clone(),
+                tls_key: config.tls_key.clone(),
+                require_tls: config.require_tls,
+                nkey_seed_file: config.nkey_seed_file.clone(),
+                creds_file: config.creds_file.clone(),
+            };
+            let nats = NatsTransport::connect(&options).await?;
+            if !nats.wait_connected(Duration::from_secs(2)).await {
+                tracing::warn!(broker = %config.broker.join(","), "broker not reachable yet; messages wait in the outbox until it is");
+            }
+            (Arc::new(nats), false)
+        };
+        let socket = config.socket_path();
+        let node = Node::start(config, transport, standalone)
+            .await
+            .context("cannot start the node")?;
+        let server = {
+            let node = node.clone();
+            let socket = socket.clone();
+            tokio::spawn(async move { bosun_node::control::serve(node, &socket).await })
+        };
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+            r = server => {
+                node.shutdown().await;
+                r??;
+                return Ok(1);
+            }
+        }
+        node.shutdown().await;
+        Ok(0)
+    }
+}
+
+pub fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

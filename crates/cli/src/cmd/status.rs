@@ -1,0 +1,73 @@
+//! `bosun status [ID]`.
+
+use std::time::Duration;
+
+use bosun_node::client;
+use bosun_node::control::ControlRequest;
+use bosun_node::StatusReport;
+use bosun_store::SentRecord;
+use clap::Args;
+
+use super::socket_path;
+use crate::{Global, render};
+
+/// Show a message's states with their times, and its result. Without an ID, list the
+/// most recent messages this node sent.
+///
+/// Examples:
+///   bosun status 01JD4B7Q0W5T3M8K2Y9X6N1R5C
+///   bosun status --json 01JD4B7Q0W5T3M8K2Y9X6N1R5C
+///   bosun status --limit 50
+#[derive(Args)]
+#[command(verbatim_doc_comment)]
+pub struct StatusCmd {
+    /// The message id, as printed by `bosun exec --no-wait` or `bosun send`.
+    id: Option<String>,
+    /// How many recent messages to list without an ID.
+    #[arg(long, default_value_t = 20)]
+    limit: usize,
+    /// Print JSON for programs.
+    #[arg(long)]
+    json: bool,
+}
+
+impl StatusCmd {
+    pub async fn run(self, global: &Global) -> anyhow::Result<i32> {
+        let socket = socket_path(global)?;
+        let timeout = Duration::from_secs(30);
+        match self.id {
+            Some(id) => {
+                let answer = client::request(&socket, &ControlRequest::Status { id }, timeout).await?;
+                let report: StatusReport = serde_json::from_value(answer["report"].clone())?;
+                if self.json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    print!("{}", render::report(&report));
+                }
+            }
+            None => {
+                let answer =
+                    client::request(&socket, &ControlRequest::Recent { limit: self.limit }, timeout).await?;
+                let records: Vec<SentRecord> = serde_json::from_value(answer["records"].clone())?;
+                if self.json {
+                    println!("{}", serde_json::to_string_pretty(&records)?);
+                } else {
+                    println!("{:<26}  {:<12}  {:<14}  {:<11}  SUBMITTED", "ID", "TO", "METHOD", "STATE");
+                    for r in records {
+                        let at = r.history.first().map(|h| h.at).unwrap_or(0);
+                        println!(
+                            "{:<26}  {:<12}  {:<14}  {:<11}  {} {}",
+                            r.message.id(),
+                            r.message.destination(),
+                            r.message.method,
+                            r.state.name(),
+                            render::date(at),
+                            render::clock(at)
+                        );
+                    }
+                }
+            }
+        }
+        Ok(0)
+    }
+}

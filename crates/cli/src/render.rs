@@ -1,0 +1,133 @@
+//! Turning records into text for people.
+
+use std::fmt::Write;
+
+use bosun_node::StatusReport;
+use bosun_proto::{Millis, Outcome};
+use bosun_store::HistoryEntry;
+
+/// `HH:MM:SS.mmm` UTC.
+pub fn clock(ms: Millis) -> String {
+    let secs = ms / 1000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        (secs / 3600) % 24,
+        (secs / 60) % 60,
+        secs % 60,
+        ms % 1000
+    )
+}
+
+/// `YYYY-MM-DD` UTC, from days since the epoch (civil-from-days).
+pub fn date(ms: Millis) -> String {
+    let z = (ms / 86_400_000) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// One line about an outcome: status, exit code, duration.
+pub fn outcome_summary(o: &Outcome) -> String {
+    let mut s = format!("{:?}", o.status).to_lowercase();
+    if let Some(c) = o.exit_code {
+        let _ = write!(s, ", exit {c}");
+    }
+    if let Some(start) = o.started_at {
+        let _ = write!(s, ", {} ms", o.finished_at.saturating_sub(start));
+    }
+    if o.truncated {
+        s.push_str(", output truncated");
+    }
+    s
+}
+
+/// Indent every line of `text`.
+pub fn indented(text: &str, prefix: &str) -> String {
+    text.lines().map(|l| format!("{prefix}{l}\n")).collect()
+}
+
+fn history_lines(out: &mut String, history: &[HistoryEntry], base: Millis) {
+    for h in history {
+        let _ = write!(out, "  {}  +{:>6} ms  {:<11}", clock(h.at), h.at.saturating_sub(base), h.state.name());
+        if let Some(note) = &h.note {
+            let _ = write!(out, "  {note}");
+        }
+        out.push('\n');
+    }
+}
+
+/// The whole life of a message, for `bosun status ID`.
+pub fn report(r: &StatusReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "id       {}", r.id);
+    if let Some(s) = &r.sent {
+        let m = &s.message;
+        let base = s.history.first().map(|h| h.at).unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "method   {} → {} (from {})",
+            m.method,
+            m.destination(),
+            m.from_node.as_deref().unwrap_or("?")
+        );
+        if !m.data.is_empty() {
+            let _ = writeln!(out, "data     {}", serde_json::to_string(&m.data).unwrap_or_default());
+        }
+        let _ = writeln!(out, "state    {}   (sent {} time(s), {})", s.state.name(), s.sends, date(base));
+        out.push_str("history (sender)\n");
+        history_lines(&mut out, &s.history, base);
+    }
+    if let Some(rcv) = &r.received {
+        let base = rcv.history.first().map(|h| h.at).unwrap_or(0);
+        if r.sent.is_none() {
+            let m = &rcv.message;
+            let _ = writeln!(
+                out,
+                "method   {} from {}",
+                m.method,
+                m.from_node.as_deref().unwrap_or("?")
+            );
+            let _ = writeln!(out, "state    {}", rcv.state.name());
+        }
+        let _ = writeln!(out, "history (receiver, arrived {} time(s))", rcv.arrivals);
+        history_lines(&mut out, &rcv.history, base);
+    }
+    if let Some(o) = r.outcome() {
+        let _ = writeln!(out, "result   {} on {}", outcome_summary(o), o.node);
+        if let Some(e) = &o.error {
+            let _ = writeln!(out, "reason   {e}");
+        }
+        if !o.stdout.is_empty() {
+            out.push_str("stdout\n");
+            out.push_str(&indented(&o.stdout, "  "));
+        }
+        if !o.stderr.is_empty() {
+            out.push_str("stderr\n");
+            out.push_str(&indented(&o.stderr, "  "));
+        }
+    } else {
+        out.push_str("result   (none yet)\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_and_date_are_utc() {
+        // 2026-11-21T23:21:03.456Z
+        let ms = 1_795_389_663_456;
+        assert_eq!(clock(ms), "23:21:03.456");
+        assert_eq!(date(ms), "2026-11-21");
+        assert_eq!(date(0), "1970-01-01");
+        assert_eq!(date(951_782_400_000), "2000-02-29");
+    }
+}

@@ -1,0 +1,46 @@
+//! The node's error log: one JSON object per line in `<data dir>/error.log`.
+
+use std::io::Write;
+use std::path::Path;
+
+use bosun_proto::Millis;
+use serde::Serialize;
+
+/// One error worth an operator's attention.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ErrorEntry<'a> {
+    pub at: Millis,
+    pub node: &'a str,
+    pub kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to_node: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<&'a str>,
+    pub reason: &'a str,
+}
+
+/// Append an entry and log it. A failure to write the file is logged, never fatal.
+pub(crate) fn append(path: &Path, entry: &ErrorEntry<'_>) {
+    tracing::warn!(
+        kind = entry.kind,
+        id = entry.message_id.unwrap_or(""),
+        to = entry.to_node.unwrap_or(""),
+        reason = entry.reason,
+        "error logged"
+    );
+    let line = match serde_json::to_string(entry) {
+        Ok(l) => l,
+        Err(_) => return,
+    };
+    let result = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| writeln!(f, "{line}"));
+    if let Err(e) = result {
+        tracing::error!(path = %path.display(), error = %e, "cannot write the error log");
+    }
+}

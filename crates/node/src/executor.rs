@@ -1,0 +1,220 @@
+//! The inbox loop: starts received messages in order, runs their handlers, and queues
+//! each outcome as a durable reply.
+//!
+//! Start is recorded durably before the handler runs, so that a crash mid-run is seen
+//! at the next start-up and reported as `interrupted` instead of being run again.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bosun_core::{LaneItem, Lanes};
+use bosun_proto::wire::{self, STATUS_TOKEN, StatusNote, WIRE_VERSION};
+use bosun_proto::{Message, Method, Outcome, State, Status};
+use bosun_store::StoreError;
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::node::{Inner, now_millis};
+use crate::outbox::OutboxCmd;
+
+/// The ordering stream of a received message: its sender and method.
+pub(crate) type Stream = (String, Method);
+
+pub(crate) enum InboxCmd {
+    New {
+        seq: u64,
+        message: Box<Message>,
+        stream: Option<Stream>,
+    },
+}
+
+pub(crate) struct ToRun {
+    seq: u64,
+    message: Message,
+    stream: Option<Stream>,
+}
+
+/// At start-up: report messages that were running when the node stopped as
+/// `interrupted` (unless they asked for `rerunOnRestart`), and return the messages that
+/// were received but not started, in arrival order.
+pub(crate) async fn recover(inner: &Arc<Inner>) -> Result<Vec<ToRun>, StoreError> {
+    let mut to_run = Vec::new();
+    for (seq, record) in inner.store.inbox_pending()? {
+        let message = record.message;
+        let stream = stream_of(&message);
+        match record.state {
+            State::Running if !message.rerun_on_restart => {
+                let outcome = Outcome::bare(
+                    Status::Interrupted,
+                    inner.name(),
+                    "the node stopped while the method ran; it was not run again (set rerunOnRestart to allow that)",
+                    now_millis(),
+                );
+                tracing::warn!(id = message.id(), "interrupted by a restart; reporting, not re-running");
+                let reply = reply_for(inner, &message, &outcome);
+                inner.store.finish(message.id(), outcome, reply, now_millis()).await?;
+            }
+            _ => to_run.push(ToRun {
+                seq,
+                message,
+                stream,
+            }),
+        }
+    }
+    Ok(to_run)
+}
+
+fn stream_of(message: &Message) -> Option<Stream> {
+    let method = message.parsed_method().ok()?;
+    message
+        .is_ordered()
+        .then(|| (message.from_node.clone().unwrap_or_default(), method))
+}
+
+pub(crate) async fn run(
+    inner: Arc<Inner>,
+    mut commands: mpsc::UnboundedReceiver<InboxCmd>,
+    recovered: Vec<ToRun>,
+) {
+    let mut lanes: Lanes<Stream> = Lanes::new(inner.config.max_concurrent);
+    let mut messages: std::collections::HashMap<String, Message> = Default::default();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<LaneItem<Stream>>();
+    for r in recovered {
+        lanes.push(LaneItem {
+            seq: r.seq,
+            id: r.message.id().to_string(),
+            stream: r.stream,
+        });
+        messages.insert(r.message.id().to_string(), r.message);
+    }
+    let mut shutdown = inner.shutdown.subscribe();
+    loop {
+        if !*shutdown.borrow() {
+            for item in lanes.take_ready() {
+                let Some(message) = messages.remove(&item.id) else {
+                    lanes.done(&item);
+                    continue;
+                };
+                inner.running.fetch_add(1, Ordering::SeqCst);
+                let inner = inner.clone();
+                let done = done_tx.clone();
+                tokio::spawn(async move {
+                    run_one(&inner, message).await;
+                    inner.running.fetch_sub(1, Ordering::SeqCst);
+                    let _ = done.send(item);
+                });
+            }
+        }
+        tokio::select! {
+            cmd = commands.recv() => match cmd {
+                Some(InboxCmd::New { seq, message, stream }) => {
+                    lanes.push(LaneItem { seq, id: message.id().to_string(), stream });
+                    messages.insert(message.id().to_string(), *message);
+                }
+                None => break,
+            },
+            Some(item) = done_rx.recv() => lanes.done(&item),
+            _ = crate::node::until_true(&mut shutdown) => {
+                // Stop starting work; messages not started stay in the inbox and run
+                // after the next start.
+                break;
+            }
+        }
+    }
+}
+
+async fn run_one(inner: &Arc<Inner>, message: Message) {
+    let id = message.id().to_string();
+    let started_at = now_millis();
+    if let Err(e) = inner.store.start(&id, started_at).await {
+        tracing::error!(id, error = %e, "cannot record the start; not running");
+        return;
+    }
+    if let Some(from) = message.from_node.as_deref() {
+        let note = StatusNote {
+            v: WIRE_VERSION,
+            id: id.clone(),
+            state: State::Running,
+            at: started_at,
+        };
+        let subject = inner.subject(from, STATUS_TOKEN);
+        let _ = inner
+            .transport
+            .publish(subject, Bytes::from(wire::encode(&note)))
+            .await;
+    }
+    let method = match message.parsed_method() {
+        Ok(m) => m,
+        Err(e) => {
+            let outcome = crate::node::refused(inner.name(), &e.to_string());
+            finish(inner, &message, outcome).await;
+            return;
+        }
+    };
+    tracing::debug!(id, method = method.name(), "running");
+    let outcome = bosun_methods::run(method, &message, &inner.methods).await;
+    finish(inner, &message, outcome).await;
+}
+
+async fn finish(inner: &Arc<Inner>, message: &Message, outcome: Outcome) {
+    let reply = reply_for(inner, message, &outcome);
+    let now = now_millis();
+    match inner.store.finish(message.id(), outcome, reply.clone(), now).await {
+        Ok(Some(seq)) => {
+            if let Some(reply) = reply {
+                let _ = inner.outbox.send(OutboxCmd::Deliver(vec![(seq, reply)]));
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::error!(id = message.id(), error = %e, "cannot record the outcome"),
+    }
+}
+
+/// The reply that carries `outcome` back to the sender of `message`.
+pub(crate) fn reply_for(inner: &Inner, message: &Message, outcome: &Outcome) -> Option<Message> {
+    let to = message.from_node.clone()?;
+    let method = message.parsed_reply_method().unwrap_or(Method::Result);
+    let mut reply = Message {
+        id: Some(bosun_proto::new_id()),
+        to_node: Some(to),
+        from_node: Some(inner.name().to_string()),
+        method: method.name().to_string(),
+        data: Vec::new(),
+        previous_message: Some(message.id().to_string()),
+        result: Some(outcome.clone()),
+        directory: message.directory.clone(),
+        file_name: message.file_name.clone(),
+        ack_timeout: message.reply_ack_timeout,
+        retries: message.reply_retries,
+        ordered: Some(false),
+        created_at: Some(now_millis()),
+        ..Default::default()
+    };
+    fit_reply(&mut reply, inner.config.max_message_bytes);
+    Some(reply)
+}
+
+/// Shrink the captured output until the reply fits the wire limit, so that a chatty
+/// command never produces a result its sender must refuse.
+fn fit_reply(reply: &mut Message, max: usize) {
+    let budget = max.saturating_sub(1024);
+    loop {
+        let size = wire::encode(&wire::Request { v: WIRE_VERSION, msg: reply.clone() }).len();
+        let Some(result) = reply.result.as_mut() else { return };
+        if size <= budget || (result.stdout.is_empty() && result.stderr.is_empty()) {
+            return;
+        }
+        result.truncated = true;
+        let longer = if result.stdout.len() >= result.stderr.len() {
+            &mut result.stdout
+        } else {
+            &mut result.stderr
+        };
+        let mut cut = longer.len() / 2;
+        while !longer.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        longer.truncate(cut);
+        reply.data.clear();
+    }
+}

@@ -1,0 +1,383 @@
+//! [`Node`]: start-up with recovery, submit, status, wait and shutdown.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bosun_bus::Transport;
+use bosun_proto::wire::{self, Request, WIRE_VERSION};
+use bosun_proto::{Message, Method, Outcome, State, Status};
+use bosun_store::{InboxRecord, SentRecord, Store, StoreError};
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::executor::{self, InboxCmd};
+use crate::outbox::{self, OutboxCmd};
+use crate::receiver;
+
+pub use bosun_methods::now_millis;
+
+/// Shared by the node's tasks.
+pub(crate) struct Inner {
+    pub config: Config,
+    pub store: Store,
+    pub transport: Arc<dyn Transport>,
+    pub standalone: bool,
+    pub outbox: mpsc::UnboundedSender<OutboxCmd>,
+    pub inbox: mpsc::UnboundedSender<InboxCmd>,
+    /// Bumped whenever a sent message reaches a final state.
+    pub changes: watch::Sender<u64>,
+    pub shutdown: watch::Sender<bool>,
+    pub methods: bosun_methods::Context,
+    /// Handlers running now.
+    pub running: AtomicUsize,
+}
+
+impl Inner {
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub fn bump(&self) {
+        self.changes.send_modify(|v| *v += 1);
+    }
+
+    pub fn subject(&self, node: &str, method: &str) -> String {
+        wire::subject(&self.config.subject_prefix, node, method)
+    }
+}
+
+/// A running node. Dropping it does not stop it: call [`Node::shutdown`].
+#[derive(Clone)]
+pub struct Node {
+    pub(crate) inner: Arc<Inner>,
+    tasks: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] crate::ConfigError),
+    /// The database could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The data dir could not be created.
+    #[error("cannot create data dir {path}: {source}")]
+    DataDir {
+        /// The folder.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The transport refused to subscribe.
+    #[error("cannot listen on the transport: {0}")]
+    Bus(#[from] bosun_bus::BusError),
+}
+
+/// Why a submit was refused. Nothing of the batch was queued.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// One message of the batch is invalid.
+    #[error("message {index}: {reason}")]
+    Invalid {
+        /// Its position in the batch, from 0.
+        index: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The batch was empty.
+    #[error("no messages given")]
+    Empty,
+    /// The store failed; nothing was queued.
+    #[error("cannot queue the messages: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// One queued delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Submitted {
+    /// The message id (one per destination).
+    pub id: String,
+    /// The destination.
+    pub to_node: String,
+    /// The method, canonical name.
+    pub method: String,
+}
+
+/// What this node knows about one message id.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusReport {
+    /// The id asked about.
+    pub id: String,
+    /// The record, when this node sent the message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent: Option<SentRecord>,
+    /// The record, when this node received the message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received: Option<InboxRecord>,
+}
+
+impl StatusReport {
+    /// The sender's view of the state, else the receiver's.
+    pub fn state(&self) -> Option<State> {
+        self.sent
+            .as_ref()
+            .map(|s| s.state)
+            .or(self.received.as_ref().map(|r| r.state))
+    }
+
+    /// The outcome known here.
+    pub fn outcome(&self) -> Option<&Outcome> {
+        self.sent
+            .as_ref()
+            .and_then(|s| s.outcome.as_ref())
+            .or(self.received.as_ref().and_then(|r| r.outcome.as_ref()))
+    }
+}
+
+impl Node {
+    /// Open the store, recover from the last run, and start the delivery loops.
+    ///
+    /// `standalone` nodes refuse destinations other than themselves.
+    pub async fn start(
+        config: Config,
+        transport: Arc<dyn Transport>,
+        standalone: bool,
+    ) -> Result<Node, NodeError> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
+            path: config.data_dir.display().to_string(),
+            source,
+        })?;
+        let store = Store::open(&config.db_path())?;
+        let (outbox_tx, outbox_rx) = mpsc::unbounded_channel();
+        let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
+        let (changes, _) = watch::channel(0);
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let methods = bosun_methods::Context {
+            node: config.name.clone(),
+            output_limit: config.output_limit_bytes,
+            default_method_timeout: Duration::from_secs(config.method_timeout_secs),
+            kill_grace: Duration::from_secs(config.kill_grace_secs.max(1)),
+            shutdown: shutdown_rx,
+        };
+        let inner = Arc::new(Inner {
+            config,
+            store,
+            transport,
+            standalone,
+            outbox: outbox_tx,
+            inbox: inbox_tx,
+            changes,
+            shutdown,
+            methods,
+            running: AtomicUsize::new(0),
+        });
+
+        let to_run = executor::recover(&inner).await?;
+        let outbox_entries = inner.store.outbox()?;
+        let subscription = inner
+            .transport
+            .subscribe(wire::inbox_pattern(&inner.config.subject_prefix, inner.name()))
+            .await?;
+
+        let tasks = vec![
+            tokio::spawn(outbox::run(inner.clone(), outbox_rx, outbox_entries)),
+            tokio::spawn(executor::run(inner.clone(), inbox_rx, to_run)),
+            tokio::spawn(receiver::run(inner.clone(), subscription)),
+        ];
+        tracing::info!(
+            node = inner.name(),
+            transport = inner.transport.describe(),
+            data_dir = %inner.config.data_dir.display(),
+            "node started"
+        );
+        Ok(Node {
+            inner,
+            tasks: Arc::new(std::sync::Mutex::new(tasks)),
+        })
+    }
+
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    /// The configuration in effect.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The transport, described.
+    pub fn transport_description(&self) -> String {
+        self.inner.transport.describe()
+    }
+
+    /// True when the transport is connected.
+    pub fn is_connected(&self) -> bool {
+        self.inner.transport.is_connected()
+    }
+
+    /// Validate and queue messages. Returns once every delivery is durable in the outbox.
+    /// A message with several destinations becomes one delivery per destination, each
+    /// with its own id. Re-submitting an id this node already has returns the existing
+    /// delivery instead of queueing it twice.
+    pub async fn submit(&self, messages: Vec<Message>) -> Result<Vec<Submitted>, SubmitError> {
+        if messages.is_empty() {
+            return Err(SubmitError::Empty);
+        }
+        let now = now_millis();
+        let mut receipts = Vec::new();
+        let mut queued = Vec::new();
+        for (index, message) in messages.into_iter().enumerate() {
+            let invalid = |reason: String| SubmitError::Invalid { index, reason };
+            message.validate().map_err(|e| invalid(e.to_string()))?;
+            let method = message.parsed_method().map_err(|e| invalid(e.to_string()))?;
+            if method == Method::Result {
+                return Err(invalid(
+                    "`result` messages are replies made by nodes; they cannot be submitted".into(),
+                ));
+            }
+            if let Some(id) = &message.id
+                && let Some(existing) = self.inner.store.sent(id)?
+            {
+                receipts.push(Submitted {
+                    id: id.clone(),
+                    to_node: existing.message.destination().to_string(),
+                    method: existing.message.method.clone(),
+                });
+                continue;
+            }
+            let destinations = message.destinations();
+            if destinations.iter().any(|d| d == "*") {
+                return Err(invalid(
+                    "toNodes [\"*\"] needs the fleet registry, which this node does not keep yet; list the nodes by name".into(),
+                ));
+            }
+            let fan_out = destinations.len() > 1;
+            for to in destinations {
+                if self.inner.standalone && to != self.name() {
+                    return Err(invalid(format!(
+                        "node {to:?} is not reachable: this node ({}) runs standalone on the in-process transport; start every node with --broker nats://HOST:PORT to reach other nodes",
+                        self.name()
+                    )));
+                }
+                let mut m = message.for_destination(&to, fan_out);
+                m.from_node = Some(self.name().to_string());
+                m.created_at = Some(now);
+                let size = wire::encode(&Request { v: WIRE_VERSION, msg: m.clone() }).len();
+                if size > self.inner.config.max_message_bytes {
+                    return Err(invalid(format!(
+                        "message is {size} bytes; the limit is {} (max_message_bytes)",
+                        self.inner.config.max_message_bytes
+                    )));
+                }
+                receipts.push(Submitted {
+                    id: m.id().to_string(),
+                    to_node: to.clone(),
+                    method: m.method.clone(),
+                });
+                queued.push(m);
+            }
+        }
+        if queued.is_empty() {
+            return Ok(receipts);
+        }
+        let seqs = self.inner.store.submit(queued.clone(), now).await?;
+        let _ = self
+            .inner
+            .outbox
+            .send(OutboxCmd::Deliver(seqs.into_iter().zip(queued).collect()));
+        Ok(receipts)
+    }
+
+    /// Everything this node knows about a message id.
+    pub fn status(&self, id: &str) -> Result<StatusReport, StoreError> {
+        Ok(StatusReport {
+            id: id.to_string(),
+            sent: self.inner.store.sent(id)?,
+            received: self.inner.store.inbox(id)?,
+        })
+    }
+
+    /// The most recent messages this node sent, newest first.
+    pub fn recent(&self, limit: usize) -> Result<Vec<SentRecord>, StoreError> {
+        self.inner.store.recent_sent(limit)
+    }
+
+    /// Wait until every id is in a final state at this node, or `timeout` passes.
+    /// Returns whether all finished, and the reports.
+    pub async fn wait(
+        &self,
+        ids: &[String],
+        timeout: Duration,
+    ) -> Result<(bool, Vec<StatusReport>), StoreError> {
+        let mut changes = self.inner.changes.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            changes.mark_unchanged();
+            let reports: Vec<StatusReport> =
+                ids.iter().map(|id| self.status(id)).collect::<Result<_, _>>()?;
+            let all_done = reports
+                .iter()
+                .all(|r| r.sent.as_ref().is_some_and(|s| s.state.is_terminal()));
+            if all_done {
+                return Ok((true, reports));
+            }
+            tokio::select! {
+                r = changes.changed() => if r.is_err() { return Ok((false, reports)); },
+                _ = tokio::time::sleep_until(deadline) => return Ok((false, reports)),
+            }
+        }
+    }
+
+    /// Outbox and inbox depths.
+    pub fn depths(&self) -> Result<bosun_store::Depths, StoreError> {
+        self.inner.store.depths()
+    }
+
+    /// A receiver that becomes true when the node begins to shut down.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.inner.shutdown.subscribe()
+    }
+
+    /// Stop gracefully: stop taking work, interrupt running handlers (their outcome is
+    /// recorded and their reply queued), give the outbox a moment to drain, then make
+    /// everything durable and close the store.
+    pub async fn shutdown(&self) {
+        tracing::info!(node = self.name(), "shutting down");
+        let _ = self.inner.shutdown.send(true);
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_secs(self.inner.config.kill_grace_secs.max(1) * 2 + 2);
+        while self.inner.running.load(Ordering::SeqCst) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let tasks: Vec<JoinHandle<()>> = std::mem::take(&mut *self.tasks.lock().expect("tasks lock"));
+        for t in tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+        }
+        if let Err(e) = self.inner.store.close().await {
+            tracing::error!(error = %e, "closing the store");
+        }
+        tracing::info!(node = self.name(), "stopped");
+    }
+}
+
+/// An outcome for a message refused at this node.
+pub(crate) fn refused(node: &str, reason: &str) -> Outcome {
+    Outcome::bare(Status::Rejected, node, reason, now_millis())
+}
+
+/// Resolve when the watched flag becomes true (or its sender is gone).
+pub(crate) async fn until_true(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}

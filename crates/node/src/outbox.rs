@@ -1,0 +1,303 @@
+//! The sender loop: delivers the outbox, resends with backoff, gives up on ttl or
+//! retries.
+//!
+//! Ordered messages to one (destination, method) go one at a time: the next is sent only
+//! when the previous one is ACKed, refused or given up. That keeps submit order at the
+//! receiver even across resends. Unordered messages go together, up to
+//! `max_in_flight` awaiting their ACK.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bosun_bus::BusError;
+use bosun_core::{Attempt, Delivery, Event, LaneItem, Lanes, RetryPolicy};
+use bosun_proto::wire::{self, Request, WIRE_VERSION};
+use bosun_proto::{Message, Millis, Outcome, Status};
+use bosun_store::SentRecord;
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::errorlog::{self, ErrorEntry};
+use crate::node::{Inner, now_millis};
+
+/// Ordering stream of a sent message: destination and method.
+type Stream = (String, String);
+
+pub(crate) enum OutboxCmd {
+    /// Newly queued messages with their outbox seqs.
+    Deliver(Vec<(u64, Message)>),
+}
+
+struct Entry {
+    item: LaneItem<Stream>,
+    message: Message,
+    delivery: Delivery,
+    payload: Bytes,
+    subject: String,
+    /// Why the next send is a resend, for the history.
+    resend_note: Option<String>,
+}
+
+struct Outbox {
+    inner: Arc<Inner>,
+    lanes: Lanes<Stream>,
+    entries: HashMap<String, Entry>,
+    timers: BinaryHeap<Reverse<(Millis, String)>>,
+    results: mpsc::UnboundedSender<(String, Result<Bytes, BusError>)>,
+    in_flight: usize,
+}
+
+pub(crate) async fn run(
+    inner: Arc<Inner>,
+    mut commands: mpsc::UnboundedReceiver<OutboxCmd>,
+    existing: Vec<(u64, SentRecord)>,
+) {
+    let (results_tx, mut results_rx) = mpsc::unbounded_channel();
+    let mut outbox = Outbox {
+        lanes: Lanes::new(inner.config.max_in_flight),
+        inner: inner.clone(),
+        entries: HashMap::new(),
+        timers: BinaryHeap::new(),
+        results: results_tx,
+        in_flight: 0,
+    };
+    for (seq, record) in existing {
+        outbox.add(seq, record.message);
+    }
+    let mut shutdown = inner.shutdown.subscribe();
+    let mut drain_until: Option<tokio::time::Instant> = None;
+    loop {
+        for item in outbox.lanes.take_ready() {
+            outbox.send(&item.id);
+        }
+        if let Some(until) = drain_until
+            && (tokio::time::Instant::now() >= until
+                || (outbox.in_flight == 0 && inner.running.load(std::sync::atomic::Ordering::SeqCst) == 0))
+        {
+            break;
+        }
+        let next_timer = outbox.timers.peek().map(|Reverse((at, _))| *at);
+        let sleep = async {
+            match next_timer {
+                Some(at) => {
+                    let wait = at.saturating_sub(now_millis());
+                    tokio::time::sleep(Duration::from_millis(wait)).await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            cmd = commands.recv() => match cmd {
+                Some(OutboxCmd::Deliver(list)) => {
+                    for (seq, m) in list { outbox.add(seq, m); }
+                }
+                None => break,
+            },
+            Some((id, result)) = results_rx.recv() => outbox.on_result(id, result).await,
+            _ = sleep => outbox.fire_timers(),
+            _ = tokio::time::sleep(Duration::from_millis(100)), if drain_until.is_some() => {}
+            _ = crate::node::until_true(&mut shutdown), if drain_until.is_none() => {
+                // Let replies of interrupted work and sends under way finish, briefly.
+                drain_until = Some(tokio::time::Instant::now() + Duration::from_millis(1500));
+            }
+        }
+    }
+}
+
+impl Outbox {
+    fn policy(&self, m: &Message) -> RetryPolicy {
+        RetryPolicy {
+            ack_timeout_ms: m.ack_timeout.unwrap_or(self.inner.config.ack_timeout_secs) * 1000,
+            retries: m.retries.unwrap_or(self.inner.config.retries),
+            ..RetryPolicy::default()
+        }
+    }
+
+    fn add(&mut self, seq: u64, message: Message) {
+        let id = message.id().to_string();
+        if self.entries.contains_key(&id) {
+            return;
+        }
+        let created = message.created_at.unwrap_or_else(now_millis);
+        let delivery = Delivery::new(self.policy(&message), created, message.ttl);
+        let stream = message
+            .is_ordered()
+            .then(|| (message.destination().to_string(), message.method.clone()));
+        let item = LaneItem {
+            seq,
+            id: id.clone(),
+            stream,
+        };
+        let payload = Bytes::from(wire::encode(&Request {
+            v: WIRE_VERSION,
+            msg: message.clone(),
+        }));
+        let subject = self.inner.subject(message.destination(), &message.method);
+        self.lanes.push(item.clone());
+        self.entries.insert(
+            id,
+            Entry {
+                item,
+                message,
+                delivery,
+                payload,
+                subject,
+                resend_note: None,
+            },
+        );
+    }
+
+    fn send(&mut self, id: &str) {
+        let now = now_millis();
+        let Some(entry) = self.entries.get_mut(id) else { return };
+        if entry.delivery.expired(now) {
+            self.give_up(id, "ttl expired before the message could be delivered");
+            return;
+        }
+        if !self.inner.transport.is_connected() {
+            // Not sent at all: the message stays `queued` and waits for the link.
+            match entry.delivery.on_unreachable(now) {
+                Attempt::RetryAt(at) => self.timers.push(Reverse((at, id.to_string()))),
+                Attempt::GiveUp(reason) => self.give_up(id, reason),
+            }
+            return;
+        }
+        self.inner.store.note(id, Event::Sent, now, entry.resend_note.take());
+        let transport = self.inner.transport.clone();
+        let results = self.results.clone();
+        let subject = entry.subject.clone();
+        let payload = entry.payload.clone();
+        let timeout = Duration::from_millis(entry.delivery.policy.ack_timeout_ms);
+        let id = id.to_string();
+        self.in_flight += 1;
+        tokio::spawn(async move {
+            let result = transport.request(subject, payload, timeout).await;
+            let _ = results.send((id, result));
+        });
+    }
+
+    fn fire_timers(&mut self) {
+        let now = now_millis();
+        while let Some(Reverse((at, _))) = self.timers.peek() {
+            if *at > now {
+                break;
+            }
+            let Reverse((_, id)) = self.timers.pop().expect("peeked");
+            self.send(&id);
+        }
+    }
+
+    async fn on_result(&mut self, id: String, result: Result<Bytes, BusError>) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let now = now_millis();
+        let Some(entry) = self.entries.get_mut(&id) else { return };
+        let attempt = match result {
+            Ok(bytes) => match wire::decode_ack(&bytes) {
+                Ok(ack) if ack.id == id => {
+                    match ack.rejected {
+                        Some(reason) => self.refused(&id, &reason).await,
+                        None => self.acked(&id, now),
+                    }
+                    return;
+                }
+                Ok(ack) => {
+                    tracing::warn!(id, got = ack.id, reason = ?ack.rejected, "ACK for another id");
+                    entry.delivery.on_ack_timeout(now)
+                }
+                Err(e) => {
+                    tracing::warn!(id, error = %e, "unreadable ACK");
+                    entry.delivery.on_ack_timeout(now)
+                }
+            },
+            Err(BusError::Timeout(_)) => {
+                let attempt = entry.delivery.on_ack_timeout(now);
+                entry.resend_note = Some(format!(
+                    "resend #{} after no ACK in {} ms",
+                    entry.delivery.timeouts,
+                    entry.delivery.policy.ack_timeout_ms
+                ));
+                attempt
+            }
+            Err(BusError::NoResponders(_)) | Err(BusError::Disconnected) => {
+                entry.delivery.on_unreachable(now)
+            }
+            Err(e) => {
+                tracing::warn!(id, error = %e, "send failed");
+                entry.delivery.on_ack_timeout(now)
+            }
+        };
+        match attempt {
+            Attempt::RetryAt(at) => self.timers.push(Reverse((at, id))),
+            Attempt::GiveUp(reason) => self.give_up(&id, reason),
+        }
+    }
+
+    fn acked(&mut self, id: &str, now: Millis) {
+        self.inner.store.note(id, Event::Acked, now, None);
+        self.finished(id);
+    }
+
+    async fn refused(&mut self, id: &str, reason: &str) {
+        let Some(entry) = self.entries.get(id) else { return };
+        let to = entry.message.destination().to_string();
+        let outcome = Outcome::bare(Status::Rejected, &to, reason, now_millis());
+        let store = self.inner.store.clone();
+        let inner = self.inner.clone();
+        let id_owned = id.to_string();
+        let reason_owned = reason.to_string();
+        tokio::spawn(async move {
+            let _ = store
+                .sent_event(&id_owned, Event::Finished(Status::Rejected), now_millis(), Some(reason_owned), Some(outcome))
+                .await;
+            inner.bump();
+        });
+        self.log(id, "rejected", reason);
+        self.finished(id);
+    }
+
+    fn give_up(&mut self, id: &str, reason: &str) {
+        let Some(entry) = self.entries.get(id) else { return };
+        let outcome = Outcome::bare(
+            Status::Failed,
+            entry.message.destination(),
+            format!("not delivered: {reason}"),
+            now_millis(),
+        );
+        let store = self.inner.store.clone();
+        let inner = self.inner.clone();
+        let id_owned = id.to_string();
+        let note = reason.to_string();
+        tokio::spawn(async move {
+            let _ = store
+                .sent_event(&id_owned, Event::Finished(Status::Failed), now_millis(), Some(note), Some(outcome))
+                .await;
+            inner.bump();
+        });
+        self.log(id, "undelivered", reason);
+        self.finished(id);
+    }
+
+    fn finished(&mut self, id: &str) {
+        if let Some(entry) = self.entries.remove(id) {
+            self.lanes.done(&entry.item);
+        }
+    }
+
+    fn log(&self, id: &str, kind: &str, reason: &str) {
+        let Some(entry) = self.entries.get(id) else { return };
+        errorlog::append(
+            &self.inner.config.error_log_path(),
+            &ErrorEntry {
+                at: now_millis(),
+                node: self.inner.name(),
+                kind,
+                message_id: Some(id),
+                to_node: Some(entry.message.destination()),
+                method: Some(&entry.message.method),
+                reason,
+            },
+        );
+    }
+}

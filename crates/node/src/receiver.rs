@@ -1,0 +1,180 @@
+//! Every arrival on `<prefix>.<node>.>`: status notes, results, and requests to run.
+//!
+//! A request is validated, recorded durably in the inbox (deduplicated by id) and only
+//! then ACKed. A request that cannot be read or is refused gets an ACK that says why, and
+//! the node goes on. Each arrival is handled in its own task so that many arrivals share
+//! one group commit.
+
+use std::sync::Arc;
+
+use bosun_core::Event;
+use bosun_proto::wire::{self, Ack, STATUS_TOKEN, WIRE_VERSION};
+use bosun_proto::{Message, Method};
+use bosun_store::Receipt;
+use bytes::Bytes;
+use futures::StreamExt;
+
+use crate::errorlog::{self, ErrorEntry};
+use crate::executor::InboxCmd;
+use crate::node::{Inner, now_millis};
+
+pub(crate) async fn run(inner: Arc<Inner>, mut subscription: bosun_bus::Subscription) {
+    let mut shutdown = inner.shutdown.subscribe();
+    loop {
+        tokio::select! {
+            next = subscription.next() => match next {
+                Some(incoming) => {
+                    let inner = inner.clone();
+                    tokio::spawn(async move { handle(inner, incoming).await });
+                }
+                None => {
+                    tracing::warn!("subscription ended");
+                    break;
+                }
+            },
+            _ = crate::node::until_true(&mut shutdown) => break,
+        }
+    }
+}
+
+fn ack(id: &str, duplicate: bool, rejected: Option<String>) -> Bytes {
+    Bytes::from(wire::encode(&Ack {
+        v: WIRE_VERSION,
+        id: id.to_string(),
+        duplicate,
+        rejected,
+    }))
+}
+
+async fn handle(inner: Arc<Inner>, mut incoming: bosun_bus::Incoming) {
+    if incoming.subject.rsplit('.').next() == Some(STATUS_TOKEN) {
+        if let Ok(note) = wire::decode_status(&incoming.payload)
+            && note.state == bosun_proto::State::Running
+        {
+            inner.store.note(&note.id, Event::Started, note.at, None);
+        }
+        return;
+    }
+    let answer = process(&inner, &incoming).await;
+    if let Err(e) = incoming.respond(answer).await {
+        tracing::debug!(error = %e, "cannot send ACK; the sender will resend");
+    }
+}
+
+/// Decide, record, and return the ACK to send.
+async fn process(inner: &Arc<Inner>, incoming: &bosun_bus::Incoming) -> Bytes {
+    let now = now_millis();
+    let max = inner.config.max_message_bytes;
+    if incoming.payload.len() > max {
+        let reason = format!(
+            "message of {} bytes exceeds this node's limit of {max} bytes (max_message_bytes)",
+            incoming.payload.len()
+        );
+        log_refusal(inner, None, None, &reason);
+        return ack("", false, Some(reason));
+    }
+    let request = match wire::decode_request(&incoming.payload) {
+        Ok(r) => r,
+        Err(e) => {
+            let reason = e.to_string();
+            log_refusal(inner, None, None, &reason);
+            return ack("", false, Some(reason));
+        }
+    };
+    let message = request.msg;
+    let id = message.id().to_string();
+    if let Err(reason) = check(inner, &message) {
+        log_refusal(inner, Some(&message), Some(&id), &reason);
+        if ulid::Ulid::from_string(&id).is_ok() {
+            match inner.store.reject(message, reason.clone(), now).await {
+                Ok(Receipt::Duplicate(_)) => return ack(&id, true, Some(reason)),
+                Ok(Receipt::New(_)) => {}
+                Err(e) => tracing::error!(error = %e, "cannot record a refused message"),
+            }
+        }
+        return ack(&id, false, Some(reason));
+    }
+    let method = message.parsed_method().expect("checked");
+    let is_result = message.previous_message.is_some() && message.result.is_some();
+    if method.is_reply_sink() && is_result {
+        return match inner.store.store_result(message, now).await {
+            Ok(receipt) => {
+                inner.bump();
+                ack(&id, matches!(receipt, Receipt::Duplicate(_)), None)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot store a result; not acknowledging");
+                // No ACK: the sender resends and the result is stored next time.
+                Bytes::new()
+            }
+        };
+    }
+    let stream = message
+        .is_ordered()
+        .then(|| (message.from_node.clone().unwrap_or_default(), method));
+    match inner.store.receive(message.clone(), now).await {
+        Ok(Receipt::New(seq)) => {
+            let _ = inner.inbox.send(InboxCmd::New {
+                seq,
+                message: Box::new(message),
+                stream,
+            });
+            ack(&id, false, None)
+        }
+        Ok(Receipt::Duplicate(state)) => {
+            tracing::debug!(id, state = state.name(), "duplicate arrival; ACKed again, not run again");
+            let rejected = (state == bosun_proto::State::Rejected).then(|| "refused earlier".to_string());
+            ack(&id, true, rejected)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot record a message; not acknowledging");
+            Bytes::new()
+        }
+    }
+}
+
+/// The checks a request must pass before it is recorded.
+fn check(inner: &Inner, message: &Message) -> Result<(), String> {
+    message.validate().map_err(|e| e.to_string())?;
+    if message.id.is_none() {
+        return Err("field `id`: missing; a message on the wire must carry its id".into());
+    }
+    let Some(from) = message.from_node.as_deref() else {
+        return Err("field `fromNode`: missing; a message on the wire must name its sender".into());
+    };
+    bosun_proto::validate_node_name(from).map_err(|e| format!("field `fromNode`: {e}"))?;
+    if message.destination() != inner.name() {
+        return Err(format!(
+            "field `toNode`: this node is {:?}, not {:?}",
+            inner.name(),
+            message.destination()
+        ));
+    }
+    let method = message.parsed_method().map_err(|e| e.to_string())?;
+    let is_result = message.previous_message.is_some() && message.result.is_some();
+    if method.is_reply_sink() && is_result {
+        return Ok(());
+    }
+    if method == Method::Result {
+        return Err("a `result` message must carry previousMessage and result".into());
+    }
+    if !bosun_methods::is_served(method) {
+        return Err(format!("method {method} is not served by this node"));
+    }
+    Ok(())
+}
+
+fn log_refusal(inner: &Inner, message: Option<&Message>, id: Option<&str>, reason: &str) {
+    errorlog::append(
+        &inner.config.error_log_path(),
+        &ErrorEntry {
+            at: now_millis(),
+            node: inner.name(),
+            kind: "rejected",
+            message_id: id.filter(|s| !s.is_empty()),
+            to_node: message.and_then(|m| m.from_node.as_deref()),
+            method: message.map(|m| m.method.as_str()),
+            reason,
+        },
+    );
+}
