@@ -46,7 +46,12 @@ pub type Subscription = Pin<Box<dyn Stream<Item = Incoming> + Send>>;
 #[async_trait::async_trait]
 pub trait Transport: Send + Sync + 'static {
     /// Send `payload` to whoever listens on `subject` and wait up to `timeout` for one answer.
-    async fn request(&self, subject: String, payload: Bytes, timeout: Duration) -> Result<Bytes, BusError>;
+    async fn request(
+        &self,
+        subject: String,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, BusError>;
     /// Send `payload` without waiting for an answer (best effort).
     async fn publish(&self, subject: String, payload: Bytes) -> Result<(), BusError>;
     /// Listen on a subject pattern (NATS wildcards `*` and `>`).

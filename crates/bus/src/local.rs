@@ -75,7 +75,12 @@ impl LocalTransport {
 
 #[async_trait::async_trait]
 impl Transport for LocalTransport {
-    async fn request(&self, subject: String, payload: Bytes, timeout: Duration) -> Result<Bytes, BusError> {
+    async fn request(
+        &self,
+        subject: String,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, BusError> {
         if self.hub.down.load(Ordering::SeqCst) {
             return Err(BusError::Disconnected);
         }
@@ -113,7 +118,11 @@ impl Transport for LocalTransport {
 
     async fn subscribe(&self, pattern: String) -> Result<Subscription, BusError> {
         let (tx, rx) = mpsc::channel(QUEUE);
-        self.hub.listeners.lock().expect("hub lock").push((pattern, tx));
+        self.hub
+            .listeners
+            .lock()
+            .expect("hub lock")
+            .push((pattern, tx));
         Ok(Box::pin(ReceiverStream::new(rx)))
     }
 
@@ -167,7 +176,11 @@ mod tests {
             }
         });
         let got = a
-            .request("x.b.ping".into(), Bytes::from_static(b"hi"), Duration::from_secs(1))
+            .request(
+                "x.b.ping".into(),
+                Bytes::from_static(b"hi"),
+                Duration::from_secs(1),
+            )
             .await
             .unwrap();
         assert_eq!(&got[..], b"hi");
@@ -199,11 +212,16 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, BusError::Timeout(_)));
-        assert!(a.request("x.y".into(), Bytes::new(), Duration::from_secs(1)).await.is_ok());
+        assert!(
+            a.request("x.y".into(), Bytes::new(), Duration::from_secs(1))
+                .await
+                .is_ok()
+        );
         hub.set_down(true);
         assert!(!a.is_connected());
         assert_eq!(
-            a.request("x.y".into(), Bytes::new(), Duration::from_secs(1)).await,
+            a.request("x.y".into(), Bytes::new(), Duration::from_secs(1))
+                .await,
             Err(BusError::Disconnected)
         );
     }

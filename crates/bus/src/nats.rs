@@ -74,7 +74,10 @@ impl NatsTransport {
         }
         if let Some(seed_file) = &options.nkey_seed_file {
             let seed = std::fs::read_to_string(seed_file).map_err(|e| {
-                BusError::Other(format!("cannot read nkey seed file {}: {e}", seed_file.display()))
+                BusError::Other(format!(
+                    "cannot read nkey seed file {}: {e}",
+                    seed_file.display()
+                ))
             })?;
             connect = connect.nkey(seed.trim().to_string());
         }
@@ -124,11 +127,18 @@ impl NatsTransport {
 
 #[async_trait::async_trait]
 impl Transport for NatsTransport {
-    async fn request(&self, subject: String, payload: Bytes, timeout: Duration) -> Result<Bytes, BusError> {
+    async fn request(
+        &self,
+        subject: String,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, BusError> {
         if !self.is_connected() {
             return Err(BusError::Disconnected);
         }
-        let request = async_nats::Request::new().payload(payload).timeout(Some(timeout));
+        let request = async_nats::Request::new()
+            .payload(payload)
+            .timeout(Some(timeout));
         match self.client.send_request(subject.clone(), request).await {
             Ok(m) => Ok(m.payload),
             Err(e) => Err(match e.kind() {

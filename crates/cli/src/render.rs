@@ -54,7 +54,13 @@ pub fn indented(text: &str, prefix: &str) -> String {
 
 fn history_lines(out: &mut String, history: &[HistoryEntry], base: Millis) {
     for h in history {
-        let _ = write!(out, "  {}  +{:>6} ms  {:<11}", clock(h.at), h.at.saturating_sub(base), h.state.name());
+        let _ = write!(
+            out,
+            "  {}  +{:>6} ms  {:<11}",
+            clock(h.at),
+            h.at.saturating_sub(base),
+            h.state.name()
+        );
         if let Some(note) = &h.note {
             let _ = write!(out, "  {note}");
         }
@@ -77,9 +83,19 @@ pub fn report(r: &StatusReport) -> String {
             m.from_node.as_deref().unwrap_or("?")
         );
         if !m.data.is_empty() {
-            let _ = writeln!(out, "data     {}", serde_json::to_string(&m.data).unwrap_or_default());
+            let _ = writeln!(
+                out,
+                "data     {}",
+                serde_json::to_string(&m.data).unwrap_or_default()
+            );
         }
-        let _ = writeln!(out, "state    {}   (sent {} time(s), {})", s.state.name(), s.sends, date(base));
+        let _ = writeln!(
+            out,
+            "state    {}   (sent {} time(s), {})",
+            s.state.name(),
+            s.sends,
+            date(base)
+        );
         out.push_str("history (sender)\n");
         history_lines(&mut out, &s.history, base);
     }
@@ -124,7 +140,7 @@ mod tests {
     #[test]
     fn clock_and_date_are_utc() {
         // 2026-11-21T23:21:03.456Z
-        let ms = 1_795_389_663_456;
+        let ms = 1_795_303_263_456;
         assert_eq!(clock(ms), "23:21:03.456");
         assert_eq!(date(ms), "2026-11-21");
         assert_eq!(date(0), "1970-01-01");

@@ -13,6 +13,6 @@ pub mod lanes;
 pub mod lifecycle;
 pub mod retry;
 
-pub use lanes::{Lanes, LaneItem};
+pub use lanes::{LaneItem, Lanes};
 pub use lifecycle::{Event, next_state};
 pub use retry::{Attempt, Delivery, RetryPolicy};

@@ -82,7 +82,13 @@ mod tests {
 
     #[test]
     fn terminal_states_are_final() {
-        for t in [State::Done, State::Failed, State::Timeout, State::Interrupted, State::Rejected] {
+        for t in [
+            State::Done,
+            State::Failed,
+            State::Timeout,
+            State::Interrupted,
+            State::Rejected,
+        ] {
             for e in [
                 Event::Sent,
                 Event::Acked,
@@ -97,12 +103,21 @@ mod tests {
 
     #[test]
     fn a_result_may_overtake_the_running_note() {
-        assert_eq!(next_state(State::Acked, Event::Finished(Status::Timeout)), Some(State::Timeout));
-        assert_eq!(next_state(State::Sent, Event::Finished(Status::Done)), Some(State::Done));
+        assert_eq!(
+            next_state(State::Acked, Event::Finished(Status::Timeout)),
+            Some(State::Timeout)
+        );
+        assert_eq!(
+            next_state(State::Sent, Event::Finished(Status::Done)),
+            Some(State::Done)
+        );
     }
 
     #[test]
     fn give_up_from_queued_fails() {
-        assert_eq!(next_state(State::Queued, Event::Finished(Status::Failed)), Some(State::Failed));
+        assert_eq!(
+            next_state(State::Queued, Event::Finished(Status::Failed)),
+            Some(State::Failed)
+        );
     }
 }

@@ -77,13 +77,18 @@ pub async fn run(message: &Message, context: &Context) -> Outcome {
             if let Some(pgid) = pgid {
                 let _ = killpg(pgid, Signal::SIGKILL);
             }
-            tokio::time::timeout(context.kill_grace, &mut done).await.ok()
+            tokio::time::timeout(context.kill_grace, &mut done)
+                .await
+                .ok()
         }
     };
     let (status, error) = match cut {
         Cut::Timeout => (
             Status::Timeout,
-            format!("methodTimeout of {}s reached; the process group was killed", timeout.as_secs()),
+            format!(
+                "methodTimeout of {}s reached; the process group was killed",
+                timeout.as_secs()
+            ),
         ),
         Cut::Shutdown => (
             Status::Interrupted,
@@ -109,21 +114,37 @@ async fn wait_true(rx: &mut tokio::sync::watch::Receiver<bool>) {
 }
 
 fn finished(
-    (status, out, err): (std::io::Result<std::process::ExitStatus>, Captured, Captured),
+    (status, out, err): (
+        std::io::Result<std::process::ExitStatus>,
+        Captured,
+        Captured,
+    ),
     started: u64,
     context: &Context,
 ) -> Outcome {
     let (state, exit_code, error) = match status {
         Ok(s) => match s.code() {
             Some(0) => (Status::Done, Some(0), None),
-            Some(c) => (Status::Failed, Some(c), Some(format!("exited with code {c}"))),
+            Some(c) => (
+                Status::Failed,
+                Some(c),
+                Some(format!("exited with code {c}")),
+            ),
             None => {
                 use std::os::unix::process::ExitStatusExt;
                 let sig = s.signal().unwrap_or(0);
-                (Status::Failed, None, Some(format!("killed by signal {sig}")))
+                (
+                    Status::Failed,
+                    None,
+                    Some(format!("killed by signal {sig}")),
+                )
             }
         },
-        Err(e) => (Status::Failed, None, Some(format!("cannot wait for the command: {e}"))),
+        Err(e) => (
+            Status::Failed,
+            None,
+            Some(format!("cannot wait for the command: {e}")),
+        ),
     };
     Outcome {
         status: state,
@@ -198,7 +219,11 @@ mod tests {
     #[tokio::test]
     async fn captures_stdout_stderr_and_exit_code() {
         let (_tx, rx) = watch::channel(false);
-        let o = run(&message(&["sh", "-c", "echo out; echo err >&2; exit 3"]), &context(rx)).await;
+        let o = run(
+            &message(&["sh", "-c", "echo out; echo err >&2; exit 3"]),
+            &context(rx),
+        )
+        .await;
         assert_eq!(o.status, Status::Failed);
         assert_eq!(o.exit_code, Some(3));
         assert_eq!(o.stdout, "out\n");
@@ -233,7 +258,11 @@ mod tests {
     #[tokio::test]
     async fn output_is_capped_and_marked() {
         let (_tx, rx) = watch::channel(false);
-        let o = run(&message(&["sh", "-c", "head -c 100000 /dev/zero | tr '\\0' x"]), &context(rx)).await;
+        let o = run(
+            &message(&["sh", "-c", "head -c 100000 /dev/zero | tr '\\0' x"]),
+            &context(rx),
+        )
+        .await;
         assert_eq!(o.status, Status::Done);
         assert_eq!(o.stdout.len(), 1024);
         assert!(o.truncated);
@@ -253,7 +282,11 @@ mod tests {
         assert_eq!(o.status, Status::Timeout);
         assert!(o.error.unwrap().contains("methodTimeout"));
         assert!(t.elapsed() < Duration::from_secs(10));
-        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         assert!(gone(pid), "grandchild sleep {pid} still alive");
     }
 
@@ -281,7 +314,13 @@ mod tests {
             match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
                 Err(_) => return true,
                 Ok(stat) => {
-                    let state = stat.rsplit(')').next().unwrap_or("").trim_start().chars().next();
+                    let state = stat
+                        .rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .chars()
+                        .next();
                     if state == Some('Z') || state == Some('X') {
                         return true;
                     }

@@ -1,6 +1,6 @@
 //! The CLI's side of `bosun.sock`: one request, one JSON answer.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -33,21 +33,36 @@ pub enum ClientError {
 }
 
 /// Send one control request and return the node's answer (whose `ok` is true).
-pub async fn request(socket: &Path, request: &ControlRequest, timeout: Duration) -> Result<Value, ClientError> {
+pub async fn request(
+    socket: &Path,
+    request: &ControlRequest,
+    timeout: Duration,
+) -> Result<Value, ClientError> {
     let body = serde_json::to_vec(request).map_err(|e| ClientError::Io(e.to_string()))?;
     raw(socket, &body, timeout).await
 }
 
 /// Send raw bytes (e.g. a steward message file) and return the node's answer.
 pub async fn raw(socket: &Path, body: &[u8], timeout: Duration) -> Result<Value, ClientError> {
-    let mut stream = UnixStream::connect(socket).await.map_err(|e| ClientError::NotRunning {
-        path: socket.display().to_string(),
-        dir: socket.parent().map(Path::to_path_buf).unwrap_or_else(PathBuf::new).display().to_string(),
-        reason: e.to_string(),
-    })?;
+    let mut stream = UnixStream::connect(socket)
+        .await
+        .map_err(|e| ClientError::NotRunning {
+            path: socket.display().to_string(),
+            dir: socket
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default()
+                .display()
+                .to_string(),
+            reason: e.to_string(),
+        })?;
     let exchange = async {
-        stream.write_all(body).await?;
-        stream.write_all(b"\n").await?;
+        let mut framed = Vec::with_capacity(body.len() + 1);
+        framed.extend_from_slice(body);
+        framed.push(b'\n');
+        // The node answers as soon as it has read one whole JSON value and may close
+        // before a trailing byte is taken, so a failed write still gets its answer read.
+        let _ = stream.write_all(&framed).await;
         let mut answer = Vec::new();
         stream.read_to_end(&mut answer).await?;
         Ok::<_, std::io::Error>(answer)
@@ -62,7 +77,10 @@ pub async fn raw(socket: &Path, body: &[u8], timeout: Duration) -> Result<Value,
         Ok(value)
     } else {
         Err(ClientError::Refused(
-            value["error"].as_str().unwrap_or("the node refused the request").to_string(),
+            value["error"]
+                .as_str()
+                .unwrap_or("the node refused the request")
+                .to_string(),
         ))
     }
 }

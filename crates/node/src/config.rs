@@ -150,10 +150,20 @@ fn default_name() -> String {
         .next()
         .unwrap_or("node")
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(64)
         .collect();
-    if cleaned.is_empty() { "node".into() } else { cleaned }
+    if cleaned.is_empty() {
+        "node".into()
+    } else {
+        cleaned
+    }
 }
 
 /// `$BOSUN_DATA_DIR` is handled by the CLI; this is the fallback: `~/.local/share/bosun`,
@@ -194,7 +204,15 @@ impl Config {
                 if let Some(v) = &o.$field { self.$field = v.clone(); }
             )*};
         }
-        set!(name, data_dir, subject_prefix, ack_timeout_secs, retries, method_timeout_secs, log);
+        set!(
+            name,
+            data_dir,
+            subject_prefix,
+            ack_timeout_secs,
+            retries,
+            method_timeout_secs,
+            log
+        );
         if let Some(urls) = &o.broker {
             self.broker = urls
                 .iter()
@@ -293,9 +311,16 @@ mod tests {
     fn file_then_overrides_in_that_order() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bosun.toml");
-        std::fs::write(&path, "name = \"from-file\"\nretries = 9\nack_timeout_secs = 7\n").unwrap();
+        std::fs::write(
+            &path,
+            "name = \"from-file\"\nretries = 9\nack_timeout_secs = 7\n",
+        )
+        .unwrap();
         let mut c = Config::from_file(&path, true).unwrap();
-        assert_eq!((c.name.as_str(), c.retries, c.ack_timeout_secs), ("from-file", 9, 7));
+        assert_eq!(
+            (c.name.as_str(), c.retries, c.ack_timeout_secs),
+            ("from-file", 9, 7)
+        );
         c.apply(&Overrides {
             name: Some("from-flag".into()),
             broker: Some(vec!["nats://a:1,nats://b:2".into()]),
@@ -323,7 +348,12 @@ mod tests {
             subject_prefix: "a.*".into(),
             ..Default::default()
         };
-        assert!(c.validate().unwrap_err().to_string().contains("subject_prefix"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("subject_prefix")
+        );
     }
 
     #[test]

@@ -64,7 +64,10 @@ pub async fn serve(node: Node, path: &Path) -> std::io::Result<()> {
         if UnixStream::connect(path).await.is_ok() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::AddrInUse,
-                format!("{} is in use: is another bosun node running on this data dir?", path.display()),
+                format!(
+                    "{} is in use: is another bosun node running on this data dir?",
+                    path.display()
+                ),
             ));
         }
         std::fs::remove_file(path)?;
@@ -95,7 +98,11 @@ pub async fn serve(node: Node, path: &Path) -> std::io::Result<()> {
 }
 
 async fn connection(node: Node, mut stream: UnixStream) {
-    let limit = node.config().max_message_bytes.saturating_mul(16).max(1 << 20);
+    let limit = node
+        .config()
+        .max_message_bytes
+        .saturating_mul(16)
+        .max(1 << 20);
     let answer = match tokio::time::timeout(READ_TIMEOUT, read_value(&mut stream, limit)).await {
         Err(_) => error_line("timed out waiting for a complete JSON value"),
         Ok(Err(reason)) => error_line(&reason),
@@ -167,7 +174,9 @@ async fn handle(node: &Node, value: Value) -> Value {
         },
         ControlRequest::Wait { ids, timeout_ms } => {
             match node.wait(&ids, Duration::from_millis(timeout_ms)).await {
-                Ok((all_done, reports)) => json!({ "ok": true, "allDone": all_done, "reports": reports }),
+                Ok((all_done, reports)) => {
+                    json!({ "ok": true, "allDone": all_done, "reports": reports })
+                }
                 Err(e) => error_line(&e.to_string()),
             }
         }

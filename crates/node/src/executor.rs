@@ -50,9 +50,15 @@ pub(crate) async fn recover(inner: &Arc<Inner>) -> Result<Vec<ToRun>, StoreError
                     "the node stopped while the method ran; it was not run again (set rerunOnRestart to allow that)",
                     now_millis(),
                 );
-                tracing::warn!(id = message.id(), "interrupted by a restart; reporting, not re-running");
+                tracing::warn!(
+                    id = message.id(),
+                    "interrupted by a restart; reporting, not re-running"
+                );
                 let reply = reply_for(inner, &message, &outcome);
-                inner.store.finish(message.id(), outcome, reply, now_millis()).await?;
+                inner
+                    .store
+                    .finish(message.id(), outcome, reply, now_millis())
+                    .await?;
             }
             _ => to_run.push(ToRun {
                 seq,
@@ -159,7 +165,11 @@ async fn run_one(inner: &Arc<Inner>, message: Message) {
 async fn finish(inner: &Arc<Inner>, message: &Message, outcome: Outcome) {
     let reply = reply_for(inner, message, &outcome);
     let now = now_millis();
-    match inner.store.finish(message.id(), outcome, reply.clone(), now).await {
+    match inner
+        .store
+        .finish(message.id(), outcome, reply.clone(), now)
+        .await
+    {
         Ok(Some(seq)) => {
             if let Some(reply) = reply {
                 let _ = inner.outbox.send(OutboxCmd::Deliver(vec![(seq, reply)]));
@@ -199,8 +209,14 @@ pub(crate) fn reply_for(inner: &Inner, message: &Message, outcome: &Outcome) -> 
 fn fit_reply(reply: &mut Message, max: usize) {
     let budget = max.saturating_sub(1024);
     loop {
-        let size = wire::encode(&wire::Request { v: WIRE_VERSION, msg: reply.clone() }).len();
-        let Some(result) = reply.result.as_mut() else { return };
+        let size = wire::encode(&wire::Request {
+            v: WIRE_VERSION,
+            msg: reply.clone(),
+        })
+        .len();
+        let Some(result) = reply.result.as_mut() else {
+            return;
+        };
         if size <= budget || (result.stdout.is_empty() && result.stderr.is_empty()) {
             return;
         }

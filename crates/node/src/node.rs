@@ -185,7 +185,10 @@ impl Node {
         let outbox_entries = inner.store.outbox()?;
         let subscription = inner
             .transport
-            .subscribe(wire::inbox_pattern(&inner.config.subject_prefix, inner.name()))
+            .subscribe(wire::inbox_pattern(
+                &inner.config.subject_prefix,
+                inner.name(),
+            ))
             .await?;
 
         let tasks = vec![
@@ -239,7 +242,9 @@ impl Node {
         for (index, message) in messages.into_iter().enumerate() {
             let invalid = |reason: String| SubmitError::Invalid { index, reason };
             message.validate().map_err(|e| invalid(e.to_string()))?;
-            let method = message.parsed_method().map_err(|e| invalid(e.to_string()))?;
+            let method = message
+                .parsed_method()
+                .map_err(|e| invalid(e.to_string()))?;
             if method == Method::Result {
                 return Err(invalid(
                     "`result` messages are replies made by nodes; they cannot be submitted".into(),
@@ -272,7 +277,11 @@ impl Node {
                 let mut m = message.for_destination(&to, fan_out);
                 m.from_node = Some(self.name().to_string());
                 m.created_at = Some(now);
-                let size = wire::encode(&Request { v: WIRE_VERSION, msg: m.clone() }).len();
+                let size = wire::encode(&Request {
+                    v: WIRE_VERSION,
+                    msg: m.clone(),
+                })
+                .len();
                 if size > self.inner.config.max_message_bytes {
                     return Err(invalid(format!(
                         "message is {size} bytes; the limit is {} (max_message_bytes)",
@@ -323,8 +332,10 @@ impl Node {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             changes.mark_unchanged();
-            let reports: Vec<StatusReport> =
-                ids.iter().map(|id| self.status(id)).collect::<Result<_, _>>()?;
+            let reports: Vec<StatusReport> = ids
+                .iter()
+                .map(|id| self.status(id))
+                .collect::<Result<_, _>>()?;
             let all_done = reports
                 .iter()
                 .all(|r| r.sent.as_ref().is_some_and(|s| s.state.is_terminal()));
@@ -361,7 +372,8 @@ impl Node {
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let tasks: Vec<JoinHandle<()>> = std::mem::take(&mut *self.tasks.lock().expect("tasks lock"));
+        let tasks: Vec<JoinHandle<()>> =
+            std::mem::take(&mut *self.tasks.lock().expect("tasks lock"));
         for t in tasks {
             let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
         }

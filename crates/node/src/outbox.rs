@@ -28,6 +28,8 @@ type Stream = (String, String);
 pub(crate) enum OutboxCmd {
     /// Newly queued messages with their outbox seqs.
     Deliver(Vec<(u64, Message)>),
+    /// The message's result arrived: it was delivered, whatever became of its ACK.
+    Settled(String),
 }
 
 struct Entry {
@@ -74,7 +76,8 @@ pub(crate) async fn run(
         }
         if let Some(until) = drain_until
             && (tokio::time::Instant::now() >= until
-                || (outbox.in_flight == 0 && inner.running.load(std::sync::atomic::Ordering::SeqCst) == 0))
+                || (outbox.in_flight == 0
+                    && inner.running.load(std::sync::atomic::Ordering::SeqCst) == 0))
         {
             break;
         }
@@ -93,6 +96,7 @@ pub(crate) async fn run(
                 Some(OutboxCmd::Deliver(list)) => {
                     for (seq, m) in list { outbox.add(seq, m); }
                 }
+                Some(OutboxCmd::Settled(id)) => outbox.finished(&id),
                 None => break,
             },
             Some((id, result)) = results_rx.recv() => outbox.on_result(id, result).await,
@@ -151,7 +155,9 @@ impl Outbox {
 
     fn send(&mut self, id: &str) {
         let now = now_millis();
-        let Some(entry) = self.entries.get_mut(id) else { return };
+        let Some(entry) = self.entries.get_mut(id) else {
+            return;
+        };
         if entry.delivery.expired(now) {
             self.give_up(id, "ttl expired before the message could be delivered");
             return;
@@ -164,7 +170,9 @@ impl Outbox {
             }
             return;
         }
-        self.inner.store.note(id, Event::Sent, now, entry.resend_note.take());
+        self.inner
+            .store
+            .note(id, Event::Sent, now, entry.resend_note.take());
         let transport = self.inner.transport.clone();
         let results = self.results.clone();
         let subject = entry.subject.clone();
@@ -192,7 +200,9 @@ impl Outbox {
     async fn on_result(&mut self, id: String, result: Result<Bytes, BusError>) {
         self.in_flight = self.in_flight.saturating_sub(1);
         let now = now_millis();
-        let Some(entry) = self.entries.get_mut(&id) else { return };
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return;
+        };
         let attempt = match result {
             Ok(bytes) => match wire::decode_ack(&bytes) {
                 Ok(ack) if ack.id == id => {
@@ -215,8 +225,7 @@ impl Outbox {
                 let attempt = entry.delivery.on_ack_timeout(now);
                 entry.resend_note = Some(format!(
                     "resend #{} after no ACK in {} ms",
-                    entry.delivery.timeouts,
-                    entry.delivery.policy.ack_timeout_ms
+                    entry.delivery.timeouts, entry.delivery.policy.ack_timeout_ms
                 ));
                 attempt
             }
@@ -240,7 +249,9 @@ impl Outbox {
     }
 
     async fn refused(&mut self, id: &str, reason: &str) {
-        let Some(entry) = self.entries.get(id) else { return };
+        let Some(entry) = self.entries.get(id) else {
+            return;
+        };
         let to = entry.message.destination().to_string();
         let outcome = Outcome::bare(Status::Rejected, &to, reason, now_millis());
         let store = self.inner.store.clone();
@@ -249,7 +260,13 @@ impl Outbox {
         let reason_owned = reason.to_string();
         tokio::spawn(async move {
             let _ = store
-                .sent_event(&id_owned, Event::Finished(Status::Rejected), now_millis(), Some(reason_owned), Some(outcome))
+                .sent_event(
+                    &id_owned,
+                    Event::Finished(Status::Rejected),
+                    now_millis(),
+                    Some(reason_owned),
+                    Some(outcome),
+                )
                 .await;
             inner.bump();
         });
@@ -258,7 +275,9 @@ impl Outbox {
     }
 
     fn give_up(&mut self, id: &str, reason: &str) {
-        let Some(entry) = self.entries.get(id) else { return };
+        let Some(entry) = self.entries.get(id) else {
+            return;
+        };
         let outcome = Outcome::bare(
             Status::Failed,
             entry.message.destination(),
@@ -271,7 +290,13 @@ impl Outbox {
         let note = reason.to_string();
         tokio::spawn(async move {
             let _ = store
-                .sent_event(&id_owned, Event::Finished(Status::Failed), now_millis(), Some(note), Some(outcome))
+                .sent_event(
+                    &id_owned,
+                    Event::Finished(Status::Failed),
+                    now_millis(),
+                    Some(note),
+                    Some(outcome),
+                )
                 .await;
             inner.bump();
         });
@@ -286,7 +311,9 @@ impl Outbox {
     }
 
     fn log(&self, id: &str, kind: &str, reason: &str) {
-        let Some(entry) = self.entries.get(id) else { return };
+        let Some(entry) = self.entries.get(id) else {
+            return;
+        };
         errorlog::append(
             &self.inner.config.error_log_path(),
             &ErrorEntry {

@@ -97,8 +97,12 @@ async fn process(inner: &Arc<Inner>, incoming: &bosun_bus::Incoming) -> Bytes {
     let method = message.parsed_method().expect("checked");
     let is_result = message.previous_message.is_some() && message.result.is_some();
     if method.is_reply_sink() && is_result {
+        let answered = message.previous_message.clone().unwrap_or_default();
         return match inner.store.store_result(message, now).await {
             Ok(receipt) => {
+                let _ = inner
+                    .outbox
+                    .send(crate::outbox::OutboxCmd::Settled(answered));
                 inner.bump();
                 ack(&id, matches!(receipt, Receipt::Duplicate(_)), None)
             }
@@ -122,8 +126,13 @@ async fn process(inner: &Arc<Inner>, incoming: &bosun_bus::Incoming) -> Bytes {
             ack(&id, false, None)
         }
         Ok(Receipt::Duplicate(state)) => {
-            tracing::debug!(id, state = state.name(), "duplicate arrival; ACKed again, not run again");
-            let rejected = (state == bosun_proto::State::Rejected).then(|| "refused earlier".to_string());
+            tracing::debug!(
+                id,
+                state = state.name(),
+                "duplicate arrival; ACKed again, not run again"
+            );
+            let rejected =
+                (state == bosun_proto::State::Rejected).then(|| "refused earlier".to_string());
             ack(&id, true, rejected)
         }
         Err(e) => {

@@ -147,7 +147,9 @@ pub fn validate_node_name(name: &str) -> Result<(), String> {
         return Err("node name is empty".into());
     }
     if name.len() > MAX_NODE_NAME {
-        return Err(format!("node name is longer than {MAX_NODE_NAME} characters"));
+        return Err(format!(
+            "node name is longer than {MAX_NODE_NAME} characters"
+        ));
     }
     if let Some(c) = name
         .chars()
@@ -170,8 +172,8 @@ impl Message {
     pub fn parse_batch(text: &str) -> Result<Vec<Message>, String> {
         let trimmed = text.trim_start();
         if trimmed.starts_with('[') {
-            let values: Vec<serde_json::Value> = serde_json::from_str(text)
-                .map_err(|e| format!("malformed message array: {e}"))?;
+            let values: Vec<serde_json::Value> =
+                serde_json::from_str(text).map_err(|e| format!("malformed message array: {e}"))?;
             values
                 .into_iter()
                 .enumerate()
@@ -186,16 +188,18 @@ impl Message {
 
     /// The method named, parsed.
     pub fn parsed_method(&self) -> Result<Method, ValidationError> {
-        Method::parse(&self.method).map(|p| p.method).ok_or_else(|| {
-            invalid(
-                "method",
-                format!(
-                    "unknown method {:?}; known methods: {} (steward REQ… spellings work too)",
-                    self.method,
-                    Method::catalogue()
-                ),
-            )
-        })
+        Method::parse(&self.method)
+            .map(|p| p.method)
+            .ok_or_else(|| {
+                invalid(
+                    "method",
+                    format!(
+                        "unknown method {:?}; known methods: {} (steward REQ… spellings work too)",
+                        self.method,
+                        Method::catalogue()
+                    ),
+                )
+            })
     }
 
     /// The reply method, parsed; `result` when absent.
@@ -206,7 +210,9 @@ impl Message {
             Some(s) => Method::parse(s).map(|p| p.method).ok_or_else(|| {
                 invalid(
                     "replyMethod",
-                    format!("unknown reply method {s:?}; use result, toConsole, toFile or toFileAppend"),
+                    format!(
+                        "unknown reply method {s:?}; use result, toConsole, toFile or toFileAppend"
+                    ),
                 )
             }),
         }
@@ -240,7 +246,9 @@ impl Message {
         {
             return Err(invalid(
                 "id",
-                format!("{id:?} is not a ULID (26 characters of Crockford base32); leave it out and one is assigned"),
+                format!(
+                    "{id:?} is not a ULID (26 characters of Crockford base32); leave it out and one is assigned"
+                ),
             ));
         }
         let to_node = self.to_node.as_deref().filter(|s| !s.is_empty());
@@ -285,7 +293,10 @@ impl Message {
         if let Some(r) = self.retries
             && r > 1000
         {
-            return Err(invalid("retries", format!("{r} is more than the limit of 1000")));
+            return Err(invalid(
+                "retries",
+                format!("{r} is more than the limit of 1000"),
+            ));
         }
         if let Some(s) = &self.schedule
             && (s.len() != 2 || s[0] == 0)
@@ -295,24 +306,18 @@ impl Message {
                 "must be [intervalSeconds, totalSeconds] with an interval of at least 1",
             ));
         }
-        match method {
-            Method::CliCommand | Method::CliCommandCont => {
-                if self.data.is_empty() || self.data[0].is_empty() {
-                    return Err(invalid(
-                        "data",
-                        "a command needs an argv, e.g. [\"uname\", \"-a\"] or [\"bash\", \"-c\", \"…\"]",
-                    ));
-                }
-            }
-            Method::Result => {
-                if self.previous_message.is_none() || self.result.is_none() {
-                    return Err(invalid(
-                        "previousMessage",
-                        "a result message must name the message it answers and carry a result",
-                    ));
-                }
-            }
-            _ => {}
+        let is_command = matches!(method, Method::CliCommand | Method::CliCommandCont);
+        if is_command && self.data.first().is_none_or(|p| p.is_empty()) {
+            return Err(invalid(
+                "data",
+                "a command needs an argv, e.g. [\"uname\", \"-a\"] or [\"bash\", \"-c\", \"…\"]",
+            ));
+        }
+        if method == Method::Result && (self.previous_message.is_none() || self.result.is_none()) {
+            return Err(invalid(
+                "previousMessage",
+                "a result message must name the message it answers and carry a result",
+            ));
         }
         if self.use_shell && !matches!(method, Method::CliCommand | Method::CliCommandCont) {
             return Err(invalid("useShell", "only commands can run through a shell"));
@@ -432,11 +437,23 @@ mod tests {
             (r#"{"toNode":"a.b","method":"ping"}"#, "toNode"),
             (r#"{"toNodes":["ok","no way"],"method":"ping"}"#, "toNodes"),
             (r#"{"toNode":"a","method":"cliCommand","data":[]}"#, "data"),
-            (r#"{"toNode":"a","method":"ping","ACKTimeout":0}"#, "ACKTimeout"),
-            (r#"{"toNode":"a","method":"ping","methodTimeout":99999999}"#, "methodTimeout"),
+            (
+                r#"{"toNode":"a","method":"ping","ACKTimeout":0}"#,
+                "ACKTimeout",
+            ),
+            (
+                r#"{"toNode":"a","method":"ping","methodTimeout":99999999}"#,
+                "methodTimeout",
+            ),
             (r#"{"toNode":"a","method":"ping","id":"not-a-ulid"}"#, "id"),
-            (r#"{"toNode":"a","method":"ping","replyMethod":"bogus"}"#, "replyMethod"),
-            (r#"{"toNode":"a","method":"ping","schedule":[5]}"#, "schedule"),
+            (
+                r#"{"toNode":"a","method":"ping","replyMethod":"bogus"}"#,
+                "replyMethod",
+            ),
+            (
+                r#"{"toNode":"a","method":"ping","schedule":[5]}"#,
+                "schedule",
+            ),
         ];
         for (json, field) in cases {
             let m = Message::from_json(json).unwrap();

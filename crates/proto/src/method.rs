@@ -159,13 +159,24 @@ mod tests {
         assert_eq!((p.method, p.unordered), (Method::CliCommandCont, true));
         let p = Method::parse("REQToFileAppend").unwrap();
         assert_eq!(p.method, Method::ToFileAppend);
-        assert_eq!(Method::parse("REQOpCommand").unwrap().method, Method::OpCommand);
+        assert_eq!(
+            Method::parse("REQOpCommand").unwrap().method,
+            Method::OpCommand
+        );
         assert_eq!(Method::parse("REQHello").unwrap().method, Method::Hello);
     }
 
     #[test]
     fn unknown_spellings_are_refused() {
-        for bad in ["", "REQ", "REQn", "REQnope", "cli_command", "CliCommand", "REQFoo"] {
+        for bad in [
+            "",
+            "REQ",
+            "REQn",
+            "REQnope",
+            "cli_command",
+            "CliCommand",
+            "REQFoo",
+        ] {
             assert!(Method::parse(bad).is_none(), "{bad} parsed");
         }
     }

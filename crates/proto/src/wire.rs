@@ -12,9 +12,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::Millis;
 use crate::message::Message;
 use crate::state::State;
-use crate::Millis;
 
 /// The wire version this build speaks.
 pub const WIRE_VERSION: u32 = 1;
@@ -130,7 +130,10 @@ mod tests {
             method: "ping".into(),
             ..Default::default()
         };
-        let req = Request { v: WIRE_VERSION, msg };
+        let req = Request {
+            v: WIRE_VERSION,
+            msg,
+        };
         assert_eq!(decode_request(&encode(&req)).unwrap(), req);
     }
 
@@ -144,7 +147,10 @@ mod tests {
     #[test]
     fn garbage_is_malformed() {
         for bad in [&b""[..], b"nope", b"{}", b"{\"v\":1}", b"\xff\xfe"] {
-            assert!(matches!(decode_request(bad), Err(WireError::Malformed(_))), "{bad:?}");
+            assert!(
+                matches!(decode_request(bad), Err(WireError::Malformed(_))),
+                "{bad:?}"
+            );
         }
     }
 }

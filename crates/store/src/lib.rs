@@ -53,7 +53,9 @@ pub enum StoreError {
     #[error("database: {0}")]
     Db(#[from] redb::Error),
     /// The database is already open, e.g. by another node on the same data dir.
-    #[error("database {path} is in use by another process; is a bosun node already running on this data dir?")]
+    #[error(
+        "database {path} is in use by another process; is a bosun node already running on this data dir?"
+    )]
     Locked {
         /// The file.
         path: String,
@@ -78,7 +80,9 @@ pub(crate) fn db<E: Into<redb::Error>>(e: E) -> StoreError {
 /// A handle on the node's database. Cheap to clone; all clones share one writer thread.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
+    /// Shared with readers; emptied by [`Store::close`] so the file is released even while
+    /// clones of the handle live on.
+    db: Arc<std::sync::RwLock<Option<Arc<Database>>>>,
     jobs: std::sync::mpsc::Sender<Job>,
 }
 
@@ -110,18 +114,32 @@ impl Store {
             txn.open_table(INBOX).map_err(db)?;
             txn.open_table(INBOX_PENDING).map_err(db)?;
             let meta = txn.open_table(META).map_err(db)?;
-            meta.get("next_seq").map_err(db)?.map(|v| v.value()).unwrap_or(1)
+            meta.get("next_seq")
+                .map_err(db)?
+                .map(|v| v.value())
+                .unwrap_or(1)
         };
         txn.commit().map_err(db)?;
         let db_arc = Arc::new(database);
         let jobs = writer::spawn(db_arc.clone(), next_seq);
-        Ok(Store { db: db_arc, jobs })
+        Ok(Store {
+            db: Arc::new(std::sync::RwLock::new(Some(db_arc))),
+            jobs,
+        })
+    }
+
+    fn database(&self) -> Result<Arc<Database>, StoreError> {
+        self.db
+            .read()
+            .expect("store lock")
+            .clone()
+            .ok_or(StoreError::Closed)
     }
 
     async fn run(&self, op: Op) -> Result<OpResult, StoreError> {
         let (tx, rx) = oneshot::channel();
         self.jobs
-            .send(Job::Op(op, tx))
+            .send(Job::Op(Box::new(op), tx))
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
@@ -163,13 +181,13 @@ impl Store {
         debug_assert!(matches!(event, Event::Sent | Event::Acked | Event::Started));
         let (tx, _rx) = oneshot::channel();
         let _ = self.jobs.send(Job::Op(
-            Op::SentEvent {
+            Box::new(Op::SentEvent {
                 id: id.to_string(),
                 event,
                 at,
                 note,
                 outcome: None,
-            },
+            }),
             tx,
         ));
     }
@@ -185,8 +203,20 @@ impl Store {
 
     /// Record a message that was refused on arrival, so a resend is refused again without
     /// running. Durable.
-    pub async fn reject(&self, message: Message, reason: String, at: Millis) -> Result<Receipt, StoreError> {
-        match self.run(Op::Reject { message, reason, at }).await? {
+    pub async fn reject(
+        &self,
+        message: Message,
+        reason: String,
+        at: Millis,
+    ) -> Result<Receipt, StoreError> {
+        match self
+            .run(Op::Reject {
+                message,
+                reason,
+                at,
+            })
+            .await?
+        {
             OpResult::Receipt(r) => Ok(r),
             _ => unreachable!("reject answers a receipt"),
         }
@@ -195,7 +225,12 @@ impl Store {
     /// Mark a received message as started. Durable before it returns, so a crash after
     /// this point is reported as `interrupted`, never re-run silently.
     pub async fn start(&self, id: &str, at: Millis) -> Result<(), StoreError> {
-        self.run(Op::Start { id: id.to_string(), at }).await.map(|_| ())
+        self.run(Op::Start {
+            id: id.to_string(),
+            at,
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Record the outcome of a received message and, in the same commit, queue its reply
@@ -237,6 +272,7 @@ impl Store {
 
     /// Stop the writer thread after it has made everything durable.
     pub async fn close(&self) -> Result<(), StoreError> {
+        self.db.write().expect("store lock").take();
         let (tx, rx) = oneshot::channel();
         if self.jobs.send(Job::Close(tx)).is_err() {
             return Ok(());
@@ -248,7 +284,7 @@ impl Store {
 
     /// A message this node sent, by id.
     pub fn sent(&self, id: &str) -> Result<Option<SentRecord>, StoreError> {
-        let txn = self.db.begin_read().map_err(db)?;
+        let txn = self.database()?.begin_read().map_err(db)?;
         let table = txn.open_table(SENT).map_err(db)?;
         table
             .get(id)
@@ -259,7 +295,7 @@ impl Store {
 
     /// A message this node received, by id.
     pub fn inbox(&self, id: &str) -> Result<Option<InboxRecord>, StoreError> {
-        let txn = self.db.begin_read().map_err(db)?;
+        let txn = self.database()?.begin_read().map_err(db)?;
         let table = txn.open_table(INBOX).map_err(db)?;
         table
             .get(id)
@@ -270,7 +306,7 @@ impl Store {
 
     /// The outbox, oldest first: each entry's seq and the record of the message.
     pub fn outbox(&self) -> Result<Vec<(u64, SentRecord)>, StoreError> {
-        let txn = self.db.begin_read().map_err(db)?;
+        let txn = self.database()?.begin_read().map_err(db)?;
         let outbox = txn.open_table(OUTBOX).map_err(db)?;
         let sent = txn.open_table(SENT).map_err(db)?;
         let mut out = Vec::new();
@@ -286,7 +322,7 @@ impl Store {
 
     /// Received messages not finished yet, in arrival order.
     pub fn inbox_pending(&self) -> Result<Vec<(u64, InboxRecord)>, StoreError> {
-        let txn = self.db.begin_read().map_err(db)?;
+        let txn = self.database()?.begin_read().map_err(db)?;
         let pending = txn.open_table(INBOX_PENDING).map_err(db)?;
         let inbox = txn.open_table(INBOX).map_err(db)?;
         let mut out = Vec::new();
@@ -302,9 +338,13 @@ impl Store {
 
     /// How much is waiting in each queue.
     pub fn depths(&self) -> Result<Depths, StoreError> {
-        let txn = self.db.begin_read().map_err(db)?;
+        let txn = self.database()?.begin_read().map_err(db)?;
         let outbox = txn.open_table(OUTBOX).map_err(db)?.len().map_err(db)?;
-        let inbox_pending = txn.open_table(INBOX_PENDING).map_err(db)?.len().map_err(db)?;
+        let inbox_pending = txn
+            .open_table(INBOX_PENDING)
+            .map_err(db)?
+            .len()
+            .map_err(db)?;
         Ok(Depths {
             outbox,
             inbox_pending,
@@ -313,13 +353,20 @@ impl Store {
 
     /// The most recent messages this node sent, newest first (ids are ULIDs, so id order
     /// is time order).
+    /// Replies this node sent back are left out.
     pub fn recent_sent(&self, limit: usize) -> Result<Vec<SentRecord>, StoreError> {
-        let txn = self.db.begin_read().map_err(db)?;
+        let txn = self.database()?.begin_read().map_err(db)?;
         let sent = txn.open_table(SENT).map_err(db)?;
         let mut out = Vec::new();
-        for entry in sent.iter().map_err(db)?.rev().take(limit) {
+        for entry in sent.iter().map_err(db)?.rev() {
+            if out.len() >= limit {
+                break;
+            }
             let (id, v) = entry.map_err(db)?;
-            out.push(records::decode(id.value(), v.value())?);
+            let record: SentRecord = records::decode(id.value(), v.value())?;
+            if record.message.previous_message.is_none() {
+                out.push(record);
+            }
         }
         Ok(out)
     }

@@ -29,7 +29,10 @@ async fn submitted_messages_survive_reopen_in_order() {
     }
     let store = Store::open(&path).unwrap();
     let outbox = store.outbox().unwrap();
-    let got: Vec<String> = outbox.iter().map(|(_, r)| r.message.id().to_string()).collect();
+    let got: Vec<String> = outbox
+        .iter()
+        .map(|(_, r)| r.message.id().to_string())
+        .collect();
     assert_eq!(got, ids);
     assert_eq!(outbox[0].1.state, State::Queued);
     assert_eq!(store.depths().unwrap().outbox, 5);
@@ -51,15 +54,27 @@ async fn ack_leaves_the_outbox_and_history_grows() {
     let m = msg("a");
     let id = m.id().to_string();
     store.submit(vec![m], 1).await.unwrap();
-    store.sent_event(&id, Event::Sent, 2, None, None).await.unwrap();
-    store.sent_event(&id, Event::Sent, 3, None, None).await.unwrap();
-    store.sent_event(&id, Event::Acked, 4, None, None).await.unwrap();
+    store
+        .sent_event(&id, Event::Sent, 2, None, None)
+        .await
+        .unwrap();
+    store
+        .sent_event(&id, Event::Sent, 3, None, None)
+        .await
+        .unwrap();
+    store
+        .sent_event(&id, Event::Acked, 4, None, None)
+        .await
+        .unwrap();
     let rec = store.sent(&id).unwrap().unwrap();
     assert_eq!(rec.state, State::Acked);
     assert_eq!(rec.sends, 2);
     assert!(!rec.in_outbox);
     let states: Vec<State> = rec.history.iter().map(|h| h.state).collect();
-    assert_eq!(states, vec![State::Queued, State::Sent, State::Sent, State::Acked]);
+    assert_eq!(
+        states,
+        vec![State::Queued, State::Sent, State::Sent, State::Acked]
+    );
     assert_eq!(store.depths().unwrap().outbox, 0);
 }
 
@@ -68,7 +83,10 @@ async fn a_resent_message_is_recorded_once() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("n.redb")).unwrap();
     let m = msg("me");
-    assert!(matches!(store.receive(m.clone(), 1).await.unwrap(), Receipt::New(_)));
+    assert!(matches!(
+        store.receive(m.clone(), 1).await.unwrap(),
+        Receipt::New(_)
+    ));
     assert_eq!(
         store.receive(m.clone(), 2).await.unwrap(),
         Receipt::Duplicate(State::Received)
@@ -111,21 +129,34 @@ async fn a_result_completes_the_sent_record_and_is_deduplicated() {
     let store = Store::open(&dir.path().join("n.redb")).unwrap();
     let m = msg("a");
     store.submit(vec![m.clone()], 1).await.unwrap();
-    store.sent_event(m.id(), Event::Sent, 2, None, None).await.unwrap();
+    store
+        .sent_event(m.id(), Event::Sent, 2, None, None)
+        .await
+        .unwrap();
     let mut reply = msg("me");
     reply.method = "result".into();
     reply.previous_message = Some(m.id().to_string());
     reply.result = Some(outcome(Status::Timeout));
-    assert!(matches!(store.store_result(reply.clone(), 3).await.unwrap(), Receipt::New(_)));
+    assert!(matches!(
+        store.store_result(reply.clone(), 3).await.unwrap(),
+        Receipt::New(_)
+    ));
     assert!(matches!(
         store.store_result(reply.clone(), 4).await.unwrap(),
         Receipt::Duplicate(_)
     ));
     let rec = store.sent(m.id()).unwrap().unwrap();
     assert_eq!(rec.state, State::Timeout);
-    assert!(!rec.in_outbox, "a result proves delivery even if the ACK was lost");
+    assert!(
+        !rec.in_outbox,
+        "a result proves delivery even if the ACK was lost"
+    );
     assert_eq!(rec.outcome.unwrap().status, Status::Timeout);
-    let timeouts = rec.history.iter().filter(|h| h.state == State::Timeout).count();
+    let timeouts = rec
+        .history
+        .iter()
+        .filter(|h| h.state == State::Timeout)
+        .count();
     assert_eq!(timeouts, 1);
 }
 
@@ -137,7 +168,9 @@ async fn many_concurrent_submits_all_land() {
     let mut tasks = Vec::new();
     for _ in 0..200 {
         let s = store.clone();
-        tasks.push(tokio::spawn(async move { s.submit(vec![msg("a")], 1).await.unwrap() }));
+        tasks.push(tokio::spawn(async move {
+            s.submit(vec![msg("a")], 1).await.unwrap()
+        }));
     }
     let mut seqs = Vec::new();
     for t in tasks {

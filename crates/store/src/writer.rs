@@ -81,7 +81,7 @@ pub(crate) enum OpResult {
 type Reply = oneshot::Sender<Result<OpResult, StoreError>>;
 
 pub(crate) enum Job {
-    Op(Op, Reply),
+    Op(Box<Op>, Reply),
     Close(oneshot::Sender<()>),
 }
 
@@ -108,12 +108,12 @@ fn run(database: Arc<Database>, jobs: Receiver<Job>, next_seq: u64) {
         };
         let mut batch: Vec<(Op, Reply)> = Vec::new();
         match first {
-            Job::Op(op, reply) => batch.push((op, reply)),
+            Job::Op(op, reply) => batch.push((*op, reply)),
             Job::Close(done) => closing = Some(done),
         }
         while closing.is_none() && batch.len() < MAX_BATCH {
             match jobs.try_recv() {
-                Ok(Job::Op(op, reply)) => batch.push((op, reply)),
+                Ok(Job::Op(op, reply)) => batch.push((*op, reply)),
                 Ok(Job::Close(done)) => closing = Some(done),
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
@@ -228,7 +228,10 @@ impl Writer {
                     pending_seq = Some(r.seq);
                 })?;
                 if let Some(seq) = pending_seq {
-                    txn.open_table(INBOX_PENDING).map_err(db)?.remove(seq).map_err(db)?;
+                    txn.open_table(INBOX_PENDING)
+                        .map_err(db)?
+                        .remove(seq)
+                        .map_err(db)?;
                 }
                 let seqs = match reply {
                     Some(m) => vec![self.enqueue(txn, m, *at)?],
@@ -248,7 +251,9 @@ impl Writer {
                         let mut rec = rec?;
                         rec.arrivals += 1;
                         let state = rec.state;
-                        inbox.insert(id.as_str(), encode(&rec).as_slice()).map_err(db)?;
+                        inbox
+                            .insert(id.as_str(), encode(&rec).as_slice())
+                            .map_err(db)?;
                         return Ok(OpResult::Receipt(Receipt::Duplicate(state)));
                     }
                     let seq = self.take_seq();
@@ -264,7 +269,9 @@ impl Writer {
                         arrivals: 1,
                         outcome: None,
                     };
-                    inbox.insert(id.as_str(), encode(&rec).as_slice()).map_err(db)?;
+                    inbox
+                        .insert(id.as_str(), encode(&rec).as_slice())
+                        .map_err(db)?;
                     Receipt::New(seq)
                 };
                 if let (Some(prev), Some(outcome)) = (&reply.previous_message, &reply.result) {
@@ -283,7 +290,12 @@ impl Writer {
         }
     }
 
-    fn enqueue(&mut self, txn: &WriteTransaction, m: &Message, at: Millis) -> Result<u64, StoreError> {
+    fn enqueue(
+        &mut self,
+        txn: &WriteTransaction,
+        m: &Message,
+        at: Millis,
+    ) -> Result<u64, StoreError> {
         let seq = self.take_seq();
         let id = m.id().to_string();
         let rec = SentRecord {
@@ -327,7 +339,9 @@ impl Writer {
             let mut rec = rec?;
             rec.arrivals += 1;
             let state = rec.state;
-            inbox.insert(id.as_str(), encode(&rec).as_slice()).map_err(db)?;
+            inbox
+                .insert(id.as_str(), encode(&rec).as_slice())
+                .map_err(db)?;
             return Ok(OpResult::Receipt(Receipt::Duplicate(state)));
         }
         let seq = self.take_seq();
@@ -357,7 +371,9 @@ impl Writer {
                 .insert(seq, id.as_str())
                 .map_err(db)?;
         }
-        inbox.insert(id.as_str(), encode(&rec).as_slice()).map_err(db)?;
+        inbox
+            .insert(id.as_str(), encode(&rec).as_slice())
+            .map_err(db)?;
         Ok(OpResult::Receipt(Receipt::New(seq)))
     }
 }
@@ -427,10 +443,14 @@ fn apply_sent_event(
     if moved && let Some(o) = outcome {
         rec.outcome = Some(o);
     }
-    let leaves_outbox = matches!(event, Event::Acked | Event::Finished(_)) || rec.state.is_terminal();
+    let leaves_outbox =
+        matches!(event, Event::Acked | Event::Finished(_)) || rec.state.is_terminal();
     if leaves_outbox && rec.in_outbox {
         rec.in_outbox = false;
-        txn.open_table(OUTBOX).map_err(db)?.remove(rec.seq).map_err(db)?;
+        txn.open_table(OUTBOX)
+            .map_err(db)?
+            .remove(rec.seq)
+            .map_err(db)?;
     }
     sent.insert(id, encode(&rec).as_slice()).map_err(db)?;
     Ok(())

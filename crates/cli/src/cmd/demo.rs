@@ -23,7 +23,10 @@ pub struct DemoCmd {
 impl DemoCmd {
     pub async fn run(self, _global: &Global) -> anyhow::Result<i32> {
         let temp = tempfile::tempdir()?;
-        let base = self.keep.clone().unwrap_or_else(|| temp.path().to_path_buf());
+        let base = self
+            .keep
+            .clone()
+            .unwrap_or_else(|| temp.path().to_path_buf());
         let hub = Hub::new();
         let mut nodes = Vec::new();
         for name in ["central", "ship1", "ship2"] {
@@ -38,8 +41,12 @@ impl DemoCmd {
             nodes.push(Node::start(config, transport, false).await?);
         }
         let central = nodes[0].clone();
-        println!("bosun demo: three nodes in one process — central, ship1, ship2 — on the in-process transport.");
-        println!("Every message below goes through central's durable outbox, the receiver's inbox, and back.\n");
+        println!(
+            "bosun demo: three nodes in one process — central, ship1, ship2 — on the in-process transport."
+        );
+        println!(
+            "Every message below goes through central's durable outbox, the receiver's inbox, and back.\n"
+        );
 
         step("1. Run `uname -sr` on both ships (one message per node, tracked on its own)");
         let ids = submit(&central, cmd(&["ship1", "ship2"], &["uname", "-sr"])).await?;
@@ -48,24 +55,48 @@ impl DemoCmd {
         step("2. Three ordered messages to ship1: they run in the order they were sent");
         let mut ordered = Vec::new();
         for i in 1..=3 {
-            ordered.extend(submit(&central, cmd(&["ship1"], &["sh", "-c", &format!("echo step {i}; sleep 0.1")])).await?);
+            ordered.extend(
+                submit(
+                    &central,
+                    cmd(
+                        &["ship1"],
+                        &["sh", "-c", &format!("echo step {i}; sleep 0.1")],
+                    ),
+                )
+                .await?,
+            );
         }
         show(&central, &ordered).await?;
 
-        step("3. A failing command and one that outlives its methodTimeout (its process group is killed)");
+        step(
+            "3. A failing command and one that outlives its methodTimeout (its process group is killed)",
+        );
         let mut bad = submit(&central, cmd(&["ship2"], &["ls", "/no/such/dir"])).await?;
         let mut slow = cmd(&["ship1"], &["sleep", "30"]);
         slow.method_timeout = Some(1);
         bad.extend(submit(&central, slow).await?);
         show(&central, &bad).await?;
 
-        step("4. The broker goes down; a message is sent anyway. It waits, durable, and goes when the link is back");
+        step(
+            "4. The broker goes down; a message is sent anyway. It waits, durable, and goes when the link is back",
+        );
         hub.set_down(true);
-        let late = submit(&central, cmd(&["ship2"], &["echo", "delivered after the outage"])).await?;
+        let late = submit(
+            &central,
+            cmd(&["ship2"], &["echo", "delivered after the outage"]),
+        )
+        .await?;
         tokio::time::sleep(Duration::from_millis(800)).await;
-        let state = central.status(&late[0])?.state().map(|s| s.name()).unwrap_or("?");
+        let state = central
+            .status(&late[0])?
+            .state()
+            .map(|s| s.name())
+            .unwrap_or("?");
         let depth = central.depths()?.outbox;
-        println!("   link down for 0.8 s: message {} is `{state}`; central's outbox holds {depth}", late[0]);
+        println!(
+            "   link down for 0.8 s: message {} is `{state}`; central's outbox holds {depth}",
+            late[0]
+        );
         hub.set_down(false);
         show(&central, &late).await?;
 
@@ -74,11 +105,19 @@ impl DemoCmd {
 
         println!();
         println!("Run a real fleet on NATS:");
-        println!("  nats-server -p 4222 &                                   # apt-get install nats-server");
-        println!("  bosun node --name central --broker nats://127.0.0.1:4222 --data-dir /tmp/central &");
-        println!("  bosun node --name ship1   --broker nats://127.0.0.1:4222 --data-dir /tmp/ship1 &");
+        println!(
+            "  nats-server -p 4222 &                                   # apt-get install nats-server"
+        );
+        println!(
+            "  bosun node --name central --broker nats://127.0.0.1:4222 --data-dir /tmp/central &"
+        );
+        println!(
+            "  bosun node --name ship1   --broker nats://127.0.0.1:4222 --data-dir /tmp/ship1 &"
+        );
         println!("  bosun --data-dir /tmp/central exec -n ship1 -- uname -a");
-        println!("  bosun --data-dir /tmp/central status            # recent messages and their states");
+        println!(
+            "  bosun --data-dir /tmp/central status            # recent messages and their states"
+        );
 
         for n in &nodes {
             n.shutdown().await;
@@ -102,7 +141,12 @@ fn cmd(to: &[&str], argv: &[&str]) -> Message {
 }
 
 async fn submit(node: &Node, m: Message) -> anyhow::Result<Vec<String>> {
-    Ok(node.submit(vec![m]).await?.into_iter().map(|s| s.id).collect())
+    Ok(node
+        .submit(vec![m])
+        .await?
+        .into_iter()
+        .map(|s| s.id)
+        .collect())
 }
 
 async fn show(node: &Node, ids: &[String]) -> anyhow::Result<()> {
@@ -119,11 +163,17 @@ fn print_one(r: &StatusReport) {
     let states: Vec<&str> = sent.history.iter().map(|h| h.state.name()).collect();
     match r.outcome() {
         Some(o) => {
-            println!("   {to:<6} {:<34} {}", render::outcome_summary(o), states.join(" → "));
+            println!(
+                "   {to:<6} {:<34} {}",
+                render::outcome_summary(o),
+                states.join(" → ")
+            );
             for line in o.stdout.lines().chain(o.stderr.lines()) {
                 println!("          │ {line}");
             }
-            if o.status != bosun_proto::Status::Done && let Some(e) = &o.error {
+            if o.status != bosun_proto::Status::Done
+                && let Some(e) = &o.error
+            {
                 println!("          └ {e}");
             }
         }

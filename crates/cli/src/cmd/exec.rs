@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bosun_node::StatusReport;
+use bosun_node::Submitted;
 use bosun_node::client;
 use bosun_node::control::ControlRequest;
-use bosun_node::Submitted;
 use bosun_proto::{Message, State};
 use clap::Args;
 use serde_json::json;
@@ -29,7 +29,13 @@ use crate::{Global, render};
 #[command(verbatim_doc_comment)]
 pub struct ExecCmd {
     /// Destination node(s), comma-separated.
-    #[arg(short = 'n', long = "nodes", value_delimiter = ',', required = true, value_name = "NODES")]
+    #[arg(
+        short = 'n',
+        long = "nodes",
+        value_delimiter = ',',
+        required = true,
+        value_name = "NODES"
+    )]
     nodes: Vec<String>,
     /// Seconds to wait for all results before giving up waiting.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
@@ -74,8 +80,8 @@ impl ExecCmd {
             messages: vec![serde_json::to_value(&message)?],
         };
         let answer = client::request(&socket, &request, Duration::from_secs(30)).await?;
-        let queued: Vec<Submitted> =
-            serde_json::from_value(answer["queued"].clone()).context("reading the node's answer")?;
+        let queued: Vec<Submitted> = serde_json::from_value(answer["queued"].clone())
+            .context("reading the node's answer")?;
         if self.no_wait {
             if self.json {
                 println!("{}", serde_json::to_string_pretty(&queued)?);
@@ -91,9 +97,10 @@ impl ExecCmd {
             ids: ids.clone(),
             timeout_ms: self.timeout * 1000,
         };
-        let answer = client::request(&socket, &wait, Duration::from_secs(self.timeout + 30)).await?;
-        let reports: Vec<StatusReport> =
-            serde_json::from_value(answer["reports"].clone()).context("reading the node's answer")?;
+        let answer =
+            client::request(&socket, &wait, Duration::from_secs(self.timeout + 30)).await?;
+        let reports: Vec<StatusReport> = serde_json::from_value(answer["reports"].clone())
+            .context("reading the node's answer")?;
         Ok(print_results(&queued, &reports, self.json))
     }
 }
@@ -110,7 +117,9 @@ pub fn print_results(queued: &[Submitted], reports: &[StatusReport], as_json: bo
             code = code.max(1);
         }
         if as_json {
-            rows.push(json!({ "node": q.to_node, "id": q.id, "state": state, "result": r.outcome() }));
+            rows.push(
+                json!({ "node": q.to_node, "id": q.id, "state": state, "result": r.outcome() }),
+            );
             continue;
         }
         match r.outcome() {
@@ -121,9 +130,14 @@ pub fn print_results(queued: &[Submitted], reports: &[StatusReport], as_json: bo
                     println!();
                 }
                 if !o.stderr.is_empty() {
-                    eprint!("{}", render::indented(&o.stderr, &format!("{} stderr: ", q.to_node)));
+                    eprint!(
+                        "{}",
+                        render::indented(&o.stderr, &format!("{} stderr: ", q.to_node))
+                    );
                 }
-                if state != State::Done && let Some(e) = &o.error {
+                if state != State::Done
+                    && let Some(e) = &o.error
+                {
                     println!("   {e}");
                 }
             }
@@ -136,7 +150,10 @@ pub fn print_results(queued: &[Submitted], reports: &[StatusReport], as_json: bo
         }
     }
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        );
     }
     code
 }

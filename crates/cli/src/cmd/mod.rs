@@ -82,7 +82,10 @@ pub fn load_config(global: &Global, args: &NodeArgs) -> anyhow::Result<Config> {
     let (path, must_exist) = match &global.config {
         Some(p) => (p.clone(), true),
         None => {
-            let dir = global.data_dir.clone().unwrap_or_else(bosun_node::config::default_data_dir);
+            let dir = global
+                .data_dir
+                .clone()
+                .unwrap_or_else(bosun_node::config::default_data_dir);
             (Config::default_file(&dir), false)
         }
     };

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
+use bosun_node::StatusReport;
 use bosun_node::client;
 use bosun_node::control::ControlRequest;
-use bosun_node::StatusReport;
 use bosun_store::SentRecord;
 use clap::Args;
 
@@ -37,7 +37,8 @@ impl StatusCmd {
         let timeout = Duration::from_secs(30);
         match self.id {
             Some(id) => {
-                let answer = client::request(&socket, &ControlRequest::Status { id }, timeout).await?;
+                let answer =
+                    client::request(&socket, &ControlRequest::Status { id }, timeout).await?;
                 let report: StatusReport = serde_json::from_value(answer["report"].clone())?;
                 if self.json {
                     println!("{}", serde_json::to_string_pretty(&report)?);
@@ -46,13 +47,20 @@ impl StatusCmd {
                 }
             }
             None => {
-                let answer =
-                    client::request(&socket, &ControlRequest::Recent { limit: self.limit }, timeout).await?;
+                let answer = client::request(
+                    &socket,
+                    &ControlRequest::Recent { limit: self.limit },
+                    timeout,
+                )
+                .await?;
                 let records: Vec<SentRecord> = serde_json::from_value(answer["records"].clone())?;
                 if self.json {
                     println!("{}", serde_json::to_string_pretty(&records)?);
                 } else {
-                    println!("{:<26}  {:<12}  {:<14}  {:<11}  SUBMITTED", "ID", "TO", "METHOD", "STATE");
+                    println!(
+                        "{:<26}  {:<12}  {:<14}  {:<11}  SUBMITTED",
+                        "ID", "TO", "METHOD", "STATE"
+                    );
                     for r in records {
                         let at = r.history.first().map(|h| h.at).unwrap_or(0);
                         println!(

@@ -1,0 +1,518 @@
+//! End-to-end tests: real `bosun node` processes on a real `nats-server`.
+//!
+//! Each test starts its own broker on a free port and its own nodes in a temporary
+//! folder; everything is killed on drop.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bosun_testkit::{NatsServer, NodeProcess, eventually, json};
+use serde_json::Value;
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_bosun"))
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The sender's state of a message, from `bosun status --json ID`.
+fn state_of(node: &NodeProcess, id: &str) -> String {
+    let out = node.cli(&["status", "--json", id]);
+    if !out.status.success() {
+        return String::new();
+    }
+    json(&out)["sent"]["state"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+fn exec_no_wait(node: &NodeProcess, to: &str, argv: &[&str]) -> String {
+    let mut args = vec!["exec", "-n", to, "--no-wait", "--json", "--"];
+    args.extend_from_slice(argv);
+    let out = node.cli(&args);
+    assert!(out.status.success(), "exec failed: {}", stderr(&out));
+    json(&out)[0]["id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn three_nodes_exchange_commands() {
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["central", "ship1", "ship2"];
+    let nodes: Vec<NodeProcess> = names
+        .iter()
+        .map(|n| NodeProcess::start(&bin(), n, Some(&nats.url()), &dir.path().join(n)))
+        .collect();
+    for from in &nodes {
+        let others: Vec<&str> = names.iter().copied().filter(|n| *n != from.name).collect();
+        let out = from.cli(&[
+            "exec",
+            "-n",
+            &others.join(","),
+            "--json",
+            "--",
+            "echo",
+            "hello from bosun",
+        ]);
+        assert!(out.status.success(), "{}: {}", from.name, stderr(&out));
+        let rows = json(&out);
+        let rows = rows.as_array().unwrap();
+        assert_eq!(rows.len(), 2);
+        for (row, to) in rows.iter().zip(&others) {
+            assert_eq!(row["node"], *to);
+            assert_eq!(row["state"], "done");
+            assert_eq!(row["result"]["node"], *to, "ran on the destination");
+            assert_eq!(row["result"]["stdout"], "hello from bosun\n");
+            assert_eq!(row["result"]["exitCode"], 0);
+        }
+    }
+    // Text output and the exit code for a failing node.
+    let out = nodes[0].cli(&["exec", "-n", "ship1,ship2", "--", "sh", "-c", "exit 7"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failed node makes exec exit 1"
+    );
+    assert!(
+        stdout(&out).contains("── ship1 [failed, exit 7"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn broker_outage_100_ordered_messages_run_once_in_order() {
+    let Some(mut nats) = NatsServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let central = NodeProcess::start(
+        &bin(),
+        "central",
+        Some(&nats.url()),
+        &dir.path().join("central"),
+    );
+    let _ship = NodeProcess::start(
+        &bin(),
+        "ship1",
+        Some(&nats.url()),
+        &dir.path().join("ship1"),
+    );
+    let record = dir.path().join("order.txt");
+
+    nats.stop();
+    let messages: Vec<Value> = (1..=100)
+        .map(|i| {
+            serde_json::json!({
+                "toNode": "ship1",
+                "method": "REQCliCommand",
+                "data": ["sh", "-c", format!("echo {i} >> {}", record.display())],
+                "ACKTimeout": 2,
+                "retries": 3,
+                "methodTimeout": 10
+            })
+        })
+        .collect();
+    let file = dir.path().join("hundred.json");
+    std::fs::write(&file, serde_json::to_string_pretty(&messages).unwrap()).unwrap();
+    let out = central.cli(&["send", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "send while the broker is down: {}",
+        stderr(&out)
+    );
+    let ids: Vec<String> = stdout(&out)
+        .lines()
+        .map(|l| l.split('\t').nth(2).unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 100);
+
+    std::thread::sleep(Duration::from_secs(10));
+    assert!(
+        lines(&record).is_empty(),
+        "nothing can run while the broker is down"
+    );
+    nats.resume();
+
+    eventually(
+        Duration::from_secs(90),
+        "all 100 results back at central",
+        || {
+            ids.iter()
+                .all(|id| state_of(&central, id) == "done")
+                .then_some(())
+        },
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let want: Vec<String> = (1..=100).map(|i| i.to_string()).collect();
+    assert_eq!(
+        lines(&record),
+        want,
+        "each message ran exactly once, in submit order"
+    );
+}
+
+#[test]
+fn kill_9_during_a_run_reports_interrupted_and_never_reruns() {
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let central = NodeProcess::start(
+        &bin(),
+        "central",
+        Some(&nats.url()),
+        &dir.path().join("central"),
+    );
+    let mut ship = NodeProcess::start(
+        &bin(),
+        "ship1",
+        Some(&nats.url()),
+        &dir.path().join("ship1"),
+    );
+    let marker = dir.path().join("started.txt");
+    let script = format!("echo started >> {}; sleep 60", marker.display());
+    let id = exec_no_wait(&central, "ship1", &["sh", "-c", &script]);
+    eventually(Duration::from_secs(20), "the command started", || {
+        (lines(&marker).len() == 1).then_some(())
+    });
+    assert_eq!(state_of(&central, &id), "running");
+
+    ship.kill9();
+    ship.restart();
+    eventually(
+        Duration::from_secs(30),
+        "central hears `interrupted`",
+        || (state_of(&central, &id) == "interrupted").then_some(()),
+    );
+    let report = json(&central.cli(&["status", "--json", &id]));
+    assert!(
+        report["sent"]["outcome"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not run again"),
+        "{report}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        lines(&marker).len(),
+        1,
+        "the command must not run a second time"
+    );
+}
+
+#[test]
+fn sender_crash_after_submit_loses_nothing_and_an_offline_node_gets_it_later() {
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut central = NodeProcess::start(
+        &bin(),
+        "central",
+        Some(&nats.url()),
+        &dir.path().join("central"),
+    );
+    // ship2 is not running yet: the message waits at central.
+    let id = exec_no_wait(&central, "ship2", &["echo", "late but sure"]);
+    central.kill9();
+    central.restart();
+    assert_eq!(
+        state_of(&central, &id),
+        "sent",
+        "still waiting after the crash"
+    );
+    let _ship2 = NodeProcess::start(
+        &bin(),
+        "ship2",
+        Some(&nats.url()),
+        &dir.path().join("ship2"),
+    );
+    eventually(
+        Duration::from_secs(30),
+        "delivered once ship2 is up",
+        || (state_of(&central, &id) == "done").then_some(()),
+    );
+    let report = json(&central.cli(&["status", "--json", &id]));
+    assert_eq!(report["sent"]["outcome"]["stdout"], "late but sure\n");
+}
+
+#[test]
+fn duplicate_delivery_is_acked_again_and_runs_once() {
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let _ship = NodeProcess::start(
+        &bin(),
+        "ship1",
+        Some(&nats.url()),
+        &dir.path().join("ship1"),
+    );
+    let marker = dir.path().join("ran.txt");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        use bosun_bus::Transport;
+        let options = bosun_bus::NatsOptions {
+            urls: vec![nats.url()],
+            name: "tester".into(),
+            ..Default::default()
+        };
+        let bus = bosun_bus::NatsTransport::connect(&options).await.unwrap();
+        assert!(bus.wait_connected(Duration::from_secs(5)).await);
+        let msg = bosun_proto::Message {
+            id: Some(bosun_proto::new_id()),
+            to_node: Some("ship1".into()),
+            from_node: Some("tester".into()),
+            method: "cliCommand".into(),
+            data: vec![
+                "sh".into(),
+                "-c".into(),
+                format!("echo ran >> {}", marker.display()),
+            ],
+            ..Default::default()
+        };
+        let frame = bosun_proto::wire::encode(&bosun_proto::wire::Request { v: 1, msg });
+        let mut acks = Vec::new();
+        for _ in 0..3 {
+            let answer = bus
+                .request(
+                    "bosun.ship1.cliCommand".into(),
+                    frame.clone().into(),
+                    Duration::from_secs(5),
+                )
+                .await
+                .unwrap();
+            acks.push(bosun_proto::wire::decode_ack(&answer).unwrap());
+        }
+        assert!(acks.iter().all(|a| a.rejected.is_none()), "{acks:?}");
+        assert!(!acks[0].duplicate);
+        assert!(acks[1].duplicate && acks[2].duplicate, "{acks:?}");
+    });
+    eventually(Duration::from_secs(10), "the command ran", || {
+        (!lines(&marker).is_empty()).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(lines(&marker), vec!["ran"], "three deliveries, one run");
+}
+
+#[test]
+fn bad_frames_on_the_wire_are_refused_and_the_node_keeps_going() {
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("ship1")).unwrap();
+    std::fs::write(
+        dir.path().join("ship1/bosun.toml"),
+        "max_message_bytes = 65536\n",
+    )
+    .unwrap();
+    let ship = NodeProcess::start(
+        &bin(),
+        "ship1",
+        Some(&nats.url()),
+        &dir.path().join("ship1"),
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        use bosun_bus::Transport;
+        let options = bosun_bus::NatsOptions {
+            urls: vec![nats.url()],
+            name: "tester".into(),
+            ..Default::default()
+        };
+        let bus = bosun_bus::NatsTransport::connect(&options).await.unwrap();
+        assert!(bus.wait_connected(Duration::from_secs(5)).await);
+        let id = bosun_proto::new_id();
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (b"this is not json".to_vec(), "malformed"),
+            (br#"{"v":9,"msg":{}}"#.to_vec(), "version 9"),
+            (
+                format!(r#"{{"v":1,"msg":{{"id":"{id}","toNode":"ship1","fromNode":"t","method":"noSuchMethod"}}}}"#)
+                    .into_bytes(),
+                "unknown method",
+            ),
+            (
+                format!(r#"{{"v":1,"msg":{{"id":"{}","toNode":"ship1","fromNode":"t","method":"httpGet"}}}}"#, bosun_proto::new_id())
+                    .into_bytes(),
+                "not served",
+            ),
+            (vec![b' '; 100_000], "exceeds"),
+        ];
+        for (payload, want) in cases {
+            let answer = bus
+                .request("bosun.ship1.x".into(), payload.into(), Duration::from_secs(5))
+                .await
+                .unwrap();
+            let ack = bosun_proto::wire::decode_ack(&answer).unwrap();
+            let reason = ack.rejected.unwrap_or_default();
+            assert!(reason.contains(want), "want {want:?} in {reason:?}");
+        }
+    });
+    let out = ship.cli(&["exec", "-n", "ship1", "--", "echo", "still here"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("still here"));
+    let errors = std::fs::read_to_string(dir.path().join("ship1/error.log")).unwrap();
+    assert!(
+        errors.lines().count() >= 5,
+        "each refusal is in the error log:\n{errors}"
+    );
+}
+
+#[test]
+fn standalone_node_runs_its_own_messages_and_refuses_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(&bin(), "solo", None, &dir.path().join("solo"));
+    let out = node.cli(&["exec", "-n", "solo", "--", "echo", "alone"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("alone"));
+    let out = node.cli(&["exec", "-n", "elsewhere", "--", "true"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("standalone"), "{}", stderr(&out));
+}
+
+#[test]
+fn the_socket_takes_steward_files_and_survives_garbage() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(&bin(), "ship1", None, &dir.path().join("ship1"));
+    let socket = dir.path().join("ship1/bosun.sock");
+    let talk = |body: &str| -> Value {
+        let mut s = UnixStream::connect(&socket).unwrap();
+        s.write_all(body.as_bytes()).unwrap();
+        // No shutdown of the write side, as `nc -U` without -N: the node must answer
+        // once it has a whole JSON value.
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        serde_json::from_str(&answer).unwrap()
+    };
+    let steward = r#"[
+      {
+        "directory":"cli_command__result",
+        "fileName": "some-file-name.result",
+        "toNode": "ship1",
+        "data": ["bash","-c","echo from steward"],
+        "method":"REQCliCommand",
+        "ACKTimeout":5,
+        "retries":3,
+        "replyACKTimeout":5,
+        "replyRetries":3,
+        "methodTimeout": 10
+      }
+    ]"#;
+    let answer = talk(steward);
+    assert_eq!(answer["ok"], true, "{answer}");
+    let id = answer["queued"][0]["id"].as_str().unwrap().to_string();
+
+    for garbage in [
+        "{{{{",
+        "[1, 2, 3]",
+        r#"[{"toNode":"ship1","method":"REQNope"}]"#,
+        r#"{"op":"explode"}"#,
+    ] {
+        let answer = talk(garbage);
+        assert_eq!(answer["ok"], false, "{garbage} → {answer}");
+        assert!(!answer["error"].as_str().unwrap().is_empty());
+    }
+    eventually(Duration::from_secs(10), "the steward message ran", || {
+        (state_of(&node, &id) == "done").then_some(())
+    });
+    let report = json(&node.cli(&["status", "--json", &id]));
+    assert_eq!(report["sent"]["outcome"]["stdout"], "from steward\n");
+}
+
+#[test]
+fn sigterm_stops_cleanly_and_state_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = NodeProcess::start(&bin(), "ship1", None, &dir.path().join("ship1"));
+    let out = node.cli(&["exec", "-n", "ship1", "--json", "--", "echo", "before"]);
+    let id = json(&out)[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(node.terminate(), Some(0), "clean exit on SIGTERM");
+    assert!(
+        !dir.path().join("ship1/bosun.sock").exists(),
+        "socket removed"
+    );
+    node.restart();
+    let out = node.cli(&["status", &id]);
+    let text = stdout(&out);
+    for state in ["queued", "sent", "acked", "running", "done"] {
+        assert!(text.contains(state), "history lost {state}:\n{text}");
+    }
+    assert!(text.contains("before"));
+}
+
+#[test]
+fn config_show_layers_file_env_and_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bosun.toml");
+    std::fs::write(
+        &file,
+        "name = \"from-file\"\nretries = 9\nsubject_prefix = \"fleet\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin())
+        .args([
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "config",
+            "show",
+            "--name",
+            "from-flag",
+        ])
+        .env("BOSUN_RETRIES", "4")
+        .env_remove("BOSUN_CONFIG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shown: toml_like::Shown = toml_like::parse(&stdout(&out));
+    assert_eq!(shown.get("name"), "\"from-flag\"");
+    assert_eq!(shown.get("retries"), "4");
+    assert_eq!(shown.get("subject_prefix"), "\"fleet\"");
+    let out = std::process::Command::new(bin())
+        .args(["--config", "/no/such/file.toml", "config", "show"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("/no/such/file.toml"));
+}
+
+/// Just enough TOML reading for `key = value` lines.
+mod toml_like {
+    pub struct Shown(Vec<(String, String)>);
+    impl Shown {
+        pub fn get(&self, key: &str) -> &str {
+            self.0
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+                .unwrap_or_else(|| panic!("{key} not shown"))
+        }
+    }
+    pub fn parse(text: &str) -> Shown {
+        Shown(
+            text.lines()
+                .filter_map(|l| l.split_once(" = "))
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .collect(),
+        )
+    }
+}

@@ -1,0 +1,340 @@
+//! The delivery promises, on the in-process transport: several real nodes in this
+//! process, each with its own database, and the hub's fault switches for lost ACKs and
+//! outages. (Crash, broker and multi-process tests are in `crates/cli/tests/fleet.rs`.)
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bosun_bus::{Hub, LocalTransport};
+use bosun_node::{Config, Node};
+use bosun_proto::{Message, State};
+
+fn config(dir: &Path, name: &str) -> Config {
+    Config {
+        name: name.into(),
+        data_dir: dir.join(name),
+        ack_timeout_secs: 1,
+        log: "warn".into(),
+        ..Config::default()
+    }
+}
+
+async fn start(hub: &Arc<Hub>, config: Config) -> Node {
+    Node::start(config, Arc::new(LocalTransport::new(hub.clone())), false)
+        .await
+        .unwrap()
+}
+
+fn shell(to: &str, script: &str) -> Message {
+    Message {
+        to_node: Some(to.into()),
+        method: "cliCommand".into(),
+        data: vec!["sh".into(), "-c".into(), script.into()],
+        method_timeout: Some(30),
+        ..Default::default()
+    }
+}
+
+async fn submit(node: &Node, m: Message) -> String {
+    node.submit(vec![m]).await.unwrap().remove(0).id
+}
+
+fn lines(path: &PathBuf) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+async fn wait_done(node: &Node, ids: &[String], secs: u64) -> Vec<bosun_node::StatusReport> {
+    let (all, reports) = node.wait(ids, Duration::from_secs(secs)).await.unwrap();
+    assert!(
+        all,
+        "not all finished: {:?}",
+        reports.iter().map(|r| r.state()).collect::<Vec<_>>()
+    );
+    reports
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resend_after_a_lost_ack_is_acked_again_but_runs_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::new();
+    let a = start(&hub, config(dir.path(), "a")).await;
+    let b = start(&hub, config(dir.path(), "b")).await;
+    let marker = dir.path().join("ran.txt");
+    hub.drop_next_answers(1);
+    // The run outlasts the ACK timeout, so the result cannot stand in for the lost ACK.
+    let id = submit(
+        &a,
+        shell("b", &format!("sleep 2; echo ran >> {}", marker.display())),
+    )
+    .await;
+    let reports = wait_done(&a, std::slice::from_ref(&id), 20).await;
+    let sent = reports[0].sent.as_ref().unwrap();
+    assert_eq!(sent.state, State::Done);
+    assert!(sent.sends >= 2, "the lost ACK caused a resend");
+    assert!(
+        sent.history
+            .iter()
+            .any(|h| h.note.as_deref().is_some_and(|n| n.contains("no ACK")))
+    );
+    let received = b.status(&id).unwrap().received.unwrap();
+    assert!(received.arrivals >= 2, "the receiver saw the resend");
+    assert_eq!(lines(&marker), vec!["ran"], "but ran it once");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordered_messages_run_in_submit_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::new();
+    let a = start(&hub, config(dir.path(), "a")).await;
+    let b = start(&hub, config(dir.path(), "b")).await;
+    let record = dir.path().join("order.txt");
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        // Later messages are quicker: only ordering keeps them in line.
+        let nap = format!("0.0{}", 9 - i % 10);
+        ids.push(
+            submit(
+                &a,
+                shell(
+                    "b",
+                    &format!("sleep {nap}; echo {i} >> {}", record.display()),
+                ),
+            )
+            .await,
+        );
+    }
+    wait_done(&a, &ids, 60).await;
+    let want: Vec<String> = (0..20).map(|i| i.to_string()).collect();
+    assert_eq!(lines(&record), want);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Max number of overlapping runs, from `start`/`end` lines in order of occurrence.
+fn max_overlap(events: &[String]) -> usize {
+    let (mut now, mut max) = (0usize, 0usize);
+    for e in events {
+        if e == "start" {
+            now += 1;
+            max = max.max(now);
+        } else {
+            now -= 1;
+        }
+    }
+    max
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unordered_messages_run_together_up_to_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::new();
+    let a = start(&hub, config(dir.path(), "a")).await;
+    let b = start(
+        &hub,
+        Config {
+            max_concurrent: 3,
+            ..config(dir.path(), "b")
+        },
+    )
+    .await;
+    let record = dir.path().join("events.txt");
+    let script = format!(
+        "echo start >> {f}; sleep 0.4; echo end >> {f}",
+        f = record.display()
+    );
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        let mut m = shell("b", &script);
+        m.method = "REQnCliCommand".into();
+        ids.push(submit(&a, m).await);
+    }
+    let t = Instant::now();
+    wait_done(&a, &ids, 60).await;
+    let overlap = max_overlap(&lines(&record));
+    assert_eq!(
+        overlap, 3,
+        "runs overlap, but never more than max_concurrent"
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(8 * 400),
+        "unordered runs were concurrent"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn received_but_not_started_messages_run_after_a_restart_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::new();
+    let a = start(&hub, config(dir.path(), "a")).await;
+    let b_config = Config {
+        max_concurrent: 1,
+        ..config(dir.path(), "b")
+    };
+    let b = start(&hub, b_config.clone()).await;
+    let record = dir.path().join("after.txt");
+    let mut blocker = shell("b", "sleep 30");
+    blocker.ordered = Some(false);
+    let blocker_id = submit(&a, blocker).await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let mut m = shell("b", &format!("echo {i} >> {}", record.display()));
+        m.ordered = Some(false);
+        ids.push(submit(&a, m).await);
+    }
+    // Wait until all four are in b's inbox, waiting behind the blocker.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ids.iter().all(|id| {
+        b.status(id)
+            .unwrap()
+            .received
+            .is_some_and(|r| r.state == State::Received)
+    }) {
+        assert!(Instant::now() < deadline, "messages did not reach b");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    b.shutdown().await;
+    assert!(lines(&record).is_empty(), "none started before the restart");
+    let b = start(&hub, b_config).await;
+    let reports = wait_done(&a, &ids, 30).await;
+    assert!(reports.iter().all(|r| r.state() == Some(State::Done)));
+    assert_eq!(
+        lines(&record),
+        vec!["0", "1", "2", "3"],
+        "run after restart, in arrival order"
+    );
+    let blocker = wait_done(&a, &[blocker_id], 10).await.remove(0);
+    assert_eq!(
+        blocker.state(),
+        Some(State::Interrupted),
+        "shutdown interrupts, never silently re-runs"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_are_durable_replies_that_wait_for_the_sender() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::new();
+    let a_config = config(dir.path(), "a");
+    let a = start(&hub, a_config.clone()).await;
+    let b = start(&hub, config(dir.path(), "b")).await;
+    let id = submit(&a, shell("b", "sleep 1; echo answer")).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b
+        .status(&id)
+        .unwrap()
+        .received
+        .is_none_or(|r| r.state != State::Running)
+    {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.shutdown().await; // the sender is away when the result is ready
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.depths().unwrap().outbox == 0
+        || b.status(&id).unwrap().received.unwrap().state != State::Done
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the reply should wait in b's outbox"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let a = start(&hub, a_config).await;
+    let report = wait_done(&a, std::slice::from_ref(&id), 20).await.remove(0);
+    assert_eq!(report.outcome().unwrap().stdout, "answer\n");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.depths().unwrap().outbox != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the delivered reply leaves b's outbox"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ttl_and_exhausted_retries_end_as_failed_in_the_error_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::new();
+    let a = start(&hub, config(dir.path(), "a")).await;
+    // Nobody is "ghost": the message waits (no retries used) until its ttl.
+    let mut m = shell("ghost", "true");
+    m.ttl = Some(2);
+    let ttl_id = submit(&a, m).await;
+    // "mute" gets the message but its ACKs are all lost, and the run is too long for a
+    // result to come back first: retries run out.
+    let mute = start(&hub, config(dir.path(), "mute")).await;
+    hub.drop_next_answers(1000);
+    let mut m = shell("mute", "sleep 20");
+    m.ack_timeout = Some(1);
+    m.retries = Some(2);
+    let retry_id = submit(&a, m).await;
+    let reports = wait_done(&a, &[ttl_id.clone(), retry_id.clone()], 30).await;
+    hub.drop_next_answers(0);
+    for r in &reports {
+        assert_eq!(r.state(), Some(State::Failed));
+    }
+    let ttl_error = reports[0].outcome().unwrap().error.clone().unwrap();
+    assert!(ttl_error.contains("ttl"), "{ttl_error}");
+    let retry = reports[1].sent.as_ref().unwrap();
+    assert!(
+        retry
+            .outcome
+            .as_ref()
+            .unwrap()
+            .error
+            .as_ref()
+            .unwrap()
+            .contains("retries")
+    );
+    assert_eq!(retry.sends, 3, "first send and two retries");
+    let log = std::fs::read_to_string(dir.path().join("a/error.log")).unwrap();
+    assert!(log.contains(&ttl_id) && log.contains(&retry_id), "{log}");
+    a.shutdown().await;
+    mute.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_refuses_bad_batches_whole_and_names_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::new();
+    let a = start(&hub, config(dir.path(), "a")).await;
+    let good = shell("b", "true");
+    let mut bad = shell("b", "true");
+    bad.ack_timeout = Some(0);
+    let err = a.submit(vec![good, bad]).await.unwrap_err().to_string();
+    assert!(
+        err.starts_with("message 1:") && err.contains("ACKTimeout"),
+        "{err}"
+    );
+    assert_eq!(
+        a.depths().unwrap().outbox,
+        0,
+        "nothing of a refused batch is queued"
+    );
+    let mut big = shell("b", "true");
+    big.data.push("x".repeat(2 * 1024 * 1024));
+    let err = a.submit(vec![big]).await.unwrap_err().to_string();
+    assert!(err.contains("limit"), "{err}");
+    // Re-submitting a known id does not queue it twice.
+    let mut m = shell("nobody", "true");
+    m.id = Some(bosun_proto::new_id());
+    let first = a.submit(vec![m.clone()]).await.unwrap();
+    let again = a.submit(vec![m]).await.unwrap();
+    assert_eq!(first, again);
+    assert_eq!(a.depths().unwrap().outbox, 1);
+    a.shutdown().await;
+}
