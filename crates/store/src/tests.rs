@@ -62,18 +62,28 @@ async fn ack_leaves_the_outbox_and_history_grows() {
         .sent_event(&id, Event::Sent, 3, None, None)
         .await
         .unwrap();
+    let note = Some("resend #1 after no ACK".to_string());
     store
-        .sent_event(&id, Event::Acked, 4, None, None)
+        .sent_event(&id, Event::Sent, 4, note, None)
+        .await
+        .unwrap();
+    store
+        .sent_event(&id, Event::Acked, 5, None, None)
         .await
         .unwrap();
     let rec = store.sent(&id).unwrap().unwrap();
     assert_eq!(rec.state, State::Acked);
-    assert_eq!(rec.sends, 2);
+    assert_eq!(rec.sends, 3);
     assert!(!rec.in_outbox);
     let states: Vec<State> = rec.history.iter().map(|h| h.state).collect();
+    // A quiet resend only counts; a resend with a reason is a history line.
     assert_eq!(
         states,
         vec![State::Queued, State::Sent, State::Sent, State::Acked]
+    );
+    assert_eq!(
+        rec.history[2].note.as_deref(),
+        Some("resend #1 after no ACK")
     );
     assert_eq!(store.depths().unwrap().outbox, 0);
 }
