@@ -159,6 +159,15 @@ async fn run_one(inner: &Arc<Inner>, message: Message) {
     };
     tracing::debug!(id, method = method.name(), "running");
     let outcome = bosun_methods::run(method, &message, &inner.methods).await;
+    if outcome.status == Status::Interrupted && message.rerun_on_restart && *inner.shutdown.borrow()
+    {
+        // Left as `running` in the inbox: the next start-up runs it again, as asked.
+        tracing::info!(
+            id,
+            "interrupted by shutdown; will run again after restart (rerunOnRestart)"
+        );
+        return;
+    }
     finish(inner, &message, outcome).await;
 }
 

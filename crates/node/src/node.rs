@@ -9,7 +9,7 @@ use bosun_proto::wire::{self, Request, WIRE_VERSION};
 use bosun_proto::{Message, Method, Outcome, State, Status};
 use bosun_store::{InboxRecord, SentRecord, Store, StoreError};
 use serde::Serialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
@@ -27,8 +27,8 @@ pub(crate) struct Inner {
     pub standalone: bool,
     pub outbox: mpsc::UnboundedSender<OutboxCmd>,
     pub inbox: mpsc::UnboundedSender<InboxCmd>,
-    /// Bumped whenever a sent message reaches a final state.
-    pub changes: watch::Sender<u64>,
+    /// The id of every sent message that reaches a final state.
+    pub finished: broadcast::Sender<String>,
     pub shutdown: watch::Sender<bool>,
     pub methods: bosun_methods::Context,
     /// Handlers running now.
@@ -40,8 +40,9 @@ impl Inner {
         &self.config.name
     }
 
-    pub fn bump(&self) {
-        self.changes.send_modify(|v| *v += 1);
+    /// Tell waiters that a sent message reached a final state.
+    pub fn finished(&self, id: &str) {
+        let _ = self.finished.send(id.to_string());
     }
 
     pub fn subject(&self, node: &str, method: &str) -> String {
@@ -159,7 +160,7 @@ impl Node {
         let store = Store::open(&config.db_path())?;
         let (outbox_tx, outbox_rx) = mpsc::unbounded_channel();
         let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
-        let (changes, _) = watch::channel(0);
+        let (finished, _) = broadcast::channel(16 * 1024);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let methods = bosun_methods::Context {
             node: config.name.clone(),
@@ -175,7 +176,7 @@ impl Node {
             standalone,
             outbox: outbox_tx,
             inbox: inbox_tx,
-            changes,
+            finished,
             shutdown,
             methods,
             running: AtomicUsize::new(0),
@@ -328,23 +329,43 @@ impl Node {
         ids: &[String],
         timeout: Duration,
     ) -> Result<(bool, Vec<StatusReport>), StoreError> {
-        let mut changes = self.inner.changes.subscribe();
+        let mut finished = self.inner.finished.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
+        let is_final = |r: &StatusReport| r.sent.as_ref().is_some_and(|s| s.state.is_terminal());
+        let read_all = || -> Result<Vec<StatusReport>, StoreError> {
+            ids.iter().map(|id| self.status(id)).collect()
+        };
+        let reports = read_all()?;
+        let mut pending: std::collections::HashSet<&str> = reports
+            .iter()
+            .filter(|r| !is_final(r))
+            .map(|r| r.id.as_str())
+            .collect();
+        let _ = &reports;
         loop {
-            changes.mark_unchanged();
-            let reports: Vec<StatusReport> = ids
-                .iter()
-                .map(|id| self.status(id))
-                .collect::<Result<_, _>>()?;
-            let all_done = reports
-                .iter()
-                .all(|r| r.sent.as_ref().is_some_and(|s| s.state.is_terminal()));
-            if all_done {
-                return Ok((true, reports));
+            if pending.is_empty() {
+                return Ok((true, read_all()?));
             }
             tokio::select! {
-                r = changes.changed() => if r.is_err() { return Ok((false, reports)); },
-                _ = tokio::time::sleep_until(deadline) => return Ok((false, reports)),
+                event = finished.recv() => match event {
+                    Ok(id) => { pending.remove(id.as_str()); }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // Missed some: read the unfinished ones again.
+                        let mut still = std::collections::HashSet::new();
+                        for id in pending {
+                            if !is_final(&self.status(id)?) {
+                                still.insert(id);
+                            }
+                        }
+                        pending = still;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return Ok((false, read_all()?)),
+                },
+                _ = tokio::time::sleep_until(deadline) => {
+                    let reports = read_all()?;
+                    let all = reports.iter().all(is_final);
+                    return Ok((all, reports));
+                }
             }
         }
     }

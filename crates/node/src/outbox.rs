@@ -268,7 +268,7 @@ impl Outbox {
                     Some(outcome),
                 )
                 .await;
-            inner.bump();
+            inner.finished(&id_owned);
         });
         self.log(id, "rejected", reason);
         self.finished(id);
@@ -298,7 +298,7 @@ impl Outbox {
                     Some(outcome),
                 )
                 .await;
-            inner.bump();
+            inner.finished(&id_owned);
         });
         self.log(id, "undelivered", reason);
         self.finished(id);

@@ -100,10 +100,10 @@ async fn process(inner: &Arc<Inner>, incoming: &bosun_bus::Incoming) -> Bytes {
         let answered = message.previous_message.clone().unwrap_or_default();
         return match inner.store.store_result(message, now).await {
             Ok(receipt) => {
+                inner.finished(&answered);
                 let _ = inner
                     .outbox
                     .send(crate::outbox::OutboxCmd::Settled(answered));
-                inner.bump();
                 ack(&id, matches!(receipt, Receipt::Duplicate(_)), None)
             }
             Err(e) => {

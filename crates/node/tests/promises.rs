@@ -338,3 +338,36 @@ async fn submit_refuses_bad_batches_whole_and_names_the_field() {
     assert_eq!(a.depths().unwrap().outbox, 1);
     a.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rerun_on_restart_runs_an_interrupted_message_again_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::new();
+    let a = start(&hub, config(dir.path(), "a")).await;
+    let b_config = config(dir.path(), "b");
+    let b = start(&hub, b_config.clone()).await;
+    let record = dir.path().join("runs.txt");
+    let script = format!(
+        "if [ -f {f} ]; then echo second >> {f}; else echo first >> {f}; sleep 30; fi",
+        f = record.display()
+    );
+    let mut m = shell("b", &script);
+    m.rerun_on_restart = true;
+    let id = submit(&a, m).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lines(&record).is_empty() {
+        assert!(Instant::now() < deadline, "first run did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    b.shutdown().await;
+    let b = start(&hub, b_config).await;
+    let report = wait_done(&a, std::slice::from_ref(&id), 20).await.remove(0);
+    assert_eq!(report.state(), Some(State::Done));
+    assert_eq!(
+        lines(&record),
+        vec!["first", "second"],
+        "run again after the restart, as asked"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -154,3 +154,47 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Decoders see bytes from the network: any input gives a value or an error, never a panic.
+        #[test]
+        fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_request(&bytes);
+            let _ = decode_ack(&bytes);
+            let _ = decode_status(&bytes);
+        }
+
+        #[test]
+        fn message_parsing_never_panics(text in ".{0,300}") {
+            if let Ok(msgs) = Message::parse_batch(&text) {
+                for m in msgs {
+                    let _ = m.validate();
+                    let _ = m.destinations();
+                }
+            }
+        }
+
+        #[test]
+        fn near_valid_frames_never_panic(
+            method in "[A-Za-z]{0,20}",
+            to in "[a-z.*> ]{0,10}",
+            data in proptest::collection::vec(".{0,10}", 0..4),
+            timeout in any::<u64>(),
+        ) {
+            let frame = serde_json::json!({
+                "v": 1,
+                "msg": {"id": crate::new_id(), "toNode": to, "fromNode": "x", "method": method,
+                        "data": data, "methodTimeout": timeout}
+            });
+            if let Ok(r) = decode_request(frame.to_string().as_bytes()) {
+                let _ = r.msg.validate();
+                let _ = r.msg.for_destination("n", true);
+            }
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! `bosun-bench`: measure bosun against its targets and print the figures.
+//!
+//! Run through `scripts/bench` (release build). Each figure comes with how it was taken.
+//! - `exec`: `bosun exec` round trip on one node over NATS on loopback, from process
+//!   start to exit after printing the result; median of N runs.
+//! - `throughput`: durable, acknowledged `ping` messages per second between two node
+//!   processes over NATS (submit → ACK → run → result stored at the sender), against raw
+//!   NATS request/reply with the same number in flight, in the same run.
+//! - `idle`: a standalone node's start-up time (spawn until its socket answers) and its
+//!   resident memory after 2 s idle.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bosun_bus::{NatsOptions, NatsTransport, Transport};
+use bosun_node::client;
+use bosun_node::control::ControlRequest;
+use bosun_testkit::{NatsServer, NodeProcess};
+use bytes::Bytes;
+use futures::StreamExt;
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: bosun-bench --bosun PATH [exec|throughput|idle|all] [--runs N] [--messages N]"
+    );
+    std::process::exit(2);
+}
+
+struct Args {
+    bosun: PathBuf,
+    what: String,
+    runs: usize,
+    messages: usize,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        bosun: PathBuf::new(),
+        what: "all".into(),
+        runs: 30,
+        messages: 5000,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--bosun" => args.bosun = it.next().map(PathBuf::from).unwrap_or_else(|| usage()),
+            "--runs" => {
+                args.runs = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| usage())
+            }
+            "--messages" => {
+                args.messages = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| usage())
+            }
+            "exec" | "throughput" | "idle" | "all" => args.what = a,
+            _ => usage(),
+        }
+    }
+    if args.bosun.as_os_str().is_empty() {
+        usage();
+    }
+    args
+}
+
+fn median(samples: &mut [f64]) -> f64 {
+    samples.sort_by(|a, b| a.total_cmp(b));
+    let n = samples.len();
+    if n % 2 == 1 {
+        samples[n / 2]
+    } else {
+        (samples[n / 2 - 1] + samples[n / 2]) / 2.0
+    }
+}
+
+fn percentile(samples: &mut [f64], p: f64) -> f64 {
+    samples.sort_by(|a, b| a.total_cmp(b));
+    let idx = ((samples.len() as f64 - 1.0) * p).round() as usize;
+    samples[idx]
+}
+
+fn main() {
+    let args = parse_args();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    println!(
+        "bosun-bench on {} ({} cores)",
+        hostname(),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+    if args.what == "exec" || args.what == "all" {
+        bench_exec(&args);
+    }
+    if args.what == "throughput" || args.what == "all" {
+        runtime.block_on(bench_throughput(&args));
+    }
+    if args.what == "idle" || args.what == "all" {
+        bench_idle(&args);
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+fn nats() -> NatsServer {
+    NatsServer::start().unwrap_or_else(|| {
+        eprintln!("nats-server is required: apt-get install nats-server");
+        std::process::exit(1)
+    })
+}
+
+fn bench_exec(args: &Args) {
+    let nats = nats();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = NodeProcess::start_with_env(
+        &args.bosun,
+        "n1",
+        Some(&nats.url()),
+        &dir.path().join("n1"),
+        &[("BOSUN_LOG", "warn")],
+    );
+    let run = || {
+        let t = Instant::now();
+        let out = Command::new(&args.bosun)
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .args(["exec", "-n", "n1", "--", "true"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("run bosun exec");
+        assert!(out.success(), "bosun exec failed");
+        t.elapsed().as_secs_f64() * 1000.0
+    };
+    for _ in 0..3 {
+        run();
+    }
+    let mut samples: Vec<f64> = (0..args.runs).map(|_| run()).collect();
+    let med = median(&mut samples);
+    let p90 = percentile(&mut samples, 0.9);
+    let min = samples[0];
+    println!(
+        "exec round trip (bosun exec -n n1 -- true, 1 node, NATS loopback, {} runs): median {med:.1} ms, p90 {p90:.1} ms, min {min:.1} ms  [target < 20 ms]",
+        args.runs
+    );
+}
+
+async fn bench_throughput(args: &Args) {
+    let nats = nats();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = [("BOSUN_LOG", "warn")];
+    let a = NodeProcess::start_with_env(
+        &args.bosun,
+        "a",
+        Some(&nats.url()),
+        &dir.path().join("a"),
+        &env,
+    );
+    let _b = NodeProcess::start_with_env(
+        &args.bosun,
+        "b",
+        Some(&nats.url()),
+        &dir.path().join("b"),
+        &env,
+    );
+    let socket = a.data_dir.join("bosun.sock");
+    let n = args.messages;
+    let window = 1024;
+
+    // Warm up both nodes.
+    submit_pings(&socket, 200).await;
+
+    let t = Instant::now();
+    let ids = submit_pings(&socket, n).await;
+    let submitted = t.elapsed().as_secs_f64();
+    let answer = client::request(
+        &socket,
+        &ControlRequest::Wait {
+            ids,
+            timeout_ms: 600_000,
+        },
+        Duration::from_secs(700),
+    )
+    .await
+    .expect("wait");
+    assert_eq!(answer["allDone"], true, "not all pings finished");
+    let bosun_secs = t.elapsed().as_secs_f64();
+    let bosun_rate = n as f64 / bosun_secs;
+
+    // Raw NATS request/reply between two connections, same number in flight.
+    let options = |name: &str| NatsOptions {
+        urls: vec![nats.url()],
+        name: name.into(),
+        ..Default::default()
+    };
+    let responder = NatsTransport::connect(&options("raw-b"))
+        .await
+        .expect("connect");
+    let requester = Arc::new(
+        NatsTransport::connect(&options("raw-a"))
+            .await
+            .expect("connect"),
+    );
+    responder.wait_connected(Duration::from_secs(5)).await;
+    requester.wait_connected(Duration::from_secs(5)).await;
+    let mut sub = responder
+        .subscribe("raw.b.>".into())
+        .await
+        .expect("subscribe");
+    tokio::spawn(async move {
+        while let Some(mut m) = sub.next().await {
+            let _ = m.respond(Bytes::from_static(b"ok")).await;
+        }
+    });
+    responder.flush().await.ok();
+    let payload = Bytes::from(vec![b'x'; 200]);
+    let raw = |in_flight: usize| {
+        let requester = requester.clone();
+        let payload = payload.clone();
+        async move {
+            let t = Instant::now();
+            futures::stream::iter(0..n)
+                .map(|_| {
+                    let r = requester.clone();
+                    let p = payload.clone();
+                    async move {
+                        r.request("raw.b.ping".into(), p, Duration::from_secs(10))
+                            .await
+                            .expect("raw request")
+                    }
+                })
+                .buffer_unordered(in_flight)
+                .count()
+                .await;
+            n as f64 / t.elapsed().as_secs_f64()
+        }
+    };
+    raw(64).await;
+    let raw_pipelined = raw(window).await;
+    let raw_sequential = raw(1).await;
+
+    println!(
+        "throughput ({n} pings a→b, NATS loopback): bosun {bosun_rate:.0} msg/s durable+acked+result ({:.2} s; submit took {submitted:.2} s)",
+        bosun_secs
+    );
+    println!(
+        "  raw NATS request/reply, same run: {raw_pipelined:.0} msg/s with {window} in flight, {raw_sequential:.0} msg/s one at a time"
+    );
+    println!(
+        "  ratio raw/bosun: {:.1}× against pipelined raw, {:.1}× against sequential raw  [target ≤ 5×]",
+        raw_pipelined / bosun_rate,
+        raw_sequential / bosun_rate
+    );
+}
+
+async fn submit_pings(socket: &Path, n: usize) -> Vec<String> {
+    let batch = 250;
+    let requests = (0..n.div_ceil(batch)).map(|i| {
+        let count = batch.min(n - i * batch);
+        let messages = (0..count)
+            .map(|_| serde_json::json!({"toNode": "b", "method": "REQnPing"}))
+            .collect();
+        let socket = socket.to_path_buf();
+        async move {
+            let answer = client::request(
+                &socket,
+                &ControlRequest::Submit { messages },
+                Duration::from_secs(60),
+            )
+            .await
+            .expect("submit");
+            answer["queued"]
+                .as_array()
+                .expect("queued")
+                .iter()
+                .map(|q| q["id"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    });
+    futures::stream::iter(requests)
+        .buffered(4)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+fn bench_idle(args: &Args) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut startups = Vec::new();
+    let mut rss = Vec::new();
+    for i in 0..5 {
+        let data = dir.path().join(format!("idle{i}"));
+        let socket = data.join("bosun.sock");
+        let t = Instant::now();
+        let mut child = Command::new(&args.bosun)
+            .args(["node", "--name", "idle", "--data-dir"])
+            .arg(&data)
+            .env("BOSUN_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn node");
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            std::thread::sleep(Duration::from_micros(200));
+            assert!(t.elapsed() < Duration::from_secs(10), "node did not start");
+        }
+        startups.push(t.elapsed().as_secs_f64() * 1000.0);
+        std::thread::sleep(Duration::from_secs(2));
+        rss.push(rss_kib(child.id()) as f64 / 1024.0);
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let _ = child.wait();
+    }
+    println!(
+        "idle standalone node (5 starts): start-up median {:.1} ms [target < 100 ms], RSS after 2 s idle median {:.1} MB [target < 15 MB]",
+        median(&mut startups),
+        median(&mut rss)
+    );
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
