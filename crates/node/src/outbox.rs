@@ -40,6 +40,9 @@ struct Entry {
     subject: String,
     /// Why the next send is a resend, for the history.
     resend_note: Option<String>,
+    /// The last send, not yet in the store: it is recorded together with its outcome
+    /// (the ACK, or the reason for the next try), which saves a write per message.
+    unrecorded_send: Option<(Millis, Option<String>)>,
 }
 
 struct Outbox {
@@ -149,6 +152,7 @@ impl Outbox {
                 payload,
                 subject,
                 resend_note: None,
+                unrecorded_send: None,
             },
         );
     }
@@ -170,9 +174,7 @@ impl Outbox {
             }
             return;
         }
-        self.inner
-            .store
-            .note(id, Event::Sent, now, entry.resend_note.take());
+        entry.unrecorded_send = Some((now, entry.resend_note.take()));
         let transport = self.inner.transport.clone();
         let results = self.results.clone();
         let subject = entry.subject.clone();
@@ -203,12 +205,26 @@ impl Outbox {
         let Some(entry) = self.entries.get_mut(&id) else {
             return;
         };
+        let mut notes: Vec<(Event, Millis, Option<String>)> = entry
+            .unrecorded_send
+            .take()
+            .map(|(at, note)| (Event::Sent, at, note))
+            .into_iter()
+            .collect();
+        let result = result.map(|bytes| wire::decode_ack(&bytes));
+        let acked = matches!(&result, Ok(Ok(a)) if a.id == id && a.rejected.is_none());
+        if acked {
+            notes.push((Event::Acked, now, None));
+        }
+        if !notes.is_empty() {
+            self.inner.store.note(&id, notes);
+        }
         let attempt = match result {
-            Ok(bytes) => match wire::decode_ack(&bytes) {
+            Ok(decoded) => match decoded {
                 Ok(ack) if ack.id == id => {
                     match ack.rejected {
                         Some(reason) => self.refused(&id, &reason).await,
-                        None => self.acked(&id, now),
+                        None => self.finished(&id),
                     }
                     return;
                 }
@@ -241,11 +257,6 @@ impl Outbox {
             Attempt::RetryAt(at) => self.timers.push(Reverse((at, id))),
             Attempt::GiveUp(reason) => self.give_up(&id, reason),
         }
-    }
-
-    fn acked(&mut self, id: &str, now: Millis) {
-        self.inner.store.note(id, Event::Acked, now, None);
-        self.finished(id);
     }
 
     async fn refused(&mut self, id: &str, reason: &str) {

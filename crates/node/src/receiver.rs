@@ -51,7 +51,9 @@ async fn handle(inner: Arc<Inner>, mut incoming: bosun_bus::Incoming) {
         if let Ok(note) = wire::decode_status(&incoming.payload)
             && note.state == bosun_proto::State::Running
         {
-            inner.store.note(&note.id, Event::Started, note.at, None);
+            inner
+                .store
+                .note(&note.id, vec![(Event::Started, note.at, None)]);
         }
         return;
     }

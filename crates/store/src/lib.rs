@@ -175,18 +175,20 @@ impl Store {
         .map(|_| ())
     }
 
-    /// Record `Sent`, `Acked` or `Started` for a message this node sent, without waiting: the event
-    /// is queued behind every write already asked for, and committed without fsync.
-    pub fn note(&self, id: &str, event: Event, at: Millis, note: Option<String>) {
-        debug_assert!(matches!(event, Event::Sent | Event::Acked | Event::Started));
+    /// Record progress notes (`Sent`, `Acked`, `Started`) for a message this node sent,
+    /// without waiting: they are queued behind every write already asked for, applied in
+    /// order, and committed without fsync.
+    pub fn note(&self, id: &str, events: Vec<(Event, Millis, Option<String>)>) {
+        debug_assert!(
+            events
+                .iter()
+                .all(|(e, _, _)| matches!(e, Event::Sent | Event::Acked | Event::Started))
+        );
         let (tx, _rx) = oneshot::channel();
         let _ = self.jobs.send(Job::Op(
-            Box::new(Op::SentEvent {
+            Box::new(Op::Notes {
                 id: id.to_string(),
-                event,
-                at,
-                note,
-                outcome: None,
+                events,
             }),
             tx,
         ));

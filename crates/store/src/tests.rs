@@ -206,3 +206,31 @@ async fn rejected_message_is_recorded_but_not_pending() {
         Receipt::Duplicate(State::Rejected)
     );
 }
+
+#[tokio::test]
+async fn late_notes_fill_the_history_in_time_order_without_moving_the_state_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("n.redb")).unwrap();
+    let m = msg("a");
+    store.submit(vec![m.clone()], 1).await.unwrap();
+    // The "running" note overtakes the ACK.
+    store.note(m.id(), vec![(Event::Started, 4, None)]);
+    store.note(
+        m.id(),
+        vec![(Event::Sent, 2, None), (Event::Acked, 3, None)],
+    );
+    store.flush().await.unwrap();
+    let rec = store.sent(m.id()).unwrap().unwrap();
+    assert_eq!(rec.state, State::Running);
+    let steps: Vec<(State, u64)> = rec.history.iter().map(|h| (h.state, h.at)).collect();
+    assert_eq!(
+        steps,
+        vec![
+            (State::Queued, 1),
+            (State::Sent, 2),
+            (State::Acked, 3),
+            (State::Running, 4)
+        ]
+    );
+    assert!(!rec.in_outbox);
+}

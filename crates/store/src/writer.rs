@@ -36,6 +36,10 @@ pub(crate) enum Op {
         note: Option<String>,
         outcome: Option<Outcome>,
     },
+    Notes {
+        id: String,
+        events: Vec<(Event, Millis, Option<String>)>,
+    },
     Receive {
         message: Message,
         at: Millis,
@@ -67,6 +71,7 @@ impl Op {
     fn durable(&self) -> bool {
         match self {
             Op::SentEvent { event, .. } => matches!(event, Event::Finished(_)),
+            Op::Notes { .. } => false,
             _ => true,
         }
     }
@@ -195,6 +200,12 @@ impl Writer {
                 outcome,
             } => {
                 apply_sent_event(txn, id, *event, *at, note.clone(), outcome.clone())?;
+                Ok(OpResult::Done)
+            }
+            Op::Notes { id, events } => {
+                for (event, at, note) in events {
+                    apply_sent_event(txn, id, *event, *at, note.clone(), None)?;
+                }
                 Ok(OpResult::Done)
             }
             Op::Receive { message, at } => self.receive(txn, message, *at, None),
@@ -395,7 +406,32 @@ fn push_state(
             });
             true
         }
-        None => false,
+        None => {
+            // A late note (the ACK is recorded after the "running" note overtook it):
+            // the state stays, but the history gets the step, in time order.
+            let late = match event {
+                Event::Sent => Some(State::Sent),
+                Event::Acked => Some(State::Acked),
+                _ => None,
+            };
+            if let Some(step) = late
+                && !history.iter().any(|h| h.state == step)
+            {
+                let at_index = history
+                    .iter()
+                    .position(|h| h.at > at)
+                    .unwrap_or(history.len());
+                history.insert(
+                    at_index,
+                    HistoryEntry {
+                        state: step,
+                        at,
+                        note,
+                    },
+                );
+            }
+            false
+        }
     }
 }
 
