@@ -296,6 +296,18 @@ async fn submit_pings(socket: &Path, n: usize) -> Vec<String> {
 }
 
 fn bench_idle(args: &Args) {
+    let nats = nats();
+    for broker in [None, Some(nats.url())] {
+        let (startup, rss) = idle_node(args, broker.as_deref());
+        println!(
+            "idle node, {} (5 starts): start-up median {startup:.1} ms [target < 100 ms], RSS after 2 s idle median {rss:.1} MB [target < 15 MB]",
+            if broker.is_some() { "on NATS" } else { "standalone" }
+        );
+    }
+}
+
+/// Median start-up (spawn until the socket answers) and idle RSS of 5 fresh nodes.
+fn idle_node(args: &Args, broker: Option<&str>) -> (f64, f64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut startups = Vec::new();
     let mut rss = Vec::new();
@@ -303,14 +315,17 @@ fn bench_idle(args: &Args) {
         let data = dir.path().join(format!("idle{i}"));
         let socket = data.join("bosun.sock");
         let t = Instant::now();
-        let mut child = Command::new(&args.bosun)
+        let mut command = Command::new(&args.bosun);
+        command
             .args(["node", "--name", "idle", "--data-dir"])
             .arg(&data)
             .env("BOSUN_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn node");
+            .stderr(Stdio::null());
+        if let Some(b) = broker {
+            command.args(["--broker", b]);
+        }
+        let mut child = command.spawn().expect("spawn node");
         while std::os::unix::net::UnixStream::connect(&socket).is_err() {
             std::thread::sleep(Duration::from_micros(200));
             assert!(t.elapsed() < Duration::from_secs(10), "node did not start");
@@ -318,17 +333,10 @@ fn bench_idle(args: &Args) {
         startups.push(t.elapsed().as_secs_f64() * 1000.0);
         std::thread::sleep(Duration::from_secs(2));
         rss.push(rss_kib(child.id()) as f64 / 1024.0);
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
         let _ = child.wait();
     }
-    println!(
-        "idle standalone node (5 starts): start-up median {:.1} ms [target < 100 ms], RSS after 2 s idle median {:.1} MB [target < 15 MB]",
-        median(&mut startups),
-        median(&mut rss)
-    );
+    (median(&mut startups), median(&mut rss))
 }
 
 fn rss_kib(pid: u32) -> u64 {

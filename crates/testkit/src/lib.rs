@@ -25,12 +25,19 @@ fn required(var: &str) -> bool {
 pub struct NatsServer {
     port: u16,
     child: Option<Child>,
+    config: Option<PathBuf>,
     _store: tempfile::TempDir,
 }
 
 impl NatsServer {
     /// Start one on a free port. `None` when the binary is missing and not required.
     pub fn start() -> Option<NatsServer> {
+        Self::start_with_config("")
+    }
+
+    /// Start one with extra server configuration (nats-server's config syntax), e.g. an
+    /// `authorization { … }` block.
+    pub fn start_with_config(config: &str) -> Option<NatsServer> {
         if Command::new("nats-server")
             .arg("--version")
             .output()
@@ -46,10 +53,17 @@ impl NatsServer {
             );
             return None;
         }
+        let store = tempfile::tempdir().expect("tempdir");
+        let config = (!config.is_empty()).then(|| {
+            let path = store.path().join("nats.conf");
+            std::fs::write(&path, config).expect("write nats.conf");
+            path
+        });
         let mut server = NatsServer {
             port: free_port(),
             child: None,
-            _store: tempfile::tempdir().expect("tempdir"),
+            config,
+            _store: store,
         };
         server.resume();
         Some(server)
@@ -71,7 +85,11 @@ impl NatsServer {
     /// Start the server again on the same port, and wait until it accepts connections.
     pub fn resume(&mut self) {
         assert!(self.child.is_none(), "server already running");
-        let child = Command::new("nats-server")
+        let mut command = Command::new("nats-server");
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(config);
+        }
+        let child = command
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
