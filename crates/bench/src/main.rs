@@ -301,7 +301,11 @@ fn bench_idle(args: &Args) {
         let (startup, rss) = idle_node(args, broker.as_deref());
         println!(
             "idle node, {} (5 starts): start-up median {startup:.1} ms [target < 100 ms], RSS after 2 s idle median {rss:.1} MB [target < 15 MB]",
-            if broker.is_some() { "on NATS" } else { "standalone" }
+            if broker.is_some() {
+                "on NATS"
+            } else {
+                "standalone"
+            }
         );
     }
 }
@@ -333,7 +337,10 @@ fn idle_node(args: &Args, broker: Option<&str>) -> (f64, f64) {
         startups.push(t.elapsed().as_secs_f64() * 1000.0);
         std::thread::sleep(Duration::from_secs(2));
         rss.push(rss_kib(child.id()) as f64 / 1024.0);
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
         let _ = child.wait();
     }
     (median(&mut startups), median(&mut rss))

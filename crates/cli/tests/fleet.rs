@@ -524,32 +524,77 @@ fn nkey_authentication_is_wired_from_a_seed_file() {
         "authorization {{ users = [ {{ nkey: \"{}\" }} ] }}\n",
         user.public_key()
     );
-    let Some(nats) = NatsServer::start_with_config(&config) else { return };
+    let Some(nats) = NatsServer::start_with_config(&config) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let seed = dir.path().join("ship.nk");
     std::fs::write(&seed, user.seed().unwrap()).unwrap();
     let seed_env = [("BOSUN_NKEY_SEED_FILE", seed.to_str().unwrap())];
-    let central = NodeProcess::start_with_env(&bin(), "central", Some(&nats.url()), &dir.path().join("central"), &seed_env);
-    let _ship = NodeProcess::start_with_env(&bin(), "ship1", Some(&nats.url()), &dir.path().join("ship1"), &seed_env);
-    let out = central.cli(&["exec", "-n", "ship1", "--timeout", "20", "--", "echo", "authenticated"]);
+    let central = NodeProcess::start_with_env(
+        &bin(),
+        "central",
+        Some(&nats.url()),
+        &dir.path().join("central"),
+        &seed_env,
+    );
+    let _ship = NodeProcess::start_with_env(
+        &bin(),
+        "ship1",
+        Some(&nats.url()),
+        &dir.path().join("ship1"),
+        &seed_env,
+    );
+    let out = central.cli(&[
+        "exec",
+        "-n",
+        "ship1",
+        "--timeout",
+        "20",
+        "--",
+        "echo",
+        "authenticated",
+    ]);
     assert!(out.status.success(), "{} {}", stdout(&out), stderr(&out));
     assert!(stdout(&out).contains("authenticated"));
 
     // A node without the seed is refused by the server: its messages wait, never leak.
-    let stranger = NodeProcess::start(&bin(), "stranger", Some(&nats.url()), &dir.path().join("stranger"));
+    let stranger = NodeProcess::start(
+        &bin(),
+        "stranger",
+        Some(&nats.url()),
+        &dir.path().join("stranger"),
+    );
     let out = stranger.cli(&["exec", "-n", "ship1", "--timeout", "2", "--", "true"]);
     assert_eq!(out.status.code(), Some(3), "no result without credentials");
     let info = std::fs::read_to_string(stranger.log_path()).unwrap();
-    assert!(info.to_lowercase().contains("authorization"), "the log says why:\n{info}");
+    assert!(
+        info.to_lowercase().contains("authorization"),
+        "the log says why:\n{info}"
+    );
 }
 
 #[test]
 fn the_subject_prefix_separates_fleets_on_one_broker() {
-    let Some(nats) = NatsServer::start() else { return };
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let blue = [("BOSUN_SUBJECT_PREFIX", "blue")];
-    let central = NodeProcess::start_with_env(&bin(), "central", Some(&nats.url()), &dir.path().join("central"), &blue);
-    let _ship = NodeProcess::start_with_env(&bin(), "ship1", Some(&nats.url()), &dir.path().join("ship1"), &blue);
+    let central = NodeProcess::start_with_env(
+        &bin(),
+        "central",
+        Some(&nats.url()),
+        &dir.path().join("central"),
+        &blue,
+    );
+    let _ship = NodeProcess::start_with_env(
+        &bin(),
+        "ship1",
+        Some(&nats.url()),
+        &dir.path().join("ship1"),
+        &blue,
+    );
     let _other = NodeProcess::start_with_env(
         &bin(),
         "ship2",
@@ -560,5 +605,9 @@ fn the_subject_prefix_separates_fleets_on_one_broker() {
     let out = central.cli(&["exec", "-n", "ship1", "--", "echo", "blue fleet"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let out = central.cli(&["exec", "-n", "ship2", "--timeout", "2", "--", "true"]);
-    assert_eq!(out.status.code(), Some(3), "ship2 listens under another prefix");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "ship2 listens under another prefix"
+    );
 }
