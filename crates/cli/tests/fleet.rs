@@ -351,7 +351,7 @@ fn bad_frames_on_the_wire_are_refused_and_the_node_keeps_going() {
                 "unknown method",
             ),
             (
-                format!(r#"{{"v":1,"msg":{{"id":"{}","toNode":"ship1","fromNode":"t","method":"httpGet"}}}}"#, bosun_proto::new_id())
+                format!(r#"{{"v":1,"msg":{{"id":"{}","toNode":"ship1","fromNode":"t","method":"pong"}}}}"#, bosun_proto::new_id())
                     .into_bytes(),
                 "not served",
             ),

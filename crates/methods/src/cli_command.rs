@@ -1,4 +1,5 @@
 //! `cliCommand`: run a command and return its stdout, stderr and exit code.
+//! `cliCommandCont`: the same, with stdout streamed back in chunks while it runs.
 //!
 //! The command runs from an argv; `useShell: true` runs the joined words through
 //! `/bin/sh -c` instead. The child gets its own process group, so that `methodTimeout`
@@ -13,7 +14,7 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 
-use crate::{Context, now_millis};
+use crate::{ChunkSink, Context, now_millis};
 
 /// Why a run stopped early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +25,15 @@ enum Cut {
 
 /// Run the command in `message.data`.
 pub async fn run(message: &Message, context: &Context) -> Outcome {
+    run_inner(message, context, None).await
+}
+
+/// Run the command, sending stdout to `chunks` as it comes (whole lines where it can).
+pub async fn run_streaming(message: &Message, context: &Context, chunks: &ChunkSink) -> Outcome {
+    run_inner(message, context, Some(chunks.clone())).await
+}
+
+async fn run_inner(message: &Message, context: &Context, stream: Option<ChunkSink>) -> Outcome {
     let started = now_millis();
     let argv: Vec<String> = if message.use_shell {
         vec!["/bin/sh".into(), "-c".into(), message.data.join(" ")]
@@ -51,7 +61,10 @@ pub async fn run(message: &Message, context: &Context) -> Outcome {
     };
     let pgid = child.id().map(|p| Pid::from_raw(p as i32));
     let limit = context.output_limit;
-    let stdout = tokio::spawn(read_capped(child.stdout.take(), limit));
+    let stdout = match stream {
+        Some(sink) => tokio::spawn(forward(child.stdout.take(), sink)),
+        None => tokio::spawn(read_capped(child.stdout.take(), limit)),
+    };
     let stderr = tokio::spawn(read_capped(child.stderr.take(), limit));
     let mut done = Box::pin(async move {
         let status = child.wait().await;
@@ -156,7 +169,47 @@ fn finished(
         truncated: out.truncated || err.truncated,
         started_at: Some(started),
         finished_at: now_millis(),
+        chunks: None,
     }
+}
+
+/// Send a pipe's bytes to `sink` as text: whole lines, flushed at least every 200 ms.
+/// Keeps nothing (the output went out as chunks).
+async fn forward<R: AsyncRead + Unpin>(pipe: Option<R>, sink: ChunkSink) -> Captured {
+    let Some(mut pipe) = pipe else {
+        return Captured::default();
+    };
+    let mut pending: Vec<u8> = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let flush_every = std::time::Duration::from_millis(200);
+    loop {
+        let read = tokio::time::timeout(flush_every, pipe.read(&mut buf)).await;
+        let n = match read {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => n,
+            Err(_) => 0,
+        };
+        pending.extend_from_slice(&buf[..n]);
+        // Send complete lines; a long line without a newline goes out when it is big, or
+        // when no more arrives for a while.
+        let cut = match pending.iter().rposition(|b| *b == b'\n') {
+            Some(i) => i + 1,
+            None if pending.len() >= 64 * 1024 || (n == 0 && !pending.is_empty()) => pending.len(),
+            None => 0,
+        };
+        if cut > 0 {
+            let text = String::from_utf8_lossy(&pending[..cut]).into_owned();
+            pending.drain(..cut);
+            if !sink.send(text).await {
+                break;
+            }
+        }
+    }
+    if !pending.is_empty() {
+        sink.send(String::from_utf8_lossy(&pending).into_owned())
+            .await;
+    }
+    Captured::default()
 }
 
 #[derive(Default)]
@@ -200,11 +253,9 @@ mod tests {
 
     fn context(shutdown: watch::Receiver<bool>) -> Context {
         Context {
-            node: "n1".into(),
             output_limit: 1024,
-            default_method_timeout: Duration::from_secs(30),
             kill_grace: Duration::from_millis(500),
-            shutdown,
+            ..crate::test_context("n1", shutdown)
         }
     }
 
@@ -245,6 +296,27 @@ mod tests {
         m.use_shell = true;
         let o = run(&m, &context(rx)).await;
         assert_eq!(o.stdout, "3\n");
+    }
+
+    #[tokio::test]
+    async fn streaming_sends_lines_while_the_command_runs() {
+        let (_tx, rx) = watch::channel(false);
+        let (chunk_tx, mut chunk_rx) = tokio::sync::mpsc::channel(16);
+        let m = message(&["sh", "-c", "echo one; sleep 0.5; echo two; echo err >&2"]);
+        let ctx = context(rx);
+        let task =
+            tokio::spawn(async move { run_streaming(&m, &ctx, &ChunkSink::new(chunk_tx)).await });
+        let first = tokio::time::timeout(Duration::from_millis(400), chunk_rx.recv()).await;
+        assert_eq!(
+            first.unwrap().unwrap(),
+            "one\n",
+            "the first line arrives before the command ends"
+        );
+        let outcome = task.await.unwrap();
+        assert_eq!(chunk_rx.recv().await.unwrap(), "two\n");
+        assert_eq!(outcome.status, Status::Done);
+        assert!(outcome.stdout.is_empty(), "stdout went out as chunks");
+        assert_eq!(outcome.stderr, "err\n");
     }
 
     #[tokio::test]

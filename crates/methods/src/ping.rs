@@ -17,5 +17,6 @@ pub async fn run(_message: &Message, context: &Context) -> Outcome {
         truncated: false,
         started_at: Some(at),
         finished_at: at,
+        chunks: None,
     }
 }

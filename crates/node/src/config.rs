@@ -51,6 +51,8 @@ pub struct Config {
     pub creds_file: Option<PathBuf>,
     /// Log filter, e.g. `info` or `bosun_node=debug`.
     pub log: String,
+    /// Free-form labels of this node, reported in its hello (e.g. `role = "worker"`).
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for Config {
@@ -75,6 +77,7 @@ impl Default for Config {
             nkey_seed_file: None,
             creds_file: None,
             log: "info".into(),
+            labels: Default::default(),
         }
     }
 }

@@ -158,7 +158,14 @@ async fn run_one(inner: &Arc<Inner>, message: Message) {
         }
     };
     tracing::debug!(id, method = method.name(), "running");
-    let outcome = bosun_methods::run(method, &message, &inner.methods).await;
+    let chunks = bosun_methods::ChunkSink::none();
+    let handled = bosun_methods::run(method, &message, &inner.methods, &chunks).await;
+    let outcome = handled.outcome;
+    if !handled.submit.is_empty()
+        && let Err(e) = inner.submit(handled.submit).await
+    {
+        tracing::error!(id, error = %e, "cannot queue the messages a handler produced");
+    }
     if outcome.status == Status::Interrupted && message.rerun_on_restart && *inner.shutdown.borrow()
     {
         // Left as `running` in the inbox: the next start-up runs it again, as asked.

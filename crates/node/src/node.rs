@@ -45,6 +45,81 @@ impl Inner {
         let _ = self.finished.send(id.to_string());
     }
 
+    /// See [`Node::submit`].
+    pub async fn submit(&self, messages: Vec<Message>) -> Result<Vec<Submitted>, SubmitError> {
+        if messages.is_empty() {
+            return Err(SubmitError::Empty);
+        }
+        let now = now_millis();
+        let mut receipts = Vec::new();
+        let mut queued = Vec::new();
+        for (index, message) in messages.into_iter().enumerate() {
+            let invalid = |reason: String| SubmitError::Invalid { index, reason };
+            message.validate().map_err(|e| invalid(e.to_string()))?;
+            let method = message
+                .parsed_method()
+                .map_err(|e| invalid(e.to_string()))?;
+            if method == Method::Result {
+                return Err(invalid(
+                    "`result` messages are replies made by nodes; they cannot be submitted".into(),
+                ));
+            }
+            if let Some(id) = &message.id
+                && let Some(existing) = self.store.sent(id)?
+            {
+                receipts.push(Submitted {
+                    id: id.clone(),
+                    to_node: existing.message.destination().to_string(),
+                    method: existing.message.method.clone(),
+                });
+                continue;
+            }
+            let destinations = message.destinations();
+            if destinations.iter().any(|d| d == "*") {
+                return Err(invalid(
+                    "toNodes [\"*\"] needs the fleet registry, which this node does not keep yet; list the nodes by name".into(),
+                ));
+            }
+            let fan_out = destinations.len() > 1;
+            for to in destinations {
+                if self.standalone && to != self.name() {
+                    return Err(invalid(format!(
+                        "node {to:?} is not reachable: this node ({}) runs standalone on the in-process transport; start every node with --broker nats://HOST:PORT to reach other nodes",
+                        self.name()
+                    )));
+                }
+                let mut m = message.for_destination(&to, fan_out);
+                m.from_node = Some(self.name().to_string());
+                m.created_at = Some(now);
+                let size = wire::encode(&Request {
+                    v: WIRE_VERSION,
+                    msg: m.clone(),
+                })
+                .len();
+                if size > self.config.max_message_bytes {
+                    return Err(invalid(format!(
+                        "message is {size} bytes; the limit is {} (max_message_bytes)",
+                        self.config.max_message_bytes
+                    )));
+                }
+                receipts.push(Submitted {
+                    id: m.id().to_string(),
+                    to_node: to.clone(),
+                    method: m.method.clone(),
+                });
+                queued.push(m);
+            }
+        }
+        if queued.is_empty() {
+            return Ok(receipts);
+        }
+        let seqs = self.store.submit(queued.clone(), now).await?;
+        let _ = self
+            .outbox
+            .send(OutboxCmd::Deliver(seqs.into_iter().zip(queued).collect()));
+        Ok(receipts)
+    }
+
     pub fn subject(&self, node: &str, method: &str) -> String {
         wire::subject(&self.config.subject_prefix, node, method)
     }
@@ -168,6 +243,9 @@ impl Node {
             default_method_timeout: Duration::from_secs(config.method_timeout_secs),
             kill_grace: Duration::from_secs(config.kill_grace_secs.max(1)),
             shutdown: shutdown_rx,
+            data_dir: config.data_dir.clone(),
+            labels: config.labels.clone(),
+            served: Default::default(),
         };
         let inner = Arc::new(Inner {
             config,
@@ -234,78 +312,7 @@ impl Node {
     /// with its own id. Re-submitting an id this node already has returns the existing
     /// delivery instead of queueing it twice.
     pub async fn submit(&self, messages: Vec<Message>) -> Result<Vec<Submitted>, SubmitError> {
-        if messages.is_empty() {
-            return Err(SubmitError::Empty);
-        }
-        let now = now_millis();
-        let mut receipts = Vec::new();
-        let mut queued = Vec::new();
-        for (index, message) in messages.into_iter().enumerate() {
-            let invalid = |reason: String| SubmitError::Invalid { index, reason };
-            message.validate().map_err(|e| invalid(e.to_string()))?;
-            let method = message
-                .parsed_method()
-                .map_err(|e| invalid(e.to_string()))?;
-            if method == Method::Result {
-                return Err(invalid(
-                    "`result` messages are replies made by nodes; they cannot be submitted".into(),
-                ));
-            }
-            if let Some(id) = &message.id
-                && let Some(existing) = self.inner.store.sent(id)?
-            {
-                receipts.push(Submitted {
-                    id: id.clone(),
-                    to_node: existing.message.destination().to_string(),
-                    method: existing.message.method.clone(),
-                });
-                continue;
-            }
-            let destinations = message.destinations();
-            if destinations.iter().any(|d| d == "*") {
-                return Err(invalid(
-                    "toNodes [\"*\"] needs the fleet registry, which this node does not keep yet; list the nodes by name".into(),
-                ));
-            }
-            let fan_out = destinations.len() > 1;
-            for to in destinations {
-                if self.inner.standalone && to != self.name() {
-                    return Err(invalid(format!(
-                        "node {to:?} is not reachable: this node ({}) runs standalone on the in-process transport; start every node with --broker nats://HOST:PORT to reach other nodes",
-                        self.name()
-                    )));
-                }
-                let mut m = message.for_destination(&to, fan_out);
-                m.from_node = Some(self.name().to_string());
-                m.created_at = Some(now);
-                let size = wire::encode(&Request {
-                    v: WIRE_VERSION,
-                    msg: m.clone(),
-                })
-                .len();
-                if size > self.inner.config.max_message_bytes {
-                    return Err(invalid(format!(
-                        "message is {size} bytes; the limit is {} (max_message_bytes)",
-                        self.inner.config.max_message_bytes
-                    )));
-                }
-                receipts.push(Submitted {
-                    id: m.id().to_string(),
-                    to_node: to.clone(),
-                    method: m.method.clone(),
-                });
-                queued.push(m);
-            }
-        }
-        if queued.is_empty() {
-            return Ok(receipts);
-        }
-        let seqs = self.inner.store.submit(queued.clone(), now).await?;
-        let _ = self
-            .inner
-            .outbox
-            .send(OutboxCmd::Deliver(seqs.into_iter().zip(queued).collect()));
-        Ok(receipts)
+        self.inner.submit(messages).await
     }
 
     /// Everything this node knows about a message id.

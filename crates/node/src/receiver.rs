@@ -169,9 +169,15 @@ fn check(inner: &Inner, message: &Message) -> Result<(), String> {
     if method == Method::Result {
         return Err("a `result` message must carry previousMessage and result".into());
     }
-    if !bosun_methods::is_served(method) {
+    if !bosun_methods::has_handler(method) {
         return Err(format!("method {method} is not served by this node"));
     }
+    inner
+        .methods
+        .served
+        .read()
+        .expect("served lock")
+        .allows(method, from)?;
     Ok(())
 }
 

@@ -110,6 +110,9 @@ pub struct Message {
     /// On a `result` reply: the outcome of the message named by `previousMessage`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Outcome>,
+    /// On a streamed reply: the chunk's number, from 1. Its text is in `data`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk: Option<u64>,
 }
 
 /// A message that failed validation: which field, and why.
@@ -184,6 +187,12 @@ impl Message {
         } else {
             Message::from_json(text).map(|m| vec![m])
         }
+    }
+
+    /// True for a reply: it names the message it answers and carries its outcome or a
+    /// chunk of its output.
+    pub fn is_reply(&self) -> bool {
+        self.previous_message.is_some() && (self.result.is_some() || self.chunk.is_some())
     }
 
     /// The method named, parsed.
@@ -313,10 +322,10 @@ impl Message {
                 "a command needs an argv, e.g. [\"uname\", \"-a\"] or [\"bash\", \"-c\", \"…\"]",
             ));
         }
-        if method == Method::Result && (self.previous_message.is_none() || self.result.is_none()) {
+        if method == Method::Result && !self.is_reply() {
             return Err(invalid(
                 "previousMessage",
-                "a result message must name the message it answers and carry a result",
+                "a result message must name the message it answers and carry a result or a chunk",
             ));
         }
         if self.use_shell && !matches!(method, Method::CliCommand | Method::CliCommandCont) {

@@ -124,6 +124,16 @@ impl Method {
         )
     }
 
+    /// False for events and sinks: an ACK is all their sender waits for.
+    pub fn expects_reply(self) -> bool {
+        !(self.is_reply_sink() || matches!(self, Method::Hello | Method::ErrorLog))
+    }
+
+    /// True for methods whose output streams back in numbered chunks.
+    pub fn is_streaming(self) -> bool {
+        matches!(self, Method::CliCommandCont | Method::TailFile)
+    }
+
     /// A comma-separated list of the canonical names, for error messages.
     pub fn catalogue() -> String {
         ALL.iter().map(|(_, n)| *n).collect::<Vec<_>>().join(", ")

@@ -48,6 +48,9 @@ pub struct Outcome {
     pub started_at: Option<Millis>,
     /// When the outcome was decided.
     pub finished_at: Millis,
+    /// How many output chunks were streamed before this outcome (streaming methods).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<u64>,
 }
 
 impl Outcome {
@@ -63,6 +66,7 @@ impl Outcome {
             truncated: false,
             started_at: None,
             finished_at: at,
+            chunks: None,
         }
     }
 }
