@@ -42,6 +42,8 @@ enum Command {
     Send(cmd::send::SendCmd),
     /// Show a message's whole life: states with times, then its result.
     Status(cmd::status::StatusCmd),
+    /// Show the fleet: every node that said hello, alive, suspect or down.
+    Nodes(cmd::nodes::NodesCmd),
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(cmd::config::ConfigCmd),
@@ -61,6 +63,7 @@ fn main() {
             Command::Exec(c) => c.run(&cli.global).await,
             Command::Send(c) => c.run(&cli.global).await,
             Command::Status(c) => c.run(&cli.global).await,
+            Command::Nodes(c) => c.run(&cli.global).await,
             Command::Config(c) => c.run(&cli.global).await,
             Command::Demo(c) => c.run(&cli.global).await,
         }

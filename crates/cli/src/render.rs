@@ -114,6 +114,10 @@ pub fn report(r: &StatusReport) -> String {
         let _ = writeln!(out, "history (receiver, arrived {} time(s))", rcv.arrivals);
         history_lines(&mut out, &rcv.history, base);
     }
+    if !r.output.is_empty() {
+        out.push_str("output (streamed)\n");
+        out.push_str(&indented(&r.output, "  "));
+    }
     if let Some(o) = r.outcome() {
         let _ = writeln!(out, "result   {} on {}", outcome_summary(o), o.node);
         if let Some(e) = &o.error {

@@ -53,6 +53,38 @@ pub struct Config {
     pub log: String,
     /// Free-form labels of this node, reported in its hello (e.g. `role = "worker"`).
     pub labels: std::collections::BTreeMap<String, String>,
+    /// The central node: it keeps the fleet registry and the fleet's error log, and
+    /// receives hellos (steward's `centralNodeName`).
+    pub central: Option<String>,
+    /// Seconds between hellos to central; 0 turns them off (steward's `startPubHello`).
+    pub hello_interval_secs: u64,
+    /// Where reply sinks and results with `directory`/`fileName` are written:
+    /// `<results_dir>/<fromNode>/<directory>/<fileName>` (steward's
+    /// `subscribersDataFolder`). Default: `<data_dir>/data`.
+    pub results_dir: Option<PathBuf>,
+    /// Address of the TCP listener for steward message arrays, e.g. `127.0.0.1:8090`.
+    /// Off when unset (steward's `tcpListener`).
+    pub tcp_listen: Option<String>,
+    /// Folder watched for message files, which are submitted, then removed. Default:
+    /// `<data_dir>/readfolder`; set to an empty path to turn it off.
+    pub read_dir: Option<PathBuf>,
+    /// Folder whose message files are submitted at every start. Default:
+    /// `<data_dir>/startup`.
+    pub startup_dir: Option<PathBuf>,
+    /// Address of the Prometheus `/metrics` endpoint, e.g. `127.0.0.1:2112`. Off when unset
+    /// (steward's `promHostAndPort`).
+    pub metrics_listen: Option<String>,
+    /// Size at which the audit log is rotated, in bytes; 0 turns the audit log off.
+    pub audit_max_bytes: u64,
+    /// Rotated audit logs kept.
+    pub audit_keep: usize,
+    /// Days finished messages are kept before they are pruned (and their ids forgotten
+    /// for deduplication).
+    pub retention_days: u64,
+    /// Missed hellos after which central marks a node `suspect`.
+    pub suspect_after_missed: u64,
+    /// Missed hellos after which central marks a node `down`.
+    pub down_after_missed: u64,
 }
 
 impl Default for Config {
@@ -78,6 +110,18 @@ impl Default for Config {
             creds_file: None,
             log: "info".into(),
             labels: Default::default(),
+            central: None,
+            hello_interval_secs: 30,
+            results_dir: None,
+            tcp_listen: None,
+            read_dir: None,
+            startup_dir: None,
+            metrics_listen: None,
+            audit_max_bytes: 10 * 1024 * 1024,
+            audit_keep: 5,
+            retention_days: 7,
+            suspect_after_missed: 2,
+            down_after_missed: 5,
         }
     }
 }
@@ -111,6 +155,22 @@ pub struct Overrides {
     pub creds_file: Option<PathBuf>,
     /// See [`Config::log`].
     pub log: Option<String>,
+    /// See [`Config::central`].
+    pub central: Option<String>,
+    /// See [`Config::hello_interval_secs`].
+    pub hello_interval_secs: Option<u64>,
+    /// See [`Config::results_dir`].
+    pub results_dir: Option<PathBuf>,
+    /// See [`Config::tcp_listen`].
+    pub tcp_listen: Option<String>,
+    /// See [`Config::read_dir`].
+    pub read_dir: Option<PathBuf>,
+    /// See [`Config::startup_dir`].
+    pub startup_dir: Option<PathBuf>,
+    /// See [`Config::metrics_listen`].
+    pub metrics_listen: Option<String>,
+    /// See [`Config::labels`]: `key=value` pairs, added to the file's.
+    pub labels: Vec<String>,
 }
 
 /// A configuration that cannot be used.
@@ -229,7 +289,56 @@ impl Config {
                 if let Some(v) = &o.$field { self.$field = Some(v.clone()); }
             )*};
         }
-        set_opt!(tls_ca, tls_cert, tls_key, nkey_seed_file, creds_file);
+        set_opt!(
+            tls_ca,
+            tls_cert,
+            tls_key,
+            nkey_seed_file,
+            creds_file,
+            central,
+            results_dir,
+            tcp_listen,
+            read_dir,
+            startup_dir,
+            metrics_listen
+        );
+        if let Some(v) = o.hello_interval_secs {
+            self.hello_interval_secs = v;
+        }
+        for pair in &o.labels {
+            if let Some((k, v)) = pair.split_once('=') {
+                self.labels.insert(k.trim().to_string(), v.trim().to_string());
+            }
+        }
+    }
+
+    /// Where results and reply sinks are written.
+    pub fn results_path(&self) -> PathBuf {
+        self.results_dir.clone().unwrap_or_else(|| self.data_dir.join("data"))
+    }
+
+    /// The watched read folder, unless turned off with an empty path.
+    pub fn read_path(&self) -> Option<PathBuf> {
+        match &self.read_dir {
+            Some(p) if p.as_os_str().is_empty() => None,
+            Some(p) => Some(p.clone()),
+            None => Some(self.data_dir.join("readfolder")),
+        }
+    }
+
+    /// The startup folder.
+    pub fn startup_path(&self) -> PathBuf {
+        self.startup_dir.clone().unwrap_or_else(|| self.data_dir.join("startup"))
+    }
+
+    /// The audit log file.
+    pub fn audit_log_path(&self) -> PathBuf {
+        self.data_dir.join("audit.log")
+    }
+
+    /// The central node's name, if one is configured.
+    pub fn central_name(&self) -> Option<&str> {
+        self.central.as_deref().filter(|c| !c.is_empty())
     }
 
     /// Check the values that could make the node misbehave.
@@ -260,6 +369,30 @@ impl Config {
                 return Err(ConfigError::Invalid {
                     field,
                     reason: "must be at least 1".into(),
+                });
+            }
+        }
+        if let Some(c) = self.central_name() {
+            bosun_proto::validate_node_name(c).map_err(|reason| ConfigError::Invalid {
+                field: "central",
+                reason,
+            })?;
+        }
+        for (field, addr) in [("tcp_listen", &self.tcp_listen), ("metrics_listen", &self.metrics_listen)] {
+            if let Some(a) = addr
+                && a.parse::<std::net::SocketAddr>().is_err()
+            {
+                return Err(ConfigError::Invalid {
+                    field,
+                    reason: format!("{a:?} is not an address; use HOST:PORT, e.g. 127.0.0.1:8090"),
+                });
+            }
+        }
+        for (k, _) in &self.labels {
+            if k.is_empty() {
+                return Err(ConfigError::Invalid {
+                    field: "labels",
+                    reason: "label names cannot be empty".into(),
                 });
             }
         }

@@ -53,6 +53,8 @@ pub enum ControlRequest {
     Info,
     /// The configuration in effect.
     Config,
+    /// The fleet registry.
+    Nodes,
 }
 
 /// How long a client may take to send its request.
@@ -197,6 +199,10 @@ async fn handle(node: &Node, value: Value) -> Value {
             })
         }
         ControlRequest::Config => json!({ "ok": true, "config": node.config() }),
+        ControlRequest::Nodes => match node.fleet() {
+            Ok(nodes) => json!({ "ok": true, "nodes": nodes }),
+            Err(e) => error_line(&e.to_string()),
+        },
     }
 }
 

@@ -7,7 +7,7 @@ use bosun_proto::Millis;
 use serde::Serialize;
 
 /// One error worth an operator's attention.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ErrorEntry<'a> {
     pub at: Millis,
@@ -40,6 +40,28 @@ pub(crate) fn append(path: &Path, entry: &ErrorEntry<'_>) {
         .append(true)
         .open(path)
         .and_then(|mut f| writeln!(f, "{line}"));
+    if let Err(e) = result {
+        tracing::error!(path = %path.display(), error = %e, "cannot write the error log");
+    }
+}
+
+/// Append error reports that another node sent (as `errorLog` messages): each line of
+/// `data` is one JSON entry; it is kept with the sender's name. Lines that are not JSON
+/// are kept as text.
+pub(crate) fn append_remote(path: &Path, from: &str, data: &[String]) {
+    let mut lines = String::new();
+    for entry in data.iter().flat_map(|d| d.lines()).filter(|l| !l.trim().is_empty()) {
+        let value = serde_json::from_str::<serde_json::Value>(entry)
+            .unwrap_or_else(|_| serde_json::Value::String(entry.to_string()));
+        let line = serde_json::json!({ "from": from, "entry": value });
+        lines.push_str(&line.to_string());
+        lines.push('\n');
+    }
+    let result = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(lines.as_bytes()));
     if let Err(e) = result {
         tracing::error!(path = %path.display(), error = %e, "cannot write the error log");
     }

@@ -158,9 +158,20 @@ async fn run_one(inner: &Arc<Inner>, message: Message) {
         }
     };
     tracing::debug!(id, method = method.name(), "running");
-    let chunks = bosun_methods::ChunkSink::none();
+    let (chunks, forwarder) = if method.is_streaming() {
+        let (tx, rx) = mpsc::channel(64);
+        let forwarder = tokio::spawn(forward_chunks(inner.clone(), message.clone(), rx));
+        (bosun_methods::ChunkSink::new(tx), Some(forwarder))
+    } else {
+        (bosun_methods::ChunkSink::none(), None)
+    };
     let handled = bosun_methods::run(method, &message, &inner.methods, &chunks).await;
-    let outcome = handled.outcome;
+    drop(chunks);
+    let mut outcome = handled.outcome;
+    if let Some(forwarder) = forwarder {
+        // Every chunk is queued before the final result, so the result names the count.
+        outcome.chunks = Some(forwarder.await.unwrap_or(0));
+    }
     if !handled.submit.is_empty()
         && let Err(e) = inner.submit(handled.submit).await
     {
@@ -194,6 +205,45 @@ async fn finish(inner: &Arc<Inner>, message: &Message, outcome: Outcome) {
         Ok(None) => {}
         Err(e) => tracing::error!(id = message.id(), error = %e, "cannot record the outcome"),
     }
+}
+
+/// Turn a handler's output chunks into numbered replies, each durable in the outbox
+/// before the next is taken. Returns how many were queued.
+async fn forward_chunks(inner: Arc<Inner>, message: Message, mut rx: mpsc::Receiver<String>) -> u64 {
+    let Some(to) = message.from_node.clone() else {
+        while rx.recv().await.is_some() {}
+        return 0;
+    };
+    let method = message.parsed_reply_method().unwrap_or(Method::Result);
+    let mut n = 0;
+    while let Some(text) = rx.recv().await {
+        n += 1;
+        let chunk = Message {
+            id: Some(bosun_proto::new_id()),
+            to_node: Some(to.clone()),
+            from_node: Some(inner.name().to_string()),
+            method: method.name().to_string(),
+            data: vec![text],
+            previous_message: Some(message.id().to_string()),
+            chunk: Some(n),
+            directory: message.directory.clone(),
+            file_name: message.file_name.clone(),
+            ack_timeout: message.reply_ack_timeout,
+            retries: message.reply_retries,
+            ordered: Some(false),
+            created_at: Some(now_millis()),
+            ..Default::default()
+        };
+        match inner.store.submit(vec![chunk.clone()], now_millis()).await {
+            Ok(seqs) => {
+                let _ = inner
+                    .outbox
+                    .send(OutboxCmd::Deliver(seqs.into_iter().zip([chunk]).collect()));
+            }
+            Err(e) => tracing::error!(id = message.id(), error = %e, "cannot queue an output chunk"),
+        }
+    }
+    n
 }
 
 /// The reply that carries `outcome` back to the sender of `message`.

@@ -6,7 +6,10 @@
 //! - [`node`]: [`Node`]: start-up and recovery, submit, status, wait, shutdown.
 //! - `receiver`: every arrival on the node's subjects: validate, record, ACK.
 //! - `outbox`: the sender loop: send, resend with backoff, give up.
-//! - `executor`: the inbox loop: start in order, run the handler, queue the reply.
+//! - `executor`: the inbox loop: start in order, run the handler, stream chunks, queue
+//!   the reply.
+//! - [`fleet`]: the fleet registry from hellos, the hello loop, pruning.
+//! - `sinks`: reply sinks: results and chunks written to files or the console.
 //! - [`control`]: the unix socket `bosun.sock`: steward message arrays and CLI requests.
 //! - [`client`]: the CLI's side of that socket.
 //!
@@ -22,9 +25,12 @@ pub mod config;
 pub mod control;
 mod errorlog;
 mod executor;
+pub mod fleet;
 pub mod node;
 mod outbox;
 mod receiver;
+mod sinks;
 
 pub use config::{Config, ConfigError, Overrides};
+pub use fleet::{FleetNode, Liveness};
 pub use node::{Node, NodeError, StatusReport, SubmitError, Submitted};

@@ -33,11 +33,40 @@ pub(crate) struct Inner {
     pub methods: bosun_methods::Context,
     /// Handlers running now.
     pub running: AtomicUsize,
+    /// Messages with a `schedule`, for the scheduler task to repeat.
+    pub schedules: mpsc::UnboundedSender<Message>,
+    /// Per replied-to message: the next chunk number its sink will write.
+    pub sink_progress: tokio::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl Inner {
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    /// Log an error locally and, unless this node is central, send it to central's
+    /// error log too (as an `errorLog` message, durable like any other).
+    pub fn report_error(self: &Arc<Self>, entry: &crate::errorlog::ErrorEntry<'_>) {
+        crate::errorlog::append(&self.config.error_log_path(), entry);
+        let Some(central) = self.config.central_name() else { return };
+        if central == self.name() || entry.method == Some("errorLog") {
+            return;
+        }
+        let line = serde_json::to_string(entry).unwrap_or_default();
+        let report = Message {
+            to_node: Some(central.to_string()),
+            method: "errorLog".into(),
+            data: vec![line],
+            ordered: Some(false),
+            ttl: Some(24 * 3600),
+            ..Default::default()
+        };
+        let inner = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = inner.submit(vec![report]).await {
+                tracing::warn!(error = %e, "cannot forward an error to central");
+            }
+        });
     }
 
     /// Tell waiters that a sent message reached a final state.
@@ -46,7 +75,7 @@ impl Inner {
     }
 
     /// See [`Node::submit`].
-    pub async fn submit(&self, messages: Vec<Message>) -> Result<Vec<Submitted>, SubmitError> {
+    pub async fn submit(self: &Arc<Self>, messages: Vec<Message>) -> Result<Vec<Submitted>, SubmitError> {
         if messages.is_empty() {
             return Err(SubmitError::Empty);
         }
@@ -74,11 +103,21 @@ impl Inner {
                 });
                 continue;
             }
-            let destinations = message.destinations();
+            let mut destinations = message.destinations();
             if destinations.iter().any(|d| d == "*") {
-                return Err(invalid(
-                    "toNodes [\"*\"] needs the fleet registry, which this node does not keep yet; list the nodes by name".into(),
-                ));
+                let fleet = self.store.fleet()?;
+                if fleet.is_empty() {
+                    return Err(invalid(format!(
+                        "toNodes [\"*\"] means every node in the fleet registry, and {} has heard no hellos; send it to the central node, or list the nodes by name",
+                        self.name()
+                    )));
+                }
+                destinations.retain(|d| d != "*");
+                for record in fleet {
+                    if !destinations.contains(&record.name) {
+                        destinations.push(record.name);
+                    }
+                }
             }
             let fan_out = destinations.len() > 1;
             for to in destinations {
@@ -113,7 +152,11 @@ impl Inner {
         if queued.is_empty() {
             return Ok(receipts);
         }
+        let scheduled: Vec<Message> = queued.iter().filter(|m| m.schedule.is_some()).cloned().collect();
         let seqs = self.store.submit(queued.clone(), now).await?;
+        for template in scheduled {
+            let _ = self.schedules.send(template);
+        }
         let _ = self
             .outbox
             .send(OutboxCmd::Deliver(seqs.into_iter().zip(queued).collect()));
@@ -198,6 +241,9 @@ pub struct StatusReport {
     /// The record, when this node received the message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub received: Option<InboxRecord>,
+    /// Streamed output that came back in chunks, in order.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub output: String,
 }
 
 impl StatusReport {
@@ -235,6 +281,7 @@ impl Node {
         let store = Store::open(&config.db_path())?;
         let (outbox_tx, outbox_rx) = mpsc::unbounded_channel();
         let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
+        let (schedules_tx, schedules_rx) = mpsc::unbounded_channel();
         let (finished, _) = broadcast::channel(16 * 1024);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let methods = bosun_methods::Context {
@@ -258,6 +305,8 @@ impl Node {
             shutdown,
             methods,
             running: AtomicUsize::new(0),
+            sink_progress: Default::default(),
+            schedules: schedules_tx,
         });
 
         let to_run = executor::recover(&inner).await?;
@@ -274,6 +323,9 @@ impl Node {
             tokio::spawn(outbox::run(inner.clone(), outbox_rx, outbox_entries)),
             tokio::spawn(executor::run(inner.clone(), inbox_rx, to_run)),
             tokio::spawn(receiver::run(inner.clone(), subscription)),
+            tokio::spawn(crate::fleet::hello_loop(inner.clone())),
+            tokio::spawn(crate::fleet::prune_loop(inner.clone())),
+            tokio::spawn(scheduler(inner.clone(), schedules_rx)),
         ];
         tracing::info!(
             node = inner.name(),
@@ -317,10 +369,22 @@ impl Node {
 
     /// Everything this node knows about a message id.
     pub fn status(&self, id: &str) -> Result<StatusReport, StoreError> {
+        let sent = self.inner.store.sent(id)?;
+        let output = match &sent {
+            Some(_) => self
+                .inner
+                .store
+                .chunks(id)?
+                .into_iter()
+                .map(|(_, text)| text)
+                .collect(),
+            None => String::new(),
+        };
         Ok(StatusReport {
             id: id.to_string(),
-            sent: self.inner.store.sent(id)?,
+            sent,
             received: self.inner.store.inbox(id)?,
+            output,
         })
     }
 
@@ -377,6 +441,11 @@ impl Node {
         }
     }
 
+    /// The fleet registry as this node sees it now.
+    pub fn fleet(&self) -> Result<Vec<crate::FleetNode>, StoreError> {
+        crate::fleet::view(&self.inner, now_millis())
+    }
+
     /// Outbox and inbox depths.
     pub fn depths(&self) -> Result<bosun_store::Depths, StoreError> {
         self.inner.store.depths()
@@ -409,6 +478,48 @@ impl Node {
             tracing::error!(error = %e, "closing the store");
         }
         tracing::info!(node = self.name(), "stopped");
+    }
+}
+
+/// Start a repeat task for every scheduled message submitted.
+async fn scheduler(inner: Arc<Inner>, mut templates: mpsc::UnboundedReceiver<Message>) {
+    let mut shutdown = inner.shutdown.subscribe();
+    loop {
+        tokio::select! {
+            template = templates.recv() => match template {
+                Some(t) => { tokio::spawn(repeat(inner.clone(), t)); }
+                None => return,
+            },
+            _ = until_true(&mut shutdown) => return,
+        }
+    }
+}
+
+/// Steward's `schedule: [intervalSeconds, totalSeconds]`: submit a fresh copy of the
+/// message every interval until the total has passed. Schedules live in memory: a
+/// restart ends them (the copies already queued are durable as usual).
+async fn repeat(inner: Arc<Inner>, template: Message) {
+    let Some([interval, total]) = template.schedule.as_deref().and_then(|s| <[u64; 2]>::try_from(s).ok()) else {
+        return;
+    };
+    let started = tokio::time::Instant::now();
+    let end = started + Duration::from_secs(total);
+    let mut shutdown = inner.shutdown.subscribe();
+    let mut next = started + Duration::from_secs(interval.max(1));
+    while next <= end {
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            _ = until_true(&mut shutdown) => return,
+        }
+        let mut copy = template.clone();
+        copy.id = None;
+        copy.schedule = None;
+        copy.created_at = None;
+        if let Err(e) = inner.submit(vec![copy]).await {
+            tracing::warn!(error = %e, "cannot queue a scheduled repeat");
+            return;
+        }
+        next += Duration::from_secs(interval.max(1));
     }
 }
 

@@ -19,7 +19,7 @@ use bosun_store::SentRecord;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::errorlog::{self, ErrorEntry};
+use crate::errorlog::ErrorEntry;
 use crate::node::{Inner, now_millis};
 
 /// Ordering stream of a sent message: destination and method.
@@ -215,6 +215,13 @@ impl Outbox {
         let acked = matches!(&result, Ok(Ok(a)) if a.id == id && a.rejected.is_none());
         if acked {
             notes.push((Event::Acked, now, None));
+            // Events and sinks expect no reply: the ACK is the end of their road.
+            let expects_reply = bosun_proto::Method::parse(&entry.message.method)
+                .is_none_or(|p| p.method.expects_reply());
+            if !expects_reply {
+                notes.push((Event::Finished(Status::Done), now, None));
+                self.inner.finished(&id);
+            }
         }
         if !notes.is_empty() {
             self.inner.store.note(&id, notes);
@@ -325,8 +332,7 @@ impl Outbox {
         let Some(entry) = self.entries.get(id) else {
             return;
         };
-        errorlog::append(
-            &self.inner.config.error_log_path(),
+        self.inner.report_error(
             &ErrorEntry {
                 at: now_millis(),
                 node: self.inner.name(),

@@ -14,7 +14,7 @@ use bosun_store::Receipt;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use crate::errorlog::{self, ErrorEntry};
+use crate::errorlog::ErrorEntry;
 use crate::executor::InboxCmd;
 use crate::node::{Inner, now_millis};
 
@@ -97,23 +97,8 @@ async fn process(inner: &Arc<Inner>, incoming: &bosun_bus::Incoming) -> Bytes {
         return ack(&id, false, Some(reason));
     }
     let method = message.parsed_method().expect("checked");
-    let is_result = message.previous_message.is_some() && message.result.is_some();
-    if method.is_reply_sink() && is_result {
-        let answered = message.previous_message.clone().unwrap_or_default();
-        return match inner.store.store_result(message, now).await {
-            Ok(receipt) => {
-                inner.finished(&answered);
-                let _ = inner
-                    .outbox
-                    .send(crate::outbox::OutboxCmd::Settled(answered));
-                ack(&id, matches!(receipt, Receipt::Duplicate(_)), None)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot store a result; not acknowledging");
-                // No ACK: the sender resends and the result is stored next time.
-                Bytes::new()
-            }
-        };
+    if method.is_reply_sink() || matches!(method, Method::Hello | Method::ErrorLog) {
+        return absorb(inner, message, method, now).await;
     }
     let stream = message
         .is_ordered()
@@ -162,28 +147,57 @@ fn check(inner: &Inner, message: &Message) -> Result<(), String> {
         ));
     }
     let method = message.parsed_method().map_err(|e| e.to_string())?;
-    let is_result = message.previous_message.is_some() && message.result.is_some();
-    if method.is_reply_sink() && is_result {
-        return Ok(());
+    if method.is_reply_sink() && !message.is_reply() {
+        return Err(format!(
+            "{method} takes replies only (a previousMessage with a result or a chunk); name it in replyMethod instead"
+        ));
     }
-    if method == Method::Result {
-        return Err("a `result` message must carry previousMessage and result".into());
-    }
-    if !bosun_methods::has_handler(method) {
+    let node_handled = method.is_reply_sink() || matches!(method, Method::Hello | Method::ErrorLog);
+    if !node_handled && !bosun_methods::has_handler(method) {
         return Err(format!("method {method} is not served by this node"));
     }
-    inner
-        .methods
-        .served
-        .read()
-        .expect("served lock")
-        .allows(method, from)?;
+    if method != Method::Result {
+        inner.methods.served.read().expect("served lock").allows(method, from)?;
+    }
     Ok(())
 }
 
-fn log_refusal(inner: &Inner, message: Option<&Message>, id: Option<&str>, reason: &str) {
-    errorlog::append(
-        &inner.config.error_log_path(),
+/// Take in a message that needs no run: a reply, a hello, an error report. It is
+/// recorded (deduplicated) durably, then applied: results and chunks to the sent message
+/// and its sink, hellos to the fleet registry, errors to the error log.
+async fn absorb(inner: &Arc<Inner>, message: Message, method: Method, now: u64) -> Bytes {
+    let id = message.id().to_string();
+    let from = message.from_node.clone().unwrap_or_default();
+    let fleet = (method == Method::Hello).then(|| crate::fleet::record_from_hello(&from, &message, now));
+    let receipt = match inner.store.absorb(message.clone(), now, fleet).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot record an arrival; not acknowledging");
+            // No ACK: the sender resends and it is recorded next time.
+            return Bytes::new();
+        }
+    };
+    let duplicate = matches!(receipt, Receipt::Duplicate(_));
+    if !duplicate {
+        match method {
+            Method::Hello => tracing::debug!(from, "hello"),
+            Method::ErrorLog => crate::errorlog::append_remote(&inner.config.error_log_path(), &from, &message.data),
+            _ => {
+                if let Some(answered) = message.previous_message.clone() {
+                    crate::sinks::deliver(inner, &message, method).await;
+                    if message.result.is_some() {
+                        inner.finished(&answered);
+                        let _ = inner.outbox.send(crate::outbox::OutboxCmd::Settled(answered));
+                    }
+                }
+            }
+        }
+    }
+    ack(&id, duplicate, None)
+}
+
+fn log_refusal(inner: &Arc<Inner>, message: Option<&Message>, id: Option<&str>, reason: &str) {
+    inner.report_error(
         &ErrorEntry {
             at: now_millis(),
             node: inner.name(),

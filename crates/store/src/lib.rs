@@ -14,6 +14,8 @@
 //! | `inbox` | id | [`InboxRecord`] | every message this node received: dedupe, history, outcome |
 //! | `inbox_pending` | seq | id | received messages not finished yet, in arrival order |
 //! | `meta` | name | u64 | counters |
+//! | `chunks` | (id, n) | text | streamed output of messages this node sent, by chunk number |
+//! | `fleet` | node | [`FleetRecord`] | the nodes heard from (central), from their hellos |
 //!
 //! # Implementation note: group commit
 //! All writes go through one thread. It takes every job waiting in its queue, applies
@@ -34,7 +36,7 @@ use bosun_proto::{Message, Millis, Outcome};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tokio::sync::oneshot;
 
-pub use records::{HistoryEntry, InboxRecord, SentRecord};
+pub use records::{FleetRecord, HistoryEntry, InboxRecord, SentRecord};
 pub use writer::Receipt;
 
 use writer::{Job, Op, OpResult};
@@ -44,6 +46,8 @@ pub(crate) const SENT: TableDefinition<&str, &[u8]> = TableDefinition::new("sent
 pub(crate) const INBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("inbox");
 pub(crate) const INBOX_PENDING: TableDefinition<u64, &str> = TableDefinition::new("inbox_pending");
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(crate) const CHUNKS: TableDefinition<(&str, u64), &str> = TableDefinition::new("chunks");
+pub(crate) const FLEET: TableDefinition<&str, &[u8]> = TableDefinition::new("fleet");
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +117,8 @@ impl Store {
             txn.open_table(SENT).map_err(db)?;
             txn.open_table(INBOX).map_err(db)?;
             txn.open_table(INBOX_PENDING).map_err(db)?;
+            txn.open_table(CHUNKS).map_err(db)?;
+            txn.open_table(FLEET).map_err(db)?;
             let meta = txn.open_table(META).map_err(db)?;
             meta.get("next_seq")
                 .map_err(db)?
@@ -179,11 +185,6 @@ impl Store {
     /// without waiting: they are queued behind every write already asked for, applied in
     /// order, and committed without fsync.
     pub fn note(&self, id: &str, events: Vec<(Event, Millis, Option<String>)>) {
-        debug_assert!(
-            events
-                .iter()
-                .all(|(e, _, _)| matches!(e, Event::Sent | Event::Acked | Event::Started))
-        );
         let (tx, _rx) = oneshot::channel();
         let _ = self.jobs.send(Job::Op(
             Box::new(Op::Notes {
@@ -258,12 +259,28 @@ impl Store {
         }
     }
 
-    /// Record a `result` reply: dedupe it by its own id and apply its outcome to the sent
-    /// message it answers. Durable before it returns.
-    pub async fn store_result(&self, reply: Message, at: Millis) -> Result<Receipt, StoreError> {
-        match self.run(Op::StoreResult { reply, at }).await? {
+    /// Take in a message that needs no run: a reply (its outcome or output chunk is applied
+    /// to the sent message it answers), or an event such as a hello (with `fleet`, the
+    /// sender's registry entry is updated). Deduplicated by the message's own id, durable
+    /// before it returns.
+    pub async fn absorb(
+        &self,
+        message: Message,
+        at: Millis,
+        fleet: Option<FleetRecord>,
+    ) -> Result<Receipt, StoreError> {
+        match self.run(Op::Absorb { message, at, fleet }).await? {
             OpResult::Receipt(r) => Ok(r),
-            _ => unreachable!("store_result answers a receipt"),
+            _ => unreachable!("absorb answers a receipt"),
+        }
+    }
+
+    /// Forget finished messages whose last step is older than `before`. Returns how many
+    /// records went.
+    pub async fn prune(&self, before: Millis) -> Result<u64, StoreError> {
+        match self.run(Op::Prune { before }).await? {
+            OpResult::Pruned(n) => Ok(n),
+            _ => unreachable!("prune answers a count"),
         }
     }
 
@@ -334,6 +351,35 @@ impl Store {
             if let Some(v) = inbox.get(id).map_err(db)? {
                 out.push((seq.value(), records::decode(id, v.value())?));
             }
+        }
+        Ok(out)
+    }
+
+    /// The streamed output of a sent message: chunk number and text, in order.
+    pub fn chunks(&self, id: &str) -> Result<Vec<(u64, String)>, StoreError> {
+        self.chunks_from(id, 1)
+    }
+
+    /// Chunks numbered `from` and up, in order.
+    pub fn chunks_from(&self, id: &str, from: u64) -> Result<Vec<(u64, String)>, StoreError> {
+        let txn = self.database()?.begin_read().map_err(db)?;
+        let table = txn.open_table(CHUNKS).map_err(db)?;
+        let mut out = Vec::new();
+        for entry in table.range((id, from)..=(id, u64::MAX)).map_err(db)? {
+            let (k, v) = entry.map_err(db)?;
+            out.push((k.value().1, v.value().to_string()));
+        }
+        Ok(out)
+    }
+
+    /// Every node heard from, by name.
+    pub fn fleet(&self) -> Result<Vec<FleetRecord>, StoreError> {
+        let txn = self.database()?.begin_read().map_err(db)?;
+        let table = txn.open_table(FLEET).map_err(db)?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(db)? {
+            let (k, v) = entry.map_err(db)?;
+            out.push(records::decode(k.value(), v.value())?);
         }
         Ok(out)
     }

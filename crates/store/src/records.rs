@@ -57,6 +57,21 @@ pub struct InboxRecord {
     pub outcome: Option<Outcome>,
 }
 
+/// What central knows about one node of the fleet, from its hellos.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FleetRecord {
+    /// The node's name.
+    pub name: String,
+    /// When its last hello arrived (central's clock).
+    pub last_seen: Millis,
+    /// The hello interval it announced, in seconds.
+    pub hello_interval_secs: u64,
+    /// Its last inventory, as sent.
+    #[serde(default)]
+    pub inventory: serde_json::Value,
+}
+
 pub(crate) fn decode<T: for<'a> Deserialize<'a>>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
         key: key.to_string(),

@@ -148,11 +148,11 @@ async fn a_result_completes_the_sent_record_and_is_deduplicated() {
     reply.previous_message = Some(m.id().to_string());
     reply.result = Some(outcome(Status::Timeout));
     assert!(matches!(
-        store.store_result(reply.clone(), 3).await.unwrap(),
+        store.absorb(reply.clone(), 3, None).await.unwrap(),
         Receipt::New(_)
     ));
     assert!(matches!(
-        store.store_result(reply.clone(), 4).await.unwrap(),
+        store.absorb(reply.clone(), 4, None).await.unwrap(),
         Receipt::Duplicate(_)
     ));
     let rec = store.sent(m.id()).unwrap().unwrap();
@@ -233,4 +233,59 @@ async fn late_notes_fill_the_history_in_time_order_without_moving_the_state_back
         ]
     );
     assert!(!rec.in_outbox);
+}
+
+#[tokio::test]
+async fn chunks_are_kept_in_number_order_and_fleet_records_upserted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("n.redb")).unwrap();
+    let m = msg("a");
+    store.submit(vec![m.clone()], 1).await.unwrap();
+    for n in [2u64, 1, 3] {
+        let mut c = msg("me");
+        c.method = "result".into();
+        c.previous_message = Some(m.id().to_string());
+        c.chunk = Some(n);
+        c.data = vec![format!("line {n}\n")];
+        store.absorb(c, 2, None).await.unwrap();
+    }
+    let chunks = store.chunks(m.id()).unwrap();
+    let numbers: Vec<u64> = chunks.iter().map(|(n, _)| *n).collect();
+    assert_eq!(numbers, vec![1, 2, 3]);
+    assert_eq!(store.chunks_from(m.id(), 3).unwrap(), vec![(3, "line 3\n".to_string())]);
+    assert_eq!(store.sent(m.id()).unwrap().unwrap().state, State::Running);
+
+    let mut hello = msg("me");
+    hello.method = "hello".into();
+    let record = FleetRecord {
+        name: "ship1".into(),
+        last_seen: 10,
+        hello_interval_secs: 30,
+        inventory: serde_json::json!({"cpus": 2}),
+    };
+    store.absorb(hello.clone(), 10, Some(record.clone())).await.unwrap();
+    let mut hello2 = msg("me");
+    hello2.method = "hello".into();
+    let newer = FleetRecord { last_seen: 40, ..record };
+    store.absorb(hello2, 40, Some(newer.clone())).await.unwrap();
+    assert_eq!(store.fleet().unwrap(), vec![newer]);
+}
+
+#[tokio::test]
+async fn prune_forgets_only_old_finished_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("n.redb")).unwrap();
+    let old = msg("a");
+    let waiting = msg("a");
+    store.submit(vec![old.clone(), waiting.clone()], 1).await.unwrap();
+    store
+        .sent_event(old.id(), Event::Finished(Status::Done), 2, None, None)
+        .await
+        .unwrap();
+    let received = msg("me");
+    store.receive(received.clone(), 1).await.unwrap();
+    assert_eq!(store.prune(100).await.unwrap(), 1);
+    assert!(store.sent(old.id()).unwrap().is_none());
+    assert!(store.sent(waiting.id()).unwrap().is_some(), "still in the outbox");
+    assert!(store.inbox(received.id()).unwrap().is_some(), "not finished");
 }

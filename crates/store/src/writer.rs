@@ -9,8 +9,8 @@ use bosun_proto::{Message, Millis, Outcome, State};
 use redb::{Database, Durability, ReadableTable, WriteTransaction};
 use tokio::sync::oneshot;
 
-use crate::records::{HistoryEntry, InboxRecord, SentRecord, decode, encode};
-use crate::{INBOX, INBOX_PENDING, META, OUTBOX, SENT, StoreError, db};
+use crate::records::{FleetRecord, HistoryEntry, InboxRecord, SentRecord, decode, encode};
+use crate::{CHUNKS, FLEET, INBOX, INBOX_PENDING, META, OUTBOX, SENT, StoreError, db};
 
 /// The most jobs folded into one commit.
 const MAX_BATCH: usize = 4096;
@@ -59,9 +59,13 @@ pub(crate) enum Op {
         reply: Option<Message>,
         at: Millis,
     },
-    StoreResult {
-        reply: Message,
+    Absorb {
+        message: Message,
         at: Millis,
+        fleet: Option<FleetRecord>,
+    },
+    Prune {
+        before: Millis,
     },
     Flush,
 }
@@ -71,7 +75,7 @@ impl Op {
     fn durable(&self) -> bool {
         match self {
             Op::SentEvent { event, .. } => matches!(event, Event::Finished(_)),
-            Op::Notes { .. } => false,
+            Op::Notes { .. } | Op::Prune { .. } => false,
             _ => true,
         }
     }
@@ -79,6 +83,7 @@ impl Op {
 
 pub(crate) enum OpResult {
     Done,
+    Pruned(u64),
     Seqs(Vec<u64>),
     Receipt(Receipt),
 }
@@ -250,7 +255,11 @@ impl Writer {
                 };
                 Ok(OpResult::Seqs(seqs))
             }
-            Op::StoreResult { reply, at } => {
+            Op::Absorb {
+                message: reply,
+                at,
+                fleet,
+            } => {
                 let receipt = {
                     let mut inbox = txn.open_table(INBOX).map_err(db)?;
                     let id = reply.id().to_string();
@@ -285,6 +294,14 @@ impl Writer {
                         .map_err(db)?;
                     Receipt::New(seq)
                 };
+                if let (Some(prev), Some(n)) = (&reply.previous_message, reply.chunk) {
+                    txn.open_table(CHUNKS)
+                        .map_err(db)?
+                        .insert((prev.as_str(), n), reply.data.concat().as_str())
+                        .map_err(db)?;
+                    // A chunk proves delivery too: the message is at least running.
+                    apply_sent_event(txn, prev, Event::Started, *at, None, None)?;
+                }
                 if let (Some(prev), Some(outcome)) = (&reply.previous_message, &reply.result) {
                     apply_sent_event(
                         txn,
@@ -295,8 +312,15 @@ impl Writer {
                         Some(outcome.clone()),
                     )?;
                 }
+                if let Some(record) = fleet {
+                    txn.open_table(FLEET)
+                        .map_err(db)?
+                        .insert(record.name.as_str(), encode(record).as_slice())
+                        .map_err(db)?;
+                }
                 Ok(OpResult::Receipt(receipt))
             }
+            Op::Prune { before } => Ok(OpResult::Pruned(prune(txn, *before)?)),
             Op::Flush => Ok(OpResult::Done),
         }
     }
@@ -490,4 +514,45 @@ fn apply_sent_event(
     }
     sent.insert(id, encode(&rec).as_slice()).map_err(db)?;
     Ok(())
+}
+
+/// Forget finished messages last touched before `before`: sent records no longer in the
+/// outbox and inbox records no longer pending, with their chunks. Returns how many.
+fn prune(txn: &WriteTransaction, before: Millis) -> Result<u64, StoreError> {
+    let last_at = |history: &[HistoryEntry]| history.iter().map(|h| h.at).max().unwrap_or(0);
+    let mut old_sent = Vec::new();
+    {
+        let sent = txn.open_table(SENT).map_err(db)?;
+        for entry in sent.iter().map_err(db)? {
+            let (id, v) = entry.map_err(db)?;
+            let rec: SentRecord = decode(id.value(), v.value())?;
+            if !rec.in_outbox && rec.state.is_terminal() && last_at(&rec.history) < before {
+                old_sent.push(id.value().to_string());
+            }
+        }
+    }
+    let mut old_inbox = Vec::new();
+    {
+        let inbox = txn.open_table(INBOX).map_err(db)?;
+        for entry in inbox.iter().map_err(db)? {
+            let (id, v) = entry.map_err(db)?;
+            let rec: InboxRecord = decode(id.value(), v.value())?;
+            if rec.state.is_terminal() && last_at(&rec.history) < before {
+                old_inbox.push(id.value().to_string());
+            }
+        }
+    }
+    let mut sent = txn.open_table(SENT).map_err(db)?;
+    let mut chunks = txn.open_table(CHUNKS).map_err(db)?;
+    for id in &old_sent {
+        sent.remove(id.as_str()).map_err(db)?;
+        chunks
+            .retain_in((id.as_str(), 0)..=(id.as_str(), u64::MAX), |_, _| false)
+            .map_err(db)?;
+    }
+    let mut inbox = txn.open_table(INBOX).map_err(db)?;
+    for id in &old_inbox {
+        inbox.remove(id.as_str()).map_err(db)?;
+    }
+    Ok((old_sent.len() + old_inbox.len()) as u64)
 }

@@ -125,6 +125,7 @@ pub fn print_results(queued: &[Submitted], reports: &[StatusReport], as_json: bo
         match r.outcome() {
             Some(o) if state.is_terminal() => {
                 println!("── {} [{}]", q.to_node, render::outcome_summary(o));
+                print!("{}", r.output);
                 print!("{}", o.stdout);
                 if !o.stdout.is_empty() && !o.stdout.ends_with('\n') {
                     println!();

@@ -4,6 +4,7 @@ pub mod config;
 pub mod demo;
 pub mod exec;
 pub mod node;
+pub mod nodes;
 pub mod send;
 pub mod status;
 
@@ -55,6 +56,31 @@ pub struct NodeArgs {
     /// Log filter, e.g. `info`, `debug`, `bosun_node=debug`. [default: info]
     #[arg(long, env = "BOSUN_LOG", value_name = "FILTER")]
     pub log: Option<String>,
+    /// The central node: keeps the fleet registry and error log, receives hellos.
+    #[arg(long, env = "BOSUN_CENTRAL", value_name = "NODE")]
+    pub central: Option<String>,
+    /// Seconds between hellos to central; 0 turns them off. [default: 30]
+    #[arg(long, env = "BOSUN_HELLO_INTERVAL", value_name = "SECS")]
+    pub hello_interval: Option<u64>,
+    /// Where results with directory/fileName and reply sinks are written.
+    /// [default: <data dir>/data]
+    #[arg(long, env = "BOSUN_RESULTS_DIR", value_name = "DIR")]
+    pub results_dir: Option<PathBuf>,
+    /// Listen for steward message arrays on TCP, e.g. 127.0.0.1:8090. [default: off]
+    #[arg(long, env = "BOSUN_TCP_LISTEN", value_name = "ADDR")]
+    pub tcp_listen: Option<String>,
+    /// Folder watched for message files (submitted, then removed). [default: <data dir>/readfolder]
+    #[arg(long, env = "BOSUN_READ_DIR", value_name = "DIR")]
+    pub read_dir: Option<PathBuf>,
+    /// Folder of message files submitted at every start. [default: <data dir>/startup]
+    #[arg(long, env = "BOSUN_STARTUP_DIR", value_name = "DIR")]
+    pub startup_dir: Option<PathBuf>,
+    /// Serve Prometheus /metrics here, e.g. 127.0.0.1:2112. [default: off]
+    #[arg(long, env = "BOSUN_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+    /// A node label, KEY=VALUE; repeat for more (reported in hellos).
+    #[arg(long = "label", env = "BOSUN_LABELS", value_name = "KEY=VALUE", value_delimiter = ',')]
+    pub labels: Vec<String>,
 }
 
 impl NodeArgs {
@@ -73,6 +99,14 @@ impl NodeArgs {
             nkey_seed_file: self.nkey_seed_file.clone(),
             creds_file: self.creds_file.clone(),
             log: self.log.clone(),
+            central: self.central.clone(),
+            hello_interval_secs: self.hello_interval,
+            results_dir: self.results_dir.clone(),
+            tcp_listen: self.tcp_listen.clone(),
+            read_dir: self.read_dir.clone(),
+            startup_dir: self.startup_dir.clone(),
+            metrics_listen: self.metrics_listen.clone(),
+            labels: self.labels.clone(),
         }
     }
 }

@@ -26,12 +26,29 @@ use crate::Global;
 pub struct NodeCmd {
     #[command(flatten)]
     args: NodeArgs,
+    /// Write the configuration in effect (file, env and these flags) to the config file
+    /// before starting, so the next start uses it without flags. Unlike steward, bosun
+    /// never does this on its own.
+    #[arg(long)]
+    save_config: bool,
 }
 
 impl NodeCmd {
     pub async fn run(self, global: &Global) -> anyhow::Result<i32> {
         let config = load_config(global, &self.args)?;
         init_logging(&config.log);
+        if self.save_config {
+            let path = global
+                .config
+                .clone()
+                .unwrap_or_else(|| bosun_node::Config::default_file(&config.data_dir));
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(&path, config.to_toml())
+                .with_context(|| format!("cannot save the configuration to {}", path.display()))?;
+            tracing::info!(path = %path.display(), "configuration saved; the next start uses it");
+        }
         let (transport, standalone): (Arc<dyn Transport>, bool) = if config.broker.is_empty() {
             (Arc::new(LocalTransport::new(Hub::new())), true)
         } else {

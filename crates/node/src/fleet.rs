@@ -1,0 +1,172 @@
+//! The fleet registry (kept by any node that receives hellos, normally central) and the
+//! hello loop every node runs towards central.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bosun_proto::{Message, Millis};
+use bosun_store::FleetRecord;
+use serde::{Deserialize, Serialize};
+
+use crate::node::{Inner, now_millis};
+
+/// What a hello carries in `data[0]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HelloBody {
+    interval_secs: u64,
+    inventory: serde_json::Value,
+}
+
+/// The registry entry for a hello from `from`. A hello whose body cannot be read still
+/// counts as a sign of life.
+pub(crate) fn record_from_hello(from: &str, message: &Message, now: Millis) -> FleetRecord {
+    let body: Option<HelloBody> = message.data.first().and_then(|d| serde_json::from_str(d).ok());
+    FleetRecord {
+        name: from.to_string(),
+        last_seen: now,
+        hello_interval_secs: body.as_ref().map(|b| b.interval_secs).unwrap_or(0),
+        inventory: body.map(|b| b.inventory).unwrap_or(serde_json::Value::Null),
+    }
+}
+
+/// How a node looks from here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Liveness {
+    /// Hellos arrive on time.
+    Alive,
+    /// Missed `suspect_after_missed` hellos.
+    Suspect,
+    /// Missed `down_after_missed` hellos.
+    Down,
+}
+
+/// One row of `bosun nodes`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FleetNode {
+    /// The node.
+    pub name: String,
+    /// Alive, suspect or down.
+    pub status: Liveness,
+    /// When its last hello arrived.
+    pub last_seen: Millis,
+    /// Seconds since then.
+    pub seconds_ago: f64,
+    /// Its hello interval.
+    pub hello_interval_secs: u64,
+    /// Its last inventory.
+    pub inventory: serde_json::Value,
+}
+
+/// Judge a registry entry at `now`.
+pub fn liveness(record: &FleetRecord, now: Millis, suspect_after: u64, down_after: u64) -> Liveness {
+    let interval_ms = record.hello_interval_secs.max(1) * 1000;
+    let age = now.saturating_sub(record.last_seen);
+    if age > interval_ms * down_after.max(1) {
+        Liveness::Down
+    } else if age > interval_ms * suspect_after.max(1) {
+        Liveness::Suspect
+    } else {
+        Liveness::Alive
+    }
+}
+
+/// The registry as rows, at `now`.
+pub(crate) fn view(inner: &Inner, now: Millis) -> Result<Vec<FleetNode>, bosun_store::StoreError> {
+    Ok(inner
+        .store
+        .fleet()?
+        .into_iter()
+        .map(|r| FleetNode {
+            status: liveness(
+                &r,
+                now,
+                inner.config.suspect_after_missed,
+                inner.config.down_after_missed,
+            ),
+            seconds_ago: now.saturating_sub(r.last_seen) as f64 / 1000.0,
+            name: r.name,
+            last_seen: r.last_seen,
+            hello_interval_secs: r.hello_interval_secs,
+            inventory: r.inventory,
+        })
+        .collect())
+}
+
+/// Send a hello to central every `hello_interval_secs`, starting at once. Each hello
+/// lives for two intervals: a stale hello is worth nothing.
+pub(crate) async fn hello_loop(inner: Arc<Inner>) {
+    let (Some(central), interval) = (
+        inner.config.central_name().map(str::to_string),
+        inner.config.hello_interval_secs,
+    ) else {
+        return;
+    };
+    if interval == 0 {
+        return;
+    }
+    let mut shutdown = inner.shutdown.subscribe();
+    let mut tick = tokio::time::interval(Duration::from_secs(interval));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = crate::node::until_true(&mut shutdown) => return,
+        }
+        let body = HelloBody {
+            interval_secs: interval,
+            inventory: serde_json::to_value(bosun_methods::hello::inventory(&inner.methods))
+                .unwrap_or_default(),
+        };
+        let hello = Message {
+            to_node: Some(central.clone()),
+            method: "hello".into(),
+            data: vec![serde_json::to_string(&body).unwrap_or_default()],
+            ordered: Some(false),
+            ttl: Some(interval * 2),
+            ack_timeout: Some(interval.clamp(1, 10)),
+            ..Default::default()
+        };
+        if let Err(e) = inner.submit(vec![hello]).await {
+            tracing::warn!(error = %e, "cannot queue a hello");
+        }
+    }
+}
+
+/// Prune finished messages older than the retention, at start and then hourly.
+pub(crate) async fn prune_loop(inner: Arc<Inner>) {
+    let mut shutdown = inner.shutdown.subscribe();
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = crate::node::until_true(&mut shutdown) => return,
+        }
+        let keep_ms = inner.config.retention_days.max(1) * 24 * 3600 * 1000;
+        match inner.store.prune(now_millis().saturating_sub(keep_ms)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(records = n, "pruned finished messages past retention"),
+            Err(e) => tracing::warn!(error = %e, "pruning failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missed_hellos_make_a_node_suspect_then_down() {
+        let r = FleetRecord {
+            name: "a".into(),
+            last_seen: 0,
+            hello_interval_secs: 10,
+            inventory: serde_json::Value::Null,
+        };
+        assert_eq!(liveness(&r, 15_000, 2, 5), Liveness::Alive);
+        assert_eq!(liveness(&r, 25_000, 2, 5), Liveness::Suspect);
+        assert_eq!(liveness(&r, 51_000, 2, 5), Liveness::Down);
+    }
+}
