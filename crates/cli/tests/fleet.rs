@@ -611,3 +611,582 @@ fn the_subject_prefix_separates_fleets_on_one_broker() {
         "ship2 listens under another prefix"
     );
 }
+
+/// Nodes that report to `central` every second.
+fn central_env() -> [(&'static str, &'static str); 2] {
+    [("BOSUN_CENTRAL", "central"), ("BOSUN_HELLO_INTERVAL", "1")]
+}
+
+fn fleet_status(central: &NodeProcess) -> Vec<(String, String)> {
+    let out = central.cli(&["nodes", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    json(&out)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["name"].as_str().unwrap().to_string(),
+                n["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn central_keeps_the_fleet_and_a_stopped_node_turns_suspect_then_down() {
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let env = central_env();
+    let central = NodeProcess::start_with_env(
+        &bin(),
+        "central",
+        Some(&nats.url()),
+        &dir.path().join("central"),
+        &env,
+    );
+    let _ship1 = NodeProcess::start_with_env(
+        &bin(),
+        "ship1",
+        Some(&nats.url()),
+        &dir.path().join("ship1"),
+        &env,
+    );
+    let mut ship2 = NodeProcess::start_with_env(
+        &bin(),
+        "ship2",
+        Some(&nats.url()),
+        &dir.path().join("ship2"),
+        &env,
+    );
+    eventually(Duration::from_secs(20), "three nodes alive", || {
+        let fleet = fleet_status(&central);
+        (fleet.len() == 3 && fleet.iter().all(|(_, s)| s == "alive")).then_some(())
+    });
+    let table = stdout(&central.cli(&["nodes"]));
+    assert!(
+        table.contains("ship1") && table.contains("alive"),
+        "{table}"
+    );
+
+    // toNodes ["*"] reaches every node in the registry, each tracked on its own.
+    let out = central.cli(&["send", "--wait", "--json", "-"]);
+    assert!(!out.status.success(), "send - needs stdin");
+    let star = dir.path().join("star.json");
+    std::fs::write(
+        &star,
+        r#"[{"toNodes":["*"],"method":"REQCliCommand","data":["echo","everyone"]}]"#,
+    )
+    .unwrap();
+    let out = central.cli(&["send", "--wait", "--json", star.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows = json(&out);
+    let mut nodes: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["node"].as_str().unwrap())
+        .collect();
+    nodes.sort();
+    assert_eq!(nodes, vec!["central", "ship1", "ship2"]);
+
+    ship2.kill9();
+    eventually(Duration::from_secs(20), "ship2 suspect", || {
+        fleet_status(&central)
+            .contains(&("ship2".into(), "suspect".into()))
+            .then_some(())
+    });
+    eventually(Duration::from_secs(20), "ship2 down", || {
+        fleet_status(&central)
+            .contains(&("ship2".into(), "down".into()))
+            .then_some(())
+    });
+    assert!(fleet_status(&central).contains(&("ship1".into(), "alive".into())));
+}
+
+#[test]
+fn results_land_in_centrals_data_folder_and_streams_arrive_in_order() {
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let env = central_env();
+    let central = NodeProcess::start_with_env(
+        &bin(),
+        "central",
+        Some(&nats.url()),
+        &dir.path().join("central"),
+        &env,
+    );
+    let _ship1 = NodeProcess::start_with_env(
+        &bin(),
+        "ship1",
+        Some(&nats.url()),
+        &dir.path().join("ship1"),
+        &env,
+    );
+    let msgs = r#"[
+      {"directory": "cli/out", "fileName": "uname.result", "toNode": "ship1",
+       "data": ["sh", "-c", "echo from ship1"], "method": "REQCliCommand", "replyMethod": "REQToFile"},
+      {"directory": "stream", "fileName": "count.log", "toNode": "ship1",
+       "data": ["sh", "-c", "for i in 1 2 3 4 5; do echo line $i; sleep 0.3; done"],
+       "method": "REQnCliCommandCont", "replyMethod": "REQToFileAppend", "methodTimeout": 20}
+    ]"#;
+    let file = dir.path().join("msgs.json");
+    std::fs::write(&file, msgs).unwrap();
+    let out = central.cli(&["send", "--wait", "--json", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{} {}", stdout(&out), stderr(&out));
+    let rows = json(&out);
+    assert_eq!(
+        rows[1]["output"], "line 1\nline 2\nline 3\nline 4\nline 5\n",
+        "{rows}"
+    );
+    assert!(
+        rows[1]["result"]["chunks"].as_u64().unwrap() >= 2,
+        "streamed in several chunks: {rows}"
+    );
+
+    let results = dir.path().join("central/data/ship1");
+    let written = std::fs::read_to_string(results.join("cli/out/uname.result")).unwrap();
+    assert_eq!(written, "from ship1\n");
+    let appended = std::fs::read_to_string(results.join("stream/count.log")).unwrap();
+    assert_eq!(appended, "line 1\nline 2\nline 3\nline 4\nline 5\n");
+}
+
+#[test]
+fn errors_on_a_node_reach_centrals_error_log() {
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let env = central_env();
+    let central = NodeProcess::start_with_env(
+        &bin(),
+        "central",
+        Some(&nats.url()),
+        &dir.path().join("central"),
+        &env,
+    );
+    let ship1 = NodeProcess::start_with_env(
+        &bin(),
+        "ship1",
+        Some(&nats.url()),
+        &dir.path().join("ship1"),
+        &env,
+    );
+    // ship1 gives up on a message to a node that never appears: an error on ship1.
+    let out = ship1.cli(&[
+        "exec",
+        "-n",
+        "nowhere",
+        "--ttl",
+        "1",
+        "--timeout",
+        "10",
+        "--json",
+        "--",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let id = json(&out)[0]["id"].as_str().unwrap().to_string();
+    let log = dir.path().join("central/error.log");
+    let line = eventually(Duration::from_secs(20), "the error reached central", || {
+        std::fs::read_to_string(&log)
+            .ok()?
+            .lines()
+            .find(|l| l.contains(&id))
+            .map(str::to_string)
+    });
+    let entry: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(entry["from"], "ship1");
+    assert!(
+        entry["entry"]["reason"].as_str().unwrap().contains("ttl"),
+        "{entry}"
+    );
+    drop(central);
+}
+
+/// Send raw bytes to a node's `bosun.sock` the way `nc -U` does (no shutdown of the
+/// write side) and return its one-line answer.
+fn nc_u(node: &NodeProcess, body: &str) -> Value {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(node.data_dir.join("bosun.sock")).unwrap();
+    s.write_all(body.as_bytes()).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{e}: {answer}"))
+}
+
+fn queued_ids(answer: &Value) -> Vec<String> {
+    assert_eq!(answer["ok"], true, "{answer}");
+    answer["queued"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn wait_state(node: &NodeProcess, id: &str, want: &str) -> Value {
+    eventually(Duration::from_secs(30), &format!("{id} {want}"), || {
+        let report = json(&node.cli(&["status", "--json", id]));
+        (report["sent"]["state"] == want).then_some(report)
+    })
+}
+
+/// A tiny HTTP server for httpGet: answers every request with `body`.
+fn http_server(body: &'static str) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    format!("http://{addr}/")
+}
+
+/// Every message example of the steward document, fed unchanged through the socket;
+/// only host names and paths are adjusted (ship1, ship2, central stay as they are).
+#[test]
+fn steward_document_examples_work_unchanged() {
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // The examples run `tree`; give the nodes one (an adjusted path, not a changed message).
+    let shims = dir.path().join("bin");
+    std::fs::create_dir_all(&shims).unwrap();
+    std::fs::write(shims.join("tree"), "#!/bin/sh\necho \"tree of $(pwd)\"\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(shims.join("tree"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+    }
+    let path = format!(
+        "{}:{}",
+        shims.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let env = [
+        ("BOSUN_CENTRAL", "central"),
+        ("BOSUN_HELLO_INTERVAL", "1"),
+        ("PATH", path.as_str()),
+    ];
+    let central = NodeProcess::start_with_env(
+        &bin(),
+        "central",
+        Some(&nats.url()),
+        &dir.path().join("central"),
+        &env,
+    );
+    let _ship1 = NodeProcess::start_with_env(
+        &bin(),
+        "ship1",
+        Some(&nats.url()),
+        &dir.path().join("ship1"),
+        &env,
+    );
+    let _ship2 = NodeProcess::start_with_env(
+        &bin(),
+        "ship2",
+        Some(&nats.url()),
+        &dir.path().join("ship2"),
+        &env,
+    );
+    let results = dir.path().join("central/data");
+
+    // "What is it?": REQCliCommand with replyMethod REQToFileAppend.
+    let ids = queued_ids(&nc_u(
+        &central,
+        r#"[
+{
+"directory":"cli_command__result",
+"fileName": "some-file-name.result",
+"toNode": "ship1",
+"data": ["bash","-c","sleep 5 & tree ./"],
+"method":"REQCliCommand",
+"replyMethod":"REQToFileAppend",
+"ACKTimeout":5,
+"retries":3,
+"replyACKTimeout":5,
+"replyRetries":3,
+"methodTimeout": 10
+}
+]"#,
+    ));
+    let report = wait_state(&central, &ids[0], "done");
+    assert!(
+        report["sent"]["outcome"]["stdout"]
+            .as_str()
+            .unwrap()
+            .starts_with("tree of")
+    );
+    let appended =
+        std::fs::read_to_string(results.join("ship1/cli_command__result/some-file-name.result"))
+            .unwrap();
+    assert!(appended.starts_with("tree of"), "{appended}");
+
+    // "Example JSON for appending a message of type command into the socket file".
+    let ids = queued_ids(&nc_u(
+        &central,
+        r#"[
+{
+"directory":"/var/steward/cli-command/executed-result",
+"fileName": "some.log",
+"toNode": "ship1",
+"data": ["bash","-c","sleep 3 & tree ./"],
+"method":"REQCliCommand",
+"ACKTimeout":10,
+"retries":3,
+"methodTimeout": 4
+}
+]"#,
+    ));
+    wait_state(&central, &ids[0], "done");
+    let written = std::fs::read_to_string(
+        results.join("ship1/var/steward/cli-command/executed-result/some.log"),
+    )
+    .unwrap();
+    assert!(
+        written.starts_with("tree of"),
+        "absolute directories stay inside the data folder"
+    );
+
+    // "Specify more messages at once".
+    let ids = queued_ids(&nc_u(
+        &central,
+        r#"[
+{
+"directory":"cli-command-executed-result",
+"fileName": "some.log",
+"toNode": "ship1",
+"data": ["bash","-c","sleep 3 & tree ./"],
+"method":"REQCliCommand",
+"ACKTimeout":10,
+"retries":3,
+"methodTimeout": 4
+},
+{
+"directory":"cli-command-executed-result",
+"fileName": "some.log",
+"toNode": "ship2",
+"data": ["bash","-c","sleep 3 & tree ./"],
+"method":"REQCliCommand",
+"ACKTimeout":10,
+"retries":3,
+"methodTimeout": 4
+}
+]"#,
+    ));
+    assert_eq!(ids.len(), 2);
+    for id in &ids {
+        wait_state(&central, id, "done");
+    }
+    for ship in ["ship1", "ship2"] {
+        assert!(
+            results
+                .join(ship)
+                .join("cli-command-executed-result/some.log")
+                .exists()
+        );
+    }
+
+    // "Send an Op Command message for process listing with custom timeout and amount of retries".
+    let ids = queued_ids(&nc_u(
+        &central,
+        r#"[
+{
+"directory":"opcommand_logs",
+"fileName": "some.log",
+"toNode": "ship2",
+"data": [],
+"method":"REQOpCommand",
+"operation":{
+"opCmd":"ps"
+},
+"ACKTimeout":3,
+"retries":3,
+"replyACKTimeout":3,
+"replyRetries":3,
+"methodTimeout": 7
+}
+]"#,
+    ));
+    let report = wait_state(&central, &ids[0], "done");
+    assert!(
+        report["sent"]["outcome"]["stdout"]
+            .as_str()
+            .unwrap()
+            .contains("httpGet\t*")
+    );
+
+    // "Send and Op Command to start a subscriber on a node": httpGet only for central, node1.
+    let ids = queued_ids(&nc_u(
+        &central,
+        r#"[
+{
+"directory":"opcommand_logs",
+"fileName": "some.log",
+"toNode": "ship2",
+"data": [],
+"method":"REQOpCommand",
+"operation":{
+"opCmd":"startProc",
+"opArg": {
+"method": "REQHttpGet",
+"allowedNodes": ["central","node1"]
+}
+},
+"ACKTimeout":3,
+"retries":3,
+"replyACKTimeout":3,
+"replyRetries":3,
+"methodTimeout": 7
+}
+]"#,
+    ));
+    wait_state(&central, &ids[0], "done");
+    let ps = std::fs::read_to_string(results.join("ship2/opcommand_logs/some.log")).unwrap();
+    assert!(ps.contains("serving httpGet for central, node1"), "{ps}");
+
+    // "Send the same message to several hosts by using the toHosts field" (URL adjusted).
+    let url = http_server("<html>finn</html>");
+    let msg = r#"[
+{
+"directory": "httpget",
+"fileName": "finn.no.html",
+"toNode": "",
+"toNodes": ["central","ship2"],
+"data": ["URL"],
+"method":"REQHttpGet",
+"replyMethod":"REQToFile",
+"ACKTimeout":5,
+"retries":3,
+"methodTimeout": 5
+}
+]"#
+    .replace("URL", &url);
+    let ids = queued_ids(&nc_u(&central, &msg));
+    assert_eq!(ids.len(), 2);
+    for id in &ids {
+        wait_state(&central, id, "done");
+    }
+    for node in ["central", "ship2"] {
+        let page =
+            std::fs::read_to_string(results.join(node).join("httpget/finn.no.html")).unwrap();
+        assert_eq!(page, "<html>finn</html>");
+    }
+
+    // "Send and Op Command to stop a subscriber on a node": then httpGet is refused.
+    let ids = queued_ids(&nc_u(
+        &central,
+        r#"[
+{
+"directory":"opcommand_logs",
+"fileName": "some.log",
+"toNode": "ship2",
+"data": [],
+"method":"REQOpCommand",
+"operation":{
+"opCmd":"stopProc",
+"opArg": {
+"method": "REQHttpGet",
+"kind": "subscriber",
+"receivingNode": "ship2"
+}
+},
+"ACKTimeout":3,
+"retries":3,
+"replyACKTimeout":3,
+"replyRetries":3,
+"methodTimeout": 7
+}
+]"#,
+    ));
+    wait_state(&central, &ids[0], "done");
+    let ids = queued_ids(&nc_u(
+        &central,
+        &format!(
+            r#"[{{"toNode":"ship2","data":["{url}"],"method":"REQHttpGet","methodTimeout":5}}]"#
+        ),
+    ));
+    let report = wait_state(&central, &ids[0], "rejected");
+    assert!(
+        report["sent"]["outcome"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not served")
+    );
+
+    // "and another example": startProc for REQnCliCommandCont, with "MethodTimeout".
+    let ids = queued_ids(&nc_u(
+        &central,
+        r#"[
+{
+"directory":"opcommand_logs",
+"fileName": "some.log",
+"toNode": "ship2",
+"data": [],
+"method":"REQOpCommand",
+"operation":{
+"opCmd":"startProc",
+"opArg": {
+"method": "REQnCliCommandCont",
+"allowedNodes": ["central"]
+}
+},
+"replyMethod":"REQToFileAppend",
+"ACKTimeout":3,
+"retries":3,
+"replyACKTimeout":3,
+"replyRetries":3,
+"MethodTimeout": 7
+}
+]"#,
+    ));
+    wait_state(&central, &ids[0], "done");
+
+    // "Tail a log file on a node, and save the result of the tail centrally" (path adjusted).
+    let log = dir.path().join("test.log");
+    std::fs::write(&log, "old line\n").unwrap();
+    let msg = r#"[
+{
+"directory": "./my/log/files/",
+"fileName": "some.log",
+"toNode": "ship2",
+"data": ["LOG"],
+"method":"REQTailFile",
+"ACKTimeout":5,
+"retries":3,
+"methodTimeout": 200
+}
+]"#
+    .replace("LOG", log.to_str().unwrap());
+    let ids = queued_ids(&nc_u(&central, &msg));
+    wait_state(&central, &ids[0], "running");
+    std::thread::sleep(Duration::from_millis(500));
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        writeln!(f, "new line 1\nnew line 2").unwrap();
+    }
+    eventually(
+        Duration::from_secs(20),
+        "tailed lines reach central",
+        || {
+            let report = json(&central.cli(&["status", "--json", &ids[0]]));
+            (report["output"] == "new line 1\nnew line 2\n").then_some(())
+        },
+    );
+}

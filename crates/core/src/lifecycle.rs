@@ -29,7 +29,8 @@ pub enum Event {
     Finished(Status),
 }
 
-fn rank(state: State) -> u8 {
+/// How far along the lifecycle a state is: a message never moves to a lower rank.
+pub fn rank(state: State) -> u8 {
     match state {
         State::Queued => 0,
         State::Sent => 1,

@@ -307,14 +307,17 @@ impl Config {
         }
         for pair in &o.labels {
             if let Some((k, v)) = pair.split_once('=') {
-                self.labels.insert(k.trim().to_string(), v.trim().to_string());
+                self.labels
+                    .insert(k.trim().to_string(), v.trim().to_string());
             }
         }
     }
 
     /// Where results and reply sinks are written.
     pub fn results_path(&self) -> PathBuf {
-        self.results_dir.clone().unwrap_or_else(|| self.data_dir.join("data"))
+        self.results_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("data"))
     }
 
     /// The watched read folder, unless turned off with an empty path.
@@ -328,7 +331,9 @@ impl Config {
 
     /// The startup folder.
     pub fn startup_path(&self) -> PathBuf {
-        self.startup_dir.clone().unwrap_or_else(|| self.data_dir.join("startup"))
+        self.startup_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("startup"))
     }
 
     /// The audit log file.
@@ -378,7 +383,10 @@ impl Config {
                 reason,
             })?;
         }
-        for (field, addr) in [("tcp_listen", &self.tcp_listen), ("metrics_listen", &self.metrics_listen)] {
+        for (field, addr) in [
+            ("tcp_listen", &self.tcp_listen),
+            ("metrics_listen", &self.metrics_listen),
+        ] {
             if let Some(a) = addr
                 && a.parse::<std::net::SocketAddr>().is_err()
             {
@@ -388,13 +396,11 @@ impl Config {
                 });
             }
         }
-        for (k, _) in &self.labels {
-            if k.is_empty() {
-                return Err(ConfigError::Invalid {
-                    field: "labels",
-                    reason: "label names cannot be empty".into(),
-                });
-            }
+        if self.labels.keys().any(|k| k.is_empty()) {
+            return Err(ConfigError::Invalid {
+                field: "labels",
+                reason: "label names cannot be empty".into(),
+            });
         }
         if self.max_message_bytes < 1024 {
             return Err(ConfigError::Invalid {

@@ -50,7 +50,11 @@ pub(crate) fn append(path: &Path, entry: &ErrorEntry<'_>) {
 /// are kept as text.
 pub(crate) fn append_remote(path: &Path, from: &str, data: &[String]) {
     let mut lines = String::new();
-    for entry in data.iter().flat_map(|d| d.lines()).filter(|l| !l.trim().is_empty()) {
+    for entry in data
+        .iter()
+        .flat_map(|d| d.lines())
+        .filter(|l| !l.trim().is_empty())
+    {
         let value = serde_json::from_str::<serde_json::Value>(entry)
             .unwrap_or_else(|_| serde_json::Value::String(entry.to_string()));
         let line = serde_json::json!({ "from": from, "entry": value });

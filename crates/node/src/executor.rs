@@ -209,7 +209,11 @@ async fn finish(inner: &Arc<Inner>, message: &Message, outcome: Outcome) {
 
 /// Turn a handler's output chunks into numbered replies, each durable in the outbox
 /// before the next is taken. Returns how many were queued.
-async fn forward_chunks(inner: Arc<Inner>, message: Message, mut rx: mpsc::Receiver<String>) -> u64 {
+async fn forward_chunks(
+    inner: Arc<Inner>,
+    message: Message,
+    mut rx: mpsc::Receiver<String>,
+) -> u64 {
     let Some(to) = message.from_node.clone() else {
         while rx.recv().await.is_some() {}
         return 0;
@@ -230,7 +234,9 @@ async fn forward_chunks(inner: Arc<Inner>, message: Message, mut rx: mpsc::Recei
             file_name: message.file_name.clone(),
             ack_timeout: message.reply_ack_timeout,
             retries: message.reply_retries,
-            ordered: Some(false),
+            // Chunks and the final result of a stream go in order, so the sender never
+            // sees the result before the output.
+            ordered: Some(true),
             created_at: Some(now_millis()),
             ..Default::default()
         };
@@ -240,7 +246,9 @@ async fn forward_chunks(inner: Arc<Inner>, message: Message, mut rx: mpsc::Recei
                     .outbox
                     .send(OutboxCmd::Deliver(seqs.into_iter().zip([chunk]).collect()));
             }
-            Err(e) => tracing::error!(id = message.id(), error = %e, "cannot queue an output chunk"),
+            Err(e) => {
+                tracing::error!(id = message.id(), error = %e, "cannot queue an output chunk")
+            }
         }
     }
     n
@@ -262,7 +270,7 @@ pub(crate) fn reply_for(inner: &Inner, message: &Message, outcome: &Outcome) -> 
         file_name: message.file_name.clone(),
         ack_timeout: message.reply_ack_timeout,
         retries: message.reply_retries,
-        ordered: Some(false),
+        ordered: Some(message.parsed_method().is_ok_and(|m| m.is_streaming())),
         created_at: Some(now_millis()),
         ..Default::default()
     };

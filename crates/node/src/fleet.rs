@@ -21,7 +21,10 @@ struct HelloBody {
 /// The registry entry for a hello from `from`. A hello whose body cannot be read still
 /// counts as a sign of life.
 pub(crate) fn record_from_hello(from: &str, message: &Message, now: Millis) -> FleetRecord {
-    let body: Option<HelloBody> = message.data.first().and_then(|d| serde_json::from_str(d).ok());
+    let body: Option<HelloBody> = message
+        .data
+        .first()
+        .and_then(|d| serde_json::from_str(d).ok());
     FleetRecord {
         name: from.to_string(),
         last_seen: now,
@@ -61,7 +64,12 @@ pub struct FleetNode {
 }
 
 /// Judge a registry entry at `now`.
-pub fn liveness(record: &FleetRecord, now: Millis, suspect_after: u64, down_after: u64) -> Liveness {
+pub fn liveness(
+    record: &FleetRecord,
+    now: Millis,
+    suspect_after: u64,
+    down_after: u64,
+) -> Liveness {
     let interval_ms = record.hello_interval_secs.max(1) * 1000;
     let age = now.saturating_sub(record.last_seen);
     if age > interval_ms * down_after.max(1) {
@@ -145,7 +153,11 @@ pub(crate) async fn prune_loop(inner: Arc<Inner>) {
             _ = crate::node::until_true(&mut shutdown) => return,
         }
         let keep_ms = inner.config.retention_days.max(1) * 24 * 3600 * 1000;
-        match inner.store.prune(now_millis().saturating_sub(keep_ms)).await {
+        match inner
+            .store
+            .prune(now_millis().saturating_sub(keep_ms))
+            .await
+        {
             Ok(0) => {}
             Ok(n) => tracing::info!(records = n, "pruned finished messages past retention"),
             Err(e) => tracing::warn!(error = %e, "pruning failed"),

@@ -48,7 +48,9 @@ impl Inner {
     /// error log too (as an `errorLog` message, durable like any other).
     pub fn report_error(self: &Arc<Self>, entry: &crate::errorlog::ErrorEntry<'_>) {
         crate::errorlog::append(&self.config.error_log_path(), entry);
-        let Some(central) = self.config.central_name() else { return };
+        let Some(central) = self.config.central_name() else {
+            return;
+        };
         if central == self.name() || entry.method == Some("errorLog") {
             return;
         }
@@ -75,7 +77,10 @@ impl Inner {
     }
 
     /// See [`Node::submit`].
-    pub async fn submit(self: &Arc<Self>, messages: Vec<Message>) -> Result<Vec<Submitted>, SubmitError> {
+    pub async fn submit(
+        self: &Arc<Self>,
+        messages: Vec<Message>,
+    ) -> Result<Vec<Submitted>, SubmitError> {
         if messages.is_empty() {
             return Err(SubmitError::Empty);
         }
@@ -152,7 +157,11 @@ impl Inner {
         if queued.is_empty() {
             return Ok(receipts);
         }
-        let scheduled: Vec<Message> = queued.iter().filter(|m| m.schedule.is_some()).cloned().collect();
+        let scheduled: Vec<Message> = queued
+            .iter()
+            .filter(|m| m.schedule.is_some())
+            .cloned()
+            .collect();
         let seqs = self.store.submit(queued.clone(), now).await?;
         for template in scheduled {
             let _ = self.schedules.send(template);
@@ -499,7 +508,11 @@ async fn scheduler(inner: Arc<Inner>, mut templates: mpsc::UnboundedReceiver<Mes
 /// message every interval until the total has passed. Schedules live in memory: a
 /// restart ends them (the copies already queued are durable as usual).
 async fn repeat(inner: Arc<Inner>, template: Message) {
-    let Some([interval, total]) = template.schedule.as_deref().and_then(|s| <[u64; 2]>::try_from(s).ok()) else {
+    let Some([interval, total]) = template
+        .schedule
+        .as_deref()
+        .and_then(|s| <[u64; 2]>::try_from(s).ok())
+    else {
         return;
     };
     let started = tokio::time::Instant::now();

@@ -332,16 +332,14 @@ impl Outbox {
         let Some(entry) = self.entries.get(id) else {
             return;
         };
-        self.inner.report_error(
-            &ErrorEntry {
-                at: now_millis(),
-                node: self.inner.name(),
-                kind,
-                message_id: Some(id),
-                to_node: Some(entry.message.destination()),
-                method: Some(&entry.message.method),
-                reason,
-            },
-        );
+        self.inner.report_error(&ErrorEntry {
+            at: now_millis(),
+            node: self.inner.name(),
+            kind,
+            message_id: Some(id),
+            to_node: Some(entry.message.destination()),
+            method: Some(&entry.message.method),
+            reason,
+        });
     }
 }

@@ -157,7 +157,12 @@ fn check(inner: &Inner, message: &Message) -> Result<(), String> {
         return Err(format!("method {method} is not served by this node"));
     }
     if method != Method::Result {
-        inner.methods.served.read().expect("served lock").allows(method, from)?;
+        inner
+            .methods
+            .served
+            .read()
+            .expect("served lock")
+            .allows(method, from)?;
     }
     Ok(())
 }
@@ -168,7 +173,8 @@ fn check(inner: &Inner, message: &Message) -> Result<(), String> {
 async fn absorb(inner: &Arc<Inner>, message: Message, method: Method, now: u64) -> Bytes {
     let id = message.id().to_string();
     let from = message.from_node.clone().unwrap_or_default();
-    let fleet = (method == Method::Hello).then(|| crate::fleet::record_from_hello(&from, &message, now));
+    let fleet =
+        (method == Method::Hello).then(|| crate::fleet::record_from_hello(&from, &message, now));
     let receipt = match inner.store.absorb(message.clone(), now, fleet).await {
         Ok(r) => r,
         Err(e) => {
@@ -181,13 +187,17 @@ async fn absorb(inner: &Arc<Inner>, message: Message, method: Method, now: u64) 
     if !duplicate {
         match method {
             Method::Hello => tracing::debug!(from, "hello"),
-            Method::ErrorLog => crate::errorlog::append_remote(&inner.config.error_log_path(), &from, &message.data),
+            Method::ErrorLog => {
+                crate::errorlog::append_remote(&inner.config.error_log_path(), &from, &message.data)
+            }
             _ => {
                 if let Some(answered) = message.previous_message.clone() {
                     crate::sinks::deliver(inner, &message, method).await;
                     if message.result.is_some() {
                         inner.finished(&answered);
-                        let _ = inner.outbox.send(crate::outbox::OutboxCmd::Settled(answered));
+                        let _ = inner
+                            .outbox
+                            .send(crate::outbox::OutboxCmd::Settled(answered));
                     }
                 }
             }
@@ -197,15 +207,13 @@ async fn absorb(inner: &Arc<Inner>, message: Message, method: Method, now: u64) 
 }
 
 fn log_refusal(inner: &Arc<Inner>, message: Option<&Message>, id: Option<&str>, reason: &str) {
-    inner.report_error(
-        &ErrorEntry {
-            at: now_millis(),
-            node: inner.name(),
-            kind: "rejected",
-            message_id: id.filter(|s| !s.is_empty()),
-            to_node: message.and_then(|m| m.from_node.as_deref()),
-            method: message.map(|m| m.method.as_str()),
-            reason,
-        },
-    );
+    inner.report_error(&ErrorEntry {
+        at: now_millis(),
+        node: inner.name(),
+        kind: "rejected",
+        message_id: id.filter(|s| !s.is_empty()),
+        to_node: message.and_then(|m| m.from_node.as_deref()),
+        method: message.map(|m| m.method.as_str()),
+        reason,
+    });
 }

@@ -16,7 +16,11 @@ use bosun_proto::{Message, Method, Status};
 use crate::node::Inner;
 
 /// The file a reply is written to, or why not. `None` when nothing asks for a file.
-pub(crate) fn target(results: &Path, reply: &Message, method: Method) -> Result<Option<PathBuf>, String> {
+pub(crate) fn target(
+    results: &Path,
+    reply: &Message,
+    method: Method,
+) -> Result<Option<PathBuf>, String> {
     let wants_file = matches!(method, Method::ToFile | Method::ToFileAppend)
         || (method == Method::Result && (reply.directory.is_some() || reply.file_name.is_some()));
     if !wants_file {
@@ -30,12 +34,18 @@ pub(crate) fn target(results: &Path, reply: &Message, method: Method) -> Result<
                 Component::Normal(p) => path.push(p),
                 Component::RootDir | Component::CurDir => {}
                 Component::ParentDir | Component::Prefix(_) => {
-                    return Err(format!("directory {dir:?} leaves the results folder; `..` is not allowed"));
+                    return Err(format!(
+                        "directory {dir:?} leaves the results folder; `..` is not allowed"
+                    ));
                 }
             }
         }
     }
-    let name = reply.file_name.as_deref().filter(|n| !n.is_empty()).unwrap_or("results.log");
+    let name = reply
+        .file_name
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .unwrap_or("results.log");
     if name.contains('/') || name == ".." || name == "." {
         return Err(format!("fileName {name:?} must be a plain file name"));
     }
@@ -76,7 +86,9 @@ fn write(path: &Path, text: &str, append: bool) -> std::io::Result<()> {
 /// Write a reply where its method says. Failures are logged and reported to the error
 /// log; the reply itself is already stored.
 pub(crate) async fn deliver(inner: &Arc<Inner>, reply: &Message, method: Method) {
-    let Some(answered) = reply.previous_message.as_deref() else { return };
+    let Some(answered) = reply.previous_message.as_deref() else {
+        return;
+    };
     let target = match target(&inner.config.results_path(), reply, method) {
         Ok(t) => t,
         Err(reason) => {
@@ -115,6 +127,14 @@ pub(crate) async fn deliver(inner: &Arc<Inner>, reply: &Message, method: Method)
     if text.is_empty() {
         return;
     }
+    // Streams are appended as they come, also for the default `result` sink: a tail
+    // shows up centrally while it runs.
+    let streamed = reply.chunk.is_some()
+        || reply
+            .result
+            .as_ref()
+            .is_some_and(|o| o.chunks.unwrap_or(0) > 0);
+    let append = method == Method::ToFileAppend || (method == Method::Result && streamed);
     match (method, target) {
         (Method::ToConsole, _) => {
             let from = reply.from_node.as_deref().unwrap_or("?");
@@ -122,7 +142,7 @@ pub(crate) async fn deliver(inner: &Arc<Inner>, reply: &Message, method: Method)
                 println!("[{from}] {line}");
             }
         }
-        (Method::ToFileAppend, Some(path)) => {
+        (_, Some(path)) if append => {
             if let Err(e) = write(&path, &text, true) {
                 tracing::warn!(path = %path.display(), error = %e, "cannot append the reply");
             }
@@ -162,18 +182,57 @@ mod tests {
     #[test]
     fn files_land_under_results_from_node_directory() {
         let root = Path::new("/r");
-        let t = target(root, &reply("toFile", Some("cli/out"), Some("a.log")), Method::ToFile).unwrap();
+        let t = target(
+            root,
+            &reply("toFile", Some("cli/out"), Some("a.log")),
+            Method::ToFile,
+        )
+        .unwrap();
         assert_eq!(t.unwrap(), Path::new("/r/ship1/cli/out/a.log"));
-        let t = target(root, &reply("toFile", Some("/var/steward/x"), Some("a.log")), Method::ToFile).unwrap();
-        assert_eq!(t.unwrap(), Path::new("/r/ship1/var/steward/x/a.log"), "absolute stays inside");
-        assert!(target(root, &reply("result", None, None), Method::Result).unwrap().is_none());
+        let t = target(
+            root,
+            &reply("toFile", Some("/var/steward/x"), Some("a.log")),
+            Method::ToFile,
+        )
+        .unwrap();
+        assert_eq!(
+            t.unwrap(),
+            Path::new("/r/ship1/var/steward/x/a.log"),
+            "absolute stays inside"
+        );
+        assert!(
+            target(root, &reply("result", None, None), Method::Result)
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
     fn escaping_paths_are_refused() {
         let root = Path::new("/r");
-        assert!(target(root, &reply("toFile", Some("../../etc"), Some("x")), Method::ToFile).is_err());
-        assert!(target(root, &reply("toFile", Some("a"), Some("../x")), Method::ToFile).is_err());
-        assert!(target(root, &reply("toFile", Some("a"), Some("..")), Method::ToFile).is_err());
+        assert!(
+            target(
+                root,
+                &reply("toFile", Some("../../etc"), Some("x")),
+                Method::ToFile
+            )
+            .is_err()
+        );
+        assert!(
+            target(
+                root,
+                &reply("toFile", Some("a"), Some("../x")),
+                Method::ToFile
+            )
+            .is_err()
+        );
+        assert!(
+            target(
+                root,
+                &reply("toFile", Some("a"), Some("..")),
+                Method::ToFile
+            )
+            .is_err()
+        );
     }
 }

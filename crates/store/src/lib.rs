@@ -401,7 +401,7 @@ impl Store {
 
     /// The most recent messages this node sent, newest first (ids are ULIDs, so id order
     /// is time order).
-    /// Replies this node sent back are left out.
+    /// Replies this node sent back, hellos and error reports are left out.
     pub fn recent_sent(&self, limit: usize) -> Result<Vec<SentRecord>, StoreError> {
         let txn = self.database()?.begin_read().map_err(db)?;
         let sent = txn.open_table(SENT).map_err(db)?;
@@ -412,7 +412,8 @@ impl Store {
             }
             let (id, v) = entry.map_err(db)?;
             let record: SentRecord = records::decode(id.value(), v.value())?;
-            if record.message.previous_message.is_none() {
+            let event = matches!(record.message.method.as_str(), "hello" | "errorLog");
+            if record.message.previous_message.is_none() && !event {
                 out.push(record);
             }
         }

@@ -208,7 +208,7 @@ async fn rejected_message_is_recorded_but_not_pending() {
 }
 
 #[tokio::test]
-async fn late_notes_fill_the_history_in_time_order_without_moving_the_state_back() {
+async fn late_notes_fill_the_history_in_lifecycle_order_without_moving_the_state_back() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("n.redb")).unwrap();
     let m = msg("a");
@@ -252,7 +252,10 @@ async fn chunks_are_kept_in_number_order_and_fleet_records_upserted() {
     let chunks = store.chunks(m.id()).unwrap();
     let numbers: Vec<u64> = chunks.iter().map(|(n, _)| *n).collect();
     assert_eq!(numbers, vec![1, 2, 3]);
-    assert_eq!(store.chunks_from(m.id(), 3).unwrap(), vec![(3, "line 3\n".to_string())]);
+    assert_eq!(
+        store.chunks_from(m.id(), 3).unwrap(),
+        vec![(3, "line 3\n".to_string())]
+    );
     assert_eq!(store.sent(m.id()).unwrap().unwrap().state, State::Running);
 
     let mut hello = msg("me");
@@ -263,10 +266,16 @@ async fn chunks_are_kept_in_number_order_and_fleet_records_upserted() {
         hello_interval_secs: 30,
         inventory: serde_json::json!({"cpus": 2}),
     };
-    store.absorb(hello.clone(), 10, Some(record.clone())).await.unwrap();
+    store
+        .absorb(hello.clone(), 10, Some(record.clone()))
+        .await
+        .unwrap();
     let mut hello2 = msg("me");
     hello2.method = "hello".into();
-    let newer = FleetRecord { last_seen: 40, ..record };
+    let newer = FleetRecord {
+        last_seen: 40,
+        ..record
+    };
     store.absorb(hello2, 40, Some(newer.clone())).await.unwrap();
     assert_eq!(store.fleet().unwrap(), vec![newer]);
 }
@@ -277,7 +286,10 @@ async fn prune_forgets_only_old_finished_messages() {
     let store = Store::open(&dir.path().join("n.redb")).unwrap();
     let old = msg("a");
     let waiting = msg("a");
-    store.submit(vec![old.clone(), waiting.clone()], 1).await.unwrap();
+    store
+        .submit(vec![old.clone(), waiting.clone()], 1)
+        .await
+        .unwrap();
     store
         .sent_event(old.id(), Event::Finished(Status::Done), 2, None, None)
         .await
@@ -286,6 +298,12 @@ async fn prune_forgets_only_old_finished_messages() {
     store.receive(received.clone(), 1).await.unwrap();
     assert_eq!(store.prune(100).await.unwrap(), 1);
     assert!(store.sent(old.id()).unwrap().is_none());
-    assert!(store.sent(waiting.id()).unwrap().is_some(), "still in the outbox");
-    assert!(store.inbox(received.id()).unwrap().is_some(), "not finished");
+    assert!(
+        store.sent(waiting.id()).unwrap().is_some(),
+        "still in the outbox"
+    );
+    assert!(
+        store.inbox(received.id()).unwrap().is_some(),
+        "not finished"
+    );
 }

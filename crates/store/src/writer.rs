@@ -432,7 +432,7 @@ fn push_state(
         }
         None => {
             // A late note (the ACK is recorded after the "running" note overtook it):
-            // the state stays, but the history gets the step, in time order.
+            // the state stays, but the history gets the step, in lifecycle order.
             let late = match event {
                 Event::Sent => Some(State::Sent),
                 Event::Acked => Some(State::Acked),
@@ -441,9 +441,11 @@ fn push_state(
             if let Some(step) = late
                 && !history.iter().any(|h| h.state == step)
             {
+                // In lifecycle order: clocks of two nodes need not agree.
+                let rank = bosun_core::lifecycle::rank(step);
                 let at_index = history
                     .iter()
-                    .position(|h| h.at > at)
+                    .position(|h| bosun_core::lifecycle::rank(h.state) > rank)
                     .unwrap_or(history.len());
                 history.insert(
                     at_index,

@@ -117,9 +117,12 @@ pub fn print_results(queued: &[Submitted], reports: &[StatusReport], as_json: bo
             code = code.max(1);
         }
         if as_json {
-            rows.push(
-                json!({ "node": q.to_node, "id": q.id, "state": state, "result": r.outcome() }),
-            );
+            let mut row =
+                json!({ "node": q.to_node, "id": q.id, "state": state, "result": r.outcome() });
+            if !r.output.is_empty() {
+                row["output"] = json!(r.output);
+            }
+            rows.push(row);
             continue;
         }
         match r.outcome() {

@@ -79,7 +79,12 @@ pub struct NodeArgs {
     #[arg(long, env = "BOSUN_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<String>,
     /// A node label, KEY=VALUE; repeat for more (reported in hellos).
-    #[arg(long = "label", env = "BOSUN_LABELS", value_name = "KEY=VALUE", value_delimiter = ',')]
+    #[arg(
+        long = "label",
+        env = "BOSUN_LABELS",
+        value_name = "KEY=VALUE",
+        value_delimiter = ','
+    )]
     pub labels: Vec<String>,
 }
 

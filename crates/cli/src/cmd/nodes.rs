@@ -34,19 +34,30 @@ fn gib(v: &serde_json::Value) -> String {
 impl NodesCmd {
     pub async fn run(self, global: &Global) -> anyhow::Result<i32> {
         let socket = socket_path(global)?;
-        let answer = client::request(&socket, &ControlRequest::Nodes, Duration::from_secs(30)).await?;
+        let answer =
+            client::request(&socket, &ControlRequest::Nodes, Duration::from_secs(30)).await?;
         let nodes: Vec<FleetNode> = serde_json::from_value(answer["nodes"].clone())?;
         if self.json {
             println!("{}", serde_json::to_string_pretty(&nodes)?);
             return Ok(0);
         }
         if nodes.is_empty() {
-            println!("no nodes have said hello to this node yet; run `bosun nodes` on the central node, and start nodes with --central NAME");
+            println!(
+                "no nodes have said hello to this node yet; run `bosun nodes` on the central node, and start nodes with --central NAME"
+            );
             return Ok(0);
         }
         println!(
             "{:<16} {:<8} {:>10}  {:<8} {:<22} {:>4} {:>6} {:>13} {:>13}  LABELS",
-            "NAME", "STATUS", "LAST SEEN", "VERSION", "KERNEL", "CPUS", "LOAD1", "MEM AVAIL", "DISK FREE"
+            "NAME",
+            "STATUS",
+            "LAST SEEN",
+            "VERSION",
+            "KERNEL",
+            "CPUS",
+            "LOAD1",
+            "MEM AVAIL",
+            "DISK FREE"
         );
         for n in nodes {
             let inv = &n.inventory;
@@ -66,10 +77,24 @@ impl NodesCmd {
                 n.seconds_ago,
                 inv["version"].as_str().unwrap_or("-"),
                 inv["kernel"].as_str().unwrap_or("-"),
-                inv["cpus"].as_u64().map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
-                inv["load1"].as_f64().map(|l| format!("{l:.2}")).unwrap_or_else(|| "-".into()),
-                format!("{}/{}", gib(&inv["memAvailableBytes"]), gib(&inv["memTotalBytes"])),
-                format!("{}/{}", gib(&inv["diskFreeBytes"]), gib(&inv["diskTotalBytes"])),
+                inv["cpus"]
+                    .as_u64()
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                inv["load1"]
+                    .as_f64()
+                    .map(|l| format!("{l:.2}"))
+                    .unwrap_or_else(|| "-".into()),
+                format!(
+                    "{}/{}",
+                    gib(&inv["memAvailableBytes"]),
+                    gib(&inv["memTotalBytes"])
+                ),
+                format!(
+                    "{}/{}",
+                    gib(&inv["diskFreeBytes"]),
+                    gib(&inv["diskTotalBytes"])
+                ),
                 labels
             );
         }
