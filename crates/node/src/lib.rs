@@ -9,6 +9,10 @@
 //! - `executor`: the inbox loop: start in order, run the handler, queue the reply.
 //! - [`control`]: the unix socket `bosun.sock`: steward message arrays and CLI requests.
 //! - [`client`]: the CLI's side of that socket.
+//! - [`inputs`]: YAML message files, steward's TCP listener, read folder and startup folder.
+//! - [`audit`]: the audit log: every message as JSON lines, rotated by size.
+//! - [`metrics`]: Prometheus metrics and their HTTP endpoint.
+//! - [`events`]: internal events that write a log line and move a metric together.
 //!
 //! # Implementation note: concurrency
 //! Three long-lived tasks own their state and talk over channels: the receiver (one
@@ -17,11 +21,15 @@
 //! store's writer thread writes the database. A `watch` counter tells waiters that some
 //! sent message reached a final state.
 
+pub mod audit;
 pub mod client;
 pub mod config;
 pub mod control;
 mod errorlog;
+pub mod events;
 mod executor;
+pub mod inputs;
+pub mod metrics;
 pub mod node;
 mod outbox;
 mod receiver;
