@@ -3,23 +3,27 @@
 //! It speaks two things on one socket, told apart by the first JSON value sent:
 //! - a steward message array (or a single message object), exactly as steward's
 //!   `steward.sock` took it: `nc -U bosun.sock < msgs.json`. The answer is one JSON line
-//!   with the ids queued, or the error;
+//!   with the ids queued, or the error. A YAML list of messages works too
+//!   (`nc -N -U bosun.sock < msgs.yaml`): it ends at end of input;
 //! - a control request from the CLI: an object with an `op` field, answered by one JSON
 //!   line.
 //!
-//! The connection is closed after the answer, so `nc` exits on its own. Input is parsed
-//! as it arrives; it ends when a whole JSON value has been read (no EOF needed). Input
-//! over the size limit, or not JSON, gets an error line and never harms the node.
+//! The connection is closed after the answer, so `nc` exits on its own. Input is read
+//! with the same reader as the TCP listener ([`crate::inputs`]); JSON ends when a whole
+//! value has been read (no EOF needed). Input over the size limit, or neither JSON nor
+//! YAML messages, gets an error line and never harms the node.
 
 use std::path::Path;
 use std::time::Duration;
 
-use bosun_proto::Message;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
+use crate::inputs::{
+    Input, READ_TIMEOUT, error_line, messages_from_json, parse_messages, read_input, submit_answer,
+    timeout_error, write_answer,
+};
 use crate::node::Node;
 
 /// A request from the CLI.
@@ -56,9 +60,6 @@ pub enum ControlRequest {
     /// The fleet registry.
     Nodes,
 }
-
-/// How long a client may take to send its request.
-const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serve the socket until `shutdown` becomes true. Removes a stale socket file first.
 pub async fn serve(node: Node, path: &Path) -> std::io::Result<()> {
@@ -105,68 +106,29 @@ async fn connection(node: Node, mut stream: UnixStream) {
         .max_message_bytes
         .saturating_mul(16)
         .max(1 << 20);
-    let answer = match tokio::time::timeout(READ_TIMEOUT, read_value(&mut stream, limit)).await {
-        Err(_) => error_line("timed out waiting for a complete JSON value"),
+    let answer = match tokio::time::timeout(READ_TIMEOUT, read_input(&mut stream, limit)).await {
+        Err(_) => timeout_error(),
         Ok(Err(reason)) => error_line(&reason),
-        Ok(Ok(value)) => handle(&node, value).await,
+        Ok(Ok(Input::Json(value))) => handle(&node, value).await,
+        Ok(Ok(Input::Yaml(text))) => match parse_messages(&text) {
+            Ok(messages) => submit_answer(&node, messages).await,
+            Err(reason) => error_line(&reason),
+        },
     };
-    let mut line = serde_json::to_vec(&answer).unwrap_or_default();
-    line.push(b'\n');
-    let _ = stream.write_all(&line).await;
-    let _ = stream.shutdown().await;
-}
-
-fn error_line(reason: &str) -> Value {
-    json!({ "ok": false, "error": reason })
-}
-
-/// Read until the buffer holds one complete JSON value.
-async fn read_value(stream: &mut UnixStream, limit: usize) -> Result<Value, String> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
-    loop {
-        let n = stream
-            .read(&mut chunk)
-            .await
-            .map_err(|e| format!("read failed: {e}"))?;
-        if n > 0 {
-            buf.extend_from_slice(&chunk[..n]);
-            if buf.len() > limit {
-                return Err(format!("input is larger than the limit of {limit} bytes"));
-            }
-        }
-        if buf.iter().all(|b| b.is_ascii_whitespace()) {
-            if n == 0 {
-                return Err("no input: send a JSON array of messages".into());
-            }
-            continue;
-        }
-        let mut values = serde_json::Deserializer::from_slice(&buf).into_iter::<Value>();
-        match values.next() {
-            Some(Ok(v)) => return Ok(v),
-            Some(Err(e)) if e.is_eof() && n > 0 => continue,
-            Some(Err(e)) if e.is_eof() => return Err(format!("incomplete JSON: {e}")),
-            Some(Err(e)) => return Err(format!("malformed JSON: {e}")),
-            None => continue,
-        }
-    }
+    write_answer(&mut stream, &answer).await;
 }
 
 async fn handle(node: &Node, value: Value) -> Value {
     let is_control = value.as_object().is_some_and(|o| o.contains_key("op"));
     if !is_control {
-        let messages: Vec<Value> = match value {
-            Value::Array(a) => a,
-            other => vec![other],
-        };
-        return submit(node, messages).await;
+        return submit(node, value).await;
     }
     let request: ControlRequest = match serde_json::from_value(value) {
         Ok(r) => r,
         Err(e) => return error_line(&format!("bad control request: {e}")),
     };
     match request {
-        ControlRequest::Submit { messages } => submit(node, messages).await,
+        ControlRequest::Submit { messages } => submit(node, Value::Array(messages)).await,
         ControlRequest::Status { id } => match node.status(&id) {
             Ok(report) if report.sent.is_none() && report.received.is_none() => {
                 error_line(&format!("no message with id {id} on node {}", node.name()))
@@ -206,16 +168,77 @@ async fn handle(node: &Node, value: Value) -> Value {
     }
 }
 
-async fn submit(node: &Node, values: Vec<Value>) -> Value {
-    let mut messages = Vec::with_capacity(values.len());
-    for (index, v) in values.into_iter().enumerate() {
-        match serde_json::from_value::<Message>(v) {
-            Ok(m) => messages.push(m),
-            Err(e) => return error_line(&format!("message {index}: malformed: {e}")),
-        }
+async fn submit(node: &Node, value: Value) -> Value {
+    match messages_from_json(value) {
+        Ok(messages) => submit_answer(node, messages).await,
+        Err(reason) => error_line(&reason),
     }
-    match node.submit(messages).await {
-        Ok(receipts) => json!({ "ok": true, "queued": receipts }),
-        Err(e) => error_line(&e.to_string()),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bosun_bus::{Hub, LocalTransport};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::Config;
+
+    async fn talk(socket: &Path, body: &[u8], close_write: bool) -> Value {
+        let mut stream = UnixStream::connect(socket).await.unwrap();
+        stream.write_all(body).await.unwrap();
+        if close_write {
+            stream.shutdown().await.unwrap();
+        }
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut answer))
+            .await
+            .expect("an answer")
+            .unwrap();
+        serde_json::from_slice(&answer).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_socket_takes_yaml_messages_as_well_as_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            name: "n1".into(),
+            data_dir: dir.path().join("n1"),
+            log: "warn".into(),
+            ..Config::default()
+        };
+        let node = Node::start(config, Arc::new(LocalTransport::new(Hub::new())), false)
+            .await
+            .unwrap();
+        let socket = dir.path().join("n1/bosun.sock");
+        let server = tokio::spawn({
+            let (node, socket) = (node.clone(), socket.clone());
+            async move { serve(node, &socket).await }
+        });
+        while !socket.exists() {
+            assert!(!server.is_finished(), "the socket server stopped");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        let yaml = talk(&socket, b"- toNode: n1\n  method: REQPing\n", true).await;
+        assert_eq!(yaml["ok"], true, "{yaml}");
+        let json = talk(&socket, br#"[{"toNode":"n1","method":"ping"}]"#, false).await;
+        assert_eq!(json["ok"], true, "{json}");
+        let bad = talk(
+            &socket,
+            b"- toNode: n1\n  method: ping\n  toHost: x\n",
+            true,
+        )
+        .await;
+        assert!(bad["error"].as_str().unwrap().contains("toHost"), "{bad}");
+        let info = talk(&socket, br#"{"op":"info"}"#, false).await;
+        assert_eq!(info["name"], "n1", "{info}");
+
+        let ids = [&yaml, &json].map(|a| a["queued"][0]["id"].as_str().unwrap().to_string());
+        let (all, _) = node.wait(&ids, Duration::from_secs(30)).await.unwrap();
+        assert!(all);
+        node.shutdown().await;
+        server.await.unwrap().unwrap();
     }
 }

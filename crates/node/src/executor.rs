@@ -157,7 +157,12 @@ async fn run_one(inner: &Arc<Inner>, message: Message) {
             return;
         }
     };
-    tracing::debug!(id, method = method.name(), "running");
+    crate::events::MessageState {
+        id: &id,
+        method: method.name(),
+        state: "running",
+    }
+    .emit(&inner.metrics);
     let (chunks, forwarder) = if method.is_streaming() {
         let (tx, rx) = mpsc::channel(64);
         let forwarder = tokio::spawn(forward_chunks(inner.clone(), message.clone(), rx));

@@ -12,20 +12,28 @@
 //! - `sinks`: reply sinks: results and chunks written to files or the console.
 //! - [`control`]: the unix socket `bosun.sock`: steward message arrays and CLI requests.
 //! - [`client`]: the CLI's side of that socket.
+//! - [`inputs`]: YAML message files, steward's TCP listener, read folder and startup folder.
+//! - [`audit`]: the audit log: every message as JSON lines, rotated by size.
+//! - [`metrics`]: Prometheus metrics and their HTTP endpoint.
+//! - [`events`]: internal events that write a log line and move a metric together.
 //!
 //! # Implementation note: concurrency
 //! Three long-lived tasks own their state and talk over channels: the receiver (one
 //! task per arrival, so that arrivals share group commits), the outbox loop (owns the
 //! send lanes and retry timers) and the executor loop (owns the run lanes). Only the
-//! store's writer thread writes the database. A `watch` counter tells waiters that some
-//! sent message reached a final state.
+//! store's writer thread writes the database. A broadcast of finished ids tells waiters
+//! that a sent message reached a final state.
 
+pub mod audit;
 pub mod client;
 pub mod config;
 pub mod control;
 mod errorlog;
+pub mod events;
 mod executor;
 pub mod fleet;
+pub mod inputs;
+pub mod metrics;
 pub mod node;
 mod outbox;
 mod receiver;

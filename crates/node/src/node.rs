@@ -33,6 +33,10 @@ pub(crate) struct Inner {
     pub methods: bosun_methods::Context,
     /// Handlers running now.
     pub running: AtomicUsize,
+    /// Prometheus metrics; moved by `crate::events`.
+    pub metrics: crate::metrics::Metrics,
+    /// Every message submitted or received, as JSON lines (off when `audit_max_bytes` is 0).
+    pub audit: Option<crate::audit::AuditLog>,
     /// Messages with a `schedule`, for the scheduler task to repeat.
     pub schedules: mpsc::UnboundedSender<Message>,
     /// Per replied-to message: the next chunk number its sink will write.
@@ -162,6 +166,17 @@ impl Inner {
             .filter(|m| m.schedule.is_some())
             .cloned()
             .collect();
+        for m in &queued {
+            if let Some(audit) = &self.audit {
+                audit.record("submitted", m);
+            }
+            let state = crate::events::MessageState {
+                id: m.id(),
+                method: &m.method,
+                state: "queued",
+            };
+            state.emit(&self.metrics);
+        }
         let seqs = self.store.submit(queued.clone(), now).await?;
         for template in scheduled {
             let _ = self.schedules.send(template);
@@ -288,6 +303,18 @@ impl Node {
             source,
         })?;
         let store = Store::open(&config.db_path())?;
+        let audit = if config.audit_max_bytes > 0 {
+            let path = config.audit_log_path();
+            match crate::audit::AuditLog::open(path, config.audit_max_bytes, config.audit_keep) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot open the audit log; running without it");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let (outbox_tx, outbox_rx) = mpsc::unbounded_channel();
         let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
         let (schedules_tx, schedules_rx) = mpsc::unbounded_channel();
@@ -316,6 +343,8 @@ impl Node {
             running: AtomicUsize::new(0),
             sink_progress: Default::default(),
             schedules: schedules_tx,
+            metrics: crate::metrics::Metrics::new(),
+            audit,
         });
 
         let to_run = executor::recover(&inner).await?;
@@ -335,6 +364,7 @@ impl Node {
             tokio::spawn(crate::fleet::hello_loop(inner.clone())),
             tokio::spawn(crate::fleet::prune_loop(inner.clone())),
             tokio::spawn(scheduler(inner.clone(), schedules_rx)),
+            tokio::spawn(gauges(inner.clone())),
         ];
         tracing::info!(
             node = inner.name(),
@@ -455,6 +485,11 @@ impl Node {
         crate::fleet::view(&self.inner, now_millis())
     }
 
+    /// The node's metrics (for the `/metrics` endpoint).
+    pub fn metrics(&self) -> crate::metrics::Metrics {
+        self.inner.metrics.clone()
+    }
+
     /// Outbox and inbox depths.
     pub fn depths(&self) -> Result<bosun_store::Depths, StoreError> {
         self.inner.store.depths()
@@ -487,6 +522,34 @@ impl Node {
             tracing::error!(error = %e, "closing the store");
         }
         tracing::info!(node = self.name(), "stopped");
+    }
+}
+
+/// Keep the queue-depth and fleet gauges current.
+async fn gauges(inner: Arc<Inner>) {
+    let mut shutdown = inner.shutdown.subscribe();
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = until_true(&mut shutdown) => return,
+        }
+        if let Ok(d) = inner.store.depths() {
+            inner.metrics.set_depths(d.outbox, d.inbox_pending);
+        }
+        if let Ok(fleet) = crate::fleet::view(&inner, now_millis())
+            && !fleet.is_empty()
+        {
+            let count = |l: crate::Liveness| fleet.iter().filter(|n| n.status == l).count() as u64;
+            inner.metrics.set_fleet(
+                count(crate::Liveness::Alive),
+                count(crate::Liveness::Suspect),
+                count(crate::Liveness::Down),
+            );
+            for n in &fleet {
+                inner.metrics.set_last_seen(&n.name, n.seconds_ago);
+            }
+        }
     }
 }
 

@@ -174,6 +174,14 @@ impl Outbox {
             }
             return;
         }
+        if let Some(reason) = &entry.resend_note {
+            let event = crate::events::Resent {
+                id,
+                method: &entry.message.method,
+                reason,
+            };
+            event.emit(&self.inner.metrics);
+        }
         entry.unrecorded_send = Some((now, entry.resend_note.take()));
         let transport = self.inner.transport.clone();
         let results = self.results.clone();
@@ -214,6 +222,12 @@ impl Outbox {
         let result = result.map(|bytes| wire::decode_ack(&bytes));
         let acked = matches!(&result, Ok(Ok(a)) if a.id == id && a.rejected.is_none());
         if acked {
+            let event = crate::events::MessageState {
+                id: &id,
+                method: &entry.message.method,
+                state: "acked",
+            };
+            event.emit(&self.inner.metrics);
             notes.push((Event::Acked, now, None));
             // Events and sinks expect no reply: the ACK is the end of their road.
             let expects_reply = bosun_proto::Method::parse(&entry.message.method)
@@ -245,6 +259,11 @@ impl Outbox {
                 }
             },
             Err(BusError::Timeout(_)) => {
+                let event = crate::events::AckTimedOut {
+                    id: &id,
+                    method: &entry.message.method,
+                };
+                event.emit(&self.inner.metrics);
                 let attempt = entry.delivery.on_ack_timeout(now);
                 entry.resend_note = Some(format!(
                     "resend #{} after no ACK in {} ms",
@@ -270,6 +289,12 @@ impl Outbox {
         let Some(entry) = self.entries.get(id) else {
             return;
         };
+        let event = crate::events::MessageState {
+            id,
+            method: &entry.message.method,
+            state: "rejected",
+        };
+        event.emit(&self.inner.metrics);
         let to = entry.message.destination().to_string();
         let outcome = Outcome::bare(Status::Rejected, &to, reason, now_millis());
         let store = self.inner.store.clone();
@@ -296,6 +321,12 @@ impl Outbox {
         let Some(entry) = self.entries.get(id) else {
             return;
         };
+        let event = crate::events::Undelivered {
+            id,
+            method: &entry.message.method,
+            reason,
+        };
+        event.emit(&self.inner.metrics);
         let outcome = Outcome::bare(
             Status::Failed,
             entry.message.destination(),

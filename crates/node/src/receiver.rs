@@ -105,6 +105,15 @@ async fn process(inner: &Arc<Inner>, incoming: &bosun_bus::Incoming) -> Bytes {
         .then(|| (message.from_node.clone().unwrap_or_default(), method));
     match inner.store.receive(message.clone(), now).await {
         Ok(Receipt::New(seq)) => {
+            if let Some(audit) = &inner.audit {
+                audit.record("received", &message);
+            }
+            let event = crate::events::MessageState {
+                id: &id,
+                method: &message.method,
+                state: "received",
+            };
+            event.emit(&inner.metrics);
             let _ = inner.inbox.send(InboxCmd::New {
                 seq,
                 message: Box::new(message),
@@ -185,6 +194,9 @@ async fn absorb(inner: &Arc<Inner>, message: Message, method: Method, now: u64) 
     };
     let duplicate = matches!(receipt, Receipt::Duplicate(_));
     if !duplicate {
+        if let Some(audit) = &inner.audit {
+            audit.record("received", &message);
+        }
         match method {
             Method::Hello => tracing::debug!(from, "hello"),
             Method::ErrorLog => {
@@ -193,7 +205,8 @@ async fn absorb(inner: &Arc<Inner>, message: Message, method: Method, now: u64) 
             _ => {
                 if let Some(answered) = message.previous_message.clone() {
                     crate::sinks::deliver(inner, &message, method).await;
-                    if message.result.is_some() {
+                    if let Some(outcome) = &message.result {
+                        result_arrived(inner, &answered, outcome.status, now);
                         inner.finished(&answered);
                         let _ = inner
                             .outbox
@@ -216,4 +229,26 @@ fn log_refusal(inner: &Arc<Inner>, message: Option<&Message>, id: Option<&str>, 
         method: message.map(|m| m.method.as_str()),
         reason,
     });
+}
+
+/// Count a result at the sender, with its latency from submit.
+fn result_arrived(inner: &Inner, answered: &str, status: bosun_proto::Status, now: u64) {
+    let Ok(Some(record)) = inner.store.sent(answered) else {
+        return;
+    };
+    let method = record.message.method.as_str();
+    let submitted = record.history.first().map(|h| h.at).unwrap_or(now);
+    crate::events::ResultArrived {
+        id: answered,
+        method,
+        latency_seconds: now.saturating_sub(submitted) as f64 / 1000.0,
+    }
+    .emit(&inner.metrics);
+    let state = bosun_proto::State::from_status(status);
+    crate::events::MessageState {
+        id: answered,
+        method,
+        state: state.name(),
+    }
+    .emit(&inner.metrics);
 }

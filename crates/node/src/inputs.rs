@@ -1,0 +1,810 @@
+//! More ways in for steward-style message files: YAML as well as JSON, steward's TCP
+//! listener, its read folder and its startup folder.
+//!
+//! Every input ends in [`Node::submit`], so validation, size limits and the answer are
+//! the same whichever way a message came in. The local socket ([`crate::control`])
+//! reads its input with the same reader as the TCP listener.
+//!
+//! The TCP listener has no authentication: whoever can connect can queue messages, which
+//! may run commands. Bind it to loopback or a trusted network only.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bosun_proto::Message;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use crate::node::{Node, until_true};
+
+/// How long a client may take to send its whole input.
+pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often the read folder is listed.
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// TCP connections served at once. Each may buffer up to the input limit, so this
+/// bounds memory; further clients wait in the listen backlog.
+const MAX_TCP_CONNECTIONS: usize = 64;
+
+/// File name endings the read and startup folders leave alone: our own failure marks and
+/// the usual names of files still being written.
+const SKIPPED_SUFFIXES: [&str; 4] = [".failed", ".error", ".tmp", ".part"];
+
+/// Parse steward input: JSON (an array of messages or one message object), or YAML (a
+/// sequence of message mappings or one mapping) when the first non-blank character is
+/// not `[` or `{`. Field names are the same in both. Never returns an empty list.
+pub fn parse_messages(text: &str) -> Result<Vec<Message>, String> {
+    // Editors on some systems start files with a byte-order mark; it is not content.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let messages = match text.trim_start().chars().next() {
+        Some('[' | '{') => Message::parse_batch(text)?,
+        _ => parse_yaml(text)?,
+    };
+    if messages.is_empty() {
+        return Err("no messages in the input: give a list of messages or one message".into());
+    }
+    Ok(messages)
+}
+
+/// What a YAML document holds, learnt in a first pass so that the second pass can
+/// deserialize straight from the text and keep line numbers in its errors.
+enum DocKind {
+    List,
+    One,
+    Empty,
+    Other(&'static str),
+}
+
+fn parse_yaml(text: &str) -> Result<Vec<Message>, String> {
+    let mut kinds = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        let value = serde_yaml::Value::deserialize(doc)
+            .map_err(|e| format!("not JSON, and malformed YAML: {e}"))?;
+        kinds.push(match value {
+            serde_yaml::Value::Sequence(_) => DocKind::List,
+            serde_yaml::Value::Mapping(_) => DocKind::One,
+            serde_yaml::Value::Null => DocKind::Empty,
+            serde_yaml::Value::Bool(_) => DocKind::Other("a boolean"),
+            serde_yaml::Value::Number(_) => DocKind::Other("a number"),
+            serde_yaml::Value::String(_) => DocKind::Other("a string"),
+            serde_yaml::Value::Tagged(_) => DocKind::Other("a tagged value"),
+        });
+    }
+    let several = kinds.len() > 1;
+    let mut messages = Vec::new();
+    for (index, (doc, kind)) in serde_yaml::Deserializer::from_str(text)
+        .zip(kinds)
+        .enumerate()
+    {
+        let at = if several {
+            format!("YAML document {index}: ")
+        } else {
+            String::new()
+        };
+        match kind {
+            DocKind::List => messages.extend(
+                Vec::<Message>::deserialize(doc)
+                    .map_err(|e| format!("{at}malformed message list: {e}"))?,
+            ),
+            DocKind::One => messages.push(
+                Message::deserialize(doc).map_err(|e| format!("{at}malformed message: {e}"))?,
+            ),
+            DocKind::Empty => {}
+            DocKind::Other(found) => {
+                return Err(format!(
+                    "{at}found {found}; give a JSON array of messages, a YAML list of messages, or one message"
+                ));
+            }
+        }
+    }
+    Ok(messages)
+}
+
+/// Messages from a JSON value already read: an array of messages or one message object.
+pub(crate) fn messages_from_json(value: Value) -> Result<Vec<Message>, String> {
+    let values = match value {
+        Value::Array(a) => a,
+        other => vec![other],
+    };
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(index, v)| {
+            serde_json::from_value(v).map_err(|e| format!("message {index}: malformed: {e}"))
+        })
+        .collect()
+}
+
+/// One input read from a stream.
+#[derive(Debug)]
+pub(crate) enum Input {
+    /// One complete JSON value (the input began with `[` or `{`).
+    Json(Value),
+    /// Everything up to end of input, which did not begin like JSON: YAML, or garbage.
+    Yaml(String),
+}
+
+/// Knows, from the bytes seen so far, when a JSON array or object has closed, so the
+/// input is parsed when it can be complete instead of once per chunk (which would cost
+/// time quadratic in the input size).
+#[derive(Default)]
+struct JsonEnd {
+    depth: usize,
+    in_string: bool,
+    escaped: bool,
+    opened: bool,
+    closed: bool,
+}
+
+impl JsonEnd {
+    fn feed(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if self.closed {
+                return;
+            }
+            if self.in_string {
+                if self.escaped {
+                    self.escaped = false;
+                } else if b == b'\\' {
+                    self.escaped = true;
+                } else if b == b'"' {
+                    self.in_string = false;
+                }
+                continue;
+            }
+            match b {
+                b'"' => self.in_string = true,
+                b'[' | b'{' => {
+                    self.depth += 1;
+                    self.opened = true;
+                }
+                b']' | b'}' => {
+                    self.depth = self.depth.saturating_sub(1);
+                    self.closed = self.opened && self.depth == 0;
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Read one input: a whole JSON value when the input begins with `[` or `{` (the client
+/// need not close its side), else everything up to end of input. At most `limit` bytes.
+pub(crate) async fn read_input<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    limit: usize,
+) -> Result<Input, String> {
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    let mut is_json: Option<bool> = None;
+    let mut end = JsonEnd::default();
+    // Parse at once to answer early garbage such as `{{{{` without waiting for the end,
+    // then again each time the buffer has doubled, and when the value can be complete.
+    let mut next_attempt = 0;
+    loop {
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|e| format!("read failed: {e}"))?;
+        if n > 0 {
+            if buf.len() + n > limit {
+                return Err(format!(
+                    "input is larger than the limit of {limit} bytes; split the messages over several inputs"
+                ));
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            end.feed(&chunk[..n]);
+        }
+        let json = match is_json {
+            Some(j) => j,
+            None => match buf.iter().find(|b| !b.is_ascii_whitespace()) {
+                Some(first) => *is_json.insert(matches!(first, b'[' | b'{')),
+                None if n == 0 => {
+                    return Err(
+                        "no input: send a JSON array of messages, or YAML and then end the input"
+                            .into(),
+                    );
+                }
+                None => continue,
+            },
+        };
+        if !json {
+            if n > 0 {
+                continue;
+            }
+            return String::from_utf8(buf)
+                .map(Input::Yaml)
+                .map_err(|_| "input is neither JSON nor UTF-8 text".into());
+        }
+        if !(end.closed || n == 0 || buf.len() >= next_attempt) {
+            continue;
+        }
+        next_attempt = buf.len().saturating_mul(2);
+        let mut values = serde_json::Deserializer::from_slice(&buf).into_iter::<Value>();
+        match values.next() {
+            Some(Ok(v)) => return Ok(Input::Json(v)),
+            Some(Err(e)) if e.is_eof() && n > 0 => continue,
+            Some(Err(e)) if e.is_eof() => return Err(format!("incomplete JSON: {e}")),
+            Some(Err(e)) => return Err(format!("malformed JSON: {e}")),
+            None if n > 0 => continue,
+            None => return Err("no input: send a JSON array of messages".into()),
+        }
+    }
+}
+
+/// The answer for a refused input.
+pub(crate) fn error_line(reason: &str) -> Value {
+    json!({ "ok": false, "error": reason })
+}
+
+/// Submit and make the answer: the ids queued, or the error.
+pub(crate) async fn submit_answer(node: &Node, messages: Vec<Message>) -> Value {
+    match node.submit(messages).await {
+        Ok(receipts) => json!({ "ok": true, "queued": receipts }),
+        Err(e) => error_line(&e.to_string()),
+    }
+}
+
+/// Write the one answer line and close our side, so `nc` exits on its own.
+pub(crate) async fn write_answer<W: AsyncWrite + Unpin>(stream: &mut W, answer: &Value) {
+    let mut line = serde_json::to_vec(answer).unwrap_or_default();
+    line.push(b'\n');
+    let _ = stream.write_all(&line).await;
+    let _ = stream.shutdown().await;
+}
+
+/// The answer when the input did not arrive within [`READ_TIMEOUT`].
+pub(crate) fn timeout_error() -> Value {
+    error_line(
+        "timed out waiting for the input: send one complete JSON value, or YAML and then end the input",
+    )
+}
+
+/// Largest input taken on the TCP listener and from a message file.
+fn input_limit(node: &Node) -> usize {
+    node.config().max_message_bytes.saturating_mul(16)
+}
+
+/// Serve steward's TCP listener until the node shuts down: per connection, one JSON
+/// value (or YAML up to end of input) of messages in, one JSON line out, then close.
+/// Control requests (`{"op": …}`) are refused here; they are only taken on the local
+/// socket. Accept errors are logged and retried, so this only returns on shutdown.
+pub async fn serve_tcp(node: Node, listener: TcpListener) -> std::io::Result<()> {
+    let slots = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
+    let mut shutdown = node.shutdown_signal();
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "taking messages on TCP");
+    }
+    loop {
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = until_true(&mut shutdown) => break,
+        };
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let node = node.clone();
+                    tokio::spawn(async move {
+                        tcp_connection(&node, stream, peer).await;
+                        drop(permit);
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "TCP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = until_true(&mut shutdown) => break,
+        }
+    }
+    Ok(())
+}
+
+async fn tcp_connection(node: &Node, mut stream: TcpStream, peer: SocketAddr) {
+    let read = tokio::time::timeout(READ_TIMEOUT, read_input(&mut stream, input_limit(node))).await;
+    let messages = match read {
+        Err(_) => Err(None),
+        Ok(Err(reason)) => Err(Some(reason)),
+        Ok(Ok(Input::Json(value))) if value.as_object().is_some_and(|o| o.contains_key("op")) => {
+            Err(Some(
+                "control requests ({\"op\": …}) are only taken on the local socket bosun.sock; send messages here".into(),
+            ))
+        }
+        Ok(Ok(Input::Json(value))) => messages_from_json(value).map_err(Some),
+        Ok(Ok(Input::Yaml(text))) => parse_messages(&text).map_err(Some),
+    };
+    let answer = match messages {
+        Ok(messages) => submit_answer(node, messages).await,
+        Err(None) => timeout_error(),
+        Err(Some(reason)) => error_line(&reason),
+    };
+    match answer["error"].as_str() {
+        Some(reason) => tracing::info!(%peer, reason, "TCP input refused"),
+        None => tracing::debug!(%peer, "TCP input queued"),
+    }
+    write_answer(&mut stream, &answer).await;
+}
+
+/// Size and modification time: a file is read once these stop changing.
+type Stamp = (u64, Option<SystemTime>);
+
+/// The message files in `dir`, in name order: regular files that are not hidden and not
+/// marked as failed or still being written.
+fn message_files(dir: &Path) -> std::io::Result<Vec<(PathBuf, Stamp)>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') || SKIPPED_SUFFIXES.iter().any(|s| name.ends_with(s)) {
+            continue;
+        }
+        // DirEntry::metadata does not follow symlinks: only real files are taken.
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_file() {
+            files.push((entry.path(), (meta.len(), meta.modified().ok())));
+        }
+    }
+    files.sort_by(|a, b| a.0.file_name().cmp(&b.0.file_name()));
+    Ok(files)
+}
+
+/// Read, parse and submit one message file.
+async fn submit_file(node: &Node, path: &Path) -> Result<Vec<crate::node::Submitted>, String> {
+    let limit = input_limit(node);
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| format!("cannot open the file: {e}"))?;
+    let mut bytes = Vec::new();
+    // Read one byte past the limit so that a file grown since it was listed is caught.
+    file.take(limit as u64 + 1)
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|e| format!("cannot read the file: {e}"))?;
+    if bytes.len() > limit {
+        return Err(format!(
+            "the file is larger than the limit of {limit} bytes (16 × max_message_bytes); split it into several files"
+        ));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| "the file is not UTF-8 text".to_string())?;
+    let messages = parse_messages(&text)?;
+    node.submit(messages).await.map_err(|e| e.to_string())
+}
+
+/// `path` with `suffix` added to its file name.
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Watch steward's read folder until the node shuts down: every message file dropped in
+/// `dir` is submitted and removed, once its size and modification time have held still
+/// for one poll (500 ms). A file that cannot be read, parsed or queued is renamed to
+/// `<name>.failed`, with the reason in `<name>.failed.error`. Files are taken in name
+/// order. Writers should write to a `.tmp` or `.part` name and rename when done.
+pub async fn watch_folder(node: Node, dir: PathBuf) {
+    let mut shutdown = node.shutdown_signal();
+    // Files as listed by the previous poll; a file is taken when it is listed unchanged.
+    let mut previous: HashMap<PathBuf, Stamp> = HashMap::new();
+    // Files handled that could not be removed or renamed: not taken again until they
+    // change, so a message is not queued twice and a log is not flooded.
+    let mut stuck: HashMap<PathBuf, Stamp> = HashMap::new();
+    let mut last_error: Option<String> = None;
+    tracing::info!(dir = %dir.display(), "watching the read folder");
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let listed = std::fs::create_dir_all(&dir).and_then(|()| message_files(&dir));
+        match listed {
+            Err(e) => {
+                let error = e.to_string();
+                // Said once, not every poll, while the folder stays unusable.
+                if last_error.as_deref() != Some(error.as_str()) {
+                    tracing::error!(dir = %dir.display(), error, "cannot list the read folder; check that it is a folder this node may write");
+                    last_error = Some(error);
+                }
+            }
+            Ok(files) => {
+                last_error = None;
+                stuck.retain(|p, s| files.iter().any(|(q, t)| q == p && t == s));
+                let mut current = HashMap::new();
+                for (path, stamp) in files {
+                    if stuck.contains_key(&path) {
+                        continue;
+                    }
+                    if previous.get(&path) != Some(&stamp) {
+                        current.insert(path, stamp);
+                        continue;
+                    }
+                    if *shutdown.borrow() {
+                        return;
+                    }
+                    if !take_file(&node, &path).await {
+                        stuck.insert(path, stamp);
+                    }
+                }
+                previous = current;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(POLL_INTERVAL) => {}
+            _ = until_true(&mut shutdown) => return,
+        }
+    }
+}
+
+/// Submit a file of the read folder, then remove it, or mark it failed. False when the
+/// file could be neither removed nor renamed.
+async fn take_file(node: &Node, path: &Path) -> bool {
+    let reason = match submit_file(node, path).await {
+        Ok(receipts) => {
+            tracing::info!(file = %path.display(), queued = receipts.len(), "messages queued from the read folder");
+            return match std::fs::remove_file(path) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(file = %path.display(), error = %e, "messages queued, but the file cannot be removed; remove it by hand, or they are queued again after a restart");
+                    false
+                }
+            };
+        }
+        Err(reason) => reason,
+    };
+    let failed = with_suffix(path, ".failed");
+    if let Err(e) = std::fs::rename(path, &failed) {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            // Taken away by someone else between listing and reading: nothing to mark.
+            tracing::debug!(file = %path.display(), reason, "message file vanished");
+            return true;
+        }
+        tracing::error!(file = %path.display(), reason, error = %e, "message file refused, and it cannot be renamed to .failed; remove it by hand");
+        return false;
+    }
+    tracing::warn!(file = %failed.display(), reason, "message file refused; renamed to .failed, the reason is in .failed.error");
+    let note = with_suffix(&failed, ".error");
+    if let Err(e) = std::fs::write(&note, format!("{reason}\n")) {
+        tracing::error!(file = %note.display(), error = %e, "cannot write why a message file failed");
+    }
+    true
+}
+
+/// Submit the messages of every file in steward's startup folder `dir`, in name order,
+/// keeping the files. Failures are logged with their reason and skipped. Returns how many
+/// deliveries were queued (an id this node already has counts as queued). A missing
+/// folder is not an error: it returns 0.
+pub async fn submit_startup(node: &Node, dir: &Path) -> usize {
+    let files = match message_files(dir) {
+        Ok(files) => files,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return 0,
+        Err(e) => {
+            tracing::error!(dir = %dir.display(), error = %e, "cannot list the startup folder; no startup messages were queued");
+            return 0;
+        }
+    };
+    let mut queued = 0;
+    for (path, _) in files {
+        match submit_file(node, &path).await {
+            Ok(receipts) => {
+                tracing::info!(file = %path.display(), queued = receipts.len(), "startup messages queued");
+                queued += receipts.len();
+            }
+            Err(reason) => {
+                tracing::warn!(file = %path.display(), reason, "startup message file refused; fix it, it is read again at the next start");
+            }
+        }
+    }
+    queued
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bosun_bus::{Hub, LocalTransport};
+    use bosun_proto::State;
+
+    use crate::Config;
+
+    /// Generous bound on waits that should end quickly, so a bug fails instead of hanging.
+    const PATIENCE: Duration = Duration::from_secs(30);
+
+    async fn start(dir: &Path, name: &str) -> Node {
+        let config = Config {
+            name: name.into(),
+            data_dir: dir.join(name),
+            ack_timeout_secs: 1,
+            log: "warn".into(),
+            ..Config::default()
+        };
+        Node::start(config, Arc::new(LocalTransport::new(Hub::new())), false)
+            .await
+            .unwrap()
+    }
+
+    fn ping_json(to: &str) -> String {
+        format!(r#"[{{"toNode":"{to}","method":"ping","ACKTimeout":5}}]"#)
+    }
+
+    /// The pings this node sent (its replies to itself are sent records too).
+    fn pings(node: &Node) -> Vec<String> {
+        let recent = node.recent(100).unwrap();
+        recent
+            .iter()
+            .filter(|r| r.message.method == "ping")
+            .map(|r| r.message.id().to_string())
+            .collect()
+    }
+
+    async fn all_done(node: &Node, ids: &[String]) {
+        let (all, reports) = node.wait(ids, PATIENCE).await.unwrap();
+        assert!(
+            all,
+            "{:?}",
+            reports.iter().map(|r| r.state()).collect::<Vec<_>>()
+        );
+        assert!(reports.iter().all(|r| r.state() == Some(State::Done)));
+    }
+
+    /// Wait until `check` holds; panics after [`PATIENCE`].
+    async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while !check() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never happened: {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[test]
+    fn json_and_yaml_parse_to_the_same_messages() {
+        let json = r#"[{"toNode":"ship1","method":"REQCliCommand","data":["bash","-c","echo hi"],
+                       "ACKTimeout":5,"retries":3,"methodTimeout":10,"operation":{"opCmd":"ps"}}]"#;
+        let yaml = "# a steward message, as YAML\n\
+                    - toNode: ship1\n  method: REQCliCommand\n  data: [bash, -c, echo hi]\n  \
+                    ACKTimeout: 5\n  retries: 3\n  methodTimeout: 10\n  operation:\n    opCmd: ps\n";
+        let from_json = parse_messages(json).unwrap();
+        let from_yaml = parse_messages(yaml).unwrap();
+        assert_eq!(from_json, from_yaml);
+        assert_eq!(from_yaml[0].ack_timeout, Some(5));
+        assert_eq!(from_yaml[0].operation.as_ref().unwrap()["opCmd"], "ps");
+
+        let one = parse_messages("toNode: a\nmethod: ping\n").unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].to_node.as_deref(), Some("a"));
+        let object = parse_messages("\u{feff}  {\"toNode\":\"a\",\"method\":\"ping\"}").unwrap();
+        assert_eq!(object, one);
+        let documents =
+            parse_messages("---\ntoNode: a\nmethod: ping\n---\n- toNode: b\n  method: ping\n")
+                .unwrap();
+        assert_eq!(documents.len(), 2);
+        assert_eq!(documents[1].to_node.as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn bad_input_is_refused_with_the_field_and_position() {
+        let err = parse_messages(
+            "- toNode: a\n  method: ping\n- toNode: b\n  method: ping\n  toHost: c\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("unknown field `toHost`"), "{err}");
+        assert!(err.contains("[1]") && err.contains("line 5"), "{err}");
+
+        let err = parse_messages("- toNode: a\n  method: ping\n  retries: three\n").unwrap_err();
+        assert!(err.contains("retries") && err.contains("line 3"), "{err}");
+
+        let err = parse_messages(
+            r#"[{"toNode":"a","method":"ping"},{"toNode":"a","method":"ping","toHost":"b"}]"#,
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("message 1:") && err.contains("`toHost`"),
+            "{err}"
+        );
+
+        for (bad, says) in [
+            ("", "no messages"),
+            ("# only a comment\n", "no messages"),
+            ("[]", "no messages"),
+            ("just words", "a string"),
+            ("42", "a number"),
+            ("a: [1, 2\nb: c", "malformed YAML"),
+            ("{{{{", "malformed"),
+            ("- 1\n- 2\n", "malformed message list"),
+        ] {
+            let err = parse_messages(bad).unwrap_err();
+            assert!(err.contains(says), "{bad:?} → {err}");
+        }
+    }
+
+    #[test]
+    fn the_json_end_is_found_only_at_the_end() {
+        let value = json!([{"a": "]}\\\"[{", "b": ["\\", {"c": [], "d": "}"}]}, 1]);
+        let text = value.to_string();
+        let mut end = JsonEnd::default();
+        for (i, b) in text.bytes().enumerate() {
+            assert!(!end.closed, "closed early, before byte {i} of {text}");
+            end.feed(&[b]);
+        }
+        assert!(end.closed);
+        end.feed(b" [");
+        assert!(end.closed, "what follows the value does not matter");
+    }
+
+    #[tokio::test]
+    async fn the_reader_ends_json_without_eof_and_yaml_at_eof() {
+        // The writer half stays open, as with `nc` without -N. The value is long enough
+        // that its end comes between two of the reader's size-doubling parse attempts, so
+        // only knowing where the value closes can end the read.
+        let (mut client, mut server) = tokio::io::duplex(64);
+        let reader = tokio::spawn(async move { read_input(&mut server, 1 << 20).await });
+        // Bytes that look like structure inside a string must not count as structure.
+        let tricky = "]}\\\"[{".repeat(150);
+        let value = json!([{"a": tricky}, {"b": [1, {"c": "\\"}]}]);
+        let text = format!(" {value}");
+        assert!(text.len() > 1100 && text.len() < 1900, "{}", text.len());
+        client.write_all(text.as_bytes()).await.unwrap();
+        let read = tokio::time::timeout(PATIENCE, reader)
+            .await
+            .expect("ends without EOF");
+        match read.unwrap().unwrap() {
+            Input::Json(v) => assert_eq!(v, value),
+            other => panic!("{other:?}"),
+        }
+        drop(client);
+
+        let (mut client, mut server) = tokio::io::duplex(64);
+        let reader = tokio::spawn(async move { read_input(&mut server, 1 << 20).await });
+        client
+            .write_all(b"- toNode: a\n  method: ping\n")
+            .await
+            .unwrap();
+        client.shutdown().await.unwrap();
+        match reader.await.unwrap().unwrap() {
+            Input::Yaml(text) => assert_eq!(text, "- toNode: a\n  method: ping\n"),
+            other => panic!("{other:?}"),
+        }
+
+        let (mut client, mut server) = tokio::io::duplex(64);
+        let reader = tokio::spawn(async move { read_input(&mut server, 100).await });
+        let _ = client.write_all(&[b' '; 50]).await;
+        let _ = client.write_all(b"[\"").await;
+        let _ = client.write_all(&[b'x'; 100]).await;
+        let err = reader.await.unwrap().unwrap_err();
+        assert!(err.contains("limit of 100 bytes"), "{err}");
+    }
+
+    async fn talk(addr: SocketAddr, body: &[u8], close_write: bool) -> Value {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(body).await.unwrap();
+        if close_write {
+            stream.shutdown().await.unwrap();
+        }
+        let mut answer = Vec::new();
+        tokio::time::timeout(PATIENCE, stream.read_to_end(&mut answer))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert_eq!(
+            answer.iter().filter(|b| **b == b'\n').count(),
+            1,
+            "one line"
+        );
+        serde_json::from_slice(&answer).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tcp_takes_steward_arrays_and_survives_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = start(dir.path(), "n1").await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve_tcp(node.clone(), listener));
+
+        let answer = talk(addr, ping_json("n1").as_bytes(), false).await;
+        assert_eq!(answer["ok"], true, "{answer}");
+        let first = answer["queued"][0]["id"].as_str().unwrap().to_string();
+
+        for garbage in [&b"{{{{"[..], b"[1, 2, 3]", b"\xff\xfe", br#"{"op":"info"}"#] {
+            let answer = talk(addr, garbage, true).await;
+            assert_eq!(answer["ok"], false, "{answer}");
+            assert!(!answer["error"].as_str().unwrap().is_empty());
+        }
+        let answer = talk(addr, br#"{"op":"info"}"#, false).await;
+        assert!(
+            answer["error"].as_str().unwrap().contains("local socket"),
+            "{answer}"
+        );
+
+        let answer = talk(addr, b"- toNode: n1\n  method: ping\n", true).await;
+        assert_eq!(answer["ok"], true, "{answer}");
+        let second = answer["queued"][0]["id"].as_str().unwrap().to_string();
+        all_done(&node, &[first, second]).await;
+
+        node.shutdown().await;
+        let stopped = tokio::time::timeout(PATIENCE, server).await;
+        assert!(matches!(stopped, Ok(Ok(Ok(())))), "{stopped:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_read_folder_submits_and_removes_or_marks_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = start(dir.path(), "n1").await;
+        let folder = dir.path().join("readfolder");
+        let watcher = tokio::spawn(watch_folder(node.clone(), folder.clone()));
+        eventually("the folder is created", || folder.is_dir()).await;
+
+        // Written under a name the watcher skips, then renamed, as writers should.
+        let good = folder.join("ping.yaml");
+        std::fs::write(
+            folder.join("ping.yaml.tmp"),
+            "- toNode: n1\n  method: ping\n",
+        )
+        .unwrap();
+        std::fs::rename(folder.join("ping.yaml.tmp"), &good).unwrap();
+        let bad = folder.join("bad.json");
+        std::fs::write(&bad, r#"[{"toNode":"n1","method":"ping","toHost":"x"}]"#).unwrap();
+        std::fs::write(folder.join(".hidden"), "not a message").unwrap();
+
+        eventually("the good file is taken", || !good.exists()).await;
+        let ids = pings(&node);
+        assert_eq!(ids.len(), 1, "only the good file was queued");
+        all_done(&node, &ids).await;
+
+        let failed = folder.join("bad.json.failed");
+        let reason = folder.join("bad.json.failed.error");
+        eventually("the bad file is marked", || reason.exists()).await;
+        assert!(failed.exists() && !bad.exists());
+        let reason = std::fs::read_to_string(reason).unwrap();
+        assert!(reason.contains("toHost"), "{reason}");
+        assert!(
+            folder.join(".hidden").exists(),
+            "hidden files are left alone"
+        );
+
+        node.shutdown().await;
+        tokio::time::timeout(PATIENCE, watcher)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(failed.exists(), "a failed file is not taken again");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_startup_folder_is_submitted_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = start(dir.path(), "n1").await;
+        assert_eq!(submit_startup(&node, &dir.path().join("missing")).await, 0);
+
+        let folder = dir.path().join("startup");
+        std::fs::create_dir(&folder).unwrap();
+        std::fs::write(folder.join("b.json"), ping_json("n1")).unwrap();
+        std::fs::write(
+            folder.join("a.yaml"),
+            "- toNode: n1\n  method: ping\n- toNode: n1\n  method: ping\n",
+        )
+        .unwrap();
+        std::fs::write(folder.join("c.yaml"), "toNode: n1\nmethod: nope\n").unwrap();
+        std::fs::write(folder.join("d.json.part"), ping_json("n1")).unwrap();
+
+        assert_eq!(submit_startup(&node, &folder).await, 3);
+        for name in ["a.yaml", "b.json", "c.yaml", "d.json.part"] {
+            assert!(folder.join(name).exists(), "{name} kept");
+        }
+        let ids = pings(&node);
+        assert_eq!(ids.len(), 3);
+        all_done(&node, &ids).await;
+        node.shutdown().await;
+    }
+}
