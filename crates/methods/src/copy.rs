@@ -1,24 +1,1055 @@
-//! `copySrc` / `copyDst`: placeholder until the copy lands in this file.
+//! `copySrc` / `copyDst`: a chunked, hashed file copy between nodes.
+//!
+//! `copySrc` runs on the node that has the file, with `data = [srcPath, dstNode,
+//! dstPath, chunkBytes?]`. It reads the file, hashes each chunk and the whole file, and
+//! hands the node one `copyDst` message per chunk to submit to `dstNode`. The chunks
+//! travel like any other message: durably, acknowledged, retried.
+//!
+//! `copyDst` runs on the destination, once per chunk. It checks the chunk's sha256,
+//! writes it at its offset into `<dstPath>.bosun-part`, and records the chunk in
+//! `<dstPath>.bosun-part.json`. Both live on disk, so a copy survives a restart of
+//! either node and continues with the chunks still to come. Chunks may arrive in any
+//! order and more than once. When every chunk is in, the whole file's sha256 is checked
+//! and the part file is renamed to `dstPath`, so `dstPath` only ever holds a complete,
+//! verified file.
+//!
+//! `copySrc` reads the whole file into memory and hands every chunk to the node at
+//! once, so it suits files up to a few hundred MB, not disk images. The copied file gets
+//! the destination's default permissions, not the source's.
 
-use bosun_proto::{Message, Outcome};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::{Context, Handled, failed, now_millis};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bosun_proto::{Message, Outcome, validate_node_name};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::{Context, Handled, done, failed, now_millis};
+
+/// Chunk size when `data[3]` is not given.
+const DEFAULT_CHUNK: u64 = 256 * 1024;
+/// Smallest chunk size accepted; smaller requests are raised to it.
+const MIN_CHUNK: u64 = 1024;
+/// Largest chunk size accepted: a chunk, base64-encoded in a message, must stay under
+/// the default 1 MiB message limit.
+const MAX_CHUNK: u64 = 512 * 1024;
+/// How many finished copies are remembered, so chunks repeated after the end are
+/// answered without hashing the file again.
+const REMEMBERED: usize = 1024;
+
+const SRC_USAGE: &str = "copySrc needs data [\"<srcPath>\", \"<dstNode>\", \"<dstPath>\"] and optionally a chunk size in bytes as a 4th item";
+
+/// One chunk of a file copy: the `data[0]` of a `copyDst` message, as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CopyChunk {
+    /// Names one copy; a chunk with another id for the same path starts the copy over.
+    pub copy_id: String,
+    /// Where the file goes on the destination node.
+    pub path: String,
+    /// This chunk's number, from 0.
+    pub index: u64,
+    /// How many chunks the copy has.
+    pub count: u64,
+    /// Where this chunk starts in the file, in bytes.
+    pub offset: u64,
+    /// The whole file's size, in bytes.
+    pub size: u64,
+    /// sha256 of this chunk's bytes, lowercase hex.
+    pub sha256: String,
+    /// sha256 of the whole file, lowercase hex.
+    pub file_sha256: String,
+    /// This chunk's bytes, base64 (standard alphabet, padded).
+    pub bytes: String,
+}
 
 /// Read the source file and produce one `copyDst` message per chunk.
-pub async fn run_src(_message: &Message, context: &Context) -> Handled {
-    failed(
-        context,
-        now_millis(),
-        "copySrc is not available in this build",
-    )
-    .into()
+pub async fn run_src(message: &Message, context: &Context) -> Handled {
+    let started = now_millis();
+    let fail = |e: String| -> Handled { failed(context, started, e).into() };
+    let [src, dst_node, dst_path, rest @ ..] = message.data.as_slice() else {
+        return fail(SRC_USAGE.into());
+    };
+    if src.is_empty() || dst_path.is_empty() || rest.len() > 1 {
+        return fail(SRC_USAGE.into());
+    }
+    if let Err(e) = validate_node_name(dst_node) {
+        return fail(format!("bad destination node: {e}"));
+    }
+    let chunk_size = match rest.first() {
+        None => DEFAULT_CHUNK,
+        Some(s) => match s.trim().parse::<u64>() {
+            Ok(n) => n.clamp(MIN_CHUNK, MAX_CHUNK),
+            Err(_) => {
+                return fail(format!(
+                    "chunk size {s:?} is not a whole number of bytes; give e.g. \"65536\", or leave it out for {DEFAULT_CHUNK}"
+                ));
+            }
+        },
+    };
+    let bytes = match tokio::fs::read(src).await {
+        Ok(b) => b,
+        Err(e) => return fail(format!("cannot read {src:?}: {e}")),
+    };
+    let copy_id = bosun_proto::new_id();
+    let path = dst_path.clone();
+    // Hashing and encoding a large file is CPU work: keep it off the async workers.
+    let planned =
+        tokio::task::spawn_blocking(move || plan(&bytes, &path, chunk_size, &copy_id)).await;
+    let chunks = match planned {
+        Ok(c) => c,
+        Err(e) => return fail(format!("preparing the chunks failed: {e}")),
+    };
+    let mut submit = Vec::with_capacity(chunks.len());
+    for chunk in &chunks {
+        let json = match serde_json::to_string(chunk) {
+            Ok(j) => j,
+            Err(e) => return fail(format!("cannot encode chunk {}: {e}", chunk.index)),
+        };
+        submit.push(Message {
+            to_node: Some(dst_node.clone()),
+            method: "copyDst".into(),
+            // In order, so the destination writes the file front to back and a repeat
+            // after the end is rare.
+            ordered: Some(true),
+            data: vec![json],
+            method_timeout: message.method_timeout,
+            ..Default::default()
+        });
+    }
+    let (size, count, file_sha256) = match chunks.first() {
+        Some(c) => (c.size, c.count, c.file_sha256.clone()),
+        None => return fail("no chunks were produced; this is a bug, please report it".into()),
+    };
+    let stdout = format!(
+        "copying {size} bytes in {count} chunk{} to {dst_node}:{dst_path} (sha256 {file_sha256})",
+        if count == 1 { "" } else { "s" }
+    );
+    Handled {
+        outcome: done(context, started, stdout),
+        submit,
+    }
+}
+
+/// Cut `bytes` into chunks of `chunk_size`, hashed and encoded. An empty file gives one
+/// empty chunk, so the destination still learns to create it.
+fn plan(bytes: &[u8], path: &str, chunk_size: u64, copy_id: &str) -> Vec<CopyChunk> {
+    let step = usize::try_from(chunk_size.max(1)).unwrap_or(usize::MAX);
+    let file_sha256 = hex(&Sha256::digest(bytes));
+    let pieces: Vec<&[u8]> = if bytes.is_empty() {
+        vec![&[]]
+    } else {
+        bytes.chunks(step).collect()
+    };
+    let count = pieces.len() as u64;
+    let mut offset = 0u64;
+    pieces
+        .into_iter()
+        .enumerate()
+        .map(|(index, piece)| {
+            let chunk = CopyChunk {
+                copy_id: copy_id.to_string(),
+                path: path.to_string(),
+                index: index as u64,
+                count,
+                offset,
+                size: bytes.len() as u64,
+                sha256: hex(&Sha256::digest(piece)),
+                file_sha256: file_sha256.clone(),
+                bytes: BASE64.encode(piece),
+            };
+            offset += piece.len() as u64;
+            chunk
+        })
+        .collect()
 }
 
 /// Write one chunk at the destination.
-pub async fn run_dst(_message: &Message, context: &Context) -> Outcome {
-    failed(
-        context,
-        now_millis(),
-        "copyDst is not available in this build",
-    )
+pub async fn run_dst(message: &Message, context: &Context) -> Outcome {
+    let started = now_millis();
+    let Some(text) = message.data.first() else {
+        return failed(
+            context,
+            started,
+            "copyDst needs data [\"<chunk JSON>\"] as made by copySrc; send copySrc instead",
+        );
+    };
+    let chunk: CopyChunk = match serde_json::from_str(text) {
+        Ok(c) => c,
+        Err(e) => return failed(context, started, format!("malformed copy chunk: {e}")),
+    };
+    let bytes = match check(&chunk) {
+        Ok(b) => b,
+        Err(e) => return failed(context, started, e),
+    };
+    let key = PathBuf::from(&chunk.path);
+    let guard = path_lock(&key).lock_owned().await;
+    // The guard moves into the blocking task: if this run is dropped (shutdown), the
+    // path stays locked until the file work really ends.
+    let applied = tokio::task::spawn_blocking(move || {
+        let result = apply(&chunk, &bytes);
+        drop(guard);
+        (chunk, result)
+    })
+    .await;
+    release_lock(&key);
+    match applied {
+        Err(e) => failed(context, started, format!("writing the chunk failed: {e}")),
+        Ok((_, Err(e))) => failed(context, started, e),
+        Ok((chunk, Ok(Applied::Written { received }))) => done(
+            context,
+            started,
+            format!(
+                "chunk {}/{} of {} written ({received}/{} received)",
+                chunk.index + 1,
+                chunk.count,
+                chunk.path,
+                chunk.count
+            ),
+        ),
+        Ok((chunk, Ok(Applied::Complete { already }))) => done(
+            context,
+            started,
+            format!(
+                "copy complete: {} ({} bytes, sha256 {}){}",
+                chunk.path,
+                chunk.size,
+                chunk.file_sha256,
+                if already {
+                    "; it was already in place"
+                } else {
+                    ""
+                }
+            ),
+        ),
+    }
+}
+
+/// Check a chunk on its own: shape, bounds, and its bytes against its sha256. Returns
+/// the decoded bytes.
+fn check(chunk: &CopyChunk) -> Result<Vec<u8>, String> {
+    let name = format!(
+        "chunk {}/{} of copy {}",
+        chunk.index.saturating_add(1),
+        chunk.count,
+        chunk.copy_id
+    );
+    if chunk.copy_id.is_empty() {
+        return Err("copy chunk has no copyId; send copySrc to start a copy".into());
+    }
+    if chunk.path.is_empty()
+        || chunk.path.ends_with('/')
+        || Path::new(&chunk.path).file_name().is_none()
+    {
+        return Err(format!(
+            "{name}: destination {:?} does not name a file; give a file path in copySrc",
+            chunk.path
+        ));
+    }
+    if chunk.count == 0 || chunk.index >= chunk.count {
+        return Err(format!(
+            "{name}: index {} is outside 0..{}; the chunk is malformed, run copySrc again",
+            chunk.index, chunk.count
+        ));
+    }
+    if !is_sha256_hex(&chunk.sha256) || !is_sha256_hex(&chunk.file_sha256) {
+        return Err(format!(
+            "{name}: sha256 and fileSha256 must be 64 hex digits; the chunk is malformed, run copySrc again"
+        ));
+    }
+    let bytes = BASE64
+        .decode(&chunk.bytes)
+        .map_err(|e| format!("{name}: bytes are not base64 ({e}); run copySrc again"))?;
+    let end = chunk.offset.checked_add(bytes.len() as u64);
+    if end.is_none_or(|end| end > chunk.size) {
+        return Err(format!(
+            "{name}: {} bytes at offset {} go past the file size {}; the chunk is malformed, run copySrc again",
+            bytes.len(),
+            chunk.offset,
+            chunk.size
+        ));
+    }
+    let actual = hex(&Sha256::digest(&bytes));
+    if !actual.eq_ignore_ascii_case(&chunk.sha256) {
+        return Err(format!(
+            "{name} to {} is corrupt: its sha256 is {actual}, expected {}; it was not written, run copySrc again",
+            chunk.path, chunk.sha256
+        ));
+    }
+    Ok(bytes)
+}
+
+/// What applying a chunk did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Applied {
+    /// Written into the part file; `received` of the copy's chunks are in.
+    Written { received: u64 },
+    /// The file is complete at its path; `already` when it was before this chunk.
+    Complete { already: bool },
+}
+
+/// The record of a copy in progress, kept beside the part file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PartState {
+    copy_id: String,
+    size: u64,
+    count: u64,
+    file_sha256: String,
+    received: BTreeSet<u64>,
+}
+
+/// Write a checked chunk into the part file and, when it is the last one missing,
+/// verify and move the file into place. Blocking; the caller holds the path's lock.
+fn apply(chunk: &CopyChunk, bytes: &[u8]) -> Result<Applied, String> {
+    let path = Path::new(&chunk.path);
+    let part = sibling(path, ".bosun-part");
+    let state_path = sibling(path, ".bosun-part.json");
+    let name = format!(
+        "chunk {}/{} of copy {}",
+        chunk.index + 1,
+        chunk.count,
+        chunk.copy_id
+    );
+
+    let existing = load_state(&state_path);
+    let in_progress = existing
+        .as_ref()
+        .is_some_and(|s| s.copy_id == chunk.copy_id)
+        && part.exists();
+    let mut state = match existing {
+        Some(s) if in_progress => {
+            if s.size != chunk.size
+                || s.count != chunk.count
+                || !s.file_sha256.eq_ignore_ascii_case(&chunk.file_sha256)
+            {
+                return Err(format!(
+                    "{name} disagrees with the copy in progress at {} (size, chunk count or file sha256); run copySrc again",
+                    chunk.path
+                ));
+            }
+            s
+        }
+        existing => {
+            // No part of this copy on disk: either the copy starts here, or this chunk
+            // repeats one of a copy that already finished.
+            if was_completed(path, &chunk.copy_id) || in_place(path, chunk) {
+                remember_completed(path, &chunk.copy_id);
+                if existing.is_some_and(|s| s.copy_id == chunk.copy_id) {
+                    remove_if_exists(&state_path)?;
+                }
+                return Ok(Applied::Complete { already: true });
+            }
+            // A part of another copy (or of nothing known) is discarded: this copy wins.
+            remove_if_exists(&part)?;
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| format!("cannot create the folder {parent:?}: {e}"))?;
+            }
+            PartState {
+                copy_id: chunk.copy_id.clone(),
+                size: chunk.size,
+                count: chunk.count,
+                file_sha256: chunk.file_sha256.to_ascii_lowercase(),
+                received: BTreeSet::new(),
+            }
+        }
+    };
+
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&part)
+        .map_err(|e| format!("cannot open {part:?}: {e}"))?;
+    file.write_all_at(bytes, chunk.offset)
+        .map_err(|e| format!("cannot write {name} to {part:?}: {e}"))?;
+    // On disk before the state says so: after a crash, a chunk marked received is there.
+    file.sync_data()
+        .map_err(|e| format!("cannot flush {part:?}: {e}"))?;
+    drop(file);
+    state.received.insert(chunk.index);
+    save_state(&state_path, &state)?;
+
+    let received = state.received.len() as u64;
+    if received < state.count {
+        return Ok(Applied::Written { received });
+    }
+    finish(path, &part, &state_path, &state)?;
+    remember_completed(path, &state.copy_id);
+    Ok(Applied::Complete { already: false })
+}
+
+/// Every chunk is in: check the whole file and move it into place. On a mismatch the
+/// part and state are removed, so the next copySrc starts clean.
+fn finish(path: &Path, part: &Path, state_path: &Path, state: &PartState) -> Result<(), String> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(part)
+        .map_err(|e| format!("cannot open {part:?}: {e}"))?;
+    // The part is `size` long unless something else wrote to it; cut it to be sure the
+    // hash covers exactly the file that will land at `path`.
+    file.set_len(state.size)
+        .map_err(|e| format!("cannot set the length of {part:?}: {e}"))?;
+    let actual = sha256_of(&file).map_err(|e| format!("cannot read {part:?} back: {e}"))?;
+    if !actual.eq_ignore_ascii_case(&state.file_sha256) {
+        drop(file);
+        let _ = remove_if_exists(part);
+        let _ = remove_if_exists(state_path);
+        return Err(format!(
+            "copy {} to {}: the assembled file's sha256 is {actual}, expected {}; the partial file was removed, run copySrc again",
+            state.copy_id,
+            path.display(),
+            state.file_sha256
+        ));
+    }
+    file.sync_all()
+        .map_err(|e| format!("cannot flush {part:?}: {e}"))?;
+    drop(file);
+    std::fs::rename(part, path)
+        .map_err(|e| format!("cannot move {part:?} to {path:?}: {e}; the part is kept, send the last chunk again to retry"))?;
+    sync_parent(path);
+    remove_if_exists(state_path)?;
+    Ok(())
+}
+
+/// True when `path` already holds the file this chunk belongs to.
+fn in_place(path: &Path, chunk: &CopyChunk) -> bool {
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    // The size rules most files out without reading them.
+    if !file
+        .metadata()
+        .is_ok_and(|m| m.is_file() && m.len() == chunk.size)
+    {
+        return false;
+    }
+    sha256_of(&file).is_ok_and(|h| h.eq_ignore_ascii_case(&chunk.file_sha256))
+}
+
+/// sha256 of a file's whole content, lowercase hex. Positioned reads: the handle's
+/// cursor may be anywhere.
+fn sha256_of(file: &std::fs::File) -> std::io::Result<String> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut at = 0u64;
+    loop {
+        let n = file.read_at(&mut buf, at)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        at += n as u64;
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+/// The copy's state file, or None when it is missing or unreadable (then the copy
+/// starts over, which is safe: the final hash still guards the result).
+fn load_state(state_path: &Path) -> Option<PartState> {
+    let text = match std::fs::read_to_string(state_path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::warn!(path = %state_path.display(), error = %e, "cannot read copy state; starting over");
+            return None;
+        }
+    };
+    match serde_json::from_str(&text) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(path = %state_path.display(), error = %e, "malformed copy state; starting over");
+            None
+        }
+    }
+}
+
+/// Write the state atomically: a crash leaves the old state or the new, never half.
+fn save_state(state_path: &Path, state: &PartState) -> Result<(), String> {
+    let tmp = sibling(state_path, ".tmp");
+    let json =
+        serde_json::to_vec(state).map_err(|e| format!("cannot encode the copy state: {e}"))?;
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&json)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, state_path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("cannot write the copy state {state_path:?}: {e}")
+    })
+}
+
+/// Remove a file; a file already gone is fine.
+fn remove_if_exists(path: &Path) -> Result<(), String> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("cannot remove {path:?}: {e}")),
+    }
+}
+
+/// Make a rename in `path`'s folder durable. Best effort: some filesystems refuse to
+/// sync a directory, and the file itself is already synced.
+fn sync_parent(path: &Path) {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if let Ok(dir) = std::fs::File::open(parent) {
+        let _ = dir.sync_all();
+    }
+}
+
+/// `path` with `suffix` appended to its last component.
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// True for 64 hex digits.
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Lowercase hex of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    s
+}
+
+/// A std mutex's guard, also after a panic elsewhere poisoned it: the data (a table of
+/// locks, a list of ids) stays valid.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One async lock per destination path, so concurrent `copyDst` runs for the same file
+/// take turns reading and writing its state.
+fn locks() -> &'static Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>> {
+    static LOCKS: std::sync::OnceLock<Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>> =
+        std::sync::OnceLock::new();
+    LOCKS.get_or_init(Default::default)
+}
+
+/// The lock for `path`, made on first use.
+fn path_lock(path: &Path) -> Arc<tokio::sync::Mutex<()>> {
+    lock(locks()).entry(path.to_path_buf()).or_default().clone()
+}
+
+/// Forget `path`'s lock when nobody holds or waits for it, so the table does not grow
+/// with every file ever copied.
+fn release_lock(path: &Path) {
+    let mut table = lock(locks());
+    if table.get(path).is_some_and(|l| Arc::strong_count(l) == 1) {
+        table.remove(path);
+    }
+}
+
+/// Copies finished in this process, newest last.
+fn completed() -> &'static Mutex<VecDeque<(PathBuf, String)>> {
+    static COMPLETED: std::sync::OnceLock<Mutex<VecDeque<(PathBuf, String)>>> =
+        std::sync::OnceLock::new();
+    COMPLETED.get_or_init(Default::default)
+}
+
+/// True when this process finished copy `copy_id` to `path`.
+fn was_completed(path: &Path, copy_id: &str) -> bool {
+    lock(completed())
+        .iter()
+        .any(|(p, id)| p == path && id == copy_id)
+}
+
+/// Note that copy `copy_id` to `path` is complete, forgetting the oldest beyond
+/// [`REMEMBERED`].
+fn remember_completed(path: &Path, copy_id: &str) {
+    let mut done = lock(completed());
+    if done.iter().any(|(p, id)| p == path && id == copy_id) {
+        return;
+    }
+    if done.len() >= REMEMBERED {
+        done.pop_front();
+    }
+    done.push_back((path.to_path_buf(), copy_id.to_string()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bosun_proto::Status;
+    use tokio::sync::watch;
+
+    /// A scratch folder removed when the test ends.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new() -> Scratch {
+            let d = std::env::temp_dir().join(format!("bosun-copy-test-{}", bosun_proto::new_id()));
+            std::fs::create_dir_all(&d).unwrap();
+            Scratch(d)
+        }
+
+        fn path(&self, name: &str) -> PathBuf {
+            self.0.join(name)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A small xorshift generator: random enough for test data and shuffles, and
+    /// printed seeds make a failure repeatable.
+    struct Rng(u64);
+
+    impl Rng {
+        fn new() -> Rng {
+            let seed = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1;
+            eprintln!("rng seed {seed}");
+            Rng(seed)
+        }
+
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn bytes(&mut self, n: usize) -> Vec<u8> {
+            (0..n).map(|_| self.next() as u8).collect()
+        }
+
+        fn shuffle<T>(&mut self, v: &mut [T]) {
+            for i in (1..v.len()).rev() {
+                let j = (self.next() % (i as u64 + 1)) as usize;
+                v.swap(i, j);
+            }
+        }
+    }
+
+    fn context() -> Context {
+        let (_tx, rx) = watch::channel(false);
+        crate::test_context("ship1", rx)
+    }
+
+    fn src_message(data: &[&str]) -> Message {
+        Message {
+            method: "copySrc".into(),
+            data: data.iter().map(|s| s.to_string()).collect(),
+            method_timeout: Some(77),
+            ..Default::default()
+        }
+    }
+
+    /// Run copySrc for `src` → `dst` and return its outcome and messages.
+    async fn source(src: &Path, dst: &Path, chunk: &str) -> Handled {
+        let (s, d) = (src.display().to_string(), dst.display().to_string());
+        run_src(&src_message(&[&s, "ship2", &d, chunk]), &context()).await
+    }
+
+    fn chunk_of(m: &Message) -> CopyChunk {
+        serde_json::from_str(&m.data[0]).unwrap()
+    }
+
+    fn leftovers(dst: &Path) -> Vec<PathBuf> {
+        [".bosun-part", ".bosun-part.json", ".bosun-part.json.tmp"]
+            .iter()
+            .map(|s| sibling(dst, s))
+            .filter(|p| p.exists())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn source_cuts_hashes_and_addresses_the_chunks() {
+        let dir = Scratch::new();
+        let src = dir.path("src.bin");
+        let data = Rng::new().bytes(600_000);
+        std::fs::write(&src, &data).unwrap();
+        let dst = dir.path("out/dst.bin");
+        let h = source(&src, &dst, "262144").await;
+        assert_eq!(h.outcome.status, Status::Done);
+        let file_sha = hex(&Sha256::digest(&data));
+        assert_eq!(
+            h.outcome.stdout,
+            format!(
+                "copying 600000 bytes in 3 chunks to ship2:{} (sha256 {file_sha})",
+                dst.display()
+            )
+        );
+        assert_eq!(h.submit.len(), 3);
+        let mut reassembled = Vec::new();
+        let mut ids = BTreeSet::new();
+        for (i, m) in h.submit.iter().enumerate() {
+            assert_eq!(m.to_node.as_deref(), Some("ship2"));
+            assert_eq!(m.method, "copyDst");
+            assert_eq!(m.ordered, Some(true));
+            assert_eq!(m.method_timeout, Some(77));
+            assert_eq!(m.data.len(), 1);
+            let c = chunk_of(m);
+            assert!(m.data[0].contains("\"fileSha256\""), "camelCase JSON");
+            assert_eq!(c.index, i as u64);
+            assert_eq!(c.count, 3);
+            assert_eq!(c.size, 600_000);
+            assert_eq!(c.offset, reassembled.len() as u64);
+            assert_eq!(c.path, dst.display().to_string());
+            assert_eq!(c.file_sha256, file_sha);
+            let bytes = BASE64.decode(&c.bytes).unwrap();
+            assert_eq!(c.sha256, hex(&Sha256::digest(&bytes)));
+            reassembled.extend_from_slice(&bytes);
+            ids.insert(c.copy_id);
+        }
+        assert_eq!(reassembled, data);
+        assert_eq!(ids.len(), 1, "one copy id for all chunks");
+        assert!(
+            bosun_proto::Message {
+                id: None,
+                ..h.submit[0].clone()
+            }
+            .validate()
+            .is_ok(),
+            "the node can submit the chunk messages"
+        );
+    }
+
+    #[tokio::test]
+    async fn shuffled_chunks_with_repeats_make_an_identical_file() {
+        let dir = Scratch::new();
+        let mut rng = Rng::new();
+        let src = dir.path("src.bin");
+        let data = rng.bytes(600_000);
+        std::fs::write(&src, &data).unwrap();
+        let dst = dir.path("deep/er/dst.bin");
+        let h = source(&src, &dst, "16384").await;
+        assert_eq!(h.submit.len(), 37);
+        let mut deliveries: Vec<Message> = h.submit.clone();
+        deliveries.extend(h.submit.iter().step_by(3).cloned());
+        rng.shuffle(&mut deliveries);
+        let ctx = context();
+        let mut completes = 0;
+        for m in &deliveries {
+            let o = run_dst(m, &ctx).await;
+            assert_eq!(o.status, Status::Done, "{:?}", o.error);
+            if o.stdout.starts_with("copy complete:") && !o.stdout.contains("already") {
+                completes += 1;
+            }
+        }
+        assert_eq!(completes, 1, "the copy completed exactly once");
+        assert!(std::fs::read(&dst).unwrap() == data, "identical content");
+        assert_eq!(leftovers(&dst), Vec::<PathBuf>::new());
+        // A repeat long after the end changes nothing.
+        let o = run_dst(&h.submit[5], &ctx).await;
+        assert_eq!(o.status, Status::Done);
+        assert!(o.stdout.contains("already in place"), "{}", o.stdout);
+        assert_eq!(leftovers(&dst), Vec::<PathBuf>::new());
+    }
+
+    #[tokio::test]
+    async fn a_copy_resumes_from_disk_with_a_fresh_context() {
+        let dir = Scratch::new();
+        let src = dir.path("src.bin");
+        let data = Rng::new().bytes(300_000);
+        std::fs::write(&src, &data).unwrap();
+        let dst = dir.path("dst.bin");
+        let messages = source(&src, &dst, "8192").await.submit;
+        let (first, rest) = messages.split_at(messages.len() / 2);
+        {
+            let ctx = context();
+            for m in first {
+                let o = run_dst(m, &ctx).await;
+                assert_eq!(o.status, Status::Done);
+                assert!(o.stdout.contains(" written ("), "{}", o.stdout);
+            }
+        }
+        assert!(!dst.exists());
+        assert_eq!(leftovers(&dst).len(), 2, "part and state are on disk");
+        let state = load_state(&sibling(&dst, ".bosun-part.json")).unwrap();
+        assert_eq!(state.received.len(), first.len());
+        // As after a restart: a new context, nothing kept in memory but the files.
+        let ctx = context();
+        let mut last = None;
+        for m in rest {
+            last = Some(run_dst(m, &ctx).await);
+        }
+        let last = last.unwrap();
+        assert_eq!(last.status, Status::Done);
+        assert!(last.stdout.starts_with("copy complete:"), "{}", last.stdout);
+        assert!(std::fs::read(&dst).unwrap() == data);
+        assert!(leftovers(&dst).is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_chunks_for_one_path_take_turns() {
+        let dir = Scratch::new();
+        let src = dir.path("src.bin");
+        let data = Rng::new().bytes(200_000);
+        std::fs::write(&src, &data).unwrap();
+        let dst = dir.path("dst.bin");
+        let messages = source(&src, &dst, "4096").await.submit;
+        let ctx = context();
+        let tasks: Vec<_> = messages
+            .into_iter()
+            .map(|m| {
+                let ctx = ctx.clone();
+                tokio::spawn(async move { run_dst(&m, &ctx).await })
+            })
+            .collect();
+        for t in tasks {
+            let o = t.await.unwrap();
+            assert_eq!(o.status, Status::Done, "{:?}", o.error);
+        }
+        assert!(std::fs::read(&dst).unwrap() == data);
+        assert!(leftovers(&dst).is_empty());
+        assert!(
+            !lock(locks()).contains_key(&dst),
+            "the path's lock is forgotten once idle"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tampered_chunk_is_refused_and_the_file_never_appears() {
+        let dir = Scratch::new();
+        let src = dir.path("src.bin");
+        std::fs::write(&src, Rng::new().bytes(50_000)).unwrap();
+        let dst = dir.path("dst.bin");
+        let mut messages = source(&src, &dst, "10000").await.submit;
+        let mut bad = chunk_of(&messages[2]);
+        let mut bytes = BASE64.decode(&bad.bytes).unwrap();
+        bytes[17] ^= 0xff;
+        bad.bytes = BASE64.encode(&bytes);
+        messages[2].data = vec![serde_json::to_string(&bad).unwrap()];
+        let ctx = context();
+        for (i, m) in messages.iter().enumerate() {
+            let o = run_dst(m, &ctx).await;
+            if i == 2 {
+                assert_eq!(o.status, Status::Failed);
+                let e = o.error.unwrap();
+                assert!(
+                    e.contains(&format!("chunk 3/5 of copy {}", bad.copy_id)),
+                    "{e}"
+                );
+                assert!(e.contains("corrupt"), "{e}");
+            } else {
+                assert_eq!(o.status, Status::Done, "{:?}", o.error);
+                assert!(!o.stdout.starts_with("copy complete"), "{}", o.stdout);
+            }
+        }
+        assert!(!dst.exists(), "an incomplete copy never lands at the path");
+    }
+
+    #[tokio::test]
+    async fn a_file_hash_mismatch_fails_and_cleans_up() {
+        let dir = Scratch::new();
+        let src = dir.path("src.bin");
+        std::fs::write(&src, Rng::new().bytes(30_000)).unwrap();
+        let dst = dir.path("dst.bin");
+        let mut messages = source(&src, &dst, "10000").await.submit;
+        // Altered bytes with a matching chunk hash: only the file hash can catch it.
+        let mut bad = chunk_of(&messages[1]);
+        let mut bytes = BASE64.decode(&bad.bytes).unwrap();
+        bytes[0] ^= 1;
+        bad.bytes = BASE64.encode(&bytes);
+        bad.sha256 = hex(&Sha256::digest(&bytes));
+        messages[1].data = vec![serde_json::to_string(&bad).unwrap()];
+        let ctx = context();
+        let outcomes: Vec<Outcome> = {
+            let mut v = Vec::new();
+            for m in &messages {
+                v.push(run_dst(m, &ctx).await);
+            }
+            v
+        };
+        let last = outcomes.last().unwrap();
+        assert_eq!(last.status, Status::Failed);
+        let e = last.error.clone().unwrap();
+        assert!(e.contains(&bad.copy_id) && e.contains("sha256"), "{e}");
+        assert!(!dst.exists());
+        assert!(leftovers(&dst).is_empty(), "part and state removed");
+    }
+
+    #[tokio::test]
+    async fn a_new_copy_to_the_same_path_starts_over() {
+        let dir = Scratch::new();
+        let (a, b) = (dir.path("a.bin"), dir.path("b.bin"));
+        let mut rng = Rng::new();
+        std::fs::write(&a, rng.bytes(20_000)).unwrap();
+        let b_data = rng.bytes(15_000);
+        std::fs::write(&b, &b_data).unwrap();
+        let dst = dir.path("dst.bin");
+        let old = source(&a, &dst, "4096").await.submit;
+        let new = source(&b, &dst, "4096").await.submit;
+        let ctx = context();
+        for m in &old[..3] {
+            assert_eq!(run_dst(m, &ctx).await.status, Status::Done);
+        }
+        for m in &new {
+            assert_eq!(run_dst(m, &ctx).await.status, Status::Done);
+        }
+        assert!(std::fs::read(&dst).unwrap() == b_data);
+        assert!(leftovers(&dst).is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_empty_file_is_copied_as_one_empty_chunk() {
+        let dir = Scratch::new();
+        let src = dir.path("empty");
+        std::fs::write(&src, b"").unwrap();
+        let dst = dir.path("copy-of-empty");
+        let h = source(&src, &dst, "4096").await;
+        assert_eq!(h.submit.len(), 1);
+        let c = chunk_of(&h.submit[0]);
+        assert_eq!((c.index, c.count, c.size, c.bytes.as_str()), (0, 1, 0, ""));
+        assert!(
+            h.outcome.stdout.contains("in 1 chunk to"),
+            "{}",
+            h.outcome.stdout
+        );
+        let o = run_dst(&h.submit[0], &context()).await;
+        assert!(o.stdout.starts_with("copy complete:"), "{}", o.stdout);
+        assert_eq!(std::fs::metadata(&dst).unwrap().len(), 0);
+        assert!(leftovers(&dst).is_empty());
+    }
+
+    #[tokio::test]
+    async fn chunk_size_is_clamped() {
+        let dir = Scratch::new();
+        let src = dir.path("src.bin");
+        std::fs::write(&src, vec![7u8; 1_200_000]).unwrap();
+        let dst = dir.path("dst");
+        assert_eq!(source(&src, &dst, "10").await.submit.len(), 1172);
+        assert_eq!(source(&src, &dst, "99999999").await.submit.len(), 3);
+        let h = run_src(
+            &src_message(&[&src.display().to_string(), "ship2", "/tmp/x"]),
+            &context(),
+        )
+        .await;
+        assert_eq!(h.submit.len(), 5, "256 KiB by default");
+    }
+
+    #[tokio::test]
+    async fn bad_source_requests_fail_without_messages() {
+        let dir = Scratch::new();
+        let src = dir.path("src.bin");
+        std::fs::write(&src, b"abc").unwrap();
+        let s = src.display().to_string();
+        let missing = dir.path("missing").display().to_string();
+        let cases: [(&[&str], &str); 5] = [
+            (&[&missing, "ship2", "/tmp/x"], "cannot read"),
+            (&[&s, "ship 2", "/tmp/x"], "bad destination node"),
+            (&[&s, "ship2", "/tmp/x", "lots"], "not a whole number"),
+            (&[&s, "ship2"], "copySrc needs data"),
+            (&[&s, "ship2", "", "1024"], "copySrc needs data"),
+        ];
+        for (data, want) in cases {
+            let h = run_src(&src_message(data), &context()).await;
+            assert_eq!(h.outcome.status, Status::Failed, "{data:?}");
+            let e = h.outcome.error.unwrap();
+            assert!(e.contains(want), "{data:?}: {e}");
+            assert!(h.submit.is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn malformed_chunks_fail_with_the_reason() {
+        let ctx = context();
+        let msg = |data: &str| Message {
+            method: "copyDst".into(),
+            data: vec![data.to_string()],
+            ..Default::default()
+        };
+        let o = run_dst(&msg("{not json"), &ctx).await;
+        assert_eq!(o.status, Status::Failed);
+        assert!(o.error.unwrap().starts_with("malformed copy chunk"));
+        let o = run_dst(&Message::default(), &ctx).await;
+        assert!(o.error.unwrap().contains("copyDst needs data"));
+
+        let good = plan(b"hello", "/tmp/bosun-never-written", 1024, "c1")
+            .pop()
+            .unwrap();
+        let variants: Vec<(CopyChunk, &str)> = vec![
+            (
+                CopyChunk {
+                    index: 1,
+                    ..good.clone()
+                },
+                "outside",
+            ),
+            (
+                CopyChunk {
+                    count: 0,
+                    ..good.clone()
+                },
+                "outside",
+            ),
+            (
+                CopyChunk {
+                    size: 2,
+                    ..good.clone()
+                },
+                "go past the file size",
+            ),
+            (
+                CopyChunk {
+                    offset: u64::MAX,
+                    ..good.clone()
+                },
+                "go past the file size",
+            ),
+            (
+                CopyChunk {
+                    bytes: "@@@".into(),
+                    ..good.clone()
+                },
+                "not base64",
+            ),
+            (
+                CopyChunk {
+                    sha256: "xyz".into(),
+                    ..good.clone()
+                },
+                "64 hex digits",
+            ),
+            (
+                CopyChunk {
+                    path: "/tmp/dir/".into(),
+                    ..good.clone()
+                },
+                "does not name a file",
+            ),
+            (
+                CopyChunk {
+                    copy_id: String::new(),
+                    ..good.clone()
+                },
+                "no copyId",
+            ),
+        ];
+        for (chunk, want) in variants {
+            let o = run_dst(&msg(&serde_json::to_string(&chunk).unwrap()), &ctx).await;
+            assert_eq!(o.status, Status::Failed, "{chunk:?}");
+            let e = o.error.unwrap();
+            assert!(e.contains(want), "{e}");
+        }
+        assert!(!Path::new("/tmp/bosun-never-written").exists());
+    }
 }

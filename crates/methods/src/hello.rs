@@ -1,18 +1,297 @@
-//! `hello`: this host's inventory. Placeholder until the collector lands in this file.
+//! `hello`: this host's inventory, sent to central with each heartbeat.
+//!
+//! Collecting it must stay cheap (it runs on every heartbeat): it reads a few files
+//! under `/proc`, calls `uname` and `statvfs`, and starts no process. Anything it cannot
+//! read is reported as zero or empty rather than failing the heartbeat.
 
+use std::collections::BTreeMap;
+
+use bosun_proto::{Message, Outcome};
 use serde::{Deserialize, Serialize};
 
+use crate::{Context, done, failed, now_millis};
+
 /// What a node tells central about itself.
+///
+/// Fields a sender leaves out read as zero or empty, so nodes of different versions can
+/// report to the same central.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub struct Inventory {
     /// bosun's version.
     pub version: String,
+    /// The host's name.
+    pub hostname: String,
+    /// The operating system, e.g. `linux`.
+    pub os: String,
+    /// The kernel release (`uname -r`).
+    pub kernel: String,
+    /// The CPU architecture, e.g. `x86_64`.
+    pub arch: String,
+    /// Seconds since the host booted.
+    pub uptime_secs: u64,
+    /// CPUs this process may use.
+    pub cpus: u64,
+    /// Load average over 1 minute.
+    pub load1: f64,
+    /// Load average over 5 minutes.
+    pub load5: f64,
+    /// Load average over 15 minutes.
+    pub load15: f64,
+    /// Physical memory, in bytes.
+    pub mem_total_bytes: u64,
+    /// Memory available for new work without swapping, in bytes.
+    pub mem_available_bytes: u64,
+    /// Size of the filesystem holding the node's data folder, in bytes.
+    pub disk_total_bytes: u64,
+    /// Space on that filesystem available to the node, in bytes.
+    pub disk_free_bytes: u64,
+    /// The node's labels.
+    pub labels: BTreeMap<String, String>,
+    /// Running containers; not collected yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub containers: Option<u64>,
 }
 
 /// Collect this host's inventory.
-pub fn inventory(_context: &crate::Context) -> Inventory {
+pub fn inventory(context: &Context) -> Inventory {
+    let (kernel, uname_host) = match nix::sys::utsname::uname() {
+        Ok(u) => (
+            u.release().to_string_lossy().into_owned(),
+            u.nodename().to_string_lossy().into_owned(),
+        ),
+        Err(_) => (String::new(), String::new()),
+    };
+    let hostname = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or(uname_host);
+    let (load1, load5, load15) = parse_loadavg(&read_proc("/proc/loadavg"));
+    let (mem_total_bytes, mem_available_bytes) = parse_meminfo(&read_proc("/proc/meminfo"));
+    let (disk_total_bytes, disk_free_bytes) = disk(&context.data_dir);
     Inventory {
         version: env!("CARGO_PKG_VERSION").to_string(),
+        hostname,
+        os: std::env::consts::OS.to_string(),
+        kernel,
+        arch: std::env::consts::ARCH.to_string(),
+        uptime_secs: parse_uptime(&read_proc("/proc/uptime")),
+        cpus: std::thread::available_parallelism()
+            .map(|n| n.get() as u64)
+            .unwrap_or(1),
+        load1,
+        load5,
+        load15,
+        mem_total_bytes,
+        mem_available_bytes,
+        disk_total_bytes,
+        disk_free_bytes,
+        labels: context.labels.clone(),
+        containers: None,
+    }
+}
+
+/// Answer with this host's inventory as pretty JSON.
+pub async fn run(_message: &Message, context: &Context) -> Outcome {
+    let started = now_millis();
+    match serde_json::to_string_pretty(&inventory(context)) {
+        Ok(json) => done(context, started, json),
+        Err(e) => failed(
+            context,
+            started,
+            format!("cannot encode the inventory: {e}"),
+        ),
+    }
+}
+
+/// A `/proc` file's text; empty when it cannot be read (no `/proc` in a container, or
+/// not Linux).
+fn read_proc(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Whole seconds of uptime from `/proc/uptime` (`"3020.91 2971.45"`).
+fn parse_uptime(text: &str) -> u64 {
+    text.split_whitespace()
+        .next()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| s as u64)
+        .unwrap_or(0)
+}
+
+/// The three load averages from `/proc/loadavg` (`"2.48 2.09 1.71 3/129 9046"`).
+fn parse_loadavg(text: &str) -> (f64, f64, f64) {
+    let mut fields = text.split_whitespace().map(|s| {
+        s.parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .unwrap_or(0.0)
+    });
+    (
+        fields.next().unwrap_or(0.0),
+        fields.next().unwrap_or(0.0),
+        fields.next().unwrap_or(0.0),
+    )
+}
+
+/// Total and available memory in bytes from `/proc/meminfo`. Kernels before 3.14 have
+/// no `MemAvailable`; `MemFree` is the nearest they offer.
+fn parse_meminfo(text: &str) -> (u64, u64) {
+    let mut total = None;
+    let mut available = None;
+    let mut free = None;
+    for line in text.lines() {
+        let Some((key, rest)) = line.split_once(':') else {
+            continue;
+        };
+        let slot = match key {
+            "MemTotal" => &mut total,
+            "MemAvailable" => &mut available,
+            "MemFree" => &mut free,
+            _ => continue,
+        };
+        let mut words = rest.split_whitespace();
+        let value = words.next().and_then(|v| v.parse::<u64>().ok());
+        // Values are in kB (KiB, in truth) when a unit is given.
+        let scale = if words.next() == Some("kB") { 1024 } else { 1 };
+        *slot = value.map(|v| v.saturating_mul(scale));
+    }
+    (total.unwrap_or(0), available.or(free).unwrap_or(0))
+}
+
+/// Size and space available to unprivileged users of the filesystem holding `dir`.
+// The statvfs field types differ by platform (u32 on some 32-bit targets).
+#[allow(clippy::unnecessary_cast)]
+fn disk(dir: &std::path::Path) -> (u64, u64) {
+    match nix::sys::statvfs::statvfs(dir) {
+        Ok(s) => {
+            // Block counts are in units of the fragment size (statvfs(3)).
+            let unit = s.fragment_size() as u64;
+            (
+                (s.blocks() as u64).saturating_mul(unit),
+                (s.blocks_available() as u64).saturating_mul(unit),
+            )
+        }
+        Err(_) => (0, 0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bosun_proto::Status;
+    use tokio::sync::watch;
+
+    fn context() -> Context {
+        let (_tx, rx) = watch::channel(false);
+        let mut ctx = crate::test_context("n1", rx);
+        ctx.labels.insert("site".into(), "north".into());
+        ctx
+    }
+
+    #[test]
+    fn values_are_plausible() {
+        let inv = inventory(&context());
+        assert_eq!(inv.version, env!("CARGO_PKG_VERSION"));
+        assert!(!inv.hostname.is_empty());
+        assert_eq!(inv.os, std::env::consts::OS);
+        assert!(!inv.kernel.is_empty());
+        assert!(!inv.arch.is_empty());
+        assert!(inv.uptime_secs > 0);
+        assert!(inv.cpus >= 1);
+        assert!(inv.load1 >= 0.0 && inv.load5 >= 0.0 && inv.load15 >= 0.0);
+        assert!(inv.mem_available_bytes > 0);
+        assert!(inv.mem_total_bytes > inv.mem_available_bytes);
+        assert!(inv.disk_total_bytes > 0);
+        assert!(inv.disk_total_bytes >= inv.disk_free_bytes);
+        assert_eq!(inv.labels.get("site").map(String::as_str), Some("north"));
+        assert_eq!(inv.containers, None);
+    }
+
+    #[test]
+    fn json_uses_camel_case_names_and_round_trips() {
+        // Exactly representable loads, so the round trip does not hinge on float parsing.
+        let inv = Inventory {
+            load1: 0.5,
+            load5: 0.25,
+            load15: 0.125,
+            ..inventory(&context())
+        };
+        let value = serde_json::to_value(&inv).unwrap();
+        let object = value.as_object().unwrap();
+        for key in [
+            "version",
+            "hostname",
+            "os",
+            "kernel",
+            "arch",
+            "uptimeSecs",
+            "cpus",
+            "load1",
+            "load5",
+            "load15",
+            "memTotalBytes",
+            "memAvailableBytes",
+            "diskTotalBytes",
+            "diskFreeBytes",
+            "labels",
+        ] {
+            assert!(object.contains_key(key), "missing {key}: {value}");
+        }
+        assert!(!object.contains_key("containers"), "None is left out");
+        assert!(!object.keys().any(|k| k.contains('_')), "{value}");
+        let back: Inventory = serde_json::from_value(value).unwrap();
+        assert_eq!(back, inv);
+        let with = Inventory {
+            containers: Some(3),
+            ..Default::default()
+        };
+        assert_eq!(serde_json::to_value(&with).unwrap()["containers"], 3);
+    }
+
+    #[test]
+    fn an_older_inventory_without_new_fields_parses() {
+        let inv: Inventory = serde_json::from_str(r#"{"version":"0.0.9"}"#).unwrap();
+        assert_eq!(inv.version, "0.0.9");
+        assert_eq!(inv.mem_total_bytes, 0);
+    }
+
+    #[test]
+    fn proc_parsers_take_bad_input_as_zero() {
+        assert_eq!(parse_uptime("3020.91 2971.45\n"), 3020);
+        assert_eq!(parse_uptime(""), 0);
+        assert_eq!(parse_uptime("garbage"), 0);
+        assert_eq!(
+            parse_loadavg("2.48 2.09 1.71 3/129 9046\n"),
+            (2.48, 2.09, 1.71)
+        );
+        assert_eq!(parse_loadavg("1.5"), (1.5, 0.0, 0.0));
+        assert_eq!(parse_loadavg(""), (0.0, 0.0, 0.0));
+        let meminfo = "MemTotal:       24684084 kB\nMemFree:        19055916 kB\nMemAvailable:   23704820 kB\n";
+        assert_eq!(parse_meminfo(meminfo), (24684084 * 1024, 23704820 * 1024));
+        // An old kernel: no MemAvailable.
+        assert_eq!(
+            parse_meminfo("MemTotal: 100 kB\nMemFree: 40 kB\n"),
+            (100 * 1024, 40 * 1024)
+        );
+        assert_eq!(parse_meminfo("MemTotal: lots\n\nnonsense"), (0, 0));
+    }
+
+    #[test]
+    fn a_missing_data_dir_gives_zero_disk() {
+        let mut ctx = context();
+        ctx.data_dir = "/no/such/dir/for/bosun".into();
+        let inv = inventory(&ctx);
+        assert_eq!((inv.disk_total_bytes, inv.disk_free_bytes), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn run_answers_with_the_inventory_as_json() {
+        let ctx = context();
+        let o = run(&Message::default(), &ctx).await;
+        assert_eq!(o.status, Status::Done);
+        let inv: Inventory = serde_json::from_str(&o.stdout).unwrap();
+        assert_eq!(inv.labels, ctx.labels);
+        assert!(o.stdout.contains("\n  \"memTotalBytes\""), "pretty JSON");
     }
 }

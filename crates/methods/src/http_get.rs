@@ -1,14 +1,418 @@
-//! `httpGet`: placeholder until the client lands in this file.
+//! `httpGet`: fetch a URL and return its body, within `methodTimeout` and the node's
+//! output limit.
+//!
+//! Only `http://` and `https://` URLs are fetched. The body is read until it ends or
+//! reaches the output limit; past the limit the rest is not read at all, and the outcome
+//! says `truncated`. A 2xx status is `done`; any other status is `failed`, with the body
+//! (often the server's explanation) still in stdout. TLS is rustls with the ring
+//! provider, so the build needs no C crypto library.
 
-use bosun_proto::{Message, Outcome};
+use std::future::Future;
+use std::sync::{Once, OnceLock};
+use std::time::Duration;
+
+use bosun_proto::{Message, Outcome, Status};
+use tokio::time::Instant;
 
 use crate::{Context, failed, now_millis};
 
+/// The User-Agent sent with every request.
+const USER_AGENT: &str = concat!("bosun/", env!("CARGO_PKG_VERSION"));
+
 /// Fetch the URL in `data[0]`.
-pub async fn run(_message: &Message, context: &Context) -> Outcome {
-    failed(
-        context,
-        now_millis(),
-        "httpGet is not available in this build",
-    )
+pub async fn run(message: &Message, context: &Context) -> Outcome {
+    let started = now_millis();
+    let Some(raw) = message.data.first().filter(|u| !u.is_empty()) else {
+        return failed(
+            context,
+            started,
+            "no URL given: `data` must be [\"<http:// or https:// URL>\"]",
+        );
+    };
+    let url = match parse_url(raw) {
+        Ok(u) => u,
+        Err(e) => return failed(context, started, e),
+    };
+    let client = match client() {
+        Ok(c) => c,
+        Err(e) => return failed(context, started, e),
+    };
+    let timeout = context.method_timeout(message);
+    let deadline = Instant::now() + timeout;
+    let mut shutdown = context.shutdown.clone();
+    let ended = |cut: Cut| {
+        let (status, error) = match cut {
+            Cut::Timeout => (
+                Status::Timeout,
+                format!(
+                    "methodTimeout of {}s reached before {url} answered in full; raise methodTimeout or check the server",
+                    timeout.as_secs()
+                ),
+            ),
+            Cut::Shutdown => (
+                Status::Interrupted,
+                "the node shut down while the request ran".to_string(),
+            ),
+        };
+        Outcome {
+            started_at: Some(started),
+            ..Outcome::bare(status, &context.node, error, now_millis())
+        }
+    };
+
+    let mut response = match bounded(deadline, &mut shutdown, client.get(url.clone()).send()).await
+    {
+        Err(cut) => return ended(cut),
+        Ok(Err(e)) => {
+            return failed(
+                context,
+                started,
+                format!("cannot fetch {url}: {}", chain(&e)),
+            );
+        }
+        Ok(Ok(r)) => r,
+    };
+
+    let limit = context.output_limit;
+    let mut body: Vec<u8> = Vec::new();
+    let mut truncated = false;
+    let mut read_error = None;
+    loop {
+        match bounded(deadline, &mut shutdown, response.chunk()).await {
+            Err(cut) => {
+                // Keep what arrived: a slow body is still worth seeing.
+                let mut outcome = ended(cut);
+                outcome.stdout = String::from_utf8_lossy(&body).into_owned();
+                return outcome;
+            }
+            Ok(Ok(None)) => break,
+            Ok(Ok(Some(bytes))) => {
+                let room = limit.saturating_sub(body.len());
+                if bytes.len() > room {
+                    body.extend_from_slice(&bytes[..room]);
+                    // Stop reading: the rest would be thrown away anyway.
+                    truncated = true;
+                    break;
+                }
+                body.extend_from_slice(&bytes);
+            }
+            Ok(Err(e)) => {
+                read_error = Some(format!("reading the body of {url} failed: {}", chain(&e)));
+                break;
+            }
+        }
+    }
+
+    let status = response.status();
+    let error = if let Some(e) = read_error {
+        Some(e)
+    } else if status.is_success() {
+        None
+    } else {
+        Some(match status.canonical_reason() {
+            Some(reason) => format!("HTTP {} {reason}", status.as_u16()),
+            None => format!("HTTP {}", status.as_u16()),
+        })
+    };
+    Outcome {
+        status: if error.is_none() {
+            Status::Done
+        } else {
+            Status::Failed
+        },
+        node: context.node.clone(),
+        exit_code: None,
+        stdout: String::from_utf8_lossy(&body).into_owned(),
+        stderr: String::new(),
+        error,
+        truncated,
+        started_at: Some(started),
+        finished_at: now_millis(),
+        chunks: None,
+    }
+}
+
+/// Why a request stopped before it finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    Timeout,
+    Shutdown,
+}
+
+/// Run `step` until `deadline`, or until the node shuts down.
+async fn bounded<F: Future>(
+    deadline: Instant,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    step: F,
+) -> Result<F::Output, Cut> {
+    tokio::select! {
+        r = tokio::time::timeout_at(deadline, step) => r.map_err(|_| Cut::Timeout),
+        _ = wait_true(shutdown) => Err(Cut::Shutdown),
+    }
+}
+
+/// Resolve when the watched flag becomes true; never, if its sender is gone.
+async fn wait_true(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    if rx.wait_for(|v| *v).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Parse `raw` and accept only http and https.
+fn parse_url(raw: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(raw)
+        .map_err(|e| format!("{raw:?} is not a URL ({e}); give a full http:// or https:// URL"))?;
+    match url.scheme() {
+        "http" | "https" => Ok(url),
+        other => Err(format!(
+            "URL scheme {other:?} is not supported; httpGet fetches only http:// and https:// URLs"
+        )),
+    }
+}
+
+/// The shared client: built on first use, then reused so connections and TLS sessions
+/// are pooled across requests.
+fn client() -> Result<reqwest::Client, String> {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    if let Some(c) = CLIENT.get() {
+        return Ok(c.clone());
+    }
+    install_crypto_provider();
+    // Not cached on failure, so a later request can try again (e.g. once the system's
+    // CA store is readable).
+    let built = reqwest::Client::builder()
+        .tls_backend_rustls()
+        .user_agent(USER_AGENT)
+        // The request timeout is methodTimeout, applied per request; this only stops a
+        // dead address from taking all of it without a clear reason.
+        .connect_timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| format!("cannot set up the HTTP client: {}", chain(&e)))?;
+    Ok(CLIENT.get_or_init(|| built).clone())
+}
+
+/// Install ring as rustls's process-wide crypto provider. reqwest is built without one, so
+/// aws-lc (a C library) is not linked; without a provider reqwest would panic.
+fn install_crypto_provider() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        // An error means another part of the process installed one first: keep it.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// An error with its causes, `a: b: c`: reqwest's own message alone hides the reason
+/// (refused, DNS, certificate).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+    use tokio::sync::watch;
+
+    /// What the test server does with each connection.
+    #[derive(Clone)]
+    enum Reply {
+        /// Write these bytes after the request head, then close.
+        Raw(Vec<u8>),
+        /// Read the request, then say nothing and keep the connection open.
+        Silent,
+    }
+
+    /// A one-purpose HTTP/1.1 server on 127.0.0.1. Returns its address and a receiver of
+    /// the request heads it saw.
+    async fn serve(reply: Reply) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (seen_tx, seen_rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let reply = reply.clone();
+                let seen_tx = seen_tx.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = seen_tx.send(String::from_utf8_lossy(&head).into_owned());
+                    match reply {
+                        Reply::Raw(bytes) => {
+                            let _ = sock.write_all(&bytes).await;
+                            let _ = sock.shutdown().await;
+                        }
+                        Reply::Silent => {
+                            tokio::time::sleep(Duration::from_secs(60)).await;
+                            drop(sock);
+                        }
+                    }
+                });
+            }
+        });
+        (addr, seen_rx)
+    }
+
+    fn response(status: &str, body: &[u8]) -> Reply {
+        let mut r = format!(
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        r.extend_from_slice(body);
+        Reply::Raw(r)
+    }
+
+    fn message(url: &str, timeout_secs: Option<u64>) -> Message {
+        Message {
+            method: "httpGet".into(),
+            data: vec![url.to_string()],
+            method_timeout: timeout_secs,
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn ok_returns_the_body_and_sends_a_user_agent() {
+        let (addr, mut seen) = serve(response("200 OK", b"hello body")).await;
+        let (_tx, rx) = watch::channel(false);
+        let o = run(
+            &message(&format!("http://{addr}/x"), None),
+            &crate::test_context("n1", rx),
+        )
+        .await;
+        assert_eq!(o.status, Status::Done, "{:?}", o.error);
+        assert_eq!(o.stdout, "hello body");
+        assert_eq!(o.error, None);
+        assert!(!o.truncated);
+        let head = seen.recv().await.unwrap().to_ascii_lowercase();
+        assert!(head.starts_with("get /x http/1.1"), "{head}");
+        assert!(
+            head.contains(&format!("user-agent: {}", USER_AGENT.to_ascii_lowercase())),
+            "{head}"
+        );
+    }
+
+    #[tokio::test]
+    async fn not_found_fails_with_the_status_and_keeps_the_body() {
+        let (addr, _seen) = serve(response("404 Not Found", b"no such page")).await;
+        let (_tx, rx) = watch::channel(false);
+        let o = run(
+            &message(&format!("http://{addr}/missing"), None),
+            &crate::test_context("n1", rx),
+        )
+        .await;
+        assert_eq!(o.status, Status::Failed);
+        assert_eq!(o.error.as_deref(), Some("HTTP 404 Not Found"));
+        assert_eq!(o.stdout, "no such page");
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_cut_and_marked() {
+        let body = vec![b'z'; 200_000];
+        let (addr, _seen) = serve(response("200 OK", &body)).await;
+        let (_tx, rx) = watch::channel(false);
+        let ctx = Context {
+            output_limit: 1000,
+            ..crate::test_context("n1", rx)
+        };
+        let o = run(&message(&format!("http://{addr}/big"), None), &ctx).await;
+        assert_eq!(o.status, Status::Done);
+        assert!(o.truncated);
+        assert_eq!(o.stdout.len(), 1000);
+        assert!(o.stdout.bytes().all(|b| b == b'z'));
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_ends_at_method_timeout() {
+        let (addr, _seen) = serve(Reply::Silent).await;
+        let (_tx, rx) = watch::channel(false);
+        let t = std::time::Instant::now();
+        let o = run(
+            &message(&format!("http://{addr}/slow"), Some(1)),
+            &crate::test_context("n1", rx),
+        )
+        .await;
+        assert_eq!(o.status, Status::Timeout);
+        assert!(o.error.unwrap().contains("methodTimeout of 1s"));
+        assert!(t.elapsed() < Duration::from_secs(10));
+    }
+
+    #[tokio::test]
+    async fn shutdown_interrupts_a_request() {
+        let (addr, _seen) = serve(Reply::Silent).await;
+        let (tx, rx) = watch::channel(false);
+        let ctx = crate::test_context("n1", rx);
+        let m = message(&format!("http://{addr}/slow"), Some(60));
+        let task = tokio::spawn(async move { run(&m, &ctx).await });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        tx.send(true).unwrap();
+        let o = tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("ended soon after shutdown")
+            .unwrap();
+        assert_eq!(o.status, Status::Interrupted);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_fails_with_the_reason() {
+        // Bind, learn the port, close: nothing listens there now.
+        let addr = {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            l.local_addr().unwrap()
+        };
+        let (_tx, rx) = watch::channel(false);
+        let o = run(
+            &message(&format!("http://{addr}/"), Some(5)),
+            &crate::test_context("n1", rx),
+        )
+        .await;
+        assert_eq!(o.status, Status::Failed);
+        let error = o.error.unwrap();
+        assert!(error.starts_with("cannot fetch http://"), "{error}");
+        assert!(error.to_lowercase().contains("refused"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn other_schemes_and_bad_urls_are_refused() {
+        let (_tx, rx) = watch::channel(false);
+        let ctx = crate::test_context("n1", rx);
+        let o = run(&message("ftp://x", None), &ctx).await;
+        assert_eq!(o.status, Status::Failed);
+        assert!(o.error.unwrap().contains("\"ftp\" is not supported"));
+        let o = run(&message("not a url", None), &ctx).await;
+        assert_eq!(o.status, Status::Failed);
+        assert!(o.error.unwrap().contains("is not a URL"));
+        let empty = Message {
+            method: "httpGet".into(),
+            ..Default::default()
+        };
+        let o = run(&empty, &ctx).await;
+        assert_eq!(o.status, Status::Failed);
+        assert!(o.error.unwrap().starts_with("no URL given"));
+    }
+
+    #[test]
+    fn the_client_builds_with_rustls_and_ring() {
+        // Building panics inside reqwest when no crypto provider is installed.
+        assert!(client().is_ok());
+        assert!(rustls::crypto::CryptoProvider::get_default().is_some());
+    }
 }
