@@ -1190,3 +1190,143 @@ fn steward_document_examples_work_unchanged() {
         },
     );
 }
+
+fn http_get_text(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
+}
+
+fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn metrics_move_and_the_audit_log_can_recreate_messages() {
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = bosun_testkit::free_port().to_string();
+    let addr = format!("127.0.0.1:{port}");
+    let mut env = central_env().to_vec();
+    env.push(("BOSUN_METRICS_LISTEN", addr.as_str()));
+    let central = NodeProcess::start_with_env(
+        &bin(),
+        "central",
+        Some(&nats.url()),
+        &dir.path().join("central"),
+        &env,
+    );
+    let _ship1 = NodeProcess::start_with_env(
+        &bin(),
+        "ship1",
+        Some(&nats.url()),
+        &dir.path().join("ship1"),
+        &central_env(),
+    );
+    assert!(http_get_text(&addr, "/healthz").ends_with("ok"));
+    let before = http_get_text(&addr, "/metrics");
+    let done = r#"bosun_messages_total{method="cliCommand",state="done"}"#;
+    let out = central.cli(&["exec", "-n", "ship1", "--", "true"]);
+    assert!(out.status.success());
+    let out = central.cli(&["exec", "-n", "ship1", "--", "false"]);
+    assert_eq!(out.status.code(), Some(1));
+    let after = eventually(Duration::from_secs(15), "metrics show the runs", || {
+        let text = http_get_text(&addr, "/metrics");
+        (metric(&text, done) >= metric(&before, done) + 1.0
+            && metric(&text, r#"bosun_fleet_nodes{status="alive"}"#) >= 2.0)
+            .then_some(text)
+    });
+    assert!(
+        metric(
+            &after,
+            r#"bosun_messages_total{method="cliCommand",state="failed"}"#
+        ) >= 1.0
+    );
+    assert!(
+        metric(&after, "bosun_delivery_latency_seconds_count") >= 2.0,
+        "{after}"
+    );
+    assert!(after.contains(r#"bosun_node_last_seen_seconds{node="ship1"}"#));
+
+    let audit = std::fs::read_to_string(dir.path().join("central/audit.log")).unwrap();
+    let submitted: Vec<Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["event"] == "submitted" && l["message"]["method"] == "cliCommand")
+        .collect();
+    assert_eq!(submitted.len(), 2);
+    let again: bosun_proto::Message =
+        serde_json::from_value(submitted[1]["message"].clone()).unwrap();
+    assert_eq!(
+        again.data,
+        vec!["false"],
+        "the audit line holds the whole message"
+    );
+}
+
+#[test]
+fn copy_a_file_between_nodes_in_hashed_chunks() {
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let central = NodeProcess::start(
+        &bin(),
+        "central",
+        Some(&nats.url()),
+        &dir.path().join("central"),
+    );
+    let _ship1 = NodeProcess::start(
+        &bin(),
+        "ship1",
+        Some(&nats.url()),
+        &dir.path().join("ship1"),
+    );
+    let mut ship2 = NodeProcess::start(
+        &bin(),
+        "ship2",
+        Some(&nats.url()),
+        &dir.path().join("ship2"),
+    );
+    let src = dir.path().join("src.bin");
+    let content: Vec<u8> = (0..700_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&src, &content).unwrap();
+    let dst = dir.path().join("copied/dst.bin");
+    // ship2 is down when the copy starts: the chunks wait in ship1's outbox.
+    ship2.kill9();
+    let msg = serde_json::json!([{
+        "toNode": "ship1", "method": "copySrc",
+        "data": [src.to_str().unwrap(), "ship2", dst.to_str().unwrap(), "65536"]
+    }]);
+    let file = dir.path().join("copy.json");
+    std::fs::write(&file, msg.to_string()).unwrap();
+    let out = central.cli(&["send", "--wait", "--json", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        json(&out)[0]["result"]["stdout"]
+            .as_str()
+            .unwrap()
+            .contains("in 11 chunks")
+    );
+    assert!(!dst.exists());
+    ship2.restart();
+    eventually(Duration::from_secs(30), "the copy completes", || {
+        (std::fs::read(&dst).ok()? == content).then_some(())
+    });
+    assert!(!dir.path().join("copied/dst.bin.bosun-part").exists());
+}

@@ -63,6 +63,8 @@ pub async fn raw(socket: &Path, body: &[u8], timeout: Duration) -> Result<Value,
         // The node answers as soon as it has read one whole JSON value and may close
         // before a trailing byte is taken, so a failed write still gets its answer read.
         let _ = stream.write_all(&framed).await;
+        // End of input: YAML is read to the end, JSON needs no end but is not hurt by one.
+        let _ = stream.shutdown().await;
         let mut answer = Vec::new();
         stream.read_to_end(&mut answer).await?;
         Ok::<_, std::io::Error>(answer)

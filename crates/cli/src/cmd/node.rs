@@ -77,6 +77,7 @@ impl NodeCmd {
             let socket = socket.clone();
             tokio::spawn(async move { bosun_node::control::serve(node, &socket).await })
         };
+        start_inputs(&node).await?;
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         tokio::select! {
@@ -91,6 +92,39 @@ impl NodeCmd {
         node.shutdown().await;
         Ok(0)
     }
+}
+
+/// The optional listeners and folders: metrics endpoint, steward's TCP listener, the
+/// read folder, and the startup folder's messages.
+async fn start_inputs(node: &Node) -> anyhow::Result<()> {
+    let config = node.config().clone();
+    if let Some(addr) = &config.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+        tracing::info!(addr, "serving /metrics");
+        let metrics = node.metrics();
+        let shutdown = node.shutdown_signal();
+        tokio::spawn(async move { bosun_node::metrics::serve(listener, metrics, shutdown).await });
+    }
+    if let Some(addr) = &config.tcp_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for messages on {addr}"))?;
+        tracing::info!(
+            addr,
+            "taking steward message arrays on TCP (no authentication: keep it on a trusted network)"
+        );
+        tokio::spawn(bosun_node::inputs::serve_tcp(node.clone(), listener));
+    }
+    if let Some(dir) = config.read_path() {
+        tokio::spawn(bosun_node::inputs::watch_folder(node.clone(), dir));
+    }
+    let queued = bosun_node::inputs::submit_startup(node, &config.startup_path()).await;
+    if queued > 0 {
+        tracing::info!(queued, dir = %config.startup_path().display(), "startup messages queued");
+    }
+    Ok(())
 }
 
 pub fn init_logging(filter: &str) {

@@ -13,7 +13,8 @@ use super::socket_path;
 use crate::Global;
 
 /// Submit a file of messages in steward's format: a JSON array of message objects
-/// (or one object). Prints one line per delivery: node, method and id.
+/// (or one object), or the same in YAML. Prints one line per delivery: node, method
+/// and id.
 ///
 /// Examples:
 ///   bosun send examples/uname.json
@@ -43,7 +44,7 @@ impl SendCmd {
             std::fs::read_to_string(&self.file)
                 .with_context(|| format!("cannot read {}", self.file.display()))?
         };
-        let messages = bosun_proto::Message::parse_batch(&text)
+        let messages = bosun_node::inputs::parse_messages(&text)
             .map_err(|e| anyhow::anyhow!("{}: {e}", self.file.display()))?;
         let values = messages
             .iter()
