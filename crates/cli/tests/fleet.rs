@@ -428,6 +428,7 @@ fn the_socket_takes_steward_files_and_survives_garbage() {
         "[1, 2, 3]",
         r#"[{"toNode":"ship1","method":"REQNope"}]"#,
         r#"{"op":"explode"}"#,
+        "a garbage line\n",
     ] {
         let answer = talk(garbage);
         assert_eq!(answer["ok"], false, "{garbage} → {answer}");

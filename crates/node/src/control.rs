@@ -4,7 +4,8 @@
 //! - a steward message array (or a single message object), exactly as steward's
 //!   `steward.sock` took it: `nc -U bosun.sock < msgs.json`. The answer is one JSON line
 //!   with the ids queued, or the error. A YAML list of messages works too
-//!   (`nc -N -U bosun.sock < msgs.yaml`): it ends at end of input;
+//!   (`nc -U bosun.sock < msgs.yaml`): it ends at end of input, or when a complete line
+//!   is followed by a pause of 300 ms;
 //! - a control request from the CLI: an object with an `op` field, answered by one JSON
 //!   line.
 //!

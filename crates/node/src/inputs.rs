@@ -177,6 +177,10 @@ impl JsonEnd {
 
 /// Read one input: a whole JSON value when the input begins with `[` or `{` (the client
 /// need not close its side), else everything up to end of input. At most `limit` bytes.
+/// How long a text (YAML) input may pause after a complete line before it is taken as
+/// complete.
+const TEXT_IDLE_END: std::time::Duration = std::time::Duration::from_millis(300);
+
 pub(crate) async fn read_input<R: AsyncRead + Unpin>(
     stream: &mut R,
     limit: usize,
@@ -189,10 +193,19 @@ pub(crate) async fn read_input<R: AsyncRead + Unpin>(
     // then again each time the buffer has doubled, and when the value can be complete.
     let mut next_attempt = 0;
     loop {
-        let n = stream
-            .read(&mut chunk)
-            .await
-            .map_err(|e| format!("read failed: {e}"))?;
+        // YAML has no end marker. `nc -U` without -N never ends its input, so a pause
+        // after a complete line counts as the end: the input is judged then (a garbage
+        // line gets its error at once instead of after the read timeout).
+        let idle_end = is_json == Some(false) && buf.ends_with(b"\n");
+        let read = stream.read(&mut chunk);
+        let n = if idle_end {
+            match tokio::time::timeout(TEXT_IDLE_END, read).await {
+                Ok(r) => r.map_err(|e| format!("read failed: {e}"))?,
+                Err(_) => 0,
+            }
+        } else {
+            read.await.map_err(|e| format!("read failed: {e}"))?
+        };
         if n > 0 {
             if buf.len() + n > limit {
                 return Err(format!(
