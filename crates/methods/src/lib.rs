@@ -15,9 +15,11 @@
 //! - [`hello`]: this host's inventory.
 //! - [`copy`]: `copySrc` / `copyDst`, a chunked, hashed file copy.
 //! - [`op_process`]: which methods this node serves, and for whom.
+//! - [`docker`]: containers and images through the Docker Engine API.
 
 pub mod cli_command;
 pub mod copy;
+pub mod docker;
 pub mod hello;
 pub mod http_get;
 pub mod op_process;
@@ -53,6 +55,10 @@ pub struct Context {
     pub labels: std::collections::BTreeMap<String, String>,
     /// Which methods this node serves, and from which senders.
     pub served: Arc<RwLock<Served>>,
+    /// The Docker Engine socket.
+    pub docker_socket: PathBuf,
+    /// Folder of container templates (Docker create-container JSON, `NAME.json`).
+    pub templates_dir: PathBuf,
 }
 
 impl Context {
@@ -133,7 +139,7 @@ pub fn has_handler(method: Method) -> bool {
             | Method::OpProcessList
             | Method::OpProcessStart
             | Method::OpProcessStop
-    )
+    ) || docker::handles(method)
 }
 
 /// Run `message` with the handler for its method.
@@ -157,6 +163,7 @@ pub async fn run(
         Method::OpProcessList => op_process::run_list(message, context).await.into(),
         Method::OpProcessStart => op_process::run_start(message, context).await.into(),
         Method::OpProcessStop => op_process::run_stop(message, context).await.into(),
+        m if docker::handles(m) => docker::run(m, message, context, chunks).await.into(),
         other => Outcome::bare(
             Status::Rejected,
             &context.node,
@@ -206,5 +213,7 @@ pub(crate) fn test_context(name: &str, shutdown: watch::Receiver<bool>) -> Conte
         data_dir,
         labels: Default::default(),
         served: Arc::new(RwLock::new(Served::default())),
+        docker_socket: PathBuf::from("/var/run/docker.sock"),
+        templates_dir: std::env::temp_dir(),
     }
 }

@@ -85,6 +85,11 @@ pub struct Config {
     pub suspect_after_missed: u64,
     /// Missed hellos after which central marks a node `down`.
     pub down_after_missed: u64,
+    /// The Docker Engine socket.
+    pub docker_socket: PathBuf,
+    /// Folder of container templates (`NAME.json`, Docker create-container shape).
+    /// Default: `<data_dir>/templates`.
+    pub templates_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -122,6 +127,8 @@ impl Default for Config {
             retention_days: 7,
             suspect_after_missed: 2,
             down_after_missed: 5,
+            docker_socket: PathBuf::from("/var/run/docker.sock"),
+            templates_dir: None,
         }
     }
 }
@@ -334,6 +341,13 @@ impl Config {
         self.startup_dir
             .clone()
             .unwrap_or_else(|| self.data_dir.join("startup"))
+    }
+
+    /// The container templates folder.
+    pub fn templates_path(&self) -> PathBuf {
+        self.templates_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("templates"))
     }
 
     /// The audit log file.

@@ -329,6 +329,8 @@ impl Node {
             data_dir: config.data_dir.clone(),
             labels: config.labels.clone(),
             served: Default::default(),
+            docker_socket: config.docker_socket.clone(),
+            templates_dir: config.templates_path(),
         };
         let inner = Arc::new(Inner {
             config,

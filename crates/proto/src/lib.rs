@@ -1,6 +1,7 @@
 //! bosun's message model and wire encoding. Serde only: this crate does no IO.
 //!
 //! # Layout
+//! - [`container`]: the [`container::ContainerSpec`] of container-starting messages.
 //! - [`message`]: the [`Message`] users write (steward field names), its validation and
 //!   normalisation.
 //! - [`method`]: the closed list of [`Method`]s and their steward `REQ…` spellings.
@@ -8,6 +9,7 @@
 //! - [`state`]: the [`State`] a message is in, as stored and shown.
 //! - [`wire`]: the versioned frames that travel between nodes, and subjects.
 
+pub mod container;
 pub mod message;
 pub mod method;
 pub mod outcome;

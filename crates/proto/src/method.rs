@@ -44,6 +44,40 @@ pub enum Method {
     CopyDst,
     /// bosun's default reply: store the outcome at the sender.
     Result,
+    /// Create and start a container from a [`crate::container::ContainerSpec`].
+    ContainerRun,
+    /// Create a container without starting it.
+    ContainerCreate,
+    /// Start a container.
+    ContainerStart,
+    /// Stop a container (SIGTERM, then SIGKILL after a timeout).
+    ContainerStop,
+    /// Restart a container.
+    ContainerRestart,
+    /// Send a signal to a container (default SIGTERM).
+    ContainerKill,
+    /// Pause a container.
+    ContainerPause,
+    /// Unpause a container.
+    ContainerUnpause,
+    /// Remove a container.
+    ContainerRemove,
+    /// Inspect a container.
+    ContainerInspect,
+    /// List containers.
+    ContainerList,
+    /// A container's logs (streamed when following).
+    ContainerLogs,
+    /// One stats sample of a container.
+    ContainerStats,
+    /// Pull an image (with registry auth).
+    ImagePull,
+    /// List images.
+    ImageList,
+    /// Write an entry into the node's event stream.
+    Mark,
+    /// Switch the node's event stream to another file (LSDSuite's `log`).
+    CaptureFile,
 }
 
 const ALL: &[(Method, &str)] = &[
@@ -65,6 +99,23 @@ const ALL: &[(Method, &str)] = &[
     (Method::CopySrc, "copySrc"),
     (Method::CopyDst, "copyDst"),
     (Method::Result, "result"),
+    (Method::ContainerRun, "containerRun"),
+    (Method::ContainerCreate, "containerCreate"),
+    (Method::ContainerStart, "containerStart"),
+    (Method::ContainerStop, "containerStop"),
+    (Method::ContainerRestart, "containerRestart"),
+    (Method::ContainerKill, "containerKill"),
+    (Method::ContainerPause, "containerPause"),
+    (Method::ContainerUnpause, "containerUnpause"),
+    (Method::ContainerRemove, "containerRemove"),
+    (Method::ContainerInspect, "containerInspect"),
+    (Method::ContainerList, "containerList"),
+    (Method::ContainerLogs, "containerLogs"),
+    (Method::ContainerStats, "containerStats"),
+    (Method::ImagePull, "imagePull"),
+    (Method::ImageList, "imageList"),
+    (Method::Mark, "mark"),
+    (Method::CaptureFile, "captureFile"),
 ];
 
 /// How a method name was spelled: the method, and whether the spelling implies unordered.
@@ -131,7 +182,10 @@ impl Method {
 
     /// True for methods whose output streams back in numbered chunks.
     pub fn is_streaming(self) -> bool {
-        matches!(self, Method::CliCommandCont | Method::TailFile)
+        matches!(
+            self,
+            Method::CliCommandCont | Method::TailFile | Method::ContainerLogs
+        )
     }
 
     /// A comma-separated list of the canonical names, for error messages.

@@ -1,0 +1,169 @@
+//! What a container-starting message carries: a [`ContainerSpec`], in `data[0]` as JSON.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Label bosun puts on every container it creates: the node that created it.
+pub const LABEL_NODE: &str = "org.bosun.node";
+/// Label bosun puts on every container it creates: the message that created it.
+pub const LABEL_MESSAGE: &str = "org.bosun.message";
+/// Label that asks for log and stats capture (bosun's own).
+pub const LABEL_CAPTURE: &str = "org.bosun.capture";
+/// LSDSuite's label that asks for stats capture.
+pub const LABEL_LSDSUITE_STATS: &str = "org.lsdsuite.stats";
+
+/// A container to create (and start, for `containerRun`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerSpec {
+    /// Image reference, e.g. `alpine:3` (or take it from the template).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Name of a template file (Docker create-container JSON) in the node's templates
+    /// folder; fields given here override it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// Container name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Command as an argv; never split on spaces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// Environment, `KEY=VALUE`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
+    /// Labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Memory limit in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    /// Published ports: `HOST:CONTAINER` or `HOST:CONTAINER/udp`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<String>,
+    /// Restart policy: `no`, `always`, `unless-stopped`, `on-failure` or `on-failure:N`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<String>,
+    /// Private-registry auth: base64 of the Docker auth JSON (username, password, email,
+    /// serveraddress), as quartermaster takes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
+}
+
+impl ContainerSpec {
+    /// Check the fields; the error names the field and says what is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.image.as_deref().is_none_or(str::is_empty)
+            && self.template.as_deref().is_none_or(str::is_empty)
+        {
+            return Err("give `image` or `template`".into());
+        }
+        if let Some(t) = &self.template
+            && (t.contains('/') || t.contains("..") || t.is_empty())
+        {
+            return Err(format!(
+                "template {t:?} must be a plain name from the templates folder"
+            ));
+        }
+        if let Some(m) = self.memory_mb
+            && !(4..=1024 * 1024).contains(&m)
+        {
+            return Err(format!("memoryMb {m} is out of range (4 MiB to 1 TiB)"));
+        }
+        for e in &self.env {
+            if !e.contains('=') || e.starts_with('=') {
+                return Err(format!("env {e:?} must be KEY=VALUE"));
+            }
+        }
+        for p in &self.ports {
+            parse_port(p)?;
+        }
+        if let Some(r) = &self.restart {
+            let ok = matches!(
+                r.as_str(),
+                "no" | "always" | "unless-stopped" | "on-failure"
+            ) || r
+                .strip_prefix("on-failure:")
+                .is_some_and(|n| n.parse::<u32>().is_ok());
+            if !ok {
+                return Err(format!(
+                    "restart {r:?} is not a policy; use no, always, unless-stopped, on-failure or on-failure:N"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A published port: host port, container port, protocol.
+pub fn parse_port(spec: &str) -> Result<(u16, u16, &str), String> {
+    let (ports, proto) = match spec.split_once('/') {
+        Some((p, proto @ ("tcp" | "udp" | "sctp"))) => (p, proto),
+        Some((_, other)) => return Err(format!("port {spec:?}: unknown protocol {other:?}")),
+        None => (spec, "tcp"),
+    };
+    let (host, container) = ports
+        .split_once(':')
+        .ok_or_else(|| format!("port {spec:?} must be HOST:CONTAINER[/udp]"))?;
+    let parse = |p: &str| {
+        p.parse::<u16>()
+            .map_err(|_| format!("port {spec:?}: {p:?} is not a port number"))
+    };
+    Ok((parse(host)?, parse(container)?, proto))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_are_checked_field_by_field() {
+        let ok = ContainerSpec {
+            image: Some("alpine".into()),
+            ports: vec!["8080:80".into(), "53:53/udp".into()],
+            restart: Some("on-failure:3".into()),
+            memory_mb: Some(256),
+            ..Default::default()
+        };
+        ok.validate().unwrap();
+        for (bad, word) in [
+            (ContainerSpec::default(), "image"),
+            (
+                ContainerSpec {
+                    image: Some("a".into()),
+                    ports: vec!["80".into()],
+                    ..Default::default()
+                },
+                "HOST:CONTAINER",
+            ),
+            (
+                ContainerSpec {
+                    image: Some("a".into()),
+                    restart: Some("sometimes".into()),
+                    ..Default::default()
+                },
+                "policy",
+            ),
+            (
+                ContainerSpec {
+                    image: Some("a".into()),
+                    env: vec!["NOEQ".into()],
+                    ..Default::default()
+                },
+                "KEY=VALUE",
+            ),
+            (
+                ContainerSpec {
+                    template: Some("../x".into()),
+                    ..Default::default()
+                },
+                "plain name",
+            ),
+        ] {
+            let err = bad.validate().unwrap_err();
+            assert!(err.contains(word), "{err}");
+        }
+        assert_eq!(parse_port("53:5353/udp").unwrap(), (53, 5353, "udp"));
+    }
+}
