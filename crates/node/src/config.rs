@@ -87,6 +87,14 @@ pub struct Config {
     pub down_after_missed: u64,
     /// The Docker Engine socket.
     pub docker_socket: PathBuf,
+    /// Address of the LSDSuite command port, e.g. `127.0.0.1:7000`. Off when unset.
+    pub lsdsuite_listen: Option<String>,
+    /// Address of the HTTP API (`/v1`, quartermaster and DockerMod endpoints), e.g.
+    /// `127.0.0.1:9090`. Off when unset. Needs a token: `BOSUN_HTTP_TOKEN` or
+    /// `http_token_file`.
+    pub http_listen: Option<String>,
+    /// File holding the HTTP API token (never given on the command line).
+    pub http_token_file: Option<PathBuf>,
     /// Folder of container templates (`NAME.json`, Docker create-container shape).
     /// Default: `<data_dir>/templates`.
     pub templates_dir: Option<PathBuf>,
@@ -128,6 +136,9 @@ impl Default for Config {
             suspect_after_missed: 2,
             down_after_missed: 5,
             docker_socket: PathBuf::from("/var/run/docker.sock"),
+            lsdsuite_listen: None,
+            http_listen: None,
+            http_token_file: None,
             templates_dir: None,
         }
     }
@@ -176,6 +187,10 @@ pub struct Overrides {
     pub startup_dir: Option<PathBuf>,
     /// See [`Config::metrics_listen`].
     pub metrics_listen: Option<String>,
+    /// See [`Config::lsdsuite_listen`].
+    pub lsdsuite_listen: Option<String>,
+    /// See [`Config::http_listen`].
+    pub http_listen: Option<String>,
     /// See [`Config::labels`]: `key=value` pairs, added to the file's.
     pub labels: Vec<String>,
 }
@@ -307,7 +322,9 @@ impl Config {
             tcp_listen,
             read_dir,
             startup_dir,
-            metrics_listen
+            metrics_listen,
+            lsdsuite_listen,
+            http_listen
         );
         if let Some(v) = o.hello_interval_secs {
             self.hello_interval_secs = v;
@@ -400,6 +417,8 @@ impl Config {
         for (field, addr) in [
             ("tcp_listen", &self.tcp_listen),
             ("metrics_listen", &self.metrics_listen),
+            ("lsdsuite_listen", &self.lsdsuite_listen),
+            ("http_listen", &self.http_listen),
         ] {
             if let Some(a) = addr
                 && a.parse::<std::net::SocketAddr>().is_err()

@@ -32,10 +32,14 @@ mod errorlog;
 pub mod events;
 mod executor;
 pub mod fleet;
+pub mod http;
 pub mod inputs;
+pub mod lsdsuite;
 pub mod metrics;
 pub mod node;
+pub mod ops;
 mod outbox;
+pub mod placement;
 mod receiver;
 mod sinks;
 

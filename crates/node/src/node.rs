@@ -113,7 +113,25 @@ impl Inner {
                 continue;
             }
             let mut destinations = message.destinations();
-            if destinations.iter().any(|d| d == "*") {
+            if let Some(instances) = message.instances {
+                let memory_mb = message
+                    .data
+                    .first()
+                    .and_then(|d| {
+                        serde_json::from_str::<bosun_proto::container::ContainerSpec>(d).ok()
+                    })
+                    .and_then(|s| s.memory_mb)
+                    .unwrap_or(0);
+                let fleet = crate::fleet::view(self, now)?;
+                destinations = crate::placement::place(
+                    &fleet,
+                    &destinations,
+                    instances,
+                    &message.constraints,
+                    memory_mb,
+                )
+                .map_err(invalid)?;
+            } else if destinations.iter().any(|d| d == "*") {
                 let fleet = self.store.fleet()?;
                 if fleet.is_empty() {
                     return Err(invalid(format!(
@@ -128,7 +146,7 @@ impl Inner {
                     }
                 }
             }
-            let fan_out = destinations.len() > 1;
+            let fan_out = destinations.len() > 1 || message.instances.is_some();
             for to in destinations {
                 if self.standalone && to != self.name() {
                     return Err(invalid(format!(
@@ -271,6 +289,16 @@ pub struct StatusReport {
 }
 
 impl StatusReport {
+    /// A report with nothing in it.
+    pub fn empty() -> StatusReport {
+        StatusReport {
+            id: String::new(),
+            sent: None,
+            received: None,
+            output: String::new(),
+        }
+    }
+
     /// The sender's view of the state, else the receiver's.
     pub fn state(&self) -> Option<State> {
         self.sent

@@ -113,6 +113,13 @@ pub struct Message {
     /// On a streamed reply: the chunk's number, from 1. Its text is in `data`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunk: Option<u64>,
+    /// For container methods: start this many, spread over the live nodes of the fleet
+    /// registry (`toNodes`, when given, limits the candidates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances: Option<u32>,
+    /// Placement constraints: node labels that must match, e.g. `{"role": "worker"}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub constraints: BTreeMap<String, String>,
 }
 
 /// A message that failed validation: which field, and why.
@@ -261,7 +268,21 @@ impl Message {
             ));
         }
         let to_node = self.to_node.as_deref().filter(|s| !s.is_empty());
-        if to_node.is_none() && self.to_nodes.is_empty() {
+        if let Some(n) = self.instances {
+            if !matches!(method, Method::ContainerRun | Method::ContainerCreate) {
+                return Err(invalid(
+                    "instances",
+                    "only containerRun and containerCreate place instances",
+                ));
+            }
+            if n == 0 || n > 10_000 {
+                return Err(invalid(
+                    "instances",
+                    format!("{n} is out of range (1 to 10000)"),
+                ));
+            }
+        }
+        if to_node.is_none() && self.to_nodes.is_empty() && self.instances.is_none() {
             return Err(invalid(
                 "toNode",
                 "no destination; set toNode, or toNodes (\"*\" for the whole fleet)",
@@ -351,6 +372,8 @@ impl Message {
     /// `ordered`, and a fresh id when the message goes to more than one node.
     pub fn for_destination(&self, to: &str, fresh_id: bool) -> Message {
         let mut m = self.clone();
+        m.instances = None;
+        m.constraints.clear();
         let ordered = self.is_ordered();
         if let Ok(method) = self.parsed_method() {
             m.method = method.name().to_string();

@@ -78,6 +78,13 @@ pub struct NodeArgs {
     /// Serve Prometheus /metrics here, e.g. 127.0.0.1:2112. [default: off]
     #[arg(long, env = "BOSUN_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<String>,
+    /// Serve the LSDSuite command port here, e.g. 127.0.0.1:7000. [default: off]
+    #[arg(long, env = "BOSUN_LSDSUITE_LISTEN", value_name = "ADDR")]
+    pub lsdsuite_listen: Option<String>,
+    /// Serve the HTTP API (/v1, quartermaster, DockerMod) here, e.g. 127.0.0.1:9090.
+    /// Needs BOSUN_HTTP_TOKEN or http_token_file. [default: off]
+    #[arg(long, env = "BOSUN_HTTP_LISTEN", value_name = "ADDR")]
+    pub http_listen: Option<String>,
     /// A node label, KEY=VALUE; repeat for more (reported in hellos).
     #[arg(
         long = "label",
@@ -112,6 +119,8 @@ impl NodeArgs {
             startup_dir: self.startup_dir.clone(),
             metrics_listen: self.metrics_listen.clone(),
             labels: self.labels.clone(),
+            lsdsuite_listen: self.lsdsuite_listen.clone(),
+            http_listen: self.http_listen.clone(),
         }
     }
 }

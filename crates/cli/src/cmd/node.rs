@@ -117,6 +117,37 @@ async fn start_inputs(node: &Node) -> anyhow::Result<()> {
         );
         tokio::spawn(bosun_node::inputs::serve_tcp(node.clone(), listener));
     }
+    if let Some(addr) = &config.lsdsuite_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for LSDSuite commands on {addr}"))?;
+        tracing::info!(addr, "LSDSuite command port open");
+        tokio::spawn(bosun_node::lsdsuite::serve(node.clone(), listener));
+    }
+    if let Some(addr) = &config.http_listen {
+        let token = match std::env::var("BOSUN_HTTP_TOKEN") {
+            Ok(t) if !t.is_empty() => t,
+            _ => match &config.http_token_file {
+                Some(f) => std::fs::read_to_string(f)
+                    .with_context(|| format!("cannot read the HTTP token file {}", f.display()))?
+                    .trim()
+                    .to_string(),
+                None => anyhow::bail!(
+                    "the HTTP API needs a token: set BOSUN_HTTP_TOKEN, or http_token_file in the config (never a flag: flags show in ps)"
+                ),
+            },
+        };
+        if token.len() < 16 {
+            anyhow::bail!(
+                "the HTTP API token is too short: use at least 16 characters (e.g. uuidgen)"
+            );
+        }
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for HTTP on {addr}"))?;
+        tracing::info!(addr, "HTTP API open (/v1, quartermaster, DockerMod)");
+        tokio::spawn(bosun_node::http::serve(node.clone(), listener, token));
+    }
     if let Some(dir) = config.read_path() {
         tokio::spawn(bosun_node::inputs::watch_folder(node.clone(), dir));
     }

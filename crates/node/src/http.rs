@@ -1,0 +1,657 @@
+//! The HTTP API, off unless `http_listen` is set: bosun's own `/v1`, and the
+//! compatibility endpoints of quartermaster (`POST /run`, `POST /stop`,
+//! `GET /status/:id`) and DockerMod (`POST /` with an `action`). Every request is turned
+//! into messages ([`crate::ops`]), so it is durable and runs once like any other.
+//!
+//! Every endpoint needs the token (`BOSUN_HTTP_TOKEN` or `http_token_file`): as
+//! `Authorization: Bearer …`, or where quartermaster put it (`token` in the body or the
+//! query). Tokens are compared in constant time. A wrong or missing token gets a 401
+//! with a JSON body.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bosun_proto::Method;
+use bosun_proto::container::ContainerSpec;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::node::Node;
+use crate::ops::{self, OpError};
+
+#[derive(Clone)]
+struct App {
+    node: Node,
+    token: Arc<String>,
+}
+
+/// Serve the API until the node shuts down.
+pub async fn serve(
+    node: Node,
+    listener: tokio::net::TcpListener,
+    token: String,
+) -> std::io::Result<()> {
+    let mut shutdown = node.shutdown_signal();
+    let app = App {
+        node,
+        token: Arc::new(token),
+    };
+    let router = Router::new()
+        .route("/", post(dockermod))
+        .route("/run", post(qm_run))
+        .route("/stop", post(qm_stop))
+        .route("/status/{id}", get(qm_status))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/v1/messages", post(v1_submit))
+        .route("/v1/messages/{id}", get(v1_status))
+        .route("/v1/nodes", get(v1_nodes))
+        .route("/v1/containers", get(v1_list).post(v1_run))
+        .route("/v1/containers/{id}", get(v1_inspect).delete(v1_remove))
+        .route(
+            "/v1/containers/{id}/{action}",
+            post(v1_action).get(v1_action_get),
+        )
+        .route("/v1/images", get(v1_images))
+        .route("/v1/images/pull", post(v1_pull))
+        .with_state(app);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            crate::node::until_true(&mut shutdown).await;
+        })
+        .await
+}
+
+/// Constant-time comparison: the time taken does not depend on where they differ.
+fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
+    for i in 0..a.len().max(b.len()) {
+        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0);
+    }
+    diff == 0
+}
+
+fn authorised(app: &App, headers: &HeaderMap, in_body: Option<&str>) -> bool {
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    bearer
+        .or(in_body)
+        .is_some_and(|t| !app.token.is_empty() && same(t, &app.token))
+}
+
+fn unauthorised() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({ "success": false, "error": "missing or wrong token" })),
+    )
+        .into_response()
+}
+
+fn failure(code: StatusCode, error: impl ToString) -> Response {
+    (
+        code,
+        Json(json!({ "success": false, "error": error.to_string() })),
+    )
+        .into_response()
+}
+
+fn op_failure(e: OpError) -> Response {
+    let code = match e {
+        OpError::Invalid(_) => StatusCode::BAD_REQUEST,
+        OpError::NotFound(_) => StatusCode::NOT_FOUND,
+        OpError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        OpError::Failed(_) => StatusCode::BAD_GATEWAY,
+    };
+    failure(code, e)
+}
+
+/// Split a command line into an argv: whitespace separates, single and double quotes
+/// group, backslash escapes. No shell ever sees it.
+pub fn split_command(line: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut quote: Option<char> = None;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some('"'), '\\') | (None, '\\') => {
+                if let Some(n) = chars.next() {
+                    word.push(n);
+                }
+                in_word = true;
+            }
+            (Some(_), c) => word.push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                in_word = true;
+            }
+            (None, c) if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            (None, c) => {
+                word.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if quote.is_some() {
+        return Err(format!("unclosed quote in command {line:?}"));
+    }
+    if in_word {
+        words.push(word);
+    }
+    Ok(words)
+}
+
+// === quartermaster ===
+
+#[derive(Deserialize)]
+struct QmRun {
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    command: Option<String>,
+    image: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    memory: Option<u64>,
+    #[serde(default)]
+    auth: Option<String>,
+}
+
+async fn qm_run(State(app): State<App>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let request: QmRun = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            let token = serde_json::from_slice::<Value>(&body).ok();
+            let token = token.as_ref().and_then(|v| v["token"].as_str());
+            if !authorised(&app, &headers, token) {
+                return unauthorised();
+            }
+            return failure(StatusCode::BAD_REQUEST, format!("bad /run body: {e}"));
+        }
+    };
+    if !authorised(&app, &headers, request.token.as_deref()) {
+        return unauthorised();
+    }
+    let command = match request.command.as_deref().map(split_command).transpose() {
+        Ok(c) => c.unwrap_or_default(),
+        Err(e) => return failure(StatusCode::BAD_REQUEST, e),
+    };
+    let spec = ContainerSpec {
+        image: Some(request.image),
+        name: request.name,
+        command,
+        labels: request.labels,
+        memory_mb: request.memory,
+        auth: request.auth,
+        ..Default::default()
+    };
+    // quartermaster runs jobs only on role=worker nodes, where the memory fits.
+    let constraints = [("role".to_string(), "worker".to_string())].into();
+    match ops::run_containers(&app.node, &spec, vec![], Some(1), constraints, false).await {
+        Ok(started) => match started.first() {
+            Some(ops::Started { id: Some(id), .. }) => {
+                Json(json!({ "success": true, "id": id })).into_response()
+            }
+            Some(ops::Started { error, node, .. }) => failure(
+                StatusCode::BAD_GATEWAY,
+                format!("on {node}: {}", error.clone().unwrap_or_default()),
+            ),
+            None => failure(StatusCode::BAD_GATEWAY, "no container was started"),
+        },
+        Err(e) => op_failure(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct QmStop {
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
+}
+
+async fn qm_stop(State(app): State<App>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let request: QmStop = serde_json::from_slice(&body).unwrap_or(QmStop {
+        token: None,
+        id: None,
+    });
+    if !authorised(&app, &headers, request.token.as_deref()) {
+        return unauthorised();
+    }
+    let Some(id) = request.id else {
+        return failure(
+            StatusCode::BAD_REQUEST,
+            "give the id of the container to stop",
+        );
+    };
+    if let Err(e) = ops::on_container(&app.node, Method::ContainerStop, &id, &[]).await {
+        return op_failure(e);
+    }
+    match ops::on_container(&app.node, Method::ContainerRemove, &id, &["force"]).await {
+        Ok(_) => Json(json!({ "success": true, "id": id })).into_response(),
+        Err(e) => op_failure(e),
+    }
+}
+
+async fn qm_status(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Response {
+    if !authorised(&app, &headers, query.get("token").map(String::as_str)) {
+        return unauthorised();
+    }
+    match ops::on_container(&app.node, Method::ContainerInspect, &id, &[]).await {
+        Ok((node, inspect)) => {
+            let inspect: Value = serde_json::from_str(&inspect).unwrap_or_default();
+            let state = inspect["State"]["Status"]
+                .as_str()
+                .unwrap_or("unknown")
+                .to_string();
+            let status = match state.as_str() {
+                "running" => "started",
+                "exited" | "dead" => "stopped",
+                other => other,
+            };
+            Json(json!({
+                "success": true,
+                "id": inspect["Id"].as_str().unwrap_or(&id),
+                "status": status,
+                "state": state,
+                "node": node,
+            }))
+            .into_response()
+        }
+        Err(e) => op_failure(e),
+    }
+}
+
+// === DockerMod ===
+
+async fn dockermod(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Json(request): Json<Value>,
+) -> Response {
+    if !authorised(&app, &headers, request["token"].as_str()) {
+        return unauthorised();
+    }
+    let node = &app.node;
+    let id = request["id"].as_str().unwrap_or_default().to_string();
+    let answer = |owner: String, code: u16, body: Value| {
+        Json(json!({ "dockerInstance": owner, "statusCode": code, "Response": body }))
+            .into_response()
+    };
+    let on = |method: Method, code: u16| {
+        let id = id.clone();
+        async move {
+            if id.is_empty() {
+                return failure(StatusCode::BAD_REQUEST, "this action needs an \"id\"");
+            }
+            match ops::on_container(node, method, &id, &[]).await {
+                Ok((owner, out)) => {
+                    let body = serde_json::from_str::<Value>(&out)
+                        .map(|b| json!({ "Body": b }))
+                        .unwrap_or(json!(""));
+                    answer(owner, code, body)
+                }
+                Err(e) => op_failure(e),
+            }
+        }
+    };
+    match request["action"].as_str().unwrap_or("") {
+        "create-container" => {
+            let spec = ContainerSpec {
+                image: request["image"].as_str().map(str::to_string),
+                template: request["template"].as_str().map(str::to_string),
+                name: request["name"].as_str().map(str::to_string),
+                ..Default::default()
+            };
+            let instances = request["instances"].as_u64().map(|n| n as u32);
+            match ops::run_containers(
+                node,
+                &spec,
+                vec![],
+                Some(instances.unwrap_or(1)),
+                BTreeMap::new(),
+                true,
+            )
+            .await
+            {
+                Ok(started) => {
+                    let rows: Vec<Value> = started
+                        .iter()
+                        .map(|s| match &s.id {
+                            Some(id) => json!({ "dockerInstance": s.node, "statusCode": 201,
+                                "Response": { "Body": { "Id": id, "Warnings": null } } }),
+                            None => json!({ "dockerInstance": s.node, "statusCode": 500,
+                                "Response": { "Body": { "message": s.error } } }),
+                        })
+                        .collect();
+                    if instances.is_some() {
+                        Json(json!({ "containers": rows })).into_response()
+                    } else {
+                        Json(rows.into_iter().next().unwrap_or(Value::Null)).into_response()
+                    }
+                }
+                Err(e) => op_failure(e),
+            }
+        }
+        "start-container" => on(Method::ContainerStart, 204).await,
+        "stop-container" => on(Method::ContainerStop, 204).await,
+        "restart-container" => on(Method::ContainerRestart, 204).await,
+        "delete-container" => {
+            if id.is_empty() {
+                return failure(StatusCode::BAD_REQUEST, "delete-container needs an \"id\"");
+            }
+            match ops::on_container(node, Method::ContainerRemove, &id, &["force"]).await {
+                Ok((owner, _)) => answer(owner, 204, json!("")),
+                Err(e) => op_failure(e),
+            }
+        }
+        "inspect-container" => on(Method::ContainerInspect, 200).await,
+        "list-containers" => {
+            let cluster = request["all"].as_bool().unwrap_or(false);
+            let list =
+                ops::list_containers(node, cluster, true, std::time::Duration::from_secs(10)).await;
+            Json(json!({ "containers": list.containers, "unanswered": list.missing }))
+                .into_response()
+        }
+        "list-images" => {
+            let m = ops::message(node.name(), Method::ImageList, vec![]);
+            match ops::call(node, vec![m], std::time::Duration::from_secs(60))
+                .await
+                .and_then(|r| ops::stdout(&r[0]))
+            {
+                Ok(out) => answer(
+                    node.name().to_string(),
+                    200,
+                    json!({ "Body": serde_json::from_str::<Value>(&out).unwrap_or_default() }),
+                ),
+                Err(e) => op_failure(e),
+            }
+        }
+        // Membership comes from hellos in bosun: a node joins by running with
+        // `central` set, and leaves when it stops. Both are accepted, with no response
+        // body, as DockerMod answered.
+        "register" | "unregister" => StatusCode::NO_CONTENT.into_response(),
+        other => failure(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "unknown action {other:?}; use create-container, start-container, stop-container, restart-container, delete-container, inspect-container, list-containers, list-images, register or unregister"
+            ),
+        ),
+    }
+}
+
+// === /v1 ===
+
+macro_rules! guard {
+    ($app:expr, $headers:expr) => {
+        if !authorised(&$app, &$headers, None) {
+            return unauthorised();
+        }
+    };
+}
+
+async fn v1_submit(State(app): State<App>, headers: HeaderMap, body: String) -> Response {
+    guard!(app, headers);
+    match crate::inputs::parse_messages(&body) {
+        Ok(messages) => match app.node.submit(messages).await {
+            Ok(queued) => (StatusCode::ACCEPTED, Json(json!({ "queued": queued }))).into_response(),
+            Err(e) => failure(StatusCode::BAD_REQUEST, e),
+        },
+        Err(e) => failure(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+async fn v1_status(State(app): State<App>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    guard!(app, headers);
+    match app.node.status(&id) {
+        Ok(r) if r.sent.is_none() && r.received.is_none() => {
+            failure(StatusCode::NOT_FOUND, format!("no message with id {id}"))
+        }
+        Ok(r) => Json(r).into_response(),
+        Err(e) => failure(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+async fn v1_nodes(State(app): State<App>, headers: HeaderMap) -> Response {
+    guard!(app, headers);
+    match app.node.fleet() {
+        Ok(nodes) => Json(nodes).into_response(),
+        Err(e) => failure(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RunRequest {
+    #[serde(flatten)]
+    spec: ContainerSpec,
+    #[serde(default)]
+    nodes: Vec<String>,
+    #[serde(default)]
+    instances: Option<u32>,
+    #[serde(default)]
+    constraints: BTreeMap<String, String>,
+    #[serde(default)]
+    create_only: bool,
+}
+
+async fn v1_run(State(app): State<App>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    guard!(app, headers);
+    let request: RunRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return failure(
+                StatusCode::BAD_REQUEST,
+                format!("bad container request: {e}"),
+            );
+        }
+    };
+    match ops::run_containers(
+        &app.node,
+        &request.spec,
+        request.nodes,
+        request.instances,
+        request.constraints,
+        request.create_only,
+    )
+    .await
+    {
+        Ok(started) => Json(json!({ "containers": started })).into_response(),
+        Err(e) => op_failure(e),
+    }
+}
+
+async fn v1_list(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Response {
+    guard!(app, headers);
+    let cluster = query.get("cluster").is_none_or(|v| v != "false");
+    let all = query.get("all").is_some_and(|v| v == "true");
+    let list =
+        ops::list_containers(&app.node, cluster, all, std::time::Duration::from_secs(10)).await;
+    Json(list).into_response()
+}
+
+async fn v1_inspect(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    guard!(app, headers);
+    match ops::on_container(&app.node, Method::ContainerInspect, &id, &[]).await {
+        Ok((node, out)) => Json(json!({ "node": node, "inspect": serde_json::from_str::<Value>(&out).unwrap_or_default() }))
+            .into_response(),
+        Err(e) => op_failure(e),
+    }
+}
+
+async fn v1_remove(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Response {
+    guard!(app, headers);
+    let extra: &[&str] = if query.get("force").is_some_and(|v| v == "true") {
+        &["force"]
+    } else {
+        &[]
+    };
+    match ops::on_container(&app.node, Method::ContainerRemove, &id, extra).await {
+        Ok((node, _)) => Json(json!({ "node": node, "removed": id })).into_response(),
+        Err(e) => op_failure(e),
+    }
+}
+
+async fn v1_action(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Response {
+    guard!(app, headers);
+    let (method, extra): (Method, Vec<String>) = match action.as_str() {
+        "start" => (Method::ContainerStart, vec![]),
+        "stop" => (
+            Method::ContainerStop,
+            query.get("timeout").cloned().into_iter().collect(),
+        ),
+        "restart" => (Method::ContainerRestart, vec![]),
+        "kill" => (
+            Method::ContainerKill,
+            query.get("signal").cloned().into_iter().collect(),
+        ),
+        "pause" => (Method::ContainerPause, vec![]),
+        "unpause" => (Method::ContainerUnpause, vec![]),
+        other => return failure(StatusCode::NOT_FOUND, format!("unknown action {other:?}")),
+    };
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    match ops::on_container(&app.node, method, &id, &extra).await {
+        Ok((node, out)) => Json(json!({ "node": node, "id": id, "output": out })).into_response(),
+        Err(e) => op_failure(e),
+    }
+}
+
+async fn v1_action_get(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path((id, what)): Path<(String, String)>,
+) -> Response {
+    guard!(app, headers);
+    let method = match what.as_str() {
+        "logs" => Method::ContainerLogs,
+        "stats" => Method::ContainerStats,
+        other => {
+            return failure(
+                StatusCode::NOT_FOUND,
+                format!("unknown view {other:?}; use logs or stats"),
+            );
+        }
+    };
+    match ops::on_container(&app.node, method, &id, &[]).await {
+        Ok((node, out)) => {
+            let body = serde_json::from_str::<Value>(&out).unwrap_or(Value::String(out));
+            Json(json!({ "node": node, "id": id, what: body })).into_response()
+        }
+        Err(e) => op_failure(e),
+    }
+}
+
+async fn v1_images(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Response {
+    guard!(app, headers);
+    let target = query
+        .get("node")
+        .cloned()
+        .unwrap_or_else(|| app.node.name().to_string());
+    let m = ops::message(&target, Method::ImageList, vec![]);
+    match ops::call(&app.node, vec![m], std::time::Duration::from_secs(60)).await.and_then(|r| ops::stdout(&r[0])) {
+        Ok(out) => Json(json!({ "node": target, "images": serde_json::from_str::<Value>(&out).unwrap_or_default() }))
+            .into_response(),
+        Err(e) => op_failure(e),
+    }
+}
+
+async fn v1_pull(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Json(request): Json<Value>,
+) -> Response {
+    guard!(app, headers);
+    let Some(image) = request["image"].as_str() else {
+        return failure(StatusCode::BAD_REQUEST, "give \"image\"");
+    };
+    let target = request["node"]
+        .as_str()
+        .unwrap_or(app.node.name())
+        .to_string();
+    let mut data = vec![image.to_string()];
+    if let Some(auth) = request["auth"].as_str() {
+        data.push(auth.to_string());
+    }
+    let m = ops::message(&target, Method::ImagePull, data);
+    match ops::call(&app.node, vec![m], std::time::Duration::from_secs(600))
+        .await
+        .and_then(|r| ops::stdout(&r[0]))
+    {
+        Ok(out) => Json(json!({ "node": target, "output": out })).into_response(),
+        Err(e) => op_failure(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_split_like_a_shell_without_a_shell() {
+        assert_eq!(
+            split_command("node index.js").unwrap(),
+            vec!["node", "index.js"]
+        );
+        assert_eq!(
+            split_command(r#"sh -c 'echo "a  b"'"#).unwrap(),
+            vec!["sh", "-c", r#"echo "a  b""#]
+        );
+        assert_eq!(
+            split_command(r#"echo a\ b "" x"#).unwrap(),
+            vec!["echo", "a b", "", "x"]
+        );
+        assert!(split_command("echo 'open").is_err());
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(same("abc", "abc"));
+        assert!(!same("abc", "abd"));
+        assert!(!same("abc", "abcd"));
+        assert!(!same("", "a"));
+    }
+}

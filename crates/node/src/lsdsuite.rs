@@ -1,0 +1,139 @@
+//! The LSDSuite / FaultSee node manager's TCP command port (7000 in its document), off by
+//! default. Each connection sends one `{"command": …, "params": {…}}` and gets one
+//! `{"status": "ok|err", "msg": …}` back. Every command becomes a message to this node,
+//! so it is recorded, run once and visible in `bosun status` like any other.
+
+use std::time::Duration;
+
+use bosun_proto::Method;
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::inputs::{Input, read_input};
+use crate::node::Node;
+use crate::ops;
+
+/// Serve the command port until the node shuts down.
+pub async fn serve(node: Node, listener: TcpListener) -> std::io::Result<()> {
+    let mut shutdown = node.shutdown_signal();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let node = node.clone();
+                    tokio::spawn(async move { connection(node, stream).await });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "lsdsuite port: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = crate::node::until_true(&mut shutdown) => return Ok(()),
+        }
+    }
+}
+
+async fn connection(node: Node, mut stream: TcpStream) {
+    let answer =
+        match tokio::time::timeout(Duration::from_secs(30), read_input(&mut stream, 64 * 1024))
+            .await
+        {
+            Err(_) => err("timed out waiting for a JSON command"),
+            Ok(Err(reason)) => err(&reason),
+            Ok(Ok(Input::Yaml(_))) => err("send a JSON object: {\"command\": \"status\"}"),
+            Ok(Ok(Input::Json(v))) => command(&node, &v).await,
+        };
+    let mut line = answer.to_string().into_bytes();
+    line.push(b'\n');
+    let _ = stream.write_all(&line).await;
+    let _ = stream.shutdown().await;
+}
+
+fn ok(msg: Option<String>) -> Value {
+    match msg {
+        Some(m) => json!({ "status": "ok", "msg": m }),
+        None => json!({ "status": "ok" }),
+    }
+}
+
+fn err(msg: &str) -> Value {
+    json!({ "status": "err", "msg": msg })
+}
+
+/// This machine's host name, as LSDSuite's `status` reports it.
+fn hostname() -> String {
+    nix_hostname().unwrap_or_else(|| {
+        std::fs::read_to_string("/etc/hostname")
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    })
+}
+
+fn nix_hostname() -> Option<String> {
+    std::process::Command::new("hostname")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|h| !h.is_empty())
+}
+
+/// Run one command.
+pub async fn command(node: &Node, request: &Value) -> Value {
+    let Some(name) = request["command"].as_str() else {
+        return err("missing \"command\"; send {\"command\": \"status\"}");
+    };
+    let params = &request["params"];
+    let param = |key: &str| params[key].as_str().map(str::to_string);
+    let (method, data) = match name {
+        "status" => return ok(Some(hostname())),
+        "log" => (
+            Method::CaptureFile,
+            vec![param("file").unwrap_or_else(|| "default.log".into())],
+        ),
+        "kill" => {
+            let Some(id) = param("id") else {
+                return err("kill needs params.id");
+            };
+            let signal = match &params["signal"] {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                _ => "SIGTERM".into(),
+            };
+            (Method::ContainerKill, vec![id, signal])
+        }
+        "pause" | "unpause" => {
+            let Some(id) = param("id") else {
+                return err(&format!("{name} needs params.id"));
+            };
+            let method = if name == "pause" {
+                Method::ContainerPause
+            } else {
+                Method::ContainerUnpause
+            };
+            (method, vec![id])
+        }
+        "pull" => {
+            let Some(image) = param("image") else {
+                return err("pull needs params.image");
+            };
+            (Method::ImagePull, vec![image])
+        }
+        "mark" => (Method::Mark, vec![param("msg").unwrap_or_default()]),
+        other => {
+            return err(&format!(
+                "unknown command {other:?}; use status, log, kill, pause, unpause, pull or mark"
+            ));
+        }
+    };
+    let message = ops::message(node.name(), method, data);
+    match ops::call(node, vec![message], Duration::from_secs(120)).await {
+        Ok(reports) => match ops::stdout(&reports[0]) {
+            Ok(_) => ok(None),
+            Err(e) => err(&e.to_string()),
+        },
+        Err(e) => err(&e.to_string()),
+    }
+}

@@ -1,0 +1,260 @@
+//! Fleet operations built from messages: send and wait, find a container's node, list
+//! containers cluster-wide, run containers with placement. The HTTP API, the
+//! compatibility layers and the CLI all go through these, so every operation is a
+//! durable, exactly-once message like any other.
+
+use std::time::Duration;
+
+use bosun_proto::{Message, Method, State};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::node::{Node, StatusReport};
+
+/// Why an operation did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    /// The request itself is wrong (bad spec, nothing fits, …).
+    #[error("{0}")]
+    Invalid(String),
+    /// No node has that container.
+    #[error("no such container: {0}")]
+    NotFound(String),
+    /// The message ran and failed; the reason from the node.
+    #[error("{0}")]
+    Failed(String),
+    /// No result within the wait.
+    #[error("no result within {0} s; the message is still queued")]
+    Timeout(u64),
+}
+
+/// Submit messages and wait for all their results.
+pub async fn call(
+    node: &Node,
+    messages: Vec<Message>,
+    timeout: Duration,
+) -> Result<Vec<StatusReport>, OpError> {
+    let queued = node
+        .submit(messages)
+        .await
+        .map_err(|e| OpError::Invalid(e.to_string()))?;
+    let ids: Vec<String> = queued.into_iter().map(|q| q.id).collect();
+    let (all, reports) = node
+        .wait(&ids, timeout)
+        .await
+        .map_err(|e| OpError::Failed(e.to_string()))?;
+    if !all {
+        return Err(OpError::Timeout(timeout.as_secs()));
+    }
+    Ok(reports)
+}
+
+/// A message for one node.
+pub fn message(to: &str, method: Method, data: Vec<String>) -> Message {
+    Message {
+        to_node: Some(to.to_string()),
+        method: method.name().to_string(),
+        data,
+        ordered: Some(false),
+        ttl: Some(120),
+        ..Default::default()
+    }
+}
+
+/// The stdout of a finished report, or its error.
+pub fn stdout(report: &StatusReport) -> Result<String, OpError> {
+    match (report.state(), report.outcome()) {
+        (Some(State::Done), Some(o)) => Ok(o.stdout.clone()),
+        (_, Some(o)) => Err(OpError::Failed(
+            o.error.clone().unwrap_or_else(|| format!("{:?}", o.status)),
+        )),
+        _ => Err(OpError::Failed("no outcome".into())),
+    }
+}
+
+/// The nodes to ask for cluster-wide views: every node in the registry that is not down,
+/// and this node.
+pub fn live_nodes(node: &Node) -> Vec<String> {
+    let mut names: Vec<String> = node
+        .fleet()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| n.status != crate::Liveness::Down)
+        .map(|n| n.name)
+        .collect();
+    if !names.iter().any(|n| n == node.name()) {
+        names.push(node.name().to_string());
+    }
+    names.sort();
+    names
+}
+
+/// Every node's containers, merged; nodes that did not answer are named.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterList {
+    /// Containers, each with its `node`.
+    pub containers: Vec<Value>,
+    /// Nodes that did not answer in time, or failed.
+    pub missing: Vec<String>,
+}
+
+/// List containers on every live node (or only this node when `cluster` is false).
+pub async fn list_containers(
+    node: &Node,
+    cluster: bool,
+    all: bool,
+    timeout: Duration,
+) -> ClusterList {
+    let nodes = if cluster {
+        live_nodes(node)
+    } else {
+        vec![node.name().to_string()]
+    };
+    let data = if all { vec!["all".to_string()] } else { vec![] };
+    let messages: Vec<Message> = nodes
+        .iter()
+        .map(|n| {
+            let mut m = message(n, Method::ContainerList, data.clone());
+            m.ttl = Some(timeout.as_secs().max(1));
+            m
+        })
+        .collect();
+    let queued = match node.submit(messages).await {
+        Ok(q) => q,
+        Err(_) => {
+            return ClusterList {
+                containers: vec![],
+                missing: nodes,
+            };
+        }
+    };
+    let ids: Vec<String> = queued.iter().map(|q| q.id.clone()).collect();
+    let reports = node
+        .wait(&ids, timeout)
+        .await
+        .map(|(_, r)| r)
+        .unwrap_or_default();
+    let mut list = ClusterList {
+        containers: vec![],
+        missing: vec![],
+    };
+    for (q, r) in queued.iter().zip(
+        reports
+            .iter()
+            .chain(std::iter::repeat(&StatusReport::empty())),
+    ) {
+        match stdout(r)
+            .ok()
+            .and_then(|s| serde_json::from_str::<Vec<Value>>(&s).ok())
+        {
+            Some(items) => list.containers.extend(items.into_iter().map(|mut c| {
+                c["node"] = Value::String(q.to_node.clone());
+                c
+            })),
+            None => list.missing.push(q.to_node.clone()),
+        }
+    }
+    list
+}
+
+/// Which node has the container with this id (or id prefix, or name)?
+pub async fn locate(node: &Node, id: &str) -> Result<String, OpError> {
+    let list = list_containers(node, true, true, Duration::from_secs(10)).await;
+    let wanted = id.trim_start_matches('/');
+    list.containers
+        .iter()
+        .find(|c| {
+            c["id"].as_str().is_some_and(|i| i.starts_with(wanted))
+                || c["names"].as_array().is_some_and(|n| {
+                    n.iter()
+                        .any(|n| n.as_str().map(|s| s.trim_start_matches('/')) == Some(wanted))
+                })
+        })
+        .and_then(|c| c["node"].as_str().map(str::to_string))
+        .ok_or_else(|| OpError::NotFound(id.to_string()))
+}
+
+/// Run a container method on the node that has the container.
+pub async fn on_container(
+    node: &Node,
+    method: Method,
+    id: &str,
+    extra: &[&str],
+) -> Result<(String, String), OpError> {
+    let owner = locate(node, id).await?;
+    let mut data = vec![id.to_string()];
+    data.extend(extra.iter().map(|s| s.to_string()));
+    let reports = call(
+        node,
+        vec![message(&owner, method, data)],
+        Duration::from_secs(60),
+    )
+    .await?;
+    Ok((owner, stdout(&reports[0])?))
+}
+
+/// One container started by [`run_containers`].
+#[derive(Debug, Clone, Serialize)]
+pub struct Started {
+    /// The node it runs on.
+    pub node: String,
+    /// Its id, when it started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Why not, when it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Create (and start, unless `create_only`) containers from `spec`: on `to`, or
+/// `instances` of them placed over the fleet under `constraints`.
+pub async fn run_containers(
+    node: &Node,
+    spec: &bosun_proto::container::ContainerSpec,
+    to: Vec<String>,
+    instances: Option<u32>,
+    constraints: std::collections::BTreeMap<String, String>,
+    create_only: bool,
+) -> Result<Vec<Started>, OpError> {
+    spec.validate().map_err(OpError::Invalid)?;
+    let method = if create_only {
+        Method::ContainerCreate
+    } else {
+        Method::ContainerRun
+    };
+    let mut m = message(
+        "",
+        method,
+        vec![serde_json::to_string(spec).unwrap_or_default()],
+    );
+    m.to_node = None;
+    m.to_nodes = to;
+    m.instances = instances;
+    m.constraints = constraints;
+    if m.to_nodes.is_empty() && m.instances.is_none() {
+        m.to_nodes = vec![node.name().to_string()];
+    }
+    let reports = call(node, vec![m], Duration::from_secs(120)).await?;
+    Ok(reports
+        .iter()
+        .map(|r| {
+            let to = r
+                .sent
+                .as_ref()
+                .map(|s| s.message.destination().to_string())
+                .unwrap_or_default();
+            match stdout(r) {
+                Ok(out) => Started {
+                    node: to,
+                    id: Some(out.trim().to_string()),
+                    error: None,
+                },
+                Err(e) => Started {
+                    node: to,
+                    id: None,
+                    error: Some(e.to_string()),
+                },
+            }
+        })
+        .collect())
+}
