@@ -44,6 +44,12 @@ enum Command {
     Status(cmd::status::StatusCmd),
     /// Show the fleet: every node that said hello, alive, suspect or down.
     Nodes(cmd::nodes::NodesCmd),
+    /// Containers across the fleet: run, ls, stop, kill, pause, unpause, rm, logs, …
+    #[command(subcommand)]
+    Container(cmd::container::ContainerCmd),
+    /// Images on a node: pull, ls.
+    #[command(subcommand)]
+    Image(cmd::container::ImageCmd),
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(cmd::config::ConfigCmd),
@@ -64,6 +70,8 @@ fn main() {
             Command::Send(c) => c.run(&cli.global).await,
             Command::Status(c) => c.run(&cli.global).await,
             Command::Nodes(c) => c.run(&cli.global).await,
+            Command::Container(c) => c.run(&cli.global).await,
+            Command::Image(c) => c.run(&cli.global).await,
             Command::Config(c) => c.run(&cli.global).await,
             Command::Demo(c) => c.run(&cli.global).await,
         }

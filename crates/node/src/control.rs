@@ -17,6 +17,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use bosun_proto::Message;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::net::{UnixListener, UnixStream};
@@ -60,6 +61,50 @@ pub enum ControlRequest {
     Config,
     /// The fleet registry.
     Nodes,
+    /// Create (and start) containers, on named nodes or placed over the fleet.
+    #[serde(rename_all = "camelCase")]
+    ContainerRun {
+        /// The container.
+        spec: Box<bosun_proto::container::ContainerSpec>,
+        /// Destination nodes (none: placement, or this node).
+        #[serde(default)]
+        nodes: Vec<String>,
+        /// How many to place over the fleet.
+        #[serde(default)]
+        instances: Option<u32>,
+        /// Node labels that must match.
+        #[serde(default)]
+        constraints: std::collections::BTreeMap<String, String>,
+        /// Create without starting.
+        #[serde(default)]
+        create_only: bool,
+    },
+    /// Containers of this node, or of every live node.
+    Containers {
+        /// Ask every live node.
+        cluster: bool,
+        /// Include stopped containers.
+        all: bool,
+    },
+    /// A container method on the node that has the container.
+    #[serde(rename_all = "camelCase")]
+    ContainerOp {
+        /// The method, e.g. `containerKill`.
+        method: String,
+        /// Container id, prefix or name.
+        id: String,
+        /// More arguments (signal, timeout, `force`, `follow`).
+        #[serde(default)]
+        args: Vec<String>,
+    },
+    /// Send one message and wait for its result.
+    #[serde(rename_all = "camelCase")]
+    Call {
+        /// The message.
+        message: Box<Message>,
+        /// How long to wait.
+        timeout_ms: u64,
+    },
 }
 
 /// Serve the socket until `shutdown` becomes true. Removes a stale socket file first.
@@ -162,6 +207,52 @@ async fn handle(node: &Node, value: Value) -> Value {
             })
         }
         ControlRequest::Config => json!({ "ok": true, "config": node.config() }),
+        ControlRequest::ContainerRun {
+            spec,
+            nodes,
+            instances,
+            constraints,
+            create_only,
+        } => match crate::ops::run_containers(
+            node,
+            &spec,
+            nodes,
+            instances,
+            constraints,
+            create_only,
+        )
+        .await
+        {
+            Ok(started) => json!({ "ok": true, "containers": started }),
+            Err(e) => error_line(&e.to_string()),
+        },
+        ControlRequest::Containers { cluster, all } => {
+            let list =
+                crate::ops::list_containers(node, cluster, all, Duration::from_secs(10)).await;
+            json!({ "ok": true, "containers": list.containers, "missing": list.missing })
+        }
+        ControlRequest::ContainerOp { method, id, args } => {
+            let Some(method) = bosun_proto::Method::parse(&method).map(|p| p.method) else {
+                return error_line(&format!("unknown method {method:?}"));
+            };
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            match crate::ops::on_container(node, method, &id, &args).await {
+                Ok((owner, output)) => json!({ "ok": true, "node": owner, "output": output }),
+                Err(e) => error_line(&e.to_string()),
+            }
+        }
+        ControlRequest::Call {
+            message,
+            timeout_ms,
+        } => {
+            match crate::ops::call(node, vec![*message], Duration::from_millis(timeout_ms)).await {
+                Ok(reports) => match crate::ops::stdout(&reports[0]) {
+                    Ok(output) => json!({ "ok": true, "output": output, "report": reports[0] }),
+                    Err(e) => error_line(&e.to_string()),
+                },
+                Err(e) => error_line(&e.to_string()),
+            }
+        }
         ControlRequest::Nodes => match node.fleet() {
             Ok(nodes) => json!({ "ok": true, "nodes": nodes }),
             Err(e) => error_line(&e.to_string()),

@@ -1,6 +1,7 @@
 //! One file per subcommand, and the config loading they share.
 
 pub mod config;
+pub mod container;
 pub mod demo;
 pub mod exec;
 pub mod node;

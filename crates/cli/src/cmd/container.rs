@@ -1,0 +1,416 @@
+//! `bosun container …` and `bosun image …`: containers across the fleet, through the
+//! local node. Every operation is a message: durable, run once, visible in `bosun status`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bosun_node::client;
+use bosun_node::control::ControlRequest;
+use bosun_proto::container::ContainerSpec;
+use bosun_proto::{Message, Method};
+use clap::{Args, Subcommand};
+use serde_json::Value;
+
+use super::socket_path;
+use crate::Global;
+
+/// Options for where a command goes.
+#[derive(Args, Clone, Debug, Default)]
+pub struct Placement {
+    /// Node(s) to run on, comma-separated. [default: placed over the fleet with
+    /// --instances, else this node]
+    #[arg(
+        long = "nodes",
+        alias = "node",
+        short = 'n',
+        value_delimiter = ',',
+        value_name = "NODES"
+    )]
+    nodes: Vec<String>,
+    /// Start this many, spread evenly over live nodes that fit.
+    #[arg(long, value_name = "N")]
+    instances: Option<u32>,
+    /// Node label that must match, KEY=VALUE (repeat), e.g. role=worker.
+    #[arg(long = "constraint", value_name = "KEY=VALUE")]
+    constraints: Vec<String>,
+}
+
+// Parsed once per process; boxing the big variant would only obscure the clap derive.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand)]
+pub enum ContainerCmd {
+    /// Create and start a container: `bosun container run IMAGE [-- CMD ARGS…]`.
+    ///
+    /// Examples:
+    ///   bosun container run alpine:3 -- sleep 300
+    ///   bosun container run --instances 4 --constraint role=worker --memory 256 web:1
+    ///   bosun container run --template web --name web1 -n ship1
+    #[command(verbatim_doc_comment)]
+    Run {
+        /// Image (or give --template).
+        image: Option<String>,
+        /// Template name from the node's templates folder.
+        #[arg(long)]
+        template: Option<String>,
+        /// Container name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Environment, KEY=VALUE (repeat).
+        #[arg(long = "env", short = 'e')]
+        env: Vec<String>,
+        /// Label, KEY=VALUE (repeat).
+        #[arg(long = "label", short = 'l')]
+        labels: Vec<String>,
+        /// Memory limit in MiB.
+        #[arg(long, value_name = "MIB")]
+        memory: Option<u64>,
+        /// Published port HOST:CONTAINER[/udp] (repeat).
+        #[arg(long = "publish", short = 'p')]
+        ports: Vec<String>,
+        /// Restart policy: no, always, unless-stopped, on-failure[:N].
+        #[arg(long)]
+        restart: Option<String>,
+        /// File holding the registry auth (base64 of the Docker auth JSON).
+        #[arg(long, value_name = "FILE")]
+        auth_file: Option<std::path::PathBuf>,
+        /// Create only; do not start.
+        #[arg(long)]
+        create_only: bool,
+        #[command(flatten)]
+        placement: Placement,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// The command, as an argv.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// List containers: this node's, or every live node's with --all (nodes that do not
+    /// answer are listed as such).
+    Ls {
+        /// Every live node of the fleet.
+        #[arg(long)]
+        all: bool,
+        /// Include stopped containers.
+        #[arg(long, short = 'a')]
+        stopped: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop containers (SIGTERM, then SIGKILL after --time seconds).
+    Stop {
+        ids: Vec<String>,
+        #[arg(long, short = 't', default_value_t = 10)]
+        time: u64,
+    },
+    /// Send a signal to containers.
+    Kill {
+        ids: Vec<String>,
+        #[arg(long, short = 's', default_value = "SIGTERM")]
+        signal: String,
+    },
+    /// Start created or stopped containers.
+    Start { ids: Vec<String> },
+    /// Restart containers.
+    Restart { ids: Vec<String> },
+    /// Pause containers.
+    Pause { ids: Vec<String> },
+    /// Unpause containers.
+    Unpause { ids: Vec<String> },
+    /// Remove containers.
+    Rm {
+        ids: Vec<String>,
+        /// Remove running ones too.
+        #[arg(long, short = 'f')]
+        force: bool,
+    },
+    /// Print a container's logs.
+    Logs { id: String },
+    /// Print a container's inspect JSON.
+    Inspect { id: String },
+    /// One stats sample of a container.
+    Stats { id: String },
+}
+
+#[derive(Subcommand)]
+pub enum ImageCmd {
+    /// Pull an image on a node.
+    Pull {
+        image: String,
+        #[arg(long, short = 'n')]
+        node: Option<String>,
+        /// File holding the registry auth (base64 of the Docker auth JSON).
+        #[arg(long, value_name = "FILE")]
+        auth_file: Option<std::path::PathBuf>,
+    },
+    /// List a node's images.
+    Ls {
+        #[arg(long, short = 'n')]
+        node: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn pairs(items: &[String], what: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    items
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| anyhow::anyhow!("{what} {kv:?} must be KEY=VALUE"))
+        })
+        .collect()
+}
+
+async fn request(global: &Global, req: &ControlRequest, secs: u64) -> anyhow::Result<Value> {
+    Ok(client::request(&socket_path(global)?, req, Duration::from_secs(secs)).await?)
+}
+
+fn read_auth(file: &Option<std::path::PathBuf>) -> anyhow::Result<Option<String>> {
+    file.as_ref()
+        .map(|f| {
+            std::fs::read_to_string(f)
+                .map(|s| s.trim().to_string())
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", f.display()))
+        })
+        .transpose()
+}
+
+impl ContainerCmd {
+    pub async fn run(self, global: &Global) -> anyhow::Result<i32> {
+        let (method, ids, args): (Method, Vec<String>, Vec<String>) = match self {
+            ContainerCmd::Run {
+                image,
+                template,
+                name,
+                env,
+                labels,
+                memory,
+                ports,
+                restart,
+                auth_file,
+                create_only,
+                placement,
+                json,
+                command,
+            } => {
+                let spec = ContainerSpec {
+                    image,
+                    template,
+                    name,
+                    command,
+                    env,
+                    labels: pairs(&labels, "label")?,
+                    memory_mb: memory,
+                    ports,
+                    restart,
+                    auth: read_auth(&auth_file)?,
+                };
+                spec.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+                let req = ControlRequest::ContainerRun {
+                    spec: Box::new(spec),
+                    nodes: placement.nodes,
+                    instances: placement.instances,
+                    constraints: pairs(&placement.constraints, "constraint")?,
+                    create_only,
+                };
+                let answer = request(global, &req, 180).await?;
+                let started = answer["containers"].as_array().cloned().unwrap_or_default();
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&started)?);
+                }
+                let mut code = 0;
+                for s in &started {
+                    match (s["id"].as_str(), s["error"].as_str()) {
+                        (Some(id), _) if !json => {
+                            println!("{}\t{}", s["node"].as_str().unwrap_or("?"), id)
+                        }
+                        (None, Some(e)) => {
+                            code = 1;
+                            eprintln!("{}: {e}", s["node"].as_str().unwrap_or("?"));
+                        }
+                        _ => {}
+                    }
+                }
+                return Ok(code);
+            }
+            ContainerCmd::Ls { all, stopped, json } => {
+                let answer = request(
+                    global,
+                    &ControlRequest::Containers {
+                        cluster: all,
+                        all: stopped,
+                    },
+                    60,
+                )
+                .await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&answer["containers"])?);
+                } else {
+                    println!(
+                        "{:<12}  {:<14}  {:<24}  {:<10}  {:<24}  NAMES",
+                        "ID", "NODE", "IMAGE", "STATE", "STATUS"
+                    );
+                    for c in answer["containers"].as_array().into_iter().flatten() {
+                        let names: Vec<&str> = c["names"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|n| n.as_str())
+                            .map(|n| n.trim_start_matches('/'))
+                            .collect();
+                        println!(
+                            "{:<12}  {:<14}  {:<24}  {:<10}  {:<24}  {}",
+                            c["id"]
+                                .as_str()
+                                .unwrap_or("")
+                                .chars()
+                                .take(12)
+                                .collect::<String>(),
+                            c["node"].as_str().unwrap_or(""),
+                            c["image"].as_str().unwrap_or(""),
+                            c["state"].as_str().unwrap_or(""),
+                            c["status"].as_str().unwrap_or(""),
+                            names.join(",")
+                        );
+                    }
+                }
+                let missing: Vec<&str> = answer["missing"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|m| m.as_str())
+                    .collect();
+                if !missing.is_empty() {
+                    eprintln!("no answer from: {}", missing.join(", "));
+                    return Ok(3);
+                }
+                return Ok(0);
+            }
+            ContainerCmd::Stop { ids, time } => {
+                (Method::ContainerStop, ids, vec![time.to_string()])
+            }
+            ContainerCmd::Kill { ids, signal } => (Method::ContainerKill, ids, vec![signal]),
+            ContainerCmd::Start { ids } => (Method::ContainerStart, ids, vec![]),
+            ContainerCmd::Restart { ids } => (Method::ContainerRestart, ids, vec![]),
+            ContainerCmd::Pause { ids } => (Method::ContainerPause, ids, vec![]),
+            ContainerCmd::Unpause { ids } => (Method::ContainerUnpause, ids, vec![]),
+            ContainerCmd::Rm { ids, force } => (
+                Method::ContainerRemove,
+                ids,
+                if force { vec!["force".into()] } else { vec![] },
+            ),
+            ContainerCmd::Logs { id } => (Method::ContainerLogs, vec![id], vec![]),
+            ContainerCmd::Inspect { id } => (Method::ContainerInspect, vec![id], vec![]),
+            ContainerCmd::Stats { id } => (Method::ContainerStats, vec![id], vec![]),
+        };
+        if ids.is_empty() {
+            anyhow::bail!("name at least one container (id, id prefix or name)");
+        }
+        let mut code = 0;
+        for id in ids {
+            let req = ControlRequest::ContainerOp {
+                method: method.name().to_string(),
+                id: id.clone(),
+                args: args.clone(),
+            };
+            match request(global, &req, 120).await {
+                Ok(answer) => {
+                    let output = answer["output"].as_str().unwrap_or("");
+                    if matches!(
+                        method,
+                        Method::ContainerLogs | Method::ContainerInspect | Method::ContainerStats
+                    ) {
+                        print!("{output}");
+                    } else {
+                        println!(
+                            "{id}\t{}\t{}",
+                            answer["node"].as_str().unwrap_or("?"),
+                            method.name()
+                        );
+                    }
+                }
+                Err(e) => {
+                    code = 1;
+                    eprintln!("{id}: {e}");
+                }
+            }
+        }
+        Ok(code)
+    }
+}
+
+impl ImageCmd {
+    pub async fn run(self, global: &Global) -> anyhow::Result<i32> {
+        let (node, method, data, json) = match self {
+            ImageCmd::Pull {
+                image,
+                node,
+                auth_file,
+            } => {
+                let mut data = vec![image];
+                if let Some(a) = read_auth(&auth_file)? {
+                    data.push(a);
+                }
+                (node, Method::ImagePull, data, false)
+            }
+            ImageCmd::Ls { node, json } => (node, Method::ImageList, vec![], json),
+        };
+        let node = match node {
+            Some(n) => n,
+            None => {
+                let info = request(global, &ControlRequest::Info, 10).await?;
+                info["name"].as_str().unwrap_or_default().to_string()
+            }
+        };
+        let message = Message {
+            to_node: Some(node.clone()),
+            method: method.name().to_string(),
+            data,
+            ordered: Some(false),
+            ..Default::default()
+        };
+        let answer = request(
+            global,
+            &ControlRequest::Call {
+                message: Box::new(message),
+                timeout_ms: 600_000,
+            },
+            660,
+        )
+        .await?;
+        let output = answer["output"].as_str().unwrap_or("");
+        if method == Method::ImageList && !json {
+            let images: Vec<Value> = serde_json::from_str(output).unwrap_or_default();
+            println!("{:<20}  {:>10}  TAGS", "ID", "SIZE");
+            for i in images {
+                let tags: Vec<&str> = i["tags"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|t| t.as_str())
+                    .collect();
+                println!(
+                    "{:<20}  {:>9.1}M  {}",
+                    i["id"]
+                        .as_str()
+                        .unwrap_or("")
+                        .trim_start_matches("sha256:")
+                        .chars()
+                        .take(20)
+                        .collect::<String>(),
+                    i["sizeBytes"].as_f64().unwrap_or(0.0) / 1_048_576.0,
+                    tags.join(",")
+                );
+            }
+        } else {
+            print!("{output}");
+            if !output.ends_with('\n') {
+                println!();
+            }
+        }
+        Ok(0)
+    }
+}
