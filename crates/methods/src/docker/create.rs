@@ -1,0 +1,232 @@
+//! `containerRun` / `containerCreate`: a [`ContainerSpec`], optionally laid over a
+//! template, becomes Docker's create-container body; the image is pulled when missing.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+use bollard::Docker;
+use bollard::auth::DockerCredentials;
+use bollard::models::{
+    ContainerCreateBody, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions};
+use bosun_proto::Message;
+use bosun_proto::container::{ContainerSpec, LABEL_MESSAGE, LABEL_NODE, parse_port};
+
+use super::{failure, image};
+use crate::Context;
+
+/// Create the container in `data[0]` (and start it when `start`); stdout is its id.
+pub(super) async fn run(
+    docker: &Docker,
+    message: &Message,
+    context: &Context,
+    start: bool,
+) -> Result<String, String> {
+    let raw = message.data.first().map(|s| s.trim()).unwrap_or("");
+    if raw.is_empty() {
+        return Err(
+            r#"no container spec: data[0] must be the ContainerSpec JSON, e.g. {"image":"alpine:3"}"#
+                .into(),
+        );
+    }
+    let spec: ContainerSpec = serde_json::from_str(raw)
+        .map_err(|e| format!("data[0] is not a valid container spec: {e}"))?;
+    spec.validate()
+        .map_err(|e| format!("invalid container spec: {e}"))?;
+    let template = match spec.template.as_deref() {
+        Some(name) => Some(load_template(&context.templates_dir, name)?),
+        None => None,
+    };
+    let credentials = spec.auth.as_deref().map(decode_auth).transpose()?;
+    let body = build_body(
+        &spec,
+        template,
+        &context.node,
+        message.id.as_deref().unwrap_or(""),
+    )?;
+    let Some(image_ref) = body.image.clone().filter(|i| !i.trim().is_empty()) else {
+        return Err(format!(
+            "no image: give `image` in the spec or \"Image\" in template {:?}",
+            spec.template.as_deref().unwrap_or("")
+        ));
+    };
+    image::ensure_present(docker, &image_ref, credentials, context).await?;
+
+    let options = CreateContainerOptions {
+        name: spec.name.clone(),
+        ..Default::default()
+    };
+    let created = docker
+        .create_container(Some(options), body)
+        .await
+        .map_err(|e| failure(context, &e, "create the container", None))?;
+    if start && let Err(e) = docker.start_container(&created.id, None).await {
+        let why = failure(context, &e, "start", Some(&created.id));
+        // A container that never ran is no use to anyone, and its name would block a
+        // retry with the same spec.
+        let removed = docker
+            .remove_container(
+                &created.id,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+            )
+            .await;
+        return Err(match removed {
+            Ok(()) => format!("{why}; the created container was removed"),
+            Err(_) => format!("{why}; the created container {} remains", created.id),
+        });
+    }
+    Ok(format!("{}\n", created.id))
+}
+
+/// Read `<dir>/<name>.json`, Docker's create-container JSON.
+pub(super) fn load_template(dir: &Path, name: &str) -> Result<ContainerCreateBody, String> {
+    let path = dir.join(format!("{name}.json"));
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!(
+                "template {name:?} not found: looked for {}; put the create-container JSON \
+                 there or fix `template`",
+                path.display()
+            ));
+        }
+        Err(e) => return Err(format!("cannot read template {}: {e}", path.display())),
+    };
+    serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "template {} is not Docker create-container JSON: {e}",
+            path.display()
+        )
+    })
+}
+
+/// Lay `spec` over `template` (or an empty body) and add bosun's labels.
+pub(super) fn build_body(
+    spec: &ContainerSpec,
+    template: Option<ContainerCreateBody>,
+    node: &str,
+    message_id: &str,
+) -> Result<ContainerCreateBody, String> {
+    let mut body = template.unwrap_or_default();
+    if let Some(image) = spec.image.as_deref().filter(|i| !i.is_empty()) {
+        body.image = Some(image.to_string());
+    }
+    // An argv, passed as is: Docker runs Cmd without a shell.
+    if !spec.command.is_empty() {
+        body.cmd = Some(spec.command.clone());
+    }
+    if !spec.env.is_empty() {
+        body.env = Some(merge_env(body.env.take().unwrap_or_default(), &spec.env));
+    }
+    let mut labels = body.labels.take().unwrap_or_default();
+    labels.extend(spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+    // bosun's own labels win over the spec's and the template's: they say who made it.
+    labels.insert(LABEL_NODE.to_string(), node.to_string());
+    labels.insert(LABEL_MESSAGE.to_string(), message_id.to_string());
+    body.labels = Some(labels);
+
+    let host = body.host_config.get_or_insert_with(HostConfig::default);
+    if let Some(mb) = spec.memory_mb {
+        let bytes = mb
+            .checked_mul(1024 * 1024)
+            .and_then(|b| i64::try_from(b).ok())
+            .ok_or_else(|| format!("memoryMb {mb} is too large"))?;
+        host.memory = Some(bytes);
+    }
+    if let Some(policy) = spec.restart.as_deref() {
+        host.restart_policy = Some(restart_policy(policy)?);
+    }
+    if !spec.ports.is_empty() {
+        let mut exposed = body.exposed_ports.take().unwrap_or_default();
+        let mut bindings = host.port_bindings.take().unwrap_or_default();
+        let mut from_spec: HashMap<String, Vec<PortBinding>> = HashMap::new();
+        for p in &spec.ports {
+            let (host_port, container_port, proto) = parse_port(p)?;
+            let key = format!("{container_port}/{proto}");
+            if !exposed.contains(&key) {
+                exposed.push(key.clone());
+            }
+            from_spec.entry(key).or_default().push(PortBinding {
+                host_ip: None,
+                host_port: Some(host_port.to_string()),
+            });
+        }
+        // The spec's bindings for a container port replace the template's for it.
+        for (key, list) in from_spec {
+            bindings.insert(key, Some(list));
+        }
+        body.exposed_ports = Some(exposed);
+        host.port_bindings = Some(bindings);
+    }
+    Ok(body)
+}
+
+/// The template's env with the spec's `KEY=VALUE`s laid over it, key by key.
+fn merge_env(base: Vec<String>, over: &[String]) -> Vec<String> {
+    let key = |e: &str| e.split_once('=').map_or(e, |(k, _)| k).to_string();
+    let mut merged: Vec<String> = base
+        .into_iter()
+        .filter(|b| !over.iter().any(|o| key(o) == key(b)))
+        .collect();
+    merged.extend(over.iter().cloned());
+    merged
+}
+
+/// `no`, `always`, `unless-stopped`, `on-failure` or `on-failure:N`.
+pub(super) fn restart_policy(policy: &str) -> Result<RestartPolicy, String> {
+    let (name, retries) = match policy.split_once(':') {
+        Some(("on-failure", n)) => {
+            let n = n
+                .parse::<u32>()
+                .map_err(|_| format!("restart {policy:?}: {n:?} is not a retry count"))?;
+            (RestartPolicyNameEnum::ON_FAILURE, Some(i64::from(n)))
+        }
+        Some(_) => return Err(format!("restart {policy:?} is not a policy")),
+        None => match policy {
+            "no" => (RestartPolicyNameEnum::NO, None),
+            "always" => (RestartPolicyNameEnum::ALWAYS, None),
+            "unless-stopped" => (RestartPolicyNameEnum::UNLESS_STOPPED, None),
+            "on-failure" => (RestartPolicyNameEnum::ON_FAILURE, None),
+            _ => {
+                return Err(format!(
+                    "restart {policy:?} is not a policy; use no, always, unless-stopped, \
+                     on-failure or on-failure:N"
+                ));
+            }
+        },
+    };
+    Ok(RestartPolicy {
+        name: Some(name),
+        maximum_retry_count: retries,
+    })
+}
+
+/// Registry auth: base64 of Docker's auth JSON (`username`, `password`, `email`,
+/// `serveraddress`). Either base64 alphabet, padded or not, is taken.
+pub(super) fn decode_auth(encoded: &str) -> Result<DockerCredentials, String> {
+    let encoded = encoded.trim();
+    let bytes = [STANDARD, URL_SAFE, STANDARD_NO_PAD, URL_SAFE_NO_PAD]
+        .iter()
+        .find_map(|engine| engine.decode(encoded).ok())
+        .ok_or(
+            "auth is not base64: give base64 of the Docker auth JSON \
+             {\"username\",\"password\",\"email\",\"serveraddress\"}"
+                .to_string(),
+        )?;
+    // Only the position goes into the error: serde's own message may quote a password.
+    serde_json::from_slice::<DockerCredentials>(&bytes).map_err(|e| {
+        format!(
+            "auth is not base64 of the Docker auth JSON \
+             {{\"username\",\"password\",\"email\",\"serveraddress\"}}: bad JSON at \
+             line {} column {}",
+            e.line(),
+            e.column()
+        )
+    })
+}

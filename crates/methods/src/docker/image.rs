@@ -1,0 +1,142 @@
+//! `imagePull` and `imageList`, and the pull that `containerRun` does for a missing image.
+
+use bollard::Docker;
+use bollard::auth::DockerCredentials;
+use bollard::query_parameters::{CreateImageOptions, ListImagesOptions};
+use bosun_proto::Message;
+use futures::StreamExt;
+use serde_json::json;
+
+use super::create::decode_auth;
+use super::{arg, failure, is_not_found};
+use crate::Context;
+
+/// `imagePull`: `data[0]` = image reference, `data[1]` = base64 registry auth.
+pub(super) async fn pull_method(
+    docker: &Docker,
+    message: &Message,
+    context: &Context,
+) -> Result<String, String> {
+    let image = arg(message, 0)
+        .ok_or("no image given: data[0] must be an image reference, e.g. alpine:3".to_string())?;
+    let credentials = arg(message, 1).map(decode_auth).transpose()?;
+    pull(docker, image, credentials, context).await
+}
+
+/// Pull `image` unless the daemon already has it.
+pub(super) async fn ensure_present(
+    docker: &Docker,
+    image: &str,
+    credentials: Option<DockerCredentials>,
+    context: &Context,
+) -> Result<(), String> {
+    // Checked first: the reference goes into a URL path.
+    split_ref(image)?;
+    match docker.inspect_image(image).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_not_found(&e) => pull(docker, image, credentials, context).await.map(|_| ()),
+        Err(e) => Err(failure(
+            context,
+            &e,
+            &format!("look up image {image}"),
+            None,
+        )),
+    }
+}
+
+/// Pull `image`; the answer is a one-line summary.
+async fn pull(
+    docker: &Docker,
+    image: &str,
+    credentials: Option<DockerCredentials>,
+    context: &Context,
+) -> Result<String, String> {
+    let (from_image, tag) = split_ref(image)?;
+    let options = CreateImageOptions {
+        from_image: Some(from_image),
+        tag: Some(tag),
+        ..Default::default()
+    };
+    let mut progress = docker.create_image(Some(options), None, credentials);
+    let mut last_status = None;
+    let mut digest = None;
+    while let Some(step) = progress.next().await {
+        let info = step.map_err(|e| failure(context, &e, &format!("pull {image}"), None))?;
+        if let Some(status) = info.status {
+            if let Some(d) = status.strip_prefix("Digest: ") {
+                digest = Some(d.trim().to_string());
+            }
+            last_status = Some(status);
+        }
+    }
+    let mut summary = format!("pulled {image}");
+    if let Some(d) = digest {
+        summary.push_str(&format!(" ({d})"));
+    }
+    if let Some(s) = last_status {
+        summary.push_str(&format!(": {s}"));
+    }
+    summary.push('\n');
+    Ok(summary)
+}
+
+/// Split a reference into the pull's `fromImage` and `tag`. The tag defaults to
+/// `latest`, because an empty one makes the daemon pull every tag of the repository.
+pub(super) fn split_ref(image: &str) -> Result<(String, String), String> {
+    let valid = !image.is_empty()
+        && image.len() <= 512
+        && image.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && image
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | ':' | '@'));
+    if !valid {
+        return Err(format!(
+            "{image:?} is not an image reference: use NAME[:TAG] or NAME@DIGEST, \
+             e.g. alpine:3"
+        ));
+    }
+    let (name, tag) = match image.split_once('@') {
+        Some((name, digest)) => (name, digest),
+        None => {
+            // A colon after the last slash is a tag; one before it is a registry's port.
+            let last = image.rfind('/').map_or(0, |i| i + 1);
+            match image[last..].rfind(':') {
+                Some(i) => (&image[..last + i], &image[last + i + 1..]),
+                None => (image, "latest"),
+            }
+        }
+    };
+    if name.is_empty() || tag.is_empty() {
+        return Err(format!(
+            "{image:?} is not an image reference: the name, tag or digest is empty"
+        ));
+    }
+    Ok((name.to_string(), tag.to_string()))
+}
+
+/// `imageList`: a JSON array of `{id, tags, sizeBytes}`.
+pub(super) async fn list(docker: &Docker, context: &Context) -> Result<String, String> {
+    let images = docker
+        .list_images(None::<ListImagesOptions>)
+        .await
+        .map_err(|e| failure(context, &e, "list images", None))?;
+    let rows: Vec<_> = images
+        .iter()
+        .map(|i| {
+            let tags: Vec<&String> = i
+                .repo_tags
+                .iter()
+                .filter(|t| t.as_str() != "<none>:<none>")
+                .collect();
+            json!({ "id": i.id, "tags": tags, "sizeBytes": i.size })
+        })
+        .collect();
+    to_json(&rows)
+}
+
+/// Pretty JSON and a newline.
+pub(super) fn to_json(value: &impl serde::Serialize) -> Result<String, String> {
+    serde_json::to_string_pretty(value)
+        .map(|s| s + "\n")
+        .map_err(|e| format!("cannot write the answer as JSON: {e}"))
+}
