@@ -25,6 +25,7 @@
 //! that a sent message reached a final state.
 
 pub mod audit;
+pub mod capture;
 pub mod client;
 pub mod config;
 pub mod control;

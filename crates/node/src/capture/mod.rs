@@ -1,0 +1,256 @@
+//! Capture: the node's one stream of timestamped records, as LSDSuite's node manager
+//! wrote it: container log lines, container and host stats, Docker events and operator
+//! marks, one line each, in one file that the `log` command can switch.
+//!
+//! # Record format
+//! ```text
+//! 2026-01-01T10:00:00.123Z LOG node1 3f4e…(64 hex) hello world
+//! 2026-01-01T10:00:01.000Z STATS node1 3f4e… {"cpuPercent":1.5,"memoryBytes":…}
+//! 2026-01-01T10:00:01.002Z HOST node1 - {"load1":0.2,"memAvailableBytes":…,"memTotalBytes":…,"cpus":8}
+//! 2026-01-01T10:00:02.410Z EVENT node1 3f4e… die name=web image=nginx exitCode=0
+//! 2026-01-01T10:00:03.000Z MARK node1 - phase two
+//! ```
+//! `<RFC 3339 UTC time, ms> <TOPIC> <node> <container id or -> <text>`. The time is taken
+//! when the writer receives the record, and never goes backwards, so the file is in time
+//! order. In the text, `\` is written `\\`, a newline `\n` and a carriage return `\r`, so
+//! a record is always one line and the text can be recovered exactly.
+//!
+//! # Sources
+//! - `docker`: containers labelled `org.lsdsuite.stats=true` or `org.bosun.capture=true`:
+//!   their logs (unless they log to syslog, see below) and stats; and the lifecycle events
+//!   (start, die, kill, pause, unpause, oom) of every container.
+//! - `syslog`: the socket for Docker's syslog log driver. Docker's `unix://` address
+//!   needs a **stream** socket, so that is what `syslog_socket` is; a datagram socket for
+//!   `unixgram://` is bound next to it, at [`datagram_socket_path`]. Run containers with
+//!   `--log-driver syslog --log-opt syslog-address=unix://<syslog_socket>
+//!   --log-opt syslog-format=rfc5424micro --log-opt tag='{{.FullID}}'`.
+//! - `host`: load, memory and CPU count from `/proc`.
+//!
+//! # Implementation note
+//! One writer thread owns the file; everything else sends records to it over a channel,
+//! so lines never interleave. It flushes whenever its queue is empty, so a `tail -f` sees
+//! every record at once, and a burst costs one write, not one per record.
+
+mod docker;
+mod host;
+mod stream;
+mod syslog;
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+pub use syslog::datagram_socket_path;
+
+/// The file written when none is named.
+pub const DEFAULT_FILE: &str = "default.log";
+
+/// Where and what to capture.
+#[derive(Debug, Clone)]
+pub struct CaptureConfig {
+    /// Node name, written in every record.
+    pub node: String,
+    /// Where stream files live, e.g. `<data>/capture`.
+    pub dir: PathBuf,
+    /// Initial file name, e.g. `default.log`.
+    pub file: String,
+    /// Unix socket to create for Docker's syslog log driver, e.g. `<data>/sock/logs.sock`
+    /// (a stream socket, for `syslog-address=unix://…`; see [`datagram_socket_path`] for
+    /// `unixgram://…`). `None`: no syslog capture.
+    pub syslog_socket: Option<PathBuf>,
+    /// The Docker daemon's socket, usually `/var/run/docker.sock`.
+    pub docker_socket: PathBuf,
+    /// How often container and host stats are sampled, e.g. 5 s.
+    pub stats_interval: Duration,
+}
+
+/// What a record is about; written in upper case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// A container's log line.
+    Log,
+    /// A container's stats sample (JSON).
+    Stats,
+    /// A host stats sample (JSON).
+    Host,
+    /// A Docker event, or another event of the node (e.g. a fault).
+    Event,
+    /// An operator's mark.
+    Mark,
+}
+
+impl Topic {
+    /// The word written in the record.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Topic::Log => "LOG",
+            Topic::Stats => "STATS",
+            Topic::Host => "HOST",
+            Topic::Event => "EVENT",
+            Topic::Mark => "MARK",
+        }
+    }
+}
+
+impl std::fmt::Display for Topic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+struct Inner {
+    dir: PathBuf,
+    tx: Sender<stream::Command>,
+    current: Mutex<PathBuf>,
+}
+
+/// A running capture; clones share it. It stops when the shutdown signal given to
+/// [`Capture::start`] becomes true; records after that are dropped.
+#[derive(Clone)]
+pub struct Capture {
+    inner: Arc<Inner>,
+}
+
+impl Capture {
+    /// Start capturing until `shutdown` becomes true.
+    ///
+    /// Fails only when the capture folder, the first file or the syslog socket cannot be
+    /// created. Never fails because Docker is down: it logs, retries every 5 s, and keeps
+    /// the syslog socket and marks working meanwhile.
+    pub async fn start(
+        config: CaptureConfig,
+        shutdown: watch::Receiver<bool>,
+    ) -> io::Result<Capture> {
+        std::fs::create_dir_all(&config.dir).map_err(|e| with_path(e, &config.dir))?;
+        let name =
+            file_name(&config.file).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let path = config.dir.join(name);
+        let file = open_append(&path).map_err(|e| with_path(e, &path))?;
+        let sockets = match &config.syslog_socket {
+            Some(socket) => Some(syslog::Sockets::bind(socket)?),
+            None => None,
+        };
+        let tx = stream::spawn_writer(node_field(&config.node), file)?;
+        let capture = Capture {
+            inner: Arc::new(Inner {
+                dir: config.dir.clone(),
+                tx,
+                current: Mutex::new(path),
+            }),
+        };
+        if let Some(sockets) = sockets {
+            tokio::spawn(syslog::serve(sockets, capture.clone(), shutdown.clone()));
+        }
+        tokio::spawn(docker::run(
+            capture.clone(),
+            config.docker_socket.clone(),
+            config.stats_interval,
+            shutdown.clone(),
+        ));
+        tokio::spawn(host::run(
+            capture.clone(),
+            config.stats_interval,
+            shutdown.clone(),
+        ));
+        let stopper = capture.clone();
+        let mut shutdown = shutdown;
+        tokio::spawn(async move {
+            crate::node::until_true(&mut shutdown).await;
+            let _ = stopper.inner.tx.send(stream::Command::Stop);
+        });
+        tracing::info!(file = %capture.current_file().display(), "capture started");
+        Ok(capture)
+    }
+
+    /// Write a MARK record (LSDSuite `mark`).
+    pub fn mark(&self, text: &str) {
+        self.record(Topic::Mark, None, text);
+    }
+
+    /// Switch the output to `name` inside the capture folder (LSDSuite `log`; empty means
+    /// `default.log`). Records sent before go to the old file, records after to the new
+    /// one; the new file is appended to if it exists. Names with `/` or `..` are refused.
+    pub fn switch_file(&self, name: &str) -> Result<PathBuf, String> {
+        let name = file_name(name)?;
+        let path = self.inner.dir.join(name);
+        let file =
+            open_append(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let mut current = self.lock_current();
+        self.inner
+            .tx
+            .send(stream::Command::Switch(file))
+            .map_err(|_| "capture has stopped".to_string())?;
+        *current = path.clone();
+        tracing::info!(file = %path.display(), "capture switched file");
+        Ok(path)
+    }
+
+    /// The file being written now.
+    pub fn current_file(&self) -> PathBuf {
+        self.lock_current().clone()
+    }
+
+    /// Write any record (for other parts of the node, e.g. fault events).
+    pub fn record(&self, topic: Topic, container: Option<&str>, text: &str) {
+        let _ = self.inner.tx.send(stream::Command::Record(stream::Record {
+            topic,
+            container: container.map(str::to_string),
+            text: text.to_string(),
+        }));
+    }
+
+    fn lock_current(&self) -> MutexGuard<'_, PathBuf> {
+        self.inner
+            .current
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The file name to use for `name`: empty means [`DEFAULT_FILE`]; a path, `..`, `.` or a
+/// NUL is refused.
+fn file_name(name: &str) -> Result<&str, String> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Ok(DEFAULT_FILE);
+    }
+    if name.contains('/') || name.contains("..") || name.contains('\0') || name == "." {
+        return Err(format!(
+            "capture file {name:?} must be a plain file name, without '/' or '..'"
+        ));
+    }
+    Ok(name)
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+}
+
+/// The node name as a record field: one word, never empty.
+fn node_field(node: &str) -> String {
+    let field: String = node
+        .trim()
+        .chars()
+        .map(|c| if c.is_whitespace() { '_' } else { c })
+        .collect();
+    if field.is_empty() {
+        "-".to_string()
+    } else {
+        field
+    }
+}
+
+fn with_path(e: io::Error, path: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests;

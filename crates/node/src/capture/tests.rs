@@ -1,0 +1,640 @@
+//! Tests with real things: files, unix sockets, and the Docker engine when there is one.
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::*;
+
+const ID_A: &str = "33f66876b394045525a50606e938527d117d1532a9137f0e28777bfce1e0847e";
+const ID_B: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// A record read back from a capture file.
+#[derive(Debug, Clone)]
+struct Line {
+    time: String,
+    topic: String,
+    node: String,
+    container: String,
+    text: String,
+}
+
+fn read_lines(path: &Path) -> Vec<Line> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(|l| {
+            let mut f = l.splitn(5, ' ');
+            let mut next = || f.next().unwrap_or_else(|| panic!("short record: {l:?}"));
+            Line {
+                time: next().to_string(),
+                topic: next().to_string(),
+                node: next().to_string(),
+                container: next().to_string(),
+                text: next().to_string(),
+            }
+        })
+        .collect()
+}
+
+async fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn config(dir: &Path, syslog_socket: Option<PathBuf>, docker_socket: &Path) -> CaptureConfig {
+    CaptureConfig {
+        node: "node1".into(),
+        dir: dir.join("capture"),
+        file: String::new(),
+        syslog_socket,
+        docker_socket: docker_socket.to_path_buf(),
+        stats_interval: Duration::from_secs(3600),
+    }
+}
+
+fn of<'a>(lines: &'a [Line], topic: &'a str) -> impl Iterator<Item = &'a Line> + 'a {
+    lines.iter().filter(move |l| l.topic == topic)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_stream_orders_escapes_and_switches() {
+    let dir = tempfile::tempdir().unwrap();
+    let (stop, shutdown) = watch::channel(false);
+    // No Docker there: start must not care.
+    let capture = Capture::start(
+        config(dir.path(), None, &dir.path().join("no-docker.sock")),
+        shutdown,
+    )
+    .await
+    .unwrap();
+    let first = dir.path().join("capture").join(DEFAULT_FILE);
+    assert_eq!(capture.current_file(), first);
+
+    // Several writers at once: one record per line, each writer's order kept.
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let capture = capture.clone();
+            std::thread::spawn(move || {
+                for r in 0..200 {
+                    capture.record(
+                        Topic::Log,
+                        Some(&format!("c{w}")),
+                        &format!("w{w} r{r}\nsecond \\ half"),
+                    );
+                }
+            })
+        })
+        .collect();
+    // A mark between two records of one writer lands between them.
+    capture.record(Topic::Event, Some(ID_A), "before");
+    capture.mark("the mark");
+    capture.record(Topic::Event, Some(ID_A), "after");
+    for w in writers {
+        w.join().unwrap();
+    }
+    capture.record(Topic::Stats, None, "{}");
+    let lines = eventually(Duration::from_secs(10), "all records written", || {
+        let lines = read_lines(&first);
+        (of(&lines, "STATS").count() == 1).then_some(lines)
+    })
+    .await;
+    let logs: Vec<_> = of(&lines, "LOG").collect();
+    assert_eq!(logs.len(), 800);
+    for w in 0..4 {
+        let mine: Vec<_> = logs
+            .iter()
+            .filter(|l| l.container == format!("c{w}"))
+            .collect();
+        assert_eq!(mine.len(), 200);
+        for (r, l) in mine.iter().enumerate() {
+            assert_eq!(l.text, format!("w{w} r{r}\\nsecond \\\\ half"));
+            assert_eq!(l.node, "node1");
+        }
+    }
+    let times: Vec<_> = lines.iter().map(|l| l.time.clone()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "times go forward");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.time.len() == 24 && l.time.ends_with('Z'))
+    );
+    let pos = |topic: &str, text: &str| {
+        lines
+            .iter()
+            .position(|l| l.topic == topic && l.text == text)
+            .unwrap_or_else(|| panic!("no {topic} {text}"))
+    };
+    assert!(pos("EVENT", "before") < pos("MARK", "the mark"));
+    assert!(pos("MARK", "the mark") < pos("EVENT", "after"));
+    let mark = &lines[pos("MARK", "the mark")];
+    assert_eq!(mark.container, "-");
+    assert_eq!(lines[pos("EVENT", "after")].container, ID_A);
+
+    // Switching: bad names refused, the file stays.
+    for bad in ["../x", "a/b", "..", "/etc/passwd"] {
+        assert!(capture.switch_file(bad).is_err(), "{bad} refused");
+    }
+    assert_eq!(capture.current_file(), first);
+    let second = capture.switch_file("run2.log").unwrap();
+    assert_eq!(second, dir.path().join("capture").join("run2.log"));
+    assert_eq!(capture.current_file(), second);
+    capture.mark("in run2");
+    eventually(Duration::from_secs(5), "mark in run2.log", || {
+        of(&read_lines(&second), "MARK")
+            .any(|l| l.text == "in run2")
+            .then_some(())
+    })
+    .await;
+    assert!(!of(&read_lines(&first), "MARK").any(|l| l.text == "in run2"));
+    // Empty: back to default.log, appended to.
+    assert_eq!(capture.switch_file("").unwrap(), first);
+    capture.mark("back");
+    eventually(Duration::from_secs(5), "mark back in default.log", || {
+        let lines = read_lines(&first);
+        (of(&lines, "LOG").count() == 800 && of(&lines, "MARK").any(|l| l.text == "back"))
+            .then_some(())
+    })
+    .await;
+
+    stop.send(true).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    capture.mark("after shutdown");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!of(&read_lines(&first), "MARK").any(|l| l.text == "after shutdown"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_syslog_socket_takes_docker_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("sock").join("logs.sock");
+    // A stale socket from an earlier run is replaced.
+    std::fs::create_dir_all(sock.parent().unwrap()).unwrap();
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    assert!(sock.exists());
+
+    let (stop, shutdown) = watch::channel(false);
+    let capture = Capture::start(
+        config(
+            dir.path(),
+            Some(sock.clone()),
+            &dir.path().join("no-docker.sock"),
+        ),
+        shutdown,
+    )
+    .await
+    .unwrap();
+    let dgram = datagram_socket_path(&sock);
+    assert_eq!(dgram, dir.path().join("sock").join("logs.dgram.sock"));
+    for p in [&sock, &dgram] {
+        let mode = std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o666, "{} mode", p.display());
+    }
+
+    // Datagrams, as Docker's rfc5424micro sends them to unixgram://; garbage in between.
+    let client = UnixDatagram::unbound().unwrap();
+    let message = |id: &str, text: &str| {
+        format!("<30>1 2026-01-01T10:00:00.123456Z host {id} 123 {id} - {text}\n")
+    };
+    client
+        .send_to(message(ID_A, "hello world").as_bytes(), &dgram)
+        .unwrap();
+    client.send_to(b"hello, not syslog", &dgram).unwrap();
+    client.send_to(&[0xff, 0x00, 0xfe], &dgram).unwrap();
+    client
+        .send_to(message(ID_B, "  two\tfields").trim_end().as_bytes(), &dgram)
+        .unwrap();
+
+    // A stream, as Docker's syslog driver dials unix://: newline-separated, cut anywhere.
+    let mut conn = UnixStream::connect(&sock).unwrap();
+    let both = format!(
+        "{}{}",
+        message(ID_A, "on a stream"),
+        message(ID_B, "second")
+    );
+    let (one, two) = both.split_at(both.len() / 2 + 7);
+    use std::io::Write as _;
+    conn.write_all(one.as_bytes()).unwrap();
+    conn.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    conn.write_all(two.as_bytes()).unwrap();
+    conn.write_all(b"garbage line\n").unwrap();
+    drop(conn);
+
+    let file = capture.current_file();
+    let logs = eventually(Duration::from_secs(10), "four syslog LOG records", || {
+        let logs: Vec<_> = of(&read_lines(&file), "LOG").cloned().collect();
+        (logs.len() >= 4).then_some(logs)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logs_again: Vec<_> = of(&read_lines(&file), "LOG").cloned().collect();
+    assert_eq!(logs_again.len(), 4, "garbage skipped: {logs_again:?}");
+    let got: Vec<_> = logs
+        .iter()
+        .map(|l| (l.container.as_str(), l.text.as_str()))
+        .collect();
+    assert!(got.contains(&(ID_A, "hello world")), "{got:?}");
+    assert!(got.contains(&(ID_B, "  two\tfields")), "{got:?}");
+    assert!(got.contains(&(ID_A, "on a stream")), "{got:?}");
+    assert!(got.contains(&(ID_B, "second")), "{got:?}");
+    let a = got.iter().position(|g| g.1 == "hello world").unwrap();
+    let b = got.iter().position(|g| g.1 == "  two\tfields").unwrap();
+    assert!(a < b, "datagrams in order");
+
+    // On shutdown the socket files go.
+    stop.send(true).unwrap();
+    eventually(Duration::from_secs(5), "sockets removed", || {
+        (!sock.exists() && !dgram.exists()).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn capture_start_refuses_a_non_socket_in_the_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("logs.sock");
+    std::fs::write(&sock, "data").unwrap();
+    let (_stop, shutdown) = watch::channel(false);
+    let err = Capture::start(
+        config(
+            dir.path(),
+            Some(sock.clone()),
+            &dir.path().join("no-docker.sock"),
+        ),
+        shutdown,
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert!(err.to_string().contains("not a socket"), "{err}");
+    assert_eq!(std::fs::read_to_string(&sock).unwrap(), "data");
+}
+
+// ---- Docker ----
+
+const IMAGE: &str = "bosun-capture-test:1";
+
+fn docker(args: &[&str]) -> std::process::Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run docker")
+}
+
+fn docker_ok(args: &[&str]) -> String {
+    let out = docker(args);
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// True when the engine answers; panics when it does not and `BOSUN_REQUIRE_DOCKER=1`.
+fn docker_reachable() -> bool {
+    let up = Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !up {
+        if std::env::var("BOSUN_REQUIRE_DOCKER").is_ok_and(|v| v == "1" || v == "true") {
+            panic!(
+                "Docker is unreachable but BOSUN_REQUIRE_DOCKER=1: start the engine and check /var/run/docker.sock"
+            );
+        }
+        eprintln!("SKIP: Docker unreachable; set BOSUN_REQUIRE_DOCKER=1 to fail instead");
+    }
+    up
+}
+
+/// A tiny image: a static busybox with `sh`, `sleep`, `echo` and `seq`, imported from a
+/// temporary root file system.
+fn test_image() -> &'static str {
+    static BUILT: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if *built || docker(&["image", "inspect", IMAGE]).status.success() {
+        *built = true;
+        return IMAGE;
+    }
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("busybox missing: apt-get install busybox-static");
+    let root = tempfile::tempdir().unwrap();
+    let bin = root.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy(busybox, bin.join("busybox")).unwrap();
+    for tool in ["sh", "sleep", "echo", "seq"] {
+        std::os::unix::fs::symlink("busybox", bin.join(tool)).unwrap();
+    }
+    let mut tar = Command::new("tar")
+        .arg("-C")
+        .arg(root.path())
+        .args(["-c", "."])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run tar");
+    let import = Command::new("docker")
+        .args(["import", "--change", r#"CMD ["/bin/sh"]"#, "-", IMAGE])
+        .stdin(tar.stdout.take().unwrap())
+        .output()
+        .expect("run docker import");
+    assert!(tar.wait().unwrap().success(), "tar failed");
+    assert!(
+        import.status.success(),
+        "docker import: {}",
+        String::from_utf8_lossy(&import.stderr)
+    );
+    *built = true;
+    IMAGE
+}
+
+/// Containers removed on drop, even when the test fails.
+struct Containers(Vec<String>);
+
+impl Containers {
+    fn new(names: &[String]) -> Containers {
+        let c = Containers(names.to_vec());
+        c.remove();
+        c
+    }
+
+    fn remove(&self) {
+        let _ = Command::new("docker")
+            .args(["rm", "-f"])
+            .args(&self.0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// Numbers `n` of texts `<prefix><n>` for `id`, in file order.
+fn numbered(lines: &[Line], id: &str, prefix: &str) -> Vec<u32> {
+    of(lines, "LOG")
+        .filter(|l| l.container == id)
+        .filter_map(|l| l.text.strip_prefix(prefix)?.parse().ok())
+        .collect()
+}
+
+fn died(lines: &[Line], id: &str) -> Option<usize> {
+    lines
+        .iter()
+        .position(|l| l.topic == "EVENT" && l.container == id && l.text.starts_with("die "))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn capture_docker_follows_labelled_and_syslog_containers() {
+    if !docker_reachable() {
+        return;
+    }
+    let image = test_image();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("sock").join("logs.sock");
+    let (stop, shutdown) = watch::channel(false);
+    let mut cfg = config(
+        dir.path(),
+        Some(sock.clone()),
+        Path::new("/var/run/docker.sock"),
+    );
+    cfg.stats_interval = Duration::from_secs(1);
+    let capture = Capture::start(cfg, shutdown).await.unwrap();
+    let file = capture.current_file();
+
+    let tag = std::process::id();
+    let names: Vec<String> = ["follow", "syslog", "dgram"]
+        .iter()
+        .map(|n| format!("bosun-cap-docker-{n}-{tag}"))
+        .collect();
+    let _containers = Containers::new(&names);
+
+    // A labelled container logging the default way: followed through the API.
+    let followed = docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &names[0],
+        "--label",
+        "org.lsdsuite.stats=true",
+        image,
+        "sh",
+        "-c",
+        "for i in $(seq 1 40); do echo line $i; sleep 0.2; done",
+    ]);
+    assert_eq!(followed.len(), 64, "full id: {followed}");
+    // Containers logging to the syslog socket (labelled too: logs must not come twice).
+    let syslog_opts = |address: String| {
+        vec![
+            "--log-driver".to_string(),
+            "syslog".into(),
+            "--log-opt".into(),
+            format!("syslog-address={address}"),
+            "--log-opt".into(),
+            "syslog-format=rfc5424micro".into(),
+            "--log-opt".into(),
+            "tag={{.FullID}}".into(),
+            "--label".into(),
+            "org.bosun.capture=true".into(),
+        ]
+    };
+    let run_syslog = |name: &str, address: String, prefix: &str| {
+        let mut args: Vec<String> = vec!["run".into(), "-d".into(), "--name".into(), name.into()];
+        args.extend(syslog_opts(address));
+        args.extend([
+            image.to_string(),
+            "sh".into(),
+            "-c".into(),
+            format!("sleep 1; for i in $(seq 1 10); do echo {prefix}$i; sleep 0.2; done"),
+        ]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        docker_ok(&args)
+    };
+    let via_stream = run_syslog(
+        &names[1],
+        format!("unix://{}", sock.display()),
+        "via syslog ",
+    );
+    let via_dgram = run_syslog(
+        &names[2],
+        format!("unixgram://{}", datagram_socket_path(&sock).display()),
+        "via datagram ",
+    );
+
+    // Some lines, then a mark, then more lines.
+    eventually(
+        Duration::from_secs(20),
+        "LOG records of the labelled container",
+        || (numbered(&read_lines(&file), &followed, "line ").len() >= 3).then_some(()),
+    )
+    .await;
+    capture.mark("between lines");
+    let lines = eventually(
+        Duration::from_secs(30),
+        "the labelled container's die EVENT",
+        || {
+            let lines = read_lines(&file);
+            (died(&lines, &followed).is_some()
+                && died(&lines, &via_stream).is_some()
+                && died(&lines, &via_dgram).is_some())
+            .then_some(lines)
+        },
+    )
+    .await;
+    // Let followers finish, then read the lot.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let lines = {
+        let later = read_lines(&file);
+        assert!(later.len() >= lines.len());
+        later
+    };
+    let dump = || {
+        lines
+            .iter()
+            .map(|l| format!("{} {} {} {}", l.topic, l.node, l.container, l.text))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+
+    // Each line once, in order, up to the last.
+    let got = numbered(&lines, &followed, "line ");
+    let first = got[0];
+    assert_eq!(got, (first..=40).collect::<Vec<_>>(), "{}", dump());
+    let mark = lines
+        .iter()
+        .position(|l| l.topic == "MARK" && l.text == "between lines")
+        .expect("mark written");
+    let log_positions: Vec<_> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.topic == "LOG" && l.container == followed)
+        .map(|(i, _)| i)
+        .collect();
+    assert!(
+        log_positions.iter().any(|&i| i < mark),
+        "LOG before the MARK"
+    );
+    assert!(
+        log_positions.iter().any(|&i| i > mark),
+        "LOG after the MARK"
+    );
+    assert!(
+        died(&lines, &followed).unwrap() > mark,
+        "die after the mark"
+    );
+
+    // Stats, as JSON with the documented fields.
+    let stats = of(&lines, "STATS")
+        .find(|l| l.container == followed)
+        .unwrap_or_else(|| panic!("no STATS for {followed}:\n{}", dump()));
+    let json: serde_json::Value = serde_json::from_str(&stats.text).unwrap();
+    for key in [
+        "cpuPercent",
+        "memoryBytes",
+        "memoryLimitBytes",
+        "networkRxBytes",
+        "networkTxBytes",
+        "blockReadBytes",
+        "blockWriteBytes",
+    ] {
+        assert!(json.get(key).is_some(), "{key} in {json}");
+    }
+    assert!(json["memoryBytes"].as_u64().unwrap() > 0, "{json}");
+    // Host stats too.
+    let host = of(&lines, "HOST").next().expect("HOST record");
+    let json: serde_json::Value = serde_json::from_str(&host.text).unwrap();
+    assert!(json["memTotalBytes"].as_u64().unwrap() > 0);
+
+    // Syslog containers: every line once, under the full id, via either socket.
+    assert_eq!(
+        numbered(&lines, &via_stream, "via syslog "),
+        (1..=10).collect::<Vec<_>>(),
+        "{}",
+        dump()
+    );
+    assert_eq!(
+        numbered(&lines, &via_dgram, "via datagram "),
+        (1..=10).collect::<Vec<_>>(),
+        "{}",
+        dump()
+    );
+    let die = &lines[died(&lines, &followed).unwrap()];
+    assert!(
+        die.text.contains(&format!("name={}", names[0])) && die.text.contains("exitCode=0"),
+        "{die:?}"
+    );
+    assert!(lines.iter().all(|l| l.node == "node1"));
+
+    if std::env::var_os("CAPTURE_DUMP").is_some() {
+        eprintln!("{}", std::fs::read_to_string(&file).unwrap());
+    }
+    stop.send(true).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_docker_connects_when_the_daemon_appears() {
+    if !docker_reachable() {
+        return;
+    }
+    let image = test_image();
+    let dir = tempfile::tempdir().unwrap();
+    // The daemon's socket is not there yet: capture starts anyway and retries.
+    let socket = dir.path().join("docker.sock");
+    let (stop, shutdown) = watch::channel(false);
+    let capture = Capture::start(config(dir.path(), None, &socket), shutdown)
+        .await
+        .unwrap();
+    capture.mark("before Docker");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    std::os::unix::fs::symlink("/var/run/docker.sock", &socket).unwrap();
+
+    let name = format!("bosun-cap-reconnect-{}", std::process::id());
+    let _containers = Containers::new(std::slice::from_ref(&name));
+    let id = docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--label",
+        "org.bosun.capture=true",
+        image,
+        "sh",
+        "-c",
+        "for i in $(seq 1 60); do echo tick $i; sleep 0.2; done",
+    ]);
+    let file = capture.current_file();
+    let lines = eventually(
+        Duration::from_secs(30),
+        "LOG records once Docker is there",
+        || {
+            let lines = read_lines(&file);
+            (numbered(&lines, &id, "tick ").len() >= 3).then_some(lines)
+        },
+    )
+    .await;
+    let mark = lines
+        .iter()
+        .position(|l| l.topic == "MARK" && l.text == "before Docker")
+        .expect("the mark works without Docker");
+    let first_log = lines.iter().position(|l| l.topic == "LOG").unwrap();
+    assert!(mark < first_log);
+    let got = numbered(&lines, &id, "tick ");
+    assert_eq!(got, (got[0]..got[0] + got.len() as u32).collect::<Vec<_>>());
+    stop.send(true).unwrap();
+}
