@@ -3,6 +3,7 @@
 //! Each test starts its own broker on a free port and its own nodes in a temporary
 //! folder; everything is killed on drop.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -1330,4 +1331,561 @@ fn copy_a_file_between_nodes_in_hashed_chunks() {
         (std::fs::read(&dst).ok()? == content).then_some(())
     });
     assert!(!dir.path().join("copied/dst.bin.bosun-part").exists());
+}
+
+// === containers (a real Docker engine and a locally built test image) ===
+
+/// Removes containers by name or id, and every container a set of nodes created, on drop.
+struct DockerCleanup {
+    names: Vec<String>,
+    nodes: Vec<String>,
+}
+
+impl Drop for DockerCleanup {
+    fn drop(&mut self) {
+        let mut ids = self.names.clone();
+        for node in &self.nodes {
+            let out = std::process::Command::new("docker")
+                .args([
+                    "ps",
+                    "-aq",
+                    "--filter",
+                    &format!("label=org.bosun.node={node}"),
+                ])
+                .output();
+            if let Ok(out) = out {
+                ids.extend(
+                    String::from_utf8_lossy(&out.stdout)
+                        .split_whitespace()
+                        .map(str::to_string),
+                );
+            }
+        }
+        if !ids.is_empty() {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f", "-v"])
+                .args(&ids)
+                .output();
+        }
+    }
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "docker {args:?}: {}", stderr(&out));
+    stdout(&out).trim().to_string()
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}{}", &bosun_proto::new_id()[16..]).to_lowercase()
+}
+
+/// One HTTP/1.1 request; returns the status code and the body.
+fn http(addr: &str, method: &str, path: &str, bearer: Option<&str>, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    // Chunked bodies: keep the JSON between the first '{' or '[' and the last '}' or ']'.
+    let start = body.find(['{', '[']).unwrap_or(0);
+    let end = body.rfind(['}', ']']).map(|e| e + 1).unwrap_or(body.len());
+    (code, body[start..end].to_string())
+}
+
+fn tcp_line(addr: &str, request: &str) -> Value {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    serde_json::from_str(answer.trim()).unwrap_or_else(|e| panic!("{e}: {answer}"))
+}
+
+#[test]
+fn lsdsuite_port_answers_status_and_kills_a_real_container() {
+    let Some(image) = bosun_testkit::docker_test_image() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", bosun_testkit::free_port());
+    let _node = NodeProcess::start_with_env(
+        &bin(),
+        "lsd",
+        None,
+        &dir.path().join("lsd"),
+        &[("BOSUN_LSDSUITE_LISTEN", addr.as_str())],
+    );
+    let victim = unique("bosun-e2e-lsd-kill-");
+    let paused = unique("bosun-e2e-lsd-pause-");
+    let _cleanup = DockerCleanup {
+        names: vec![victim.clone(), paused.clone()],
+        nodes: vec![],
+    };
+    docker(&["run", "-d", "--name", &victim, &image, "sleep", "300"]);
+    docker(&["run", "-d", "--name", &paused, &image, "sleep", "300"]);
+
+    let status = tcp_line(&addr, r#"{"command": "status"}"#);
+    let host = std::process::Command::new("hostname").output().unwrap();
+    assert_eq!(
+        status,
+        serde_json::json!({"status": "ok", "msg": stdout(&host).trim()})
+    );
+
+    let killed = tcp_line(
+        &addr,
+        &format!(r#"{{"command": "kill", "params": {{"id": "{victim}", "signal": "SIGKILL"}}}}"#),
+    );
+    assert_eq!(killed["status"], "ok", "{killed}");
+    eventually(
+        Duration::from_secs(10),
+        "the container died of SIGKILL",
+        || {
+            (docker(&[
+                "inspect",
+                "-f",
+                "{{.State.Status}} {{.State.ExitCode}}",
+                &victim,
+            ]) == "exited 137")
+                .then_some(())
+        },
+    );
+
+    assert_eq!(
+        tcp_line(
+            &addr,
+            &format!(r#"{{"command": "pause", "params": {{"id": "{paused}"}}}}"#)
+        )["status"],
+        "ok"
+    );
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.State.Status}}", &paused]),
+        "paused"
+    );
+    assert_eq!(
+        tcp_line(
+            &addr,
+            &format!(r#"{{"command": "unpause", "params": {{"id": "{paused}"}}}}"#)
+        )["status"],
+        "ok"
+    );
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.State.Status}}", &paused]),
+        "running"
+    );
+
+    let marked = tcp_line(
+        &addr,
+        r#"{"command": "mark", "params": {"msg": "fault injected here"}}"#,
+    );
+    assert_eq!(marked["status"], "ok", "{marked}");
+    let stream = std::fs::read_to_string(dir.path().join("lsd/capture/default.log")).unwrap();
+    assert!(
+        stream
+            .lines()
+            .any(|l| l.contains(" MARK ") && l.ends_with("fault injected here")),
+        "{stream}"
+    );
+
+    let switched = tcp_line(
+        &addr,
+        r#"{"command": "log", "params": {"file": "run2.log"}}"#,
+    );
+    assert_eq!(switched["status"], "ok");
+    tcp_line(
+        &addr,
+        r#"{"command": "mark", "params": {"msg": "in run2"}}"#,
+    );
+    let run2 = std::fs::read_to_string(dir.path().join("lsd/capture/run2.log")).unwrap();
+    assert!(run2.contains("in run2"));
+
+    let missing = tcp_line(
+        &addr,
+        r#"{"command": "kill", "params": {"id": "no-such-container-xyz"}}"#,
+    );
+    assert_eq!(missing["status"], "err");
+    assert!(
+        missing["msg"]
+            .as_str()
+            .unwrap()
+            .contains("no such container"),
+        "{missing}"
+    );
+    let unknown = tcp_line(&addr, r#"{"command": "explode"}"#);
+    assert_eq!(unknown["status"], "err");
+    assert!(tcp_line(&addr, "garbage\n")["status"] == "err");
+    assert_eq!(
+        tcp_line(&addr, r#"{"command": "status"}"#)["status"],
+        "ok",
+        "still serving"
+    );
+}
+
+#[test]
+fn quartermaster_runs_on_a_worker_reports_status_and_stops_behind_its_token() {
+    let Some(image) = bosun_testkit::docker_test_image() else {
+        return;
+    };
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (central_name, worker, manager) = (unique("qmc"), unique("qmw"), unique("qmm"));
+    let _cleanup = DockerCleanup {
+        names: vec![],
+        nodes: vec![central_name.clone(), worker.clone(), manager.clone()],
+    };
+    let addr = format!("127.0.0.1:{}", bosun_testkit::free_port());
+    let token = "4jrs8-534js-345ds-3lrd0";
+    let common = |extra: &[(&'static str, &str)]| {
+        let mut env: Vec<(&str, String)> = vec![
+            ("BOSUN_CENTRAL", central_name.clone()),
+            ("BOSUN_HELLO_INTERVAL", "1".into()),
+        ];
+        env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+        env
+    };
+    let start = |name: &str, env: Vec<(&str, String)>| {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        NodeProcess::start_with_env(
+            &bin(),
+            name,
+            Some(&nats.url()),
+            &dir.path().join(name),
+            &env,
+        )
+    };
+    let central = start(
+        &central_name,
+        common(&[("BOSUN_HTTP_LISTEN", &addr), ("BOSUN_HTTP_TOKEN", token)]),
+    );
+    let _w = start(&worker, common(&[("BOSUN_LABELS", "role=worker")]));
+    let _m = start(&manager, common(&[("BOSUN_LABELS", "role=manager")]));
+    eventually(Duration::from_secs(20), "fleet alive", || {
+        (fleet_status(&central).len() == 3).then_some(())
+    });
+
+    let body = serde_json::json!({
+        "token": token, "command": "sleep 300", "image": image, "name": unique("bosun-e2e-qm-"),
+        "labels": {"name": "value"}, "memory": 64
+    })
+    .to_string();
+    let (code, answer) = http(&addr, "POST", "/run", None, &body);
+    assert_eq!(code, 200, "{answer}");
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["success"], true);
+    let id = answer["id"].as_str().unwrap().to_string();
+    assert_eq!(id.len(), 64);
+    assert_eq!(
+        docker(&[
+            "inspect",
+            "-f",
+            "{{index .Config.Labels \"org.bosun.node\"}}",
+            &id
+        ]),
+        worker,
+        "placed on the worker"
+    );
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.HostConfig.Memory}}", &id]),
+        (64 * 1024 * 1024).to_string()
+    );
+    assert_eq!(
+        docker(&["inspect", "-f", "{{json .Config.Cmd}}", &id]),
+        r#"["sleep","300"]"#
+    );
+
+    let (code, status) = http(
+        &addr,
+        "GET",
+        &format!("/status/{id}?token={token}"),
+        None,
+        "",
+    );
+    assert_eq!(code, 200, "{status}");
+    let status: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(
+        (status["success"].clone(), status["status"].clone()),
+        (Value::Bool(true), "started".into())
+    );
+
+    for (path, body) in [
+        ("/run", r#"{"token":"wrong","image":"x"}"#),
+        ("/stop", r#"{"id":"x"}"#),
+    ] {
+        let (code, answer) = http(&addr, "POST", path, None, body);
+        assert_eq!(code, 401, "{path}: {answer}");
+        assert_eq!(
+            serde_json::from_str::<Value>(&answer).unwrap()["success"],
+            false
+        );
+    }
+    assert_eq!(
+        http(&addr, "GET", &format!("/status/{id}?token=nope"), None, "").0,
+        401
+    );
+    assert_eq!(http(&addr, "GET", "/v1/nodes", None, "").0, 401);
+    assert_eq!(http(&addr, "GET", "/v1/nodes", Some(token), "").0, 200);
+
+    let (code, answer) = http(
+        &addr,
+        "POST",
+        "/stop",
+        None,
+        &format!(r#"{{"token":"{token}","id":"{id}"}}"#),
+    );
+    assert_eq!(code, 200, "{answer}");
+    let gone = std::process::Command::new("docker")
+        .args(["inspect", &id])
+        .output()
+        .unwrap();
+    assert!(!gone.status.success(), "stopped and removed");
+}
+
+#[test]
+fn dockermod_spreads_four_instances_and_lists_them_cluster_wide() {
+    let Some(image) = bosun_testkit::docker_test_image() else {
+        return;
+    };
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let names = [unique("dma"), unique("dmb"), unique("dmc")];
+    let _cleanup = DockerCleanup {
+        names: vec![],
+        nodes: names.to_vec(),
+    };
+    let addr = format!("127.0.0.1:{}", bosun_testkit::free_port());
+    let token = "0123456789abcdef0123";
+    let mut nodes = Vec::new();
+    for name in &names {
+        // DockerMod's templates: the Docker create-container JSON, one file per template.
+        let templates = dir.path().join(name).join("templates");
+        std::fs::create_dir_all(&templates).unwrap();
+        let template = serde_json::json!({"Image": image, "Cmd": ["sleep", "300"], "Labels": {"from": "template"}});
+        std::fs::write(templates.join("sleeper.json"), template.to_string()).unwrap();
+    }
+    for (i, name) in names.iter().enumerate() {
+        let mut env = vec![
+            ("BOSUN_CENTRAL", names[0].as_str()),
+            ("BOSUN_HELLO_INTERVAL", "1"),
+        ];
+        if i == 0 {
+            env.push(("BOSUN_HTTP_LISTEN", addr.as_str()));
+            env.push(("BOSUN_HTTP_TOKEN", token));
+        }
+        nodes.push(NodeProcess::start_with_env(
+            &bin(),
+            name,
+            Some(&nats.url()),
+            &dir.path().join(name),
+            &env,
+        ));
+    }
+    eventually(Duration::from_secs(20), "fleet alive", || {
+        (fleet_status(&nodes[0]).len() == 3).then_some(())
+    });
+
+    let body =
+        serde_json::json!({"action": "create-container", "template": "sleeper", "instances": 4})
+            .to_string();
+    let (code, answer) = http(&addr, "POST", "/", Some(token), &body);
+    assert_eq!(code, 200, "{answer}");
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    let created = answer["containers"].as_array().unwrap();
+    assert_eq!(created.len(), 4, "{answer}");
+    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+    for c in created {
+        assert_eq!(c["statusCode"], 201, "{c}");
+        let id = c["Response"]["Body"]["Id"].as_str().unwrap();
+        let on = docker(&[
+            "inspect",
+            "-f",
+            "{{index .Config.Labels \"org.bosun.node\"}}",
+            id,
+        ]);
+        assert_eq!(on, c["dockerInstance"].as_str().unwrap());
+        let from = docker(&["inspect", "-f", "{{index .Config.Labels \"from\"}}", id]);
+        assert_eq!(from, "template");
+        *per_node.entry(on).or_default() += 1;
+    }
+    let mut counts: Vec<usize> = per_node.values().copied().collect();
+    counts.sort();
+    assert_eq!(
+        counts,
+        vec![1, 1, 2],
+        "spread evenly over the three live nodes: {per_node:?}"
+    );
+
+    let (code, list) = http(
+        &addr,
+        "POST",
+        "/",
+        Some(token),
+        r#"{"action": "list-containers", "all": true}"#,
+    );
+    assert_eq!(code, 200, "{list}");
+    let list: Value = serde_json::from_str(&list).unwrap();
+    for c in created {
+        let id = c["Response"]["Body"]["Id"].as_str().unwrap();
+        let row = list["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id);
+        assert_eq!(
+            row.unwrap()["node"],
+            c["dockerInstance"],
+            "listed with its node"
+        );
+    }
+    assert!(list["unanswered"].as_array().unwrap().is_empty());
+
+    let first = created[0]["Response"]["Body"]["Id"].as_str().unwrap();
+    let (code, started) = http(
+        &addr,
+        "POST",
+        "/",
+        Some(token),
+        &format!(
+            r#"{{"action": "start-container", "id": "{}"}}"#,
+            &first[..12]
+        ),
+    );
+    assert_eq!(code, 200, "{started}");
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.State.Status}}", first]),
+        "running"
+    );
+    let (code, _) = http(
+        &addr,
+        "POST",
+        "/",
+        Some(token),
+        &format!(r#"{{"action": "stop-container", "id": "{first}"}}"#),
+    );
+    assert_eq!(code, 200);
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.State.Status}}", first]),
+        "exited"
+    );
+
+    // The CLI sees the same cluster-wide list.
+    let out = nodes[0].cli(&["container", "ls", "--all", "--stopped", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(json(&out).as_array().unwrap().len() >= 4);
+}
+
+#[test]
+fn labelled_container_logs_and_stats_reach_the_event_stream_with_a_mark_between() {
+    let Some(image) = bosun_testkit::docker_test_image() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("cap");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("bosun.toml"), "stats_interval_secs = 1\n").unwrap();
+    let node = NodeProcess::start(&bin(), "cap", None, &data);
+    let (labelled, syslogged) = (unique("bosun-e2e-cap-lbl-"), unique("bosun-e2e-cap-sys-"));
+    let _cleanup = DockerCleanup {
+        names: vec![labelled.clone(), syslogged.clone()],
+        nodes: vec![],
+    };
+    let id = docker(&[
+        "run",
+        "-d",
+        "--name",
+        &labelled,
+        "--label",
+        "org.lsdsuite.stats=true",
+        &image,
+        "sh",
+        "-c",
+        "while true; do echo tick; sleep 0.2; done",
+    ]);
+    let socket = data.join("sock/logs.sock");
+    let sys_id = docker(&[
+        "run",
+        "-d",
+        "--name",
+        &syslogged,
+        "--log-driver",
+        "syslog",
+        "--log-opt",
+        &format!("syslog-address=unix://{}", socket.display()),
+        "--log-opt",
+        "syslog-format=rfc5424micro",
+        "--log-opt",
+        "tag={{.FullID}}",
+        &image,
+        "sh",
+        "-c",
+        "while true; do echo via-syslog; sleep 0.2; done",
+    ]);
+    let stream_path = data.join("capture/default.log");
+    let read = || std::fs::read_to_string(&stream_path).unwrap_or_default();
+    eventually(
+        Duration::from_secs(30),
+        "LOG and STATS of the labelled container",
+        || {
+            let s = read();
+            (s.lines()
+                .any(|l| l.contains(" LOG ") && l.contains(&id) && l.ends_with("tick"))
+                && s.lines().any(|l| l.contains(" STATS ") && l.contains(&id)))
+            .then_some(())
+        },
+    );
+    let out = node.cli(&["send", "--wait", "-"]);
+    assert!(!out.status.success());
+    let mark = data.join("mark.json");
+    std::fs::write(
+        &mark,
+        r#"[{"toNode": "cap", "method": "mark", "data": ["between the ticks"]}]"#,
+    )
+    .unwrap();
+    let out = node.cli(&["send", "--wait", mark.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    eventually(
+        Duration::from_secs(20),
+        "ticks after the mark, and syslog lines",
+        || {
+            let s = read();
+            let lines: Vec<&str> = s.lines().collect();
+            let at = lines
+                .iter()
+                .position(|l| l.contains(" MARK ") && l.ends_with("between the ticks"))?;
+            let tick_after = lines[at..]
+                .iter()
+                .any(|l| l.contains(" LOG ") && l.contains(&id));
+            let syslog = lines
+                .iter()
+                .any(|l| l.contains(" LOG ") && l.contains(&sys_id) && l.ends_with("via-syslog"));
+            (tick_after && syslog).then_some(())
+        },
+    );
+    assert!(
+        read().lines().any(|l| l.contains(" HOST ")),
+        "host stats are sampled too"
+    );
 }

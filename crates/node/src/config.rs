@@ -95,6 +95,16 @@ pub struct Config {
     pub http_listen: Option<String>,
     /// File holding the HTTP API token (never given on the command line).
     pub http_token_file: Option<PathBuf>,
+    /// Capture logs and stats of labelled containers, host stats and Docker events into
+    /// the event stream (LSDSuite), with marks in between.
+    pub capture: bool,
+    /// Folder of the event stream files. Default: `<data_dir>/capture`.
+    pub capture_dir: Option<PathBuf>,
+    /// The syslog socket for `docker run --log-driver syslog` (LSDSuite's
+    /// `$LSDSUITE_DIR/sock/logs.sock`). Default: `<data_dir>/sock/logs.sock`.
+    pub syslog_socket: Option<PathBuf>,
+    /// Seconds between container and host stats samples.
+    pub stats_interval_secs: u64,
     /// Folder of container templates (`NAME.json`, Docker create-container shape).
     /// Default: `<data_dir>/templates`.
     pub templates_dir: Option<PathBuf>,
@@ -139,6 +149,10 @@ impl Default for Config {
             lsdsuite_listen: None,
             http_listen: None,
             http_token_file: None,
+            capture: true,
+            capture_dir: None,
+            syslog_socket: None,
+            stats_interval_secs: 5,
             templates_dir: None,
         }
     }

@@ -170,7 +170,10 @@ async fn run_one(inner: &Arc<Inner>, message: Message) {
     } else {
         (bosun_methods::ChunkSink::none(), None)
     };
-    let handled = bosun_methods::run(method, &message, &inner.methods, &chunks).await;
+    let handled = match method {
+        Method::Mark | Method::CaptureFile => node_method(inner, method, &message).into(),
+        _ => bosun_methods::run(method, &message, &inner.methods, &chunks).await,
+    };
     drop(chunks);
     let mut outcome = handled.outcome;
     if let Some(forwarder) = forwarder {
@@ -311,5 +314,48 @@ fn fit_reply(reply: &mut Message, max: usize) {
         }
         longer.truncate(cut);
         reply.data.clear();
+    }
+}
+
+/// The methods the node runs itself: they act on its event stream.
+fn node_method(inner: &Inner, method: Method, message: &Message) -> Outcome {
+    let started = now_millis();
+    let ended = |status: Status, stdout: String, error: Option<String>| Outcome {
+        status,
+        node: inner.name().to_string(),
+        exit_code: None,
+        stdout,
+        stderr: String::new(),
+        error,
+        truncated: false,
+        started_at: Some(started),
+        finished_at: now_millis(),
+        chunks: None,
+    };
+    let Some(capture) = &inner.capture else {
+        return ended(
+            Status::Failed,
+            String::new(),
+            Some("the event stream is off on this node (capture = false)".into()),
+        );
+    };
+    let text = message.data.join(" ");
+    match method {
+        Method::Mark => {
+            capture.mark(&text);
+            ended(
+                Status::Done,
+                format!("marked in {}\n", capture.current_file().display()),
+                None,
+            )
+        }
+        _ => match capture.switch_file(&text) {
+            Ok(path) => ended(
+                Status::Done,
+                format!("event stream now in {}\n", path.display()),
+                None,
+            ),
+            Err(e) => ended(Status::Failed, String::new(), Some(e)),
+        },
     }
 }

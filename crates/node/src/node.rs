@@ -37,6 +37,8 @@ pub(crate) struct Inner {
     pub metrics: crate::metrics::Metrics,
     /// Every message submitted or received, as JSON lines (off when `audit_max_bytes` is 0).
     pub audit: Option<crate::audit::AuditLog>,
+    /// The event stream (LSDSuite capture), when on.
+    pub capture: Option<crate::capture::Capture>,
     /// Messages with a `schedule`, for the scheduler task to repeat.
     pub schedules: mpsc::UnboundedSender<Message>,
     /// Per replied-to message: the next chunk number its sink will write.
@@ -348,6 +350,33 @@ impl Node {
         let (schedules_tx, schedules_rx) = mpsc::unbounded_channel();
         let (finished, _) = broadcast::channel(16 * 1024);
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let capture = if config.capture {
+            let capture_config = crate::capture::CaptureConfig {
+                node: config.name.clone(),
+                dir: config
+                    .capture_dir
+                    .clone()
+                    .unwrap_or_else(|| config.data_dir.join("capture")),
+                file: crate::capture::DEFAULT_FILE.into(),
+                syslog_socket: Some(
+                    config
+                        .syslog_socket
+                        .clone()
+                        .unwrap_or_else(|| config.data_dir.join("sock/logs.sock")),
+                ),
+                docker_socket: config.docker_socket.clone(),
+                stats_interval: Duration::from_secs(config.stats_interval_secs.max(1)),
+            };
+            match crate::capture::Capture::start(capture_config, shutdown_rx.clone()).await {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start the event stream capture; running without it");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let methods = bosun_methods::Context {
             node: config.name.clone(),
             output_limit: config.output_limit_bytes,
@@ -375,6 +404,7 @@ impl Node {
             schedules: schedules_tx,
             metrics: crate::metrics::Metrics::new(),
             audit,
+            capture,
         });
 
         let to_run = executor::recover(&inner).await?;

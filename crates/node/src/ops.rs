@@ -154,7 +154,43 @@ pub async fn list_containers(
             None => list.missing.push(q.to_node.clone()),
         }
     }
+    dedupe_shared_engines(&mut list.containers);
     list
+}
+
+/// Several nodes can share one Docker engine (a test bench, or nodes in containers on one
+/// host); each then reports the same containers. Keep one row per container: the one from
+/// the node named in its `org.bosun.node` label, else the first.
+fn dedupe_shared_engines(containers: &mut Vec<Value>) {
+    let mut keep: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut drop = vec![false; containers.len()];
+    for (i, c) in containers.iter().enumerate() {
+        let Some(id) = c["id"].as_str() else { continue };
+        let owned_here =
+            c["labels"][bosun_proto::container::LABEL_NODE].as_str() == c["node"].as_str();
+        match keep.get(id).copied() {
+            None => {
+                keep.insert(id.to_string(), i);
+            }
+            Some(j) => {
+                let first_owned = containers[j]["labels"][bosun_proto::container::LABEL_NODE]
+                    .as_str()
+                    == containers[j]["node"].as_str();
+                if owned_here && !first_owned {
+                    drop[j] = true;
+                    keep.insert(id.to_string(), i);
+                } else {
+                    drop[i] = true;
+                }
+            }
+        }
+    }
+    let mut i = 0;
+    containers.retain(|_| {
+        let keep = !drop[i];
+        i += 1;
+        keep
+    });
 }
 
 /// Which node has the container with this id (or id prefix, or name)?
@@ -257,4 +293,24 @@ pub async fn run_containers(
             }
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_container_seen_by_several_nodes_is_listed_once_under_its_owner() {
+        let row = |node: &str, id: &str, owner: &str| json!({"id": id, "node": node, "labels": {"org.bosun.node": owner}});
+        let mut list = vec![
+            row("a", "c1", "b"),
+            row("b", "c1", "b"),
+            row("c", "c1", "b"),
+            row("a", "c2", "x"),
+            row("b", "c2", "x"),
+        ];
+        dedupe_shared_engines(&mut list);
+        assert_eq!(list, vec![row("b", "c1", "b"), row("a", "c2", "x")]);
+    }
 }

@@ -161,7 +161,11 @@ fn check(inner: &Inner, message: &Message) -> Result<(), String> {
             "{method} takes replies only (a previousMessage with a result or a chunk); name it in replyMethod instead"
         ));
     }
-    let node_handled = method.is_reply_sink() || matches!(method, Method::Hello | Method::ErrorLog);
+    let node_handled = method.is_reply_sink()
+        || matches!(
+            method,
+            Method::Hello | Method::ErrorLog | Method::Mark | Method::CaptureFile
+        );
     if !node_handled && !bosun_methods::has_handler(method) {
         return Err(format!("method {method} is not served by this node"));
     }
