@@ -373,10 +373,17 @@ async fn bench_containers(args: &Args) {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let node = NodeProcess::start_with_env(&args.bosun, "bench", None, &dir.path().join("bench"), &[("BOSUN_LOG", "warn")]);
+    let node = NodeProcess::start_with_env(
+        &args.bosun,
+        "bench",
+        None,
+        &dir.path().join("bench"),
+        &[("BOSUN_LOG", "warn")],
+    );
     let socket = node.data_dir.join("bosun.sock");
-    let docker = Docker::connect_with_unix("/var/run/docker.sock", 120, bollard::API_DEFAULT_VERSION)
-        .expect("docker client");
+    let docker =
+        Docker::connect_with_unix("/var/run/docker.sock", 120, bollard::API_DEFAULT_VERSION)
+            .expect("docker client");
     // The daemon here may speak an older API than bollard's default: agree once.
     let docker = docker.negotiate_version().await.expect("docker version");
     let runs = args.runs.max(5);
@@ -389,7 +396,9 @@ async fn bench_containers(args: &Args) {
                 message: Box::new(serde_json::from_value(message).expect("message")),
                 timeout_ms: 60_000,
             };
-            client::request(&socket, &request, Duration::from_secs(90)).await.expect("call through bosun")
+            client::request(&socket, &request, Duration::from_secs(90))
+                .await
+                .expect("call through bosun")
         }
     };
     for i in 0..runs + 2 {
@@ -401,12 +410,21 @@ async fn bench_containers(args: &Args) {
             ..Default::default()
         };
         let created = docker
-            .create_container(Some(CreateContainerOptionsBuilder::new().name(&name).build()), body)
+            .create_container(
+                Some(CreateContainerOptionsBuilder::new().name(&name).build()),
+                body,
+            )
             .await
             .expect("create");
-        docker.start_container(&created.id, None::<StartContainerOptions>).await.expect("start");
         docker
-            .remove_container(&created.id, Some(RemoveContainerOptionsBuilder::new().force(true).build()))
+            .start_container(&created.id, None::<StartContainerOptions>)
+            .await
+            .expect("start");
+        docker
+            .remove_container(
+                &created.id,
+                Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+            )
             .await
             .expect("remove");
         let direct_ms = t.elapsed().as_secs_f64() * 1000.0;
@@ -414,12 +432,16 @@ async fn bench_containers(args: &Args) {
         let t = Instant::now();
         let spec = serde_json::json!({"image": image, "command": ["sleep", "300"],
             "name": format!("bosun-bench-node-{i}-{}", std::process::id())});
-        let answer = call(serde_json::json!({"toNode": "bench", "method": "containerRun",
-            "data": [spec.to_string()], "ordered": false}))
+        let answer = call(
+            serde_json::json!({"toNode": "bench", "method": "containerRun",
+            "data": [spec.to_string()], "ordered": false}),
+        )
         .await;
         let id = answer["output"].as_str().unwrap_or("").trim().to_string();
-        call(serde_json::json!({"toNode": "bench", "method": "containerRemove",
-            "data": [id, "force"], "ordered": false}))
+        call(
+            serde_json::json!({"toNode": "bench", "method": "containerRemove",
+            "data": [id, "force"], "ordered": false}),
+        )
         .await;
         let through_ms = t.elapsed().as_secs_f64() * 1000.0;
         if i >= 2 {

@@ -1889,3 +1889,45 @@ fn labelled_container_logs_and_stats_reach_the_event_stream_with_a_mark_between(
         "host stats are sampled too"
     );
 }
+
+#[test]
+fn the_event_stream_ships_to_central() {
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ship_dir = dir.path().join("ship1");
+    std::fs::create_dir_all(&ship_dir).unwrap();
+    std::fs::write(ship_dir.join("bosun.toml"), "capture_ship = true\n").unwrap();
+    let central = NodeProcess::start_with_env(
+        &bin(),
+        "central",
+        Some(&nats.url()),
+        &dir.path().join("central"),
+        &central_env(),
+    );
+    let ship = NodeProcess::start_with_env(
+        &bin(),
+        "ship1",
+        Some(&nats.url()),
+        &ship_dir,
+        &central_env(),
+    );
+    let mark = dir.path().join("mark.json");
+    std::fs::write(
+        &mark,
+        r#"[{"toNode": "ship1", "method": "mark", "data": ["shipped mark"]}]"#,
+    )
+    .unwrap();
+    let out = ship.cli(&["send", "--wait", mark.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shipped = dir.path().join("central/data/ship1/capture/default.log");
+    eventually(Duration::from_secs(30), "the mark reached central", || {
+        std::fs::read_to_string(&shipped)
+            .ok()?
+            .lines()
+            .any(|l| l.contains(" MARK ship1 ") && l.ends_with("shipped mark"))
+            .then_some(())
+    });
+    drop(central);
+}

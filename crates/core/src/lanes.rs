@@ -116,6 +116,28 @@ impl<K: Ord + Clone> Lanes<K> {
         }
     }
 
+    /// Take a queued (not active) item out of the lanes. False when it was not queued.
+    pub fn remove_pending(&mut self, item: &LaneItem<K>) -> bool {
+        let removed = match &item.stream {
+            None => self.unordered.remove(&item.seq).is_some(),
+            Some(k) => {
+                let Some(queue) = self.streams.get_mut(k) else {
+                    return false;
+                };
+                let removed = queue.remove(&item.seq).is_some();
+                if queue.is_empty() {
+                    self.streams.remove(k);
+                    self.ready.remove(k);
+                }
+                removed
+            }
+        };
+        if removed {
+            self.pending -= 1;
+        }
+        removed
+    }
+
     /// Queued items, oldest first within each kind.
     pub fn pending(&self) -> impl Iterator<Item = &LaneItem<K>> {
         self.unordered
@@ -186,6 +208,20 @@ mod tests {
         l.push(item(2, None));
         l.push(item(3, Some("a")));
         assert_eq!(ids(&l.take_ready()), vec![1, 3]);
+    }
+
+    #[test]
+    fn a_removed_pending_item_is_gone_and_frees_nothing() {
+        let mut l = Lanes::new(1);
+        l.push(item(1, Some("a")));
+        l.push(item(2, Some("a")));
+        let first = l.take_ready();
+        assert!(l.remove_pending(&item(2, Some("a"))));
+        assert!(!l.remove_pending(&item(1, Some("a"))), "active, not queued");
+        assert!(l.take_ready().is_empty(), "stream a is still busy with 1");
+        l.done(&first[0]);
+        assert!(l.take_ready().is_empty());
+        assert_eq!(l.pending_len(), 0);
     }
 
     #[test]

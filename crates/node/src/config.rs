@@ -105,6 +105,9 @@ pub struct Config {
     pub syslog_socket: Option<PathBuf>,
     /// Seconds between container and host stats samples.
     pub stats_interval_secs: u64,
+    /// Ship new event-stream lines to central every few seconds; central keeps them
+    /// under `<results dir>/<node>/capture/<file>`.
+    pub capture_ship: bool,
     /// Folder of container templates (`NAME.json`, Docker create-container shape).
     /// Default: `<data_dir>/templates`.
     pub templates_dir: Option<PathBuf>,
@@ -153,6 +156,7 @@ impl Default for Config {
             capture_dir: None,
             syslog_socket: None,
             stats_interval_secs: 5,
+            capture_ship: false,
             templates_dir: None,
         }
     }

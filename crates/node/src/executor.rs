@@ -184,6 +184,10 @@ async fn run_one(inner: &Arc<Inner>, message: Message) {
         && let Err(e) = inner.submit(handled.submit).await
     {
         tracing::error!(id, error = %e, "cannot queue the messages a handler produced");
+        outcome.status = Status::Failed;
+        outcome.error = Some(format!(
+            "the work was prepared but its messages could not be queued: {e}"
+        ));
     }
     if outcome.status == Status::Interrupted && message.rerun_on_restart && *inner.shutdown.borrow()
     {

@@ -70,11 +70,14 @@ pub fn liveness(
     suspect_after: u64,
     down_after: u64,
 ) -> Liveness {
-    let interval_ms = record.hello_interval_secs.max(1) * 1000;
+    let interval_ms = record
+        .hello_interval_secs
+        .clamp(1, bosun_proto::message::MAX_SECONDS)
+        * 1000;
     let age = now.saturating_sub(record.last_seen);
-    if age > interval_ms * down_after.max(1) {
+    if age > interval_ms.saturating_mul(down_after.max(1)) {
         Liveness::Down
-    } else if age > interval_ms * suspect_after.max(1) {
+    } else if age > interval_ms.saturating_mul(suspect_after.max(1)) {
         Liveness::Suspect
     } else {
         Liveness::Alive
@@ -139,6 +142,92 @@ pub(crate) async fn hello_loop(inner: Arc<Inner>) {
         };
         if let Err(e) = inner.submit(vec![hello]).await {
             tracing::warn!(error = %e, "cannot queue a hello");
+        }
+    }
+}
+
+/// At central: append shipped event-stream lines under
+/// `<results dir>/<node>/capture/<file>`.
+pub(crate) fn keep_shipped_capture(inner: &Inner, from: &str, data: &[String]) {
+    let [file, text] = data else { return };
+    if file.contains('/') || file.contains("..") || file.is_empty() {
+        tracing::warn!(from, file, "shipped capture with a bad file name; dropped");
+        return;
+    }
+    let path = inner
+        .config
+        .results_path()
+        .join(from)
+        .join("capture")
+        .join(file);
+    let written = path
+        .parent()
+        .map(std::fs::create_dir_all)
+        .unwrap_or(Ok(()))
+        .and_then(|_| {
+            use std::io::Write;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)?
+                .write_all(text.as_bytes())
+        });
+    if let Err(e) = written {
+        tracing::warn!(path = %path.display(), error = %e, "cannot keep shipped capture");
+    }
+}
+
+/// Ship new lines of this node's event stream to central every 5 s, in order (one
+/// ordered stream of durable messages), when `capture_ship` is on.
+pub(crate) async fn ship_capture(inner: Arc<Inner>) {
+    let (Some(central), Some(capture)) = (
+        inner.config.central_name().map(str::to_string),
+        inner.capture.clone(),
+    ) else {
+        return;
+    };
+    if !inner.config.capture_ship || central == inner.name() {
+        return;
+    }
+    let mut shutdown = inner.shutdown.subscribe();
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let (mut file, mut offset) = (capture.current_file(), 0u64);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = crate::node::until_true(&mut shutdown) => return,
+        }
+        let now_file = capture.current_file();
+        if now_file != file {
+            (file, offset) = (now_file, 0);
+        }
+        let Ok(bytes) = std::fs::read(&file) else {
+            continue;
+        };
+        // Whole lines only; the rest waits for the next round.
+        let end = bytes
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map(|i| i + 1)
+            .unwrap_or(0) as u64;
+        if end <= offset {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&bytes[offset as usize..end as usize]).into_owned();
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let ship = Message {
+            to_node: Some(central.clone()),
+            method: "captureShip".into(),
+            data: vec![name, text],
+            ordered: Some(true),
+            ..Default::default()
+        };
+        match inner.submit(vec![ship]).await {
+            Ok(_) => offset = end,
+            Err(e) => tracing::warn!(error = %e, "cannot ship the event stream"),
         }
     }
 }

@@ -93,9 +93,17 @@ impl Inner {
         let now = now_millis();
         let mut receipts = Vec::new();
         let mut queued = Vec::new();
+        let mut ids_in_batch = std::collections::HashSet::new();
         for (index, message) in messages.into_iter().enumerate() {
             let invalid = |reason: String| SubmitError::Invalid { index, reason };
             message.validate().map_err(|e| invalid(e.to_string()))?;
+            if let Some(id) = &message.id
+                && !ids_in_batch.insert(id.clone())
+            {
+                return Err(invalid(format!(
+                    "field `id`: {id} appears twice in this batch"
+                )));
+            }
             let method = message
                 .parsed_method()
                 .map_err(|e| invalid(e.to_string()))?;
@@ -425,6 +433,7 @@ impl Node {
             tokio::spawn(crate::fleet::prune_loop(inner.clone())),
             tokio::spawn(scheduler(inner.clone(), schedules_rx)),
             tokio::spawn(gauges(inner.clone())),
+            tokio::spawn(crate::fleet::ship_capture(inner.clone())),
         ];
         tracing::info!(
             node = inner.name(),

@@ -52,6 +52,8 @@ struct Outbox {
     timers: BinaryHeap<Reverse<(Millis, String)>>,
     results: mpsc::UnboundedSender<(String, Result<Bytes, BusError>)>,
     in_flight: usize,
+    /// Ready to send, waiting for a place among `max_in_flight` requests on the wire.
+    window_queue: std::collections::VecDeque<String>,
 }
 
 pub(crate) async fn run(
@@ -61,12 +63,16 @@ pub(crate) async fn run(
 ) {
     let (results_tx, mut results_rx) = mpsc::unbounded_channel();
     let mut outbox = Outbox {
-        lanes: Lanes::new(inner.config.max_in_flight),
+        // Unordered items may all be "active" (sent, or waiting on a retry timer); the cap
+        // applies to requests actually on the wire, so messages waiting for an offline
+        // node never hold back traffic to others.
+        lanes: Lanes::new(usize::MAX),
         inner: inner.clone(),
         entries: HashMap::new(),
         timers: BinaryHeap::new(),
         results: results_tx,
         in_flight: 0,
+        window_queue: Default::default(),
     };
     for (seq, record) in existing {
         outbox.add(seq, record.message);
@@ -174,6 +180,10 @@ impl Outbox {
             }
             return;
         }
+        if self.in_flight >= self.inner.config.max_in_flight.max(1) {
+            self.window_queue.push_back(id.to_string());
+            return;
+        }
         if let Some(reason) = &entry.resend_note {
             let event = crate::events::Resent {
                 id,
@@ -209,6 +219,9 @@ impl Outbox {
 
     async fn on_result(&mut self, id: String, result: Result<Bytes, BusError>) {
         self.in_flight = self.in_flight.saturating_sub(1);
+        if let Some(next) = self.window_queue.pop_front() {
+            self.send(&next);
+        }
         let now = now_millis();
         let Some(entry) = self.entries.get_mut(&id) else {
             return;
@@ -242,7 +255,9 @@ impl Outbox {
         }
         let attempt = match result {
             Ok(decoded) => match decoded {
-                Ok(ack) if ack.id == id => {
+                // A refusal of a frame the receiver could not read carries no id; it
+                // still answers this very request.
+                Ok(ack) if ack.id == id || (ack.id.is_empty() && ack.rejected.is_some()) => {
                     match ack.rejected {
                         Some(reason) => self.refused(&id, &reason).await,
                         None => self.finished(&id),
@@ -355,7 +370,11 @@ impl Outbox {
 
     fn finished(&mut self, id: &str) {
         if let Some(entry) = self.entries.remove(id) {
-            self.lanes.done(&entry.item);
+            // An item still queued in its lane (a result overtook it after a restart)
+            // leaves the queue; only an active one frees its stream or slot.
+            if !self.lanes.remove_pending(&entry.item) {
+                self.lanes.done(&entry.item);
+            }
         }
     }
 

@@ -97,7 +97,12 @@ async fn process(inner: &Arc<Inner>, incoming: &bosun_bus::Incoming) -> Bytes {
         return ack(&id, false, Some(reason));
     }
     let method = message.parsed_method().expect("checked");
-    if method.is_reply_sink() || matches!(method, Method::Hello | Method::ErrorLog) {
+    if method.is_reply_sink()
+        || matches!(
+            method,
+            Method::Hello | Method::ErrorLog | Method::CaptureShip
+        )
+    {
         return absorb(inner, message, method, now).await;
     }
     let stream = message
@@ -164,7 +169,11 @@ fn check(inner: &Inner, message: &Message) -> Result<(), String> {
     let node_handled = method.is_reply_sink()
         || matches!(
             method,
-            Method::Hello | Method::ErrorLog | Method::Mark | Method::CaptureFile
+            Method::Hello
+                | Method::ErrorLog
+                | Method::Mark
+                | Method::CaptureFile
+                | Method::CaptureShip
         );
     if !node_handled && !bosun_methods::has_handler(method) {
         return Err(format!("method {method} is not served by this node"));
@@ -203,6 +212,7 @@ async fn absorb(inner: &Arc<Inner>, message: Message, method: Method, now: u64) 
         }
         match method {
             Method::Hello => tracing::debug!(from, "hello"),
+            Method::CaptureShip => crate::fleet::keep_shipped_capture(inner, &from, &message.data),
             Method::ErrorLog => {
                 crate::errorlog::append_remote(&inner.config.error_log_path(), &from, &message.data)
             }

@@ -329,11 +329,11 @@ impl Message {
             ));
         }
         if let Some(s) = &self.schedule
-            && (s.len() != 2 || s[0] == 0)
+            && (s.len() != 2 || s[0] == 0 || s[0] > MAX_SECONDS || s[1] > MAX_SECONDS)
         {
             return Err(invalid(
                 "schedule",
-                "must be [intervalSeconds, totalSeconds] with an interval of at least 1",
+                "must be [intervalSeconds, totalSeconds], an interval of at least 1, both at most 30 days",
             ));
         }
         let is_command = matches!(method, Method::CliCommand | Method::CliCommandCont);

@@ -78,6 +78,8 @@ pub enum Method {
     Mark,
     /// Switch the node's event stream to another file (LSDSuite's `log`).
     CaptureFile,
+    /// New lines of a node's event stream, shipped to central: `[file, text]`.
+    CaptureShip,
 }
 
 const ALL: &[(Method, &str)] = &[
@@ -116,6 +118,7 @@ const ALL: &[(Method, &str)] = &[
     (Method::ImageList, "imageList"),
     (Method::Mark, "mark"),
     (Method::CaptureFile, "captureFile"),
+    (Method::CaptureShip, "captureShip"),
 ];
 
 /// How a method name was spelled: the method, and whether the spelling implies unordered.
@@ -177,7 +180,8 @@ impl Method {
 
     /// False for events and sinks: an ACK is all their sender waits for.
     pub fn expects_reply(self) -> bool {
-        !(self.is_reply_sink() || matches!(self, Method::Hello | Method::ErrorLog))
+        !(self.is_reply_sink()
+            || matches!(self, Method::Hello | Method::ErrorLog | Method::CaptureShip))
     }
 
     /// True for methods whose output streams back in numbered chunks.

@@ -306,4 +306,19 @@ async fn prune_forgets_only_old_finished_messages() {
         store.inbox(received.id()).unwrap().is_some(),
         "not finished"
     );
+    // A finished received message shrinks to a tombstone that still refuses resends.
+    let mut done = msg("me");
+    done.data = vec!["payload".into()];
+    store.receive(done.clone(), 1).await.unwrap();
+    store
+        .finish(done.id(), outcome(Status::Done), None, 2)
+        .await
+        .unwrap();
+    store.prune(100).await.unwrap();
+    let tomb = store.inbox(done.id()).unwrap().unwrap();
+    assert!(tomb.message.data.is_empty() && tomb.outcome.is_none());
+    assert!(matches!(
+        store.receive(done, 200).await.unwrap(),
+        Receipt::Duplicate(_)
+    ));
 }

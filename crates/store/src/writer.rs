@@ -331,8 +331,18 @@ impl Writer {
         m: &Message,
         at: Millis,
     ) -> Result<u64, StoreError> {
-        let seq = self.take_seq();
         let id = m.id().to_string();
+        // An id already queued (two submits of the same id at once) keeps its first entry.
+        let existing = txn
+            .open_table(SENT)
+            .map_err(db)?
+            .get(id.as_str())
+            .map_err(db)?
+            .map(|v| decode::<SentRecord>(&id, v.value()));
+        if let Some(rec) = existing {
+            return Ok(rec?.seq);
+        }
+        let seq = self.take_seq();
         let rec = SentRecord {
             seq,
             message: m.clone(),
@@ -539,7 +549,9 @@ fn prune(txn: &WriteTransaction, before: Millis) -> Result<u64, StoreError> {
         for entry in inbox.iter().map_err(db)? {
             let (id, v) = entry.map_err(db)?;
             let rec: InboxRecord = decode(id.value(), v.value())?;
-            if rec.state.is_terminal() && last_at(&rec.history) < before {
+            let already_small =
+                rec.outcome.is_none() && rec.message.data.is_empty() && rec.history.len() <= 1;
+            if rec.state.is_terminal() && last_at(&rec.history) < before && !already_small {
                 old_inbox.push(id.value().to_string());
             }
         }
@@ -552,9 +564,35 @@ fn prune(txn: &WriteTransaction, before: Millis) -> Result<u64, StoreError> {
             .retain_in((id.as_str(), 0)..=(id.as_str(), u64::MAX), |_, _| false)
             .map_err(db)?;
     }
+    // Received messages shrink to a tombstone instead of going: the id must still be
+    // known, so a resend that arrives after a long outage is refused as a duplicate and
+    // never runs twice.
     let mut inbox = txn.open_table(INBOX).map_err(db)?;
     for id in &old_inbox {
-        inbox.remove(id.as_str()).map_err(db)?;
+        let Some(bytes) = inbox
+            .get(id.as_str())
+            .map_err(db)?
+            .map(|v| v.value().to_vec())
+        else {
+            continue;
+        };
+        let rec: InboxRecord = decode(id, &bytes)?;
+        let tombstone = InboxRecord {
+            seq: rec.seq,
+            message: Message {
+                id: rec.message.id.clone(),
+                from_node: rec.message.from_node.clone(),
+                method: rec.message.method.clone(),
+                ..Default::default()
+            },
+            state: rec.state,
+            history: rec.history.last().cloned().into_iter().collect(),
+            arrivals: rec.arrivals,
+            outcome: None,
+        };
+        inbox
+            .insert(id.as_str(), encode(&tombstone).as_slice())
+            .map_err(db)?;
     }
     Ok((old_sent.len() + old_inbox.len()) as u64)
 }
