@@ -1738,6 +1738,9 @@ fn dockermod_spreads_four_instances_and_lists_them_cluster_wide() {
         "spread evenly over the three live nodes: {per_node:?}"
     );
 
+    // Without the token DockerMod's requests are refused (unless dockermod_open is set).
+    let (code, _) = http(&addr, "POST", "/", None, r#"{"action": "list-containers"}"#);
+    assert_eq!(code, 401);
     let (code, list) = http(
         &addr,
         "POST",

@@ -95,6 +95,9 @@ pub struct Config {
     pub http_listen: Option<String>,
     /// File holding the HTTP API token (never given on the command line).
     pub http_token_file: Option<PathBuf>,
+    /// Accept DockerMod's `POST /` requests without a token, as DockerMod itself did, so
+    /// its users' scripts run unchanged. Only on a trusted network.
+    pub dockermod_open: bool,
     /// Capture logs and stats of labelled containers, host stats and Docker events into
     /// the event stream (LSDSuite), with marks in between.
     pub capture: bool,
@@ -152,6 +155,7 @@ impl Default for Config {
             lsdsuite_listen: None,
             http_listen: None,
             http_token_file: None,
+            dockermod_open: false,
             capture: true,
             capture_dir: None,
             syslog_socket: None,
