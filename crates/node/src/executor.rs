@@ -132,9 +132,17 @@ pub(crate) async fn run(
 async fn run_one(inner: &Arc<Inner>, message: Message) {
     let id = message.id().to_string();
     let started_at = now_millis();
-    if let Err(e) = inner.store.start(&id, started_at).await {
-        tracing::error!(id, error = %e, "cannot record the start; not running");
-        return;
+    // The start must be durable before the run; a failed write is tried again for a
+    // while (a full disk may clear), and the message is never run without it.
+    let mut tries = 0;
+    while let Err(e) = inner.store.start(&id, started_at).await {
+        tries += 1;
+        if tries >= 30 || *inner.shutdown.borrow() {
+            tracing::error!(id, error = %e, "cannot record the start; not running it (it runs after the next start-up)");
+            return;
+        }
+        tracing::warn!(id, error = %e, "cannot record the start yet; trying again");
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
     if let Some(from) = message.from_node.as_deref() {
         let note = StatusNote {

@@ -18,14 +18,23 @@ use crate::errorlog::ErrorEntry;
 use crate::executor::InboxCmd;
 use crate::node::{Inner, now_millis};
 
+/// Arrivals handled at once. More wait in the subscription (and, past its capacity, at
+/// the sender, which resends): memory stays bounded under a flood.
+const MAX_ARRIVALS_AT_ONCE: usize = 4096;
+
 pub(crate) async fn run(inner: Arc<Inner>, mut subscription: bosun_bus::Subscription) {
     let mut shutdown = inner.shutdown.subscribe();
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_ARRIVALS_AT_ONCE));
     loop {
         tokio::select! {
             next = subscription.next() => match next {
                 Some(incoming) => {
+                    let Ok(permit) = permits.clone().acquire_owned().await else { break };
                     let inner = inner.clone();
-                    tokio::spawn(async move { handle(inner, incoming).await });
+                    tokio::spawn(async move {
+                        handle(inner, incoming).await;
+                        drop(permit);
+                    });
                 }
                 None => {
                     tracing::warn!("subscription ended");
