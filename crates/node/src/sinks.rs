@@ -101,7 +101,12 @@ pub(crate) async fn deliver(inner: &Arc<Inner>, reply: &Message, method: Method)
     }
     // One writer at a time keeps chunks in order.
     let mut progress = inner.sink_progress.lock().await;
-    let next = progress.get(answered).copied().unwrap_or(1);
+    let next = match progress.get(answered) {
+        Some(n) => *n,
+        // After a restart the position comes from the store, so chunks already written
+        // are not written again.
+        None => inner.store.sink_next(answered).unwrap_or(1),
+    };
     let mut text = String::new();
     let mut written_to = next;
     match inner.store.chunks_from(answered, next) {
@@ -120,10 +125,12 @@ pub(crate) async fn deliver(inner: &Arc<Inner>, reply: &Message, method: Method)
     if is_final {
         text.push_str(&result_text(reply));
         progress.remove(answered);
-    } else {
+        inner.store.set_sink_next(answered, None);
+    } else if written_to != next {
         progress.insert(answered.to_string(), written_to);
+        inner.store.set_sink_next(answered, Some(written_to));
     }
-    drop(progress);
+    // The lock is held until the text is written, so writes keep chunk order.
     if text.is_empty() {
         return;
     }

@@ -16,6 +16,7 @@
 //! | `meta` | name | u64 | counters |
 //! | `chunks` | (id, n) | text | streamed output of messages this node sent, by chunk number |
 //! | `fleet` | node | [`FleetRecord`] | the nodes heard from (central), from their hellos |
+//! | `sink_next` | id | u64 | the next chunk a reply sink writes, so a restart does not write chunks twice |
 //!
 //! # Implementation note: group commit
 //! All writes go through one thread. It takes every job waiting in its queue, applies
@@ -48,6 +49,7 @@ pub(crate) const INBOX_PENDING: TableDefinition<u64, &str> = TableDefinition::ne
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub(crate) const CHUNKS: TableDefinition<(&str, u64), &str> = TableDefinition::new("chunks");
 pub(crate) const FLEET: TableDefinition<&str, &[u8]> = TableDefinition::new("fleet");
+pub(crate) const SINK_NEXT: TableDefinition<&str, u64> = TableDefinition::new("sink_next");
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +121,7 @@ impl Store {
             txn.open_table(INBOX_PENDING).map_err(db)?;
             txn.open_table(CHUNKS).map_err(db)?;
             txn.open_table(FLEET).map_err(db)?;
+            txn.open_table(SINK_NEXT).map_err(db)?;
             let meta = txn.open_table(META).map_err(db)?;
             meta.get("next_seq")
                 .map_err(db)?
@@ -370,6 +373,26 @@ impl Store {
             out.push((k.value().1, v.value().to_string()));
         }
         Ok(out)
+    }
+
+    /// The next chunk number a reply sink will write for `id` (1 when none was written).
+    pub fn sink_next(&self, id: &str) -> Result<u64, StoreError> {
+        let txn = self.database()?.begin_read().map_err(db)?;
+        let table = txn.open_table(SINK_NEXT).map_err(db)?;
+        Ok(table.get(id).map_err(db)?.map(|v| v.value()).unwrap_or(1))
+    }
+
+    /// Remember the next chunk a reply sink will write (`None` forgets it: the stream
+    /// is complete). Queued without waiting, committed without fsync.
+    pub fn set_sink_next(&self, id: &str, next: Option<u64>) {
+        let (tx, _rx) = oneshot::channel();
+        let _ = self.jobs.send(Job::Op(
+            Box::new(Op::SinkNext {
+                id: id.to_string(),
+                next,
+            }),
+            tx,
+        ));
     }
 
     /// Every node heard from, by name.

@@ -322,3 +322,21 @@ async fn prune_forgets_only_old_finished_messages() {
         Receipt::Duplicate(_)
     ));
 }
+
+#[tokio::test]
+async fn the_sink_position_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("n.redb");
+    {
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.sink_next("m1").unwrap(), 1);
+        store.set_sink_next("m1", Some(4));
+        store.flush().await.unwrap();
+        store.close().await.unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.sink_next("m1").unwrap(), 4);
+    store.set_sink_next("m1", None);
+    store.flush().await.unwrap();
+    assert_eq!(store.sink_next("m1").unwrap(), 1);
+}

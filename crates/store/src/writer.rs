@@ -10,7 +10,7 @@ use redb::{Database, Durability, ReadableTable, WriteTransaction};
 use tokio::sync::oneshot;
 
 use crate::records::{FleetRecord, HistoryEntry, InboxRecord, SentRecord, decode, encode};
-use crate::{CHUNKS, FLEET, INBOX, INBOX_PENDING, META, OUTBOX, SENT, StoreError, db};
+use crate::{CHUNKS, FLEET, INBOX, INBOX_PENDING, META, OUTBOX, SENT, SINK_NEXT, StoreError, db};
 
 /// The most jobs folded into one commit.
 const MAX_BATCH: usize = 4096;
@@ -67,6 +67,10 @@ pub(crate) enum Op {
     Prune {
         before: Millis,
     },
+    SinkNext {
+        id: String,
+        next: Option<u64>,
+    },
     Flush,
 }
 
@@ -75,7 +79,7 @@ impl Op {
     fn durable(&self) -> bool {
         match self {
             Op::SentEvent { event, .. } => matches!(event, Event::Finished(_)),
-            Op::Notes { .. } | Op::Prune { .. } => false,
+            Op::Notes { .. } | Op::Prune { .. } | Op::SinkNext { .. } => false,
             _ => true,
         }
     }
@@ -321,6 +325,14 @@ impl Writer {
                 Ok(OpResult::Receipt(receipt))
             }
             Op::Prune { before } => Ok(OpResult::Pruned(prune(txn, *before)?)),
+            Op::SinkNext { id, next } => {
+                let mut table = txn.open_table(SINK_NEXT).map_err(db)?;
+                match next {
+                    Some(n) => table.insert(id.as_str(), *n).map_err(db)?,
+                    None => table.remove(id.as_str()).map_err(db)?,
+                };
+                Ok(OpResult::Done)
+            }
             Op::Flush => Ok(OpResult::Done),
         }
     }
