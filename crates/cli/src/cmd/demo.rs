@@ -105,19 +105,19 @@ impl DemoCmd {
 
         println!();
         println!("Run a real fleet on NATS:");
-        println!(
-            "  nats-server -p 4222 &                                   # apt-get install nats-server"
-        );
-        println!(
-            "  bosun node --name central --broker nats://127.0.0.1:4222 --data-dir /tmp/central &"
-        );
-        println!(
-            "  bosun node --name ship1   --broker nats://127.0.0.1:4222 --data-dir /tmp/ship1 &"
-        );
-        println!("  bosun --data-dir /tmp/central exec -n ship1 -- uname -a");
-        println!(
-            "  bosun --data-dir /tmp/central status            # recent messages and their states"
-        );
+        for line in [
+            "  nats-server -p 4222 &                         # apt-get install nats-server",
+            "  export BOSUN_BROKER=nats://127.0.0.1:4222 BOSUN_CENTRAL=central",
+            "  bosun node --name central --data-dir /tmp/central &",
+            "  bosun node --name ship1   --data-dir /tmp/ship1 &",
+            "  export BOSUN_DATA_DIR=/tmp/central             # the CLI talks to central",
+            "  bosun nodes                                    # the fleet, from hellos",
+            "  bosun exec -n ship1 -- uname -a",
+            "  bosun container run -n ship1 IMAGE -- CMD      # containers, through the same path",
+            "  bosun status                                   # recent messages and their states",
+        ] {
+            println!("{line}");
+        }
 
         for n in &nodes {
             n.shutdown().await;
