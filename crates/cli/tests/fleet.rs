@@ -1934,3 +1934,50 @@ fn the_event_stream_ships_to_central() {
     });
     drop(central);
 }
+
+#[test]
+fn save_config_makes_flags_the_next_starts_defaults_only_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("n");
+    let run = |extra: &[&str]| {
+        let mut child = std::process::Command::new(bin())
+            .args([
+                "node",
+                "--name",
+                "saver",
+                "--data-dir",
+                data.to_str().unwrap(),
+            ])
+            .args(extra)
+            .env_remove("BOSUN_CONFIG")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        eventually(Duration::from_secs(20), "node up", || {
+            data.join("bosun.sock").exists().then_some(())
+        });
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_file(data.join("bosun.sock"));
+    };
+    run(&["--retries", "7"]);
+    assert!(
+        !data.join("bosun.toml").exists(),
+        "flags are not saved unless asked"
+    );
+    run(&["--retries", "7", "--save-config"]);
+    let saved = std::fs::read_to_string(data.join("bosun.toml")).unwrap();
+    assert!(
+        saved.contains("retries = 7") && saved.contains("name = \"saver\""),
+        "{saved}"
+    );
+    let out = std::process::Command::new(bin())
+        .args(["--data-dir", data.to_str().unwrap(), "config", "show"])
+        .env_remove("BOSUN_CONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&out).contains("retries = 7"),
+        "the next start's default"
+    );
+}

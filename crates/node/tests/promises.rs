@@ -371,3 +371,33 @@ async fn rerun_on_restart_runs_an_interrupted_message_again_when_asked() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_repeats_the_message_until_its_total_has_passed() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::new();
+    let a = start(&hub, config(dir.path(), "a")).await;
+    let b = start(&hub, config(dir.path(), "b")).await;
+    let record = dir.path().join("runs.txt");
+    let mut m = shell("b", &format!("echo run >> {}", record.display()));
+    m.schedule = Some(vec![1, 3]);
+    let first = submit(&a, m).await;
+    wait_done(&a, &[first], 10).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while lines(&record).len() < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} runs",
+            lines(&record).len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        lines(&record).len(),
+        4,
+        "the first run and one repeat per second for 3 s, then no more"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
