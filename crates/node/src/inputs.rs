@@ -290,11 +290,29 @@ fn input_limit(node: &Node) -> usize {
 /// Control requests (`{"op": …}`) are refused here; they are only taken on the local
 /// socket. Accept errors are logged and retried, so this only returns on shutdown.
 pub async fn serve_tcp(node: Node, listener: TcpListener) -> std::io::Result<()> {
-    let slots = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
-    let mut shutdown = node.shutdown_signal();
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "taking messages on TCP");
     }
+    accept_tcp(node, listener, |node, stream, peer| async move {
+        tcp_connection(&node, stream, peer).await
+    })
+    .await
+}
+
+/// Accept TCP connections until the node shuts down, each handled by `handle` in its
+/// own task, at most `MAX_TCP_CONNECTIONS` at once (more wait in the listen backlog).
+/// Accept errors are logged and retried, so this only returns on shutdown.
+pub(crate) async fn accept_tcp<F, Fut>(
+    node: Node,
+    listener: TcpListener,
+    handle: F,
+) -> std::io::Result<()>
+where
+    F: Fn(Node, TcpStream, SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
+    let mut shutdown = node.shutdown_signal();
     loop {
         let permit = tokio::select! {
             permit = slots.clone().acquire_owned() => match permit {
@@ -306,9 +324,9 @@ pub async fn serve_tcp(node: Node, listener: TcpListener) -> std::io::Result<()>
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let node = node.clone();
+                    let connection = handle(node.clone(), stream, peer);
                     tokio::spawn(async move {
-                        tcp_connection(&node, stream, peer).await;
+                        connection.await;
                         drop(permit);
                     });
                 }

@@ -14,24 +14,10 @@ use crate::inputs::{Input, read_input};
 use crate::node::Node;
 use crate::ops;
 
-/// Serve the command port until the node shuts down.
+/// Serve the command port until the node shuts down (with the same bounded accept as
+/// the message listener).
 pub async fn serve(node: Node, listener: TcpListener) -> std::io::Result<()> {
-    let mut shutdown = node.shutdown_signal();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let node = node.clone();
-                    tokio::spawn(async move { connection(node, stream).await });
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "lsdsuite port: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            _ = crate::node::until_true(&mut shutdown) => return Ok(()),
-        }
-    }
+    crate::inputs::accept_tcp(node, listener, |node, stream, _| connection(node, stream)).await
 }
 
 async fn connection(node: Node, mut stream: TcpStream) {

@@ -259,7 +259,7 @@ impl Outbox {
                 // still answers this very request.
                 Ok(ack) if ack.id == id || (ack.id.is_empty() && ack.rejected.is_some()) => {
                     match ack.rejected {
-                        Some(reason) => self.refused(&id, &reason).await,
+                        Some(reason) => self.refused(&id, &reason),
                         None => self.finished(&id),
                     }
                     return;
@@ -300,7 +300,7 @@ impl Outbox {
         }
     }
 
-    async fn refused(&mut self, id: &str, reason: &str) {
+    fn refused(&mut self, id: &str, reason: &str) {
         let Some(entry) = self.entries.get(id) else {
             return;
         };
@@ -310,26 +310,7 @@ impl Outbox {
             state: "rejected",
         };
         event.emit(&self.inner.metrics);
-        let to = entry.message.destination().to_string();
-        let outcome = Outcome::bare(Status::Rejected, &to, reason, now_millis());
-        let store = self.inner.store.clone();
-        let inner = self.inner.clone();
-        let id_owned = id.to_string();
-        let reason_owned = reason.to_string();
-        tokio::spawn(async move {
-            let _ = store
-                .sent_event(
-                    &id_owned,
-                    Event::Finished(Status::Rejected),
-                    now_millis(),
-                    Some(reason_owned),
-                    Some(outcome),
-                )
-                .await;
-            inner.finished(&id_owned);
-        });
-        self.log(id, "rejected", reason);
-        self.finished(id);
+        self.end(id, Status::Rejected, reason.to_string(), reason, "rejected");
     }
 
     fn give_up(&mut self, id: &str, reason: &str) {
@@ -342,12 +323,17 @@ impl Outbox {
             reason,
         };
         event.emit(&self.inner.metrics);
-        let outcome = Outcome::bare(
-            Status::Failed,
-            entry.message.destination(),
-            format!("not delivered: {reason}"),
-            now_millis(),
-        );
+        let error = format!("not delivered: {reason}");
+        self.end(id, Status::Failed, error, reason, "undelivered");
+    }
+
+    /// A message ends here without a result from its destination: record the final
+    /// state durably, then tell waiters; write the error log; free its lane.
+    fn end(&mut self, id: &str, status: Status, error: String, reason: &str, kind: &str) {
+        let Some(entry) = self.entries.get(id) else {
+            return;
+        };
+        let outcome = Outcome::bare(status, entry.message.destination(), error, now_millis());
         let store = self.inner.store.clone();
         let inner = self.inner.clone();
         let id_owned = id.to_string();
@@ -356,7 +342,7 @@ impl Outbox {
             let _ = store
                 .sent_event(
                     &id_owned,
-                    Event::Finished(Status::Failed),
+                    Event::Finished(status),
                     now_millis(),
                     Some(note),
                     Some(outcome),
@@ -364,7 +350,7 @@ impl Outbox {
                 .await;
             inner.finished(&id_owned);
         });
-        self.log(id, "undelivered", reason);
+        self.log(id, kind, reason);
         self.finished(id);
     }
 

@@ -282,8 +282,6 @@ async fn capture_start_refuses_a_non_socket_in_the_way() {
 
 // ---- Docker ----
 
-const IMAGE: &str = "bosun-capture-test:1";
-
 fn docker(args: &[&str]) -> std::process::Output {
     Command::new("docker")
         .args(args)
@@ -299,65 +297,6 @@ fn docker_ok(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// True when the engine answers; panics when it does not and `BOSUN_REQUIRE_DOCKER=1`.
-fn docker_reachable() -> bool {
-    let up = Command::new("docker")
-        .args(["version", "--format", "{{.Server.Version}}"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !up {
-        if std::env::var("BOSUN_REQUIRE_DOCKER").is_ok_and(|v| v == "1" || v == "true") {
-            panic!(
-                "Docker is unreachable but BOSUN_REQUIRE_DOCKER=1: start the engine and check /var/run/docker.sock"
-            );
-        }
-        eprintln!("SKIP: Docker unreachable; set BOSUN_REQUIRE_DOCKER=1 to fail instead");
-    }
-    up
-}
-
-/// A tiny image: a static busybox with `sh`, `sleep`, `echo` and `seq`, imported from a
-/// temporary root file system.
-fn test_image() -> &'static str {
-    static BUILT: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
-    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
-    if *built || docker(&["image", "inspect", IMAGE]).status.success() {
-        *built = true;
-        return IMAGE;
-    }
-    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("busybox missing: apt-get install busybox-static");
-    let root = tempfile::tempdir().unwrap();
-    let bin = root.path().join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::fs::copy(busybox, bin.join("busybox")).unwrap();
-    for tool in ["sh", "sleep", "echo", "seq"] {
-        std::os::unix::fs::symlink("busybox", bin.join(tool)).unwrap();
-    }
-    let mut tar = Command::new("tar")
-        .arg("-C")
-        .arg(root.path())
-        .args(["-c", "."])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run tar");
-    let import = Command::new("docker")
-        .args(["import", "--change", r#"CMD ["/bin/sh"]"#, "-", IMAGE])
-        .stdin(tar.stdout.take().unwrap())
-        .output()
-        .expect("run docker import");
-    assert!(tar.wait().unwrap().success(), "tar failed");
-    assert!(
-        import.status.success(),
-        "docker import: {}",
-        String::from_utf8_lossy(&import.stderr)
-    );
-    *built = true;
-    IMAGE
 }
 
 /// Containers removed on drop, even when the test fails.
@@ -402,10 +341,11 @@ fn died(lines: &[Line], id: &str) -> Option<usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn capture_docker_follows_labelled_and_syslog_containers() {
-    if !docker_reachable() {
+    // The shared local busybox image; skips, or fails with BOSUN_REQUIRE_DOCKER=1.
+    let Some(image) = bosun_testkit::docker_test_image() else {
         return;
-    }
-    let image = test_image();
+    };
+    let image = image.as_str();
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("sock").join("logs.sock");
     let (stop, shutdown) = watch::channel(false);
@@ -589,10 +529,11 @@ async fn capture_docker_follows_labelled_and_syslog_containers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capture_docker_connects_when_the_daemon_appears() {
-    if !docker_reachable() {
+    // The shared local busybox image; skips, or fails with BOSUN_REQUIRE_DOCKER=1.
+    let Some(image) = bosun_testkit::docker_test_image() else {
         return;
-    }
-    let image = test_image();
+    };
+    let image = image.as_str();
     let dir = tempfile::tempdir().unwrap();
     // The daemon's socket is not there yet: capture starts anyway and retries.
     let socket = dir.path().join("docker.sock");
