@@ -1,6 +1,6 @@
 //! Node configuration: a TOML file, then `BOSUN_*` environment variables, then flags.
 //!
-//! Every setting is declared once, in the [`settings!`] table below: its TOML key (the
+//! Every setting is declared once, in the `settings!` table below: its TOML key (the
 //! field name), type, default, and, when it has them, its flag and environment variable.
 //! From that one table come the [`Config`] struct, its [`Default`], the list
 //! [`SETTINGS`] the CLI builds its flags from, and the parsing of flag and environment
@@ -165,7 +165,7 @@ settings! {
     broker: Vec<String> = Vec::new(),
         Some(Cli::new("broker", "BOSUN_BROKER", "URL",
             "NATS server URL(s), comma-separated. Without one the node is standalone.")
-            .default_words("none: standalone").list());
+            .default_words("none (standalone)").list());
     /// First token of every subject: `<prefix>.<node>.<method>`.
     subject_prefix: String = "bosun".into(),
         Some(Cli::new("subject-prefix", "BOSUN_SUBJECT_PREFIX", "PREFIX",

@@ -29,7 +29,7 @@ pub struct NodeArgs {
     overrides: Vec<Override>,
 }
 
-/// The settings declared as `bosun node` flags (global ones come with [`Global`]).
+/// The settings declared as `bosun node` flags (global ones come with `Global`).
 fn node_flags() -> impl Iterator<Item = (&'static Setting, bosun_node::config::Cli)> {
     SETTINGS
         .iter()
