@@ -446,7 +446,7 @@ macro_rules! numbers_from_text {
                 let text = utf8(text)?;
                 text.trim()
                     .parse()
-                    .map_err(|e| format!("{text:?} is not a whole number from 0 to {}: {e}", <$type>::MAX))
+                    .map_err(|error| format!("{text:?} is not a whole number from 0 to {}: {error}", <$type>::MAX))
             }
         }
     )*};
@@ -555,7 +555,7 @@ impl Config {
     pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
         let mut overrides: Vec<&Override> = sources.overrides.iter().collect();
         // Stable: values of one layer keep their order.
-        overrides.sort_by_key(|o| o.layer);
+        overrides.sort_by_key(|given| given.layer);
         let (path, must_exist) = match &sources.file {
             Some(path) => (path.clone(), true),
             None => {
@@ -563,8 +563,8 @@ impl Config {
                 let data_dir = overrides
                     .iter()
                     .rev()
-                    .find(|o| o.key == "data_dir")
-                    .and_then(|o| o.values.last())
+                    .find(|given| given.key == "data_dir")
+                    .and_then(|given| given.values.last())
                     .map(PathBuf::from)
                     .unwrap_or_else(default_data_dir);
                 (Config::default_file(&data_dir), false)
@@ -575,18 +575,18 @@ impl Config {
             .into_iter()
             .map(|key| (key, format!("file {}", path.display())))
             .collect();
-        for o in overrides {
-            let origin = Setting::find(o.key)
-                .map(|s| s.origin(o.layer))
+        for given in overrides {
+            let origin = Setting::find(given.key)
+                .map(|setting| setting.origin(given.layer))
                 .unwrap_or_else(|| "the command line".to_string());
             config
-                .apply_values(o.key, &o.values)
+                .apply_values(given.key, &given.values)
                 .map_err(|reason| ConfigError::Value {
-                    key: o.key,
+                    key: given.key,
                     origin: origin.clone(),
                     reason,
                 })?;
-            origins.insert(o.key, origin);
+            origins.insert(given.key, origin);
         }
         if !origins.contains_key("name") {
             config.name = host_name();
@@ -594,7 +594,7 @@ impl Config {
         if !origins.contains_key("data_dir") {
             config.data_dir = default_data_dir();
         }
-        config.validate().map_err(|e| match e {
+        config.validate().map_err(|error| match error {
             ConfigError::Invalid { field, reason } if origins.contains_key(field) => {
                 ConfigError::Value {
                     key: field,
@@ -619,8 +619,8 @@ impl Config {
         must_exist: bool,
     ) -> Result<(Config, BTreeSet<&'static str>), ConfigError> {
         let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound && !must_exist => {
                 return Ok((Config::default(), BTreeSet::new()));
             }
             Err(source) => {
@@ -630,9 +630,9 @@ impl Config {
                 });
             }
         };
-        let parse_error = |e: toml::de::Error| ConfigError::Parse {
+        let parse_error = |error: toml::de::Error| ConfigError::Parse {
             path: path.display().to_string(),
-            reason: e.to_string(),
+            reason: error.to_string(),
         };
         let config: Config = toml::from_str(&text).map_err(parse_error)?;
         // Unknown keys were refused above, so every key names a setting.
