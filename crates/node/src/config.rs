@@ -1,220 +1,344 @@
 //! Node configuration: a TOML file, then `BOSUN_*` environment variables, then flags.
 //!
-//! The file is `--config PATH` (or `BOSUN_CONFIG`), else `<data dir>/bosun.toml` when it
-//! exists. Environment variables and flags are merged by the CLI (flags win) and applied
-//! on top of the file with [`Config::apply`]. Nothing given on the command line is
-//! written back to the file unless the operator asks for it.
+//! Every setting is declared once, in the `settings!` table below: its TOML key (the
+//! field name), type, default, and, when it has them, its flag and environment variable.
+//! From that one table come the [`Config`] struct, its [`Default`], the list
+//! [`SETTINGS`] the CLI builds its flags from, and the parsing of flag and environment
+//! values. [`Config::load`] is the one place where the layers meet: the file (`--config
+//! PATH`, else `<data dir>/bosun.toml` when it exists), then environment values, then
+//! flags. Nothing given on the command line is written back to the file unless the
+//! operator asks for it.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// Everything a node needs to run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Config {
-    /// This node's name: one NATS subject token (`A-Z a-z 0-9 _ -`).
-    pub name: String,
-    /// Where the database, the control socket and logs live.
-    pub data_dir: PathBuf,
-    /// NATS server URLs. Empty: a standalone node on the in-process transport.
-    pub broker: Vec<String>,
-    /// First token of every subject: `<prefix>.<node>.<method>`.
-    pub subject_prefix: String,
-    /// Seconds to wait for an ACK before resending, when a message sets no `ACKTimeout`.
-    pub ack_timeout_secs: u64,
-    /// Resends after ACK timeouts, when a message sets no `retries`.
-    pub retries: u32,
-    /// Seconds a method may run, when a message sets no `methodTimeout`.
-    pub method_timeout_secs: u64,
-    /// Seconds between SIGTERM and SIGKILL when a command is ended.
-    pub kill_grace_secs: u64,
-    /// Largest accepted message, in bytes, on every input and on the wire.
-    pub max_message_bytes: usize,
-    /// Most bytes of stdout and of stderr kept from a command.
-    pub output_limit_bytes: usize,
-    /// Unordered messages that may run at once.
-    pub max_concurrent: usize,
-    /// Unordered messages that may await their ACK at once.
-    pub max_in_flight: usize,
-    /// CA bundle for NATS TLS.
-    pub tls_ca: Option<PathBuf>,
-    /// Client certificate for NATS mutual TLS.
-    pub tls_cert: Option<PathBuf>,
-    /// Client key for NATS mutual TLS.
-    pub tls_key: Option<PathBuf>,
-    /// Refuse to talk to NATS without TLS.
-    pub require_tls: bool,
-    /// NATS nkey seed file.
-    pub nkey_seed_file: Option<PathBuf>,
-    /// NATS creds file.
-    pub creds_file: Option<PathBuf>,
-    /// Log filter, e.g. `info` or `bosun_node=debug`.
-    pub log: String,
-    /// Free-form labels of this node, reported in its hello (e.g. `role = "worker"`).
-    pub labels: std::collections::BTreeMap<String, String>,
-    /// The central node: it keeps the fleet registry and the fleet's error log, and
-    /// receives hellos (steward's `centralNodeName`).
-    pub central: Option<String>,
-    /// Seconds between hellos to central; 0 turns them off (steward's `startPubHello`).
-    pub hello_interval_secs: u64,
-    /// Where reply sinks and results with `directory`/`fileName` are written:
-    /// `<results_dir>/<fromNode>/<directory>/<fileName>` (steward's
-    /// `subscribersDataFolder`). Default: `<data_dir>/data`.
-    pub results_dir: Option<PathBuf>,
-    /// Address of the TCP listener for steward message arrays, e.g. `127.0.0.1:8090`.
-    /// Off when unset (steward's `tcpListener`).
-    pub tcp_listen: Option<String>,
-    /// Folder watched for message files, which are submitted, then removed. Default:
-    /// `<data_dir>/readfolder`; set to an empty path to turn it off.
-    pub read_dir: Option<PathBuf>,
-    /// Folder whose message files are submitted at every start. Default:
-    /// `<data_dir>/startup`.
-    pub startup_dir: Option<PathBuf>,
-    /// Address of the Prometheus `/metrics` endpoint, e.g. `127.0.0.1:2112`. Off when unset
-    /// (steward's `promHostAndPort`).
-    pub metrics_listen: Option<String>,
-    /// Size at which the audit log is rotated, in bytes; 0 turns the audit log off.
-    pub audit_max_bytes: u64,
-    /// Rotated audit logs kept.
-    pub audit_keep: usize,
-    /// Days finished messages are kept before they are pruned (and their ids forgotten
-    /// for deduplication).
-    pub retention_days: u64,
-    /// Missed hellos after which central marks a node `suspect`.
-    pub suspect_after_missed: u64,
-    /// Missed hellos after which central marks a node `down`.
-    pub down_after_missed: u64,
-    /// The Docker Engine socket.
-    pub docker_socket: PathBuf,
-    /// Address of the LSDSuite command port, e.g. `127.0.0.1:7000`. Off when unset.
-    pub lsdsuite_listen: Option<String>,
-    /// Address of the HTTP API (`/v1`, quartermaster and DockerMod endpoints), e.g.
-    /// `127.0.0.1:9090`. Off when unset. Needs a token: `BOSUN_HTTP_TOKEN` or
-    /// `http_token_file`.
-    pub http_listen: Option<String>,
-    /// File holding the HTTP API token (never given on the command line).
-    pub http_token_file: Option<PathBuf>,
-    /// Accept DockerMod's `POST /` requests without a token, as DockerMod itself did, so
-    /// its users' scripts run unchanged. Only on a trusted network.
-    pub dockermod_open: bool,
-    /// Capture logs and stats of labelled containers, host stats and Docker events into
-    /// the event stream (LSDSuite), with marks in between.
-    pub capture: bool,
-    /// Folder of the event stream files. Default: `<data_dir>/capture`.
-    pub capture_dir: Option<PathBuf>,
-    /// The syslog socket for `docker run --log-driver syslog` (LSDSuite's
-    /// `$LSDSUITE_DIR/sock/logs.sock`). Default: `<data_dir>/sock/logs.sock`.
-    pub syslog_socket: Option<PathBuf>,
-    /// Seconds between container and host stats samples.
-    pub stats_interval_secs: u64,
-    /// Ship new event-stream lines to central every few seconds; central keeps them
-    /// under `<results dir>/<node>/capture/<file>`.
-    pub capture_ship: bool,
-    /// Folder of container templates (`NAME.json`, Docker create-container shape).
-    /// Default: `<data_dir>/templates`.
-    pub templates_dir: Option<PathBuf>,
+/// How a setting is given on the command line and in the environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cli {
+    /// The long flag without its dashes, e.g. `ack-timeout`.
+    pub flag: &'static str,
+    /// The environment variable, e.g. `BOSUN_ACK_TIMEOUT`.
+    pub env: &'static str,
+    /// The placeholder shown in help, e.g. `SECS`.
+    pub value_name: &'static str,
+    /// The help line, without the default (see [`Setting::default_text`]).
+    pub help: &'static str,
+    /// The default in words, for defaults that are found at load time or mean "off".
+    pub default_words: Option<&'static str>,
+    /// The flag may be repeated, and each value may hold several, comma-separated.
+    pub list: bool,
+    /// Every subcommand needs it (to find its node), so it is declared with the global
+    /// options rather than with the node's.
+    pub global: bool,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            name: default_name(),
-            data_dir: default_data_dir(),
-            broker: Vec::new(),
-            subject_prefix: "bosun".into(),
-            ack_timeout_secs: 5,
-            retries: 5,
-            method_timeout_secs: 300,
-            kill_grace_secs: 5,
-            max_message_bytes: 1024 * 1024,
-            output_limit_bytes: 512 * 1024,
-            max_concurrent: 64,
-            max_in_flight: 1024,
-            tls_ca: None,
-            tls_cert: None,
-            tls_key: None,
-            require_tls: false,
-            nkey_seed_file: None,
-            creds_file: None,
-            log: "info".into(),
-            labels: Default::default(),
-            central: None,
-            hello_interval_secs: 30,
-            results_dir: None,
-            tcp_listen: None,
-            read_dir: None,
-            startup_dir: None,
-            metrics_listen: None,
-            audit_max_bytes: 10 * 1024 * 1024,
-            audit_keep: 5,
-            retention_days: 7,
-            suspect_after_missed: 2,
-            down_after_missed: 5,
-            docker_socket: PathBuf::from("/var/run/docker.sock"),
-            lsdsuite_listen: None,
-            http_listen: None,
-            http_token_file: None,
-            dockermod_open: false,
-            capture: true,
-            capture_dir: None,
-            syslog_socket: None,
-            stats_interval_secs: 5,
-            capture_ship: false,
-            templates_dir: None,
+impl Cli {
+    const fn new(
+        flag: &'static str,
+        env: &'static str,
+        value_name: &'static str,
+        help: &'static str,
+    ) -> Cli {
+        Cli {
+            flag,
+            env,
+            value_name,
+            help,
+            default_words: None,
+            list: false,
+            global: false,
+        }
+    }
+
+    const fn default_words(mut self, words: &'static str) -> Cli {
+        self.default_words = Some(words);
+        self
+    }
+
+    const fn list(mut self) -> Cli {
+        self.list = true;
+        self
+    }
+
+    const fn global(mut self) -> Cli {
+        self.global = true;
+        self
+    }
+}
+
+/// One setting: its TOML key and, when it has them, its flag and environment variable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setting {
+    /// The TOML key, which is also the field of [`Config`].
+    pub key: &'static str,
+    /// Its flag and environment variable; `None` for settings only the file sets.
+    pub cli: Option<Cli>,
+}
+
+impl Setting {
+    /// The setting with this TOML key.
+    pub fn find(key: &str) -> Option<&'static Setting> {
+        SETTINGS.iter().find(|s| s.key == key)
+    }
+
+    /// The default as help shows it: the value in [`Config::default`], or words for a
+    /// default found at load time (`the hostname`) or for an unset one (`none`, `off`).
+    pub fn default_text(&self) -> String {
+        if let Some(words) = self.cli.and_then(|c| c.default_words) {
+            return words.to_string();
+        }
+        let defaults = toml::Value::try_from(Config::default()).expect("config always serialises");
+        match defaults.get(self.key) {
+            None => "none".to_string(),
+            Some(toml::Value::String(text)) => text.clone(),
+            Some(toml::Value::Array(items)) if items.is_empty() => "none".to_string(),
+            Some(toml::Value::Table(items)) if items.is_empty() => "none".to_string(),
+            Some(value) => value.to_string(),
+        }
+    }
+
+    /// Where a value of this setting came from, in words for error messages.
+    fn origin(&self, layer: Layer) -> String {
+        match (self.cli, layer) {
+            (Some(cli), Layer::Environment) => format!("environment variable {}", cli.env),
+            (Some(cli), Layer::Flag) => format!("flag --{}", cli.flag),
+            (None, Layer::Environment) => "the environment".to_string(),
+            (None, Layer::Flag) => "the command line".to_string(),
         }
     }
 }
 
-/// Values from the environment and the command line; `None` leaves the file's value.
+/// Declares every setting once and derives from that list the [`Config`] struct, its
+/// defaults, [`SETTINGS`], and the laying of environment and flag values over a config.
+macro_rules! settings {
+    ($(
+        $(#[$attribute:meta])*
+        $field:ident: $type:ty = $default:expr, $cli:expr;
+    )*) => {
+        /// Everything a node needs to run.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct Config {
+            $($(#[$attribute])* pub $field: $type,)*
+        }
+
+        /// The defaults: plain values, found without looking at the host. The name and
+        /// the data dir are placeholders that [`Config::load`] replaces with the
+        /// hostname and `~/.local/share/bosun` when no layer sets them.
+        impl Default for Config {
+            fn default() -> Self {
+                Config { $($field: $default,)* }
+            }
+        }
+
+        /// Every setting, in the order of the file.
+        pub const SETTINGS: &[Setting] = &[$(Setting { key: stringify!($field), cli: $cli },)*];
+
+        impl Config {
+            /// Lay the values one layer gives for `key` over this config.
+            fn apply_values(&mut self, key: &str, values: &[OsString]) -> Result<(), String> {
+                match key {
+                    $(stringify!($field) => SettingValue::apply(&mut self.$field, values),)*
+                    _ => Err(format!("no setting is called `{key}`")),
+                }
+            }
+        }
+    };
+}
+
+settings! {
+    /// This node's name: one NATS subject token (`A-Z a-z 0-9 _ -`).
+    name: String = "node".into(),
+        Some(Cli::new("name", "BOSUN_NAME", "NAME",
+            "This node's name (letters, digits, '_' and '-').").default_words("the hostname"));
+    /// Where the database, the control socket and logs live.
+    data_dir: PathBuf = PathBuf::from("bosun-data"),
+        Some(Cli::new("data-dir", "BOSUN_DATA_DIR", "DIR",
+            "The node's data dir: database, socket `bosun.sock`, error log, `bosun.toml`.")
+            .default_words("~/.local/share/bosun").global());
+    /// NATS server URLs. Empty: a standalone node on the in-process transport.
+    broker: Vec<String> = Vec::new(),
+        Some(Cli::new("broker", "BOSUN_BROKER", "URL",
+            "NATS server URL(s), comma-separated. Without one the node is standalone.")
+            .default_words("none (standalone)").list());
+    /// First token of every subject: `<prefix>.<node>.<method>`.
+    subject_prefix: String = "bosun".into(),
+        Some(Cli::new("subject-prefix", "BOSUN_SUBJECT_PREFIX", "PREFIX",
+            "First token of every subject."));
+    /// Seconds to wait for an ACK before resending, when a message sets no `ACKTimeout`.
+    ack_timeout_secs: u64 = 5,
+        Some(Cli::new("ack-timeout", "BOSUN_ACK_TIMEOUT", "SECS",
+            "Default seconds to wait for an ACK before resending."));
+    /// Resends after ACK timeouts, when a message sets no `retries`.
+    retries: u32 = 5,
+        Some(Cli::new("retries", "BOSUN_RETRIES", "N", "Default resends after ACK timeouts."));
+    /// Seconds a method may run, when a message sets no `methodTimeout`.
+    method_timeout_secs: u64 = 300,
+        Some(Cli::new("method-timeout", "BOSUN_METHOD_TIMEOUT", "SECS",
+            "Default seconds a method may run."));
+    /// Seconds between SIGTERM and SIGKILL when a command is ended.
+    kill_grace_secs: u64 = 5, None;
+    /// Largest accepted message, in bytes, on every input and on the wire.
+    max_message_bytes: usize = 1024 * 1024, None;
+    /// Most bytes of stdout and of stderr kept from a command.
+    output_limit_bytes: usize = 512 * 1024, None;
+    /// Unordered messages that may run at once.
+    max_concurrent: usize = 64, None;
+    /// Unordered messages that may await their ACK at once.
+    max_in_flight: usize = 1024, None;
+    /// CA bundle for NATS TLS.
+    tls_ca: Option<PathBuf> = None,
+        Some(Cli::new("tls-ca", "BOSUN_TLS_CA", "FILE",
+            "CA bundle to verify the NATS server (turns TLS on)."));
+    /// Client certificate for NATS mutual TLS.
+    tls_cert: Option<PathBuf> = None,
+        Some(Cli::new("tls-cert", "BOSUN_TLS_CERT", "FILE",
+            "Client certificate for NATS mutual TLS."));
+    /// Client key for NATS mutual TLS.
+    tls_key: Option<PathBuf> = None,
+        Some(Cli::new("tls-key", "BOSUN_TLS_KEY", "FILE", "Client key for NATS mutual TLS."));
+    /// Refuse to talk to NATS without TLS.
+    require_tls: bool = false, None;
+    /// NATS nkey seed file.
+    nkey_seed_file: Option<PathBuf> = None,
+        Some(Cli::new("nkey-seed-file", "BOSUN_NKEY_SEED_FILE", "FILE",
+            "NATS nkey seed file (the seed itself is never taken on the command line)."));
+    /// NATS creds file.
+    creds_file: Option<PathBuf> = None,
+        Some(Cli::new("creds-file", "BOSUN_CREDS_FILE", "FILE", "NATS credentials file."));
+    /// Log filter, e.g. `info` or `bosun_node=debug`.
+    log: String = "info".into(),
+        Some(Cli::new("log", "BOSUN_LOG", "FILTER",
+            "Log filter, e.g. `info`, `debug`, `bosun_node=debug`."));
+    /// The central node: it keeps the fleet registry and the fleet's error log, and
+    /// receives hellos (steward's `centralNodeName`).
+    central: Option<String> = None,
+        Some(Cli::new("central", "BOSUN_CENTRAL", "NODE",
+            "The central node: keeps the fleet registry and error log, receives hellos."));
+    /// Seconds between hellos to central; 0 turns them off (steward's `startPubHello`).
+    hello_interval_secs: u64 = 30,
+        Some(Cli::new("hello-interval", "BOSUN_HELLO_INTERVAL", "SECS",
+            "Seconds between hellos to central; 0 turns them off."));
+    /// Where reply sinks and results with `directory`/`fileName` are written:
+    /// `<results_dir>/<fromNode>/<directory>/<fileName>` (steward's
+    /// `subscribersDataFolder`). Default: `<data_dir>/data`.
+    results_dir: Option<PathBuf> = None,
+        Some(Cli::new("results-dir", "BOSUN_RESULTS_DIR", "DIR",
+            "Where results with directory/fileName and reply sinks are written.")
+            .default_words("<data dir>/data"));
+    /// Address of the TCP listener for steward message arrays, e.g. `127.0.0.1:8090`.
+    /// Off when unset (steward's `tcpListener`).
+    #[serde(deserialize_with = "deserialize_address")]
+    tcp_listen: Option<SocketAddr> = None,
+        Some(Cli::new("tcp-listen", "BOSUN_TCP_LISTEN", "ADDR",
+            "Listen for steward message arrays on TCP, e.g. 127.0.0.1:8090.")
+            .default_words("off"));
+    /// Folder watched for message files, which are submitted, then removed. Default:
+    /// `<data_dir>/readfolder`; set to an empty path to turn it off.
+    read_dir: Option<PathBuf> = None,
+        Some(Cli::new("read-dir", "BOSUN_READ_DIR", "DIR",
+            "Folder watched for message files (submitted, then removed).")
+            .default_words("<data dir>/readfolder"));
+    /// Folder whose message files are submitted at every start. Default:
+    /// `<data_dir>/startup`.
+    startup_dir: Option<PathBuf> = None,
+        Some(Cli::new("startup-dir", "BOSUN_STARTUP_DIR", "DIR",
+            "Folder of message files submitted at every start.")
+            .default_words("<data dir>/startup"));
+    /// Address of the Prometheus `/metrics` endpoint, e.g. `127.0.0.1:2112`. Off when unset
+    /// (steward's `promHostAndPort`).
+    #[serde(deserialize_with = "deserialize_address")]
+    metrics_listen: Option<SocketAddr> = None,
+        Some(Cli::new("metrics-listen", "BOSUN_METRICS_LISTEN", "ADDR",
+            "Serve Prometheus /metrics here, e.g. 127.0.0.1:2112.").default_words("off"));
+    /// Size at which the audit log is rotated, in bytes; 0 turns the audit log off.
+    audit_max_bytes: u64 = 10 * 1024 * 1024, None;
+    /// Rotated audit logs kept.
+    audit_keep: usize = 5, None;
+    /// Days finished messages are kept before they are pruned (and their ids forgotten
+    /// for deduplication).
+    retention_days: u64 = 7, None;
+    /// Missed hellos after which central marks a node `suspect`.
+    suspect_after_missed: u64 = 2, None;
+    /// Missed hellos after which central marks a node `down`.
+    down_after_missed: u64 = 5, None;
+    /// The Docker Engine socket.
+    docker_socket: PathBuf = PathBuf::from("/var/run/docker.sock"), None;
+    /// Address of the LSDSuite command port, e.g. `127.0.0.1:7000`. Off when unset.
+    #[serde(deserialize_with = "deserialize_address")]
+    lsdsuite_listen: Option<SocketAddr> = None,
+        Some(Cli::new("lsdsuite-listen", "BOSUN_LSDSUITE_LISTEN", "ADDR",
+            "Serve the LSDSuite command port here, e.g. 127.0.0.1:7000.").default_words("off"));
+    /// Address of the HTTP API (`/v1`, quartermaster and DockerMod endpoints), e.g.
+    /// `127.0.0.1:9090`. Off when unset. Needs a token: `BOSUN_HTTP_TOKEN` or
+    /// `http_token_file`.
+    #[serde(deserialize_with = "deserialize_address")]
+    http_listen: Option<SocketAddr> = None,
+        Some(Cli::new("http-listen", "BOSUN_HTTP_LISTEN", "ADDR",
+            "Serve the HTTP API (/v1, quartermaster, DockerMod) here, e.g. 127.0.0.1:9090. \
+             Needs BOSUN_HTTP_TOKEN or http_token_file.").default_words("off"));
+    /// File holding the HTTP API token (never given on the command line).
+    http_token_file: Option<PathBuf> = None, None;
+    /// Accept DockerMod's `POST /` requests without a token, as DockerMod itself did, so
+    /// its users' scripts run unchanged. Only on a trusted network.
+    dockermod_open: bool = false, None;
+    /// Capture logs and stats of labelled containers, host stats and Docker events into
+    /// the event stream (LSDSuite), with marks in between.
+    capture: bool = true, None;
+    /// Folder of the event stream files. Default: `<data_dir>/capture`.
+    capture_dir: Option<PathBuf> = None, None;
+    /// The syslog socket for `docker run --log-driver syslog` (LSDSuite's
+    /// `$LSDSUITE_DIR/sock/logs.sock`). Default: `<data_dir>/sock/logs.sock`.
+    syslog_socket: Option<PathBuf> = None, None;
+    /// Seconds between container and host stats samples.
+    stats_interval_secs: u64 = 5, None;
+    /// Ship new event-stream lines to central every few seconds; central keeps them
+    /// under `<results dir>/<node>/capture/<file>`.
+    capture_ship: bool = false, None;
+    /// Folder of container templates (`NAME.json`, Docker create-container shape).
+    /// Default: `<data_dir>/templates`.
+    templates_dir: Option<PathBuf> = None, None;
+    /// Free-form labels of this node, reported in its hello (e.g. `role = "worker"`).
+    /// Last, because TOML writes tables after plain values.
+    labels: BTreeMap<String, String> = BTreeMap::new(),
+        Some(Cli::new("label", "BOSUN_LABELS", "KEY=VALUE",
+            "A node label, KEY=VALUE; repeat for more (reported in hellos).").list());
+}
+
+/// A layer above the file. Later layers win: flags over environment variables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Layer {
+    /// A `BOSUN_*` environment variable.
+    Environment,
+    /// A command-line flag.
+    Flag,
+}
+
+/// The values one layer gives for one setting.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Override {
+    /// The setting's TOML key, as in [`SETTINGS`].
+    pub key: &'static str,
+    /// Where the values come from.
+    pub layer: Layer,
+    /// As given: one value, or several for a list setting (each may hold several,
+    /// comma-separated).
+    pub values: Vec<OsString>,
+}
+
+/// What [`Config::load`] layers.
 #[derive(Debug, Clone, Default)]
-pub struct Overrides {
-    /// See [`Config::name`].
-    pub name: Option<String>,
-    /// See [`Config::data_dir`].
-    pub data_dir: Option<PathBuf>,
-    /// See [`Config::broker`] (comma-separated URLs are split).
-    pub broker: Option<Vec<String>>,
-    /// See [`Config::subject_prefix`].
-    pub subject_prefix: Option<String>,
-    /// See [`Config::ack_timeout_secs`].
-    pub ack_timeout_secs: Option<u64>,
-    /// See [`Config::retries`].
-    pub retries: Option<u32>,
-    /// See [`Config::method_timeout_secs`].
-    pub method_timeout_secs: Option<u64>,
-    /// See [`Config::tls_ca`].
-    pub tls_ca: Option<PathBuf>,
-    /// See [`Config::tls_cert`].
-    pub tls_cert: Option<PathBuf>,
-    /// See [`Config::tls_key`].
-    pub tls_key: Option<PathBuf>,
-    /// See [`Config::nkey_seed_file`].
-    pub nkey_seed_file: Option<PathBuf>,
-    /// See [`Config::creds_file`].
-    pub creds_file: Option<PathBuf>,
-    /// See [`Config::log`].
-    pub log: Option<String>,
-    /// See [`Config::central`].
-    pub central: Option<String>,
-    /// See [`Config::hello_interval_secs`].
-    pub hello_interval_secs: Option<u64>,
-    /// See [`Config::results_dir`].
-    pub results_dir: Option<PathBuf>,
-    /// See [`Config::tcp_listen`].
-    pub tcp_listen: Option<String>,
-    /// See [`Config::read_dir`].
-    pub read_dir: Option<PathBuf>,
-    /// See [`Config::startup_dir`].
-    pub startup_dir: Option<PathBuf>,
-    /// See [`Config::metrics_listen`].
-    pub metrics_listen: Option<String>,
-    /// See [`Config::lsdsuite_listen`].
-    pub lsdsuite_listen: Option<String>,
-    /// See [`Config::http_listen`].
-    pub http_listen: Option<String>,
-    /// See [`Config::labels`]: `key=value` pairs, added to the file's.
-    pub labels: Vec<String>,
+pub struct Sources {
+    /// A file named with `--config`, which must exist. `None`: `<data dir>/bosun.toml`,
+    /// if present, with the data dir the overrides give, else the default one.
+    pub file: Option<PathBuf>,
+    /// Environment and flag values, in any order: environment values are applied first.
+    pub overrides: Vec<Override>,
 }
 
 /// A configuration that cannot be used.
@@ -244,9 +368,152 @@ pub enum ConfigError {
         /// Why.
         reason: String,
     },
+    /// A value, from a known place, is not valid for its setting.
+    #[error("config `{key}` from {origin}: {reason}")]
+    Value {
+        /// The setting's TOML key.
+        key: &'static str,
+        /// Where the value came from: the file, an environment variable or a flag.
+        origin: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
-fn default_name() -> String {
+/// How values from the environment or the command line are laid over a setting.
+trait SettingValue {
+    /// Lay the values one layer gives over the current value.
+    fn apply(&mut self, values: &[OsString]) -> Result<(), String>;
+}
+
+/// One value read from its text.
+trait FromText: Sized {
+    fn from_text(text: &OsString) -> Result<Self, String>;
+}
+
+fn utf8(text: &OsString) -> Result<&str, String> {
+    text.to_str()
+        .ok_or_else(|| format!("{text:?} is not valid UTF-8"))
+}
+
+fn parse_address(text: &str) -> Result<SocketAddr, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not an address; use HOST:PORT, e.g. 127.0.0.1:8090"))
+}
+
+/// Listen addresses in the file, with the same message as from a flag.
+fn deserialize_address<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    Option::<String>::deserialize(deserializer)?
+        .map(|text| parse_address(&text).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
+impl FromText for String {
+    fn from_text(text: &OsString) -> Result<Self, String> {
+        utf8(text).map(str::to_string)
+    }
+}
+
+impl FromText for PathBuf {
+    fn from_text(text: &OsString) -> Result<Self, String> {
+        Ok(PathBuf::from(text))
+    }
+}
+
+impl FromText for SocketAddr {
+    fn from_text(text: &OsString) -> Result<Self, String> {
+        parse_address(utf8(text)?)
+    }
+}
+
+impl FromText for bool {
+    fn from_text(text: &OsString) -> Result<Self, String> {
+        match utf8(text)?.trim() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            other => Err(format!("{other:?} is neither true nor false")),
+        }
+    }
+}
+
+macro_rules! numbers_from_text {
+    ($($type:ty),*) => {$(
+        impl FromText for $type {
+            fn from_text(text: &OsString) -> Result<Self, String> {
+                let text = utf8(text)?;
+                text.trim()
+                    .parse()
+                    .map_err(|error| format!("{text:?} is not a whole number from 0 to {}: {error}", <$type>::MAX))
+            }
+        }
+    )*};
+}
+numbers_from_text!(u32, u64, usize);
+
+/// The value in effect for a single-valued setting given several times: the last one.
+fn last(values: &[OsString]) -> Result<&OsString, String> {
+    values.last().ok_or_else(|| "no value given".to_string())
+}
+
+macro_rules! single_values {
+    ($($type:ty),*) => {$(
+        impl SettingValue for $type {
+            fn apply(&mut self, values: &[OsString]) -> Result<(), String> {
+                *self = FromText::from_text(last(values)?)?;
+                Ok(())
+            }
+        }
+        impl SettingValue for Option<$type> {
+            fn apply(&mut self, values: &[OsString]) -> Result<(), String> {
+                *self = Some(FromText::from_text(last(values)?)?);
+                Ok(())
+            }
+        }
+    )*};
+}
+single_values!(String, PathBuf, SocketAddr, bool, u32, u64, usize);
+
+/// Items of a list setting: each value split at commas, trimmed, empty ones dropped.
+fn list_items(values: &[OsString]) -> Result<Vec<String>, String> {
+    let mut items = Vec::new();
+    for value in values {
+        items.extend(
+            utf8(value)?
+                .split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(str::to_string),
+        );
+    }
+    Ok(items)
+}
+
+/// Broker URLs: a layer's list replaces the one below.
+impl SettingValue for Vec<String> {
+    fn apply(&mut self, values: &[OsString]) -> Result<(), String> {
+        *self = list_items(values)?;
+        Ok(())
+    }
+}
+
+/// Labels: a layer's `KEY=VALUE` pairs are added to those below.
+impl SettingValue for BTreeMap<String, String> {
+    fn apply(&mut self, values: &[OsString]) -> Result<(), String> {
+        for pair in list_items(values)? {
+            let (key, value) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("{pair:?} is not KEY=VALUE"))?;
+            self.insert(key.trim().to_string(), value.trim().to_string());
+        }
+        Ok(())
+    }
+}
+
+/// The hostname up to its first dot, made a valid node name, or `node`.
+fn host_name() -> String {
     let raw = std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|s| s.trim().to_string())
@@ -273,23 +540,88 @@ fn default_name() -> String {
     }
 }
 
-/// `$BOSUN_DATA_DIR` is handled by the CLI; this is the fallback: `~/.local/share/bosun`,
-/// or `./bosun-data` without a home directory.
+/// The data dir when no layer sets one: `~/.local/share/bosun`, or `./bosun-data`
+/// without a home directory.
 pub fn default_data_dir() -> PathBuf {
     match std::env::var_os("HOME") {
         Some(home) if !home.is_empty() => PathBuf::from(home).join(".local/share/bosun"),
-        _ => PathBuf::from("bosun-data"),
+        _ => Config::default().data_dir,
     }
 }
 
 impl Config {
+    /// The config in effect: the file, then environment values, then flags; then the
+    /// name and data dir from the host when no layer set them; then checked.
+    pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
+        let mut overrides: Vec<&Override> = sources.overrides.iter().collect();
+        // Stable: values of one layer keep their order.
+        overrides.sort_by_key(|given| given.layer);
+        let (path, must_exist) = match &sources.file {
+            Some(path) => (path.clone(), true),
+            None => {
+                // The file lives in the data dir the layers above name, not in one it names.
+                let data_dir = overrides
+                    .iter()
+                    .rev()
+                    .find(|given| given.key == "data_dir")
+                    .and_then(|given| given.values.last())
+                    .map(PathBuf::from)
+                    .unwrap_or_else(default_data_dir);
+                (Config::default_file(&data_dir), false)
+            }
+        };
+        let (mut config, file_keys) = Config::read_file(&path, must_exist)?;
+        let mut origins: BTreeMap<&'static str, String> = file_keys
+            .into_iter()
+            .map(|key| (key, format!("file {}", path.display())))
+            .collect();
+        for given in overrides {
+            let origin = Setting::find(given.key)
+                .map(|setting| setting.origin(given.layer))
+                .unwrap_or_else(|| "the command line".to_string());
+            config
+                .apply_values(given.key, &given.values)
+                .map_err(|reason| ConfigError::Value {
+                    key: given.key,
+                    origin: origin.clone(),
+                    reason,
+                })?;
+            origins.insert(given.key, origin);
+        }
+        if !origins.contains_key("name") {
+            config.name = host_name();
+        }
+        if !origins.contains_key("data_dir") {
+            config.data_dir = default_data_dir();
+        }
+        config.validate().map_err(|error| match error {
+            ConfigError::Invalid { field, reason } if origins.contains_key(field) => {
+                ConfigError::Value {
+                    key: field,
+                    origin: origins[field].clone(),
+                    reason,
+                }
+            }
+            other => other,
+        })?;
+        Ok(config)
+    }
+
     /// Read a config file. A missing file at the default location is not an error: the
     /// caller passes `must_exist = false` for it.
     pub fn from_file(path: &Path, must_exist: bool) -> Result<Config, ConfigError> {
+        Config::read_file(path, must_exist).map(|(config, _)| config)
+    }
+
+    /// Read a config file, with the keys it sets.
+    fn read_file(
+        path: &Path,
+        must_exist: bool,
+    ) -> Result<(Config, BTreeSet<&'static str>), ConfigError> {
         let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => {
-                return Ok(Config::default());
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound && !must_exist => {
+                return Ok((Config::default(), BTreeSet::new()));
             }
             Err(source) => {
                 return Err(ConfigError::Read {
@@ -298,65 +630,18 @@ impl Config {
                 });
             }
         };
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        let parse_error = |error: toml::de::Error| ConfigError::Parse {
             path: path.display().to_string(),
-            reason: e.to_string(),
-        })
-    }
-
-    /// Lay environment and flag values over this config.
-    pub fn apply(&mut self, o: &Overrides) {
-        macro_rules! set {
-            ($($field:ident),*) => {$(
-                if let Some(v) = &o.$field { self.$field = v.clone(); }
-            )*};
-        }
-        set!(
-            name,
-            data_dir,
-            subject_prefix,
-            ack_timeout_secs,
-            retries,
-            method_timeout_secs,
-            log
-        );
-        if let Some(urls) = &o.broker {
-            self.broker = urls
-                .iter()
-                .flat_map(|u| u.split(','))
-                .map(|u| u.trim().to_string())
-                .filter(|u| !u.is_empty())
-                .collect();
-        }
-        macro_rules! set_opt {
-            ($($field:ident),*) => {$(
-                if let Some(v) = &o.$field { self.$field = Some(v.clone()); }
-            )*};
-        }
-        set_opt!(
-            tls_ca,
-            tls_cert,
-            tls_key,
-            nkey_seed_file,
-            creds_file,
-            central,
-            results_dir,
-            tcp_listen,
-            read_dir,
-            startup_dir,
-            metrics_listen,
-            lsdsuite_listen,
-            http_listen
-        );
-        if let Some(v) = o.hello_interval_secs {
-            self.hello_interval_secs = v;
-        }
-        for pair in &o.labels {
-            if let Some((k, v)) = pair.split_once('=') {
-                self.labels
-                    .insert(k.trim().to_string(), v.trim().to_string());
-            }
-        }
+            reason: error.to_string(),
+        };
+        let config: Config = toml::from_str(&text).map_err(parse_error)?;
+        // Unknown keys were refused above, so every key names a setting.
+        let keys = toml::from_str::<toml::Table>(&text)
+            .map_err(parse_error)?
+            .keys()
+            .filter_map(|key| Setting::find(key).map(|s| s.key))
+            .collect();
+        Ok((config, keys))
     }
 
     /// Where results and reply sinks are written.
@@ -389,6 +674,20 @@ impl Config {
             .unwrap_or_else(|| self.data_dir.join("templates"))
     }
 
+    /// The folder of the event stream files.
+    pub fn capture_path(&self) -> PathBuf {
+        self.capture_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("capture"))
+    }
+
+    /// The syslog socket for containers' logs.
+    pub fn syslog_socket_path(&self) -> PathBuf {
+        self.syslog_socket
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("sock/logs.sock"))
+    }
+
     /// The audit log file.
     pub fn audit_log_path(&self) -> PathBuf {
         self.data_dir.join("audit.log")
@@ -397,6 +696,36 @@ impl Config {
     /// The central node's name, if one is configured.
     pub fn central_name(&self) -> Option<&str> {
         self.central.as_deref().filter(|c| !c.is_empty())
+    }
+
+    /// How long to wait for an ACK, when a message sets no `ACKTimeout`.
+    pub fn ack_timeout(&self) -> Duration {
+        Duration::from_secs(self.ack_timeout_secs)
+    }
+
+    /// How long a method may run, when a message sets no `methodTimeout`.
+    pub fn method_timeout(&self) -> Duration {
+        Duration::from_secs(self.method_timeout_secs)
+    }
+
+    /// Time between SIGTERM and SIGKILL; at least a second, so a process can clean up.
+    pub fn kill_grace(&self) -> Duration {
+        Duration::from_secs(self.kill_grace_secs.max(1))
+    }
+
+    /// Time between hellos to central; `None` when hellos are off.
+    pub fn hello_interval(&self) -> Option<Duration> {
+        (self.hello_interval_secs > 0).then(|| Duration::from_secs(self.hello_interval_secs))
+    }
+
+    /// Time between stats samples; at least a second.
+    pub fn stats_interval(&self) -> Duration {
+        Duration::from_secs(self.stats_interval_secs.max(1))
+    }
+
+    /// How long finished messages are kept; at least a day.
+    pub fn retention(&self) -> Duration {
+        Duration::from_secs(self.retention_days.max(1) * 24 * 3600)
     }
 
     /// Check the values that could make the node misbehave.
@@ -436,21 +765,6 @@ impl Config {
                 reason,
             })?;
         }
-        for (field, addr) in [
-            ("tcp_listen", &self.tcp_listen),
-            ("metrics_listen", &self.metrics_listen),
-            ("lsdsuite_listen", &self.lsdsuite_listen),
-            ("http_listen", &self.http_listen),
-        ] {
-            if let Some(a) = addr
-                && a.parse::<std::net::SocketAddr>().is_err()
-            {
-                return Err(ConfigError::Invalid {
-                    field,
-                    reason: format!("{a:?} is not an address; use HOST:PORT, e.g. 127.0.0.1:8090"),
-                });
-            }
-        }
         if self.labels.keys().any(|k| k.is_empty()) {
             return Err(ConfigError::Invalid {
                 field: "labels",
@@ -474,9 +788,70 @@ impl Config {
         Ok(())
     }
 
-    /// The effective configuration as TOML, for `bosun config show`.
+    /// The configuration as TOML, as `--save-config` writes it: settings left unset stay
+    /// unset, so paths under the data dir follow it.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("config always serialises")
+    }
+
+    /// The configuration in effect, for `bosun config show`: [`Config::to_toml`], then,
+    /// as comments, the paths that unset settings resolve to and the listeners that are
+    /// off. It holds no secret: the HTTP token is never part of the config.
+    pub fn to_toml_explained(&self) -> String {
+        let mut text = self.to_toml();
+        let derived: Vec<(&str, Option<PathBuf>)> = vec![
+            (
+                "results_dir",
+                self.results_dir.is_none().then(|| self.results_path()),
+            ),
+            (
+                "read_dir",
+                self.read_dir.is_none().then(|| self.read_path()).flatten(),
+            ),
+            (
+                "startup_dir",
+                self.startup_dir.is_none().then(|| self.startup_path()),
+            ),
+            (
+                "templates_dir",
+                self.templates_dir.is_none().then(|| self.templates_path()),
+            ),
+            (
+                "capture_dir",
+                self.capture_dir.is_none().then(|| self.capture_path()),
+            ),
+            (
+                "syslog_socket",
+                self.syslog_socket
+                    .is_none()
+                    .then(|| self.syslog_socket_path()),
+            ),
+        ];
+        let derived: Vec<String> = derived
+            .into_iter()
+            .filter_map(|(key, path)| {
+                let path = toml::Value::String(path?.display().to_string());
+                Some(format!("# {key} = {path}\n"))
+            })
+            .collect();
+        if !derived.is_empty() {
+            text.push_str("\n# Unset, so under data_dir:\n");
+            text.extend(derived);
+        }
+        let off: Vec<&str> = [
+            ("tcp_listen", self.tcp_listen),
+            ("metrics_listen", self.metrics_listen),
+            ("lsdsuite_listen", self.lsdsuite_listen),
+            ("http_listen", self.http_listen),
+        ]
+        .into_iter()
+        .filter(|(_, address)| address.is_none())
+        .map(|(key, _)| key)
+        .collect();
+        if !off.is_empty() {
+            text.push_str(&format!("# Off (unset): {}\n", off.join(", ")));
+        }
+        text
     }
 
     /// The node database file.
@@ -500,40 +875,159 @@ impl Config {
     }
 }
 
+/// The NATS connection options, all from the config.
+impl From<&Config> for bosun_bus::NatsOptions {
+    fn from(config: &Config) -> Self {
+        bosun_bus::NatsOptions {
+            urls: config.broker.clone(),
+            name: config.name.clone(),
+            tls_ca: config.tls_ca.clone(),
+            tls_cert: config.tls_cert.clone(),
+            tls_key: config.tls_key.clone(),
+            require_tls: config.require_tls,
+            nkey_seed_file: config.nkey_seed_file.clone(),
+            creds_file: config.creds_file.clone(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn file_then_overrides_in_that_order() {
+    fn given(key: &'static str, layer: Layer, value: &str) -> Override {
+        Override {
+            key,
+            layer,
+            values: vec![value.into()],
+        }
+    }
+
+    fn file_with(text: &str) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bosun.toml");
-        std::fs::write(
-            &path,
-            "name = \"from-file\"\nretries = 9\nack_timeout_secs = 7\n",
-        )
-        .unwrap();
-        let mut c = Config::from_file(&path, true).unwrap();
-        assert_eq!(
-            (c.name.as_str(), c.retries, c.ack_timeout_secs),
-            ("from-file", 9, 7)
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn file_then_environment_then_flags() {
+        let (_dir, path) = file_with(
+            "name = \"from-file\"\nretries = 9\nack_timeout_secs = 7\n\
+             hello_interval_secs = 11\ntcp_listen = \"127.0.0.1:1001\"\n\
+             metrics_listen = \"127.0.0.1:2001\"\n",
         );
-        c.apply(&Overrides {
-            name: Some("from-flag".into()),
-            broker: Some(vec!["nats://a:1,nats://b:2".into()]),
-            ..Default::default()
-        });
-        assert_eq!(c.name, "from-flag");
-        assert_eq!(c.retries, 9, "untouched values keep the file's");
-        assert_eq!(c.broker, vec!["nats://a:1", "nats://b:2"]);
-        c.validate().unwrap();
+        let config = Config::load(&Sources {
+            file: Some(path),
+            // Flags listed before environment values still win over them.
+            overrides: vec![
+                given("name", Layer::Flag, "from-flag"),
+                given("tcp_listen", Layer::Flag, "127.0.0.1:1003"),
+                given("ack_timeout_secs", Layer::Flag, "3"),
+                given("name", Layer::Environment, "from-env"),
+                given("tcp_listen", Layer::Environment, "127.0.0.1:1002"),
+                given("metrics_listen", Layer::Environment, "[::1]:2002"),
+                given("ack_timeout_secs", Layer::Environment, "2"),
+                given("hello_interval_secs", Layer::Environment, "0"),
+                given("broker", Layer::Environment, "nats://a:1,nats://b:2"),
+            ],
+        })
+        .unwrap();
+        assert_eq!(config.name, "from-flag");
+        assert_eq!(config.retries, 9, "untouched values keep the file's");
+        assert_eq!(config.tcp_listen, Some("127.0.0.1:1003".parse().unwrap()));
+        assert_eq!(config.metrics_listen, Some("[::1]:2002".parse().unwrap()));
+        assert_eq!(config.ack_timeout(), Duration::from_secs(3));
+        assert_eq!(config.hello_interval(), None, "0 from the environment: off");
+        assert_eq!(config.broker, vec!["nats://a:1", "nats://b:2"]);
+    }
+
+    #[test]
+    fn labels_from_layers_add_to_the_files() {
+        let (_dir, path) = file_with("[labels]\nrole = \"worker\"\nzone = \"a\"\n");
+        let config = Config::load(&Sources {
+            file: Some(path),
+            overrides: vec![Override {
+                key: "labels",
+                layer: Layer::Flag,
+                values: vec!["zone=b,rack=3".into(), "gpu=yes".into()],
+            }],
+        })
+        .unwrap();
+        let labels: Vec<_> = config
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        assert_eq!(labels, ["gpu=yes", "rack=3", "role=worker", "zone=b"]);
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_where_they_came_from() {
+        let bad = |o: Override| {
+            Config::load(&Sources {
+                file: Some(file_with("").1),
+                overrides: vec![o],
+            })
+            .unwrap_err()
+            .to_string()
+        };
+        let err = bad(given("tcp_listen", Layer::Flag, "localhost"));
+        assert!(
+            err.contains("`tcp_listen`")
+                && err.contains("flag --tcp-listen")
+                && err.contains("HOST:PORT"),
+            "{err}"
+        );
+        let err = bad(given("http_listen", Layer::Environment, "nope:80"));
+        assert!(
+            err.contains("`http_listen`") && err.contains("BOSUN_HTTP_LISTEN"),
+            "{err}"
+        );
+        let err = bad(given("ack_timeout_secs", Layer::Environment, "five"));
+        assert!(
+            err.contains("`ack_timeout_secs`") && err.contains("BOSUN_ACK_TIMEOUT"),
+            "{err}"
+        );
+        let err = bad(given("ack_timeout_secs", Layer::Flag, "0"));
+        assert!(
+            err.contains("`ack_timeout_secs`")
+                && err.contains("flag --ack-timeout")
+                && err.contains("at least 1"),
+            "{err}"
+        );
+        let err = bad(given("labels", Layer::Flag, "novalue"));
+        assert!(err.contains("KEY=VALUE"), "{err}");
+
+        let (_dir, path) = file_with("metrics_listen = \"localhost:2112\"\n");
+        let err = Config::load(&Sources {
+            file: Some(path.clone()),
+            overrides: vec![],
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(&path.display().to_string())
+                && err.contains("metrics_listen")
+                && err.contains("HOST:PORT"),
+            "{err}"
+        );
+        let (_dir, path) = file_with("method_timeout_secs = 0\n");
+        let err = Config::load(&Sources {
+            file: Some(path.clone()),
+            overrides: vec![],
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`method_timeout_secs`") && err.contains(&path.display().to_string()),
+            "{err}"
+        );
     }
 
     #[test]
     fn unknown_keys_and_bad_values_are_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bosun.toml");
-        std::fs::write(&path, "nmae = \"x\"\n").unwrap();
+        let (_dir, path) = file_with("nmae = \"x\"\n");
         let err = Config::from_file(&path, true).unwrap_err().to_string();
         assert!(err.contains("nmae"), "{err}");
         let c = Config {
@@ -561,9 +1055,90 @@ mod tests {
     }
 
     #[test]
+    fn the_default_file_is_found_in_the_data_dir_the_layers_give() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("bosun.toml"), "retries = 8\n").unwrap();
+        let config = Config::load(&Sources {
+            file: None,
+            overrides: vec![given("data_dir", Layer::Flag, dir.path().to_str().unwrap())],
+        })
+        .unwrap();
+        assert_eq!(config.retries, 8);
+        assert_eq!(config.data_dir, dir.path());
+    }
+
+    #[test]
+    fn host_values_are_found_at_load_only_when_no_layer_sets_them() {
+        assert_eq!(Config::default().name, "node", "no IO in the defaults");
+        let (_dir, path) = file_with("data_dir = \"/srv/bosun\"\n");
+        let config = Config::load(&Sources {
+            file: Some(path),
+            overrides: vec![given("name", Layer::Environment, "given")],
+        })
+        .unwrap();
+        assert_eq!(config.name, "given");
+        assert_eq!(config.data_dir, Path::new("/srv/bosun"));
+        let config = Config::load(&Sources {
+            file: Some(file_with("").1),
+            overrides: vec![],
+        })
+        .unwrap();
+        assert_eq!(config.name, host_name());
+        assert_eq!(config.data_dir, default_data_dir());
+    }
+
+    #[test]
+    fn every_flag_has_a_default_to_show_and_a_distinct_name() {
+        let find = |key| Setting::find(key).unwrap().default_text();
+        assert_eq!(find("ack_timeout_secs"), "5");
+        assert_eq!(find("subject_prefix"), "bosun");
+        assert_eq!(find("log"), "info");
+        assert_eq!(find("name"), "the hostname");
+        assert_eq!(find("tcp_listen"), "off");
+        assert_eq!(find("tls_ca"), "none");
+        let mut flags = BTreeSet::new();
+        let mut envs = BTreeSet::new();
+        for setting in SETTINGS {
+            assert!(!setting.default_text().is_empty(), "{}", setting.key);
+            if let Some(cli) = setting.cli {
+                assert!(flags.insert(cli.flag), "{}", cli.flag);
+                assert!(envs.insert(cli.env), "{}", cli.env);
+                assert!(cli.env.starts_with("BOSUN_"), "{}", cli.env);
+            }
+        }
+    }
+
+    #[test]
     fn shown_config_parses_back() {
-        let c = Config::default();
+        let c = Config {
+            tcp_listen: Some("127.0.0.1:8090".parse().unwrap()),
+            labels: [("role".to_string(), "worker".to_string())].into(),
+            ..Default::default()
+        };
         let back: Config = toml::from_str(&c.to_toml()).unwrap();
         assert_eq!(back, c);
+        let explained = c.to_toml_explained();
+        let back: Config = toml::from_str(&explained).unwrap();
+        assert_eq!(back, c, "the comments change nothing");
+        assert!(
+            explained.contains("# results_dir = \"bosun-data/data\""),
+            "{explained}"
+        );
+        assert!(explained.contains("metrics_listen"), "{explained}");
+    }
+
+    #[test]
+    fn nats_options_come_from_the_config() {
+        let c = Config {
+            broker: vec!["nats://a:1".into()],
+            tls_ca: Some("/ca.pem".into()),
+            require_tls: true,
+            ..Default::default()
+        };
+        let options = bosun_bus::NatsOptions::from(&c);
+        assert_eq!(options.urls, c.broker);
+        assert_eq!(options.name, c.name);
+        assert_eq!(options.tls_ca, c.tls_ca);
+        assert!(options.require_tls);
     }
 }

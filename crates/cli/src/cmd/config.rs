@@ -7,7 +7,8 @@ use crate::Global;
 
 #[derive(Subcommand)]
 pub enum ConfigCmd {
-    /// Print the configuration in effect (file, then BOSUN_* env, then flags), as TOML.
+    /// Print the configuration in effect (file, then BOSUN_* env, then flags), as TOML,
+    /// with the paths unset settings resolve to as comments.
     Show {
         #[command(flatten)]
         args: NodeArgs,
@@ -19,7 +20,7 @@ impl ConfigCmd {
         match self {
             ConfigCmd::Show { args } => {
                 let config = load_config(global, &args)?;
-                print!("{}", config.to_toml());
+                print!("{}", config.to_toml_explained());
                 Ok(0)
             }
         }

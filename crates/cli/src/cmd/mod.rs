@@ -9,142 +9,199 @@ pub mod nodes;
 pub mod send;
 pub mod status;
 
-use std::path::PathBuf;
+use std::ffi::OsString;
 
 use anyhow::Context;
-use bosun_node::{Config, Overrides};
-use clap::Args;
+use bosun_node::Config;
+use bosun_node::config::{Layer, Override, SETTINGS, Setting, Sources};
+use clap::parser::ValueSource;
+use clap::{Arg, ArgAction, ArgMatches, Args, Command, FromArgMatches};
 
 use crate::Global;
 
 /// Node options, each also settable as a `BOSUN_*` environment variable. They override
-/// the config file.
-#[derive(Args, Clone, Debug, Default)]
+/// the config file. The flags are made from the node's settings table
+/// ([`bosun_node::config::SETTINGS`]), with each default shown in help, and hold only
+/// what the environment or the command line actually gave, so the file keeps its say
+/// over the rest.
+#[derive(Clone, Debug, Default)]
 pub struct NodeArgs {
-    /// This node's name (letters, digits, '_' and '-'). [default: the hostname]
-    #[arg(long, env = "BOSUN_NAME")]
-    pub name: Option<String>,
-    /// NATS server URL(s), comma-separated. Without one the node is standalone.
-    #[arg(long, env = "BOSUN_BROKER", value_name = "URL", value_delimiter = ',')]
-    pub broker: Option<Vec<String>>,
-    /// First token of every subject. [default: bosun]
-    #[arg(long, env = "BOSUN_SUBJECT_PREFIX", value_name = "PREFIX")]
-    pub subject_prefix: Option<String>,
-    /// Default seconds to wait for an ACK before resending. [default: 5]
-    #[arg(long, env = "BOSUN_ACK_TIMEOUT", value_name = "SECS")]
-    pub ack_timeout: Option<u64>,
-    /// Default resends after ACK timeouts. [default: 5]
-    #[arg(long, env = "BOSUN_RETRIES", value_name = "N")]
-    pub retries: Option<u32>,
-    /// Default seconds a method may run. [default: 300]
-    #[arg(long, env = "BOSUN_METHOD_TIMEOUT", value_name = "SECS")]
-    pub method_timeout: Option<u64>,
-    /// CA bundle to verify the NATS server (turns TLS on).
-    #[arg(long, env = "BOSUN_TLS_CA", value_name = "FILE")]
-    pub tls_ca: Option<PathBuf>,
-    /// Client certificate for NATS mutual TLS.
-    #[arg(long, env = "BOSUN_TLS_CERT", value_name = "FILE")]
-    pub tls_cert: Option<PathBuf>,
-    /// Client key for NATS mutual TLS.
-    #[arg(long, env = "BOSUN_TLS_KEY", value_name = "FILE")]
-    pub tls_key: Option<PathBuf>,
-    /// NATS nkey seed file (the seed itself is never taken on the command line).
-    #[arg(long, env = "BOSUN_NKEY_SEED_FILE", value_name = "FILE")]
-    pub nkey_seed_file: Option<PathBuf>,
-    /// NATS credentials file.
-    #[arg(long, env = "BOSUN_CREDS_FILE", value_name = "FILE")]
-    pub creds_file: Option<PathBuf>,
-    /// Log filter, e.g. `info`, `debug`, `bosun_node=debug`. [default: info]
-    #[arg(long, env = "BOSUN_LOG", value_name = "FILTER")]
-    pub log: Option<String>,
-    /// The central node: keeps the fleet registry and error log, receives hellos.
-    #[arg(long, env = "BOSUN_CENTRAL", value_name = "NODE")]
-    pub central: Option<String>,
-    /// Seconds between hellos to central; 0 turns them off. [default: 30]
-    #[arg(long, env = "BOSUN_HELLO_INTERVAL", value_name = "SECS")]
-    pub hello_interval: Option<u64>,
-    /// Where results with directory/fileName and reply sinks are written.
-    /// [default: <data dir>/data]
-    #[arg(long, env = "BOSUN_RESULTS_DIR", value_name = "DIR")]
-    pub results_dir: Option<PathBuf>,
-    /// Listen for steward message arrays on TCP, e.g. 127.0.0.1:8090. [default: off]
-    #[arg(long, env = "BOSUN_TCP_LISTEN", value_name = "ADDR")]
-    pub tcp_listen: Option<String>,
-    /// Folder watched for message files (submitted, then removed). [default: <data dir>/readfolder]
-    #[arg(long, env = "BOSUN_READ_DIR", value_name = "DIR")]
-    pub read_dir: Option<PathBuf>,
-    /// Folder of message files submitted at every start. [default: <data dir>/startup]
-    #[arg(long, env = "BOSUN_STARTUP_DIR", value_name = "DIR")]
-    pub startup_dir: Option<PathBuf>,
-    /// Serve Prometheus /metrics here, e.g. 127.0.0.1:2112. [default: off]
-    #[arg(long, env = "BOSUN_METRICS_LISTEN", value_name = "ADDR")]
-    pub metrics_listen: Option<String>,
-    /// Serve the LSDSuite command port here, e.g. 127.0.0.1:7000. [default: off]
-    #[arg(long, env = "BOSUN_LSDSUITE_LISTEN", value_name = "ADDR")]
-    pub lsdsuite_listen: Option<String>,
-    /// Serve the HTTP API (/v1, quartermaster, DockerMod) here, e.g. 127.0.0.1:9090.
-    /// Needs BOSUN_HTTP_TOKEN or http_token_file. [default: off]
-    #[arg(long, env = "BOSUN_HTTP_LISTEN", value_name = "ADDR")]
-    pub http_listen: Option<String>,
-    /// A node label, KEY=VALUE; repeat for more (reported in hellos).
-    #[arg(
-        long = "label",
-        env = "BOSUN_LABELS",
-        value_name = "KEY=VALUE",
-        value_delimiter = ','
-    )]
-    pub labels: Vec<String>,
+    overrides: Vec<Override>,
 }
 
-impl NodeArgs {
-    fn overrides(&self, data_dir: Option<PathBuf>) -> Overrides {
-        Overrides {
-            name: self.name.clone(),
-            data_dir,
-            broker: self.broker.clone(),
-            subject_prefix: self.subject_prefix.clone(),
-            ack_timeout_secs: self.ack_timeout,
-            retries: self.retries,
-            method_timeout_secs: self.method_timeout,
-            tls_ca: self.tls_ca.clone(),
-            tls_cert: self.tls_cert.clone(),
-            tls_key: self.tls_key.clone(),
-            nkey_seed_file: self.nkey_seed_file.clone(),
-            creds_file: self.creds_file.clone(),
-            log: self.log.clone(),
-            central: self.central.clone(),
-            hello_interval_secs: self.hello_interval,
-            results_dir: self.results_dir.clone(),
-            tcp_listen: self.tcp_listen.clone(),
-            read_dir: self.read_dir.clone(),
-            startup_dir: self.startup_dir.clone(),
-            metrics_listen: self.metrics_listen.clone(),
-            labels: self.labels.clone(),
-            lsdsuite_listen: self.lsdsuite_listen.clone(),
-            http_listen: self.http_listen.clone(),
+/// The settings declared as `bosun node` flags (global ones come with `Global`).
+fn node_flags() -> impl Iterator<Item = (&'static Setting, bosun_node::config::Cli)> {
+    SETTINGS
+        .iter()
+        .filter_map(|setting| Some((setting, setting.cli?)))
+        .filter(|(_, cli)| !cli.global)
+}
+
+impl Args for NodeArgs {
+    fn augment_args(mut command: Command) -> Command {
+        for (setting, cli) in node_flags() {
+            let mut arg = Arg::new(setting.key)
+                .long(cli.flag)
+                .env(cli.env)
+                .value_name(cli.value_name)
+                .value_parser(clap::builder::ValueParser::os_string())
+                .help(format!(
+                    "{} [default: {}]",
+                    cli.help,
+                    setting.default_text()
+                ));
+            if cli.list {
+                arg = arg.action(ArgAction::Append).value_delimiter(',');
+            }
+            command = command.arg(arg);
         }
+        command
+    }
+
+    fn augment_args_for_update(command: Command) -> Command {
+        Self::augment_args(command)
+    }
+}
+
+impl FromArgMatches for NodeArgs {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut overrides = Vec::new();
+        for (setting, _) in node_flags() {
+            let layer = match matches.value_source(setting.key) {
+                Some(ValueSource::CommandLine) => Layer::Flag,
+                Some(ValueSource::EnvVariable) => Layer::Environment,
+                // Defaults are the config's own; a clap default would hide the file's value.
+                _ => continue,
+            };
+            let values: Vec<OsString> = matches
+                .get_many::<OsString>(setting.key)
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect();
+            overrides.push(Override {
+                key: setting.key,
+                layer,
+                values,
+            });
+        }
+        Ok(NodeArgs { overrides })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
     }
 }
 
 /// The config in effect: file, then env and flags.
 pub fn load_config(global: &Global, args: &NodeArgs) -> anyhow::Result<Config> {
-    let (path, must_exist) = match &global.config {
-        Some(p) => (p.clone(), true),
-        None => {
-            let dir = global
-                .data_dir
-                .clone()
-                .unwrap_or_else(bosun_node::config::default_data_dir);
-            (Config::default_file(&dir), false)
-        }
+    let mut overrides = args.overrides.clone();
+    if let Some(data_dir) = &global.data_dir {
+        overrides.push(Override {
+            key: "data_dir",
+            layer: Layer::Flag,
+            values: vec![data_dir.clone().into()],
+        });
+    }
+    let sources = Sources {
+        file: global.config.clone(),
+        overrides,
     };
-    let mut config = Config::from_file(&path, must_exist)?;
-    config.apply(&args.overrides(global.data_dir.clone()));
-    config.validate().context("invalid configuration")?;
-    Ok(config)
+    Config::load(&sources).context("invalid configuration")
 }
 
 /// The local node's socket, from the data dir in effect.
-pub fn socket_path(global: &Global) -> anyhow::Result<PathBuf> {
+pub fn socket_path(global: &Global) -> anyhow::Result<std::path::PathBuf> {
     Ok(load_config(global, &NodeArgs::default())?.socket_path())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn node_command() -> Command {
+        NodeArgs::augment_args(Command::new("node").no_binary_name(true))
+    }
+
+    /// Flags only: `BOSUN_*` variables of whoever runs the tests must not leak in.
+    fn parse(args: &[&str]) -> NodeArgs {
+        let matches = node_command()
+            .mut_args(|arg| arg.env(None))
+            .try_get_matches_from(args)
+            .unwrap();
+        NodeArgs::from_arg_matches(&matches).unwrap()
+    }
+
+    #[test]
+    fn help_shows_each_default_from_the_config() {
+        let help = node_command().render_help().to_string();
+        for (flag, default) in [
+            ("--ack-timeout <SECS>", "[default: 5]"),
+            ("--retries <N>", "[default: 5]"),
+            ("--method-timeout <SECS>", "[default: 300]"),
+            ("--hello-interval <SECS>", "[default: 30]"),
+            ("--subject-prefix <PREFIX>", "[default: bosun]"),
+            ("--log <FILTER>", "[default: info]"),
+            ("--name <NAME>", "[default: the hostname]"),
+            ("--tcp-listen <ADDR>", "[default: off]"),
+        ] {
+            let line = help
+                .lines()
+                .skip_while(|l| !l.contains(flag))
+                .take(3)
+                .collect::<String>();
+            assert!(line.contains(default), "{flag}: {default} in\n{help}");
+        }
+        let defaults = Config::default();
+        assert!(help.contains(&format!("[default: {}]", defaults.method_timeout_secs)));
+    }
+
+    #[test]
+    fn flags_override_only_what_they_give() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bosun.toml");
+        std::fs::write(
+            &file,
+            "retries = 9\nhello_interval_secs = 11\ntcp_listen = \"127.0.0.1:1001\"\n",
+        )
+        .unwrap();
+        let global = Global {
+            data_dir: Some(dir.path().to_path_buf()),
+            config: None,
+        };
+        let args = parse(&[
+            "--tcp-listen",
+            "127.0.0.1:1003",
+            "--hello-interval",
+            "4",
+            "--label",
+            "a=1,b=2",
+            "--label",
+            "c=3",
+        ]);
+        let config = load_config(&global, &args).unwrap();
+        assert_eq!(config.retries, 9, "the file's, no flag default over it");
+        assert_eq!(config.tcp_listen, Some("127.0.0.1:1003".parse().unwrap()));
+        assert_eq!(config.hello_interval(), Some(Duration::from_secs(4)));
+        assert_eq!(config.labels.len(), 3);
+        assert_eq!(config.data_dir, dir.path());
+    }
+
+    #[test]
+    fn a_bad_address_names_the_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let global = Global {
+            data_dir: Some(dir.path().to_path_buf()),
+            config: None,
+        };
+        let args = parse(&["--metrics-listen", "localhost"]);
+        let err = format!("{:#}", load_config(&global, &args).unwrap_err());
+        assert!(
+            err.contains("metrics_listen") && err.contains("--metrics-listen"),
+            "{err}"
+        );
+    }
 }

@@ -52,16 +52,7 @@ impl NodeCmd {
         let (transport, standalone): (Arc<dyn Transport>, bool) = if config.broker.is_empty() {
             (Arc::new(LocalTransport::new(Hub::new())), true)
         } else {
-            let options = NatsOptions {
-                urls: config.broker.clone(),
-                name: config.name.clone(),
-                tls_ca: config.tls_ca.clone(),
-                tls_cert: config.tls_cert.clone(),
-                tls_key: config.tls_key.clone(),
-                require_tls: config.require_tls,
-                nkey_seed_file: config.nkey_seed_file.clone(),
-                creds_file: config.creds_file.clone(),
-            };
+            let options = NatsOptions::from(&config);
             let nats = NatsTransport::connect(&options).await?;
             if !nats.wait_connected(Duration::from_secs(2)).await {
                 tracing::warn!(broker = %config.broker.join(","), "broker not reachable yet; messages wait in the outbox until it is");
@@ -98,33 +89,33 @@ impl NodeCmd {
 /// read folder, and the startup folder's messages.
 async fn start_inputs(node: &Node) -> anyhow::Result<()> {
     let config = node.config().clone();
-    if let Some(addr) = &config.metrics_listen {
+    if let Some(addr) = config.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen for metrics on {addr}"))?;
-        tracing::info!(addr, "serving /metrics");
+        tracing::info!(%addr, "serving /metrics");
         let metrics = node.metrics();
         let shutdown = node.shutdown_signal();
         tokio::spawn(async move { bosun_node::metrics::serve(listener, metrics, shutdown).await });
     }
-    if let Some(addr) = &config.tcp_listen {
+    if let Some(addr) = config.tcp_listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen for messages on {addr}"))?;
         tracing::info!(
-            addr,
+            %addr,
             "taking steward message arrays on TCP (no authentication: keep it on a trusted network)"
         );
         tokio::spawn(bosun_node::inputs::serve_tcp(node.clone(), listener));
     }
-    if let Some(addr) = &config.lsdsuite_listen {
+    if let Some(addr) = config.lsdsuite_listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen for LSDSuite commands on {addr}"))?;
-        tracing::info!(addr, "LSDSuite command port open");
+        tracing::info!(%addr, "LSDSuite command port open");
         tokio::spawn(bosun_node::lsdsuite::serve(node.clone(), listener));
     }
-    if let Some(addr) = &config.http_listen {
+    if let Some(addr) = config.http_listen {
         let token = match std::env::var("BOSUN_HTTP_TOKEN") {
             Ok(t) if !t.is_empty() => t,
             _ => match &config.http_token_file {
@@ -145,7 +136,7 @@ async fn start_inputs(node: &Node) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen for HTTP on {addr}"))?;
-        tracing::info!(addr, "HTTP API open (/v1, quartermaster, DockerMod)");
+        tracing::info!(%addr, "HTTP API open (/v1, quartermaster, DockerMod)");
         tokio::spawn(bosun_node::http::serve(node.clone(), listener, token));
     }
     if let Some(dir) = config.read_path() {
