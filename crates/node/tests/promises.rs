@@ -190,6 +190,18 @@ async fn received_but_not_started_messages_run_after_a_restart_in_order() {
     let mut blocker = shell("b", "sleep 30");
     blocker.ordered = Some(false);
     let blocker_id = submit(&a, blocker).await;
+    // Unordered messages may arrive in any order: the blocker must hold b's one run slot
+    // before the others are sent, or one of them could take the slot first.
+    eventually_async(Duration::from_secs(10), "b runs the blocker", || {
+        ready(
+            b.status(&blocker_id)
+                .unwrap()
+                .received
+                .is_some_and(|r| r.state == State::Running)
+                .then_some(()),
+        )
+    })
+    .await;
     let mut ids = Vec::new();
     for i in 0..4 {
         let mut m = shell("b", &format!("echo {i} >> {}", record.display()));
