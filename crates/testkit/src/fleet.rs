@@ -1,9 +1,9 @@
 //! A whole fleet for end-to-end tests: one `nats-server` and N `bosun node` processes,
 //! each in its own folder under one temporary directory, all killed on drop.
 //!
-//! ```no_run
+//! ```ignore
 //! # use bosun_testkit::{Fleet, NodeSpec};
-//! let Some(fleet) = Fleet::builder(env!("CARGO_PKG_NAME"))
+//! let Some(fleet) = Fleet::builder(env!("CARGO_BIN_EXE_bosun"))
 //!     .central("central")
 //!     .nodes(&["central", "ship1"])
 //!     .node(NodeSpec::new("ship2").config("capture_ship = true\n"))
@@ -12,6 +12,7 @@
 //!     return; // nats-server is missing: skipped
 //! };
 //! let out = fleet.node("central").cli(&["exec", "-n", "ship1", "--", "true"]);
+//! assert!(out.status.success());
 //! ```
 
 use std::path::{Path, PathBuf};
