@@ -1,7 +1,12 @@
 //! The delivery promises, on the in-process transport: several real nodes in this
 //! process, each with its own database, and the hub's fault switches for lost ACKs and
-//! outages. (Crash, broker and multi-process tests are in `crates/cli/tests/fleet.rs`.)
+//! outages. (Crash, broker and multi-process tests are in `crates/cli/tests/e2e/`.)
+//!
+//! Waits go through the testkit's `eventually_async` / `holds_for_async`: every one waits
+//! for an observable state with a deadline, and none for an intermediate state that a
+//! fast run could skip.
 
+use std::future::ready;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,6 +14,7 @@ use std::time::{Duration, Instant};
 use bosun_bus::{Hub, LocalTransport};
 use bosun_node::{Config, Node};
 use bosun_proto::{Message, State};
+use bosun_testkit::{eventually_async, holds_for_async};
 
 fn config(dir: &Path, name: &str) -> Config {
     Config {
@@ -184,6 +190,18 @@ async fn received_but_not_started_messages_run_after_a_restart_in_order() {
     let mut blocker = shell("b", "sleep 30");
     blocker.ordered = Some(false);
     let blocker_id = submit(&a, blocker).await;
+    // Unordered messages may arrive in any order: the blocker must hold b's one run slot
+    // before the others are sent, or one of them could take the slot first.
+    eventually_async(Duration::from_secs(10), "b runs the blocker", || {
+        ready(
+            b.status(&blocker_id)
+                .unwrap()
+                .received
+                .is_some_and(|r| r.state == State::Running)
+                .then_some(()),
+        )
+    })
+    .await;
     let mut ids = Vec::new();
     for i in 0..4 {
         let mut m = shell("b", &format!("echo {i} >> {}", record.display()));
@@ -191,16 +209,28 @@ async fn received_but_not_started_messages_run_after_a_restart_in_order() {
         ids.push(submit(&a, m).await);
     }
     // Wait until all four are in b's inbox, waiting behind the blocker.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !ids.iter().all(|id| {
-        b.status(id)
-            .unwrap()
-            .received
-            .is_some_and(|r| r.state == State::Received)
-    }) {
-        assert!(Instant::now() < deadline, "messages did not reach b");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually_async(Duration::from_secs(10), "messages reach b", || {
+        ready(
+            ids.iter()
+                .all(|id| {
+                    b.status(id)
+                        .unwrap()
+                        .received
+                        .is_some_and(|r| r.state == State::Received)
+                })
+                .then_some(()),
+        )
+    })
+    .await;
+    // Unordered messages are pipelined, so they may arrive in any order: the promise is
+    // the order of arrival, which b's inbox numbers.
+    let mut arrived: Vec<(u64, usize)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (b.status(id).unwrap().received.unwrap().seq, i))
+        .collect();
+    arrived.sort();
+    let arrival_order: Vec<String> = arrived.iter().map(|(_, i)| i.to_string()).collect();
     b.shutdown().await;
     assert!(lines(&record).is_empty(), "none started before the restart");
     let b = start(&hub, b_config).await;
@@ -208,7 +238,7 @@ async fn received_but_not_started_messages_run_after_a_restart_in_order() {
     assert!(reports.iter().all(|r| r.state() == Some(State::Done)));
     assert_eq!(
         lines(&record),
-        vec!["0", "1", "2", "3"],
+        arrival_order,
         "run after restart, in arrival order"
     );
     let blocker = wait_done(&a, &[blocker_id], 10).await.remove(0);
@@ -228,39 +258,47 @@ async fn results_are_durable_replies_that_wait_for_the_sender() {
     let a_config = config(dir.path(), "a");
     let a = start(&hub, a_config.clone()).await;
     let b = start(&hub, config(dir.path(), "b")).await;
-    let id = submit(&a, shell("b", "sleep 1; echo answer")).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while b
-        .status(&id)
-        .unwrap()
-        .received
-        .is_none_or(|r| r.state != State::Running)
-    {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // The run waits for a gate file, so `running` lasts until the test opens the gate:
+    // a fixed-length run could finish before a poll sees it running.
+    let gate = dir.path().join("gate");
+    let script = format!(
+        "while [ ! -e {g} ]; do sleep 0.05; done; echo answer",
+        g = gate.display()
+    );
+    let id = submit(&a, shell("b", &script)).await;
+    eventually_async(Duration::from_secs(10), "b runs the message", || {
+        ready(
+            b.status(&id)
+                .unwrap()
+                .received
+                .is_some_and(|r| r.state == State::Running)
+                .then_some(()),
+        )
+    })
+    .await;
     a.shutdown().await; // the sender is away when the result is ready
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while b.depths().unwrap().outbox == 0
-        || b.status(&id).unwrap().received.unwrap().state != State::Done
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the reply should wait in b's outbox"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    std::fs::write(&gate, "").unwrap();
+    eventually_async(
+        Duration::from_secs(10),
+        "the reply waits in b's outbox",
+        || {
+            ready(
+                (b.depths().unwrap().outbox != 0
+                    && b.status(&id).unwrap().received.unwrap().state == State::Done)
+                    .then_some(()),
+            )
+        },
+    )
+    .await;
     let a = start(&hub, a_config).await;
     let report = wait_done(&a, std::slice::from_ref(&id), 20).await.remove(0);
     assert_eq!(report.outcome().unwrap().stdout, "answer\n");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while b.depths().unwrap().outbox != 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the delivered reply leaves b's outbox"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually_async(
+        Duration::from_secs(10),
+        "the delivered reply leaves b's outbox",
+        || ready((b.depths().unwrap().outbox == 0).then_some(())),
+    )
+    .await;
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -354,11 +392,10 @@ async fn rerun_on_restart_runs_an_interrupted_message_again_when_asked() {
     let mut m = shell("b", &script);
     m.rerun_on_restart = true;
     let id = submit(&a, m).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while lines(&record).is_empty() {
-        assert!(Instant::now() < deadline, "first run did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually_async(Duration::from_secs(10), "the first run starts", || {
+        ready((!lines(&record).is_empty()).then_some(()))
+    })
+    .await;
     b.shutdown().await;
     let b = start(&hub, b_config).await;
     let report = wait_done(&a, std::slice::from_ref(&id), 20).await.remove(0);
@@ -383,21 +420,18 @@ async fn a_schedule_repeats_the_message_until_its_total_has_passed() {
     m.schedule = Some(vec![1, 3]);
     let first = submit(&a, m).await;
     wait_done(&a, &[first], 10).await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while lines(&record).len() < 4 {
-        assert!(
-            Instant::now() < deadline,
-            "only {} runs",
-            lines(&record).len()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(
-        lines(&record).len(),
-        4,
-        "the first run and one repeat per second for 3 s, then no more"
-    );
+    eventually_async(Duration::from_secs(15), "four runs", || {
+        ready((lines(&record).len() >= 4).then_some(()))
+    })
+    .await;
+    // No event marks the end of a schedule: show that no fifth run comes for longer
+    // than one interval past the total.
+    holds_for_async(
+        Duration::from_millis(2500),
+        "the first run and one repeat per second for 3 s, then no more",
+        || lines(&record).len() == 4,
+    )
+    .await;
     a.shutdown().await;
     b.shutdown().await;
 }

@@ -1,0 +1,16 @@
+//! End-to-end tests: real `bosun node` processes on a real `nats-server`, one module per
+//! capability, in one test binary (one link instead of one per file).
+//!
+//! Each test starts its own fleet (broker and nodes) in a temporary folder through
+//! `bosun_testkit::Fleet`; everything is killed on drop. Tests wait for observable
+//! events (a state, a file, a log line) with a deadline, never for a fixed time.
+
+mod broker;
+mod capture;
+mod central;
+mod config;
+mod delivery;
+mod http_apis;
+mod lsdsuite;
+mod steward;
+mod support;

@@ -1,0 +1,170 @@
+//! A real `bosun node` process.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::{eventually, json, poll_until};
+
+/// A real `bosun node` process, killed on drop.
+pub struct NodeProcess {
+    /// The node name.
+    pub name: String,
+    /// Its data dir.
+    pub data_dir: PathBuf,
+    bin: PathBuf,
+    broker: Option<String>,
+    extra_env: Vec<(String, String)>,
+    child: Option<Child>,
+}
+
+impl NodeProcess {
+    /// Start `bosun node` from `bin` with this name, broker and data dir, and wait until
+    /// its socket answers.
+    pub fn start(bin: &Path, name: &str, broker: Option<&str>, data_dir: &Path) -> NodeProcess {
+        Self::start_with_env(bin, name, broker, data_dir, &[])
+    }
+
+    /// Like [`NodeProcess::start`], with extra `BOSUN_*` environment.
+    pub fn start_with_env(
+        bin: &Path,
+        name: &str,
+        broker: Option<&str>,
+        data_dir: &Path,
+        env: &[(&str, &str)],
+    ) -> NodeProcess {
+        let mut node = NodeProcess {
+            name: name.to_string(),
+            data_dir: data_dir.to_path_buf(),
+            bin: bin.to_path_buf(),
+            broker: broker.map(str::to_string),
+            extra_env: env
+                .iter()
+                .map(|(key, value)| (key.to_string(), value.to_string()))
+                .collect(),
+            child: None,
+        };
+        node.restart();
+        node
+    }
+
+    /// Start the process again (after a kill) with the same settings.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "node {} already running", self.name);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.with_extension("log"))
+            .expect("open node log");
+        let mut command = Command::new(&self.bin);
+        command
+            .arg("node")
+            .arg("--name")
+            .arg(&self.name)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .env("BOSUN_LOG", "info")
+            .env_remove("BOSUN_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        if let Some(broker) = &self.broker {
+            command.arg("--broker").arg(broker);
+        }
+        for (key, value) in &self.extra_env {
+            command.env(key, value);
+        }
+        self.child = Some(command.spawn().expect("spawn bosun node"));
+        // Ready means its socket answers a request, not merely that the file exists.
+        eventually(
+            Duration::from_secs(20),
+            &format!("node {} answers on its socket", self.name),
+            || {
+                if self.cli(&["status", "--limit", "1"]).status.success() {
+                    return Some(());
+                }
+                if let Some(status) = self
+                    .child
+                    .as_mut()
+                    .and_then(|child| child.try_wait().ok().flatten())
+                {
+                    panic!(
+                        "node {} exited at start with {status}: see {}",
+                        self.name,
+                        self.log_path().display()
+                    );
+                }
+                None
+            },
+        );
+    }
+
+    /// The node's log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.data_dir.with_extension("log")
+    }
+
+    /// Run `bosun --data-dir <this node's dir> ARGS…` and return its output.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(&self.bin)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(args)
+            .env_remove("BOSUN_CONFIG")
+            .output()
+            .expect("run bosun")
+    }
+
+    /// Kill with SIGKILL: a crash, with no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Send SIGTERM and wait for a clean exit; returns the exit status code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        match poll_until(Duration::from_secs(30), || child.try_wait().ok().flatten()) {
+            Some(status) => status.code(),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                None
+            }
+        }
+    }
+
+    /// Central's view of the fleet, from `bosun nodes --json`: (name, status) pairs.
+    pub fn fleet_status(&self) -> Vec<(String, String)> {
+        let out = self.cli(&["nodes", "--json"]);
+        assert!(
+            out.status.success(),
+            "bosun nodes on {}: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        json(&out)
+            .as_array()
+            .expect("bosun nodes --json prints an array")
+            .iter()
+            .map(|node| {
+                (
+                    node["name"].as_str().unwrap_or_default().to_string(),
+                    node["status"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
