@@ -871,6 +871,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn each_node_keeps_its_own_record_of_finished_copies() {
+        let dir = Scratch::new();
+        let src = dir.path("src.bin");
+        std::fs::write(&src, Rng::new().bytes(5_000)).unwrap();
+        let dst = dir.path("dst.bin");
+        let h = source(&src, &dst, "4096").await;
+        let (first, second) = (context(), context());
+        for m in &h.submit {
+            let o = run_dst(m, &first).await;
+            assert_eq!(o.status, Status::Done, "{:?}", o.error);
+        }
+        let copy_id = chunk_of(&h.submit[0]).copy_id;
+        assert!(first.state.copies.was_completed(&dst, &copy_id));
+        assert!(
+            !second.state.copies.was_completed(&dst, &copy_id),
+            "another node in the same process does not share the record"
+        );
+    }
+
+    #[tokio::test]
     async fn shuffled_chunks_with_repeats_make_an_identical_file() {
         let dir = Scratch::new();
         let mut rng = Rng::new();
