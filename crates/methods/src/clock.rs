@@ -3,15 +3,21 @@
 //! Dates are computed with `chrono`, the one date and time crate in bosun's dependency
 //! graph, rather than by hand.
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use bosun_proto::Millis;
 use chrono::{DateTime, SecondsFormat};
 
+/// Time since the Unix epoch; zero if the clock reads before it.
+pub fn since_epoch() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
 /// Milliseconds since the Unix epoch; 0 if the clock reads before it.
 pub fn now_millis() -> Millis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX))
-        .unwrap_or(0)
+    Millis::try_from(since_epoch().as_millis()).unwrap_or(Millis::MAX)
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC) for milliseconds since the Unix epoch.
@@ -97,5 +103,6 @@ mod tests {
     #[test]
     fn now_is_after_2020() {
         assert!(now_millis() > 1_577_836_800_000);
+        assert!(since_epoch() > Duration::from_secs(1_577_836_800));
     }
 }

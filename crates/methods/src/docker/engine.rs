@@ -317,3 +317,103 @@ pub fn summarize(sample: &ContainerStatsResponse) -> StatsSummary {
         pids: sample.pids_stats.as_ref().and_then(|p| p.current),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sample(value: serde_json::Value) -> ContainerStatsResponse {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn the_first_sample_of_a_stream_has_no_cpu_baseline() {
+        let first = sample(json!({
+            "cpu_stats": {"cpu_usage": {"total_usage": 3_000}, "system_cpu_usage": 20_000},
+            "precpu_stats": {"cpu_usage": {"total_usage": 0}, "system_cpu_usage": 0},
+        }));
+        assert!(!has_cpu_baseline(&first));
+        assert!(!has_cpu_baseline(&sample(json!({}))));
+        let later = sample(json!({
+            "cpu_stats": {"cpu_usage": {"total_usage": 3_000}, "system_cpu_usage": 20_000},
+            "precpu_stats": {"cpu_usage": {"total_usage": 1_000}, "system_cpu_usage": 10_000},
+        }));
+        assert!(has_cpu_baseline(&later));
+    }
+
+    #[test]
+    fn memory_leaves_out_page_cache_as_the_docker_cli_does() {
+        let memory = |stats: serde_json::Value| {
+            summarize(&sample(
+                json!({"memory_stats": {"usage": 5_000, "stats": stats}}),
+            ))
+            .memory_bytes
+        };
+        assert_eq!(memory(json!({"total_inactive_file": 1_000})), 4_000);
+        assert_eq!(memory(json!({"inactive_file": 500})), 4_500);
+        // A cache figure not below the usage is ignored, not subtracted to zero.
+        assert_eq!(memory(json!({"inactive_file": 9_000})), 5_000);
+        assert_eq!(
+            memory(json!({"total_inactive_file": 9_000, "inactive_file": 1_000})),
+            4_000
+        );
+    }
+
+    #[test]
+    fn an_empty_sample_sums_to_zero_with_one_cpu() {
+        let s = summarize(&sample(json!({})));
+        assert_eq!((s.cpu_percent, s.online_cpus, s.memory_bytes), (0.0, 1, 0));
+        assert_eq!(s.pids, None);
+    }
+
+    #[test]
+    fn call_errors_read_as_before() {
+        let socket = Path::new("/run/docker.sock");
+        let refused = |status_code| DockerError::DockerResponseServerError {
+            status_code,
+            message: " conflict \n".into(),
+        };
+        assert_eq!(
+            EngineError::from_call(socket, refused(404), "stop", Some("web")).to_string(),
+            "no such container: web; list them with containerList (data [\"all\"])"
+        );
+        assert_eq!(
+            EngineError::from_call(socket, refused(409), "stop", Some("web")).to_string(),
+            "cannot stop web: the Docker daemon said: conflict"
+        );
+        assert_eq!(
+            EngineError::from_call(socket, refused(500), "list images", None).to_string(),
+            "cannot list images: the Docker daemon said: conflict"
+        );
+        let stream = DockerError::DockerStreamError {
+            error: "denied".into(),
+        };
+        assert_eq!(
+            EngineError::from_call(socket, stream, "pull x", Some("web")).to_string(),
+            "cannot pull x: the Docker daemon said: denied"
+        );
+        let gone = EngineError::from_call(
+            socket,
+            DockerError::SocketNotFoundError("/run/docker.sock".into()),
+            "stop",
+            Some("web"),
+        )
+        .to_string();
+        assert!(
+            gone.starts_with("cannot reach the Docker daemon at /run/docker.sock: ")
+                && gone.ends_with(
+                    "; start dockerd or point the node's Docker socket setting at the right path"
+                ),
+            "{gone}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_socket_is_unreachable() {
+        let error = connect(Path::new("/no/such/docker.sock"), Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, EngineError::Unreachable { .. }), "{error}");
+    }
+}
