@@ -74,11 +74,10 @@ async fn run_inner(message: &Message, context: &Context, stream: Option<ChunkSin
     });
 
     let timeout = context.method_timeout(message);
-    let mut shutdown = context.shutdown.clone();
     let cut = tokio::select! {
         r = &mut done => return finished(r, started, context),
         _ = tokio::time::sleep(timeout) => Cut::Timeout,
-        _ = wait_true(&mut shutdown) => Cut::Shutdown,
+        _ = context.shutdown.cancelled() => Cut::Shutdown,
     };
 
     if let Some(pgid) = pgid {
@@ -118,12 +117,6 @@ async fn run_inner(message: &Message, context: &Context, stream: Option<ChunkSin
         outcome.truncated = out.truncated || err.truncated;
     }
     outcome
-}
-
-async fn wait_true(rx: &mut tokio::sync::watch::Receiver<bool>) {
-    if rx.wait_for(|v| *v).await.is_err() {
-        std::future::pending::<()>().await;
-    }
 }
 
 fn finished(
@@ -249,9 +242,9 @@ async fn read_capped<R: AsyncRead + Unpin>(pipe: Option<R>, limit: usize) -> Cap
 mod tests {
     use super::*;
     use std::time::{Duration, Instant};
-    use tokio::sync::watch;
+    use tokio_util::sync::CancellationToken;
 
-    fn context(shutdown: watch::Receiver<bool>) -> Context {
+    fn context(shutdown: CancellationToken) -> Context {
         Context {
             output_limit: 1024,
             kill_grace: Duration::from_millis(500),
@@ -269,7 +262,7 @@ mod tests {
 
     #[tokio::test]
     async fn captures_stdout_stderr_and_exit_code() {
-        let (_tx, rx) = watch::channel(false);
+        let rx = CancellationToken::new();
         let o = run(
             &message(&["sh", "-c", "echo out; echo err >&2; exit 3"]),
             &context(rx),
@@ -283,7 +276,7 @@ mod tests {
 
     #[tokio::test]
     async fn argv_is_not_split_or_interpreted() {
-        let (_tx, rx) = watch::channel(false);
+        let rx = CancellationToken::new();
         let o = run(&message(&["echo", "a  b", "$HOME;", "|x"]), &context(rx)).await;
         assert_eq!(o.status, Status::Done);
         assert_eq!(o.stdout, "a  b $HOME; |x\n");
@@ -291,7 +284,7 @@ mod tests {
 
     #[tokio::test]
     async fn shell_only_when_asked() {
-        let (_tx, rx) = watch::channel(false);
+        let rx = CancellationToken::new();
         let mut m = message(&["echo", "$((1+2))"]);
         m.use_shell = true;
         let o = run(&m, &context(rx)).await;
@@ -300,18 +293,26 @@ mod tests {
 
     #[tokio::test]
     async fn streaming_sends_lines_while_the_command_runs() {
-        let (_tx, rx) = watch::channel(false);
+        let rx = CancellationToken::new();
         let (chunk_tx, mut chunk_rx) = tokio::sync::mpsc::channel(16);
-        let m = message(&["sh", "-c", "echo one; sleep 0.5; echo two; echo err >&2"]);
+        let go = tempfile_dir().join("go");
+        // The command cannot end before the test creates `go`, which it does only once
+        // the first line has arrived.
+        let script = format!(
+            "echo one; while [ ! -e {} ]; do sleep 0.01; done; echo two; echo err >&2",
+            go.display()
+        );
+        let m = message(&["sh", "-c", &script]);
         let ctx = context(rx);
         let task =
             tokio::spawn(async move { run_streaming(&m, &ctx, &ChunkSink::new(chunk_tx)).await });
-        let first = tokio::time::timeout(Duration::from_millis(400), chunk_rx.recv()).await;
+        let first = tokio::time::timeout(Duration::from_secs(10), chunk_rx.recv()).await;
         assert_eq!(
             first.unwrap().unwrap(),
             "one\n",
             "the first line arrives before the command ends"
         );
+        std::fs::write(&go, "").unwrap();
         let outcome = task.await.unwrap();
         assert_eq!(chunk_rx.recv().await.unwrap(), "two\n");
         assert_eq!(outcome.status, Status::Done);
@@ -321,7 +322,7 @@ mod tests {
 
     #[tokio::test]
     async fn missing_program_is_a_clear_failure() {
-        let (_tx, rx) = watch::channel(false);
+        let rx = CancellationToken::new();
         let o = run(&message(&["/no/such/program"]), &context(rx)).await;
         assert_eq!(o.status, Status::Failed);
         assert!(o.error.unwrap().contains("cannot start"));
@@ -329,7 +330,7 @@ mod tests {
 
     #[tokio::test]
     async fn output_is_capped_and_marked() {
-        let (_tx, rx) = watch::channel(false);
+        let rx = CancellationToken::new();
         let o = run(
             &message(&["sh", "-c", "head -c 100000 /dev/zero | tr '\\0' x"]),
             &context(rx),
@@ -348,7 +349,7 @@ mod tests {
         let script = format!("sleep 300 & echo $! > {}; wait", pidfile.display());
         let mut m = message(&["sh", "-c", &script]);
         m.method_timeout = Some(1);
-        let (_tx, rx) = watch::channel(false);
+        let rx = CancellationToken::new();
         let t = Instant::now();
         let o = run(&m, &context(rx)).await;
         assert_eq!(o.status, Status::Timeout);
@@ -364,14 +365,28 @@ mod tests {
 
     #[tokio::test]
     async fn shutdown_interrupts_and_kills_the_group() {
-        let (tx, rx) = watch::channel(false);
-        let m = message(&["sh", "-c", "sleep 300"]);
+        let tx = CancellationToken::new();
+        let rx = tx.clone();
+        let pidfile = tempfile_dir().join("sleep.pid");
+        let script = format!("sleep 300 & echo $! > {}; wait", pidfile.display());
+        let m = message(&["sh", "-c", &script]);
         let ctx = context(rx);
         let task = tokio::spawn(async move { run(&m, &ctx).await });
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        tx.send(true).unwrap();
+        let read_pid = || {
+            std::fs::read_to_string(&pidfile)
+                .ok()
+                .filter(|t| t.ends_with('\n'))
+                .and_then(|t| t.trim().parse::<i32>().ok())
+        };
+        crate::wait_until("the command to start", Duration::from_secs(10), || {
+            read_pid().is_some()
+        })
+        .await;
+        tx.cancel();
         let o = task.await.unwrap();
         assert_eq!(o.status, Status::Interrupted);
+        let pid = read_pid().unwrap();
+        assert!(gone(pid), "sleep {pid} outlived the shutdown");
     }
 
     fn tempfile_dir() -> std::path::PathBuf {

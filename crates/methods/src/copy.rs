@@ -169,6 +169,129 @@ fn plan(bytes: &[u8], path: &str, chunk_size: u64, copy_id: &str) -> Vec<CopyChu
         .collect()
 }
 
+/// Why a chunk was not written or the copy not finished; its text is the outcome's
+/// error. `chunk` fields read like "chunk 3/10 of copy ID".
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// A chunk without a copy id.
+    #[error("copy chunk has no copyId; send copySrc to start a copy")]
+    NoCopyId,
+    /// The destination path names no file.
+    #[error("{chunk}: destination {path:?} does not name a file; give a file path in copySrc")]
+    NotAFile {
+        /// Which chunk.
+        chunk: String,
+        /// The destination given.
+        path: String,
+    },
+    /// The chunk's number is not below its count.
+    #[error(
+        "{chunk}: index {index} is outside 0..{count}; the chunk is malformed, run copySrc again"
+    )]
+    IndexOutOfRange {
+        /// Which chunk.
+        chunk: String,
+        /// Its number.
+        index: u64,
+        /// The copy's chunk count.
+        count: u64,
+    },
+    /// A hash that is not 64 hex digits.
+    #[error(
+        "{chunk}: sha256 and fileSha256 must be 64 hex digits; the chunk is malformed, run copySrc again"
+    )]
+    MalformedHash {
+        /// Which chunk.
+        chunk: String,
+    },
+    /// The chunk's bytes are not base64.
+    #[error("{chunk}: bytes are not base64 ({source}); run copySrc again")]
+    NotBase64 {
+        /// Which chunk.
+        chunk: String,
+        /// What the decoder saw.
+        source: base64::DecodeError,
+    },
+    /// The chunk reaches past the file's size.
+    #[error(
+        "{chunk}: {length} bytes at offset {offset} go past the file size {size}; the chunk is malformed, run copySrc again"
+    )]
+    PastTheEnd {
+        /// Which chunk.
+        chunk: String,
+        /// The chunk's length.
+        length: u64,
+        /// Where it starts.
+        offset: u64,
+        /// The file's size.
+        size: u64,
+    },
+    /// The chunk's bytes do not match its hash.
+    #[error(
+        "{chunk} to {path} is corrupt: its sha256 is {actual}, expected {expected}; it was not written, run copySrc again"
+    )]
+    CorruptChunk {
+        /// Which chunk.
+        chunk: String,
+        /// The destination.
+        path: String,
+        /// The hash of the bytes received.
+        actual: String,
+        /// The hash the chunk names.
+        expected: String,
+    },
+    /// The chunk belongs to the copy in progress but describes another file.
+    #[error(
+        "{chunk} disagrees with the copy in progress at {path} (size, chunk count or file sha256); run copySrc again"
+    )]
+    Disagrees {
+        /// Which chunk.
+        chunk: String,
+        /// The destination.
+        path: String,
+    },
+    /// A file operation failed; `action` says which, with its path.
+    #[error("cannot {action}: {source}")]
+    Io {
+        /// What was tried, e.g. `open "/x.bosun-part"`.
+        action: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// The finished file could not be moved into place.
+    #[error(
+        "cannot move {part:?} to {path:?}: {source}; the part is kept, send the last chunk again to retry"
+    )]
+    NotMoved {
+        /// The part file.
+        part: PathBuf,
+        /// The destination.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The assembled file does not match the copy's hash.
+    #[error("copy {copy_id} to {}: the assembled file's sha256 is {actual}, expected {expected}; the partial file was removed, run copySrc again", path.display())]
+    FileCorrupt {
+        /// The copy.
+        copy_id: String,
+        /// The destination.
+        path: PathBuf,
+        /// The hash of the assembled file.
+        actual: String,
+        /// The hash the copy names.
+        expected: String,
+    },
+    /// The copy's state could not be written as JSON.
+    #[error("cannot encode the copy state: {0}")]
+    EncodeState(#[source] serde_json::Error),
+}
+
+/// `CopyError::Io` for `action`.
+fn io(action: String) -> impl FnOnce(std::io::Error) -> CopyError {
+    move |source| CopyError::Io { action, source }
+}
+
 /// Write one chunk at the destination.
 pub async fn run_dst(message: &Message, context: &Context) -> Outcome {
     let started = now_millis();
@@ -185,22 +308,24 @@ pub async fn run_dst(message: &Message, context: &Context) -> Outcome {
     };
     let bytes = match check(&chunk) {
         Ok(b) => b,
-        Err(e) => return failed(context, started, e),
+        Err(e) => return failed(context, started, e.to_string()),
     };
     let key = PathBuf::from(&chunk.path);
-    let guard = path_lock(&key).lock_owned().await;
+    let copies = &context.state.copies;
+    let guard = copies.path_lock(&key).lock_owned().await;
+    let state = context.state.clone();
     // The guard moves into the blocking task: if this run is dropped (shutdown), the
     // path stays locked until the file work really ends.
     let applied = tokio::task::spawn_blocking(move || {
-        let result = apply(&chunk, &bytes);
+        let result = apply(&chunk, &bytes, &state.copies);
         drop(guard);
         (chunk, result)
     })
     .await;
-    release_lock(&key);
+    copies.release_lock(&key);
     match applied {
         Err(e) => failed(context, started, format!("writing the chunk failed: {e}")),
-        Ok((_, Err(e))) => failed(context, started, e),
+        Ok((_, Err(e))) => failed(context, started, e.to_string()),
         Ok((chunk, Ok(Applied::Written { received }))) => done(
             context,
             started,
@@ -232,7 +357,7 @@ pub async fn run_dst(message: &Message, context: &Context) -> Outcome {
 
 /// Check a chunk on its own: shape, bounds, and its bytes against its sha256. Returns
 /// the decoded bytes.
-fn check(chunk: &CopyChunk) -> Result<Vec<u8>, String> {
+fn check(chunk: &CopyChunk) -> Result<Vec<u8>, CopyError> {
     let name = format!(
         "chunk {}/{} of copy {}",
         chunk.index.saturating_add(1),
@@ -240,46 +365,53 @@ fn check(chunk: &CopyChunk) -> Result<Vec<u8>, String> {
         chunk.copy_id
     );
     if chunk.copy_id.is_empty() {
-        return Err("copy chunk has no copyId; send copySrc to start a copy".into());
+        return Err(CopyError::NoCopyId);
     }
     if chunk.path.is_empty()
         || chunk.path.ends_with('/')
         || Path::new(&chunk.path).file_name().is_none()
     {
-        return Err(format!(
-            "{name}: destination {:?} does not name a file; give a file path in copySrc",
-            chunk.path
-        ));
+        return Err(CopyError::NotAFile {
+            chunk: name,
+            path: chunk.path.clone(),
+        });
     }
     if chunk.count == 0 || chunk.index >= chunk.count {
-        return Err(format!(
-            "{name}: index {} is outside 0..{}; the chunk is malformed, run copySrc again",
-            chunk.index, chunk.count
-        ));
+        return Err(CopyError::IndexOutOfRange {
+            chunk: name,
+            index: chunk.index,
+            count: chunk.count,
+        });
     }
     if !is_sha256_hex(&chunk.sha256) || !is_sha256_hex(&chunk.file_sha256) {
-        return Err(format!(
-            "{name}: sha256 and fileSha256 must be 64 hex digits; the chunk is malformed, run copySrc again"
-        ));
+        return Err(CopyError::MalformedHash { chunk: name });
     }
-    let bytes = BASE64
-        .decode(&chunk.bytes)
-        .map_err(|e| format!("{name}: bytes are not base64 ({e}); run copySrc again"))?;
+    let bytes = match BASE64.decode(&chunk.bytes) {
+        Ok(bytes) => bytes,
+        Err(source) => {
+            return Err(CopyError::NotBase64 {
+                chunk: name,
+                source,
+            });
+        }
+    };
     let end = chunk.offset.checked_add(bytes.len() as u64);
     if end.is_none_or(|end| end > chunk.size) {
-        return Err(format!(
-            "{name}: {} bytes at offset {} go past the file size {}; the chunk is malformed, run copySrc again",
-            bytes.len(),
-            chunk.offset,
-            chunk.size
-        ));
+        return Err(CopyError::PastTheEnd {
+            chunk: name,
+            length: bytes.len() as u64,
+            offset: chunk.offset,
+            size: chunk.size,
+        });
     }
     let actual = hex(&Sha256::digest(&bytes));
     if !actual.eq_ignore_ascii_case(&chunk.sha256) {
-        return Err(format!(
-            "{name} to {} is corrupt: its sha256 is {actual}, expected {}; it was not written, run copySrc again",
-            chunk.path, chunk.sha256
-        ));
+        return Err(CopyError::CorruptChunk {
+            chunk: name,
+            path: chunk.path.clone(),
+            actual,
+            expected: chunk.sha256.clone(),
+        });
     }
     Ok(bytes)
 }
@@ -306,7 +438,7 @@ struct PartState {
 
 /// Write a checked chunk into the part file and, when it is the last one missing,
 /// verify and move the file into place. Blocking; the caller holds the path's lock.
-fn apply(chunk: &CopyChunk, bytes: &[u8]) -> Result<Applied, String> {
+fn apply(chunk: &CopyChunk, bytes: &[u8], copies: &CopyState) -> Result<Applied, CopyError> {
     let path = Path::new(&chunk.path);
     let part = sibling(path, ".bosun-part");
     let state_path = sibling(path, ".bosun-part.json");
@@ -328,18 +460,18 @@ fn apply(chunk: &CopyChunk, bytes: &[u8]) -> Result<Applied, String> {
                 || s.count != chunk.count
                 || !s.file_sha256.eq_ignore_ascii_case(&chunk.file_sha256)
             {
-                return Err(format!(
-                    "{name} disagrees with the copy in progress at {} (size, chunk count or file sha256); run copySrc again",
-                    chunk.path
-                ));
+                return Err(CopyError::Disagrees {
+                    chunk: name,
+                    path: chunk.path.clone(),
+                });
             }
             s
         }
         existing => {
             // No part of this copy on disk: either the copy starts here, or this chunk
             // repeats one of a copy that already finished.
-            if was_completed(path, &chunk.copy_id) || in_place(path, chunk) {
-                remember_completed(path, &chunk.copy_id);
+            if copies.was_completed(path, &chunk.copy_id) || in_place(path, chunk) {
+                copies.remember_completed(path, &chunk.copy_id);
                 if existing.is_some_and(|s| s.copy_id == chunk.copy_id) {
                     remove_if_exists(&state_path)?;
                 }
@@ -349,7 +481,7 @@ fn apply(chunk: &CopyChunk, bytes: &[u8]) -> Result<Applied, String> {
             remove_if_exists(&part)?;
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent)
-                    .map_err(|e| format!("cannot create the folder {parent:?}: {e}"))?;
+                    .map_err(io(format!("create the folder {parent:?}")))?;
             }
             PartState {
                 copy_id: chunk.copy_id.clone(),
@@ -366,12 +498,11 @@ fn apply(chunk: &CopyChunk, bytes: &[u8]) -> Result<Applied, String> {
         .create(true)
         .truncate(false)
         .open(&part)
-        .map_err(|e| format!("cannot open {part:?}: {e}"))?;
+        .map_err(io(format!("open {part:?}")))?;
     file.write_all_at(bytes, chunk.offset)
-        .map_err(|e| format!("cannot write {name} to {part:?}: {e}"))?;
+        .map_err(io(format!("write {name} to {part:?}")))?;
     // On disk before the state says so: after a crash, a chunk marked received is there.
-    file.sync_data()
-        .map_err(|e| format!("cannot flush {part:?}: {e}"))?;
+    file.sync_data().map_err(io(format!("flush {part:?}")))?;
     drop(file);
     state.received.insert(chunk.index);
     save_state(&state_path, &state)?;
@@ -381,39 +512,41 @@ fn apply(chunk: &CopyChunk, bytes: &[u8]) -> Result<Applied, String> {
         return Ok(Applied::Written { received });
     }
     finish(path, &part, &state_path, &state)?;
-    remember_completed(path, &state.copy_id);
+    copies.remember_completed(path, &state.copy_id);
     Ok(Applied::Complete { already: false })
 }
 
 /// Every chunk is in: check the whole file and move it into place. On a mismatch the
 /// part and state are removed, so the next copySrc starts clean.
-fn finish(path: &Path, part: &Path, state_path: &Path, state: &PartState) -> Result<(), String> {
+fn finish(path: &Path, part: &Path, state_path: &Path, state: &PartState) -> Result<(), CopyError> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(part)
-        .map_err(|e| format!("cannot open {part:?}: {e}"))?;
+        .map_err(io(format!("open {part:?}")))?;
     // The part is `size` long unless something else wrote to it; cut it to be sure the
     // hash covers exactly the file that will land at `path`.
     file.set_len(state.size)
-        .map_err(|e| format!("cannot set the length of {part:?}: {e}"))?;
-    let actual = sha256_of(&file).map_err(|e| format!("cannot read {part:?} back: {e}"))?;
+        .map_err(io(format!("set the length of {part:?}")))?;
+    let actual = sha256_of(&file).map_err(io(format!("read {part:?} back")))?;
     if !actual.eq_ignore_ascii_case(&state.file_sha256) {
         drop(file);
         let _ = remove_if_exists(part);
         let _ = remove_if_exists(state_path);
-        return Err(format!(
-            "copy {} to {}: the assembled file's sha256 is {actual}, expected {}; the partial file was removed, run copySrc again",
-            state.copy_id,
-            path.display(),
-            state.file_sha256
-        ));
+        return Err(CopyError::FileCorrupt {
+            copy_id: state.copy_id.clone(),
+            path: path.to_path_buf(),
+            actual,
+            expected: state.file_sha256.clone(),
+        });
     }
-    file.sync_all()
-        .map_err(|e| format!("cannot flush {part:?}: {e}"))?;
+    file.sync_all().map_err(io(format!("flush {part:?}")))?;
     drop(file);
-    std::fs::rename(part, path)
-        .map_err(|e| format!("cannot move {part:?} to {path:?}: {e}; the part is kept, send the last chunk again to retry"))?;
+    std::fs::rename(part, path).map_err(|source| CopyError::NotMoved {
+        part: part.to_path_buf(),
+        path: path.to_path_buf(),
+        source,
+    })?;
     sync_parent(path);
     remove_if_exists(state_path)?;
     Ok(())
@@ -472,28 +605,33 @@ fn load_state(state_path: &Path) -> Option<PartState> {
 }
 
 /// Write the state atomically: a crash leaves the old state or the new, never half.
-fn save_state(state_path: &Path, state: &PartState) -> Result<(), String> {
+fn save_state(state_path: &Path, state: &PartState) -> Result<(), CopyError> {
     let tmp = sibling(state_path, ".tmp");
-    let json =
-        serde_json::to_vec(state).map_err(|e| format!("cannot encode the copy state: {e}"))?;
+    let json = serde_json::to_vec(state).map_err(CopyError::EncodeState)?;
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(&json)?;
         f.sync_all()?;
         std::fs::rename(&tmp, state_path)
     };
-    write().map_err(|e| {
+    write().map_err(|source| {
         let _ = std::fs::remove_file(&tmp);
-        format!("cannot write the copy state {state_path:?}: {e}")
+        CopyError::Io {
+            action: format!("write the copy state {state_path:?}"),
+            source,
+        }
     })
 }
 
 /// Remove a file; a file already gone is fine.
-fn remove_if_exists(path: &Path) -> Result<(), String> {
+fn remove_if_exists(path: &Path) -> Result<(), CopyError> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("cannot remove {path:?}: {e}")),
+        Err(source) => Err(CopyError::Io {
+            action: format!("remove {path:?}"),
+            source,
+        }),
     }
 }
 
@@ -538,60 +676,60 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// One async lock per destination path, so concurrent `copyDst` runs for the same file
-/// take turns reading and writing its state.
-fn locks() -> &'static Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>> {
-    static LOCKS: std::sync::OnceLock<Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>> =
-        std::sync::OnceLock::new();
-    LOCKS.get_or_init(Default::default)
+/// What `copyDst` keeps between runs on one node.
+#[derive(Default)]
+pub(crate) struct CopyState {
+    /// One async lock per destination path, so concurrent `copyDst` runs for the same
+    /// file take turns reading and writing its state.
+    locks: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+    /// Copies finished on this node since it started, newest last.
+    completed: Mutex<VecDeque<(PathBuf, String)>>,
 }
 
-/// The lock for `path`, made on first use.
-fn path_lock(path: &Path) -> Arc<tokio::sync::Mutex<()>> {
-    lock(locks()).entry(path.to_path_buf()).or_default().clone()
-}
-
-/// Forget `path`'s lock when nobody holds or waits for it, so the table does not grow
-/// with every file ever copied.
-fn release_lock(path: &Path) {
-    let mut table = lock(locks());
-    if table.get(path).is_some_and(|l| Arc::strong_count(l) == 1) {
-        table.remove(path);
+impl CopyState {
+    /// The lock for `path`, made on first use.
+    fn path_lock(&self, path: &Path) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.locks)
+            .entry(path.to_path_buf())
+            .or_default()
+            .clone()
     }
-}
 
-/// Copies finished in this process, newest last.
-fn completed() -> &'static Mutex<VecDeque<(PathBuf, String)>> {
-    static COMPLETED: std::sync::OnceLock<Mutex<VecDeque<(PathBuf, String)>>> =
-        std::sync::OnceLock::new();
-    COMPLETED.get_or_init(Default::default)
-}
-
-/// True when this process finished copy `copy_id` to `path`.
-fn was_completed(path: &Path, copy_id: &str) -> bool {
-    lock(completed())
-        .iter()
-        .any(|(p, id)| p == path && id == copy_id)
-}
-
-/// Note that copy `copy_id` to `path` is complete, forgetting the oldest beyond
-/// [`REMEMBERED`].
-fn remember_completed(path: &Path, copy_id: &str) {
-    let mut done = lock(completed());
-    if done.iter().any(|(p, id)| p == path && id == copy_id) {
-        return;
+    /// Forget `path`'s lock when nobody holds or waits for it, so the table does not
+    /// grow with every file ever copied.
+    fn release_lock(&self, path: &Path) {
+        let mut table = lock(&self.locks);
+        if table.get(path).is_some_and(|l| Arc::strong_count(l) == 1) {
+            table.remove(path);
+        }
     }
-    if done.len() >= REMEMBERED {
-        done.pop_front();
+
+    /// True when this node finished copy `copy_id` to `path`.
+    fn was_completed(&self, path: &Path, copy_id: &str) -> bool {
+        lock(&self.completed)
+            .iter()
+            .any(|(p, id)| p == path && id == copy_id)
     }
-    done.push_back((path.to_path_buf(), copy_id.to_string()));
+
+    /// Note that copy `copy_id` to `path` is complete, forgetting the oldest beyond
+    /// [`REMEMBERED`].
+    fn remember_completed(&self, path: &Path, copy_id: &str) {
+        let mut done = lock(&self.completed);
+        if done.iter().any(|(p, id)| p == path && id == copy_id) {
+            return;
+        }
+        if done.len() >= REMEMBERED {
+            done.pop_front();
+        }
+        done.push_back((path.to_path_buf(), copy_id.to_string()));
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use bosun_proto::Status;
-    use tokio::sync::watch;
+    use tokio_util::sync::CancellationToken;
 
     /// A scratch folder removed when the test ends.
     struct Scratch(PathBuf);
@@ -649,7 +787,7 @@ mod tests {
     }
 
     fn context() -> Context {
-        let (_tx, rx) = watch::channel(false);
+        let rx = CancellationToken::new();
         crate::test_context("ship1", rx)
     }
 
@@ -729,6 +867,26 @@ mod tests {
             .validate()
             .is_ok(),
             "the node can submit the chunk messages"
+        );
+    }
+
+    #[tokio::test]
+    async fn each_node_keeps_its_own_record_of_finished_copies() {
+        let dir = Scratch::new();
+        let src = dir.path("src.bin");
+        std::fs::write(&src, Rng::new().bytes(5_000)).unwrap();
+        let dst = dir.path("dst.bin");
+        let h = source(&src, &dst, "4096").await;
+        let (first, second) = (context(), context());
+        for m in &h.submit {
+            let o = run_dst(m, &first).await;
+            assert_eq!(o.status, Status::Done, "{:?}", o.error);
+        }
+        let copy_id = chunk_of(&h.submit[0]).copy_id;
+        assert!(first.state.copies.was_completed(&dst, &copy_id));
+        assert!(
+            !second.state.copies.was_completed(&dst, &copy_id),
+            "another node in the same process does not share the record"
         );
     }
 
@@ -821,7 +979,7 @@ mod tests {
         assert!(std::fs::read(&dst).unwrap() == data);
         assert!(leftovers(&dst).is_empty());
         assert!(
-            !lock(locks()).contains_key(&dst),
+            !lock(&ctx.state.copies.locks).contains_key(&dst),
             "the path's lock is forgotten once idle"
         );
     }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use bosun_proto::{Message, Outcome};
 use serde::{Deserialize, Serialize};
 
-use crate::{Context, done, failed, now_millis};
+use crate::{Context, done, failed, host, now_millis};
 
 /// What a node tells central about itself.
 ///
@@ -55,34 +55,27 @@ pub struct Inventory {
 
 /// Collect this host's inventory.
 pub fn inventory(context: &Context) -> Inventory {
-    let (kernel, uname_host) = match nix::sys::utsname::uname() {
-        Ok(u) => (
-            u.release().to_string_lossy().into_owned(),
-            u.nodename().to_string_lossy().into_owned(),
-        ),
-        Err(_) => (String::new(), String::new()),
-    };
-    let hostname = nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or(uname_host);
-    let (load1, load5, load15) = parse_loadavg(&read_proc("/proc/loadavg"));
-    let (mem_total_bytes, mem_available_bytes) = parse_meminfo(&read_proc("/proc/meminfo"));
+    let kernel = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let load = host::parse_loadavg(&host::read_proc("/proc/loadavg")).unwrap_or_default();
+    let memory = host::parse_meminfo(&host::read_proc("/proc/meminfo")).unwrap_or_default();
     let (disk_total_bytes, disk_free_bytes) = disk(&context.data_dir);
     Inventory {
         version: env!("CARGO_PKG_VERSION").to_string(),
-        hostname,
+        hostname: host::hostname(),
         os: std::env::consts::OS.to_string(),
         kernel,
         arch: std::env::consts::ARCH.to_string(),
-        uptime_secs: parse_uptime(&read_proc("/proc/uptime")),
+        uptime_secs: host::parse_uptime(&host::read_proc("/proc/uptime")).unwrap_or(0),
         cpus: std::thread::available_parallelism()
             .map(|n| n.get() as u64)
             .unwrap_or(1),
-        load1,
-        load5,
-        load15,
-        mem_total_bytes,
-        mem_available_bytes,
+        load1: load.one,
+        load5: load.five,
+        load15: load.fifteen,
+        mem_total_bytes: memory.total_bytes,
+        mem_available_bytes: memory.available_bytes,
         disk_total_bytes,
         disk_free_bytes,
         labels: context.labels.clone(),
@@ -101,62 +94,6 @@ pub async fn run(_message: &Message, context: &Context) -> Outcome {
             format!("cannot encode the inventory: {e}"),
         ),
     }
-}
-
-/// A `/proc` file's text; empty when it cannot be read (no `/proc` in a container, or
-/// not Linux).
-fn read_proc(path: &str) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
-
-/// Whole seconds of uptime from `/proc/uptime` (`"3020.91 2971.45"`).
-fn parse_uptime(text: &str) -> u64 {
-    text.split_whitespace()
-        .next()
-        .and_then(|s| s.parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(|s| s as u64)
-        .unwrap_or(0)
-}
-
-/// The three load averages from `/proc/loadavg` (`"2.48 2.09 1.71 3/129 9046"`).
-fn parse_loadavg(text: &str) -> (f64, f64, f64) {
-    let mut fields = text.split_whitespace().map(|s| {
-        s.parse::<f64>()
-            .ok()
-            .filter(|v| v.is_finite())
-            .unwrap_or(0.0)
-    });
-    (
-        fields.next().unwrap_or(0.0),
-        fields.next().unwrap_or(0.0),
-        fields.next().unwrap_or(0.0),
-    )
-}
-
-/// Total and available memory in bytes from `/proc/meminfo`. Kernels before 3.14 have
-/// no `MemAvailable`; `MemFree` is the nearest they offer.
-fn parse_meminfo(text: &str) -> (u64, u64) {
-    let mut total = None;
-    let mut available = None;
-    let mut free = None;
-    for line in text.lines() {
-        let Some((key, rest)) = line.split_once(':') else {
-            continue;
-        };
-        let slot = match key {
-            "MemTotal" => &mut total,
-            "MemAvailable" => &mut available,
-            "MemFree" => &mut free,
-            _ => continue,
-        };
-        let mut words = rest.split_whitespace();
-        let value = words.next().and_then(|v| v.parse::<u64>().ok());
-        // Values are in kB (KiB, in truth) when a unit is given.
-        let scale = if words.next() == Some("kB") { 1024 } else { 1 };
-        *slot = value.map(|v| v.saturating_mul(scale));
-    }
-    (total.unwrap_or(0), available.or(free).unwrap_or(0))
 }
 
 /// Size and space available to unprivileged users of the filesystem holding `dir`.
@@ -180,11 +117,9 @@ fn disk(dir: &std::path::Path) -> (u64, u64) {
 mod tests {
     use super::*;
     use bosun_proto::Status;
-    use tokio::sync::watch;
 
     fn context() -> Context {
-        let (_tx, rx) = watch::channel(false);
-        let mut ctx = crate::test_context("n1", rx);
+        let mut ctx = crate::test_context("n1", Default::default());
         ctx.labels.insert("site".into(), "north".into());
         ctx
     }
@@ -254,27 +189,6 @@ mod tests {
         let inv: Inventory = serde_json::from_str(r#"{"version":"0.0.9"}"#).unwrap();
         assert_eq!(inv.version, "0.0.9");
         assert_eq!(inv.mem_total_bytes, 0);
-    }
-
-    #[test]
-    fn proc_parsers_take_bad_input_as_zero() {
-        assert_eq!(parse_uptime("3020.91 2971.45\n"), 3020);
-        assert_eq!(parse_uptime(""), 0);
-        assert_eq!(parse_uptime("garbage"), 0);
-        assert_eq!(
-            parse_loadavg("2.48 2.09 1.71 3/129 9046\n"),
-            (2.48, 2.09, 1.71)
-        );
-        assert_eq!(parse_loadavg("1.5"), (1.5, 0.0, 0.0));
-        assert_eq!(parse_loadavg(""), (0.0, 0.0, 0.0));
-        let meminfo = "MemTotal:       24684084 kB\nMemFree:        19055916 kB\nMemAvailable:   23704820 kB\n";
-        assert_eq!(parse_meminfo(meminfo), (24684084 * 1024, 23704820 * 1024));
-        // An old kernel: no MemAvailable.
-        assert_eq!(
-            parse_meminfo("MemTotal: 100 kB\nMemFree: 40 kB\n"),
-            (100 * 1024, 40 * 1024)
-        );
-        assert_eq!(parse_meminfo("MemTotal: lots\n\nnonsense"), (0, 0));
     }
 
     #[test]

@@ -14,7 +14,33 @@ use std::time::Duration;
 use bosun_proto::{Message, Outcome, Status};
 use tokio::time::Instant;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::{Context, failed, now_millis};
+
+/// Why a URL was not fetched before any request was made.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpGetError {
+    /// `data[0]` does not parse as a URL.
+    #[error("{given:?} is not a URL ({source}); give a full http:// or https:// URL")]
+    NotAUrl {
+        /// What was given.
+        given: String,
+        /// What the parser saw.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A URL of another scheme.
+    #[error("URL scheme {0:?} is not supported; httpGet fetches only http:// and https:// URLs")]
+    UnsupportedScheme(String),
+    /// The client could not be built.
+    #[error("cannot set up the HTTP client: {0}")]
+    Client(String),
+}
+
+/// This node's HTTP client: built on first use, then reused so connections and TLS
+/// sessions are pooled across requests.
+#[derive(Default)]
+pub(crate) struct HttpClient(OnceLock<reqwest::Client>);
 
 /// The User-Agent sent with every request.
 const USER_AGENT: &str = concat!("bosun/", env!("CARGO_PKG_VERSION"));
@@ -31,15 +57,14 @@ pub async fn run(message: &Message, context: &Context) -> Outcome {
     };
     let url = match parse_url(raw) {
         Ok(u) => u,
-        Err(e) => return failed(context, started, e),
+        Err(e) => return failed(context, started, e.to_string()),
     };
-    let client = match client() {
+    let client = match context.state.http.get() {
         Ok(c) => c,
-        Err(e) => return failed(context, started, e),
+        Err(e) => return failed(context, started, e.to_string()),
     };
     let timeout = context.method_timeout(message);
     let deadline = Instant::now() + timeout;
-    let mut shutdown = context.shutdown.clone();
     let ended = |cut: Cut| {
         let (status, error) = match cut {
             Cut::Timeout => (
@@ -60,25 +85,25 @@ pub async fn run(message: &Message, context: &Context) -> Outcome {
         }
     };
 
-    let mut response = match bounded(deadline, &mut shutdown, client.get(url.clone()).send()).await
-    {
-        Err(cut) => return ended(cut),
-        Ok(Err(e)) => {
-            return failed(
-                context,
-                started,
-                format!("cannot fetch {url}: {}", chain(&e)),
-            );
-        }
-        Ok(Ok(r)) => r,
-    };
+    let mut response =
+        match bounded(deadline, &context.shutdown, client.get(url.clone()).send()).await {
+            Err(cut) => return ended(cut),
+            Ok(Err(e)) => {
+                return failed(
+                    context,
+                    started,
+                    format!("cannot fetch {url}: {}", chain(&e)),
+                );
+            }
+            Ok(Ok(r)) => r,
+        };
 
     let limit = context.output_limit;
     let mut body: Vec<u8> = Vec::new();
     let mut truncated = false;
     let mut read_error = None;
     loop {
-        match bounded(deadline, &mut shutdown, response.chunk()).await {
+        match bounded(deadline, &context.shutdown, response.chunk()).await {
             Err(cut) => {
                 // Keep what arrived: a slow body is still worth seeing.
                 let mut outcome = ended(cut);
@@ -142,53 +167,50 @@ enum Cut {
 /// Run `step` until `deadline`, or until the node shuts down.
 async fn bounded<F: Future>(
     deadline: Instant,
-    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    shutdown: &CancellationToken,
     step: F,
 ) -> Result<F::Output, Cut> {
     tokio::select! {
         r = tokio::time::timeout_at(deadline, step) => r.map_err(|_| Cut::Timeout),
-        _ = wait_true(shutdown) => Err(Cut::Shutdown),
-    }
-}
-
-/// Resolve when the watched flag becomes true; never, if its sender is gone.
-async fn wait_true(rx: &mut tokio::sync::watch::Receiver<bool>) {
-    if rx.wait_for(|v| *v).await.is_err() {
-        std::future::pending::<()>().await;
+        _ = shutdown.cancelled() => Err(Cut::Shutdown),
     }
 }
 
 /// Parse `raw` and accept only http and https.
-fn parse_url(raw: &str) -> Result<reqwest::Url, String> {
-    let url = reqwest::Url::parse(raw)
-        .map_err(|e| format!("{raw:?} is not a URL ({e}); give a full http:// or https:// URL"))?;
+fn parse_url(raw: &str) -> Result<reqwest::Url, HttpGetError> {
+    let url = reqwest::Url::parse(raw).map_err(|e| HttpGetError::NotAUrl {
+        given: raw.to_string(),
+        source: Box::new(e),
+    })?;
     match url.scheme() {
         "http" | "https" => Ok(url),
-        other => Err(format!(
-            "URL scheme {other:?} is not supported; httpGet fetches only http:// and https:// URLs"
-        )),
+        other => Err(HttpGetError::UnsupportedScheme(other.to_string())),
     }
 }
 
-/// The shared client: built on first use, then reused so connections and TLS sessions
-/// are pooled across requests.
-fn client() -> Result<reqwest::Client, String> {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    if let Some(c) = CLIENT.get() {
-        return Ok(c.clone());
+impl HttpClient {
+    /// The client, built now if this is the first request.
+    fn get(&self) -> Result<reqwest::Client, HttpGetError> {
+        if let Some(c) = self.0.get() {
+            return Ok(c.clone());
+        }
+        let built = build_client()?;
+        Ok(self.0.get_or_init(|| built).clone())
     }
+}
+
+/// A client for `httpGet`. Not kept on failure, so a later request can try again (e.g.
+/// once the system's CA store is readable).
+fn build_client() -> Result<reqwest::Client, HttpGetError> {
     install_crypto_provider();
-    // Not cached on failure, so a later request can try again (e.g. once the system's
-    // CA store is readable).
-    let built = reqwest::Client::builder()
+    reqwest::Client::builder()
         .tls_backend_rustls()
         .user_agent(USER_AGENT)
         // The request timeout is methodTimeout, applied per request; this only stops a
         // dead address from taking all of it without a clear reason.
         .connect_timeout(Duration::from_secs(30))
         .build()
-        .map_err(|e| format!("cannot set up the HTTP client: {}", chain(&e)))?;
-    Ok(CLIENT.get_or_init(|| built).clone())
+        .map_err(|e| HttpGetError::Client(chain(&e)))
 }
 
 /// Install ring as rustls's process-wide crypto provider. reqwest is built without one, so
@@ -223,7 +245,7 @@ mod tests {
     use std::net::SocketAddr;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
-    use tokio::sync::watch;
+    use tokio_util::sync::CancellationToken;
 
     /// What the test server does with each connection.
     #[derive(Clone)]
@@ -292,7 +314,7 @@ mod tests {
     #[tokio::test]
     async fn ok_returns_the_body_and_sends_a_user_agent() {
         let (addr, mut seen) = serve(response("200 OK", b"hello body")).await;
-        let (_tx, rx) = watch::channel(false);
+        let rx = CancellationToken::new();
         let o = run(
             &message(&format!("http://{addr}/x"), None),
             &crate::test_context("n1", rx),
@@ -313,7 +335,7 @@ mod tests {
     #[tokio::test]
     async fn not_found_fails_with_the_status_and_keeps_the_body() {
         let (addr, _seen) = serve(response("404 Not Found", b"no such page")).await;
-        let (_tx, rx) = watch::channel(false);
+        let rx = CancellationToken::new();
         let o = run(
             &message(&format!("http://{addr}/missing"), None),
             &crate::test_context("n1", rx),
@@ -328,7 +350,7 @@ mod tests {
     async fn a_body_over_the_limit_is_cut_and_marked() {
         let body = vec![b'z'; 200_000];
         let (addr, _seen) = serve(response("200 OK", &body)).await;
-        let (_tx, rx) = watch::channel(false);
+        let rx = CancellationToken::new();
         let ctx = Context {
             output_limit: 1000,
             ..crate::test_context("n1", rx)
@@ -343,7 +365,7 @@ mod tests {
     #[tokio::test]
     async fn a_silent_server_ends_at_method_timeout() {
         let (addr, _seen) = serve(Reply::Silent).await;
-        let (_tx, rx) = watch::channel(false);
+        let rx = CancellationToken::new();
         let t = std::time::Instant::now();
         let o = run(
             &message(&format!("http://{addr}/slow"), Some(1)),
@@ -357,13 +379,17 @@ mod tests {
 
     #[tokio::test]
     async fn shutdown_interrupts_a_request() {
-        let (addr, _seen) = serve(Reply::Silent).await;
-        let (tx, rx) = watch::channel(false);
+        let (addr, mut seen) = serve(Reply::Silent).await;
+        let tx = CancellationToken::new();
+        let rx = tx.clone();
         let ctx = crate::test_context("n1", rx);
         let m = message(&format!("http://{addr}/slow"), Some(60));
         let task = tokio::spawn(async move { run(&m, &ctx).await });
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        tx.send(true).unwrap();
+        // The server has the request: the run is now waiting for an answer.
+        tokio::time::timeout(Duration::from_secs(10), seen.recv())
+            .await
+            .expect("the request reached the server");
+        tx.cancel();
         let o = tokio::time::timeout(Duration::from_secs(10), task)
             .await
             .expect("ended soon after shutdown")
@@ -378,7 +404,7 @@ mod tests {
             let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
             l.local_addr().unwrap()
         };
-        let (_tx, rx) = watch::channel(false);
+        let rx = CancellationToken::new();
         let o = run(
             &message(&format!("http://{addr}/"), Some(5)),
             &crate::test_context("n1", rx),
@@ -392,7 +418,7 @@ mod tests {
 
     #[tokio::test]
     async fn other_schemes_and_bad_urls_are_refused() {
-        let (_tx, rx) = watch::channel(false);
+        let rx = CancellationToken::new();
         let ctx = crate::test_context("n1", rx);
         let o = run(&message("ftp://x", None), &ctx).await;
         assert_eq!(o.status, Status::Failed);
@@ -412,7 +438,7 @@ mod tests {
     #[test]
     fn the_client_builds_with_rustls_and_ring() {
         // Building panics inside reqwest when no crypto provider is installed.
-        assert!(client().is_ok());
+        assert!(HttpClient::default().get().is_ok());
         assert!(rustls::crypto::CryptoProvider::get_default().is_some());
     }
 }

@@ -15,12 +15,19 @@
 //! - [`hello`]: this host's inventory.
 //! - [`copy`]: `copySrc` / `copyDst`, a chunked, hashed file copy.
 //! - [`op_process`]: which methods this node serves, and for whom.
-//! - [`docker`]: containers and images through the Docker Engine API.
+//! - [`docker`]: containers and images through the Docker Engine API; its
+//!   [`docker::engine`] is the one way to reach the engine and sum up its stats.
+//!
+//! Shared with the rest of the node:
+//! - [`host`]: `/proc` figures and the host name.
+//! - [`clock`]: the wall clock in milliseconds, and RFC 3339 times.
 
 pub mod cli_command;
+pub mod clock;
 pub mod copy;
 pub mod docker;
 pub mod hello;
+pub mod host;
 pub mod http_get;
 pub mod op_process;
 pub mod ping;
@@ -30,10 +37,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use bosun_proto::{Message, Method, Millis, Outcome, Status};
-use tokio::sync::{mpsc, watch};
+use bosun_proto::{Message, Method, Millis, Outcome, Role, Status};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-pub use op_process::Served;
+pub use clock::now_millis;
+pub use op_process::{Served, ServedError};
 
 /// What a handler may know about the node it runs on.
 #[derive(Clone)]
@@ -46,9 +55,9 @@ pub struct Context {
     pub default_method_timeout: Duration,
     /// Time between SIGTERM and SIGKILL when a run is ended.
     pub kill_grace: Duration,
-    /// Becomes true when the node shuts down: handlers end their work and report
+    /// Cancelled when the node shuts down: handlers end their work and report
     /// `interrupted`.
-    pub shutdown: watch::Receiver<bool>,
+    pub shutdown: CancellationToken,
     /// The node's data folder: handlers keep their working files under it.
     pub data_dir: PathBuf,
     /// The node's labels, reported by `hello`.
@@ -59,6 +68,20 @@ pub struct Context {
     pub docker_socket: PathBuf,
     /// Folder of container templates (Docker create-container JSON, `NAME.json`).
     pub templates_dir: PathBuf,
+    /// What handlers keep between runs on this node (and only this node).
+    pub state: Arc<HandlerState>,
+}
+
+/// What handlers keep between runs: one per node, so two nodes in one process share
+/// nothing. Made empty with [`Default`]; handlers fill it as they go.
+#[derive(Default)]
+pub struct HandlerState {
+    /// Per-path locks and finished copies of `copyDst`.
+    pub(crate) copies: copy::CopyState,
+    /// Docker Engine clients by socket path.
+    pub(crate) docker: docker::engine::Clients,
+    /// The `httpGet` client, whose connections are pooled between requests.
+    pub(crate) http: http_get::HttpClient,
 }
 
 impl Context {
@@ -115,31 +138,10 @@ impl From<Outcome> for Handled {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_millis() -> Millis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as Millis)
-        .unwrap_or(0)
-}
-
 /// True when this build has a handler for `method`. Reply sinks, `hello` and
 /// `errorLog` are handled by the node itself, which keeps results and the fleet.
 pub fn has_handler(method: Method) -> bool {
-    matches!(
-        method,
-        Method::CliCommand
-            | Method::CliCommandCont
-            | Method::Ping
-            | Method::TailFile
-            | Method::HttpGet
-            | Method::CopySrc
-            | Method::CopyDst
-            | Method::OpCommand
-            | Method::OpProcessList
-            | Method::OpProcessStart
-            | Method::OpProcessStop
-    ) || docker::handles(method)
+    matches!(method.role(), Role::Handler(_))
 }
 
 /// Run `message` with the handler for its method.
@@ -149,6 +151,8 @@ pub async fn run(
     context: &Context,
     chunks: &ChunkSink,
 ) -> Handled {
+    use docker::{Lifecycle, Operation};
+    let container = |operation: Operation| docker::run(method, operation, message, context, chunks);
     match method {
         Method::CliCommand => cli_command::run(message, context).await.into(),
         Method::CliCommandCont => cli_command::run_streaming(message, context, chunks)
@@ -163,11 +167,50 @@ pub async fn run(
         Method::OpProcessList => op_process::run_list(message, context).await.into(),
         Method::OpProcessStart => op_process::run_start(message, context).await.into(),
         Method::OpProcessStop => op_process::run_stop(message, context).await.into(),
-        m if docker::handles(m) => docker::run(m, message, context, chunks).await.into(),
-        other => Outcome::bare(
+        Method::ContainerRun => container(Operation::Create { start: true }).await.into(),
+        Method::ContainerCreate => container(Operation::Create { start: false }).await.into(),
+        Method::ContainerStart => container(Operation::Lifecycle(Lifecycle::Start))
+            .await
+            .into(),
+        Method::ContainerStop => container(Operation::Lifecycle(Lifecycle::Stop))
+            .await
+            .into(),
+        Method::ContainerRestart => container(Operation::Lifecycle(Lifecycle::Restart))
+            .await
+            .into(),
+        Method::ContainerKill => container(Operation::Lifecycle(Lifecycle::Kill))
+            .await
+            .into(),
+        Method::ContainerPause => container(Operation::Lifecycle(Lifecycle::Pause))
+            .await
+            .into(),
+        Method::ContainerUnpause => container(Operation::Lifecycle(Lifecycle::Unpause))
+            .await
+            .into(),
+        Method::ContainerRemove => container(Operation::Lifecycle(Lifecycle::Remove))
+            .await
+            .into(),
+        Method::ContainerInspect => container(Operation::Inspect).await.into(),
+        Method::ContainerList => container(Operation::List).await.into(),
+        Method::ContainerLogs => container(Operation::Logs).await.into(),
+        Method::ContainerStats => container(Operation::Stats).await.into(),
+        Method::ImagePull => container(Operation::ImagePull).await.into(),
+        Method::ImageList => container(Operation::ImageList).await.into(),
+        // Run by the node itself, absorbed on arrival, or served by nobody: the receiver
+        // never queues these, so reaching here means a caller skipped its checks.
+        Method::Hello
+        | Method::ErrorLog
+        | Method::Pong
+        | Method::ToConsole
+        | Method::ToFile
+        | Method::ToFileAppend
+        | Method::Result
+        | Method::Mark
+        | Method::CaptureFile
+        | Method::CaptureShip => Outcome::bare(
             Status::Rejected,
             &context.node,
-            format!("method {other} has no handler on this node"),
+            format!("method {method} has no handler on this node"),
             now_millis(),
         )
         .into(),
@@ -198,9 +241,23 @@ pub(crate) fn done(context: &Context, started: Millis, stdout: String) -> Outcom
     }
 }
 
+/// Poll `done` every 10 ms until it holds; panic with `what` after `limit`. For tests
+/// that wait on an observable event (a file, a state) rather than on time.
+#[cfg(test)]
+pub(crate) async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A context for handler tests: node `name`, a temporary data dir, 30 s default timeout.
 #[cfg(test)]
-pub(crate) fn test_context(name: &str, shutdown: watch::Receiver<bool>) -> Context {
+pub(crate) fn test_context(name: &str, shutdown: CancellationToken) -> Context {
     let data_dir =
         std::env::temp_dir().join(format!("bosun-methods-test-{}", bosun_proto::new_id()));
     std::fs::create_dir_all(&data_dir).expect("test data dir");
@@ -215,5 +272,6 @@ pub(crate) fn test_context(name: &str, shutdown: watch::Receiver<bool>) -> Conte
         served: Arc::new(RwLock::new(Served::default())),
         docker_socket: PathBuf::from("/var/run/docker.sock"),
         templates_dir: std::env::temp_dir(),
+        state: Default::default(),
     }
 }

@@ -12,6 +12,33 @@ use serde_json::Value;
 
 use crate::{Context, done, failed, now_millis};
 
+/// Why a method may not be called, started or stopped here.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServedError {
+    /// The method was stopped on this node.
+    #[error("method {0} is not served by this node (start it with opProcessStart)")]
+    NotServed(Method),
+    /// The method is served, but not for this sender.
+    #[error("node {from:?} may not call {method} on this node (allowed: {})", allowed.join(", "))]
+    NotAllowed {
+        /// The sender.
+        from: String,
+        /// The method.
+        method: Method,
+        /// The senders that may.
+        allowed: Vec<String>,
+    },
+    /// The method keeps the table working or receives replies.
+    #[error("{0} cannot be stopped: the node needs it")]
+    Essential(Method),
+    /// The request names no method.
+    #[error("name the method in operation.opArg.method or data[0]")]
+    NoMethodNamed,
+    /// The request names a method that does not exist.
+    #[error("unknown method {0:?}")]
+    UnknownMethod(String),
+}
+
 /// Who may call a served method.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Allowed {
@@ -50,17 +77,16 @@ impl Default for Served {
 
 impl Served {
     /// May `from` call `method` here? The error says why not.
-    pub fn allows(&self, method: Method, from: &str) -> Result<(), String> {
+    pub fn allows(&self, method: Method, from: &str) -> Result<(), ServedError> {
         match self.methods.get(&method) {
-            None => Err(format!(
-                "method {method} is not served by this node (start it with opProcessStart)"
-            )),
+            None => Err(ServedError::NotServed(method)),
             Some(Allowed::Everyone) => Ok(()),
             Some(Allowed::Only(nodes)) if nodes.contains(from) || nodes.contains("*") => Ok(()),
-            Some(Allowed::Only(nodes)) => Err(format!(
-                "node {from:?} may not call {method} on this node (allowed: {})",
-                nodes.iter().cloned().collect::<Vec<_>>().join(", ")
-            )),
+            Some(Allowed::Only(nodes)) => Err(ServedError::NotAllowed {
+                from: from.to_string(),
+                method,
+                allowed: nodes.iter().cloned().collect(),
+            }),
         }
     }
 
@@ -76,9 +102,9 @@ impl Served {
     }
 
     /// Stop serving `method`. Refused for the methods the table itself needs.
-    pub fn stop(&mut self, method: Method) -> Result<bool, String> {
+    pub fn stop(&mut self, method: Method) -> Result<bool, ServedError> {
         if essential(method) {
-            return Err(format!("{method} cannot be stopped: the node needs it"));
+            return Err(ServedError::Essential(method));
         }
         Ok(self.methods.remove(&method).is_some())
     }
@@ -99,16 +125,17 @@ impl Served {
 }
 
 /// The method a request names, from `operation.opArg.method` or `data[0]`.
-fn target(message: &Message) -> Result<Method, String> {
+fn target(message: &Message) -> Result<Method, ServedError> {
     let name = op_arg(message)
         .and_then(|a| a.get("method"))
         .and_then(Value::as_str)
         .map(str::to_string)
         .or_else(|| message.data.first().cloned())
-        .ok_or("name the method in operation.opArg.method or data[0]")?;
-    Method::parse(&name)
-        .map(|p| p.method)
-        .ok_or_else(|| format!("unknown method {name:?}"))
+        .ok_or(ServedError::NoMethodNamed)?;
+    match Method::parse(&name) {
+        Some(parsed) => Ok(parsed.method),
+        None => Err(ServedError::UnknownMethod(name)),
+    }
 }
 
 fn op_arg(message: &Message) -> Option<&serde_json::Map<String, Value>> {
@@ -143,7 +170,7 @@ pub async fn run_start(message: &Message, context: &Context) -> Outcome {
     let started = now_millis();
     let method = match target(message) {
         Ok(m) => m,
-        Err(e) => return failed(context, started, e),
+        Err(e) => return failed(context, started, e.to_string()),
     };
     let allowed = allowed_nodes(message);
     context
@@ -163,13 +190,13 @@ pub async fn run_stop(message: &Message, context: &Context) -> Outcome {
     let started = now_millis();
     let method = match target(message) {
         Ok(m) => m,
-        Err(e) => return failed(context, started, e),
+        Err(e) => return failed(context, started, e.to_string()),
     };
     let stopped = context.served.write().expect("served lock").stop(method);
     match stopped {
         Ok(true) => done(context, started, format!("stopped serving {method}\n")),
         Ok(false) => done(context, started, format!("{method} was not being served\n")),
-        Err(e) => failed(context, started, e),
+        Err(e) => failed(context, started, e.to_string()),
     }
 }
 
@@ -204,12 +231,13 @@ mod tests {
         assert!(s.allows(Method::HttpGet, "anyone").is_ok());
         s.start(Method::HttpGet, Some(vec!["central".into()]));
         assert!(s.allows(Method::HttpGet, "central").is_ok());
-        let err = s.allows(Method::HttpGet, "ship9").unwrap_err();
+        let err = s.allows(Method::HttpGet, "ship9").unwrap_err().to_string();
         assert!(err.contains("ship9") && err.contains("central"), "{err}");
         assert_eq!(s.stop(Method::HttpGet), Ok(true));
         assert!(
             s.allows(Method::HttpGet, "central")
                 .unwrap_err()
+                .to_string()
                 .contains("not served")
         );
         assert!(s.stop(Method::OpProcessStart).is_err());

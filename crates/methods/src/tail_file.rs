@@ -70,14 +70,13 @@ async fn follow(
     }
 
     let timeout = context.method_timeout(message);
-    let mut shutdown = context.shutdown.clone();
     let mut sent: u64 = 0;
     let ended = {
         let looped = follower.follow_loop(chunks, &mut sent);
         tokio::select! {
             e = looped => e,
             _ = tokio::time::sleep(timeout) => Ended::Timeout,
-            _ = wait_true(&mut shutdown) => Ended::Shutdown,
+            _ = context.shutdown.cancelled() => Ended::Shutdown,
         }
     };
     if ended != Ended::SinkClosed {
@@ -110,13 +109,6 @@ async fn follow(
     outcome
 }
 
-/// Resolve when the watched flag becomes true; never, if its sender is gone.
-async fn wait_true(rx: &mut tokio::sync::watch::Receiver<bool>) {
-    if rx.wait_for(|v| *v).await.is_err() {
-        std::future::pending::<()>().await;
-    }
-}
-
 /// Which file a path names: device and inode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FileId {
@@ -146,16 +138,13 @@ struct Follower {
 
 impl Follower {
     /// Open `path` and place the read position at its current end.
-    async fn open_at_end(path: PathBuf) -> Result<Follower, String> {
-        let mut file = File::open(&path).await.map_err(|e| io_reason(&e))?;
-        let meta = file.metadata().await.map_err(|e| io_reason(&e))?;
+    async fn open_at_end(path: PathBuf) -> Result<Follower, OpenError> {
+        let mut file = File::open(&path).await?;
+        let meta = file.metadata().await?;
         if meta.is_dir() {
-            return Err("it is a directory; give the path of a file".into());
+            return Err(OpenError::Directory);
         }
-        let offset = file
-            .seek(SeekFrom::End(0))
-            .await
-            .map_err(|e| io_reason(&e))?;
+        let offset = file.seek(SeekFrom::End(0)).await?;
         Ok(Follower {
             path,
             file,
@@ -277,6 +266,18 @@ impl Follower {
     }
 }
 
+/// Why the file to follow could not be opened; the outcome says "cannot open PATH: " and
+/// this.
+#[derive(Debug, thiserror::Error)]
+enum OpenError {
+    /// The OS refused.
+    #[error("{}", io_reason(.0))]
+    Io(#[from] std::io::Error),
+    /// The path is a folder.
+    #[error("it is a directory; give the path of a file")]
+    Directory,
+}
+
 /// The OS's words for an IO error, without Rust's "(os error N)" suffix.
 fn io_reason(e: &std::io::Error) -> String {
     match e.raw_os_error() {
@@ -290,7 +291,8 @@ mod tests {
     use super::*;
     use std::path::Path;
     use std::time::Instant;
-    use tokio::sync::{mpsc, watch};
+    use tokio::sync::mpsc;
+    use tokio_util::sync::CancellationToken;
 
     fn append(path: &Path, text: &str) {
         use std::io::Write;
@@ -332,12 +334,13 @@ mod tests {
     struct Running {
         task: tokio::task::JoinHandle<Outcome>,
         chunks: mpsc::Receiver<String>,
-        shutdown: watch::Sender<bool>,
+        shutdown: CancellationToken,
     }
 
     impl Running {
         async fn start(path: &Path, timeout_secs: u64) -> Running {
-            let (shutdown, rx) = watch::channel(false);
+            let shutdown = CancellationToken::new();
+            let rx = shutdown.clone();
             let (tx, chunks) = mpsc::channel(64);
             let (ready_tx, ready_rx) = oneshot::channel();
             let m = message(path, timeout_secs);
@@ -368,7 +371,7 @@ mod tests {
         }
 
         async fn stop(self) -> Outcome {
-            let _ = self.shutdown.send(true);
+            self.shutdown.cancel();
             self.task.await.unwrap()
         }
     }
@@ -379,14 +382,11 @@ mod tests {
         let path = dir.0.join("app.log");
         append(&path, "old line 1\nold line 2\n");
         let mut r = Running::start(&path, 30).await;
-        let mut want = String::new();
         for i in 0..5 {
             let line = format!("new line {i}\n");
             append(&path, &line);
-            want.push_str(&line);
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert_eq!(r.text(line.len()).await, line);
         }
-        assert_eq!(r.text(want.len()).await, want);
         let o = r.stop().await;
         assert_eq!(o.status, Status::Interrupted);
     }
@@ -398,6 +398,8 @@ mod tests {
         append(&path, "");
         let mut r = Running::start(&path, 30).await;
         append(&path, "hel");
+        // Let several polls pass with only the partial line on disk: it must not go out
+        // alone in the meantime.
         tokio::time::sleep(Duration::from_millis(500)).await;
         append(&path, "lo\n");
         let first = tokio::time::timeout(Duration::from_secs(10), r.chunks.recv()).await;
@@ -424,8 +426,7 @@ mod tests {
             first.len()
         );
         // The rest still waits for its newline, and goes out when the run ends.
-        let shutdown = r.shutdown.clone();
-        let _ = shutdown.send(true);
+        r.shutdown.cancel();
         let o = r.task.await.unwrap();
         let mut rest = String::new();
         while let Ok(c) = r.chunks.try_recv() {
@@ -450,7 +451,8 @@ mod tests {
         std::fs::rename(&path, &rotated).unwrap();
         // The writer still has the old file open for a moment.
         append(&rotated, "late in old\n");
-        // The path stays missing for a few polls.
+        // The path stays missing for a few polls: the follower must wait for it rather
+        // than give up.
         tokio::time::sleep(Duration::from_millis(600)).await;
         append(&path, "b in new\n");
         let want = "late in old\nb in new\n";
@@ -480,7 +482,7 @@ mod tests {
         let dir = Scratch::new();
         let path = dir.0.join("quiet.log");
         append(&path, "nothing new\n");
-        let (_tx, rx) = watch::channel(false);
+        let rx = CancellationToken::new();
         let (chunk_tx, _chunk_rx) = mpsc::channel(4);
         let t = Instant::now();
         let o = run(
@@ -501,19 +503,22 @@ mod tests {
         let dir = Scratch::new();
         let path = dir.0.join("app.log");
         append(&path, "");
-        let (_tx, rx) = watch::channel(false);
+        let rx = CancellationToken::new();
+        let (ready_tx, ready_rx) = oneshot::channel();
         let writer = {
             let path = path.clone();
             tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                // Written once the follower has fixed its position, so the line is new.
+                ready_rx.await.expect("the follower opened the file");
                 append(&path, "line\n");
             })
         };
         let t = Instant::now();
-        let o = run(
+        let o = follow(
             &message(&path, 30),
             &crate::test_context("n1", rx),
             &ChunkSink::none(),
+            Some(ready_tx),
         )
         .await;
         writer.await.unwrap();
@@ -528,7 +533,7 @@ mod tests {
     async fn missing_file_fails_clearly() {
         let dir = Scratch::new();
         let path = dir.0.join("nope.log");
-        let (_tx, rx) = watch::channel(false);
+        let rx = CancellationToken::new();
         let o = run(
             &message(&path, 1),
             &crate::test_context("n1", rx),
@@ -548,7 +553,7 @@ mod tests {
 
     #[tokio::test]
     async fn empty_data_explains_the_argv() {
-        let (_tx, rx) = watch::channel(false);
+        let rx = CancellationToken::new();
         let m = Message {
             method: "tailFile".into(),
             ..Default::default()

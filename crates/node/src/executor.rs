@@ -178,9 +178,14 @@ async fn run_one(inner: &Arc<Inner>, message: Message) {
     } else {
         (bosun_methods::ChunkSink::none(), None)
     };
-    let handled = match method {
-        Method::Mark | Method::CaptureFile => node_method(inner, method, &message).into(),
-        _ => bosun_methods::run(method, &message, &inner.methods, &chunks).await,
+    let handled = match method.role() {
+        bosun_proto::Role::Node => node_method(inner, method, &message).into(),
+        bosun_proto::Role::Handler(_)
+        | bosun_proto::Role::Absorbed
+        | bosun_proto::Role::ReplySink
+        | bosun_proto::Role::Unserved => {
+            bosun_methods::run(method, &message, &inner.methods, &chunks).await
+        }
     };
     drop(chunks);
     let mut outcome = handled.outcome;

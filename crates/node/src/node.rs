@@ -390,12 +390,13 @@ impl Node {
             output_limit: config.output_limit_bytes,
             default_method_timeout: Duration::from_secs(config.method_timeout_secs),
             kill_grace: Duration::from_secs(config.kill_grace_secs.max(1)),
-            shutdown: shutdown_rx,
+            shutdown: Default::default(),
             data_dir: config.data_dir.clone(),
             labels: config.labels.clone(),
             served: Default::default(),
             docker_socket: config.docker_socket.clone(),
             templates_dir: config.templates_path(),
+            state: Default::default(),
         };
         let inner = Arc::new(Inner {
             config,
@@ -575,6 +576,7 @@ impl Node {
     pub async fn shutdown(&self) {
         tracing::info!(node = self.name(), "shutting down");
         let _ = self.inner.shutdown.send(true);
+        self.inner.methods.shutdown.cancel();
         let deadline = tokio::time::Instant::now()
             + Duration::from_secs(self.inner.config.kill_grace_secs.max(1) * 2 + 2);
         while self.inner.running.load(Ordering::SeqCst) > 0

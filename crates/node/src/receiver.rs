@@ -106,12 +106,7 @@ async fn process(inner: &Arc<Inner>, incoming: &bosun_bus::Incoming) -> Bytes {
         return ack(&id, false, Some(reason));
     }
     let method = message.parsed_method().expect("checked");
-    if method.is_reply_sink()
-        || matches!(
-            method,
-            Method::Hello | Method::ErrorLog | Method::CaptureShip
-        )
-    {
+    if method.is_absorbed_on_arrival() {
         return absorb(inner, message, method, now).await;
     }
     let stream = message
@@ -175,16 +170,7 @@ fn check(inner: &Inner, message: &Message) -> Result<(), String> {
             "{method} takes replies only (a previousMessage with a result or a chunk); name it in replyMethod instead"
         ));
     }
-    let node_handled = method.is_reply_sink()
-        || matches!(
-            method,
-            Method::Hello
-                | Method::ErrorLog
-                | Method::Mark
-                | Method::CaptureFile
-                | Method::CaptureShip
-        );
-    if !node_handled && !bosun_methods::has_handler(method) {
+    if method.role() == bosun_proto::Role::Unserved {
         return Err(format!("method {method} is not served by this node"));
     }
     if method != Method::Result {
@@ -193,7 +179,8 @@ fn check(inner: &Inner, message: &Message) -> Result<(), String> {
             .served
             .read()
             .expect("served lock")
-            .allows(method, from)?;
+            .allows(method, from)
+            .map_err(|e| e.to_string())?;
     }
     Ok(())
 }

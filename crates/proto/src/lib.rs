@@ -17,7 +17,7 @@ pub mod state;
 pub mod wire;
 
 pub use message::{Message, ValidationError, validate_node_name};
-pub use method::Method;
+pub use method::{Method, Output, Role};
 pub use outcome::{Outcome, Status};
 pub use state::State;
 

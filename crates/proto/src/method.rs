@@ -82,43 +82,72 @@ pub enum Method {
     CaptureShip,
 }
 
-const ALL: &[(Method, &str)] = &[
-    (Method::CliCommand, "cliCommand"),
-    (Method::CliCommandCont, "cliCommandCont"),
-    (Method::TailFile, "tailFile"),
-    (Method::HttpGet, "httpGet"),
-    (Method::Hello, "hello"),
-    (Method::ErrorLog, "errorLog"),
-    (Method::Ping, "ping"),
-    (Method::Pong, "pong"),
-    (Method::ToConsole, "toConsole"),
-    (Method::ToFile, "toFile"),
-    (Method::ToFileAppend, "toFileAppend"),
-    (Method::OpCommand, "opCommand"),
-    (Method::OpProcessList, "opProcessList"),
-    (Method::OpProcessStart, "opProcessStart"),
-    (Method::OpProcessStop, "opProcessStop"),
-    (Method::CopySrc, "copySrc"),
-    (Method::CopyDst, "copyDst"),
-    (Method::Result, "result"),
-    (Method::ContainerRun, "containerRun"),
-    (Method::ContainerCreate, "containerCreate"),
-    (Method::ContainerStart, "containerStart"),
-    (Method::ContainerStop, "containerStop"),
-    (Method::ContainerRestart, "containerRestart"),
-    (Method::ContainerKill, "containerKill"),
-    (Method::ContainerPause, "containerPause"),
-    (Method::ContainerUnpause, "containerUnpause"),
-    (Method::ContainerRemove, "containerRemove"),
-    (Method::ContainerInspect, "containerInspect"),
-    (Method::ContainerList, "containerList"),
-    (Method::ContainerLogs, "containerLogs"),
-    (Method::ContainerStats, "containerStats"),
-    (Method::ImagePull, "imagePull"),
-    (Method::ImageList, "imageList"),
-    (Method::Mark, "mark"),
-    (Method::CaptureFile, "captureFile"),
-    (Method::CaptureShip, "captureShip"),
+/// What a method is: who runs it at the destination node, and whether it is answered.
+///
+/// Every question about a method's kind (is it answered? run by whom? taken in on
+/// arrival?) is derived from this, so a new method is placed by answering it once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Run by a handler of the methods crate; its outcome goes back as a reply.
+    Handler(Output),
+    /// Run by the node itself (its event stream); its outcome goes back as a reply.
+    Node,
+    /// Taken in by the receiver on arrival and recorded, never run and never answered.
+    Absorbed,
+    /// Takes replies only (a previous message with a result or a chunk) and keeps them.
+    ReplySink,
+    /// Named for compatibility with steward's catalogue, but served by no node: refused
+    /// on arrival.
+    Unserved,
+}
+
+/// How a handler's output travels back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Output {
+    /// One reply with the whole outcome.
+    Whole,
+    /// Numbered chunks as the output comes, then the outcome.
+    Streamed,
+}
+
+/// Every method, in catalogue order. A test checks that it lists each variant once.
+const ALL: &[Method] = &[
+    Method::CliCommand,
+    Method::CliCommandCont,
+    Method::TailFile,
+    Method::HttpGet,
+    Method::Hello,
+    Method::ErrorLog,
+    Method::Ping,
+    Method::Pong,
+    Method::ToConsole,
+    Method::ToFile,
+    Method::ToFileAppend,
+    Method::OpCommand,
+    Method::OpProcessList,
+    Method::OpProcessStart,
+    Method::OpProcessStop,
+    Method::CopySrc,
+    Method::CopyDst,
+    Method::Result,
+    Method::ContainerRun,
+    Method::ContainerCreate,
+    Method::ContainerStart,
+    Method::ContainerStop,
+    Method::ContainerRestart,
+    Method::ContainerKill,
+    Method::ContainerPause,
+    Method::ContainerUnpause,
+    Method::ContainerRemove,
+    Method::ContainerInspect,
+    Method::ContainerList,
+    Method::ContainerLogs,
+    Method::ContainerStats,
+    Method::ImagePull,
+    Method::ImageList,
+    Method::Mark,
+    Method::CaptureFile,
+    Method::CaptureShip,
 ];
 
 /// How a method name was spelled: the method, and whether the spelling implies unordered.
@@ -133,20 +162,93 @@ pub struct ParsedMethod {
 impl Method {
     /// Every method, in catalogue order.
     pub fn all() -> impl Iterator<Item = Method> {
-        ALL.iter().map(|(m, _)| *m)
+        ALL.iter().copied()
     }
 
     /// The canonical camelCase name, used in subjects and stored records.
     pub fn name(self) -> &'static str {
-        ALL.iter()
-            .find(|(m, _)| *m == self)
-            .map(|(_, n)| *n)
-            .expect("every method has a name")
+        match self {
+            Method::CliCommand => "cliCommand",
+            Method::CliCommandCont => "cliCommandCont",
+            Method::TailFile => "tailFile",
+            Method::HttpGet => "httpGet",
+            Method::Hello => "hello",
+            Method::ErrorLog => "errorLog",
+            Method::Ping => "ping",
+            Method::Pong => "pong",
+            Method::ToConsole => "toConsole",
+            Method::ToFile => "toFile",
+            Method::ToFileAppend => "toFileAppend",
+            Method::OpCommand => "opCommand",
+            Method::OpProcessList => "opProcessList",
+            Method::OpProcessStart => "opProcessStart",
+            Method::OpProcessStop => "opProcessStop",
+            Method::CopySrc => "copySrc",
+            Method::CopyDst => "copyDst",
+            Method::Result => "result",
+            Method::ContainerRun => "containerRun",
+            Method::ContainerCreate => "containerCreate",
+            Method::ContainerStart => "containerStart",
+            Method::ContainerStop => "containerStop",
+            Method::ContainerRestart => "containerRestart",
+            Method::ContainerKill => "containerKill",
+            Method::ContainerPause => "containerPause",
+            Method::ContainerUnpause => "containerUnpause",
+            Method::ContainerRemove => "containerRemove",
+            Method::ContainerInspect => "containerInspect",
+            Method::ContainerList => "containerList",
+            Method::ContainerLogs => "containerLogs",
+            Method::ContainerStats => "containerStats",
+            Method::ImagePull => "imagePull",
+            Method::ImageList => "imageList",
+            Method::Mark => "mark",
+            Method::CaptureFile => "captureFile",
+            Method::CaptureShip => "captureShip",
+        }
+    }
+
+    /// What this method is; see [`Role`].
+    pub fn role(self) -> Role {
+        match self {
+            Method::CliCommand
+            | Method::HttpGet
+            | Method::Ping
+            | Method::OpCommand
+            | Method::OpProcessList
+            | Method::OpProcessStart
+            | Method::OpProcessStop
+            | Method::CopySrc
+            | Method::CopyDst
+            | Method::ContainerRun
+            | Method::ContainerCreate
+            | Method::ContainerStart
+            | Method::ContainerStop
+            | Method::ContainerRestart
+            | Method::ContainerKill
+            | Method::ContainerPause
+            | Method::ContainerUnpause
+            | Method::ContainerRemove
+            | Method::ContainerInspect
+            | Method::ContainerList
+            | Method::ContainerStats
+            | Method::ImagePull
+            | Method::ImageList => Role::Handler(Output::Whole),
+            Method::CliCommandCont | Method::TailFile | Method::ContainerLogs => {
+                Role::Handler(Output::Streamed)
+            }
+            Method::Mark | Method::CaptureFile => Role::Node,
+            Method::Hello | Method::ErrorLog | Method::CaptureShip => Role::Absorbed,
+            Method::Result | Method::ToConsole | Method::ToFile | Method::ToFileAppend => {
+                Role::ReplySink
+            }
+            // A pong answers steward's ping; bosun's ping is answered by its reply.
+            Method::Pong => Role::Unserved,
+        }
     }
 
     /// Parse a canonical name or a steward `REQ…`/`REQn…` spelling.
     pub fn parse(spelling: &str) -> Option<ParsedMethod> {
-        if let Some((m, _)) = ALL.iter().find(|(_, n)| *n == spelling) {
+        if let Some(m) = ALL.iter().find(|m| m.name() == spelling) {
             return Some(ParsedMethod {
                 method: *m,
                 unordered: false,
@@ -163,8 +265,8 @@ impl Method {
         }
         let camel: String = first.to_ascii_lowercase().to_string() + chars.as_str();
         ALL.iter()
-            .find(|(_, n)| *n == camel)
-            .map(|(m, _)| ParsedMethod {
+            .find(|m| m.name() == camel)
+            .map(|m| ParsedMethod {
                 method: *m,
                 unordered,
             })
@@ -172,29 +274,32 @@ impl Method {
 
     /// True for methods that only receive replies (sinks) and never answer.
     pub fn is_reply_sink(self) -> bool {
-        matches!(
-            self,
-            Method::Result | Method::ToConsole | Method::ToFile | Method::ToFileAppend
-        )
+        self.role() == Role::ReplySink
     }
 
-    /// False for events and sinks: an ACK is all their sender waits for.
+    /// True for methods the receiver takes in on arrival (replies, hellos, error
+    /// reports, shipped captures) instead of queueing them to run.
+    pub fn is_absorbed_on_arrival(self) -> bool {
+        matches!(self.role(), Role::Absorbed | Role::ReplySink)
+    }
+
+    /// False for events and sinks: an ACK is all their sender waits for. An unserved
+    /// method is refused on arrival, which settles it like any refusal.
     pub fn expects_reply(self) -> bool {
-        !(self.is_reply_sink()
-            || matches!(self, Method::Hello | Method::ErrorLog | Method::CaptureShip))
+        match self.role() {
+            Role::Handler(_) | Role::Node | Role::Unserved => true,
+            Role::Absorbed | Role::ReplySink => false,
+        }
     }
 
     /// True for methods whose output streams back in numbered chunks.
     pub fn is_streaming(self) -> bool {
-        matches!(
-            self,
-            Method::CliCommandCont | Method::TailFile | Method::ContainerLogs
-        )
+        self.role() == Role::Handler(Output::Streamed)
     }
 
     /// A comma-separated list of the canonical names, for error messages.
     pub fn catalogue() -> String {
-        ALL.iter().map(|(_, n)| *n).collect::<Vec<_>>().join(", ")
+        ALL.iter().map(|m| m.name()).collect::<Vec<_>>().join(", ")
     }
 }
 
@@ -207,6 +312,116 @@ impl fmt::Display for Method {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every variant, written as a match so that a new variant fails to compile here
+    /// until it is listed.
+    fn is_listed(method: Method) -> bool {
+        match method {
+            Method::CliCommand
+            | Method::CliCommandCont
+            | Method::TailFile
+            | Method::HttpGet
+            | Method::Hello
+            | Method::ErrorLog
+            | Method::Ping
+            | Method::Pong
+            | Method::ToConsole
+            | Method::ToFile
+            | Method::ToFileAppend
+            | Method::OpCommand
+            | Method::OpProcessList
+            | Method::OpProcessStart
+            | Method::OpProcessStop
+            | Method::CopySrc
+            | Method::CopyDst
+            | Method::Result
+            | Method::ContainerRun
+            | Method::ContainerCreate
+            | Method::ContainerStart
+            | Method::ContainerStop
+            | Method::ContainerRestart
+            | Method::ContainerKill
+            | Method::ContainerPause
+            | Method::ContainerUnpause
+            | Method::ContainerRemove
+            | Method::ContainerInspect
+            | Method::ContainerList
+            | Method::ContainerLogs
+            | Method::ContainerStats
+            | Method::ImagePull
+            | Method::ImageList
+            | Method::Mark
+            | Method::CaptureFile
+            | Method::CaptureShip => ALL.contains(&method),
+        }
+    }
+
+    #[test]
+    fn the_catalogue_lists_every_variant_once() {
+        let mut seen = std::collections::BTreeSet::new();
+        for m in Method::all() {
+            assert!(is_listed(m));
+            assert!(seen.insert(m), "{m} listed twice");
+        }
+        // 36 variants in the enum; `is_listed` above names each of them.
+        assert_eq!(seen.len(), 36);
+        let names: std::collections::BTreeSet<&str> = Method::all().map(Method::name).collect();
+        assert_eq!(names.len(), seen.len(), "two methods share a name");
+    }
+
+    #[test]
+    fn steward_spellings_round_trip_for_every_method() {
+        for m in Method::all() {
+            let name = m.name();
+            let pascal = name[..1].to_ascii_uppercase() + &name[1..];
+            let ordered = Method::parse(&format!("REQ{pascal}")).unwrap();
+            assert_eq!((ordered.method, ordered.unordered), (m, false));
+            let unordered = Method::parse(&format!("REQn{pascal}")).unwrap();
+            assert_eq!((unordered.method, unordered.unordered), (m, true));
+        }
+    }
+
+    #[test]
+    fn derived_questions_follow_the_role() {
+        let sinks: Vec<Method> = Method::all().filter(|m| m.is_reply_sink()).collect();
+        assert_eq!(
+            sinks,
+            [
+                Method::ToConsole,
+                Method::ToFile,
+                Method::ToFileAppend,
+                Method::Result
+            ]
+        );
+        let streaming: Vec<Method> = Method::all().filter(|m| m.is_streaming()).collect();
+        assert_eq!(
+            streaming,
+            [
+                Method::CliCommandCont,
+                Method::TailFile,
+                Method::ContainerLogs
+            ]
+        );
+        let unanswered: Vec<Method> = Method::all().filter(|m| !m.expects_reply()).collect();
+        assert_eq!(
+            unanswered,
+            [
+                Method::Hello,
+                Method::ErrorLog,
+                Method::ToConsole,
+                Method::ToFile,
+                Method::ToFileAppend,
+                Method::Result,
+                Method::CaptureShip
+            ]
+        );
+        assert_eq!(Method::Mark.role(), Role::Node);
+        assert_eq!(Method::CaptureFile.role(), Role::Node);
+        assert_eq!(Method::Pong.role(), Role::Unserved);
+        assert!(Method::Hello.is_absorbed_on_arrival());
+        assert!(Method::Result.is_absorbed_on_arrival());
+        assert!(!Method::Mark.is_absorbed_on_arrival());
+    }
 
     #[test]
     fn canonical_names_round_trip() {

@@ -15,7 +15,7 @@ use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions};
 use bosun_proto::Message;
 use bosun_proto::container::{ContainerSpec, LABEL_MESSAGE, LABEL_NODE, parse_port};
 
-use super::{failure, image};
+use super::{DockerMethodError, EngineError, failure, image};
 use crate::Context;
 
 /// Create the container in `data[0]` (and start it when `start`); stdout is its id.
@@ -24,18 +24,14 @@ pub(super) async fn run(
     message: &Message,
     context: &Context,
     start: bool,
-) -> Result<String, String> {
+) -> Result<String, DockerMethodError> {
     let raw = message.data.first().map(|s| s.trim()).unwrap_or("");
     if raw.is_empty() {
-        return Err(
-            r#"no container spec: data[0] must be the ContainerSpec JSON, e.g. {"image":"alpine:3"}"#
-                .into(),
-        );
+        return Err(DockerMethodError::NoSpec);
     }
-    let spec: ContainerSpec = serde_json::from_str(raw)
-        .map_err(|e| format!("data[0] is not a valid container spec: {e}"))?;
+    let spec: ContainerSpec = serde_json::from_str(raw).map_err(DockerMethodError::SpecNotJson)?;
     spec.validate()
-        .map_err(|e| format!("invalid container spec: {e}"))?;
+        .map_err(|reason| DockerMethodError::InvalidSpec { reason })?;
     let template = match spec.template.as_deref() {
         Some(name) => Some(load_template(&context.templates_dir, name)?),
         None => None,
@@ -48,10 +44,9 @@ pub(super) async fn run(
         message.id.as_deref().unwrap_or(""),
     )?;
     let Some(image_ref) = body.image.clone().filter(|i| !i.trim().is_empty()) else {
-        return Err(format!(
-            "no image: give `image` in the spec or \"Image\" in template {:?}",
-            spec.template.as_deref().unwrap_or("")
-        ));
+        return Err(DockerMethodError::NoImage {
+            template: spec.template.clone().unwrap_or_default(),
+        });
     };
     image::ensure_present(docker, &image_ref, credentials, context).await?;
 
@@ -62,9 +57,9 @@ pub(super) async fn run(
     let created = docker
         .create_container(Some(options), body)
         .await
-        .map_err(|e| failure(context, &e, "create the container", None))?;
+        .map_err(|e| failure(context, e, "create the container", None))?;
     if start && let Err(e) = docker.start_container(&created.id, None).await {
-        let why = failure(context, &e, "start", Some(&created.id));
+        let cause = EngineError::from_call(&context.docker_socket, e, "start", Some(&created.id));
         // A container that never ran is no use to anyone, and its name would block a
         // retry with the same spec.
         let removed = docker
@@ -76,34 +71,33 @@ pub(super) async fn run(
                 }),
             )
             .await;
-        return Err(match removed {
-            Ok(()) => format!("{why}; the created container was removed"),
-            Err(_) => format!("{why}; the created container {} remains", created.id),
+        return Err(DockerMethodError::NotStarted {
+            cause: Box::new(cause),
+            id: created.id,
+            removed: removed.is_ok(),
         });
     }
     Ok(format!("{}\n", created.id))
 }
 
 /// Read `<dir>/<name>.json`, Docker's create-container JSON.
-pub(super) fn load_template(dir: &Path, name: &str) -> Result<ContainerCreateBody, String> {
+pub(super) fn load_template(
+    dir: &Path,
+    name: &str,
+) -> Result<ContainerCreateBody, DockerMethodError> {
     let path = dir.join(format!("{name}.json"));
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(format!(
-                "template {name:?} not found: looked for {}; put the create-container JSON \
-                 there or fix `template`",
-                path.display()
-            ));
+            return Err(DockerMethodError::TemplateNotFound {
+                name: name.to_string(),
+                path,
+            });
         }
-        Err(e) => return Err(format!("cannot read template {}: {e}", path.display())),
+        Err(source) => return Err(DockerMethodError::TemplateUnreadable { path, source }),
     };
-    serde_json::from_str(&text).map_err(|e| {
-        format!(
-            "template {} is not Docker create-container JSON: {e}",
-            path.display()
-        )
-    })
+    serde_json::from_str(&text)
+        .map_err(|source| DockerMethodError::TemplateNotJson { path, source })
 }
 
 /// Lay `spec` over `template` (or an empty body) and add bosun's labels.
@@ -112,7 +106,7 @@ pub(super) fn build_body(
     template: Option<ContainerCreateBody>,
     node: &str,
     message_id: &str,
-) -> Result<ContainerCreateBody, String> {
+) -> Result<ContainerCreateBody, DockerMethodError> {
     let mut body = template.unwrap_or_default();
     if let Some(image) = spec.image.as_deref().filter(|i| !i.is_empty()) {
         body.image = Some(image.to_string());
@@ -136,7 +130,7 @@ pub(super) fn build_body(
         let bytes = mb
             .checked_mul(1024 * 1024)
             .and_then(|b| i64::try_from(b).ok())
-            .ok_or_else(|| format!("memoryMb {mb} is too large"))?;
+            .ok_or(DockerMethodError::MemoryTooLarge(mb))?;
         host.memory = Some(bytes);
     }
     if let Some(policy) = spec.restart.as_deref() {
@@ -147,7 +141,8 @@ pub(super) fn build_body(
         let mut bindings = host.port_bindings.take().unwrap_or_default();
         let mut from_spec: HashMap<String, Vec<PortBinding>> = HashMap::new();
         for p in &spec.ports {
-            let (host_port, container_port, proto) = parse_port(p)?;
+            let (host_port, container_port, proto) =
+                parse_port(p).map_err(|reason| DockerMethodError::NotAPort { reason })?;
             let key = format!("{container_port}/{proto}");
             if !exposed.contains(&key) {
                 exposed.push(key.clone());
@@ -179,26 +174,24 @@ fn merge_env(base: Vec<String>, over: &[String]) -> Vec<String> {
 }
 
 /// `no`, `always`, `unless-stopped`, `on-failure` or `on-failure:N`.
-pub(super) fn restart_policy(policy: &str) -> Result<RestartPolicy, String> {
+pub(super) fn restart_policy(policy: &str) -> Result<RestartPolicy, DockerMethodError> {
     let (name, retries) = match policy.split_once(':') {
         Some(("on-failure", n)) => {
             let n = n
                 .parse::<u32>()
-                .map_err(|_| format!("restart {policy:?}: {n:?} is not a retry count"))?;
+                .map_err(|_| DockerMethodError::NotARetryCount {
+                    policy: policy.to_string(),
+                    count: n.to_string(),
+                })?;
             (RestartPolicyNameEnum::ON_FAILURE, Some(i64::from(n)))
         }
-        Some(_) => return Err(format!("restart {policy:?} is not a policy")),
+        Some(_) => return Err(DockerMethodError::NotARestartPolicy(policy.to_string())),
         None => match policy {
             "no" => (RestartPolicyNameEnum::NO, None),
             "always" => (RestartPolicyNameEnum::ALWAYS, None),
             "unless-stopped" => (RestartPolicyNameEnum::UNLESS_STOPPED, None),
             "on-failure" => (RestartPolicyNameEnum::ON_FAILURE, None),
-            _ => {
-                return Err(format!(
-                    "restart {policy:?} is not a policy; use no, always, unless-stopped, \
-                     on-failure or on-failure:N"
-                ));
-            }
+            _ => return Err(DockerMethodError::NotARestartPolicy(policy.to_string())),
         },
     };
     Ok(RestartPolicy {
@@ -209,24 +202,16 @@ pub(super) fn restart_policy(policy: &str) -> Result<RestartPolicy, String> {
 
 /// Registry auth: base64 of Docker's auth JSON (`username`, `password`, `email`,
 /// `serveraddress`). Either base64 alphabet, padded or not, is taken.
-pub(super) fn decode_auth(encoded: &str) -> Result<DockerCredentials, String> {
+pub(super) fn decode_auth(encoded: &str) -> Result<DockerCredentials, DockerMethodError> {
     let encoded = encoded.trim();
     let bytes = [STANDARD, URL_SAFE, STANDARD_NO_PAD, URL_SAFE_NO_PAD]
         .iter()
         .find_map(|engine| engine.decode(encoded).ok())
-        .ok_or(
-            "auth is not base64: give base64 of the Docker auth JSON \
-             {\"username\",\"password\",\"email\",\"serveraddress\"}"
-                .to_string(),
-        )?;
-    // Only the position goes into the error: serde's own message may quote a password.
+        .ok_or(DockerMethodError::AuthNotBase64)?;
     serde_json::from_slice::<DockerCredentials>(&bytes).map_err(|e| {
-        format!(
-            "auth is not base64 of the Docker auth JSON \
-             {{\"username\",\"password\",\"email\",\"serveraddress\"}}: bad JSON at \
-             line {} column {}",
-            e.line(),
-            e.column()
-        )
+        DockerMethodError::AuthNotJson {
+            line: e.line(),
+            column: e.column(),
+        }
     })
 }

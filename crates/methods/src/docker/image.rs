@@ -8,7 +8,8 @@ use futures::StreamExt;
 use serde_json::json;
 
 use super::create::decode_auth;
-use super::{arg, failure, is_not_found};
+use super::engine::is_not_found;
+use super::{DockerMethodError, arg, failure};
 use crate::Context;
 
 /// `imagePull`: `data[0]` = image reference, `data[1]` = base64 registry auth.
@@ -16,9 +17,8 @@ pub(super) async fn pull_method(
     docker: &Docker,
     message: &Message,
     context: &Context,
-) -> Result<String, String> {
-    let image = arg(message, 0)
-        .ok_or("no image given: data[0] must be an image reference, e.g. alpine:3".to_string())?;
+) -> Result<String, DockerMethodError> {
+    let image = arg(message, 0).ok_or(DockerMethodError::NoImageGiven)?;
     let credentials = arg(message, 1).map(decode_auth).transpose()?;
     pull(docker, image, credentials, context).await
 }
@@ -29,18 +29,13 @@ pub(super) async fn ensure_present(
     image: &str,
     credentials: Option<DockerCredentials>,
     context: &Context,
-) -> Result<(), String> {
+) -> Result<(), DockerMethodError> {
     // Checked first: the reference goes into a URL path.
     split_ref(image)?;
     match docker.inspect_image(image).await {
         Ok(_) => Ok(()),
         Err(e) if is_not_found(&e) => pull(docker, image, credentials, context).await.map(|_| ()),
-        Err(e) => Err(failure(
-            context,
-            &e,
-            &format!("look up image {image}"),
-            None,
-        )),
+        Err(e) => Err(failure(context, e, &format!("look up image {image}"), None)),
     }
 }
 
@@ -50,7 +45,7 @@ async fn pull(
     image: &str,
     credentials: Option<DockerCredentials>,
     context: &Context,
-) -> Result<String, String> {
+) -> Result<String, DockerMethodError> {
     let (from_image, tag) = split_ref(image)?;
     let options = CreateImageOptions {
         from_image: Some(from_image),
@@ -61,7 +56,7 @@ async fn pull(
     let mut last_status = None;
     let mut digest = None;
     while let Some(step) = progress.next().await {
-        let info = step.map_err(|e| failure(context, &e, &format!("pull {image}"), None))?;
+        let info = step.map_err(|e| failure(context, e, &format!("pull {image}"), None))?;
         if let Some(status) = info.status {
             if let Some(d) = status.strip_prefix("Digest: ") {
                 digest = Some(d.trim().to_string());
@@ -82,7 +77,7 @@ async fn pull(
 
 /// Split a reference into the pull's `fromImage` and `tag`. The tag defaults to
 /// `latest`, because an empty one makes the daemon pull every tag of the repository.
-pub(super) fn split_ref(image: &str) -> Result<(String, String), String> {
+pub(super) fn split_ref(image: &str) -> Result<(String, String), DockerMethodError> {
     let valid = !image.is_empty()
         && image.len() <= 512
         && image.starts_with(|c: char| c.is_ascii_alphanumeric())
@@ -90,10 +85,7 @@ pub(super) fn split_ref(image: &str) -> Result<(String, String), String> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | ':' | '@'));
     if !valid {
-        return Err(format!(
-            "{image:?} is not an image reference: use NAME[:TAG] or NAME@DIGEST, \
-             e.g. alpine:3"
-        ));
+        return Err(DockerMethodError::NotAnImageReference(image.to_string()));
     }
     let (name, tag) = match image.split_once('@') {
         Some((name, digest)) => (name, digest),
@@ -107,19 +99,19 @@ pub(super) fn split_ref(image: &str) -> Result<(String, String), String> {
         }
     };
     if name.is_empty() || tag.is_empty() {
-        return Err(format!(
-            "{image:?} is not an image reference: the name, tag or digest is empty"
+        return Err(DockerMethodError::EmptyImageReferencePart(
+            image.to_string(),
         ));
     }
     Ok((name.to_string(), tag.to_string()))
 }
 
 /// `imageList`: a JSON array of `{id, tags, sizeBytes}`.
-pub(super) async fn list(docker: &Docker, context: &Context) -> Result<String, String> {
+pub(super) async fn list(docker: &Docker, context: &Context) -> Result<String, DockerMethodError> {
     let images = docker
         .list_images(None::<ListImagesOptions>)
         .await
-        .map_err(|e| failure(context, &e, "list images", None))?;
+        .map_err(|e| failure(context, e, "list images", None))?;
     let rows: Vec<_> = images
         .iter()
         .map(|i| {
@@ -135,8 +127,8 @@ pub(super) async fn list(docker: &Docker, context: &Context) -> Result<String, S
 }
 
 /// Pretty JSON and a newline.
-pub(super) fn to_json(value: &impl serde::Serialize) -> Result<String, String> {
+pub(super) fn to_json(value: &impl serde::Serialize) -> Result<String, DockerMethodError> {
     serde_json::to_string_pretty(value)
         .map(|s| s + "\n")
-        .map_err(|e| format!("cannot write the answer as JSON: {e}"))
+        .map_err(DockerMethodError::Encode)
 }

@@ -11,7 +11,7 @@ use bollard::query_parameters::LogsOptions;
 use bosun_proto::{Message, Millis, Outcome, Status};
 use futures::StreamExt;
 
-use super::{arg, bounded, client, container_arg, failure, wait_true};
+use super::{DockerMethodError, arg, bounded, client, container_arg, failure};
 use crate::{ChunkSink, Context, done, failed, now_millis};
 
 /// Most bytes held back before a chunk goes out, even without a newline.
@@ -30,14 +30,12 @@ pub(super) async fn run(
         None => false,
         Some("follow") => true,
         Some(other) => {
-            return failed(
-                context,
-                started,
-                format!(
-                    "data[1] {other:?} is not understood: give \"follow\" to stream new \
-                     lines, or nothing"
-                ),
-            );
+            let error = DockerMethodError::NotUnderstood {
+                index: 1,
+                given: other.to_string(),
+                expected: "give \"follow\" to stream new lines, or nothing",
+            };
+            return failed(context, started, error.to_string());
         }
     };
     if follow {
@@ -78,13 +76,17 @@ fn options(follow: bool) -> LogsOptions {
 
 /// All logs so far, keeping the newest `output_limit` bytes (from a line start when
 /// possible); true when some were left out.
-async fn collect(docker: &Docker, id: &str, context: &Context) -> Result<(String, bool), String> {
+async fn collect(
+    docker: &Docker,
+    id: &str,
+    context: &Context,
+) -> Result<(String, bool), DockerMethodError> {
     let limit = context.output_limit;
     let mut kept: Vec<u8> = Vec::new();
     let mut dropped = false;
     let mut logs = docker.logs(id, Some(options(false)));
     while let Some(frame) = logs.next().await {
-        let frame = frame.map_err(|e| failure(context, &e, "read logs of", Some(id)))?;
+        let frame = frame.map_err(|e| failure(context, e, "read logs of", Some(id)))?;
         kept.extend_from_slice(&frame.into_bytes());
         // Trimmed in batches so a long log is not shifted line by line.
         if kept.len() > limit.saturating_mul(2).max(CHUNK_MAX) {
@@ -125,15 +127,14 @@ async fn follow_logs(
 ) -> Outcome {
     let docker = match client(context).await {
         Ok(d) => d,
-        Err(e) => return failed(context, started, e),
+        Err(e) => return failed(context, started, e.to_string()),
     };
     let id = match container_arg(message) {
         Ok(id) => id,
-        Err(e) => return failed(context, started, e),
+        Err(e) => return failed(context, started, e.to_string()),
     };
     let deadline = tokio::time::sleep(context.method_timeout(message));
     tokio::pin!(deadline);
-    let mut shutdown = context.shutdown.clone();
     let mut tick = tokio::time::interval(FLUSH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut logs = docker.logs(id, Some(options(true)));
@@ -152,7 +153,8 @@ async fn follow_logs(
                 }
                 Some(Err(e)) => {
                     send(chunks, &mut pending, true).await;
-                    return failed(context, started, failure(context, &e, "follow logs of", Some(id)));
+                    let error = failure(context, e, "follow logs of", Some(id));
+                    return failed(context, started, error.to_string());
                 }
             },
             _ = tick.tick() => {
@@ -163,7 +165,7 @@ async fn follow_logs(
                 partial_waited = had_partial && !pending.is_empty();
             }
             _ = &mut deadline => break End::Timeout,
-            _ = wait_true(&mut shutdown) => break End::Shutdown,
+            _ = context.shutdown.cancelled() => break End::Shutdown,
         }
     };
     send(chunks, &mut pending, true).await;

@@ -1,7 +1,8 @@
 //! Containers and images through the Docker Engine API (bollard).
 //!
-//! One client per socket path, made on the first message and kept; its API version is
-//! agreed with the daemon once (bollard speaks a newer API than many daemons do).
+//! One client per socket path and node, made on the first message and kept in the
+//! node's [`crate::HandlerState`]; its API version is agreed with the daemon once
+//! (bollard speaks a newer API than many daemons do).
 //!
 //! # `data` conventions
 //! - `containerRun` / `containerCreate`: `data[0]` = a [`ContainerSpec`] as JSON. stdout
@@ -22,6 +23,7 @@
 //! [`ContainerSpec`]: bosun_proto::container::ContainerSpec
 
 mod create;
+pub mod engine;
 mod image;
 mod lifecycle;
 mod logs;
@@ -29,65 +31,262 @@ mod query;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::path::{Path, PathBuf};
-use std::sync::{LazyLock, Mutex, PoisonError};
+use std::path::PathBuf;
+use std::time::Duration;
 
+use bollard::Docker;
 use bollard::errors::Error as DockerError;
-use bollard::{API_DEFAULT_VERSION, Docker};
 use bosun_proto::{Message, Method, Millis, Outcome, Status};
 
 use crate::{ChunkSink, Context, done, failed, now_millis};
+pub use engine::EngineError;
 
-/// Seconds bollard waits for the daemon to answer one request (not for a stream to end).
-const REQUEST_TIMEOUT_SECS: u64 = 120;
+/// How long bollard waits for the daemon to answer one request (not for a stream to end).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// True for the methods this module serves.
-pub fn handles(method: Method) -> bool {
-    matches!(
-        method,
-        Method::ContainerRun
-            | Method::ContainerCreate
-            | Method::ContainerStart
-            | Method::ContainerStop
-            | Method::ContainerRestart
-            | Method::ContainerKill
-            | Method::ContainerPause
-            | Method::ContainerUnpause
-            | Method::ContainerRemove
-            | Method::ContainerInspect
-            | Method::ContainerList
-            | Method::ContainerLogs
-            | Method::ContainerStats
-            | Method::ImagePull
-            | Method::ImageList
-    )
+/// What a container or image method does; the methods crate's dispatch picks one per
+/// [`Method`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// `containerRun` (`start: true`) or `containerCreate`.
+    Create {
+        /// Start the container once created.
+        start: bool,
+    },
+    /// A change of one container's state.
+    Lifecycle(Lifecycle),
+    /// `containerInspect`.
+    Inspect,
+    /// `containerList`.
+    List,
+    /// `containerLogs`.
+    Logs,
+    /// `containerStats`.
+    Stats,
+    /// `imagePull`.
+    ImagePull,
+    /// `imageList`.
+    ImageList,
 }
 
-/// Run a container or image method.
+/// A change of one container's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// `containerStart`.
+    Start,
+    /// `containerStop`.
+    Stop,
+    /// `containerRestart`.
+    Restart,
+    /// `containerKill`.
+    Kill,
+    /// `containerPause`.
+    Pause,
+    /// `containerUnpause`.
+    Unpause,
+    /// `containerRemove`.
+    Remove,
+}
+
+/// Why a container or image method failed; its text is the outcome's error.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerMethodError {
+    /// The engine could not be reached or refused. Boxed: the client's errors are large.
+    #[error(transparent)]
+    Engine(Box<EngineError>),
+    /// `data[0]` names no container.
+    #[error("no container given: data[0] must be a container id, id prefix or name")]
+    NoContainerGiven,
+    /// `data[0]` cannot be a container id or name.
+    #[error("{given:?} is not a container id or name: use letters, digits, '_', '.' and '-'")]
+    NotAContainerName {
+        /// What was given.
+        given: String,
+    },
+    /// A seconds argument that is not whole seconds.
+    #[error("data[{index}] {given:?} must be whole seconds (0 to 65535)")]
+    NotSeconds {
+        /// Which `data` item.
+        index: usize,
+        /// What was given.
+        given: String,
+    },
+    /// A `data` item that is not one of the words the method takes.
+    #[error("data[{index}] {given:?} is not understood: {expected}")]
+    NotUnderstood {
+        /// Which `data` item.
+        index: usize,
+        /// What was given.
+        given: String,
+        /// What to give instead.
+        expected: &'static str,
+    },
+    /// A `containerList` filter that is not a label filter.
+    #[error("data[1] {given:?} is not a filter: give label=KEY=VALUE or label=KEY")]
+    NotAFilter {
+        /// What was given.
+        given: String,
+    },
+    /// A `containerKill` signal that cannot be one.
+    #[error("data[1] {given:?} is not a signal: give a name such as SIGKILL or a number such as 9")]
+    NotASignal {
+        /// What was given.
+        given: String,
+    },
+    /// The daemon ended a stats request without a sample.
+    #[error("the Docker daemon sent no stats for {container}")]
+    NoStats {
+        /// The container asked about.
+        container: String,
+    },
+    /// The answer could not be written as JSON.
+    #[error("cannot write the answer as JSON: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// `data[0]` of `containerRun` / `containerCreate` is empty.
+    #[error(
+        r#"no container spec: data[0] must be the ContainerSpec JSON, e.g. {{"image":"alpine:3"}}"#
+    )]
+    NoSpec,
+    /// `data[0]` is not a container spec.
+    #[error("data[0] is not a valid container spec: {0}")]
+    SpecNotJson(#[source] serde_json::Error),
+    /// The spec breaks a rule of [`bosun_proto::container::ContainerSpec::validate`].
+    #[error("invalid container spec: {reason}")]
+    InvalidSpec {
+        /// The rule broken, as the spec's check words it.
+        reason: String,
+    },
+    /// A published port that is not `HOST:CONTAINER[/PROTOCOL]`.
+    #[error("{reason}")]
+    NotAPort {
+        /// What is wrong, as the port parser words it.
+        reason: String,
+    },
+    /// The spec's `memoryMb` does not fit in bytes.
+    #[error("memoryMb {0} is too large")]
+    MemoryTooLarge(u64),
+    /// The spec's `restart` is not a restart policy.
+    #[error(
+        "restart {0:?} is not a policy; use no, always, unless-stopped, on-failure or \
+         on-failure:N"
+    )]
+    NotARestartPolicy(String),
+    /// The retry count of `on-failure:N` is not a number.
+    #[error("restart {policy:?}: {count:?} is not a retry count")]
+    NotARetryCount {
+        /// The whole policy.
+        policy: String,
+        /// The count given.
+        count: String,
+    },
+    /// No template file by that name.
+    #[error(
+        "template {name:?} not found: looked for {}; put the create-container JSON there \
+         or fix `template`",
+        path.display()
+    )]
+    TemplateNotFound {
+        /// The template named.
+        name: String,
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// The template file could not be read.
+    #[error("cannot read template {}: {source}", path.display())]
+    TemplateUnreadable {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The template file is not Docker's create-container JSON.
+    #[error("template {} is not Docker create-container JSON: {source}", path.display())]
+    TemplateNotJson {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: serde_json::Error,
+    },
+    /// Neither the spec nor the template names an image.
+    #[error("no image: give `image` in the spec or \"Image\" in template {template:?}")]
+    NoImage {
+        /// The template used, or empty.
+        template: String,
+    },
+    /// `containerRun` created the container but could not start it.
+    #[error(
+        "{cause}; the created container {}",
+        if *removed { "was removed".to_string() } else { format!("{id} remains") }
+    )]
+    NotStarted {
+        /// Why it did not start.
+        cause: Box<EngineError>,
+        /// The container created.
+        id: String,
+        /// True when it was removed again.
+        removed: bool,
+    },
+    /// `imagePull` names no image.
+    #[error("no image given: data[0] must be an image reference, e.g. alpine:3")]
+    NoImageGiven,
+    /// An image reference with characters Docker does not allow.
+    #[error("{0:?} is not an image reference: use NAME[:TAG] or NAME@DIGEST, e.g. alpine:3")]
+    NotAnImageReference(String),
+    /// An image reference with an empty part.
+    #[error("{0:?} is not an image reference: the name, tag or digest is empty")]
+    EmptyImageReferencePart(String),
+    /// Registry auth that is not base64.
+    #[error(
+        "auth is not base64: give base64 of the Docker auth JSON \
+         {{\"username\",\"password\",\"email\",\"serveraddress\"}}"
+    )]
+    AuthNotBase64,
+    /// Registry auth that is base64 of something other than the auth JSON. Only the
+    /// position is kept: the text may hold the secret.
+    #[error(
+        "auth is not base64 of the Docker auth JSON \
+         {{\"username\",\"password\",\"email\",\"serveraddress\"}}: bad JSON at line {line} \
+         column {column}"
+    )]
+    AuthNotJson {
+        /// Line of the first error.
+        line: usize,
+        /// Column of the first error.
+        column: usize,
+    },
+}
+
+impl From<EngineError> for DockerMethodError {
+    fn from(error: EngineError) -> Self {
+        DockerMethodError::Engine(Box::new(error))
+    }
+}
+
+/// Run a container or image method; `method` names it in the words of the outcome.
 pub async fn run(
     method: Method,
+    operation: Operation,
     message: &Message,
     context: &Context,
     chunks: &ChunkSink,
 ) -> Outcome {
     let started = now_millis();
     // Logs decide their own ending: a followed stream that reaches methodTimeout is done.
-    if method == Method::ContainerLogs {
+    if operation == Operation::Logs {
         return logs::run(message, context, chunks, started).await;
     }
     let work = async {
         let docker = client(context).await?;
-        match method {
-            Method::ContainerRun => create::run(&docker, message, context, true).await,
-            Method::ContainerCreate => create::run(&docker, message, context, false).await,
-            Method::ContainerInspect => query::inspect(&docker, message, context).await,
-            Method::ContainerList => query::list(&docker, message, context).await,
-            Method::ContainerStats => query::stats(&docker, message, context).await,
-            Method::ImagePull => image::pull_method(&docker, message, context).await,
-            Method::ImageList => image::list(&docker, context).await,
-            other => lifecycle::run(other, &docker, message, context).await,
+        match operation {
+            Operation::Create { start } => create::run(&docker, message, context, start).await,
+            Operation::Inspect => query::inspect(&docker, message, context).await,
+            Operation::List => query::list(&docker, message, context).await,
+            Operation::Stats => query::stats(&docker, message, context).await,
+            Operation::ImagePull => image::pull_method(&docker, message, context).await,
+            Operation::ImageList => image::list(&docker, context).await,
+            Operation::Lifecycle(change) => lifecycle::run(change, &docker, message, context).await,
+            Operation::Logs => unreachable!("containerLogs returned above"),
         }
     };
     match bounded(work, method, message, context, started).await {
@@ -97,18 +296,17 @@ pub async fn run(
 }
 
 /// Run `work` until it ends, `methodTimeout` passes or the node shuts down. An error
-/// string becomes a `Failed` outcome.
+/// becomes a `Failed` outcome.
 async fn bounded<T>(
-    work: impl Future<Output = Result<T, String>>,
+    work: impl Future<Output = Result<T, DockerMethodError>>,
     method: Method,
     message: &Message,
     context: &Context,
     started: Millis,
 ) -> Result<T, Outcome> {
     let timeout = context.method_timeout(message);
-    let mut shutdown = context.shutdown.clone();
     let (status, error) = tokio::select! {
-        r = work => return r.map_err(|e| failed(context, started, e)),
+        r = work => return r.map_err(|e| failed(context, started, e.to_string())),
         _ = tokio::time::sleep(timeout) => (
             Status::Timeout,
             format!(
@@ -117,7 +315,7 @@ async fn bounded<T>(
                 timeout.as_secs()
             ),
         ),
-        _ = wait_true(&mut shutdown) => (
+        _ = context.shutdown.cancelled() => (
             Status::Interrupted,
             format!(
                 "the node shut down during {method}; the Docker daemon may still finish it"
@@ -128,13 +326,6 @@ async fn bounded<T>(
         started_at: Some(started),
         ..Outcome::bare(status, &context.node, error, now_millis())
     })
-}
-
-/// Resolve when `rx` becomes true; never, if its sender is gone.
-async fn wait_true(rx: &mut tokio::sync::watch::Receiver<bool>) {
-    if rx.wait_for(|v| *v).await.is_err() {
-        std::future::pending::<()>().await;
-    }
 }
 
 /// Cut stdout at `limit` bytes (on a character boundary) and mark the outcome.
@@ -150,113 +341,24 @@ fn capped(mut outcome: Outcome, limit: usize) -> Outcome {
     outcome
 }
 
-/// Clients by socket path. bollard's client is a cheap handle over a shared transport.
-static CLIENTS: LazyLock<Mutex<HashMap<PathBuf, Docker>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
-
-/// The client for the context's socket, made on first use and kept. A client whose
-/// daemon did not answer is not kept, so the next message tries again.
-async fn client(context: &Context) -> Result<Docker, String> {
-    let socket = context.docker_socket.as_path();
-    let known = CLIENTS
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get(socket)
-        .cloned();
-    if let Some(docker) = known {
-        return Ok(docker);
-    }
-    let Some(path) = socket.to_str() else {
-        return Err(format!(
-            "the Docker socket path {} is not UTF-8; configure a plain path",
-            socket.display()
-        ));
-    };
-    let docker = Docker::connect_with_unix(path, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
-        .map_err(|e| unreachable(socket, &e))?;
-    // bollard asks for its own (newest) API version by default, which older daemons
-    // refuse; agree on the lower of the two once, here.
-    let docker = docker
-        .negotiate_version()
+/// This node's client for its Docker socket, made on first use and kept.
+async fn client(context: &Context) -> Result<Docker, EngineError> {
+    context
+        .state
+        .docker
+        .get(&context.docker_socket, REQUEST_TIMEOUT)
         .await
-        .map_err(|e| unreachable(socket, &e))?;
-    let version = docker.client_version();
-    tracing::debug!(
-        socket = %socket.display(),
-        api = %format!("{}.{}", version.major_version, version.minor_version),
-        "connected to the Docker daemon"
-    );
-    let mut clients = CLIENTS.lock().unwrap_or_else(PoisonError::into_inner);
-    Ok(clients
-        .entry(socket.to_path_buf())
-        .or_insert(docker)
-        .clone())
 }
 
-/// The one error for a daemon that cannot be talked to, whatever the method.
-fn unreachable(socket: &Path, e: &DockerError) -> String {
-    format!(
-        "cannot reach the Docker daemon at {}: {e}; start dockerd or point the node's \
-         Docker socket setting at the right path",
-        socket.display()
-    )
-}
-
-/// True for errors that mean the daemon could not be talked to at all.
-fn is_connection_error(e: &DockerError) -> bool {
-    matches!(
-        e,
-        DockerError::SocketNotFoundError(_)
-            | DockerError::HyperLegacyError { .. }
-            | DockerError::HyperResponseError { .. }
-            | DockerError::HttpClientError { .. }
-            | DockerError::IOError { .. }
-            | DockerError::RequestTimeoutError
-    )
-}
-
-/// Words for a failed Docker call: `action` says what was tried ("stop", "pull alpine"),
+/// Explain a failed Docker call: `action` says what was tried ("stop", "pull alpine"),
 /// `container` names the container it was tried on, if any.
-fn failure(context: &Context, e: &DockerError, action: &str, container: Option<&str>) -> String {
-    match (e, container) {
-        (
-            DockerError::DockerResponseServerError {
-                status_code: 404, ..
-            },
-            Some(id),
-        ) => {
-            format!("no such container: {id}; list them with containerList (data [\"all\"])")
-        }
-        (DockerError::DockerResponseServerError { message, .. }, Some(id)) => {
-            format!(
-                "cannot {action} {id}: the Docker daemon said: {}",
-                message.trim()
-            )
-        }
-        (DockerError::DockerResponseServerError { message, .. }, None) => {
-            format!(
-                "cannot {action}: the Docker daemon said: {}",
-                message.trim()
-            )
-        }
-        (DockerError::DockerStreamError { error }, _) => {
-            format!("cannot {action}: the Docker daemon said: {}", error.trim())
-        }
-        (e, _) if is_connection_error(e) => unreachable(&context.docker_socket, e),
-        (e, Some(id)) => format!("cannot {action} {id}: {e}"),
-        (e, None) => format!("cannot {action}: {e}"),
-    }
-}
-
-/// True when the daemon answered 404 (no such container, image, …).
-fn is_not_found(e: &DockerError) -> bool {
-    matches!(
-        e,
-        DockerError::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
-    )
+fn failure(
+    context: &Context,
+    error: DockerError,
+    action: &str,
+    container: Option<&str>,
+) -> DockerMethodError {
+    EngineError::from_call(&context.docker_socket, error, action, container).into()
 }
 
 /// `data[i]`, trimmed, when given and not empty.
@@ -270,10 +372,8 @@ fn arg(message: &Message, i: usize) -> Option<&str> {
 
 /// `data[0]` as a container id, id prefix or name. It goes into a URL path, so only the
 /// characters Docker allows in names and ids pass.
-fn container_arg(message: &Message) -> Result<&str, String> {
-    let raw = arg(message, 0).ok_or(
-        "no container given: data[0] must be a container id, id prefix or name".to_string(),
-    )?;
+fn container_arg(message: &Message) -> Result<&str, DockerMethodError> {
+    let raw = arg(message, 0).ok_or(DockerMethodError::NoContainerGiven)?;
     let name = raw.strip_prefix('/').unwrap_or(raw);
     let valid = !name.is_empty()
         && name.len() <= 255
@@ -282,20 +382,23 @@ fn container_arg(message: &Message) -> Result<&str, String> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
     if !valid {
-        return Err(format!(
-            "{raw:?} is not a container id or name: use letters, digits, '_', '.' and '-'"
-        ));
+        return Err(DockerMethodError::NotAContainerName {
+            given: raw.to_string(),
+        });
     }
     Ok(name)
 }
 
 /// `data[i]` as whole seconds, or `default` when not given.
-fn seconds_arg(message: &Message, i: usize, default: i32) -> Result<i32, String> {
+fn seconds_arg(message: &Message, i: usize, default: i32) -> Result<i32, DockerMethodError> {
     match arg(message, i) {
         None => Ok(default),
         Some(s) => s
             .parse::<u16>()
             .map(i32::from)
-            .map_err(|_| format!("data[{i}] {s:?} must be whole seconds (0 to 65535)")),
+            .map_err(|_| DockerMethodError::NotSeconds {
+                index: i,
+                given: s.to_string(),
+            }),
     }
 }

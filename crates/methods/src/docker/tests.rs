@@ -9,10 +9,15 @@ use std::time::{Duration, Instant};
 
 use bosun_proto::{Message, Method, Outcome, Status, new_id};
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-use super::run;
 use crate::{ChunkSink, Context, test_context};
+
+/// Run a container or image method as the node would.
+async fn run(method: Method, message: &Message, context: &Context, chunks: &ChunkSink) -> Outcome {
+    crate::run(method, message, context, chunks).await.outcome
+}
 
 /// Names of the containers a test made; `docker rm -f` on each when dropped.
 struct Cleanup(Vec<String>);
@@ -49,8 +54,7 @@ fn setup() -> Option<(String, Context)> {
 }
 
 fn context() -> Context {
-    let (_tx, rx) = watch::channel(false);
-    test_context("n1", rx)
+    test_context("n1", Default::default())
 }
 
 fn message(method: Method, data: &[&str]) -> Message {
@@ -436,7 +440,8 @@ async fn followed_logs_stream_until_the_container_stops_or_time_runs_out() {
     let spec = json!({
         "image": image,
         "name": cleanup.name("logs-follow"),
-        "command": ["sh", "-c", "echo line0; sleep 1; for i in 1 2 3; do echo line$i; sleep 0.3; done"],
+        // The rest waits for the test to create /tmp/go, once line0 has arrived.
+        "command": ["sh", "-c", "echo line0; while [ ! -e /tmp/go ]; do sleep 0.05; done; for i in 1 2 3; do echo line$i; done"],
     });
     let id = start_container(&ctx, spec).await;
     let (tx, mut rx) = mpsc::channel(64);
@@ -445,11 +450,16 @@ async fn followed_logs_stream_until_the_container_stops_or_time_runs_out() {
         let ctx = ctx.clone();
         tokio::spawn(async move { run(Method::ContainerLogs, &m, &ctx, &ChunkSink::new(tx)).await })
     };
-    let first = tokio::time::timeout(Duration::from_millis(900), rx.recv())
+    let first = tokio::time::timeout(Duration::from_secs(15), rx.recv())
         .await
         .expect("the first line comes while the container still runs")
         .expect("a chunk");
     assert_eq!(first, "line0\n");
+    let go = Command::new("docker")
+        .args(["exec", &id, "touch", "/tmp/go"])
+        .status()
+        .unwrap();
+    assert!(go.success(), "docker exec touch /tmp/go");
     let outcome = tokio::time::timeout(Duration::from_secs(15), task)
         .await
         .expect("the follow ends when the container stops")
@@ -499,19 +509,22 @@ async fn method_timeout_and_shutdown_end_a_call_early() {
     assert!(o.error.unwrap().contains("methodTimeout of 1s"));
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 
-    let (stop, rx) = watch::channel(false);
+    let stop = CancellationToken::new();
     let ctx = Context {
-        shutdown: rx,
+        shutdown: stop.clone(),
         ..ctx
     };
     let m = message(Method::ContainerLogs, &[&id, "follow"]);
-    let (tx, _rx) = mpsc::channel(64);
+    let (tx, mut chunks) = mpsc::channel(64);
     let task =
         tokio::spawn(
             async move { run(Method::ContainerLogs, &m, &ctx, &ChunkSink::new(tx)).await },
         );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.send(true).unwrap();
+    // The logs so far have come: the follow is under way.
+    tokio::time::timeout(Duration::from_secs(10), chunks.recv())
+        .await
+        .expect("the logs so far arrive");
+    stop.cancel();
     let o = tokio::time::timeout(Duration::from_secs(5), task)
         .await
         .expect("shutdown ends the follow")
@@ -841,6 +854,7 @@ mod pure {
         assert_eq!(creds.serveraddress.as_deref(), Some("r:5000"));
         let secret = base64::engine::general_purpose::STANDARD.encode(r#"{"password": 12345}"#);
         let error = decode_auth(&secret).unwrap_err();
+        let error = error.to_string();
         assert!(!error.contains("12345"), "the secret stays out: {error}");
     }
 
