@@ -141,10 +141,10 @@ macro_rules! settings {
 
         impl Config {
             /// Lay the values one layer gives for `key` over this config.
-            fn apply_values(&mut self, key: &str, values: &[OsString]) -> Result<(), String> {
+            fn apply_values(&mut self, key: &str, values: &[OsString]) -> Result<(), ValueError> {
                 match key {
                     $(stringify!($field) => SettingValue::apply(&mut self.$field, values),)*
-                    _ => Err(format!("no setting is called `{key}`")),
+                    _ => Err(ValueError::UnknownSetting { key: key.to_string() }),
                 }
             }
         }
@@ -380,26 +380,75 @@ pub enum ConfigError {
     },
 }
 
+/// Why a value from the file, the environment or a flag does not fit its setting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    /// No setting has this key.
+    #[error("no setting is called `{key}`")]
+    UnknownSetting {
+        /// The key given.
+        key: String,
+    },
+    /// The value is not text.
+    #[error("{text:?} is not valid UTF-8")]
+    NotUtf8 {
+        /// The value, shown lossily.
+        text: String,
+    },
+    /// A listen address that does not parse.
+    #[error("{text:?} is not an address; use HOST:PORT, e.g. 127.0.0.1:8090")]
+    NotAnAddress {
+        /// The value given.
+        text: String,
+    },
+    /// A switch that is neither `true` nor `false`.
+    #[error("{text:?} is neither true nor false")]
+    NotABool {
+        /// The value given.
+        text: String,
+    },
+    /// A number that does not parse or does not fit.
+    #[error("{text:?} is not a whole number from 0 to {max}: {reason}")]
+    NotANumber {
+        /// The value given.
+        text: String,
+        /// The largest value the setting takes.
+        max: u64,
+        /// The parser's words.
+        reason: String,
+    },
+    /// A label without `=`.
+    #[error("{text:?} is not KEY=VALUE")]
+    NotALabel {
+        /// The value given.
+        text: String,
+    },
+    /// The flag or variable was given without a value.
+    #[error("no value given")]
+    Missing,
+}
+
 /// How values from the environment or the command line are laid over a setting.
 trait SettingValue {
     /// Lay the values one layer gives over the current value.
-    fn apply(&mut self, values: &[OsString]) -> Result<(), String>;
+    fn apply(&mut self, values: &[OsString]) -> Result<(), ValueError>;
 }
 
 /// One value read from its text.
 trait FromText: Sized {
-    fn from_text(text: &OsString) -> Result<Self, String>;
+    fn from_text(text: &OsString) -> Result<Self, ValueError>;
 }
 
-fn utf8(text: &OsString) -> Result<&str, String> {
-    text.to_str()
-        .ok_or_else(|| format!("{text:?} is not valid UTF-8"))
+fn utf8(text: &OsString) -> Result<&str, ValueError> {
+    text.to_str().ok_or_else(|| ValueError::NotUtf8 {
+        text: text.to_string_lossy().into_owned(),
+    })
 }
 
-fn parse_address(text: &str) -> Result<SocketAddr, String> {
-    text.trim()
-        .parse()
-        .map_err(|_| format!("{text:?} is not an address; use HOST:PORT, e.g. 127.0.0.1:8090"))
+fn parse_address(text: &str) -> Result<SocketAddr, ValueError> {
+    text.trim().parse().map_err(|_| ValueError::NotAnAddress {
+        text: text.to_string(),
+    })
 }
 
 /// Listen addresses in the file, with the same message as from a flag.
@@ -412,29 +461,31 @@ fn deserialize_address<'de, D: serde::Deserializer<'de>>(
 }
 
 impl FromText for String {
-    fn from_text(text: &OsString) -> Result<Self, String> {
+    fn from_text(text: &OsString) -> Result<Self, ValueError> {
         utf8(text).map(str::to_string)
     }
 }
 
 impl FromText for PathBuf {
-    fn from_text(text: &OsString) -> Result<Self, String> {
+    fn from_text(text: &OsString) -> Result<Self, ValueError> {
         Ok(PathBuf::from(text))
     }
 }
 
 impl FromText for SocketAddr {
-    fn from_text(text: &OsString) -> Result<Self, String> {
+    fn from_text(text: &OsString) -> Result<Self, ValueError> {
         parse_address(utf8(text)?)
     }
 }
 
 impl FromText for bool {
-    fn from_text(text: &OsString) -> Result<Self, String> {
+    fn from_text(text: &OsString) -> Result<Self, ValueError> {
         match utf8(text)?.trim() {
             "true" => Ok(true),
             "false" => Ok(false),
-            other => Err(format!("{other:?} is neither true nor false")),
+            other => Err(ValueError::NotABool {
+                text: other.to_string(),
+            }),
         }
     }
 }
@@ -442,11 +493,15 @@ impl FromText for bool {
 macro_rules! numbers_from_text {
     ($($type:ty),*) => {$(
         impl FromText for $type {
-            fn from_text(text: &OsString) -> Result<Self, String> {
+            fn from_text(text: &OsString) -> Result<Self, ValueError> {
                 let text = utf8(text)?;
                 text.trim()
-                    .parse()
-                    .map_err(|error| format!("{text:?} is not a whole number from 0 to {}: {error}", <$type>::MAX))
+                    .parse::<$type>()
+                    .map_err(|error| ValueError::NotANumber {
+                        text: text.to_string(),
+                        max: <$type>::MAX as u64,
+                        reason: error.to_string(),
+                    })
             }
         }
     )*};
@@ -454,20 +509,20 @@ macro_rules! numbers_from_text {
 numbers_from_text!(u32, u64, usize);
 
 /// The value in effect for a single-valued setting given several times: the last one.
-fn last(values: &[OsString]) -> Result<&OsString, String> {
-    values.last().ok_or_else(|| "no value given".to_string())
+fn last(values: &[OsString]) -> Result<&OsString, ValueError> {
+    values.last().ok_or(ValueError::Missing)
 }
 
 macro_rules! single_values {
     ($($type:ty),*) => {$(
         impl SettingValue for $type {
-            fn apply(&mut self, values: &[OsString]) -> Result<(), String> {
+            fn apply(&mut self, values: &[OsString]) -> Result<(), ValueError> {
                 *self = FromText::from_text(last(values)?)?;
                 Ok(())
             }
         }
         impl SettingValue for Option<$type> {
-            fn apply(&mut self, values: &[OsString]) -> Result<(), String> {
+            fn apply(&mut self, values: &[OsString]) -> Result<(), ValueError> {
                 *self = Some(FromText::from_text(last(values)?)?);
                 Ok(())
             }
@@ -477,7 +532,7 @@ macro_rules! single_values {
 single_values!(String, PathBuf, SocketAddr, bool, u32, u64, usize);
 
 /// Items of a list setting: each value split at commas, trimmed, empty ones dropped.
-fn list_items(values: &[OsString]) -> Result<Vec<String>, String> {
+fn list_items(values: &[OsString]) -> Result<Vec<String>, ValueError> {
     let mut items = Vec::new();
     for value in values {
         items.extend(
@@ -493,7 +548,7 @@ fn list_items(values: &[OsString]) -> Result<Vec<String>, String> {
 
 /// Broker URLs: a layer's list replaces the one below.
 impl SettingValue for Vec<String> {
-    fn apply(&mut self, values: &[OsString]) -> Result<(), String> {
+    fn apply(&mut self, values: &[OsString]) -> Result<(), ValueError> {
         *self = list_items(values)?;
         Ok(())
     }
@@ -501,11 +556,11 @@ impl SettingValue for Vec<String> {
 
 /// Labels: a layer's `KEY=VALUE` pairs are added to those below.
 impl SettingValue for BTreeMap<String, String> {
-    fn apply(&mut self, values: &[OsString]) -> Result<(), String> {
+    fn apply(&mut self, values: &[OsString]) -> Result<(), ValueError> {
         for pair in list_items(values)? {
             let (key, value) = pair
                 .split_once('=')
-                .ok_or_else(|| format!("{pair:?} is not KEY=VALUE"))?;
+                .ok_or_else(|| ValueError::NotALabel { text: pair.clone() })?;
             self.insert(key.trim().to_string(), value.trim().to_string());
         }
         Ok(())
@@ -581,10 +636,10 @@ impl Config {
                 .unwrap_or_else(|| "the command line".to_string());
             config
                 .apply_values(given.key, &given.values)
-                .map_err(|reason| ConfigError::Value {
+                .map_err(|error| ConfigError::Value {
                     key: given.key,
                     origin: origin.clone(),
-                    reason,
+                    reason: error.to_string(),
                 })?;
             origins.insert(given.key, origin);
         }

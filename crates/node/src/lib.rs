@@ -44,6 +44,6 @@ pub mod placement;
 mod receiver;
 mod sinks;
 
-pub use config::{Config, ConfigError, Layer, Override, Sources};
+pub use config::{Config, ConfigError, Layer, Override, Sources, ValueError};
 pub use fleet::{FleetNode, Liveness};
 pub use node::{Node, NodeError, StatusReport, SubmitError, Submitted};
