@@ -1,0 +1,157 @@
+//! Placement: where `instances: N` containers go. Candidates are the live nodes of the
+//! fleet registry (optionally only those named in `toNodes`) whose labels match the
+//! message's `constraints` and whose free memory fits the containers placed on them.
+//! Containers are spread evenly: counts per node differ by at most one, and nodes with
+//! more free memory are filled first.
+
+use std::collections::BTreeMap;
+
+use crate::liveness::Liveness;
+
+/// One node of the fleet registry, as placement sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// The node's name.
+    pub name: String,
+    /// Whether its hellos arrive on time.
+    pub liveness: Liveness,
+    /// Its labels, from its last hello.
+    pub labels: BTreeMap<String, String>,
+    /// Its free memory in MiB, from its last hello (0 when unknown).
+    pub free_memory_mb: u64,
+}
+
+/// Why a node was not a candidate, for the error when nothing fits.
+fn unfit(
+    node: &Candidate,
+    constraints: &BTreeMap<String, String>,
+    memory_mb: u64,
+) -> Option<String> {
+    if node.liveness != Liveness::Alive {
+        return Some(format!("{} is {:?}", node.name, node.liveness).to_lowercase());
+    }
+    for (k, v) in constraints {
+        let has = node.labels.get(k).map(String::as_str);
+        if has != Some(v.as_str()) {
+            return Some(format!(
+                "{} has {k}={} (wants {k}={v})",
+                node.name,
+                has.unwrap_or("<unset>")
+            ));
+        }
+    }
+    let free_mb = node.free_memory_mb;
+    if memory_mb > 0 && free_mb < memory_mb {
+        return Some(format!(
+            "{} has {free_mb} MiB free (wants {memory_mb} MiB)",
+            node.name
+        ));
+    }
+    None
+}
+
+/// Choose a node for each of `instances` containers of `memory_mb` MiB each.
+pub fn place(
+    fleet: &[Candidate],
+    only: &[String],
+    instances: u32,
+    constraints: &BTreeMap<String, String>,
+    memory_mb: u64,
+) -> Result<Vec<String>, String> {
+    if instances == 0 {
+        return Err("instances must be at least 1".into());
+    }
+    let mut reasons = Vec::new();
+    // (name, free MiB) of every candidate, most free memory first, then by name.
+    let mut candidates: Vec<(String, u64)> = fleet
+        .iter()
+        .filter(|n| only.is_empty() || only.iter().any(|o| o == "*" || *o == n.name))
+        .filter_map(|n| match unfit(n, constraints, memory_mb) {
+            Some(reason) => {
+                reasons.push(reason);
+                None
+            }
+            None => Some((n.name.clone(), n.free_memory_mb)),
+        })
+        .collect();
+    candidates.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    if candidates.is_empty() {
+        let why = if reasons.is_empty() {
+            "the fleet registry is empty (no hellos yet)".to_string()
+        } else {
+            reasons.join("; ")
+        };
+        return Err(format!("no live node fits: {why}"));
+    }
+    let mut placed: Vec<String> = Vec::new();
+    let mut load: BTreeMap<&str, u64> = BTreeMap::new();
+    for i in 0..instances as usize {
+        // Round robin over the candidates that still have room.
+        let mut chosen = None;
+        for offset in 0..candidates.len() {
+            let (name, free) = &candidates[(i + offset) % candidates.len()];
+            let used = load.get(name.as_str()).copied().unwrap_or(0);
+            if memory_mb == 0 || free.saturating_sub(used) >= memory_mb {
+                chosen = Some(name);
+                break;
+            }
+        }
+        let Some(name) = chosen else {
+            return Err(format!(
+                "not enough free memory for {instances} containers of {memory_mb} MiB on the {} candidate node(s)",
+                candidates.len()
+            ));
+        };
+        *load.entry(name).or_default() += memory_mb;
+        placed.push(name.clone());
+    }
+    Ok(placed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, liveness: Liveness, free_mb: u64, role: &str) -> Candidate {
+        Candidate {
+            name: name.into(),
+            liveness,
+            labels: [("role".to_string(), role.to_string())].into(),
+            free_memory_mb: free_mb,
+        }
+    }
+
+    #[test]
+    fn spreads_evenly_over_live_nodes() {
+        let fleet = vec![
+            node("a", Liveness::Alive, 1000, "worker"),
+            node("b", Liveness::Alive, 1000, "worker"),
+            node("c", Liveness::Down, 9000, "worker"),
+        ];
+        let placed = place(&fleet, &[], 4, &BTreeMap::new(), 0).unwrap();
+        assert_eq!(placed.iter().filter(|n| *n == "a").count(), 2);
+        assert_eq!(placed.iter().filter(|n| *n == "b").count(), 2);
+    }
+
+    #[test]
+    fn constraints_and_memory_filter_and_explain() {
+        let fleet = vec![
+            node("m", Liveness::Alive, 8000, "manager"),
+            node("w", Liveness::Alive, 500, "worker"),
+            node("w2", Liveness::Alive, 4000, "worker"),
+        ];
+        let role: BTreeMap<String, String> = [("role".to_string(), "worker".to_string())].into();
+        assert_eq!(place(&fleet, &[], 1, &role, 1024).unwrap(), vec!["w2"]);
+        let err = place(&fleet, &[], 1, &role, 10_000).unwrap_err();
+        assert!(
+            err.contains("m has role=manager") && err.contains("w2 has 4000 MiB free"),
+            "{err}"
+        );
+        let err = place(&fleet, &[], 5, &role, 1000).unwrap_err();
+        assert!(err.contains("not enough free memory"), "{err}");
+        assert_eq!(
+            place(&fleet, &["w".into()], 1, &role, 0).unwrap(),
+            vec!["w"]
+        );
+    }
+}
