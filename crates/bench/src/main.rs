@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bosun_bus::{NatsOptions, NatsTransport, Transport};
-use bosun_node::client;
-use bosun_node::control::ControlRequest;
+use bosun_ingress::client;
+use bosun_ingress::control::ControlRequest;
 use bosun_testkit::{NatsServer, NodeProcess};
 use bytes::Bytes;
 use futures::StreamExt;

@@ -93,18 +93,19 @@ pub(crate) async fn run(
         });
         messages.insert(r.message.id().to_string(), r.message);
     }
-    let mut shutdown = inner.shutdown.subscribe();
+    let shutdown = inner.shutdown.clone();
     loop {
-        if !*shutdown.borrow() {
+        if !shutdown.is_cancelled() {
             for item in lanes.take_ready() {
                 let Some(message) = messages.remove(&item.id) else {
                     lanes.done(&item);
                     continue;
                 };
                 inner.running.fetch_add(1, Ordering::SeqCst);
+                let tracker = inner.tracker.clone();
                 let inner = inner.clone();
                 let done = done_tx.clone();
-                tokio::spawn(async move {
+                tracker.spawn(async move {
                     run_one(&inner, message).await;
                     inner.running.fetch_sub(1, Ordering::SeqCst);
                     let _ = done.send(item);
@@ -120,7 +121,7 @@ pub(crate) async fn run(
                 None => break,
             },
             Some(item) = done_rx.recv() => lanes.done(&item),
-            _ = crate::node::until_true(&mut shutdown) => {
+            _ = shutdown.cancelled() => {
                 // Stop starting work; messages not started stay in the inbox and run
                 // after the next start.
                 break;
@@ -137,7 +138,7 @@ async fn run_one(inner: &Arc<Inner>, message: Message) {
     let mut tries = 0;
     while let Err(e) = inner.store.start(&id, started_at).await {
         tries += 1;
-        if tries >= 30 || *inner.shutdown.borrow() {
+        if tries >= 30 || inner.shutdown.is_cancelled() {
             tracing::error!(id, error = %e, "cannot record the start; not running it (it runs after the next start-up)");
             return;
         }
@@ -173,7 +174,9 @@ async fn run_one(inner: &Arc<Inner>, message: Message) {
     .emit(&inner.metrics);
     let (chunks, forwarder) = if method.is_streaming() {
         let (tx, rx) = mpsc::channel(64);
-        let forwarder = tokio::spawn(forward_chunks(inner.clone(), message.clone(), rx));
+        let forwarder = inner
+            .tracker
+            .spawn(forward_chunks(inner.clone(), message.clone(), rx));
         (bosun_methods::ChunkSink::new(tx), Some(forwarder))
     } else {
         (bosun_methods::ChunkSink::none(), None)
@@ -197,7 +200,9 @@ async fn run_one(inner: &Arc<Inner>, message: Message) {
             "the work was prepared but its messages could not be queued: {e}"
         ));
     }
-    if outcome.status == Status::Interrupted && message.rerun_on_restart && *inner.shutdown.borrow()
+    if outcome.status == Status::Interrupted
+        && message.rerun_on_restart
+        && inner.shutdown.is_cancelled()
     {
         // Left as `running` in the inbox: the next start-up runs it again, as asked.
         tracing::info!(

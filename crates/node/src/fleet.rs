@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use bosun_core::Liveness;
 use bosun_proto::{Message, Millis};
 use bosun_store::FleetRecord;
 use serde::{Deserialize, Serialize};
@@ -33,18 +34,6 @@ pub(crate) fn record_from_hello(from: &str, message: &Message, now: Millis) -> F
     }
 }
 
-/// How a node looks from here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Liveness {
-    /// Hellos arrive on time.
-    Alive,
-    /// Missed `suspect_after_missed` hellos.
-    Suspect,
-    /// Missed `down_after_missed` hellos.
-    Down,
-}
-
 /// One row of `bosun nodes`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -70,18 +59,13 @@ pub fn liveness(
     suspect_after: u64,
     down_after: u64,
 ) -> Liveness {
-    let interval_ms = record
-        .hello_interval_secs
-        .clamp(1, bosun_proto::message::MAX_SECONDS)
-        * 1000;
-    let age = now.saturating_sub(record.last_seen);
-    if age > interval_ms.saturating_mul(down_after.max(1)) {
-        Liveness::Down
-    } else if age > interval_ms.saturating_mul(suspect_after.max(1)) {
-        Liveness::Suspect
-    } else {
-        Liveness::Alive
-    }
+    bosun_core::liveness::liveness(
+        record.last_seen,
+        record.hello_interval_secs,
+        now,
+        suspect_after,
+        down_after,
+    )
 }
 
 /// The registry as rows, at `now`.
@@ -118,13 +102,13 @@ pub(crate) async fn hello_loop(inner: Arc<Inner>) {
     if interval == 0 {
         return;
     }
-    let mut shutdown = inner.shutdown.subscribe();
+    let shutdown = inner.shutdown.clone();
     let mut tick = tokio::time::interval(Duration::from_secs(interval));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = crate::node::until_true(&mut shutdown) => return,
+            _ = shutdown.cancelled() => return,
         }
         let body = HelloBody {
             interval_secs: interval,
@@ -189,13 +173,13 @@ pub(crate) async fn ship_capture(inner: Arc<Inner>) {
     if !inner.config.capture_ship || central == inner.name() {
         return;
     }
-    let mut shutdown = inner.shutdown.subscribe();
+    let shutdown = inner.shutdown.clone();
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     let (mut file, mut offset) = (capture.current_file(), 0u64);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = crate::node::until_true(&mut shutdown) => return,
+            _ = shutdown.cancelled() => return,
         }
         let now_file = capture.current_file();
         if now_file != file {
@@ -234,12 +218,12 @@ pub(crate) async fn ship_capture(inner: Arc<Inner>) {
 
 /// Prune finished messages older than the retention, at start and then hourly.
 pub(crate) async fn prune_loop(inner: Arc<Inner>) {
-    let mut shutdown = inner.shutdown.subscribe();
+    let shutdown = inner.shutdown.clone();
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = crate::node::until_true(&mut shutdown) => return,
+            _ = shutdown.cancelled() => return,
         }
         let keep_ms = inner.config.retention_days.max(1) * 24 * 3600 * 1000;
         match inner
@@ -250,6 +234,28 @@ pub(crate) async fn prune_loop(inner: Arc<Inner>) {
             Ok(0) => {}
             Ok(n) => tracing::info!(records = n, "pruned finished messages past retention"),
             Err(e) => tracing::warn!(error = %e, "pruning failed"),
+        }
+    }
+}
+
+impl FleetNode {
+    /// This node as placement sees it: labels and free memory from its inventory.
+    pub fn candidate(&self) -> bosun_core::Candidate {
+        let labels = self.inventory["labels"]
+            .as_object()
+            .map(|labels| {
+                labels
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        bosun_core::Candidate {
+            name: self.name.clone(),
+            liveness: self.status,
+            labels,
+            free_memory_mb: self.inventory["memAvailableBytes"].as_u64().unwrap_or(0)
+                / (1024 * 1024),
         }
     }
 }

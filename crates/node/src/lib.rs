@@ -25,22 +25,14 @@
 //! that a sent message reached a final state.
 
 pub mod audit;
-pub mod capture;
-pub mod client;
 pub mod config;
-pub mod control;
 mod errorlog;
 pub mod events;
 mod executor;
 pub mod fleet;
-pub mod http;
-pub mod inputs;
-pub mod lsdsuite;
 pub mod metrics;
 pub mod node;
-pub mod ops;
 mod outbox;
-pub mod placement;
 mod receiver;
 mod sinks;
 

@@ -1,7 +1,7 @@
 //! [`Node`]: start-up with recovery, submit, status, wait and shutdown.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use bosun_bus::Transport;
@@ -9,8 +9,9 @@ use bosun_proto::wire::{self, Request, WIRE_VERSION};
 use bosun_proto::{Message, Method, Outcome, State, Status};
 use bosun_store::{InboxRecord, SentRecord, Store, StoreError};
 use serde::Serialize;
-use tokio::sync::{broadcast, mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::executor::{self, InboxCmd};
@@ -29,7 +30,10 @@ pub(crate) struct Inner {
     pub inbox: mpsc::UnboundedSender<InboxCmd>,
     /// The id of every sent message that reaches a final state.
     pub finished: broadcast::Sender<String>,
-    pub shutdown: watch::Sender<bool>,
+    /// Cancelled when the node begins to shut down.
+    pub shutdown: CancellationToken,
+    /// Every task of the node (loops, handlers, capture, listeners) runs on it.
+    pub tracker: TaskTracker,
     pub methods: bosun_methods::Context,
     /// Handlers running now.
     pub running: AtomicUsize,
@@ -38,7 +42,7 @@ pub(crate) struct Inner {
     /// Every message submitted or received, as JSON lines (off when `audit_max_bytes` is 0).
     pub audit: Option<crate::audit::AuditLog>,
     /// The event stream (LSDSuite capture), when on.
-    pub capture: Option<crate::capture::Capture>,
+    pub capture: Option<bosun_capture::Capture>,
     /// Messages with a `schedule`, for the scheduler task to repeat.
     pub schedules: mpsc::UnboundedSender<Message>,
     /// Per replied-to message: the next chunk number its sink will write.
@@ -70,7 +74,7 @@ impl Inner {
             ..Default::default()
         };
         let inner = self.clone();
-        tokio::spawn(async move {
+        self.tracker.spawn(async move {
             if let Err(e) = inner.submit(vec![report]).await {
                 tracing::warn!(error = %e, "cannot forward an error to central");
             }
@@ -132,8 +136,11 @@ impl Inner {
                     })
                     .and_then(|s| s.memory_mb)
                     .unwrap_or(0);
-                let fleet = crate::fleet::view(self, now)?;
-                destinations = crate::placement::place(
+                let fleet: Vec<bosun_core::Candidate> = crate::fleet::view(self, now)?
+                    .iter()
+                    .map(crate::FleetNode::candidate)
+                    .collect();
+                destinations = bosun_core::placement::place(
                     &fleet,
                     &destinations,
                     instances,
@@ -224,7 +231,6 @@ impl Inner {
 #[derive(Clone)]
 pub struct Node {
     pub(crate) inner: Arc<Inner>,
-    tasks: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
 }
 
 /// Why a node could not start.
@@ -357,15 +363,16 @@ impl Node {
         let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
         let (schedules_tx, schedules_rx) = mpsc::unbounded_channel();
         let (finished, _) = broadcast::channel(16 * 1024);
-        let (shutdown, shutdown_rx) = watch::channel(false);
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
         let capture = if config.capture {
-            let capture_config = crate::capture::CaptureConfig {
+            let capture_config = bosun_capture::CaptureConfig {
                 node: config.name.clone(),
                 dir: config
                     .capture_dir
                     .clone()
                     .unwrap_or_else(|| config.data_dir.join("capture")),
-                file: crate::capture::DEFAULT_FILE.into(),
+                file: bosun_capture::DEFAULT_FILE.into(),
                 syslog_socket: Some(
                     config
                         .syslog_socket
@@ -375,7 +382,7 @@ impl Node {
                 docker_socket: config.docker_socket.clone(),
                 stats_interval: Duration::from_secs(config.stats_interval_secs.max(1)),
             };
-            match crate::capture::Capture::start(capture_config, shutdown_rx.clone()).await {
+            match bosun_capture::Capture::start(capture_config, shutdown.clone(), &tracker).await {
                 Ok(c) => Some(c),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot start the event stream capture; running without it");
@@ -390,7 +397,7 @@ impl Node {
             output_limit: config.output_limit_bytes,
             default_method_timeout: Duration::from_secs(config.method_timeout_secs),
             kill_grace: Duration::from_secs(config.kill_grace_secs.max(1)),
-            shutdown: shutdown_rx,
+            shutdown: methods_shutdown(&shutdown, &tracker),
             data_dir: config.data_dir.clone(),
             labels: config.labels.clone(),
             served: Default::default(),
@@ -406,6 +413,7 @@ impl Node {
             inbox: inbox_tx,
             finished,
             shutdown,
+            tracker,
             methods,
             running: AtomicUsize::new(0),
             sink_progress: Default::default(),
@@ -425,26 +433,22 @@ impl Node {
             ))
             .await?;
 
-        let tasks = vec![
-            tokio::spawn(outbox::run(inner.clone(), outbox_rx, outbox_entries)),
-            tokio::spawn(executor::run(inner.clone(), inbox_rx, to_run)),
-            tokio::spawn(receiver::run(inner.clone(), subscription)),
-            tokio::spawn(crate::fleet::hello_loop(inner.clone())),
-            tokio::spawn(crate::fleet::prune_loop(inner.clone())),
-            tokio::spawn(scheduler(inner.clone(), schedules_rx)),
-            tokio::spawn(gauges(inner.clone())),
-            tokio::spawn(crate::fleet::ship_capture(inner.clone())),
-        ];
+        let tracker = &inner.tracker;
+        tracker.spawn(outbox::run(inner.clone(), outbox_rx, outbox_entries));
+        tracker.spawn(executor::run(inner.clone(), inbox_rx, to_run));
+        tracker.spawn(receiver::run(inner.clone(), subscription));
+        tracker.spawn(crate::fleet::hello_loop(inner.clone()));
+        tracker.spawn(crate::fleet::prune_loop(inner.clone()));
+        tracker.spawn(scheduler(inner.clone(), schedules_rx));
+        tracker.spawn(gauges(inner.clone()));
+        tracker.spawn(crate::fleet::ship_capture(inner.clone()));
         tracing::info!(
             node = inner.name(),
             transport = inner.transport.describe(),
             data_dir = %inner.config.data_dir.display(),
             "node started"
         );
-        Ok(Node {
-            inner,
-            tasks: Arc::new(std::sync::Mutex::new(tasks)),
-        })
+        Ok(Node { inner })
     }
 
     /// This node's name.
@@ -564,28 +568,41 @@ impl Node {
         self.inner.store.depths()
     }
 
-    /// A receiver that becomes true when the node begins to shut down.
-    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
-        self.inner.shutdown.subscribe()
+    /// The token cancelled when the node begins to shut down. Whatever serves the node
+    /// (listeners, folders) stops on it.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
     }
 
-    /// Stop gracefully: stop taking work, interrupt running handlers (their outcome is
-    /// recorded and their reply queued), give the outbox a moment to drain, then make
-    /// everything durable and close the store.
+    /// The tracker every task of the node runs on. Spawn the node's listeners on it, so
+    /// that [`Node::shutdown`] waits for them before it closes the store.
+    pub fn tracker(&self) -> TaskTracker {
+        self.inner.tracker.clone()
+    }
+
+    /// Stop gracefully: cancel the shutdown token (listeners stop, the executor takes no
+    /// new work, running handlers are interrupted and their outcome recorded and reply
+    /// queued, the outbox drains briefly), wait for every task on the tracker within a
+    /// bounded grace, then make everything durable and close the store. Calling it again
+    /// does nothing more.
     pub async fn shutdown(&self) {
-        tracing::info!(node = self.name(), "shutting down");
-        let _ = self.inner.shutdown.send(true);
-        let deadline = tokio::time::Instant::now()
-            + Duration::from_secs(self.inner.config.kill_grace_secs.max(1) * 2 + 2);
-        while self.inner.running.load(Ordering::SeqCst) > 0
-            && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        if self.inner.shutdown.is_cancelled() && self.inner.tracker.is_closed() {
+            return;
         }
-        let tasks: Vec<JoinHandle<()>> =
-            std::mem::take(&mut *self.tasks.lock().expect("tasks lock"));
-        for t in tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+        tracing::info!(node = self.name(), "shutting down");
+        self.inner.shutdown.cancel();
+        self.inner.tracker.close();
+        // Handlers get twice the kill grace to end their processes; the loops and
+        // listeners end on the token at once, the outbox after its short drain.
+        let grace = Duration::from_secs(self.inner.config.kill_grace_secs.max(1) * 2 + 4);
+        if tokio::time::timeout(grace, self.inner.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                tasks = self.inner.tracker.len(),
+                "tasks still running after the shutdown grace; closing anyway"
+            );
         }
         if let Err(e) = self.inner.store.close().await {
             tracing::error!(error = %e, "closing the store");
@@ -596,12 +613,12 @@ impl Node {
 
 /// Keep the queue-depth and fleet gauges current.
 async fn gauges(inner: Arc<Inner>) {
-    let mut shutdown = inner.shutdown.subscribe();
+    let shutdown = inner.shutdown.clone();
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = until_true(&mut shutdown) => return,
+            _ = shutdown.cancelled() => return,
         }
         if let Ok(d) = inner.store.depths() {
             inner.metrics.set_depths(d.outbox, d.inbox_pending);
@@ -624,14 +641,14 @@ async fn gauges(inner: Arc<Inner>) {
 
 /// Start a repeat task for every scheduled message submitted.
 async fn scheduler(inner: Arc<Inner>, mut templates: mpsc::UnboundedReceiver<Message>) {
-    let mut shutdown = inner.shutdown.subscribe();
+    let shutdown = inner.shutdown.clone();
     loop {
         tokio::select! {
             template = templates.recv() => match template {
-                Some(t) => { tokio::spawn(repeat(inner.clone(), t)); }
+                Some(t) => { inner.tracker.spawn(repeat(inner.clone(), t)); }
                 None => return,
             },
-            _ = until_true(&mut shutdown) => return,
+            _ = shutdown.cancelled() => return,
         }
     }
 }
@@ -649,12 +666,12 @@ async fn repeat(inner: Arc<Inner>, template: Message) {
     };
     let started = tokio::time::Instant::now();
     let end = started + Duration::from_secs(total);
-    let mut shutdown = inner.shutdown.subscribe();
+    let shutdown = inner.shutdown.clone();
     let mut next = started + Duration::from_secs(interval.max(1));
     while next <= end {
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {}
-            _ = until_true(&mut shutdown) => return,
+            _ = shutdown.cancelled() => return,
         }
         let mut copy = template.clone();
         copy.id = None;
@@ -673,7 +690,18 @@ pub(crate) fn refused(node: &str, reason: &str) -> Outcome {
     Outcome::bare(Status::Rejected, node, reason, now_millis())
 }
 
-/// Resolve when the watched flag becomes true (or its sender is gone).
-pub(crate) async fn until_true(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|v| *v).await;
+/// The shutdown signal in the form the method handlers' `Context` takes: a watch flag
+/// that becomes true when `shutdown` is cancelled. The one place that adapts the token
+/// for the handlers.
+fn methods_shutdown(
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+) -> tokio::sync::watch::Receiver<bool> {
+    let (sender, receiver) = tokio::sync::watch::channel(false);
+    let shutdown = shutdown.clone();
+    tracker.spawn(async move {
+        shutdown.cancelled().await;
+        let _ = sender.send(true);
+    });
+    receiver
 }

@@ -77,7 +77,7 @@ pub(crate) async fn run(
     for (seq, record) in existing {
         outbox.add(seq, record.message);
     }
-    let mut shutdown = inner.shutdown.subscribe();
+    let shutdown = inner.shutdown.clone();
     let mut drain_until: Option<tokio::time::Instant> = None;
     loop {
         for item in outbox.lanes.take_ready() {
@@ -111,7 +111,7 @@ pub(crate) async fn run(
             Some((id, result)) = results_rx.recv() => outbox.on_result(id, result).await,
             _ = sleep => outbox.fire_timers(),
             _ = tokio::time::sleep(Duration::from_millis(100)), if drain_until.is_some() => {}
-            _ = crate::node::until_true(&mut shutdown), if drain_until.is_none() => {
+            _ = shutdown.cancelled(), if drain_until.is_none() => {
                 // Let replies of interrupted work and sends under way finish, briefly.
                 drain_until = Some(tokio::time::Instant::now() + Duration::from_millis(1500));
             }
@@ -338,7 +338,7 @@ impl Outbox {
         let inner = self.inner.clone();
         let id_owned = id.to_string();
         let note = reason.to_string();
-        tokio::spawn(async move {
+        self.inner.tracker.spawn(async move {
             let _ = store
                 .sent_event(
                     &id_owned,

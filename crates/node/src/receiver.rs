@@ -23,15 +23,16 @@ use crate::node::{Inner, now_millis};
 const MAX_ARRIVALS_AT_ONCE: usize = 4096;
 
 pub(crate) async fn run(inner: Arc<Inner>, mut subscription: bosun_bus::Subscription) {
-    let mut shutdown = inner.shutdown.subscribe();
+    let shutdown = inner.shutdown.clone();
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_ARRIVALS_AT_ONCE));
     loop {
         tokio::select! {
             next = subscription.next() => match next {
                 Some(incoming) => {
                     let Ok(permit) = permits.clone().acquire_owned().await else { break };
+                    let tracker = inner.tracker.clone();
                     let inner = inner.clone();
-                    tokio::spawn(async move {
+                    tracker.spawn(async move {
                         handle(inner, incoming).await;
                         drop(permit);
                     });
@@ -41,7 +42,7 @@ pub(crate) async fn run(inner: Arc<Inner>, mut subscription: bosun_bus::Subscrip
                     break;
                 }
             },
-            _ = crate::node::until_true(&mut shutdown) => break,
+            _ = shutdown.cancelled() => break,
         }
     }
 }

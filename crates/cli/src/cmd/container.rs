@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bosun_node::client;
-use bosun_node::control::ControlRequest;
+use bosun_ingress::client;
+use bosun_ingress::control::ControlRequest;
 use bosun_proto::container::ContainerSpec;
 use bosun_proto::{Message, Method};
 use clap::{Args, Subcommand};

@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use bosun_ingress::client;
+use bosun_ingress::control::ControlRequest;
 use bosun_node::StatusReport;
 use bosun_node::Submitted;
-use bosun_node::client;
-use bosun_node::control::ControlRequest;
 use bosun_proto::{Message, State};
 use clap::Args;
 use serde_json::json;

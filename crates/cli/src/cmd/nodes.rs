@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
+use bosun_ingress::client;
+use bosun_ingress::control::ControlRequest;
 use bosun_node::FleetNode;
-use bosun_node::client;
-use bosun_node::control::ControlRequest;
 use clap::Args;
 
 use super::socket_path;

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use bosun_node::client;
-use bosun_node::control::ControlRequest;
+use bosun_ingress::client;
+use bosun_ingress::control::ControlRequest;
 use bosun_node::{StatusReport, Submitted};
 use clap::Args;
 
@@ -44,7 +44,7 @@ impl SendCmd {
             std::fs::read_to_string(&self.file)
                 .with_context(|| format!("cannot read {}", self.file.display()))?
         };
-        let messages = bosun_node::inputs::parse_messages(&text)
+        let messages = bosun_ingress::inputs::parse_messages(&text)
             .map_err(|e| anyhow::anyhow!("{}: {e}", self.file.display()))?;
         let values = messages
             .iter()

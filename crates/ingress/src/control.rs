@@ -14,7 +14,7 @@
 //! value has been read (no EOF needed). Input over the size limit, or neither JSON nor
 //! YAML messages, gets an error line and never harms the node.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bosun_proto::Message;
@@ -26,7 +26,9 @@ use crate::inputs::{
     Input, READ_TIMEOUT, error_line, messages_from_json, parse_messages, read_input, submit_answer,
     timeout_error, write_answer,
 };
-use crate::node::Node;
+use bosun_node::Node;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// A request from the CLI.
 #[derive(Debug, Serialize, Deserialize)]
@@ -107,10 +109,12 @@ pub enum ControlRequest {
     },
 }
 
-/// Serve the socket until `shutdown` becomes true. Removes a stale socket file first.
-pub async fn serve(node: Node, path: &Path) -> std::io::Result<()> {
+/// Bind the socket at `path`, readable and writable by this user only. A socket file
+/// left by an earlier run is removed first; one that still answers means another node
+/// runs on this data dir, and is refused.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     if path.exists() {
-        if UnixStream::connect(path).await.is_ok() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::AddrInUse,
                 format!(
@@ -126,24 +130,40 @@ pub async fn serve(node: Node, path: &Path) -> std::io::Result<()> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     }
-    let mut shutdown = node.shutdown_signal();
+    Ok(listener)
+}
+
+/// Serve the bound socket at `path` until `shutdown` is cancelled, one task per
+/// connection on `tracker`; then remove the socket file.
+pub async fn serve(
+    node: Node,
+    listener: UnixListener,
+    path: PathBuf,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let node = node.clone();
-                    tokio::spawn(async move { connection(node, stream).await });
+                    let shutdown = shutdown.clone();
+                    tracker.spawn(async move {
+                        tokio::select! {
+                            _ = connection(node, stream) => {}
+                            _ = shutdown.cancelled() => {}
+                        }
+                    });
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "socket accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            _ = crate::node::until_true(&mut shutdown) => break,
+            _ = shutdown.cancelled() => break,
         }
     }
-    let _ = std::fs::remove_file(path);
-    Ok(())
+    let _ = std::fs::remove_file(&path);
 }
 
 async fn connection(node: Node, mut stream: UnixStream) {
@@ -275,7 +295,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
-    use crate::Config;
+    use bosun_node::Config;
 
     async fn talk(socket: &Path, body: &[u8], close_write: bool) -> Value {
         let mut stream = UnixStream::connect(socket).await.unwrap();
@@ -304,14 +324,14 @@ mod tests {
             .await
             .unwrap();
         let socket = dir.path().join("n1/bosun.sock");
-        let server = tokio::spawn({
-            let (node, socket) = (node.clone(), socket.clone());
-            async move { serve(node, &socket).await }
-        });
-        while !socket.exists() {
-            assert!(!server.is_finished(), "the socket server stopped");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let listener = bind(&socket).unwrap();
+        let server = tokio::spawn(serve(
+            node.clone(),
+            listener,
+            socket.clone(),
+            node.shutdown_token(),
+            node.tracker(),
+        ));
 
         let yaml = talk(&socket, b"- toNode: n1\n  method: REQPing\n", true).await;
         assert_eq!(yaml["ok"], true, "{yaml}");
@@ -331,6 +351,7 @@ mod tests {
         let (all, _) = node.wait(&ids, Duration::from_secs(30)).await.unwrap();
         assert!(all);
         node.shutdown().await;
-        server.await.unwrap().unwrap();
+        server.await.unwrap();
+        assert!(!socket.exists(), "the socket file goes at shutdown");
     }
 }

@@ -9,7 +9,7 @@ use bosun_proto::{Message, Method, State};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::node::{Node, StatusReport};
+use bosun_node::{Node, StatusReport};
 
 /// Why an operation did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +79,7 @@ pub fn live_nodes(node: &Node) -> Vec<String> {
         .fleet()
         .unwrap_or_default()
         .into_iter()
-        .filter(|n| n.status != crate::Liveness::Down)
+        .filter(|n| n.status != bosun_node::Liveness::Down)
         .map(|n| n.name)
         .collect();
     if !names.iter().any(|n| n == node.name()) {

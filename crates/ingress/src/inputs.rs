@@ -21,7 +21,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use crate::node::{Node, until_true};
+use bosun_node::Node;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// How long a client may take to send its whole input.
 pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -285,48 +287,62 @@ fn input_limit(node: &Node) -> usize {
     node.config().max_message_bytes.saturating_mul(16)
 }
 
-/// Serve steward's TCP listener until the node shuts down: per connection, one JSON
+/// Serve steward's TCP listener until `shutdown` is cancelled: per connection, one JSON
 /// value (or YAML up to end of input) of messages in, one JSON line out, then close.
 /// Control requests (`{"op": …}`) are refused here; they are only taken on the local
 /// socket. Accept errors are logged and retried, so this only returns on shutdown.
-pub async fn serve_tcp(node: Node, listener: TcpListener) -> std::io::Result<()> {
+pub async fn serve_tcp(
+    node: Node,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "taking messages on TCP");
     }
-    accept_tcp(node, listener, |node, stream, peer| async move {
-        tcp_connection(&node, stream, peer).await
-    })
+    accept_tcp(
+        node,
+        listener,
+        shutdown,
+        tracker,
+        |node, stream, peer| async move { tcp_connection(&node, stream, peer).await },
+    )
     .await
 }
 
-/// Accept TCP connections until the node shuts down, each handled by `handle` in its
-/// own task, at most `MAX_TCP_CONNECTIONS` at once (more wait in the listen backlog).
-/// Accept errors are logged and retried, so this only returns on shutdown.
+/// Accept TCP connections until `shutdown` is cancelled, each handled by `handle` in its
+/// own task on `tracker`, at most `MAX_TCP_CONNECTIONS` at once (more wait in the listen
+/// backlog). A connection still open at shutdown is dropped. Accept errors are logged
+/// and retried, so this only returns on shutdown.
 pub(crate) async fn accept_tcp<F, Fut>(
     node: Node,
     listener: TcpListener,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
     handle: F,
-) -> std::io::Result<()>
-where
+) where
     F: Fn(Node, TcpStream, SocketAddr) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let slots = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
-    let mut shutdown = node.shutdown_signal();
     loop {
         let permit = tokio::select! {
             permit = slots.clone().acquire_owned() => match permit {
                 Ok(p) => p,
                 Err(_) => break,
             },
-            _ = until_true(&mut shutdown) => break,
+            _ = shutdown.cancelled() => break,
         };
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let connection = handle(node.clone(), stream, peer);
-                    tokio::spawn(async move {
-                        connection.await;
+                    let shutdown = shutdown.clone();
+                    tracker.spawn(async move {
+                        tokio::select! {
+                            _ = connection => {}
+                            _ = shutdown.cancelled() => {}
+                        }
                         drop(permit);
                     });
                 }
@@ -335,10 +351,9 @@ where
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            _ = until_true(&mut shutdown) => break,
+            _ = shutdown.cancelled() => break,
         }
     }
-    Ok(())
 }
 
 async fn tcp_connection(node: &Node, mut stream: TcpStream, peer: SocketAddr) {
@@ -391,7 +406,7 @@ fn message_files(dir: &Path) -> std::io::Result<Vec<(PathBuf, Stamp)>> {
 }
 
 /// Read, parse and submit one message file.
-async fn submit_file(node: &Node, path: &Path) -> Result<Vec<crate::node::Submitted>, String> {
+async fn submit_file(node: &Node, path: &Path) -> Result<Vec<bosun_node::Submitted>, String> {
     let limit = input_limit(node);
     let file = tokio::fs::File::open(path)
         .await
@@ -419,13 +434,12 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Watch steward's read folder until the node shuts down: every message file dropped in
+/// Watch steward's read folder until `shutdown` is cancelled: every message file dropped in
 /// `dir` is submitted and removed, once its size and modification time have held still
 /// for one poll (500 ms). A file that cannot be read, parsed or queued is renamed to
 /// `<name>.failed`, with the reason in `<name>.failed.error`. Files are taken in name
 /// order. Writers should write to a `.tmp` or `.part` name and rename when done.
-pub async fn watch_folder(node: Node, dir: PathBuf) {
-    let mut shutdown = node.shutdown_signal();
+pub async fn watch_folder(node: Node, dir: PathBuf, shutdown: CancellationToken) {
     // Files as listed by the previous poll; a file is taken when it is listed unchanged.
     let mut previous: HashMap<PathBuf, Stamp> = HashMap::new();
     // Files handled that could not be removed or renamed: not taken again until they
@@ -434,7 +448,7 @@ pub async fn watch_folder(node: Node, dir: PathBuf) {
     let mut last_error: Option<String> = None;
     tracing::info!(dir = %dir.display(), "watching the read folder");
     loop {
-        if *shutdown.borrow() {
+        if shutdown.is_cancelled() {
             return;
         }
         let listed = std::fs::create_dir_all(&dir).and_then(|()| message_files(&dir));
@@ -459,7 +473,7 @@ pub async fn watch_folder(node: Node, dir: PathBuf) {
                         current.insert(path, stamp);
                         continue;
                     }
-                    if *shutdown.borrow() {
+                    if shutdown.is_cancelled() {
                         return;
                     }
                     if !take_file(&node, &path).await {
@@ -471,7 +485,7 @@ pub async fn watch_folder(node: Node, dir: PathBuf) {
         }
         tokio::select! {
             _ = tokio::time::sleep(POLL_INTERVAL) => {}
-            _ = until_true(&mut shutdown) => return,
+            _ = shutdown.cancelled() => return,
         }
     }
 }
@@ -544,7 +558,7 @@ mod tests {
     use bosun_bus::{Hub, LocalTransport};
     use bosun_proto::State;
 
-    use crate::Config;
+    use bosun_node::Config;
 
     /// Generous bound on waits that should end quickly, so a bug fails instead of hanging.
     const PATIENCE: Duration = Duration::from_secs(30);
@@ -741,7 +755,12 @@ mod tests {
         let node = start(dir.path(), "n1").await;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(serve_tcp(node.clone(), listener));
+        let server = tokio::spawn(serve_tcp(
+            node.clone(),
+            listener,
+            node.shutdown_token(),
+            node.tracker(),
+        ));
 
         let answer = talk(addr, ping_json("n1").as_bytes(), false).await;
         assert_eq!(answer["ok"], true, "{answer}");
@@ -765,7 +784,7 @@ mod tests {
 
         node.shutdown().await;
         let stopped = tokio::time::timeout(PATIENCE, server).await;
-        assert!(matches!(stopped, Ok(Ok(Ok(())))), "{stopped:?}");
+        assert!(matches!(stopped, Ok(Ok(()))), "{stopped:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -773,7 +792,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let node = start(dir.path(), "n1").await;
         let folder = dir.path().join("readfolder");
-        let watcher = tokio::spawn(watch_folder(node.clone(), folder.clone()));
+        let watcher = tokio::spawn(watch_folder(
+            node.clone(),
+            folder.clone(),
+            node.shutdown_token(),
+        ));
         eventually("the folder is created", || folder.is_dir()).await;
 
         // Written under a name the watcher skips, then renamed, as writers should.
