@@ -26,7 +26,8 @@ use crate::inputs::{
     Input, READ_TIMEOUT, error_line, messages_from_json, parse_messages, read_input, submit_answer,
     timeout_error, write_answer,
 };
-use bosun_node::Node;
+use crate::ops;
+use bosun_node::{FleetNode, Node, SentRecord, StatusReport, Submitted};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -109,6 +110,162 @@ pub enum ControlRequest {
     },
 }
 
+/// The answer to a [`ControlRequest`] or to a steward message array: one JSON line,
+/// `{"ok": true, …}` with the fields of the variant, or `{"ok": false, "error": …}`.
+/// The CLI reads each answer as the struct its request expects (see
+/// [`crate::client::request`]).
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum ControlResponse {
+    /// To `submit` and to message arrays.
+    Queued(Queued),
+    /// To `status`.
+    Report(Report),
+    /// To `wait`.
+    Waited(Waited),
+    /// To `recent`.
+    Recent(Recent),
+    /// To `info`.
+    Info(Info),
+    /// To `config`.
+    Config(ConfigAnswer),
+    /// To `nodes`.
+    Nodes(Nodes),
+    /// To `containerRun`.
+    ContainersStarted(ContainersStarted),
+    /// To `containers`.
+    Containers(ops::ClusterList),
+    /// To `containerOp`.
+    ContainerOutput(ContainerOutput),
+    /// To `call`.
+    Called(Called),
+    /// Any request refused or failed.
+    Error(ErrorAnswer),
+}
+
+impl ControlResponse {
+    /// A refusal with its reason.
+    pub fn error(reason: impl ToString) -> ControlResponse {
+        ControlResponse::Error(ErrorAnswer {
+            error: reason.to_string(),
+        })
+    }
+
+    /// The answer line as JSON, with `ok` set.
+    pub fn to_value(&self) -> Value {
+        let mut value =
+            serde_json::to_value(self).unwrap_or_else(|e| json!({ "error": e.to_string() }));
+        let ok = !matches!(self, ControlResponse::Error(_));
+        if let Some(fields) = value.as_object_mut() {
+            fields.insert("ok".into(), Value::Bool(ok));
+        }
+        value
+    }
+}
+
+/// The deliveries queued.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Queued {
+    /// One per destination, in order.
+    pub queued: Vec<Submitted>,
+}
+
+/// Everything known about one id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    /// The report.
+    pub report: StatusReport,
+}
+
+/// The reports after a wait.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Waited {
+    /// True when every id reached a final state in time.
+    pub all_done: bool,
+    /// One per id asked about, in order.
+    pub reports: Vec<StatusReport>,
+}
+
+/// The most recent messages sent, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Recent {
+    /// The records.
+    pub records: Vec<SentRecord>,
+}
+
+/// Name, transport, connection and queue depths of the node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Info {
+    /// The node's name.
+    pub name: String,
+    /// The transport, described.
+    pub transport: String,
+    /// True when the transport is connected.
+    pub connected: bool,
+    /// Messages in the outbox.
+    pub outbox: u64,
+    /// Received messages waiting or running.
+    pub inbox_pending: u64,
+    /// bosun's version.
+    pub version: String,
+}
+
+/// The configuration in effect, as JSON (the same fields as the TOML file).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConfigAnswer {
+    /// The configuration.
+    pub config: Value,
+}
+
+/// The fleet registry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Nodes {
+    /// One row per node.
+    pub nodes: Vec<FleetNode>,
+}
+
+/// The containers created (and started).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainersStarted {
+    /// One per container asked for.
+    pub containers: Vec<ops::Started>,
+}
+
+/// The output of a container method, and the node that ran it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerOutput {
+    /// The node that has the container.
+    pub node: String,
+    /// The method's output.
+    pub output: String,
+}
+
+/// The output of one message sent and waited for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Called {
+    /// Its stdout.
+    pub output: String,
+    /// Its report.
+    pub report: StatusReport,
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorAnswer {
+    /// The reason.
+    pub error: String,
+}
+
+/// Submit and make the answer: the ids queued, or the error.
+pub(crate) async fn submit_response(node: &Node, messages: Vec<Message>) -> ControlResponse {
+    match node.submit(messages).await {
+        Ok(queued) => ControlResponse::Queued(Queued { queued }),
+        Err(e) => ControlResponse::error(e),
+    }
+}
+
 /// Bind the socket at `path`, readable and writable by this user only. A socket file
 /// left by an earlier run is removed first; one that still answers means another node
 /// runs on this data dir, and is refused.
@@ -175,7 +332,7 @@ async fn connection(node: Node, mut stream: UnixStream) {
     let answer = match tokio::time::timeout(READ_TIMEOUT, read_input(&mut stream, limit)).await {
         Err(_) => timeout_error(),
         Ok(Err(reason)) => error_line(&reason),
-        Ok(Ok(Input::Json(value))) => handle(&node, value).await,
+        Ok(Ok(Input::Json(value))) => handle(&node, value).await.to_value(),
         Ok(Ok(Input::Yaml(text))) => match parse_messages(&text) {
             Ok(messages) => submit_answer(&node, messages).await,
             Err(reason) => error_line(&reason),
@@ -184,106 +341,100 @@ async fn connection(node: Node, mut stream: UnixStream) {
     write_answer(&mut stream, &answer).await;
 }
 
-async fn handle(node: &Node, value: Value) -> Value {
+async fn handle(node: &Node, value: Value) -> ControlResponse {
     let is_control = value.as_object().is_some_and(|o| o.contains_key("op"));
     if !is_control {
         return submit(node, value).await;
     }
     let request: ControlRequest = match serde_json::from_value(value) {
         Ok(r) => r,
-        Err(e) => return error_line(&format!("bad control request: {e}")),
+        Err(e) => return ControlResponse::error(format!("bad control request: {e}")),
     };
     match request {
         ControlRequest::Submit { messages } => submit(node, Value::Array(messages)).await,
         ControlRequest::Status { id } => match node.status(&id) {
             Ok(report) if report.sent.is_none() && report.received.is_none() => {
-                error_line(&format!("no message with id {id} on node {}", node.name()))
+                ControlResponse::error(format!("no message with id {id} on node {}", node.name()))
             }
-            Ok(report) => json!({ "ok": true, "report": report }),
-            Err(e) => error_line(&e.to_string()),
+            Ok(report) => ControlResponse::Report(Report { report }),
+            Err(e) => ControlResponse::error(e),
         },
         ControlRequest::Wait { ids, timeout_ms } => {
             match node.wait(&ids, Duration::from_millis(timeout_ms)).await {
-                Ok((all_done, reports)) => {
-                    json!({ "ok": true, "allDone": all_done, "reports": reports })
-                }
-                Err(e) => error_line(&e.to_string()),
+                Ok((all_done, reports)) => ControlResponse::Waited(Waited { all_done, reports }),
+                Err(e) => ControlResponse::error(e),
             }
         }
         ControlRequest::Recent { limit } => match node.recent(limit.min(10_000)) {
-            Ok(records) => json!({ "ok": true, "records": records }),
-            Err(e) => error_line(&e.to_string()),
+            Ok(records) => ControlResponse::Recent(Recent { records }),
+            Err(e) => ControlResponse::error(e),
         },
         ControlRequest::Info => {
             let depths = node.depths().unwrap_or_default();
-            json!({
-                "ok": true,
-                "name": node.name(),
-                "transport": node.transport_description(),
-                "connected": node.is_connected(),
-                "outbox": depths.outbox,
-                "inboxPending": depths.inbox_pending,
-                "version": env!("CARGO_PKG_VERSION"),
+            ControlResponse::Info(Info {
+                name: node.name().to_string(),
+                transport: node.transport_description(),
+                connected: node.is_connected(),
+                outbox: depths.outbox,
+                inbox_pending: depths.inbox_pending,
+                version: env!("CARGO_PKG_VERSION").to_string(),
             })
         }
-        ControlRequest::Config => json!({ "ok": true, "config": node.config() }),
+        ControlRequest::Config => match serde_json::to_value(node.config()) {
+            Ok(config) => ControlResponse::Config(ConfigAnswer { config }),
+            Err(e) => ControlResponse::error(e),
+        },
         ControlRequest::ContainerRun {
             spec,
             nodes,
             instances,
             constraints,
             create_only,
-        } => match crate::ops::run_containers(
-            node,
-            &spec,
-            nodes,
-            instances,
-            constraints,
-            create_only,
-        )
-        .await
+        } => match ops::run_containers(node, &spec, nodes, instances, constraints, create_only)
+            .await
         {
-            Ok(started) => json!({ "ok": true, "containers": started }),
-            Err(e) => error_line(&e.to_string()),
+            Ok(containers) => ControlResponse::ContainersStarted(ContainersStarted { containers }),
+            Err(e) => ControlResponse::error(e),
         },
-        ControlRequest::Containers { cluster, all } => {
-            let list =
-                crate::ops::list_containers(node, cluster, all, Duration::from_secs(10)).await;
-            json!({ "ok": true, "containers": list.containers, "missing": list.missing })
-        }
+        ControlRequest::Containers { cluster, all } => ControlResponse::Containers(
+            ops::list_containers(node, cluster, all, Duration::from_secs(10)).await,
+        ),
         ControlRequest::ContainerOp { method, id, args } => {
             let Some(method) = bosun_proto::Method::parse(&method).map(|p| p.method) else {
-                return error_line(&format!("unknown method {method:?}"));
+                return ControlResponse::error(format!("unknown method {method:?}"));
             };
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            match crate::ops::on_container(node, method, &id, &args).await {
-                Ok((owner, output)) => json!({ "ok": true, "node": owner, "output": output }),
-                Err(e) => error_line(&e.to_string()),
+            match ops::on_container(node, method, &id, &args).await {
+                Ok((node, output)) => {
+                    ControlResponse::ContainerOutput(ContainerOutput { node, output })
+                }
+                Err(e) => ControlResponse::error(e),
             }
         }
         ControlRequest::Call {
             message,
             timeout_ms,
-        } => {
-            match crate::ops::call(node, vec![*message], Duration::from_millis(timeout_ms)).await {
-                Ok(reports) => match crate::ops::stdout(&reports[0]) {
-                    Ok(output) => json!({ "ok": true, "output": output, "report": reports[0] }),
-                    Err(e) => error_line(&e.to_string()),
-                },
-                Err(e) => error_line(&e.to_string()),
+        } => match ops::call(node, vec![*message], Duration::from_millis(timeout_ms)).await {
+            Ok(mut reports) => {
+                let report = reports.swap_remove(0);
+                match ops::stdout(&report) {
+                    Ok(output) => ControlResponse::Called(Called { output, report }),
+                    Err(e) => ControlResponse::error(e),
+                }
             }
-        }
+            Err(e) => ControlResponse::error(e),
+        },
         ControlRequest::Nodes => match node.fleet() {
-            Ok(nodes) => json!({ "ok": true, "nodes": nodes }),
-            Err(e) => error_line(&e.to_string()),
+            Ok(nodes) => ControlResponse::Nodes(Nodes { nodes }),
+            Err(e) => ControlResponse::error(e),
         },
     }
 }
 
-async fn submit(node: &Node, value: Value) -> Value {
+async fn submit(node: &Node, value: Value) -> ControlResponse {
     match messages_from_json(value) {
-        Ok(messages) => submit_answer(node, messages).await,
-        Err(reason) => error_line(&reason),
+        Ok(messages) => submit_response(node, messages).await,
+        Err(reason) => ControlResponse::error(reason),
     }
 }
 

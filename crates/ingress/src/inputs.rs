@@ -16,11 +16,12 @@ use std::time::{Duration, SystemTime};
 
 use bosun_proto::Message;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+use crate::control::ControlResponse;
 use bosun_node::Node;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -256,15 +257,14 @@ pub(crate) async fn read_input<R: AsyncRead + Unpin>(
 
 /// The answer for a refused input.
 pub(crate) fn error_line(reason: &str) -> Value {
-    json!({ "ok": false, "error": reason })
+    ControlResponse::error(reason).to_value()
 }
 
 /// Submit and make the answer: the ids queued, or the error.
 pub(crate) async fn submit_answer(node: &Node, messages: Vec<Message>) -> Value {
-    match node.submit(messages).await {
-        Ok(receipts) => json!({ "ok": true, "queued": receipts }),
-        Err(e) => error_line(&e.to_string()),
-    }
+    crate::control::submit_response(node, messages)
+        .await
+        .to_value()
 }
 
 /// Write the one answer line and close our side, so `nc` exits on its own.
@@ -557,6 +557,7 @@ mod tests {
     use super::*;
     use bosun_bus::{Hub, LocalTransport};
     use bosun_proto::State;
+    use serde_json::json;
 
     use bosun_node::Config;
 

@@ -48,6 +48,7 @@ mod receiver;
 mod sinks;
 mod submit;
 
+pub use bosun_store::{Depths, InboxRecord, SentRecord};
 pub use config::{Config, ConfigError, Overrides};
 pub use fleet::{FleetNode, Liveness};
 pub use node::{Node, NodeError, StatusReport, SubmitError, Submitted};
