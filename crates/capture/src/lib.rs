@@ -81,6 +81,25 @@ pub struct CaptureConfig {
     pub stats_interval: Duration,
 }
 
+/// Why the capture could not switch to another file.
+#[derive(Debug, thiserror::Error)]
+pub enum SwitchError {
+    /// The name is not a plain file name.
+    #[error("{0}")]
+    BadName(String),
+    /// The file could not be opened for appending.
+    #[error("cannot open {}: {source}", path.display())]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The capture has stopped (the node is shutting down).
+    #[error("capture has stopped")]
+    Stopped,
+}
+
 /// What a record is about; written in upper case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Topic {
@@ -193,16 +212,18 @@ impl Capture {
     /// Switch the output to `name` inside the capture folder (LSDSuite `log`; empty means
     /// `default.log`). Records sent before go to the old file, records after to the new
     /// one; the new file is appended to if it exists. Names with `/` or `..` are refused.
-    pub fn switch_file(&self, name: &str) -> Result<PathBuf, String> {
-        let name = file_name(name)?;
+    pub fn switch_file(&self, name: &str) -> Result<PathBuf, SwitchError> {
+        let name = file_name(name).map_err(SwitchError::BadName)?;
         let path = self.inner.dir.join(name);
-        let file =
-            open_append(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let file = open_append(&path).map_err(|source| SwitchError::Open {
+            path: path.clone(),
+            source,
+        })?;
         let mut current = self.lock_current();
         self.inner
             .tx
             .send(stream::Command::Switch(file))
-            .map_err(|_| "capture has stopped".to_string())?;
+            .map_err(|_| SwitchError::Stopped)?;
         *current = path.clone();
         tracing::info!(file = %path.display(), "capture switched file");
         Ok(path)

@@ -21,6 +21,29 @@ pub struct Candidate {
     pub free_memory_mb: u64,
 }
 
+/// Why no placement was made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlacementError {
+    /// `instances: 0`.
+    #[error("instances must be at least 1")]
+    NoInstances,
+    /// No node is a candidate; the reasons, one per node.
+    #[error("no live node fits: {0}")]
+    NothingFits(String),
+    /// The candidates together have too little free memory.
+    #[error(
+        "not enough free memory for {instances} containers of {memory_mb} MiB on the {candidates} candidate node(s)"
+    )]
+    NotEnoughMemory {
+        /// Containers asked for.
+        instances: u32,
+        /// MiB each.
+        memory_mb: u64,
+        /// Nodes that could take at least one.
+        candidates: usize,
+    },
+}
+
 /// Why a node was not a candidate, for the error when nothing fits.
 fn unfit(
     node: &Candidate,
@@ -57,9 +80,9 @@ pub fn place(
     instances: u32,
     constraints: &BTreeMap<String, String>,
     memory_mb: u64,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, PlacementError> {
     if instances == 0 {
-        return Err("instances must be at least 1".into());
+        return Err(PlacementError::NoInstances);
     }
     let mut reasons = Vec::new();
     // (name, free MiB) of every candidate, most free memory first, then by name.
@@ -81,7 +104,7 @@ pub fn place(
         } else {
             reasons.join("; ")
         };
-        return Err(format!("no live node fits: {why}"));
+        return Err(PlacementError::NothingFits(why));
     }
     let mut placed: Vec<String> = Vec::new();
     let mut load: BTreeMap<&str, u64> = BTreeMap::new();
@@ -97,10 +120,11 @@ pub fn place(
             }
         }
         let Some(name) = chosen else {
-            return Err(format!(
-                "not enough free memory for {instances} containers of {memory_mb} MiB on the {} candidate node(s)",
-                candidates.len()
-            ));
+            return Err(PlacementError::NotEnoughMemory {
+                instances,
+                memory_mb,
+                candidates: candidates.len(),
+            });
         };
         *load.entry(name).or_default() += memory_mb;
         placed.push(name.clone());
@@ -142,12 +166,14 @@ mod tests {
         ];
         let role: BTreeMap<String, String> = [("role".to_string(), "worker".to_string())].into();
         assert_eq!(place(&fleet, &[], 1, &role, 1024).unwrap(), vec!["w2"]);
-        let err = place(&fleet, &[], 1, &role, 10_000).unwrap_err();
+        let err = place(&fleet, &[], 1, &role, 10_000)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("m has role=manager") && err.contains("w2 has 4000 MiB free"),
             "{err}"
         );
-        let err = place(&fleet, &[], 5, &role, 1000).unwrap_err();
+        let err = place(&fleet, &[], 5, &role, 1000).unwrap_err().to_string();
         assert!(err.contains("not enough free memory"), "{err}");
         assert_eq!(
             place(&fleet, &["w".into()], 1, &role, 0).unwrap(),

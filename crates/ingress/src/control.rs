@@ -335,7 +335,7 @@ async fn connection(node: Node, mut stream: UnixStream) {
         Ok(Ok(Input::Json(value))) => handle(&node, value).await.to_value(),
         Ok(Ok(Input::Yaml(text))) => match parse_messages(&text) {
             Ok(messages) => submit_answer(&node, messages).await,
-            Err(reason) => error_line(&reason),
+            Err(reason) => error_line(&reason.0),
         },
     };
     write_answer(&mut stream, &answer).await;

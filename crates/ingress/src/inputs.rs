@@ -40,10 +40,20 @@ const MAX_TCP_CONNECTIONS: usize = 64;
 /// the usual names of files still being written.
 const SKIPPED_SUFFIXES: [&str; 4] = [".failed", ".error", ".tmp", ".part"];
 
+/// Why steward input could not be read as messages: the field and position at fault,
+/// in words for the sender.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseError(pub String);
+
 /// Parse steward input: JSON (an array of messages or one message object), or YAML (a
 /// sequence of message mappings or one mapping) when the first non-blank character is
 /// not `[` or `{`. Field names are the same in both. Never returns an empty list.
-pub fn parse_messages(text: &str) -> Result<Vec<Message>, String> {
+pub fn parse_messages(text: &str) -> Result<Vec<Message>, ParseError> {
+    parse_message_text(text).map_err(ParseError)
+}
+
+fn parse_message_text(text: &str) -> Result<Vec<Message>, String> {
     // Editors on some systems start files with a byte-order mark; it is not content.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let messages = match text.trim_start().chars().next() {
@@ -367,7 +377,7 @@ async fn tcp_connection(node: &Node, mut stream: TcpStream, peer: SocketAddr) {
             ))
         }
         Ok(Ok(Input::Json(value))) => messages_from_json(value).map_err(Some),
-        Ok(Ok(Input::Yaml(text))) => parse_messages(&text).map_err(Some),
+        Ok(Ok(Input::Yaml(text))) => parse_message_text(&text).map_err(Some),
     };
     let answer = match messages {
         Ok(messages) => submit_answer(node, messages).await,
@@ -423,7 +433,7 @@ async fn submit_file(node: &Node, path: &Path) -> Result<Vec<bosun_node::Submitt
         ));
     }
     let text = String::from_utf8(bytes).map_err(|_| "the file is not UTF-8 text".to_string())?;
-    let messages = parse_messages(&text)?;
+    let messages = parse_message_text(&text)?;
     node.submit(messages).await.map_err(|e| e.to_string())
 }
 
@@ -643,17 +653,21 @@ mod tests {
         let err = parse_messages(
             "- toNode: a\n  method: ping\n- toNode: b\n  method: ping\n  toHost: c\n",
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("unknown field `toHost`"), "{err}");
         assert!(err.contains("[1]") && err.contains("line 5"), "{err}");
 
-        let err = parse_messages("- toNode: a\n  method: ping\n  retries: three\n").unwrap_err();
+        let err = parse_messages("- toNode: a\n  method: ping\n  retries: three\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("retries") && err.contains("line 3"), "{err}");
 
         let err = parse_messages(
             r#"[{"toNode":"a","method":"ping"},{"toNode":"a","method":"ping","toHost":"b"}]"#,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(
             err.starts_with("message 1:") && err.contains("`toHost`"),
             "{err}"
@@ -669,7 +683,7 @@ mod tests {
             ("{{{{", "malformed"),
             ("- 1\n- 2\n", "malformed message list"),
         ] {
-            let err = parse_messages(bad).unwrap_err();
+            let err = parse_messages(bad).unwrap_err().to_string();
             assert!(err.contains(says), "{bad:?} → {err}");
         }
     }

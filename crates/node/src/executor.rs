@@ -409,7 +409,7 @@ fn node_method(executor: &Executor, method: Method, message: &Message) -> Outcom
                 format!("event stream now in {}\n", path.display()),
                 None,
             ),
-            Err(e) => ended(Status::Failed, String::new(), Some(e)),
+            Err(e) => ended(Status::Failed, String::new(), Some(e.to_string())),
         },
     }
 }

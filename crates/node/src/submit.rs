@@ -104,7 +104,7 @@ impl Submitter {
                     &message.constraints,
                     memory_mb,
                 )
-                .map_err(invalid)?;
+                .map_err(|e| invalid(e.to_string()))?;
             } else if destinations.iter().any(|d| d == "*") {
                 let fleet = parts.store.fleet()?;
                 if fleet.is_empty() {
