@@ -191,3 +191,81 @@ fn http_token(config: &Config) -> Result<String, IngressError> {
     }
     Ok(token)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use bosun_bus::{Hub, LocalTransport};
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_ends_every_listener_before_it_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            name: "n1".into(),
+            data_dir: dir.path().join("n1"),
+            log: "warn".into(),
+            metrics_listen: Some("127.0.0.1:0".into()),
+            tcp_listen: Some("127.0.0.1:0".into()),
+            lsdsuite_listen: Some("127.0.0.1:0".into()),
+            ..Config::default()
+        };
+        let node = Node::start(
+            config.clone(),
+            Arc::new(LocalTransport::new(Hub::new())),
+            false,
+        )
+        .await
+        .unwrap();
+        serve(
+            node.clone(),
+            &config,
+            node.shutdown_token(),
+            &node.tracker(),
+        )
+        .await
+        .unwrap();
+        let socket = config.socket_path();
+        assert!(socket.exists(), "the socket is bound when serve returns");
+        // The node's loops, the socket, three TCP listeners and the read folder.
+        assert!(node.tracker().len() >= 5, "{}", node.tracker().len());
+
+        tokio::time::timeout(Duration::from_secs(30), node.shutdown())
+            .await
+            .expect("shutdown within its grace");
+        assert!(node.tracker().is_empty(), "no task outlives shutdown");
+        assert!(!socket.exists(), "the socket file is removed");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_socket_of_a_running_node_is_not_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            name: "n1".into(),
+            data_dir: dir.path().join("n1"),
+            log: "warn".into(),
+            ..Config::default()
+        };
+        let node = Node::start(
+            config.clone(),
+            Arc::new(LocalTransport::new(Hub::new())),
+            false,
+        )
+        .await
+        .unwrap();
+        serve(
+            node.clone(),
+            &config,
+            node.shutdown_token(),
+            &node.tracker(),
+        )
+        .await
+        .unwrap();
+        let again = control::bind(&config.socket_path()).unwrap_err();
+        assert_eq!(again.kind(), std::io::ErrorKind::AddrInUse, "{again}");
+        node.shutdown().await;
+    }
+}
