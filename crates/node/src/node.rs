@@ -160,7 +160,7 @@ impl Node {
         let audit = if config.audit_max_bytes > 0 {
             let path = config.audit_log_path();
             match crate::audit::AuditLog::open(path, config.audit_max_bytes, config.audit_keep) {
-                Ok(a) => Some(a),
+                Ok(a) => Some(Arc::new(a)),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot open the audit log; running without it");
                     None
@@ -169,7 +169,6 @@ impl Node {
         } else {
             None
         };
-        let audit = audit.map(Arc::new);
         let config = Arc::new(config);
         let (outbox, outbox_commands) = OutboxHandle::channel();
         let (inbox, inbox_commands) = mpsc::unbounded_channel();
@@ -207,11 +206,22 @@ impl Node {
             shutdown: shutdown.clone(),
             tracker: tracker.clone(),
         });
-        let to_run = executor::recover(&executor).await?;
-        let outbox_entries = store.outbox()?;
-        let subscription = transport
-            .subscribe(wire::inbox_pattern(&config.subject_prefix, &config.name))
-            .await?;
+        let recovered = async {
+            let to_run = executor::recover(&executor).await?;
+            let outbox_entries = store.outbox()?;
+            let subscription = transport
+                .subscribe(wire::inbox_pattern(&config.subject_prefix, &config.name))
+                .await?;
+            Ok::<_, NodeError>((to_run, outbox_entries, subscription))
+        };
+        let (to_run, outbox_entries, subscription) = match recovered.await {
+            Ok(recovered) => recovered,
+            Err(e) => {
+                // The capture and the handlers' shutdown flag are running already.
+                shutdown.cancel();
+                return Err(e);
+            }
+        };
         let receiver = Arc::new(receiver::Receiver {
             config: config.clone(),
             store: store.clone(),

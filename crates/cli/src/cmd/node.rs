@@ -68,6 +68,9 @@ impl NodeCmd {
             }
             (Arc::new(nats), false)
         };
+        // Taken before start-up, so that a signal during it stops the node cleanly too.
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
         let node = Node::start(config.clone(), transport, standalone)
             .await
             .context("cannot start the node")?;
@@ -84,8 +87,6 @@ impl NodeCmd {
             node.shutdown().await;
             return Err(e.into());
         }
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
