@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bosun_bus::{NatsOptions, NatsTransport, Transport};
-use bosun_node::client;
-use bosun_node::control::ControlRequest;
+use bosun_ingress::client;
+use bosun_ingress::control::ControlRequest;
 use bosun_testkit::{NatsServer, NodeProcess};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -187,7 +187,7 @@ async fn bench_throughput(args: &Args) {
     let t = Instant::now();
     let ids = submit_pings(&socket, n).await;
     let submitted = t.elapsed().as_secs_f64();
-    let answer = client::request(
+    let answer: serde_json::Value = client::request(
         &socket,
         &ControlRequest::Wait {
             ids,
@@ -276,7 +276,7 @@ async fn submit_pings(socket: &Path, n: usize) -> Vec<String> {
             .collect();
         let socket = socket.to_path_buf();
         async move {
-            let answer = client::request(
+            let answer: serde_json::Value = client::request(
                 &socket,
                 &ControlRequest::Submit { messages },
                 Duration::from_secs(60),
@@ -396,7 +396,7 @@ async fn bench_containers(args: &Args) {
                 message: Box::new(serde_json::from_value(message).expect("message")),
                 timeout_ms: 60_000,
             };
-            client::request(&socket, &request, Duration::from_secs(90))
+            client::request::<serde_json::Value>(&socket, &request, Duration::from_secs(90))
                 .await
                 .expect("call through bosun")
         }

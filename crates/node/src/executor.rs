@@ -5,7 +5,6 @@
 //! at the next start-up and reported as `interrupted` instead of being run again.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use bosun_core::{LaneItem, Lanes};
 use bosun_proto::wire::{self, STATUS_TOKEN, StatusNote, WIRE_VERSION};
@@ -14,8 +13,37 @@ use bosun_store::StoreError;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::node::{Inner, now_millis};
-use crate::outbox::OutboxCmd;
+use bosun_bus::Transport;
+use bosun_capture::Capture;
+use bosun_store::Store;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::handles::{OutboxHandle, RunningCount};
+use crate::metrics::Metrics;
+use crate::node::now_millis;
+use crate::submit::Submitter;
+
+/// What the inbox loop and the runs it starts use.
+pub(crate) struct Executor {
+    pub config: Arc<Config>,
+    pub store: Store,
+    /// For the best-effort `running` note to the sender.
+    pub transport: Arc<dyn Transport>,
+    /// For the messages a handler produces.
+    pub submitter: Submitter,
+    /// For replies and chunks, queued durably here and handed to the outbox loop.
+    pub outbox: OutboxHandle,
+    pub methods: bosun_methods::Context,
+    /// For `mark` and `captureFile`, when the event stream is on.
+    pub capture: Option<Capture>,
+    pub metrics: Metrics,
+    pub running: RunningCount,
+    /// Cancelled at shutdown: no new run starts.
+    pub shutdown: CancellationToken,
+    pub tracker: TaskTracker,
+}
 
 /// The ordering stream of a received message: its sender and method.
 pub(crate) type Stream = (String, Method);
@@ -37,16 +65,16 @@ pub(crate) struct ToRun {
 /// At start-up: report messages that were running when the node stopped as
 /// `interrupted` (unless they asked for `rerunOnRestart`), and return the messages that
 /// were received but not started, in arrival order.
-pub(crate) async fn recover(inner: &Arc<Inner>) -> Result<Vec<ToRun>, StoreError> {
+pub(crate) async fn recover(executor: &Arc<Executor>) -> Result<Vec<ToRun>, StoreError> {
     let mut to_run = Vec::new();
-    for (seq, record) in inner.store.inbox_pending()? {
+    for (seq, record) in executor.store.inbox_pending()? {
         let message = record.message;
         let stream = stream_of(&message);
         match record.state {
             State::Running if !message.rerun_on_restart => {
                 let outcome = Outcome::bare(
                     Status::Interrupted,
-                    inner.name(),
+                    executor.config.name.as_str(),
                     "the node stopped while the method ran; it was not run again (set rerunOnRestart to allow that)",
                     now_millis(),
                 );
@@ -54,8 +82,8 @@ pub(crate) async fn recover(inner: &Arc<Inner>) -> Result<Vec<ToRun>, StoreError
                     id = message.id(),
                     "interrupted by a restart; reporting, not re-running"
                 );
-                let reply = reply_for(inner, &message, &outcome);
-                inner
+                let reply = reply_for(executor, &message, &outcome);
+                executor
                     .store
                     .finish(message.id(), outcome, reply, now_millis())
                     .await?;
@@ -78,11 +106,11 @@ fn stream_of(message: &Message) -> Option<Stream> {
 }
 
 pub(crate) async fn run(
-    inner: Arc<Inner>,
+    executor: Arc<Executor>,
     mut commands: mpsc::UnboundedReceiver<InboxCmd>,
     recovered: Vec<ToRun>,
 ) {
-    let mut lanes: Lanes<Stream> = Lanes::new(inner.config.max_concurrent);
+    let mut lanes: Lanes<Stream> = Lanes::new(executor.config.max_concurrent);
     let mut messages: std::collections::HashMap<String, Message> = Default::default();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<LaneItem<Stream>>();
     for r in recovered {
@@ -93,20 +121,21 @@ pub(crate) async fn run(
         });
         messages.insert(r.message.id().to_string(), r.message);
     }
-    let mut shutdown = inner.shutdown.subscribe();
+    let shutdown = executor.shutdown.clone();
     loop {
-        if !*shutdown.borrow() {
+        if !shutdown.is_cancelled() {
             for item in lanes.take_ready() {
                 let Some(message) = messages.remove(&item.id) else {
                     lanes.done(&item);
                     continue;
                 };
-                inner.running.fetch_add(1, Ordering::SeqCst);
-                let inner = inner.clone();
+                executor.running.enter();
+                let tracker = executor.tracker.clone();
+                let executor = executor.clone();
                 let done = done_tx.clone();
-                tokio::spawn(async move {
-                    run_one(&inner, message).await;
-                    inner.running.fetch_sub(1, Ordering::SeqCst);
+                tracker.spawn(async move {
+                    run_one(&executor, message).await;
+                    executor.running.leave();
                     let _ = done.send(item);
                 });
             }
@@ -120,7 +149,7 @@ pub(crate) async fn run(
                 None => break,
             },
             Some(item) = done_rx.recv() => lanes.done(&item),
-            _ = crate::node::until_true(&mut shutdown) => {
+            _ = shutdown.cancelled() => {
                 // Stop starting work; messages not started stay in the inbox and run
                 // after the next start.
                 break;
@@ -129,15 +158,15 @@ pub(crate) async fn run(
     }
 }
 
-async fn run_one(inner: &Arc<Inner>, message: Message) {
+async fn run_one(executor: &Arc<Executor>, message: Message) {
     let id = message.id().to_string();
     let started_at = now_millis();
     // The start must be durable before the run; a failed write is tried again for a
     // while (a full disk may clear), and the message is never run without it.
     let mut tries = 0;
-    while let Err(e) = inner.store.start(&id, started_at).await {
+    while let Err(e) = executor.store.start(&id, started_at).await {
         tries += 1;
-        if tries >= 30 || *inner.shutdown.borrow() {
+        if tries >= 30 || executor.shutdown.is_cancelled() {
             tracing::error!(id, error = %e, "cannot record the start; not running it (it runs after the next start-up)");
             return;
         }
@@ -151,8 +180,8 @@ async fn run_one(inner: &Arc<Inner>, message: Message) {
             state: State::Running,
             at: started_at,
         };
-        let subject = inner.subject(from, STATUS_TOKEN);
-        let _ = inner
+        let subject = wire::subject(&executor.config.subject_prefix, from, STATUS_TOKEN);
+        let _ = executor
             .transport
             .publish(subject, Bytes::from(wire::encode(&note)))
             .await;
@@ -160,8 +189,8 @@ async fn run_one(inner: &Arc<Inner>, message: Message) {
     let method = match message.parsed_method() {
         Ok(m) => m,
         Err(e) => {
-            let outcome = crate::node::refused(inner.name(), &e.to_string());
-            finish(inner, &message, outcome).await;
+            let outcome = crate::node::refused(executor.config.name.as_str(), &e.to_string());
+            finish(executor, &message, outcome).await;
             return;
         }
     };
@@ -170,21 +199,24 @@ async fn run_one(inner: &Arc<Inner>, message: Message) {
         method: method.name(),
         state: "running",
     }
-    .emit(&inner.metrics);
+    .emit(&executor.metrics);
     let (chunks, forwarder) = if method.is_streaming() {
         let (tx, rx) = mpsc::channel(64);
-        let forwarder = tokio::spawn(forward_chunks(inner.clone(), message.clone(), rx));
+        let forwarder =
+            executor
+                .tracker
+                .spawn(forward_chunks(executor.clone(), message.clone(), rx));
         (bosun_methods::ChunkSink::new(tx), Some(forwarder))
     } else {
         (bosun_methods::ChunkSink::none(), None)
     };
     let handled = match method.role() {
-        bosun_proto::Role::Node => node_method(inner, method, &message).into(),
+        bosun_proto::Role::Node => node_method(executor, method, &message).into(),
         bosun_proto::Role::Handler(_)
         | bosun_proto::Role::Absorbed
         | bosun_proto::Role::ReplySink
         | bosun_proto::Role::Unserved => {
-            bosun_methods::run(method, &message, &inner.methods, &chunks).await
+            bosun_methods::run(method, &message, &executor.methods, &chunks).await
         }
     };
     drop(chunks);
@@ -194,7 +226,7 @@ async fn run_one(inner: &Arc<Inner>, message: Message) {
         outcome.chunks = Some(forwarder.await.unwrap_or(0));
     }
     if !handled.submit.is_empty()
-        && let Err(e) = inner.submit(handled.submit).await
+        && let Err(e) = executor.submitter.submit(handled.submit).await
     {
         tracing::error!(id, error = %e, "cannot queue the messages a handler produced");
         outcome.status = Status::Failed;
@@ -202,7 +234,9 @@ async fn run_one(inner: &Arc<Inner>, message: Message) {
             "the work was prepared but its messages could not be queued: {e}"
         ));
     }
-    if outcome.status == Status::Interrupted && message.rerun_on_restart && *inner.shutdown.borrow()
+    if outcome.status == Status::Interrupted
+        && message.rerun_on_restart
+        && executor.shutdown.is_cancelled()
     {
         // Left as `running` in the inbox: the next start-up runs it again, as asked.
         tracing::info!(
@@ -211,20 +245,20 @@ async fn run_one(inner: &Arc<Inner>, message: Message) {
         );
         return;
     }
-    finish(inner, &message, outcome).await;
+    finish(executor, &message, outcome).await;
 }
 
-async fn finish(inner: &Arc<Inner>, message: &Message, outcome: Outcome) {
-    let reply = reply_for(inner, message, &outcome);
+async fn finish(executor: &Arc<Executor>, message: &Message, outcome: Outcome) {
+    let reply = reply_for(executor, message, &outcome);
     let now = now_millis();
-    match inner
+    match executor
         .store
         .finish(message.id(), outcome, reply.clone(), now)
         .await
     {
         Ok(Some(seq)) => {
             if let Some(reply) = reply {
-                let _ = inner.outbox.send(OutboxCmd::Deliver(vec![(seq, reply)]));
+                executor.outbox.deliver(vec![(seq, reply)]);
             }
         }
         Ok(None) => {}
@@ -235,7 +269,7 @@ async fn finish(inner: &Arc<Inner>, message: &Message, outcome: Outcome) {
 /// Turn a handler's output chunks into numbered replies, each durable in the outbox
 /// before the next is taken. Returns how many were queued.
 async fn forward_chunks(
-    inner: Arc<Inner>,
+    executor: Arc<Executor>,
     message: Message,
     mut rx: mpsc::Receiver<String>,
 ) -> u64 {
@@ -250,7 +284,7 @@ async fn forward_chunks(
         let chunk = Message {
             id: Some(bosun_proto::new_id()),
             to_node: Some(to.clone()),
-            from_node: Some(inner.name().to_string()),
+            from_node: Some(executor.config.name.as_str().to_string()),
             method: method.name().to_string(),
             data: vec![text],
             previous_message: Some(message.id().to_string()),
@@ -265,11 +299,15 @@ async fn forward_chunks(
             created_at: Some(now_millis()),
             ..Default::default()
         };
-        match inner.store.submit(vec![chunk.clone()], now_millis()).await {
+        match executor
+            .store
+            .submit(vec![chunk.clone()], now_millis())
+            .await
+        {
             Ok(seqs) => {
-                let _ = inner
+                executor
                     .outbox
-                    .send(OutboxCmd::Deliver(seqs.into_iter().zip([chunk]).collect()));
+                    .deliver(seqs.into_iter().zip([chunk]).collect());
             }
             Err(e) => {
                 tracing::error!(id = message.id(), error = %e, "cannot queue an output chunk")
@@ -280,13 +318,17 @@ async fn forward_chunks(
 }
 
 /// The reply that carries `outcome` back to the sender of `message`.
-pub(crate) fn reply_for(inner: &Inner, message: &Message, outcome: &Outcome) -> Option<Message> {
+pub(crate) fn reply_for(
+    executor: &Executor,
+    message: &Message,
+    outcome: &Outcome,
+) -> Option<Message> {
     let to = message.from_node.clone()?;
     let method = message.parsed_reply_method().unwrap_or(Method::Result);
     let mut reply = Message {
         id: Some(bosun_proto::new_id()),
         to_node: Some(to),
-        from_node: Some(inner.name().to_string()),
+        from_node: Some(executor.config.name.as_str().to_string()),
         method: method.name().to_string(),
         data: Vec::new(),
         previous_message: Some(message.id().to_string()),
@@ -299,7 +341,7 @@ pub(crate) fn reply_for(inner: &Inner, message: &Message, outcome: &Outcome) -> 
         created_at: Some(now_millis()),
         ..Default::default()
     };
-    fit_reply(&mut reply, inner.config.max_message_bytes);
+    fit_reply(&mut reply, executor.config.max_message_bytes);
     Some(reply)
 }
 
@@ -335,11 +377,11 @@ fn fit_reply(reply: &mut Message, max: usize) {
 }
 
 /// The methods the node runs itself: they act on its event stream.
-fn node_method(inner: &Inner, method: Method, message: &Message) -> Outcome {
+fn node_method(executor: &Executor, method: Method, message: &Message) -> Outcome {
     let started = now_millis();
     let ended = |status: Status, stdout: String, error: Option<String>| Outcome {
         status,
-        node: inner.name().to_string(),
+        node: executor.config.name.as_str().to_string(),
         exit_code: None,
         stdout,
         stderr: String::new(),
@@ -349,7 +391,7 @@ fn node_method(inner: &Inner, method: Method, message: &Message) -> Outcome {
         finished_at: now_millis(),
         chunks: None,
     };
-    let Some(capture) = &inner.capture else {
+    let Some(capture) = &executor.capture else {
         return ended(
             Status::Failed,
             String::new(),
@@ -372,7 +414,7 @@ fn node_method(inner: &Inner, method: Method, message: &Message) -> Outcome {
                 format!("event stream now in {}\n", path.display()),
                 None,
             ),
-            Err(e) => ended(Status::Failed, String::new(), Some(e)),
+            Err(e) => ended(Status::Failed, String::new(), Some(e.to_string())),
         },
     }
 }

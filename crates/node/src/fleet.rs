@@ -1,14 +1,22 @@
 //! The fleet registry (kept by any node that receives hellos, normally central) and the
 //! hello loop every node runs towards central.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use bosun_core::Liveness;
 use bosun_proto::{Message, Millis};
 use bosun_store::FleetRecord;
 use serde::{Deserialize, Serialize};
 
-use crate::node::{Inner, now_millis};
+use bosun_capture::Capture;
+use bosun_store::Store;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::node::now_millis;
+use crate::submit::Submitter;
 
 /// What a hello carries in `data[0]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -31,18 +39,6 @@ pub(crate) fn record_from_hello(from: &str, message: &Message, now: Millis) -> F
         hello_interval_secs: body.as_ref().map(|b| b.interval_secs).unwrap_or(0),
         inventory: body.map(|b| b.inventory).unwrap_or(serde_json::Value::Null),
     }
-}
-
-/// How a node looks from here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Liveness {
-    /// Hellos arrive on time.
-    Alive,
-    /// Missed `suspect_after_missed` hellos.
-    Suspect,
-    /// Missed `down_after_missed` hellos.
-    Down,
 }
 
 /// One row of `bosun nodes`.
@@ -70,65 +66,59 @@ pub fn liveness(
     suspect_after: u64,
     down_after: u64,
 ) -> Liveness {
-    let interval_ms = record
-        .hello_interval_secs
-        .clamp(1, bosun_proto::message::MAX_SECONDS)
-        * 1000;
-    let age = now.saturating_sub(record.last_seen);
-    if age > interval_ms.saturating_mul(down_after.max(1)) {
-        Liveness::Down
-    } else if age > interval_ms.saturating_mul(suspect_after.max(1)) {
-        Liveness::Suspect
-    } else {
-        Liveness::Alive
-    }
+    bosun_core::liveness::liveness(
+        record.last_seen,
+        record.hello_interval_secs,
+        now,
+        suspect_after,
+        down_after,
+    )
 }
 
-/// The registry as rows, at `now`.
-pub(crate) fn view(inner: &Inner, now: Millis) -> Result<Vec<FleetNode>, bosun_store::StoreError> {
-    Ok(inner
-        .store
-        .fleet()?
-        .into_iter()
-        .map(|r| FleetNode {
-            status: liveness(
-                &r,
-                now,
-                inner.config.suspect_after_missed,
-                inner.config.down_after_missed,
-            ),
-            seconds_ago: now.saturating_sub(r.last_seen) as f64 / 1000.0,
-            name: r.name,
-            last_seen: r.last_seen,
-            hello_interval_secs: r.hello_interval_secs,
-            inventory: r.inventory,
-        })
-        .collect())
+/// One registry entry as a row, judged at `now`.
+pub(crate) fn row(
+    record: FleetRecord,
+    now: Millis,
+    suspect_after: u64,
+    down_after: u64,
+) -> FleetNode {
+    FleetNode {
+        status: liveness(&record, now, suspect_after, down_after),
+        seconds_ago: now.saturating_sub(record.last_seen) as f64 / 1000.0,
+        name: record.name,
+        last_seen: record.last_seen,
+        hello_interval_secs: record.hello_interval_secs,
+        inventory: record.inventory,
+    }
 }
 
 /// Send a hello to central every `hello_interval_secs`, starting at once. Each hello
 /// lives for two intervals: a stale hello is worth nothing.
-pub(crate) async fn hello_loop(inner: Arc<Inner>) {
+pub(crate) async fn hello_loop(
+    config: Arc<Config>,
+    submitter: Submitter,
+    methods: bosun_methods::Context,
+    shutdown: CancellationToken,
+) {
     let (Some(central), interval) = (
-        inner.config.central_name().map(str::to_string),
-        inner.config.hello_interval_secs,
+        config.central_name().map(str::to_string),
+        config.hello_interval_secs,
     ) else {
         return;
     };
     if interval == 0 {
         return;
     }
-    let mut shutdown = inner.shutdown.subscribe();
     let mut tick = tokio::time::interval(Duration::from_secs(interval));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = crate::node::until_true(&mut shutdown) => return,
+            _ = shutdown.cancelled() => return,
         }
         let body = HelloBody {
             interval_secs: interval,
-            inventory: serde_json::to_value(bosun_methods::hello::inventory(&inner.methods))
+            inventory: serde_json::to_value(bosun_methods::hello::inventory(&methods))
                 .unwrap_or_default(),
         };
         let hello = Message {
@@ -140,7 +130,7 @@ pub(crate) async fn hello_loop(inner: Arc<Inner>) {
             ack_timeout: Some(interval.clamp(1, 10)),
             ..Default::default()
         };
-        if let Err(e) = inner.submit(vec![hello]).await {
+        if let Err(e) = submitter.submit(vec![hello]).await {
             tracing::warn!(error = %e, "cannot queue a hello");
         }
     }
@@ -148,18 +138,13 @@ pub(crate) async fn hello_loop(inner: Arc<Inner>) {
 
 /// At central: append shipped event-stream lines under
 /// `<results dir>/<node>/capture/<file>`.
-pub(crate) fn keep_shipped_capture(inner: &Inner, from: &str, data: &[String]) {
+pub(crate) fn keep_shipped_capture(results: &Path, from: &str, data: &[String]) {
     let [file, text] = data else { return };
     if file.contains('/') || file.contains("..") || file.is_empty() {
         tracing::warn!(from, file, "shipped capture with a bad file name; dropped");
         return;
     }
-    let path = inner
-        .config
-        .results_path()
-        .join(from)
-        .join("capture")
-        .join(file);
+    let path = results.join(from).join("capture").join(file);
     let written = path
         .parent()
         .map(std::fs::create_dir_all)
@@ -179,23 +164,24 @@ pub(crate) fn keep_shipped_capture(inner: &Inner, from: &str, data: &[String]) {
 
 /// Ship new lines of this node's event stream to central every 5 s, in order (one
 /// ordered stream of durable messages), when `capture_ship` is on.
-pub(crate) async fn ship_capture(inner: Arc<Inner>) {
-    let (Some(central), Some(capture)) = (
-        inner.config.central_name().map(str::to_string),
-        inner.capture.clone(),
-    ) else {
+pub(crate) async fn ship_capture(
+    config: Arc<Config>,
+    submitter: Submitter,
+    capture: Capture,
+    shutdown: CancellationToken,
+) {
+    let Some(central) = config.central_name().map(str::to_string) else {
         return;
     };
-    if !inner.config.capture_ship || central == inner.name() {
+    if !config.capture_ship || central == config.name {
         return;
     }
-    let mut shutdown = inner.shutdown.subscribe();
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     let (mut file, mut offset) = (capture.current_file(), 0u64);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = crate::node::until_true(&mut shutdown) => return,
+            _ = shutdown.cancelled() => return,
         }
         let now_file = capture.current_file();
         if now_file != file {
@@ -225,7 +211,7 @@ pub(crate) async fn ship_capture(inner: Arc<Inner>) {
             ordered: Some(true),
             ..Default::default()
         };
-        match inner.submit(vec![ship]).await {
+        match submitter.submit(vec![ship]).await {
             Ok(_) => offset = end,
             Err(e) => tracing::warn!(error = %e, "cannot ship the event stream"),
         }
@@ -233,23 +219,40 @@ pub(crate) async fn ship_capture(inner: Arc<Inner>) {
 }
 
 /// Prune finished messages older than the retention, at start and then hourly.
-pub(crate) async fn prune_loop(inner: Arc<Inner>) {
-    let mut shutdown = inner.shutdown.subscribe();
+pub(crate) async fn prune_loop(config: Arc<Config>, store: Store, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = crate::node::until_true(&mut shutdown) => return,
+            _ = shutdown.cancelled() => return,
         }
-        let keep_ms = inner.config.retention_days.max(1) * 24 * 3600 * 1000;
-        match inner
-            .store
-            .prune(now_millis().saturating_sub(keep_ms))
-            .await
-        {
+        let keep_ms = config.retention_days.max(1) * 24 * 3600 * 1000;
+        match store.prune(now_millis().saturating_sub(keep_ms)).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(records = n, "pruned finished messages past retention"),
             Err(e) => tracing::warn!(error = %e, "pruning failed"),
+        }
+    }
+}
+
+impl FleetNode {
+    /// This node as placement sees it: labels and free memory from its inventory.
+    pub fn candidate(&self) -> bosun_core::Candidate {
+        let labels = self.inventory["labels"]
+            .as_object()
+            .map(|labels| {
+                labels
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        bosun_core::Candidate {
+            name: self.name.clone(),
+            liveness: self.status,
+            labels,
+            free_memory_mb: self.inventory["memAvailableBytes"].as_u64().unwrap_or(0)
+                / (1024 * 1024),
         }
     }
 }

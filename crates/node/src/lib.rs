@@ -1,49 +1,54 @@
-//! The running bosun node: it wires the store, a transport and the method handlers into
-//! the delivery loops, and serves the local socket.
+//! The bosun delivery engine: it wires the store, a transport and the method handlers
+//! into the delivery loops. The ways in (socket, TCP, folders, HTTP) live in
+//! `bosun-ingress`, the event stream in `bosun-capture`; both use [`Node`].
 //!
 //! # Layout
 //! - [`config`]: the TOML config, env and flag overrides.
-//! - [`node`]: [`Node`]: start-up and recovery, submit, status, wait, shutdown.
+//! - [`node`]: [`Node`], the facade: start-up and recovery, submit, status, wait,
+//!   shutdown; the gauges and the scheduler tasks.
+//! - `submit`: the `Submitter`, the one way messages enter the outbox.
+//! - `handles`: the narrow handles the tasks share: outbox handle, finished ids, running
+//!   count, fleet view, error reporter.
 //! - `receiver`: every arrival on the node's subjects: validate, record, ACK.
 //! - `outbox`: the sender loop: send, resend with backoff, give up.
 //! - `executor`: the inbox loop: start in order, run the handler, stream chunks, queue
 //!   the reply.
-//! - [`fleet`]: the fleet registry from hellos, the hello loop, pruning.
+//! - [`fleet`]: the fleet registry from hellos, the hello loop, capture shipping,
+//!   pruning.
 //! - `sinks`: reply sinks: results and chunks written to files or the console.
-//! - [`control`]: the unix socket `bosun.sock`: steward message arrays and CLI requests.
-//! - [`client`]: the CLI's side of that socket.
-//! - [`inputs`]: YAML message files, steward's TCP listener, read folder and startup folder.
+//! - `errorlog`: the error log, local and forwarded to central.
 //! - [`audit`]: the audit log: every message as JSON lines, rotated by size.
-//! - [`metrics`]: Prometheus metrics and their HTTP endpoint.
+//! - [`metrics`]: Prometheus metrics.
 //! - [`events`]: internal events that write a log line and move a metric together.
 //!
 //! # Implementation note: concurrency
 //! Three long-lived tasks own their state and talk over channels: the receiver (one
 //! task per arrival, so that arrivals share group commits), the outbox loop (owns the
-//! send lanes and retry timers) and the executor loop (owns the run lanes). Only the
-//! store's writer thread writes the database. A broadcast of finished ids tells waiters
-//! that a sent message reached a final state.
+//! send lanes and retry timers) and the executor loop (owns the run lanes). Each is
+//! given only the handles it uses. Only the store's writer thread writes the database.
+//! A broadcast of finished ids tells waiters that a sent message reached a final state.
+//!
+//! # Implementation note: lifecycle
+//! The node owns one `CancellationToken` and one `TaskTracker`. Every task it starts
+//! (loops, handlers, capture, and the listeners the caller spawns on
+//! [`Node::tracker`]) runs on the tracker and stops on the token; [`Node::shutdown`]
+//! cancels, waits for the tracker within a bounded grace, then closes the store.
 
 pub mod audit;
-pub mod capture;
-pub mod client;
 pub mod config;
-pub mod control;
 mod errorlog;
 pub mod events;
 mod executor;
 pub mod fleet;
-pub mod http;
-pub mod inputs;
-pub mod lsdsuite;
+mod handles;
 pub mod metrics;
 pub mod node;
-pub mod ops;
 mod outbox;
-pub mod placement;
 mod receiver;
 mod sinks;
+mod submit;
 
+pub use bosun_store::{Depths, InboxRecord, SentRecord};
 pub use config::{Config, ConfigError, Layer, Override, Sources, ValueError};
 pub use fleet::{FleetNode, Liveness};
 pub use node::{Node, NodeError, StatusReport, SubmitError, Submitted};

@@ -1,5 +1,5 @@
-//! Prometheus metrics of a node, in its own registry, and the HTTP endpoint that serves
-//! them (`GET /metrics`, `GET /healthz`).
+//! Prometheus metrics of a node, in its own registry, encoded for the `/metrics`
+//! endpoint (served by the ingress crate).
 //!
 //! Counters are moved by [`crate::events`], which writes the matching log line at the
 //! same time; gauges are set from periodic readings (depths, fleet).
@@ -7,11 +7,6 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
-use axum::routing::get;
 use bosun_proto::Method;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -19,8 +14,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 /// The content type of the OpenMetrics text format.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -231,40 +224,9 @@ impl Metrics {
     }
 }
 
-async fn metrics_page(State(metrics): State<Metrics>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, CONTENT_TYPE)], metrics.encode())
-}
-
-async fn healthz() -> &'static str {
-    "ok"
-}
-
-/// Serve `GET /metrics` and `GET /healthz` on `listener` until `shutdown` becomes true
-/// (or its sender is dropped); then finish the requests in progress and return.
-pub async fn serve(
-    listener: TcpListener,
-    metrics: Metrics,
-    mut shutdown: watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    let app = Router::new()
-        .route("/metrics", get(metrics_page))
-        .route("/healthz", get(healthz))
-        .with_state(metrics);
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "serving metrics");
-    }
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|stop| *stop).await;
-        })
-        .await
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use std::time::Duration;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// The value of the sample line that starts with `series` (name and labels), if any.
     pub(crate) fn sample(text: &str, series: &str) -> Option<f64> {
@@ -336,59 +298,6 @@ pub(crate) mod tests {
         assert_eq!(
             sample(&b.encode(), r#"bosun_retries_total{method="ping"}"#),
             None
-        );
-    }
-
-    async fn get(addr: std::net::SocketAddr, path: &str) -> String {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut response = String::new();
-        tokio::time::timeout(
-            Duration::from_secs(30),
-            stream.read_to_string(&mut response),
-        )
-        .await
-        .expect("an answer")
-        .unwrap();
-        response
-    }
-
-    #[tokio::test]
-    async fn serve_answers_metrics_and_health_and_stops_on_shutdown() {
-        let metrics = Metrics::new();
-        metrics.message_state("ping", "done");
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = watch::channel(false);
-        let server = tokio::spawn(serve(listener, metrics.clone(), stopped));
-
-        let page = get(addr, "/metrics").await;
-        assert!(page.starts_with("HTTP/1.1 200"), "{page}");
-        assert!(
-            page.to_ascii_lowercase()
-                .contains(&format!("content-type: {CONTENT_TYPE}")),
-            "{page}"
-        );
-        assert!(
-            page.contains(r#"bosun_messages_total{method="ping",state="done"} 1"#),
-            "{page}"
-        );
-
-        let health = get(addr, "/healthz").await;
-        assert!(health.starts_with("HTTP/1.1 200"), "{health}");
-        assert!(health.ends_with("\r\n\r\nok"), "{health}");
-        assert!(get(addr, "/nope").await.starts_with("HTTP/1.1 404"));
-
-        stop.send(true).unwrap();
-        let result = tokio::time::timeout(Duration::from_secs(30), server)
-            .await
-            .expect("stops on shutdown");
-        result.unwrap().unwrap();
-        assert!(
-            tokio::net::TcpStream::connect(addr).await.is_err(),
-            "no longer listening"
         );
     }
 }

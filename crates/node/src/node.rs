@@ -1,230 +1,46 @@
 //! [`Node`]: start-up with recovery, submit, status, wait and shutdown.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bosun_bus::Transport;
-use bosun_proto::wire::{self, Request, WIRE_VERSION};
-use bosun_proto::{Message, Method, Outcome, State, Status};
+use bosun_proto::wire;
+use bosun_proto::{Message, Outcome, State, Status};
 use bosun_store::{InboxRecord, SentRecord, Store, StoreError};
 use serde::Serialize;
-use tokio::sync::{broadcast, mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use bosun_capture::Capture;
 
 use crate::config::Config;
-use crate::executor::{self, InboxCmd};
-use crate::outbox::{self, OutboxCmd};
+use crate::executor;
+use crate::handles::{ErrorReporter, FinishedIds, FleetView, OutboxHandle, RunningCount};
+use crate::metrics::Metrics;
+use crate::outbox;
 use crate::receiver;
+use crate::submit::{Submitter, SubmitterParts};
 
 pub use bosun_methods::now_millis;
-
-/// Shared by the node's tasks.
-pub(crate) struct Inner {
-    pub config: Config,
-    pub store: Store,
-    pub transport: Arc<dyn Transport>,
-    pub standalone: bool,
-    pub outbox: mpsc::UnboundedSender<OutboxCmd>,
-    pub inbox: mpsc::UnboundedSender<InboxCmd>,
-    /// The id of every sent message that reaches a final state.
-    pub finished: broadcast::Sender<String>,
-    pub shutdown: watch::Sender<bool>,
-    pub methods: bosun_methods::Context,
-    /// Handlers running now.
-    pub running: AtomicUsize,
-    /// Prometheus metrics; moved by `crate::events`.
-    pub metrics: crate::metrics::Metrics,
-    /// Every message submitted or received, as JSON lines (off when `audit_max_bytes` is 0).
-    pub audit: Option<crate::audit::AuditLog>,
-    /// The event stream (LSDSuite capture), when on.
-    pub capture: Option<crate::capture::Capture>,
-    /// Messages with a `schedule`, for the scheduler task to repeat.
-    pub schedules: mpsc::UnboundedSender<Message>,
-    /// Per replied-to message: the next chunk number its sink will write.
-    pub sink_progress: tokio::sync::Mutex<std::collections::HashMap<String, u64>>,
-}
-
-impl Inner {
-    pub fn name(&self) -> &str {
-        &self.config.name
-    }
-
-    /// Log an error locally and, unless this node is central, send it to central's
-    /// error log too (as an `errorLog` message, durable like any other).
-    pub fn report_error(self: &Arc<Self>, entry: &crate::errorlog::ErrorEntry<'_>) {
-        crate::errorlog::append(&self.config.error_log_path(), entry);
-        let Some(central) = self.config.central_name() else {
-            return;
-        };
-        if central == self.name() || entry.method == Some("errorLog") {
-            return;
-        }
-        let line = serde_json::to_string(entry).unwrap_or_default();
-        let report = Message {
-            to_node: Some(central.to_string()),
-            method: "errorLog".into(),
-            data: vec![line],
-            ordered: Some(false),
-            ttl: Some(24 * 3600),
-            ..Default::default()
-        };
-        let inner = self.clone();
-        tokio::spawn(async move {
-            if let Err(e) = inner.submit(vec![report]).await {
-                tracing::warn!(error = %e, "cannot forward an error to central");
-            }
-        });
-    }
-
-    /// Tell waiters that a sent message reached a final state.
-    pub fn finished(&self, id: &str) {
-        let _ = self.finished.send(id.to_string());
-    }
-
-    /// See [`Node::submit`].
-    pub async fn submit(
-        self: &Arc<Self>,
-        messages: Vec<Message>,
-    ) -> Result<Vec<Submitted>, SubmitError> {
-        if messages.is_empty() {
-            return Err(SubmitError::Empty);
-        }
-        let now = now_millis();
-        let mut receipts = Vec::new();
-        let mut queued = Vec::new();
-        let mut ids_in_batch = std::collections::HashSet::new();
-        for (index, message) in messages.into_iter().enumerate() {
-            let invalid = |reason: String| SubmitError::Invalid { index, reason };
-            message.validate().map_err(|e| invalid(e.to_string()))?;
-            if let Some(id) = &message.id
-                && !ids_in_batch.insert(id.clone())
-            {
-                return Err(invalid(format!(
-                    "field `id`: {id} appears twice in this batch"
-                )));
-            }
-            let method = message
-                .parsed_method()
-                .map_err(|e| invalid(e.to_string()))?;
-            if method == Method::Result {
-                return Err(invalid(
-                    "`result` messages are replies made by nodes; they cannot be submitted".into(),
-                ));
-            }
-            if let Some(id) = &message.id
-                && let Some(existing) = self.store.sent(id)?
-            {
-                receipts.push(Submitted {
-                    id: id.clone(),
-                    to_node: existing.message.destination().to_string(),
-                    method: existing.message.method.clone(),
-                });
-                continue;
-            }
-            let mut destinations = message.destinations();
-            if let Some(instances) = message.instances {
-                let memory_mb = message
-                    .data
-                    .first()
-                    .and_then(|d| {
-                        serde_json::from_str::<bosun_proto::container::ContainerSpec>(d).ok()
-                    })
-                    .and_then(|s| s.memory_mb)
-                    .unwrap_or(0);
-                let fleet = crate::fleet::view(self, now)?;
-                destinations = crate::placement::place(
-                    &fleet,
-                    &destinations,
-                    instances,
-                    &message.constraints,
-                    memory_mb,
-                )
-                .map_err(invalid)?;
-            } else if destinations.iter().any(|d| d == "*") {
-                let fleet = self.store.fleet()?;
-                if fleet.is_empty() {
-                    return Err(invalid(format!(
-                        "toNodes [\"*\"] means every node in the fleet registry, and {} has heard no hellos; send it to the central node, or list the nodes by name",
-                        self.name()
-                    )));
-                }
-                destinations.retain(|d| d != "*");
-                for record in fleet {
-                    if !destinations.contains(&record.name) {
-                        destinations.push(record.name);
-                    }
-                }
-            }
-            let fan_out = destinations.len() > 1 || message.instances.is_some();
-            for to in destinations {
-                if self.standalone && to != self.name() {
-                    return Err(invalid(format!(
-                        "node {to:?} is not reachable: this node ({}) runs standalone on the in-process transport; start every node with --broker nats://HOST:PORT to reach other nodes",
-                        self.name()
-                    )));
-                }
-                let mut m = message.for_destination(&to, fan_out);
-                m.from_node = Some(self.name().to_string());
-                m.created_at = Some(now);
-                let size = wire::encode(&Request {
-                    v: WIRE_VERSION,
-                    msg: m.clone(),
-                })
-                .len();
-                if size > self.config.max_message_bytes {
-                    return Err(invalid(format!(
-                        "message is {size} bytes; the limit is {} (max_message_bytes)",
-                        self.config.max_message_bytes
-                    )));
-                }
-                receipts.push(Submitted {
-                    id: m.id().to_string(),
-                    to_node: to.clone(),
-                    method: m.method.clone(),
-                });
-                queued.push(m);
-            }
-        }
-        if queued.is_empty() {
-            return Ok(receipts);
-        }
-        let scheduled: Vec<Message> = queued
-            .iter()
-            .filter(|m| m.schedule.is_some())
-            .cloned()
-            .collect();
-        for m in &queued {
-            if let Some(audit) = &self.audit {
-                audit.record("submitted", m);
-            }
-            let state = crate::events::MessageState {
-                id: m.id(),
-                method: &m.method,
-                state: "queued",
-            };
-            state.emit(&self.metrics);
-        }
-        let seqs = self.store.submit(queued.clone(), now).await?;
-        for template in scheduled {
-            let _ = self.schedules.send(template);
-        }
-        let _ = self
-            .outbox
-            .send(OutboxCmd::Deliver(seqs.into_iter().zip(queued).collect()));
-        Ok(receipts)
-    }
-
-    pub fn subject(&self, node: &str, method: &str) -> String {
-        wire::subject(&self.config.subject_prefix, node, method)
-    }
-}
 
 /// A running node. Dropping it does not stop it: call [`Node::shutdown`].
 #[derive(Clone)]
 pub struct Node {
-    pub(crate) inner: Arc<Inner>,
-    tasks: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
+    parts: Arc<NodeParts>,
+}
+
+/// What the facade itself uses; the tasks were given their own handles at start-up.
+struct NodeParts {
+    config: Arc<Config>,
+    store: Store,
+    transport: Arc<dyn Transport>,
+    submitter: Submitter,
+    finished: FinishedIds,
+    fleet: FleetView,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
 }
 
 /// Why a node could not start.
@@ -344,7 +160,7 @@ impl Node {
         let audit = if config.audit_max_bytes > 0 {
             let path = config.audit_log_path();
             match crate::audit::AuditLog::open(path, config.audit_max_bytes, config.audit_keep) {
-                Ok(a) => Some(a),
+                Ok(a) => Some(Arc::new(a)),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot open the audit log; running without it");
                     None
@@ -353,119 +169,161 @@ impl Node {
         } else {
             None
         };
-        let (outbox_tx, outbox_rx) = mpsc::unbounded_channel();
-        let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
-        let (schedules_tx, schedules_rx) = mpsc::unbounded_channel();
-        let (finished, _) = broadcast::channel(16 * 1024);
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let capture = if config.capture {
-            let capture_config = crate::capture::CaptureConfig {
-                node: config.name.clone(),
-                dir: config
-                    .capture_dir
-                    .clone()
-                    .unwrap_or_else(|| config.data_dir.join("capture")),
-                file: crate::capture::DEFAULT_FILE.into(),
-                syslog_socket: Some(
-                    config
-                        .syslog_socket
-                        .clone()
-                        .unwrap_or_else(|| config.data_dir.join("sock/logs.sock")),
-                ),
-                docker_socket: config.docker_socket.clone(),
-                stats_interval: Duration::from_secs(config.stats_interval_secs.max(1)),
-            };
-            match crate::capture::Capture::start(capture_config, shutdown_rx.clone()).await {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot start the event stream capture; running without it");
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        let methods = bosun_methods::Context {
-            node: config.name.clone(),
-            output_limit: config.output_limit_bytes,
-            default_method_timeout: Duration::from_secs(config.method_timeout_secs),
-            kill_grace: Duration::from_secs(config.kill_grace_secs.max(1)),
-            shutdown: Default::default(),
-            data_dir: config.data_dir.clone(),
-            labels: config.labels.clone(),
-            served: Default::default(),
-            docker_socket: config.docker_socket.clone(),
-            templates_dir: config.templates_path(),
-            state: Default::default(),
-        };
-        let inner = Arc::new(Inner {
-            config,
-            store,
-            transport,
+        let config = Arc::new(config);
+        let (outbox, outbox_commands) = OutboxHandle::channel();
+        let (inbox, inbox_commands) = mpsc::unbounded_channel();
+        let (schedules, schedule_templates) = mpsc::unbounded_channel();
+        let finished = FinishedIds::new(16 * 1024);
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let metrics = Metrics::new();
+        let running = RunningCount::default();
+        let fleet = FleetView::new(store.clone(), &config);
+        let capture = start_capture(&config, &shutdown, &tracker).await;
+        let methods = methods_context(&config, &shutdown);
+        let submitter = Submitter::new(SubmitterParts {
+            config: config.clone(),
             standalone,
-            outbox: outbox_tx,
-            inbox: inbox_tx,
-            finished,
-            shutdown,
-            methods,
-            running: AtomicUsize::new(0),
-            sink_progress: Default::default(),
-            schedules: schedules_tx,
-            metrics: crate::metrics::Metrics::new(),
-            audit,
-            capture,
+            store: store.clone(),
+            outbox: outbox.clone(),
+            schedules,
+            metrics: metrics.clone(),
+            audit: audit.clone(),
+            fleet: fleet.clone(),
         });
+        let reporter = ErrorReporter::new(config.clone(), submitter.clone(), tracker.clone());
 
-        let to_run = executor::recover(&inner).await?;
-        let outbox_entries = inner.store.outbox()?;
-        let subscription = inner
-            .transport
-            .subscribe(wire::inbox_pattern(
-                &inner.config.subject_prefix,
-                inner.name(),
-            ))
-            .await?;
+        let executor = Arc::new(executor::Executor {
+            config: config.clone(),
+            store: store.clone(),
+            transport: transport.clone(),
+            submitter: submitter.clone(),
+            outbox: outbox.clone(),
+            methods: methods.clone(),
+            capture: capture.clone(),
+            metrics: metrics.clone(),
+            running: running.clone(),
+            shutdown: shutdown.clone(),
+            tracker: tracker.clone(),
+        });
+        let recovered = async {
+            let to_run = executor::recover(&executor).await?;
+            let outbox_entries = store.outbox()?;
+            let subscription = transport
+                .subscribe(wire::inbox_pattern(&config.subject_prefix, &config.name))
+                .await?;
+            Ok::<_, NodeError>((to_run, outbox_entries, subscription))
+        };
+        let (to_run, outbox_entries, subscription) = match recovered.await {
+            Ok(recovered) => recovered,
+            Err(e) => {
+                // The capture and the handlers' shutdown flag are running already.
+                shutdown.cancel();
+                return Err(e);
+            }
+        };
+        let receiver = Arc::new(receiver::Receiver {
+            config: config.clone(),
+            store: store.clone(),
+            metrics: metrics.clone(),
+            audit,
+            inbox,
+            outbox: outbox.clone(),
+            finished: finished.clone(),
+            reporter: reporter.clone(),
+            served: methods.served.clone(),
+            sinks: crate::sinks::Sinks::new(config.results_path(), store.clone()),
+            tracker: tracker.clone(),
+        });
+        let sender = outbox::Sender {
+            config: config.clone(),
+            store: store.clone(),
+            transport: transport.clone(),
+            metrics: metrics.clone(),
+            finished: finished.clone(),
+            reporter,
+            running,
+            tracker: tracker.clone(),
+        };
 
-        let tasks = vec![
-            tokio::spawn(outbox::run(inner.clone(), outbox_rx, outbox_entries)),
-            tokio::spawn(executor::run(inner.clone(), inbox_rx, to_run)),
-            tokio::spawn(receiver::run(inner.clone(), subscription)),
-            tokio::spawn(crate::fleet::hello_loop(inner.clone())),
-            tokio::spawn(crate::fleet::prune_loop(inner.clone())),
-            tokio::spawn(scheduler(inner.clone(), schedules_rx)),
-            tokio::spawn(gauges(inner.clone())),
-            tokio::spawn(crate::fleet::ship_capture(inner.clone())),
-        ];
+        tracker.spawn(outbox::run(
+            sender,
+            outbox_commands,
+            outbox_entries,
+            shutdown.clone(),
+        ));
+        tracker.spawn(executor::run(executor, inbox_commands, to_run));
+        tracker.spawn(receiver::run(receiver, subscription, shutdown.clone()));
+        tracker.spawn(crate::fleet::hello_loop(
+            config.clone(),
+            submitter.clone(),
+            methods,
+            shutdown.clone(),
+        ));
+        tracker.spawn(crate::fleet::prune_loop(
+            config.clone(),
+            store.clone(),
+            shutdown.clone(),
+        ));
+        tracker.spawn(scheduler(
+            submitter.clone(),
+            schedule_templates,
+            shutdown.clone(),
+            tracker.clone(),
+        ));
+        tracker.spawn(gauges(
+            store.clone(),
+            fleet.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+        if let Some(capture) = capture {
+            tracker.spawn(crate::fleet::ship_capture(
+                config.clone(),
+                submitter.clone(),
+                capture,
+                shutdown.clone(),
+            ));
+        }
         tracing::info!(
-            node = inner.name(),
-            transport = inner.transport.describe(),
-            data_dir = %inner.config.data_dir.display(),
+            node = config.name,
+            transport = transport.describe(),
+            data_dir = %config.data_dir.display(),
             "node started"
         );
         Ok(Node {
-            inner,
-            tasks: Arc::new(std::sync::Mutex::new(tasks)),
+            parts: Arc::new(NodeParts {
+                config,
+                store,
+                transport,
+                submitter,
+                finished,
+                fleet,
+                metrics,
+                shutdown,
+                tracker,
+            }),
         })
     }
 
     /// This node's name.
     pub fn name(&self) -> &str {
-        self.inner.name()
+        &self.parts.config.name
     }
 
     /// The configuration in effect.
     pub fn config(&self) -> &Config {
-        &self.inner.config
+        &self.parts.config
     }
 
     /// The transport, described.
     pub fn transport_description(&self) -> String {
-        self.inner.transport.describe()
+        self.parts.transport.describe()
     }
 
     /// True when the transport is connected.
     pub fn is_connected(&self) -> bool {
-        self.inner.transport.is_connected()
+        self.parts.transport.is_connected()
     }
 
     /// Validate and queue messages. Returns once every delivery is durable in the outbox.
@@ -473,15 +331,15 @@ impl Node {
     /// with its own id. Re-submitting an id this node already has returns the existing
     /// delivery instead of queueing it twice.
     pub async fn submit(&self, messages: Vec<Message>) -> Result<Vec<Submitted>, SubmitError> {
-        self.inner.submit(messages).await
+        self.parts.submitter.submit(messages).await
     }
 
     /// Everything this node knows about a message id.
     pub fn status(&self, id: &str) -> Result<StatusReport, StoreError> {
-        let sent = self.inner.store.sent(id)?;
+        let sent = self.parts.store.sent(id)?;
         let output = match &sent {
             Some(_) => self
-                .inner
+                .parts
                 .store
                 .chunks(id)?
                 .into_iter()
@@ -492,14 +350,14 @@ impl Node {
         Ok(StatusReport {
             id: id.to_string(),
             sent,
-            received: self.inner.store.inbox(id)?,
+            received: self.parts.store.inbox(id)?,
             output,
         })
     }
 
     /// The most recent messages this node sent, newest first.
     pub fn recent(&self, limit: usize) -> Result<Vec<SentRecord>, StoreError> {
-        self.inner.store.recent_sent(limit)
+        self.parts.store.recent_sent(limit)
     }
 
     /// Wait until every id is in a final state at this node, or `timeout` passes.
@@ -509,7 +367,7 @@ impl Node {
         ids: &[String],
         timeout: Duration,
     ) -> Result<(bool, Vec<StatusReport>), StoreError> {
-        let mut finished = self.inner.finished.subscribe();
+        let mut finished = self.parts.finished.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         let is_final = |r: &StatusReport| r.sent.as_ref().is_some_and(|s| s.state.is_terminal());
         let read_all = || -> Result<Vec<StatusReport>, StoreError> {
@@ -552,44 +410,56 @@ impl Node {
 
     /// The fleet registry as this node sees it now.
     pub fn fleet(&self) -> Result<Vec<crate::FleetNode>, StoreError> {
-        crate::fleet::view(&self.inner, now_millis())
+        self.parts.fleet.at(now_millis())
     }
 
     /// The node's metrics (for the `/metrics` endpoint).
     pub fn metrics(&self) -> crate::metrics::Metrics {
-        self.inner.metrics.clone()
+        self.parts.metrics.clone()
     }
 
     /// Outbox and inbox depths.
     pub fn depths(&self) -> Result<bosun_store::Depths, StoreError> {
-        self.inner.store.depths()
+        self.parts.store.depths()
     }
 
-    /// A receiver that becomes true when the node begins to shut down.
-    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
-        self.inner.shutdown.subscribe()
+    /// The token cancelled when the node begins to shut down. Whatever serves the node
+    /// (listeners, folders) stops on it.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.parts.shutdown.clone()
     }
 
-    /// Stop gracefully: stop taking work, interrupt running handlers (their outcome is
-    /// recorded and their reply queued), give the outbox a moment to drain, then make
-    /// everything durable and close the store.
+    /// The tracker every task of the node runs on. Spawn the node's listeners on it, so
+    /// that [`Node::shutdown`] waits for them before it closes the store.
+    pub fn tracker(&self) -> TaskTracker {
+        self.parts.tracker.clone()
+    }
+
+    /// Stop gracefully: cancel the shutdown token (listeners stop, the executor takes no
+    /// new work, running handlers are interrupted and their outcome recorded and reply
+    /// queued, the outbox drains briefly), wait for every task on the tracker within a
+    /// bounded grace, then make everything durable and close the store. Calling it again
+    /// does nothing more.
     pub async fn shutdown(&self) {
+        if self.parts.shutdown.is_cancelled() && self.parts.tracker.is_closed() {
+            return;
+        }
         tracing::info!(node = self.name(), "shutting down");
-        let _ = self.inner.shutdown.send(true);
-        self.inner.methods.shutdown.cancel();
-        let deadline = tokio::time::Instant::now()
-            + Duration::from_secs(self.inner.config.kill_grace_secs.max(1) * 2 + 2);
-        while self.inner.running.load(Ordering::SeqCst) > 0
-            && tokio::time::Instant::now() < deadline
+        self.parts.shutdown.cancel();
+        self.parts.tracker.close();
+        // Handlers get twice the kill grace to end their processes; the loops and
+        // listeners end on the token at once, the outbox after its short drain.
+        let grace = Duration::from_secs(self.parts.config.kill_grace_secs.max(1) * 2 + 4);
+        if tokio::time::timeout(grace, self.parts.tracker.wait())
+            .await
+            .is_err()
         {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tracing::warn!(
+                tasks = self.parts.tracker.len(),
+                "tasks still running after the shutdown grace; closing anyway"
+            );
         }
-        let tasks: Vec<JoinHandle<()>> =
-            std::mem::take(&mut *self.tasks.lock().expect("tasks lock"));
-        for t in tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
-        }
-        if let Err(e) = self.inner.store.close().await {
+        if let Err(e) = self.parts.store.close().await {
             tracing::error!(error = %e, "closing the store");
         }
         tracing::info!(node = self.name(), "stopped");
@@ -597,43 +467,46 @@ impl Node {
 }
 
 /// Keep the queue-depth and fleet gauges current.
-async fn gauges(inner: Arc<Inner>) {
-    let mut shutdown = inner.shutdown.subscribe();
+async fn gauges(store: Store, fleet: FleetView, metrics: Metrics, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = until_true(&mut shutdown) => return,
+            _ = shutdown.cancelled() => return,
         }
-        if let Ok(d) = inner.store.depths() {
-            inner.metrics.set_depths(d.outbox, d.inbox_pending);
+        if let Ok(d) = store.depths() {
+            metrics.set_depths(d.outbox, d.inbox_pending);
         }
-        if let Ok(fleet) = crate::fleet::view(&inner, now_millis())
+        if let Ok(fleet) = fleet.at(now_millis())
             && !fleet.is_empty()
         {
             let count = |l: crate::Liveness| fleet.iter().filter(|n| n.status == l).count() as u64;
-            inner.metrics.set_fleet(
+            metrics.set_fleet(
                 count(crate::Liveness::Alive),
                 count(crate::Liveness::Suspect),
                 count(crate::Liveness::Down),
             );
             for n in &fleet {
-                inner.metrics.set_last_seen(&n.name, n.seconds_ago);
+                metrics.set_last_seen(&n.name, n.seconds_ago);
             }
         }
     }
 }
 
 /// Start a repeat task for every scheduled message submitted.
-async fn scheduler(inner: Arc<Inner>, mut templates: mpsc::UnboundedReceiver<Message>) {
-    let mut shutdown = inner.shutdown.subscribe();
+async fn scheduler(
+    submitter: Submitter,
+    mut templates: mpsc::UnboundedReceiver<Message>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
     loop {
         tokio::select! {
             template = templates.recv() => match template {
-                Some(t) => { tokio::spawn(repeat(inner.clone(), t)); }
+                Some(t) => { tracker.spawn(repeat(submitter.clone(), t, shutdown.clone())); }
                 None => return,
             },
-            _ = until_true(&mut shutdown) => return,
+            _ = shutdown.cancelled() => return,
         }
     }
 }
@@ -641,7 +514,7 @@ async fn scheduler(inner: Arc<Inner>, mut templates: mpsc::UnboundedReceiver<Mes
 /// Steward's `schedule: [intervalSeconds, totalSeconds]`: submit a fresh copy of the
 /// message every interval until the total has passed. Schedules live in memory: a
 /// restart ends them (the copies already queued are durable as usual).
-async fn repeat(inner: Arc<Inner>, template: Message) {
+async fn repeat(submitter: Submitter, template: Message, shutdown: CancellationToken) {
     let Some([interval, total]) = template
         .schedule
         .as_deref()
@@ -651,18 +524,17 @@ async fn repeat(inner: Arc<Inner>, template: Message) {
     };
     let started = tokio::time::Instant::now();
     let end = started + Duration::from_secs(total);
-    let mut shutdown = inner.shutdown.subscribe();
     let mut next = started + Duration::from_secs(interval.max(1));
     while next <= end {
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {}
-            _ = until_true(&mut shutdown) => return,
+            _ = shutdown.cancelled() => return,
         }
         let mut copy = template.clone();
         copy.id = None;
         copy.schedule = None;
         copy.created_at = None;
-        if let Err(e) = inner.submit(vec![copy]).await {
+        if let Err(e) = submitter.submit(vec![copy]).await {
             tracing::warn!(error = %e, "cannot queue a scheduled repeat");
             return;
         }
@@ -675,7 +547,48 @@ pub(crate) fn refused(node: &str, reason: &str) -> Outcome {
     Outcome::bare(Status::Rejected, node, reason, now_millis())
 }
 
-/// Resolve when the watched flag becomes true (or its sender is gone).
-pub(crate) async fn until_true(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|v| *v).await;
+/// Start the event stream when `capture` is on. A capture that cannot start is logged
+/// and the node runs without it.
+async fn start_capture(
+    config: &Config,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+) -> Option<Capture> {
+    if config.capture {
+        let capture_config = bosun_capture::CaptureConfig {
+            node: config.name.clone(),
+            dir: config.capture_path(),
+            file: bosun_capture::DEFAULT_FILE.into(),
+            syslog_socket: Some(config.syslog_socket_path()),
+            docker_socket: config.docker_socket.clone(),
+            stats_interval: config.stats_interval(),
+        };
+        match bosun_capture::Capture::start(capture_config, shutdown.clone(), tracker).await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the event stream capture; running without it");
+                None
+            }
+        }
+    } else {
+        None
+    }
+}
+
+/// What the method handlers may know of this node.
+fn methods_context(config: &Config, shutdown: &CancellationToken) -> bosun_methods::Context {
+    bosun_methods::Context {
+        node: config.name.clone(),
+        output_limit: config.output_limit_bytes,
+        default_method_timeout: config.method_timeout(),
+        kill_grace: config.kill_grace(),
+        shutdown: shutdown.clone(),
+        data_dir: config.data_dir.clone(),
+        labels: config.labels.clone(),
+        served: Default::default(),
+        docker_socket: config.docker_socket.clone(),
+        templates_dir: config.templates_path(),
+        // Per node: two nodes in one process keep their own clients and copy records.
+        state: Default::default(),
+    }
 }

@@ -19,8 +19,16 @@ use bosun_store::SentRecord;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use bosun_bus::Transport;
+use bosun_store::Store;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
 use crate::errorlog::ErrorEntry;
-use crate::node::{Inner, now_millis};
+use crate::handles::{ErrorReporter, FinishedIds, RunningCount};
+use crate::metrics::Metrics;
+use crate::node::now_millis;
 
 /// Ordering stream of a sent message: destination and method.
 type Stream = (String, String);
@@ -45,8 +53,21 @@ struct Entry {
     unrecorded_send: Option<(Millis, Option<String>)>,
 }
 
+/// What the outbox loop uses.
+pub(crate) struct Sender {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub transport: Arc<dyn Transport>,
+    pub metrics: Metrics,
+    pub finished: FinishedIds,
+    pub reporter: ErrorReporter,
+    /// Handlers running now: at shutdown the outbox drains until their replies are out.
+    pub running: RunningCount,
+    pub tracker: TaskTracker,
+}
+
 struct Outbox {
-    inner: Arc<Inner>,
+    sender: Sender,
     lanes: Lanes<Stream>,
     entries: HashMap<String, Entry>,
     timers: BinaryHeap<Reverse<(Millis, String)>>,
@@ -57,9 +78,10 @@ struct Outbox {
 }
 
 pub(crate) async fn run(
-    inner: Arc<Inner>,
+    sender: Sender,
     mut commands: mpsc::UnboundedReceiver<OutboxCmd>,
     existing: Vec<(u64, SentRecord)>,
+    shutdown: CancellationToken,
 ) {
     let (results_tx, mut results_rx) = mpsc::unbounded_channel();
     let mut outbox = Outbox {
@@ -67,7 +89,7 @@ pub(crate) async fn run(
         // applies to requests actually on the wire, so messages waiting for an offline
         // node never hold back traffic to others.
         lanes: Lanes::new(usize::MAX),
-        inner: inner.clone(),
+        sender,
         entries: HashMap::new(),
         timers: BinaryHeap::new(),
         results: results_tx,
@@ -77,7 +99,6 @@ pub(crate) async fn run(
     for (seq, record) in existing {
         outbox.add(seq, record.message);
     }
-    let mut shutdown = inner.shutdown.subscribe();
     let mut drain_until: Option<tokio::time::Instant> = None;
     loop {
         for item in outbox.lanes.take_ready() {
@@ -85,8 +106,7 @@ pub(crate) async fn run(
         }
         if let Some(until) = drain_until
             && (tokio::time::Instant::now() >= until
-                || (outbox.in_flight == 0
-                    && inner.running.load(std::sync::atomic::Ordering::SeqCst) == 0))
+                || (outbox.in_flight == 0 && outbox.sender.running.count() == 0))
         {
             break;
         }
@@ -111,7 +131,7 @@ pub(crate) async fn run(
             Some((id, result)) = results_rx.recv() => outbox.on_result(id, result).await,
             _ = sleep => outbox.fire_timers(),
             _ = tokio::time::sleep(Duration::from_millis(100)), if drain_until.is_some() => {}
-            _ = crate::node::until_true(&mut shutdown), if drain_until.is_none() => {
+            _ = shutdown.cancelled(), if drain_until.is_none() => {
                 // Let replies of interrupted work and sends under way finish, briefly.
                 drain_until = Some(tokio::time::Instant::now() + Duration::from_millis(1500));
             }
@@ -122,8 +142,8 @@ pub(crate) async fn run(
 impl Outbox {
     fn policy(&self, m: &Message) -> RetryPolicy {
         RetryPolicy {
-            ack_timeout_ms: m.ack_timeout.unwrap_or(self.inner.config.ack_timeout_secs) * 1000,
-            retries: m.retries.unwrap_or(self.inner.config.retries),
+            ack_timeout_ms: m.ack_timeout.unwrap_or(self.sender.config.ack_timeout_secs) * 1000,
+            retries: m.retries.unwrap_or(self.sender.config.retries),
             ..RetryPolicy::default()
         }
     }
@@ -147,7 +167,11 @@ impl Outbox {
             v: WIRE_VERSION,
             msg: message.clone(),
         }));
-        let subject = self.inner.subject(message.destination(), &message.method);
+        let subject = wire::subject(
+            &self.sender.config.subject_prefix,
+            message.destination(),
+            &message.method,
+        );
         self.lanes.push(item.clone());
         self.entries.insert(
             id,
@@ -172,7 +196,7 @@ impl Outbox {
             self.give_up(id, "ttl expired before the message could be delivered");
             return;
         }
-        if !self.inner.transport.is_connected() {
+        if !self.sender.transport.is_connected() {
             // Not sent at all: the message stays `queued` and waits for the link.
             match entry.delivery.on_unreachable(now) {
                 Attempt::RetryAt(at) => self.timers.push(Reverse((at, id.to_string()))),
@@ -180,7 +204,7 @@ impl Outbox {
             }
             return;
         }
-        if self.in_flight >= self.inner.config.max_in_flight.max(1) {
+        if self.in_flight >= self.sender.config.max_in_flight.max(1) {
             self.window_queue.push_back(id.to_string());
             return;
         }
@@ -190,10 +214,10 @@ impl Outbox {
                 method: &entry.message.method,
                 reason,
             };
-            event.emit(&self.inner.metrics);
+            event.emit(&self.sender.metrics);
         }
         entry.unrecorded_send = Some((now, entry.resend_note.take()));
-        let transport = self.inner.transport.clone();
+        let transport = self.sender.transport.clone();
         let results = self.results.clone();
         let subject = entry.subject.clone();
         let payload = entry.payload.clone();
@@ -240,18 +264,18 @@ impl Outbox {
                 method: &entry.message.method,
                 state: "acked",
             };
-            event.emit(&self.inner.metrics);
+            event.emit(&self.sender.metrics);
             notes.push((Event::Acked, now, None));
             // Events and sinks expect no reply: the ACK is the end of their road.
             let expects_reply = bosun_proto::Method::parse(&entry.message.method)
                 .is_none_or(|p| p.method.expects_reply());
             if !expects_reply {
                 notes.push((Event::Finished(Status::Done), now, None));
-                self.inner.finished(&id);
+                self.sender.finished.announce(&id);
             }
         }
         if !notes.is_empty() {
-            self.inner.store.note(&id, notes);
+            self.sender.store.note(&id, notes);
         }
         let attempt = match result {
             Ok(decoded) => match decoded {
@@ -278,7 +302,7 @@ impl Outbox {
                     id: &id,
                     method: &entry.message.method,
                 };
-                event.emit(&self.inner.metrics);
+                event.emit(&self.sender.metrics);
                 let attempt = entry.delivery.on_ack_timeout(now);
                 entry.resend_note = Some(format!(
                     "resend #{} after no ACK in {} ms",
@@ -309,7 +333,7 @@ impl Outbox {
             method: &entry.message.method,
             state: "rejected",
         };
-        event.emit(&self.inner.metrics);
+        event.emit(&self.sender.metrics);
         self.end(id, Status::Rejected, reason.to_string(), reason, "rejected");
     }
 
@@ -322,7 +346,7 @@ impl Outbox {
             method: &entry.message.method,
             reason,
         };
-        event.emit(&self.inner.metrics);
+        event.emit(&self.sender.metrics);
         let error = format!("not delivered: {reason}");
         self.end(id, Status::Failed, error, reason, "undelivered");
     }
@@ -334,11 +358,11 @@ impl Outbox {
             return;
         };
         let outcome = Outcome::bare(status, entry.message.destination(), error, now_millis());
-        let store = self.inner.store.clone();
-        let inner = self.inner.clone();
+        let store = self.sender.store.clone();
+        let finished = self.sender.finished.clone();
         let id_owned = id.to_string();
         let note = reason.to_string();
-        tokio::spawn(async move {
+        self.sender.tracker.spawn(async move {
             let _ = store
                 .sent_event(
                     &id_owned,
@@ -348,7 +372,7 @@ impl Outbox {
                     Some(outcome),
                 )
                 .await;
-            inner.finished(&id_owned);
+            finished.announce(&id_owned);
         });
         self.log(id, kind, reason);
         self.finished(id);
@@ -368,9 +392,9 @@ impl Outbox {
         let Some(entry) = self.entries.get(id) else {
             return;
         };
-        self.inner.report_error(&ErrorEntry {
+        self.sender.reporter.report(&ErrorEntry {
             at: now_millis(),
-            node: self.inner.name(),
+            node: &self.sender.config.name,
             kind,
             message_id: Some(id),
             to_node: Some(entry.message.destination()),

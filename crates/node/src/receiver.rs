@@ -8,31 +8,66 @@
 use std::sync::Arc;
 
 use bosun_core::Event;
+use bosun_methods::Served;
 use bosun_proto::wire::{self, Ack, STATUS_TOKEN, WIRE_VERSION};
 use bosun_proto::{Message, Method};
 use bosun_store::Receipt;
+use bosun_store::Store;
 use bytes::Bytes;
 use futures::StreamExt;
+use std::sync::RwLock;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::audit::AuditLog;
+
+use crate::config::Config;
 use crate::errorlog::ErrorEntry;
 use crate::executor::InboxCmd;
-use crate::node::{Inner, now_millis};
+use crate::handles::{ErrorReporter, FinishedIds, OutboxHandle};
+use crate::metrics::Metrics;
+use crate::node::now_millis;
+use crate::sinks::Sinks;
+
+/// What the receiver uses for each arrival.
+pub(crate) struct Receiver {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub metrics: Metrics,
+    pub audit: Option<Arc<AuditLog>>,
+    /// New requests for the executor.
+    pub inbox: mpsc::UnboundedSender<InboxCmd>,
+    /// Results settle their message in the outbox loop.
+    pub outbox: OutboxHandle,
+    pub finished: FinishedIds,
+    pub reporter: ErrorReporter,
+    /// Which methods this node serves, and from which senders.
+    pub served: Arc<RwLock<Served>>,
+    pub sinks: Sinks,
+    /// Each arrival runs in its own task on it.
+    pub tracker: TaskTracker,
+}
 
 /// Arrivals handled at once. More wait in the subscription (and, past its capacity, at
 /// the sender, which resends): memory stays bounded under a flood.
 const MAX_ARRIVALS_AT_ONCE: usize = 4096;
 
-pub(crate) async fn run(inner: Arc<Inner>, mut subscription: bosun_bus::Subscription) {
-    let mut shutdown = inner.shutdown.subscribe();
+pub(crate) async fn run(
+    receiver: Arc<Receiver>,
+    mut subscription: bosun_bus::Subscription,
+    shutdown: CancellationToken,
+) {
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_ARRIVALS_AT_ONCE));
     loop {
         tokio::select! {
             next = subscription.next() => match next {
                 Some(incoming) => {
                     let Ok(permit) = permits.clone().acquire_owned().await else { break };
-                    let inner = inner.clone();
-                    tokio::spawn(async move {
-                        handle(inner, incoming).await;
+                    let tracker = receiver.tracker.clone();
+                    let receiver = receiver.clone();
+                    tracker.spawn(async move {
+                        handle(receiver, incoming).await;
                         drop(permit);
                     });
                 }
@@ -41,7 +76,7 @@ pub(crate) async fn run(inner: Arc<Inner>, mut subscription: bosun_bus::Subscrip
                     break;
                 }
             },
-            _ = crate::node::until_true(&mut shutdown) => break,
+            _ = shutdown.cancelled() => break,
         }
     }
 }
@@ -55,49 +90,49 @@ fn ack(id: &str, duplicate: bool, rejected: Option<String>) -> Bytes {
     }))
 }
 
-async fn handle(inner: Arc<Inner>, mut incoming: bosun_bus::Incoming) {
+async fn handle(receiver: Arc<Receiver>, mut incoming: bosun_bus::Incoming) {
     if incoming.subject.rsplit('.').next() == Some(STATUS_TOKEN) {
         if let Ok(note) = wire::decode_status(&incoming.payload)
             && note.state == bosun_proto::State::Running
         {
-            inner
+            receiver
                 .store
                 .note(&note.id, vec![(Event::Started, note.at, None)]);
         }
         return;
     }
-    let answer = process(&inner, &incoming).await;
+    let answer = process(&receiver, &incoming).await;
     if let Err(e) = incoming.respond(answer).await {
         tracing::debug!(error = %e, "cannot send ACK; the sender will resend");
     }
 }
 
 /// Decide, record, and return the ACK to send.
-async fn process(inner: &Arc<Inner>, incoming: &bosun_bus::Incoming) -> Bytes {
+async fn process(receiver: &Arc<Receiver>, incoming: &bosun_bus::Incoming) -> Bytes {
     let now = now_millis();
-    let max = inner.config.max_message_bytes;
+    let max = receiver.config.max_message_bytes;
     if incoming.payload.len() > max {
         let reason = format!(
             "message of {} bytes exceeds this node's limit of {max} bytes (max_message_bytes)",
             incoming.payload.len()
         );
-        log_refusal(inner, None, None, &reason);
+        log_refusal(receiver, None, None, &reason);
         return ack("", false, Some(reason));
     }
     let request = match wire::decode_request(&incoming.payload) {
         Ok(r) => r,
         Err(e) => {
             let reason = e.to_string();
-            log_refusal(inner, None, None, &reason);
+            log_refusal(receiver, None, None, &reason);
             return ack("", false, Some(reason));
         }
     };
     let message = request.msg;
     let id = message.id().to_string();
-    if let Err(reason) = check(inner, &message) {
-        log_refusal(inner, Some(&message), Some(&id), &reason);
+    if let Err(reason) = check(receiver, &message) {
+        log_refusal(receiver, Some(&message), Some(&id), &reason);
         if ulid::Ulid::from_string(&id).is_ok() {
-            match inner.store.reject(message, reason.clone(), now).await {
+            match receiver.store.reject(message, reason.clone(), now).await {
                 Ok(Receipt::Duplicate(_)) => return ack(&id, true, Some(reason)),
                 Ok(Receipt::New(_)) => {}
                 Err(e) => tracing::error!(error = %e, "cannot record a refused message"),
@@ -107,14 +142,14 @@ async fn process(inner: &Arc<Inner>, incoming: &bosun_bus::Incoming) -> Bytes {
     }
     let method = message.parsed_method().expect("checked");
     if method.is_absorbed_on_arrival() {
-        return absorb(inner, message, method, now).await;
+        return absorb(receiver, message, method, now).await;
     }
     let stream = message
         .is_ordered()
         .then(|| (message.from_node.clone().unwrap_or_default(), method));
-    match inner.store.receive(message.clone(), now).await {
+    match receiver.store.receive(message.clone(), now).await {
         Ok(Receipt::New(seq)) => {
-            if let Some(audit) = &inner.audit {
+            if let Some(audit) = &receiver.audit {
                 audit.record("received", &message);
             }
             let event = crate::events::MessageState {
@@ -122,8 +157,8 @@ async fn process(inner: &Arc<Inner>, incoming: &bosun_bus::Incoming) -> Bytes {
                 method: &message.method,
                 state: "received",
             };
-            event.emit(&inner.metrics);
-            let _ = inner.inbox.send(InboxCmd::New {
+            event.emit(&receiver.metrics);
+            let _ = receiver.inbox.send(InboxCmd::New {
                 seq,
                 message: Box::new(message),
                 stream,
@@ -148,7 +183,7 @@ async fn process(inner: &Arc<Inner>, incoming: &bosun_bus::Incoming) -> Bytes {
 }
 
 /// The checks a request must pass before it is recorded.
-fn check(inner: &Inner, message: &Message) -> Result<(), String> {
+fn check(receiver: &Receiver, message: &Message) -> Result<(), String> {
     message.validate().map_err(|e| e.to_string())?;
     if message.id.is_none() {
         return Err("field `id`: missing; a message on the wire must carry its id".into());
@@ -157,10 +192,10 @@ fn check(inner: &Inner, message: &Message) -> Result<(), String> {
         return Err("field `fromNode`: missing; a message on the wire must name its sender".into());
     };
     bosun_proto::validate_node_name(from).map_err(|e| format!("field `fromNode`: {e}"))?;
-    if message.destination() != inner.name() {
+    if message.destination() != receiver.config.name.as_str() {
         return Err(format!(
             "field `toNode`: this node is {:?}, not {:?}",
-            inner.name(),
+            receiver.config.name.as_str(),
             message.destination()
         ));
     }
@@ -174,8 +209,7 @@ fn check(inner: &Inner, message: &Message) -> Result<(), String> {
         return Err(format!("method {method} is not served by this node"));
     }
     if method != Method::Result {
-        inner
-            .methods
+        receiver
             .served
             .read()
             .expect("served lock")
@@ -188,12 +222,12 @@ fn check(inner: &Inner, message: &Message) -> Result<(), String> {
 /// Take in a message that needs no run: a reply, a hello, an error report. It is
 /// recorded (deduplicated) durably, then applied: results and chunks to the sent message
 /// and its sink, hellos to the fleet registry, errors to the error log.
-async fn absorb(inner: &Arc<Inner>, message: Message, method: Method, now: u64) -> Bytes {
+async fn absorb(receiver: &Arc<Receiver>, message: Message, method: Method, now: u64) -> Bytes {
     let id = message.id().to_string();
     let from = message.from_node.clone().unwrap_or_default();
     let fleet =
         (method == Method::Hello).then(|| crate::fleet::record_from_hello(&from, &message, now));
-    let receipt = match inner.store.absorb(message.clone(), now, fleet).await {
+    let receipt = match receiver.store.absorb(message.clone(), now, fleet).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "cannot record an arrival; not acknowledging");
@@ -203,24 +237,28 @@ async fn absorb(inner: &Arc<Inner>, message: Message, method: Method, now: u64) 
     };
     let duplicate = matches!(receipt, Receipt::Duplicate(_));
     if !duplicate {
-        if let Some(audit) = &inner.audit {
+        if let Some(audit) = &receiver.audit {
             audit.record("received", &message);
         }
         match method {
             Method::Hello => tracing::debug!(from, "hello"),
-            Method::CaptureShip => crate::fleet::keep_shipped_capture(inner, &from, &message.data),
-            Method::ErrorLog => {
-                crate::errorlog::append_remote(&inner.config.error_log_path(), &from, &message.data)
-            }
+            Method::CaptureShip => crate::fleet::keep_shipped_capture(
+                &receiver.config.results_path(),
+                &from,
+                &message.data,
+            ),
+            Method::ErrorLog => crate::errorlog::append_remote(
+                &receiver.config.error_log_path(),
+                &from,
+                &message.data,
+            ),
             _ => {
                 if let Some(answered) = message.previous_message.clone() {
-                    crate::sinks::deliver(inner, &message, method).await;
+                    receiver.sinks.deliver(&message, method).await;
                     if let Some(outcome) = &message.result {
-                        result_arrived(inner, &answered, outcome.status, now);
-                        inner.finished(&answered);
-                        let _ = inner
-                            .outbox
-                            .send(crate::outbox::OutboxCmd::Settled(answered));
+                        result_arrived(receiver, &answered, outcome.status, now);
+                        receiver.finished.announce(&answered);
+                        receiver.outbox.settled(answered);
                     }
                 }
             }
@@ -229,10 +267,15 @@ async fn absorb(inner: &Arc<Inner>, message: Message, method: Method, now: u64) 
     ack(&id, duplicate, None)
 }
 
-fn log_refusal(inner: &Arc<Inner>, message: Option<&Message>, id: Option<&str>, reason: &str) {
-    inner.report_error(&ErrorEntry {
+fn log_refusal(
+    receiver: &Arc<Receiver>,
+    message: Option<&Message>,
+    id: Option<&str>,
+    reason: &str,
+) {
+    receiver.reporter.report(&ErrorEntry {
         at: now_millis(),
-        node: inner.name(),
+        node: receiver.config.name.as_str(),
         kind: "rejected",
         message_id: id.filter(|s| !s.is_empty()),
         to_node: message.and_then(|m| m.from_node.as_deref()),
@@ -242,8 +285,8 @@ fn log_refusal(inner: &Arc<Inner>, message: Option<&Message>, id: Option<&str>, 
 }
 
 /// Count a result at the sender, with its latency from submit.
-fn result_arrived(inner: &Inner, answered: &str, status: bosun_proto::Status, now: u64) {
-    let Ok(Some(record)) = inner.store.sent(answered) else {
+fn result_arrived(receiver: &Receiver, answered: &str, status: bosun_proto::Status, now: u64) {
+    let Ok(Some(record)) = receiver.store.sent(answered) else {
         return;
     };
     let method = record.message.method.as_str();
@@ -253,12 +296,12 @@ fn result_arrived(inner: &Inner, answered: &str, status: bosun_proto::Status, no
         method,
         latency_seconds: now.saturating_sub(submitted) as f64 / 1000.0,
     }
-    .emit(&inner.metrics);
+    .emit(&receiver.metrics);
     let state = bosun_proto::State::from_status(status);
     crate::events::MessageState {
         id: answered,
         method,
         state: state.name(),
     }
-    .emit(&inner.metrics);
+    .emit(&receiver.metrics);
 }

@@ -7,13 +7,13 @@
 //! Streamed chunks are written in chunk order: a chunk that arrives early waits in the
 //! store until the ones before it are in.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
 
 use bosun_proto::{Message, Method, Status};
 
-use crate::node::Inner;
+use bosun_store::Store;
 
 /// The file a reply is written to, or why not. `None` when nothing asks for a file.
 pub(crate) fn target(
@@ -83,92 +83,113 @@ fn write(path: &Path, text: &str, append: bool) -> std::io::Result<()> {
     file.write_all(text.as_bytes())
 }
 
-/// Write a reply where its method says. Failures are logged and reported to the error
-/// log; the reply itself is already stored.
-pub(crate) async fn deliver(inner: &Arc<Inner>, reply: &Message, method: Method) {
-    let Some(answered) = reply.previous_message.as_deref() else {
-        return;
-    };
-    let target = match target(&inner.config.results_path(), reply, method) {
-        Ok(t) => t,
-        Err(reason) => {
-            tracing::warn!(id = answered, reason, "reply not written");
+/// Writes replies to their sinks at the node that receives them.
+pub(crate) struct Sinks {
+    /// `<results dir>`: no file is written outside it.
+    results: PathBuf,
+    store: Store,
+    /// Per replied-to message: the next chunk number its sink will write. One writer at
+    /// a time keeps chunks in order.
+    progress: tokio::sync::Mutex<HashMap<String, u64>>,
+}
+
+impl Sinks {
+    /// Sinks writing under `results`, reading chunks from `store`.
+    pub fn new(results: PathBuf, store: Store) -> Sinks {
+        Sinks {
+            results,
+            store,
+            progress: Default::default(),
+        }
+    }
+
+    /// Write a reply where its method says. Failures are logged and reported to the error
+    /// log; the reply itself is already stored.
+    pub async fn deliver(&self, reply: &Message, method: Method) {
+        let Some(answered) = reply.previous_message.as_deref() else {
+            return;
+        };
+        let target = match target(&self.results, reply, method) {
+            Ok(t) => t,
+            Err(reason) => {
+                tracing::warn!(id = answered, reason, "reply not written");
+                return;
+            }
+        };
+        if target.is_none() && method != Method::ToConsole {
             return;
         }
-    };
-    if target.is_none() && method != Method::ToConsole {
-        return;
-    }
-    // One writer at a time keeps chunks in order.
-    let mut progress = inner.sink_progress.lock().await;
-    let next = match progress.get(answered) {
-        Some(n) => *n,
-        // After a restart the position comes from the store, so chunks already written
-        // are not written again.
-        None => inner.store.sink_next(answered).unwrap_or(1),
-    };
-    let mut text = String::new();
-    let mut written_to = next;
-    match inner.store.chunks_from(answered, next) {
-        Ok(chunks) => {
-            for (n, chunk) in chunks {
-                if n != written_to {
-                    break;
+        // One writer at a time keeps chunks in order.
+        let mut progress = self.progress.lock().await;
+        let next = match progress.get(answered) {
+            Some(n) => *n,
+            // After a restart the position comes from the store, so chunks already written
+            // are not written again.
+            None => self.store.sink_next(answered).unwrap_or(1),
+        };
+        let mut text = String::new();
+        let mut written_to = next;
+        match self.store.chunks_from(answered, next) {
+            Ok(chunks) => {
+                for (n, chunk) in chunks {
+                    if n != written_to {
+                        break;
+                    }
+                    text.push_str(&chunk);
+                    written_to += 1;
                 }
-                text.push_str(&chunk);
-                written_to += 1;
             }
+            Err(e) => tracing::warn!(error = %e, "cannot read chunks"),
         }
-        Err(e) => tracing::warn!(error = %e, "cannot read chunks"),
-    }
-    let is_final = reply.result.is_some();
-    if is_final {
-        text.push_str(&result_text(reply));
-        progress.remove(answered);
-        inner.store.set_sink_next(answered, None);
-    } else if written_to != next {
-        progress.insert(answered.to_string(), written_to);
-        inner.store.set_sink_next(answered, Some(written_to));
-    }
-    // The lock is held until the text is written, so writes keep chunk order.
-    if text.is_empty() {
-        return;
-    }
-    // Streams are appended as they come, also for the default `result` sink: a tail
-    // shows up centrally while it runs.
-    let streamed = reply.chunk.is_some()
-        || reply
-            .result
-            .as_ref()
-            .is_some_and(|o| o.chunks.unwrap_or(0) > 0);
-    let append = method == Method::ToFileAppend || (method == Method::Result && streamed);
-    match (method, target) {
-        (Method::ToConsole, _) => {
-            let from = reply.from_node.as_deref().unwrap_or("?");
-            for line in text.lines() {
-                println!("[{from}] {line}");
+        let is_final = reply.result.is_some();
+        if is_final {
+            text.push_str(&result_text(reply));
+            progress.remove(answered);
+            self.store.set_sink_next(answered, None);
+        } else if written_to != next {
+            progress.insert(answered.to_string(), written_to);
+            self.store.set_sink_next(answered, Some(written_to));
+        }
+        // The lock is held until the text is written, so writes keep chunk order.
+        if text.is_empty() {
+            return;
+        }
+        // Streams are appended as they come, also for the default `result` sink: a tail
+        // shows up centrally while it runs.
+        let streamed = reply.chunk.is_some()
+            || reply
+                .result
+                .as_ref()
+                .is_some_and(|o| o.chunks.unwrap_or(0) > 0);
+        let append = method == Method::ToFileAppend || (method == Method::Result && streamed);
+        match (method, target) {
+            (Method::ToConsole, _) => {
+                let from = reply.from_node.as_deref().unwrap_or("?");
+                for line in text.lines() {
+                    println!("[{from}] {line}");
+                }
             }
-        }
-        (_, Some(path)) if append => {
-            if let Err(e) = write(&path, &text, true) {
-                tracing::warn!(path = %path.display(), error = %e, "cannot append the reply");
+            (_, Some(path)) if append => {
+                if let Err(e) = write(&path, &text, true) {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot append the reply");
+                }
             }
-        }
-        (_, Some(path)) if is_final => {
-            // toFile and result: the whole output, written once the result is in.
-            let mut whole: String = inner
-                .store
-                .chunks(answered)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(_, c)| c)
-                .collect();
-            whole.push_str(&result_text(reply));
-            if let Err(e) = write(&path, &whole, false) {
-                tracing::warn!(path = %path.display(), error = %e, "cannot write the reply");
+            (_, Some(path)) if is_final => {
+                // toFile and result: the whole output, written once the result is in.
+                let mut whole: String = self
+                    .store
+                    .chunks(answered)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(_, c)| c)
+                    .collect();
+                whole.push_str(&result_text(reply));
+                if let Err(e) = write(&path, &whole, false) {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot write the reply");
+                }
             }
+            _ => {}
         }
-        _ => {}
     }
 }
 

@@ -4,11 +4,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bosun_node::client;
-use bosun_node::control::ControlRequest;
+use bosun_ingress::client;
+use bosun_ingress::control::{Called, ContainerOutput, ContainersStarted, ControlRequest, Info};
+use bosun_ingress::ops::ClusterList;
 use bosun_proto::container::ContainerSpec;
 use bosun_proto::{Message, Method};
 use clap::{Args, Subcommand};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::socket_path;
@@ -164,7 +166,12 @@ fn pairs(items: &[String], what: &str) -> anyhow::Result<BTreeMap<String, String
         .collect()
 }
 
-async fn request(global: &Global, req: &ControlRequest, secs: u64) -> anyhow::Result<Value> {
+/// Send `req` to the local node and read its answer as `T`.
+async fn request<T: DeserializeOwned>(
+    global: &Global,
+    req: &ControlRequest,
+    secs: u64,
+) -> anyhow::Result<T> {
     Ok(client::request(&socket_path(global)?, req, Duration::from_secs(secs)).await?)
 }
 
@@ -216,20 +223,19 @@ impl ContainerCmd {
                     constraints: pairs(&placement.constraints, "constraint")?,
                     create_only,
                 };
-                let answer = request(global, &req, 180).await?;
-                let started = answer["containers"].as_array().cloned().unwrap_or_default();
+                let ContainersStarted {
+                    containers: started,
+                } = request(global, &req, 180).await?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&started)?);
                 }
                 let mut code = 0;
                 for s in &started {
-                    match (s["id"].as_str(), s["error"].as_str()) {
-                        (Some(id), _) if !json => {
-                            println!("{}\t{}", s["node"].as_str().unwrap_or("?"), id)
-                        }
+                    match (&s.id, &s.error) {
+                        (Some(id), _) if !json => println!("{}\t{}", s.node, id),
                         (None, Some(e)) => {
                             code = 1;
-                            eprintln!("{}: {e}", s["node"].as_str().unwrap_or("?"));
+                            eprintln!("{}: {e}", s.node);
                         }
                         _ => {}
                     }
@@ -237,7 +243,7 @@ impl ContainerCmd {
                 return Ok(code);
             }
             ContainerCmd::Ls { all, stopped, json } => {
-                let answer = request(
+                let answer: ClusterList = request(
                     global,
                     &ControlRequest::Containers {
                         cluster: all,
@@ -247,13 +253,13 @@ impl ContainerCmd {
                 )
                 .await?;
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&answer["containers"])?);
+                    println!("{}", serde_json::to_string_pretty(&answer.containers)?);
                 } else {
                     println!(
                         "{:<12}  {:<14}  {:<24}  {:<10}  {:<24}  NAMES",
                         "ID", "NODE", "IMAGE", "STATE", "STATUS"
                     );
-                    for c in answer["containers"].as_array().into_iter().flatten() {
+                    for c in &answer.containers {
                         let names: Vec<&str> = c["names"]
                             .as_array()
                             .into_iter()
@@ -277,14 +283,8 @@ impl ContainerCmd {
                         );
                     }
                 }
-                let missing: Vec<&str> = answer["missing"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|m| m.as_str())
-                    .collect();
-                if !missing.is_empty() {
-                    eprintln!("no answer from: {}", missing.join(", "));
+                if !answer.missing.is_empty() {
+                    eprintln!("no answer from: {}", answer.missing.join(", "));
                     return Ok(3);
                 }
                 return Ok(0);
@@ -316,20 +316,16 @@ impl ContainerCmd {
                 id: id.clone(),
                 args: args.clone(),
             };
-            match request(global, &req, 120).await {
+            match request::<ContainerOutput>(global, &req, 120).await {
                 Ok(answer) => {
-                    let output = answer["output"].as_str().unwrap_or("");
+                    let output = &answer.output;
                     if matches!(
                         method,
                         Method::ContainerLogs | Method::ContainerInspect | Method::ContainerStats
                     ) {
                         print!("{output}");
                     } else {
-                        println!(
-                            "{id}\t{}\t{}",
-                            answer["node"].as_str().unwrap_or("?"),
-                            method.name()
-                        );
+                        println!("{id}\t{}\t{}", answer.node, method.name());
                     }
                 }
                 Err(e) => {
@@ -361,8 +357,8 @@ impl ImageCmd {
         let node = match node {
             Some(n) => n,
             None => {
-                let info = request(global, &ControlRequest::Info, 10).await?;
-                info["name"].as_str().unwrap_or_default().to_string()
+                let info: Info = request(global, &ControlRequest::Info, 10).await?;
+                info.name
             }
         };
         let message = Message {
@@ -372,7 +368,7 @@ impl ImageCmd {
             ordered: Some(false),
             ..Default::default()
         };
-        let answer = request(
+        let Called { output, .. } = request(
             global,
             &ControlRequest::Call {
                 message: Box::new(message),
@@ -381,9 +377,8 @@ impl ImageCmd {
             660,
         )
         .await?;
-        let output = answer["output"].as_str().unwrap_or("");
         if method == Method::ImageList && !json {
-            let images: Vec<Value> = serde_json::from_str(output).unwrap_or_default();
+            let images: Vec<Value> = serde_json::from_str(&output).unwrap_or_default();
             println!("{:<20}  {:>10}  TAGS", "ID", "SIZE");
             for i in images {
                 let tags: Vec<&str> = i["tags"]

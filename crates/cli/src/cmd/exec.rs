@@ -2,11 +2,10 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
+use bosun_ingress::client;
+use bosun_ingress::control::{ControlRequest, Queued, Waited};
 use bosun_node::StatusReport;
 use bosun_node::Submitted;
-use bosun_node::client;
-use bosun_node::control::ControlRequest;
 use bosun_proto::{Message, State};
 use clap::Args;
 use serde_json::json;
@@ -79,9 +78,7 @@ impl ExecCmd {
         let request = ControlRequest::Submit {
             messages: vec![serde_json::to_value(&message)?],
         };
-        let answer = client::request(&socket, &request, Duration::from_secs(30)).await?;
-        let queued: Vec<Submitted> = serde_json::from_value(answer["queued"].clone())
-            .context("reading the node's answer")?;
+        let Queued { queued } = client::request(&socket, &request, Duration::from_secs(30)).await?;
         if self.no_wait {
             if self.json {
                 println!("{}", serde_json::to_string_pretty(&queued)?);
@@ -97,10 +94,8 @@ impl ExecCmd {
             ids: ids.clone(),
             timeout_ms: self.timeout * 1000,
         };
-        let answer =
+        let Waited { reports, .. } =
             client::request(&socket, &wait, Duration::from_secs(self.timeout + 30)).await?;
-        let reports: Vec<StatusReport> = serde_json::from_value(answer["reports"].clone())
-            .context("reading the node's answer")?;
         Ok(print_results(&queued, &reports, self.json))
     }
 }

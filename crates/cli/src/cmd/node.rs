@@ -59,94 +59,32 @@ impl NodeCmd {
             }
             (Arc::new(nats), false)
         };
-        let socket = config.socket_path();
-        let node = Node::start(config, transport, standalone)
-            .await
-            .context("cannot start the node")?;
-        let server = {
-            let node = node.clone();
-            let socket = socket.clone();
-            tokio::spawn(async move { bosun_node::control::serve(node, &socket).await })
-        };
-        start_inputs(&node).await?;
+        // Taken before start-up, so that a signal during it stops the node cleanly too.
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
+        let node = Node::start(config.clone(), transport, standalone)
+            .await
+            .context("cannot start the node")?;
+        // The node owns the one shutdown token and task tracker; the listeners run on
+        // them too, so `shutdown` below waits for every task before the store closes.
+        if let Err(e) = bosun_ingress::serve(
+            node.clone(),
+            &config,
+            node.shutdown_token(),
+            &node.tracker(),
+        )
+        .await
+        {
+            node.shutdown().await;
+            return Err(e.into());
+        }
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
-            r = server => {
-                node.shutdown().await;
-                r??;
-                return Ok(1);
-            }
         }
         node.shutdown().await;
         Ok(0)
     }
-}
-
-/// The optional listeners and folders: metrics endpoint, steward's TCP listener, the
-/// read folder, and the startup folder's messages.
-async fn start_inputs(node: &Node) -> anyhow::Result<()> {
-    let config = node.config().clone();
-    if let Some(addr) = config.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen for metrics on {addr}"))?;
-        tracing::info!(%addr, "serving /metrics");
-        let metrics = node.metrics();
-        let shutdown = node.shutdown_signal();
-        tokio::spawn(async move { bosun_node::metrics::serve(listener, metrics, shutdown).await });
-    }
-    if let Some(addr) = config.tcp_listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen for messages on {addr}"))?;
-        tracing::info!(
-            %addr,
-            "taking steward message arrays on TCP (no authentication: keep it on a trusted network)"
-        );
-        tokio::spawn(bosun_node::inputs::serve_tcp(node.clone(), listener));
-    }
-    if let Some(addr) = config.lsdsuite_listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen for LSDSuite commands on {addr}"))?;
-        tracing::info!(%addr, "LSDSuite command port open");
-        tokio::spawn(bosun_node::lsdsuite::serve(node.clone(), listener));
-    }
-    if let Some(addr) = config.http_listen {
-        let token = match std::env::var("BOSUN_HTTP_TOKEN") {
-            Ok(t) if !t.is_empty() => t,
-            _ => match &config.http_token_file {
-                Some(f) => std::fs::read_to_string(f)
-                    .with_context(|| format!("cannot read the HTTP token file {}", f.display()))?
-                    .trim()
-                    .to_string(),
-                None => anyhow::bail!(
-                    "the HTTP API needs a token: set BOSUN_HTTP_TOKEN, or http_token_file in the config (never a flag: flags show in ps)"
-                ),
-            },
-        };
-        if token.len() < 16 {
-            anyhow::bail!(
-                "the HTTP API token is too short: use at least 16 characters (e.g. uuidgen)"
-            );
-        }
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen for HTTP on {addr}"))?;
-        tracing::info!(%addr, "HTTP API open (/v1, quartermaster, DockerMod)");
-        tokio::spawn(bosun_node::http::serve(node.clone(), listener, token));
-    }
-    if let Some(dir) = config.read_path() {
-        tokio::spawn(bosun_node::inputs::watch_folder(node.clone(), dir));
-    }
-    let queued = bosun_node::inputs::submit_startup(node, &config.startup_path()).await;
-    if queued > 0 {
-        tracing::info!(queued, dir = %config.startup_path().display(), "startup messages queued");
-    }
-    Ok(())
 }
 
 pub fn init_logging(filter: &str) {

@@ -2,9 +2,8 @@
 
 use std::time::Duration;
 
-use bosun_node::FleetNode;
-use bosun_node::client;
-use bosun_node::control::ControlRequest;
+use bosun_ingress::client;
+use bosun_ingress::control::{ControlRequest, Nodes};
 use clap::Args;
 
 use super::socket_path;
@@ -34,9 +33,8 @@ fn gib(v: &serde_json::Value) -> String {
 impl NodesCmd {
     pub async fn run(self, global: &Global) -> anyhow::Result<i32> {
         let socket = socket_path(global)?;
-        let answer =
+        let Nodes { nodes } =
             client::request(&socket, &ControlRequest::Nodes, Duration::from_secs(30)).await?;
-        let nodes: Vec<FleetNode> = serde_json::from_value(answer["nodes"].clone())?;
         if self.json {
             println!("{}", serde_json::to_string_pretty(&nodes)?);
             return Ok(0);

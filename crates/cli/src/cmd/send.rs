@@ -4,9 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use bosun_node::client;
-use bosun_node::control::ControlRequest;
-use bosun_node::{StatusReport, Submitted};
+use bosun_ingress::client;
+use bosun_ingress::control::{ControlRequest, Queued, Waited};
 use clap::Args;
 
 use super::socket_path;
@@ -44,21 +43,20 @@ impl SendCmd {
             std::fs::read_to_string(&self.file)
                 .with_context(|| format!("cannot read {}", self.file.display()))?
         };
-        let messages = bosun_node::inputs::parse_messages(&text)
+        let messages = bosun_ingress::inputs::parse_messages(&text)
             .map_err(|e| anyhow::anyhow!("{}: {e}", self.file.display()))?;
         let values = messages
             .iter()
             .map(serde_json::to_value)
             .collect::<Result<Vec<_>, _>>()?;
         let socket = socket_path(global)?;
-        let answer = client::request(
+        let Queued { queued } = client::request(
             &socket,
             &ControlRequest::Submit { messages: values },
             Duration::from_secs(30),
         )
         .await
         .with_context(|| format!("{} was not queued", self.file.display()))?;
-        let queued: Vec<Submitted> = serde_json::from_value(answer["queued"].clone())?;
         if !self.wait {
             if self.json {
                 println!("{}", serde_json::to_string_pretty(&queued)?);
@@ -74,9 +72,8 @@ impl SendCmd {
             ids,
             timeout_ms: self.timeout * 1000,
         };
-        let answer =
+        let Waited { reports, .. } =
             client::request(&socket, &wait, Duration::from_secs(self.timeout + 30)).await?;
-        let reports: Vec<StatusReport> = serde_json::from_value(answer["reports"].clone())?;
         Ok(super::exec::print_results(&queued, &reports, self.json))
     }
 }

@@ -2,10 +2,8 @@
 
 use std::time::Duration;
 
-use bosun_node::StatusReport;
-use bosun_node::client;
-use bosun_node::control::ControlRequest;
-use bosun_store::SentRecord;
+use bosun_ingress::client;
+use bosun_ingress::control::{ControlRequest, Recent, Report};
 use clap::Args;
 
 use super::socket_path;
@@ -37,9 +35,8 @@ impl StatusCmd {
         let timeout = Duration::from_secs(30);
         match self.id {
             Some(id) => {
-                let answer =
+                let Report { report } =
                     client::request(&socket, &ControlRequest::Status { id }, timeout).await?;
-                let report: StatusReport = serde_json::from_value(answer["report"].clone())?;
                 if self.json {
                     println!("{}", serde_json::to_string_pretty(&report)?);
                 } else {
@@ -47,13 +44,12 @@ impl StatusCmd {
                 }
             }
             None => {
-                let answer = client::request(
+                let Recent { records } = client::request(
                     &socket,
                     &ControlRequest::Recent { limit: self.limit },
                     timeout,
                 )
                 .await?;
-                let records: Vec<SentRecord> = serde_json::from_value(answer["records"].clone())?;
                 if self.json {
                     println!("{}", serde_json::to_string_pretty(&records)?);
                 } else {

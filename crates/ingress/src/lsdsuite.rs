@@ -11,13 +11,23 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::inputs::{Input, read_input};
-use crate::node::Node;
 use crate::ops;
+use bosun_node::Node;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-/// Serve the command port until the node shuts down (with the same bounded accept as
+/// Serve the command port until `shutdown` is cancelled (with the same bounded accept as
 /// the message listener).
-pub async fn serve(node: Node, listener: TcpListener) -> std::io::Result<()> {
-    crate::inputs::accept_tcp(node, listener, |node, stream, _| connection(node, stream)).await
+pub async fn serve(
+    node: Node,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    crate::inputs::accept_tcp(node, listener, shutdown, tracker, |node, stream, _| {
+        connection(node, stream)
+    })
+    .await
 }
 
 async fn connection(node: Node, mut stream: TcpStream) {

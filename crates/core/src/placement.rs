@@ -6,19 +6,55 @@
 
 use std::collections::BTreeMap;
 
-use crate::fleet::{FleetNode, Liveness};
+use crate::liveness::Liveness;
+
+/// One node of the fleet registry, as placement sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// The node's name.
+    pub name: String,
+    /// Whether its hellos arrive on time.
+    pub liveness: Liveness,
+    /// Its labels, from its last hello.
+    pub labels: BTreeMap<String, String>,
+    /// Its free memory in MiB, from its last hello (0 when unknown).
+    pub free_memory_mb: u64,
+}
+
+/// Why no placement was made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlacementError {
+    /// `instances: 0`.
+    #[error("instances must be at least 1")]
+    NoInstances,
+    /// No node is a candidate; the reasons, one per node.
+    #[error("no live node fits: {0}")]
+    NothingFits(String),
+    /// The candidates together have too little free memory.
+    #[error(
+        "not enough free memory for {instances} containers of {memory_mb} MiB on the {candidates} candidate node(s)"
+    )]
+    NotEnoughMemory {
+        /// Containers asked for.
+        instances: u32,
+        /// MiB each.
+        memory_mb: u64,
+        /// Nodes that could take at least one.
+        candidates: usize,
+    },
+}
 
 /// Why a node was not a candidate, for the error when nothing fits.
 fn unfit(
-    node: &FleetNode,
+    node: &Candidate,
     constraints: &BTreeMap<String, String>,
     memory_mb: u64,
 ) -> Option<String> {
-    if node.status != Liveness::Alive {
-        return Some(format!("{} is {:?}", node.name, node.status).to_lowercase());
+    if node.liveness != Liveness::Alive {
+        return Some(format!("{} is {:?}", node.name, node.liveness).to_lowercase());
     }
     for (k, v) in constraints {
-        let has = node.inventory["labels"][k].as_str();
+        let has = node.labels.get(k).map(String::as_str);
         if has != Some(v.as_str()) {
             return Some(format!(
                 "{} has {k}={} (wants {k}={v})",
@@ -27,7 +63,7 @@ fn unfit(
             ));
         }
     }
-    let free_mb = node.inventory["memAvailableBytes"].as_u64().unwrap_or(0) / (1024 * 1024);
+    let free_mb = node.free_memory_mb;
     if memory_mb > 0 && free_mb < memory_mb {
         return Some(format!(
             "{} has {free_mb} MiB free (wants {memory_mb} MiB)",
@@ -39,14 +75,14 @@ fn unfit(
 
 /// Choose a node for each of `instances` containers of `memory_mb` MiB each.
 pub fn place(
-    fleet: &[FleetNode],
+    fleet: &[Candidate],
     only: &[String],
     instances: u32,
     constraints: &BTreeMap<String, String>,
     memory_mb: u64,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, PlacementError> {
     if instances == 0 {
-        return Err("instances must be at least 1".into());
+        return Err(PlacementError::NoInstances);
     }
     let mut reasons = Vec::new();
     // (name, free MiB) of every candidate, most free memory first, then by name.
@@ -58,10 +94,7 @@ pub fn place(
                 reasons.push(reason);
                 None
             }
-            None => Some((
-                n.name.clone(),
-                n.inventory["memAvailableBytes"].as_u64().unwrap_or(0) / (1024 * 1024),
-            )),
+            None => Some((n.name.clone(), n.free_memory_mb)),
         })
         .collect();
     candidates.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -71,7 +104,7 @@ pub fn place(
         } else {
             reasons.join("; ")
         };
-        return Err(format!("no live node fits: {why}"));
+        return Err(PlacementError::NothingFits(why));
     }
     let mut placed: Vec<String> = Vec::new();
     let mut load: BTreeMap<&str, u64> = BTreeMap::new();
@@ -87,10 +120,11 @@ pub fn place(
             }
         }
         let Some(name) = chosen else {
-            return Err(format!(
-                "not enough free memory for {instances} containers of {memory_mb} MiB on the {} candidate node(s)",
-                candidates.len()
-            ));
+            return Err(PlacementError::NotEnoughMemory {
+                instances,
+                memory_mb,
+                candidates: candidates.len(),
+            });
         };
         *load.entry(name).or_default() += memory_mb;
         placed.push(name.clone());
@@ -101,16 +135,13 @@ pub fn place(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
-    fn node(name: &str, status: Liveness, free_mb: u64, role: &str) -> FleetNode {
-        FleetNode {
+    fn node(name: &str, liveness: Liveness, free_mb: u64, role: &str) -> Candidate {
+        Candidate {
             name: name.into(),
-            status,
-            last_seen: 0,
-            seconds_ago: 0.0,
-            hello_interval_secs: 30,
-            inventory: json!({"memAvailableBytes": free_mb * 1024 * 1024, "labels": {"role": role}}),
+            liveness,
+            labels: [("role".to_string(), role.to_string())].into(),
+            free_memory_mb: free_mb,
         }
     }
 
@@ -135,12 +166,14 @@ mod tests {
         ];
         let role: BTreeMap<String, String> = [("role".to_string(), "worker".to_string())].into();
         assert_eq!(place(&fleet, &[], 1, &role, 1024).unwrap(), vec!["w2"]);
-        let err = place(&fleet, &[], 1, &role, 10_000).unwrap_err();
+        let err = place(&fleet, &[], 1, &role, 10_000)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("m has role=manager") && err.contains("w2 has 4000 MiB free"),
             "{err}"
         );
-        let err = place(&fleet, &[], 5, &role, 1000).unwrap_err();
+        let err = place(&fleet, &[], 5, &role, 1000).unwrap_err().to_string();
         assert!(err.contains("not enough free memory"), "{err}");
         assert_eq!(
             place(&fleet, &["w".into()], 1, &role, 0).unwrap(),

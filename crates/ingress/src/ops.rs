@@ -6,10 +6,10 @@
 use std::time::Duration;
 
 use bosun_proto::{Message, Method, State};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::node::{Node, StatusReport};
+use bosun_node::{Node, StatusReport};
 
 /// Why an operation did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +79,7 @@ pub fn live_nodes(node: &Node) -> Vec<String> {
         .fleet()
         .unwrap_or_default()
         .into_iter()
-        .filter(|n| n.status != crate::Liveness::Down)
+        .filter(|n| n.status != bosun_node::Liveness::Down)
         .map(|n| n.name)
         .collect();
     if !names.iter().any(|n| n == node.name()) {
@@ -90,7 +90,7 @@ pub fn live_nodes(node: &Node) -> Vec<String> {
 }
 
 /// Every node's containers, merged; nodes that did not answer are named.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClusterList {
     /// Containers, each with its `node`.
     pub containers: Vec<Value>,
@@ -230,15 +230,15 @@ pub async fn on_container(
 }
 
 /// One container started by [`run_containers`].
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Started {
     /// The node it runs on.
     pub node: String,
     /// Its id, when it started.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     /// Why not, when it did not.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 

@@ -28,8 +28,8 @@ use bollard::query_parameters::{
 use bosun_proto::container::{LABEL_CAPTURE, LABEL_LSDSUITE_STATS};
 use futures::StreamExt;
 use serde::Serialize;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use super::{Capture, Topic};
 
@@ -62,13 +62,13 @@ pub(super) async fn run(
     capture: Capture,
     socket: PathBuf,
     interval: Duration,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) {
     let mut followers: HashMap<String, Follower> = HashMap::new();
     // Since when a problem has been reported: one warning per outage, not one per retry.
     let mut outage: Option<Instant> = None;
     loop {
-        if *shutdown.borrow() {
+        if shutdown.is_cancelled() {
             break;
         }
         let error = match connect(&socket).await {
@@ -95,7 +95,7 @@ pub(super) async fn run(
             tracing::debug!(error, "Docker still unreachable");
         }
         tokio::select! {
-            _ = crate::node::until_true(&mut shutdown) => break,
+            _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(RETRY) => {}
         }
     }
@@ -119,7 +119,7 @@ struct Session<'a> {
     capture: &'a Capture,
     interval: Duration,
     followers: &'a mut HashMap<String, Follower>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
     outage: &'a mut Option<Instant>,
 }
 
@@ -151,11 +151,11 @@ impl Session<'_> {
             }
             Err(e) => return Ended::Lost(e.to_string()),
         }
-        let mut shutdown = self.shutdown.clone();
+        let shutdown = self.shutdown.clone();
         let mut relist = tokio::time::interval_at(tokio::time::Instant::now() + RELIST, RELIST);
         loop {
             let event = tokio::select! {
-                _ = crate::node::until_true(&mut shutdown) => return Ended::Shutdown,
+                _ = shutdown.cancelled() => return Ended::Shutdown,
                 event = events.next() => event,
                 _ = relist.tick() => {
                     // Picks up a follower whose streams broke while its container runs on.
@@ -317,7 +317,7 @@ async fn follow(
     logs_since: Option<i32>,
     capture: Capture,
     interval: Duration,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) {
     let logs = async {
         if let Some(since) = logs_since {
@@ -326,7 +326,7 @@ async fn follow(
     };
     let stats = follow_stats(&docker, &id, &capture, interval);
     tokio::select! {
-        _ = crate::node::until_true(&mut shutdown) => {}
+        _ = shutdown.cancelled() => {}
         _ = async { tokio::join!(logs, stats) } => {}
     }
     tracing::debug!(container = %id, "container capture ended");

@@ -7,13 +7,16 @@
 //! `Authorization: Bearer …`, or where quartermaster put it (`token` in the body or the
 //! query). Tokens are compared in constant time. A wrong or missing token gets a 401
 //! with a JSON body. The one exception is opt-in: `dockermod_open = true` accepts
-//! DockerMod's requests without a token, as DockerMod did.
+//! DockerMod's requests without a token, as DockerMod did. One middleware layer,
+//! [`authorise`], checks every route, so no handler can forget it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -22,8 +25,10 @@ use bosun_proto::container::ContainerSpec;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::node::Node;
 use crate::ops::{self, OpError};
+use bosun_node::Node;
+use subtle::ConstantTimeEq;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Clone)]
 struct App {
@@ -32,13 +37,18 @@ struct App {
     dockermod_open: bool,
 }
 
-/// Serve the API until the node shuts down.
+/// The largest request body the token check reads when the token may be in the body;
+/// the same as axum's default limit for the handlers' own extractors.
+const BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// Serve the API on `listener` until `shutdown` is cancelled; `token` is required on
+/// every route but `/healthz` (and DockerMod's `/` when `dockermod_open` is set).
 pub async fn serve(
     node: Node,
     listener: tokio::net::TcpListener,
     token: String,
+    shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let mut shutdown = node.shutdown_signal();
     let app = App {
         dockermod_open: node.config().dockermod_open,
         node,
@@ -61,32 +71,92 @@ pub async fn serve(
         )
         .route("/v1/images", get(v1_images))
         .route("/v1/images/pull", post(v1_pull))
+        .layer(middleware::from_fn_with_state(app.clone(), authorise))
         .with_state(app);
     axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            crate::node::until_true(&mut shutdown).await;
-        })
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
 }
 
-/// Constant-time comparison: the time taken does not depend on where they differ.
-fn same(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
-    for i in 0..a.len().max(b.len()) {
-        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0);
-    }
-    diff == 0
+/// Where a route may carry its token besides `Authorization: Bearer`, as the API it
+/// stands in for did.
+enum TokenPlace {
+    /// Only the header (`/v1`).
+    Header,
+    /// Also `token` in the JSON body (quartermaster's `/run` and `/stop`, DockerMod).
+    Body,
+    /// Also `?token=` in the query (quartermaster's `/status/{id}`).
+    Query,
 }
 
-fn authorised(app: &App, headers: &HeaderMap, in_body: Option<&str>) -> bool {
-    let bearer = headers
-        .get("authorization")
+/// The one token check of the API. A bearer token, when present, decides alone;
+/// otherwise the route's other place is read.
+async fn authorise(State(app): State<App>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if path == "/healthz" || (path == "/" && app.dockermod_open) {
+        return next.run(request).await;
+    }
+    let place = if path.starts_with("/v1/") {
+        TokenPlace::Header
+    } else if path.starts_with("/status/") {
+        TokenPlace::Query
+    } else {
+        TokenPlace::Body
+    };
+    let bearer = request
+        .headers()
+        .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    bearer
-        .or(in_body)
-        .is_some_and(|t| !app.token.is_empty() && same(t, &app.token))
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
+    if let Some(bearer) = bearer {
+        return if app.accepts(&bearer) {
+            next.run(request).await
+        } else {
+            unauthorised()
+        };
+    }
+    match place {
+        TokenPlace::Header => unauthorised(),
+        TokenPlace::Query => {
+            let query = Query::<BTreeMap<String, String>>::try_from_uri(request.uri())
+                .map(|q| q.0)
+                .unwrap_or_default();
+            match query.get("token") {
+                Some(token) if app.accepts(token) => next.run(request).await,
+                _ => unauthorised(),
+            }
+        }
+        TokenPlace::Body => {
+            let (parts, body) = request.into_parts();
+            let Ok(bytes) = axum::body::to_bytes(body, BODY_LIMIT).await else {
+                return failure(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+            };
+            let token = serde_json::from_slice::<Value>(&bytes)
+                .ok()
+                .and_then(|v| v["token"].as_str().map(str::to_string));
+            match token {
+                Some(token) if app.accepts(&token) => {
+                    next.run(Request::from_parts(parts, Body::from(bytes)))
+                        .await
+                }
+                _ => unauthorised(),
+            }
+        }
+    }
+}
+
+impl App {
+    /// True when `token` is the API token.
+    fn accepts(&self, token: &str) -> bool {
+        token_matches(&self.token, token)
+    }
+}
+
+/// Constant-time comparison: the time taken does not depend on where the tokens differ.
+/// An empty expected token matches nothing.
+fn token_matches(expected: &str, given: &str) -> bool {
+    !expected.is_empty() && bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
 }
 
 fn unauthorised() -> Response {
@@ -115,55 +185,21 @@ fn op_failure(e: OpError) -> Response {
     failure(code, e)
 }
 
-/// Split a command line into an argv: whitespace separates, single and double quotes
-/// group, backslash escapes. No shell ever sees it.
-pub fn split_command(line: &str) -> Result<Vec<String>, String> {
-    let mut words = Vec::new();
-    let mut word = String::new();
-    let mut in_word = false;
-    let mut quote: Option<char> = None;
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        match (quote, c) {
-            (Some(q), c) if c == q => quote = None,
-            (Some('"'), '\\') | (None, '\\') => {
-                if let Some(n) = chars.next() {
-                    word.push(n);
-                }
-                in_word = true;
-            }
-            (Some(_), c) => word.push(c),
-            (None, '\'' | '"') => {
-                quote = Some(c);
-                in_word = true;
-            }
-            (None, c) if c.is_whitespace() => {
-                if in_word {
-                    words.push(std::mem::take(&mut word));
-                    in_word = false;
-                }
-            }
-            (None, c) => {
-                word.push(c);
-                in_word = true;
-            }
-        }
-    }
-    if quote.is_some() {
-        return Err(format!("unclosed quote in command {line:?}"));
-    }
-    if in_word {
-        words.push(word);
-    }
-    Ok(words)
+/// Why a command line could not be split.
+#[derive(Debug, thiserror::Error)]
+#[error("unclosed quote or trailing backslash in command {0:?}")]
+pub struct SplitError(String);
+
+/// Split a command line into an argv as a POSIX shell would (whitespace separates,
+/// single and double quotes group, backslash escapes), without running any shell.
+pub fn split_command(line: &str) -> Result<Vec<String>, SplitError> {
+    shlex::split(line).ok_or_else(|| SplitError(line.to_string()))
 }
 
 // === quartermaster ===
 
 #[derive(Deserialize)]
 struct QmRun {
-    #[serde(default)]
-    token: Option<String>,
     #[serde(default)]
     command: Option<String>,
     image: String,
@@ -177,21 +213,11 @@ struct QmRun {
     auth: Option<String>,
 }
 
-async fn qm_run(State(app): State<App>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+async fn qm_run(State(app): State<App>, body: axum::body::Bytes) -> Response {
     let request: QmRun = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => {
-            let token = serde_json::from_slice::<Value>(&body).ok();
-            let token = token.as_ref().and_then(|v| v["token"].as_str());
-            if !authorised(&app, &headers, token) {
-                return unauthorised();
-            }
-            return failure(StatusCode::BAD_REQUEST, format!("bad /run body: {e}"));
-        }
+        Err(e) => return failure(StatusCode::BAD_REQUEST, format!("bad /run body: {e}")),
     };
-    if !authorised(&app, &headers, request.token.as_deref()) {
-        return unauthorised();
-    }
     let command = match request.command.as_deref().map(split_command).transpose() {
         Ok(c) => c.unwrap_or_default(),
         Err(e) => return failure(StatusCode::BAD_REQUEST, e),
@@ -225,19 +251,11 @@ async fn qm_run(State(app): State<App>, headers: HeaderMap, body: axum::body::By
 #[derive(Deserialize)]
 struct QmStop {
     #[serde(default)]
-    token: Option<String>,
-    #[serde(default)]
     id: Option<String>,
 }
 
-async fn qm_stop(State(app): State<App>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    let request: QmStop = serde_json::from_slice(&body).unwrap_or(QmStop {
-        token: None,
-        id: None,
-    });
-    if !authorised(&app, &headers, request.token.as_deref()) {
-        return unauthorised();
-    }
+async fn qm_stop(State(app): State<App>, body: axum::body::Bytes) -> Response {
+    let request: QmStop = serde_json::from_slice(&body).unwrap_or(QmStop { id: None });
     let Some(id) = request.id else {
         return failure(
             StatusCode::BAD_REQUEST,
@@ -253,15 +271,7 @@ async fn qm_stop(State(app): State<App>, headers: HeaderMap, body: axum::body::B
     }
 }
 
-async fn qm_status(
-    State(app): State<App>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    Query(query): Query<BTreeMap<String, String>>,
-) -> Response {
-    if !authorised(&app, &headers, query.get("token").map(String::as_str)) {
-        return unauthorised();
-    }
+async fn qm_status(State(app): State<App>, Path(id): Path<String>) -> Response {
     match ops::on_container(&app.node, Method::ContainerInspect, &id, &[]).await {
         Ok((node, inspect)) => {
             let inspect: Value = serde_json::from_str(&inspect).unwrap_or_default();
@@ -289,14 +299,7 @@ async fn qm_status(
 
 // === DockerMod ===
 
-async fn dockermod(
-    State(app): State<App>,
-    headers: HeaderMap,
-    Json(request): Json<Value>,
-) -> Response {
-    if !app.dockermod_open && !authorised(&app, &headers, request["token"].as_str()) {
-        return unauthorised();
-    }
+async fn dockermod(State(app): State<App>, Json(request): Json<Value>) -> Response {
     let node = &app.node;
     let id = request["id"].as_str().unwrap_or_default().to_string();
     let answer = |owner: String, code: u16, body: Value| {
@@ -407,16 +410,7 @@ async fn dockermod(
 
 // === /v1 ===
 
-macro_rules! guard {
-    ($app:expr, $headers:expr) => {
-        if !authorised(&$app, &$headers, None) {
-            return unauthorised();
-        }
-    };
-}
-
-async fn v1_submit(State(app): State<App>, headers: HeaderMap, body: String) -> Response {
-    guard!(app, headers);
+async fn v1_submit(State(app): State<App>, body: String) -> Response {
     match crate::inputs::parse_messages(&body) {
         Ok(messages) => match app.node.submit(messages).await {
             Ok(queued) => (StatusCode::ACCEPTED, Json(json!({ "queued": queued }))).into_response(),
@@ -426,8 +420,7 @@ async fn v1_submit(State(app): State<App>, headers: HeaderMap, body: String) -> 
     }
 }
 
-async fn v1_status(State(app): State<App>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    guard!(app, headers);
+async fn v1_status(State(app): State<App>, Path(id): Path<String>) -> Response {
     match app.node.status(&id) {
         Ok(r) if r.sent.is_none() && r.received.is_none() => {
             failure(StatusCode::NOT_FOUND, format!("no message with id {id}"))
@@ -437,8 +430,7 @@ async fn v1_status(State(app): State<App>, headers: HeaderMap, Path(id): Path<St
     }
 }
 
-async fn v1_nodes(State(app): State<App>, headers: HeaderMap) -> Response {
-    guard!(app, headers);
+async fn v1_nodes(State(app): State<App>) -> Response {
     match app.node.fleet() {
         Ok(nodes) => Json(nodes).into_response(),
         Err(e) => failure(StatusCode::INTERNAL_SERVER_ERROR, e),
@@ -460,8 +452,7 @@ struct RunRequest {
     create_only: bool,
 }
 
-async fn v1_run(State(app): State<App>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    guard!(app, headers);
+async fn v1_run(State(app): State<App>, body: axum::body::Bytes) -> Response {
     let request: RunRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -488,10 +479,8 @@ async fn v1_run(State(app): State<App>, headers: HeaderMap, body: axum::body::By
 
 async fn v1_list(
     State(app): State<App>,
-    headers: HeaderMap,
     Query(query): Query<BTreeMap<String, String>>,
 ) -> Response {
-    guard!(app, headers);
     let cluster = query.get("cluster").is_none_or(|v| v != "false");
     let all = query.get("all").is_some_and(|v| v == "true");
     let list =
@@ -499,12 +488,7 @@ async fn v1_list(
     Json(list).into_response()
 }
 
-async fn v1_inspect(
-    State(app): State<App>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    guard!(app, headers);
+async fn v1_inspect(State(app): State<App>, Path(id): Path<String>) -> Response {
     match ops::on_container(&app.node, Method::ContainerInspect, &id, &[]).await {
         Ok((node, out)) => Json(json!({ "node": node, "inspect": serde_json::from_str::<Value>(&out).unwrap_or_default() }))
             .into_response(),
@@ -514,11 +498,9 @@ async fn v1_inspect(
 
 async fn v1_remove(
     State(app): State<App>,
-    headers: HeaderMap,
     Path(id): Path<String>,
     Query(query): Query<BTreeMap<String, String>>,
 ) -> Response {
-    guard!(app, headers);
     let extra: &[&str] = if query.get("force").is_some_and(|v| v == "true") {
         &["force"]
     } else {
@@ -532,11 +514,9 @@ async fn v1_remove(
 
 async fn v1_action(
     State(app): State<App>,
-    headers: HeaderMap,
     Path((id, action)): Path<(String, String)>,
     Query(query): Query<BTreeMap<String, String>>,
 ) -> Response {
-    guard!(app, headers);
     let (method, extra): (Method, Vec<String>) = match action.as_str() {
         "start" => (Method::ContainerStart, vec![]),
         "stop" => (
@@ -561,10 +541,8 @@ async fn v1_action(
 
 async fn v1_action_get(
     State(app): State<App>,
-    headers: HeaderMap,
     Path((id, what)): Path<(String, String)>,
 ) -> Response {
-    guard!(app, headers);
     let method = match what.as_str() {
         "logs" => Method::ContainerLogs,
         "stats" => Method::ContainerStats,
@@ -586,10 +564,8 @@ async fn v1_action_get(
 
 async fn v1_images(
     State(app): State<App>,
-    headers: HeaderMap,
     Query(query): Query<BTreeMap<String, String>>,
 ) -> Response {
-    guard!(app, headers);
     let target = query
         .get("node")
         .cloned()
@@ -602,12 +578,7 @@ async fn v1_images(
     }
 }
 
-async fn v1_pull(
-    State(app): State<App>,
-    headers: HeaderMap,
-    Json(request): Json<Value>,
-) -> Response {
-    guard!(app, headers);
+async fn v1_pull(State(app): State<App>, Json(request): Json<Value>) -> Response {
     let Some(image) = request["image"].as_str() else {
         return failure(StatusCode::BAD_REQUEST, "give \"image\"");
     };
@@ -652,9 +623,10 @@ mod tests {
 
     #[test]
     fn token_comparison() {
-        assert!(same("abc", "abc"));
-        assert!(!same("abc", "abd"));
-        assert!(!same("abc", "abcd"));
-        assert!(!same("", "a"));
+        assert!(token_matches("abc", "abc"));
+        assert!(!token_matches("abc", "abd"));
+        assert!(!token_matches("abc", "abcd"));
+        assert!(!token_matches("a", ""));
+        assert!(!token_matches("", ""));
     }
 }

@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -32,14 +33,16 @@ pub enum ClientError {
     Io(String),
 }
 
-/// Send one control request and return the node's answer (whose `ok` is true).
-pub async fn request(
+/// Send one control request and read the node's answer as `T`, the answer struct of
+/// that request in [`crate::control`] (e.g. [`crate::control::Waited`] for `Wait`).
+pub async fn request<T: DeserializeOwned>(
     socket: &Path,
     request: &ControlRequest,
     timeout: Duration,
-) -> Result<Value, ClientError> {
+) -> Result<T, ClientError> {
     let body = serde_json::to_vec(request).map_err(|e| ClientError::Io(e.to_string()))?;
-    raw(socket, &body, timeout).await
+    let answer = raw(socket, &body, timeout).await?;
+    serde_json::from_value(answer).map_err(|e| ClientError::Io(format!("unreadable answer: {e}")))
 }
 
 /// Send raw bytes (e.g. a steward message file) and return the node's answer.

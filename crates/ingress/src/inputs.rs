@@ -16,12 +16,15 @@ use std::time::{Duration, SystemTime};
 
 use bosun_proto::Message;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use crate::node::{Node, until_true};
+use crate::control::ControlResponse;
+use bosun_node::Node;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// How long a client may take to send its whole input.
 pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -37,10 +40,20 @@ const MAX_TCP_CONNECTIONS: usize = 64;
 /// the usual names of files still being written.
 const SKIPPED_SUFFIXES: [&str; 4] = [".failed", ".error", ".tmp", ".part"];
 
+/// Why steward input could not be read as messages: the field and position at fault,
+/// in words for the sender.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseError(pub String);
+
 /// Parse steward input: JSON (an array of messages or one message object), or YAML (a
 /// sequence of message mappings or one mapping) when the first non-blank character is
 /// not `[` or `{`. Field names are the same in both. Never returns an empty list.
-pub fn parse_messages(text: &str) -> Result<Vec<Message>, String> {
+pub fn parse_messages(text: &str) -> Result<Vec<Message>, ParseError> {
+    parse_message_text(text).map_err(ParseError)
+}
+
+fn parse_message_text(text: &str) -> Result<Vec<Message>, String> {
     // Editors on some systems start files with a byte-order mark; it is not content.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let messages = match text.trim_start().chars().next() {
@@ -254,15 +267,14 @@ pub(crate) async fn read_input<R: AsyncRead + Unpin>(
 
 /// The answer for a refused input.
 pub(crate) fn error_line(reason: &str) -> Value {
-    json!({ "ok": false, "error": reason })
+    ControlResponse::error(reason).to_value()
 }
 
 /// Submit and make the answer: the ids queued, or the error.
 pub(crate) async fn submit_answer(node: &Node, messages: Vec<Message>) -> Value {
-    match node.submit(messages).await {
-        Ok(receipts) => json!({ "ok": true, "queued": receipts }),
-        Err(e) => error_line(&e.to_string()),
-    }
+    crate::control::submit_response(node, messages)
+        .await
+        .to_value()
 }
 
 /// Write the one answer line and close our side, so `nc` exits on its own.
@@ -285,48 +297,62 @@ fn input_limit(node: &Node) -> usize {
     node.config().max_message_bytes.saturating_mul(16)
 }
 
-/// Serve steward's TCP listener until the node shuts down: per connection, one JSON
+/// Serve steward's TCP listener until `shutdown` is cancelled: per connection, one JSON
 /// value (or YAML up to end of input) of messages in, one JSON line out, then close.
 /// Control requests (`{"op": …}`) are refused here; they are only taken on the local
 /// socket. Accept errors are logged and retried, so this only returns on shutdown.
-pub async fn serve_tcp(node: Node, listener: TcpListener) -> std::io::Result<()> {
+pub async fn serve_tcp(
+    node: Node,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "taking messages on TCP");
     }
-    accept_tcp(node, listener, |node, stream, peer| async move {
-        tcp_connection(&node, stream, peer).await
-    })
+    accept_tcp(
+        node,
+        listener,
+        shutdown,
+        tracker,
+        |node, stream, peer| async move { tcp_connection(&node, stream, peer).await },
+    )
     .await
 }
 
-/// Accept TCP connections until the node shuts down, each handled by `handle` in its
-/// own task, at most `MAX_TCP_CONNECTIONS` at once (more wait in the listen backlog).
-/// Accept errors are logged and retried, so this only returns on shutdown.
+/// Accept TCP connections until `shutdown` is cancelled, each handled by `handle` in its
+/// own task on `tracker`, at most `MAX_TCP_CONNECTIONS` at once (more wait in the listen
+/// backlog). A connection still open at shutdown is dropped. Accept errors are logged
+/// and retried, so this only returns on shutdown.
 pub(crate) async fn accept_tcp<F, Fut>(
     node: Node,
     listener: TcpListener,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
     handle: F,
-) -> std::io::Result<()>
-where
+) where
     F: Fn(Node, TcpStream, SocketAddr) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let slots = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
-    let mut shutdown = node.shutdown_signal();
     loop {
         let permit = tokio::select! {
             permit = slots.clone().acquire_owned() => match permit {
                 Ok(p) => p,
                 Err(_) => break,
             },
-            _ = until_true(&mut shutdown) => break,
+            _ = shutdown.cancelled() => break,
         };
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let connection = handle(node.clone(), stream, peer);
-                    tokio::spawn(async move {
-                        connection.await;
+                    let shutdown = shutdown.clone();
+                    tracker.spawn(async move {
+                        tokio::select! {
+                            _ = connection => {}
+                            _ = shutdown.cancelled() => {}
+                        }
                         drop(permit);
                     });
                 }
@@ -335,10 +361,9 @@ where
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            _ = until_true(&mut shutdown) => break,
+            _ = shutdown.cancelled() => break,
         }
     }
-    Ok(())
 }
 
 async fn tcp_connection(node: &Node, mut stream: TcpStream, peer: SocketAddr) {
@@ -352,7 +377,7 @@ async fn tcp_connection(node: &Node, mut stream: TcpStream, peer: SocketAddr) {
             ))
         }
         Ok(Ok(Input::Json(value))) => messages_from_json(value).map_err(Some),
-        Ok(Ok(Input::Yaml(text))) => parse_messages(&text).map_err(Some),
+        Ok(Ok(Input::Yaml(text))) => parse_message_text(&text).map_err(Some),
     };
     let answer = match messages {
         Ok(messages) => submit_answer(node, messages).await,
@@ -391,7 +416,7 @@ fn message_files(dir: &Path) -> std::io::Result<Vec<(PathBuf, Stamp)>> {
 }
 
 /// Read, parse and submit one message file.
-async fn submit_file(node: &Node, path: &Path) -> Result<Vec<crate::node::Submitted>, String> {
+async fn submit_file(node: &Node, path: &Path) -> Result<Vec<bosun_node::Submitted>, String> {
     let limit = input_limit(node);
     let file = tokio::fs::File::open(path)
         .await
@@ -408,7 +433,7 @@ async fn submit_file(node: &Node, path: &Path) -> Result<Vec<crate::node::Submit
         ));
     }
     let text = String::from_utf8(bytes).map_err(|_| "the file is not UTF-8 text".to_string())?;
-    let messages = parse_messages(&text)?;
+    let messages = parse_message_text(&text)?;
     node.submit(messages).await.map_err(|e| e.to_string())
 }
 
@@ -419,13 +444,12 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Watch steward's read folder until the node shuts down: every message file dropped in
+/// Watch steward's read folder until `shutdown` is cancelled: every message file dropped in
 /// `dir` is submitted and removed, once its size and modification time have held still
 /// for one poll (500 ms). A file that cannot be read, parsed or queued is renamed to
 /// `<name>.failed`, with the reason in `<name>.failed.error`. Files are taken in name
 /// order. Writers should write to a `.tmp` or `.part` name and rename when done.
-pub async fn watch_folder(node: Node, dir: PathBuf) {
-    let mut shutdown = node.shutdown_signal();
+pub async fn watch_folder(node: Node, dir: PathBuf, shutdown: CancellationToken) {
     // Files as listed by the previous poll; a file is taken when it is listed unchanged.
     let mut previous: HashMap<PathBuf, Stamp> = HashMap::new();
     // Files handled that could not be removed or renamed: not taken again until they
@@ -434,7 +458,7 @@ pub async fn watch_folder(node: Node, dir: PathBuf) {
     let mut last_error: Option<String> = None;
     tracing::info!(dir = %dir.display(), "watching the read folder");
     loop {
-        if *shutdown.borrow() {
+        if shutdown.is_cancelled() {
             return;
         }
         let listed = std::fs::create_dir_all(&dir).and_then(|()| message_files(&dir));
@@ -459,7 +483,7 @@ pub async fn watch_folder(node: Node, dir: PathBuf) {
                         current.insert(path, stamp);
                         continue;
                     }
-                    if *shutdown.borrow() {
+                    if shutdown.is_cancelled() {
                         return;
                     }
                     if !take_file(&node, &path).await {
@@ -471,7 +495,7 @@ pub async fn watch_folder(node: Node, dir: PathBuf) {
         }
         tokio::select! {
             _ = tokio::time::sleep(POLL_INTERVAL) => {}
-            _ = until_true(&mut shutdown) => return,
+            _ = shutdown.cancelled() => return,
         }
     }
 }
@@ -543,8 +567,9 @@ mod tests {
     use super::*;
     use bosun_bus::{Hub, LocalTransport};
     use bosun_proto::State;
+    use serde_json::json;
 
-    use crate::Config;
+    use bosun_node::Config;
 
     /// Generous bound on waits that should end quickly, so a bug fails instead of hanging.
     const PATIENCE: Duration = Duration::from_secs(30);
@@ -628,17 +653,21 @@ mod tests {
         let err = parse_messages(
             "- toNode: a\n  method: ping\n- toNode: b\n  method: ping\n  toHost: c\n",
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("unknown field `toHost`"), "{err}");
         assert!(err.contains("[1]") && err.contains("line 5"), "{err}");
 
-        let err = parse_messages("- toNode: a\n  method: ping\n  retries: three\n").unwrap_err();
+        let err = parse_messages("- toNode: a\n  method: ping\n  retries: three\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("retries") && err.contains("line 3"), "{err}");
 
         let err = parse_messages(
             r#"[{"toNode":"a","method":"ping"},{"toNode":"a","method":"ping","toHost":"b"}]"#,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(
             err.starts_with("message 1:") && err.contains("`toHost`"),
             "{err}"
@@ -654,7 +683,7 @@ mod tests {
             ("{{{{", "malformed"),
             ("- 1\n- 2\n", "malformed message list"),
         ] {
-            let err = parse_messages(bad).unwrap_err();
+            let err = parse_messages(bad).unwrap_err().to_string();
             assert!(err.contains(says), "{bad:?} → {err}");
         }
     }
@@ -741,7 +770,12 @@ mod tests {
         let node = start(dir.path(), "n1").await;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(serve_tcp(node.clone(), listener));
+        let server = tokio::spawn(serve_tcp(
+            node.clone(),
+            listener,
+            node.shutdown_token(),
+            node.tracker(),
+        ));
 
         let answer = talk(addr, ping_json("n1").as_bytes(), false).await;
         assert_eq!(answer["ok"], true, "{answer}");
@@ -765,7 +799,7 @@ mod tests {
 
         node.shutdown().await;
         let stopped = tokio::time::timeout(PATIENCE, server).await;
-        assert!(matches!(stopped, Ok(Ok(Ok(())))), "{stopped:?}");
+        assert!(matches!(stopped, Ok(Ok(()))), "{stopped:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -773,7 +807,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let node = start(dir.path(), "n1").await;
         let folder = dir.path().join("readfolder");
-        let watcher = tokio::spawn(watch_folder(node.clone(), folder.clone()));
+        let watcher = tokio::spawn(watch_folder(
+            node.clone(),
+            folder.clone(),
+            node.shutdown_token(),
+        ));
         eventually("the folder is created", || folder.is_dir()).await;
 
         // Written under a name the watcher skips, then renamed, as writers should.

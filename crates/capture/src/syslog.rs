@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 
 use tokio::io::AsyncReadExt;
 use tokio::net::{UnixDatagram, UnixListener, UnixStream};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::{Capture, Topic};
 
@@ -89,7 +90,12 @@ fn remove_stale(path: &Path) -> io::Result<()> {
 }
 
 /// Take messages on both sockets until shutdown, then remove the socket files.
-pub(super) async fn serve(sockets: Sockets, capture: Capture, mut shutdown: watch::Receiver<bool>) {
+pub(super) async fn serve(
+    sockets: Sockets,
+    capture: Capture,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
     tracing::info!(
         stream = %sockets.stream_path.display(),
         datagram = %sockets.datagram_path.display(),
@@ -98,10 +104,10 @@ pub(super) async fn serve(sockets: Sockets, capture: Capture, mut shutdown: watc
     let mut buf = vec![0u8; MAX_MESSAGE];
     loop {
         tokio::select! {
-            _ = crate::node::until_true(&mut shutdown) => break,
+            _ = shutdown.cancelled() => break,
             accepted = sockets.listener.accept() => match accepted {
                 Ok((conn, _)) => {
-                    tokio::spawn(read_stream(conn, capture.clone(), shutdown.clone()));
+                    tracker.spawn(read_stream(conn, capture.clone(), shutdown.clone()));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "syslog socket accept failed");
@@ -123,12 +129,12 @@ pub(super) async fn serve(sockets: Sockets, capture: Capture, mut shutdown: watc
 }
 
 /// One Docker logger's connection: newline-separated messages.
-async fn read_stream(mut conn: UnixStream, capture: Capture, mut shutdown: watch::Receiver<bool>) {
+async fn read_stream(mut conn: UnixStream, capture: Capture, shutdown: CancellationToken) {
     let mut pending: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
         let n = tokio::select! {
-            _ = crate::node::until_true(&mut shutdown) => break,
+            _ = shutdown.cancelled() => break,
             read = conn.read(&mut chunk) => match read {
                 Ok(0) => break,
                 Ok(n) => n,

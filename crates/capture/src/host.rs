@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::{Capture, Topic};
 
@@ -18,13 +18,13 @@ pub(super) struct HostSample {
 }
 
 /// Sample every `interval` until shutdown.
-pub(super) async fn run(capture: Capture, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+pub(super) async fn run(capture: Capture, interval: Duration, shutdown: CancellationToken) {
     let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(100)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
     loop {
         tokio::select! {
-            _ = crate::node::until_true(&mut shutdown) => break,
+            _ = shutdown.cancelled() => break,
             _ = ticker.tick() => {}
         }
         match sample().await {

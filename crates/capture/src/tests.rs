@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::*;
 
@@ -69,11 +70,13 @@ fn of<'a>(lines: &'a [Line], topic: &'a str) -> impl Iterator<Item = &'a Line> +
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capture_stream_orders_escapes_and_switches() {
     let dir = tempfile::tempdir().unwrap();
-    let (stop, shutdown) = watch::channel(false);
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
     // No Docker there: start must not care.
     let capture = Capture::start(
         config(dir.path(), None, &dir.path().join("no-docker.sock")),
-        shutdown,
+        shutdown.clone(),
+        &tracker,
     )
     .await
     .unwrap();
@@ -166,7 +169,7 @@ async fn capture_stream_orders_escapes_and_switches() {
     })
     .await;
 
-    stop.send(true).unwrap();
+    shutdown.cancel();
     tokio::time::sleep(Duration::from_millis(200)).await;
     capture.mark("after shutdown");
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -182,14 +185,16 @@ async fn capture_syslog_socket_takes_docker_messages() {
     drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
     assert!(sock.exists());
 
-    let (stop, shutdown) = watch::channel(false);
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
     let capture = Capture::start(
         config(
             dir.path(),
             Some(sock.clone()),
             &dir.path().join("no-docker.sock"),
         ),
-        shutdown,
+        shutdown.clone(),
+        &tracker,
     )
     .await
     .unwrap();
@@ -252,7 +257,7 @@ async fn capture_syslog_socket_takes_docker_messages() {
     assert!(a < b, "datagrams in order");
 
     // On shutdown the socket files go.
-    stop.send(true).unwrap();
+    shutdown.cancel();
     eventually(Duration::from_secs(5), "sockets removed", || {
         (!sock.exists() && !dgram.exists()).then_some(())
     })
@@ -264,14 +269,16 @@ async fn capture_start_refuses_a_non_socket_in_the_way() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("logs.sock");
     std::fs::write(&sock, "data").unwrap();
-    let (_stop, shutdown) = watch::channel(false);
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
     let err = Capture::start(
         config(
             dir.path(),
             Some(sock.clone()),
             &dir.path().join("no-docker.sock"),
         ),
-        shutdown,
+        shutdown.clone(),
+        &tracker,
     )
     .await
     .err()
@@ -348,14 +355,17 @@ async fn capture_docker_follows_labelled_and_syslog_containers() {
     let image = image.as_str();
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("sock").join("logs.sock");
-    let (stop, shutdown) = watch::channel(false);
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
     let mut cfg = config(
         dir.path(),
         Some(sock.clone()),
         Path::new("/var/run/docker.sock"),
     );
     cfg.stats_interval = Duration::from_secs(1);
-    let capture = Capture::start(cfg, shutdown).await.unwrap();
+    let capture = Capture::start(cfg, shutdown.clone(), &tracker)
+        .await
+        .unwrap();
     let file = capture.current_file();
 
     let tag = std::process::id();
@@ -524,7 +534,7 @@ async fn capture_docker_follows_labelled_and_syslog_containers() {
     if std::env::var_os("CAPTURE_DUMP").is_some() {
         eprintln!("{}", std::fs::read_to_string(&file).unwrap());
     }
-    stop.send(true).unwrap();
+    shutdown.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -537,10 +547,15 @@ async fn capture_docker_connects_when_the_daemon_appears() {
     let dir = tempfile::tempdir().unwrap();
     // The daemon's socket is not there yet: capture starts anyway and retries.
     let socket = dir.path().join("docker.sock");
-    let (stop, shutdown) = watch::channel(false);
-    let capture = Capture::start(config(dir.path(), None, &socket), shutdown)
-        .await
-        .unwrap();
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let capture = Capture::start(
+        config(dir.path(), None, &socket),
+        shutdown.clone(),
+        &tracker,
+    )
+    .await
+    .unwrap();
     capture.mark("before Docker");
     tokio::time::sleep(Duration::from_secs(1)).await;
     std::os::unix::fs::symlink("/var/run/docker.sock", &socket).unwrap();
@@ -577,5 +592,5 @@ async fn capture_docker_connects_when_the_daemon_appears() {
     assert!(mark < first_log);
     let got = numbered(&lines, &id, "tick ");
     assert_eq!(got, (got[0]..got[0] + got.len() as u32).collect::<Vec<_>>());
-    stop.send(true).unwrap();
+    shutdown.cancel();
 }

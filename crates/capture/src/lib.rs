@@ -26,6 +26,17 @@
 //!   --log-opt syslog-format=rfc5424micro --log-opt tag='{{.FullID}}'`.
 //! - `host`: load, memory and CPU count from `/proc`.
 //!
+//! # Layout
+//! - this file: [`Capture`] (start, marks, file switch), [`CaptureConfig`], [`Topic`].
+//! - `stream`: the writer thread and the record format.
+//! - `docker`: container logs, stats and lifecycle events through bollard.
+//! - `syslog`: the stream and datagram sockets for Docker's syslog log driver.
+//! - `host`: host stats from `/proc`.
+//!
+//! The crate knows nothing of messages, the store or the transport: the node hands it a
+//! cancellation token and a task tracker, and calls [`Capture::mark`] and
+//! [`Capture::switch_file`].
+//!
 //! # Implementation note
 //! One writer thread owns the file; everything else sends records to it over a channel,
 //! so lines never interleave. It flushes whenever its queue is empty, so a `tail -f` sees
@@ -43,7 +54,8 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use syslog::datagram_socket_path;
 
@@ -67,6 +79,25 @@ pub struct CaptureConfig {
     pub docker_socket: PathBuf,
     /// How often container and host stats are sampled, e.g. 5 s.
     pub stats_interval: Duration,
+}
+
+/// Why the capture could not switch to another file.
+#[derive(Debug, thiserror::Error)]
+pub enum SwitchError {
+    /// The name is not a plain file name.
+    #[error("{0}")]
+    BadName(String),
+    /// The file could not be opened for appending.
+    #[error("cannot open {}: {source}", path.display())]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The capture has stopped (the node is shutting down).
+    #[error("capture has stopped")]
+    Stopped,
 }
 
 /// What a record is about; written in upper case.
@@ -109,22 +140,24 @@ struct Inner {
     current: Mutex<PathBuf>,
 }
 
-/// A running capture; clones share it. It stops when the shutdown signal given to
-/// [`Capture::start`] becomes true; records after that are dropped.
+/// A running capture; clones share it. It stops when the token given to
+/// [`Capture::start`] is cancelled; records after that are dropped.
 #[derive(Clone)]
 pub struct Capture {
     inner: Arc<Inner>,
 }
 
 impl Capture {
-    /// Start capturing until `shutdown` becomes true.
+    /// Start capturing until `shutdown` is cancelled; every task runs on `tracker`, so
+    /// waiting for the tracker waits for the capture to end.
     ///
     /// Fails only when the capture folder, the first file or the syslog socket cannot be
     /// created. Never fails because Docker is down: it logs, retries every 5 s, and keeps
     /// the syslog socket and marks working meanwhile.
     pub async fn start(
         config: CaptureConfig,
-        shutdown: watch::Receiver<bool>,
+        shutdown: CancellationToken,
+        tracker: &TaskTracker,
     ) -> io::Result<Capture> {
         std::fs::create_dir_all(&config.dir).map_err(|e| with_path(e, &config.dir))?;
         let name =
@@ -144,23 +177,27 @@ impl Capture {
             }),
         };
         if let Some(sockets) = sockets {
-            tokio::spawn(syslog::serve(sockets, capture.clone(), shutdown.clone()));
+            tracker.spawn(syslog::serve(
+                sockets,
+                capture.clone(),
+                shutdown.clone(),
+                tracker.clone(),
+            ));
         }
-        tokio::spawn(docker::run(
+        tracker.spawn(docker::run(
             capture.clone(),
             config.docker_socket.clone(),
             config.stats_interval,
             shutdown.clone(),
         ));
-        tokio::spawn(host::run(
+        tracker.spawn(host::run(
             capture.clone(),
             config.stats_interval,
             shutdown.clone(),
         ));
         let stopper = capture.clone();
-        let mut shutdown = shutdown;
-        tokio::spawn(async move {
-            crate::node::until_true(&mut shutdown).await;
+        tracker.spawn(async move {
+            shutdown.cancelled().await;
             let _ = stopper.inner.tx.send(stream::Command::Stop);
         });
         tracing::info!(file = %capture.current_file().display(), "capture started");
@@ -175,16 +212,18 @@ impl Capture {
     /// Switch the output to `name` inside the capture folder (LSDSuite `log`; empty means
     /// `default.log`). Records sent before go to the old file, records after to the new
     /// one; the new file is appended to if it exists. Names with `/` or `..` are refused.
-    pub fn switch_file(&self, name: &str) -> Result<PathBuf, String> {
-        let name = file_name(name)?;
+    pub fn switch_file(&self, name: &str) -> Result<PathBuf, SwitchError> {
+        let name = file_name(name).map_err(SwitchError::BadName)?;
         let path = self.inner.dir.join(name);
-        let file =
-            open_append(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let file = open_append(&path).map_err(|source| SwitchError::Open {
+            path: path.clone(),
+            source,
+        })?;
         let mut current = self.lock_current();
         self.inner
             .tx
             .send(stream::Command::Switch(file))
-            .map_err(|_| "capture has stopped".to_string())?;
+            .map_err(|_| SwitchError::Stopped)?;
         *current = path.clone();
         tracing::info!(file = %path.display(), "capture switched file");
         Ok(path)

@@ -1,0 +1,271 @@
+//! The ways into a bosun node. Everything here turns what comes in into messages for
+//! [`bosun_node::Node::submit`] (or reads the node's state); nothing here talks to Docker
+//! or opens the database, which Cargo enforces: this crate depends on neither bollard nor
+//! the store.
+//!
+//! # Layout
+//! - this file: [`serve`], which binds every configured listener and spawns it.
+//! - [`control`]: the unix socket `bosun.sock`: steward message arrays and the CLI's
+//!   typed requests and answers.
+//! - [`client`]: the CLI's side of that socket.
+//! - [`inputs`]: YAML and JSON message parsing, steward's TCP listener, read folder and
+//!   startup folder.
+//! - [`http`]: `/v1`, quartermaster and DockerMod, behind one token check.
+//! - [`lsdsuite`]: the LSDSuite command port.
+//! - [`ops`]: send-and-wait helpers: cluster-wide lists, routing to a container's node,
+//!   placed container runs.
+//! - [`metrics`]: the `/metrics` and `/healthz` endpoint.
+
+pub mod client;
+pub mod control;
+pub mod http;
+pub mod inputs;
+pub mod lsdsuite;
+pub mod metrics;
+pub mod ops;
+
+use std::path::PathBuf;
+
+use bosun_node::{Config, Node};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The shortest HTTP API token taken.
+const MIN_TOKEN_LENGTH: usize = 16;
+
+/// Why the node's listeners could not start. Nothing is left listening when this is
+/// returned before every listener was bound; the caller cancels `shutdown` to stop the
+/// ones already spawned.
+#[derive(Debug, thiserror::Error)]
+pub enum IngressError {
+    /// A listener could not be bound.
+    #[error("cannot listen {what} on {address}: {source}")]
+    Bind {
+        /// Which listener, e.g. "for metrics".
+        what: &'static str,
+        /// The address or socket path.
+        address: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The HTTP API is on but has no token.
+    #[error(
+        "the HTTP API needs a token: set BOSUN_HTTP_TOKEN, or http_token_file in the config (never a flag: flags show in ps)"
+    )]
+    NoToken,
+    /// The HTTP token file could not be read.
+    #[error("cannot read the HTTP token file {path}: {source}")]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The HTTP token is too short to be safe.
+    #[error("the HTTP API token is too short: use at least 16 characters (e.g. uuidgen)")]
+    ShortToken,
+}
+
+/// Bind every listener `config` asks for (the local socket always; metrics, steward TCP,
+/// LSDSuite, HTTP API and the read folder when configured), spawn each on `tracker`
+/// until `shutdown` is cancelled, and queue the startup folder's messages. Returns once
+/// everything is listening. After that no listener stops on its own: accept errors are
+/// logged and retried.
+pub async fn serve(
+    node: Node,
+    config: &Config,
+    shutdown: CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<(), IngressError> {
+    // Every address is bound before anything is spawned, so a bad one stops the start-up
+    // with nothing half-open.
+    let token = match &config.http_listen {
+        Some(_) => Some(http_token(config)?),
+        None => None,
+    };
+    let socket_path = config.socket_path();
+    let socket = control::bind(&socket_path).map_err(|source| IngressError::Bind {
+        what: "on the local socket",
+        address: socket_path.display().to_string(),
+        source,
+    })?;
+    let metrics = bind(config.metrics_listen, "for metrics").await?;
+    let tcp = bind(config.tcp_listen, "for messages").await?;
+    let lsdsuite = bind(config.lsdsuite_listen, "for LSDSuite commands").await?;
+    let http = bind(config.http_listen, "for HTTP").await?;
+
+    tracker.spawn(control::serve(
+        node.clone(),
+        socket,
+        socket_path,
+        shutdown.clone(),
+        tracker.clone(),
+    ));
+    if let Some(listener) = metrics {
+        tracing::info!(addr = ?listener.local_addr().ok(), "serving /metrics");
+        let (metrics, shutdown) = (node.metrics(), shutdown.clone());
+        tracker.spawn(async move {
+            if let Err(e) = metrics::serve(listener, metrics, shutdown).await {
+                tracing::error!(error = %e, "the metrics endpoint stopped");
+            }
+        });
+    }
+    if let Some(listener) = tcp {
+        tracing::info!(
+            addr = ?listener.local_addr().ok(),
+            "taking steward message arrays on TCP (no authentication: keep it on a trusted network)"
+        );
+        tracker.spawn(inputs::serve_tcp(
+            node.clone(),
+            listener,
+            shutdown.clone(),
+            tracker.clone(),
+        ));
+    }
+    if let Some(listener) = lsdsuite {
+        tracing::info!(addr = ?listener.local_addr().ok(), "LSDSuite command port open");
+        tracker.spawn(lsdsuite::serve(
+            node.clone(),
+            listener,
+            shutdown.clone(),
+            tracker.clone(),
+        ));
+    }
+    if let (Some(listener), Some(token)) = (http, token) {
+        tracing::info!(addr = ?listener.local_addr().ok(), "HTTP API open (/v1, quartermaster, DockerMod)");
+        let (node, shutdown) = (node.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            if let Err(e) = http::serve(node, listener, token, shutdown).await {
+                tracing::error!(error = %e, "the HTTP API stopped");
+            }
+        });
+    }
+    if let Some(dir) = config.read_path() {
+        tracker.spawn(inputs::watch_folder(node.clone(), dir, shutdown.clone()));
+    }
+    let startup = config.startup_path();
+    let queued = inputs::submit_startup(&node, &startup).await;
+    if queued > 0 {
+        tracing::info!(queued, dir = %startup.display(), "startup messages queued");
+    }
+    Ok(())
+}
+
+/// Bind a TCP listener when an address is configured.
+async fn bind(
+    address: Option<std::net::SocketAddr>,
+    what: &'static str,
+) -> Result<Option<TcpListener>, IngressError> {
+    let Some(address) = address else {
+        return Ok(None);
+    };
+    TcpListener::bind(address)
+        .await
+        .map(Some)
+        .map_err(|source| IngressError::Bind {
+            what,
+            address: address.to_string(),
+            source,
+        })
+}
+
+/// The HTTP API token: `BOSUN_HTTP_TOKEN` when set and not empty, else the trimmed
+/// contents of `http_token_file`. Never a flag, since flags show in `ps`.
+fn http_token(config: &Config) -> Result<String, IngressError> {
+    let token = match std::env::var("BOSUN_HTTP_TOKEN") {
+        Ok(token) if !token.is_empty() => token,
+        _ => match &config.http_token_file {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|source| IngressError::TokenFile {
+                    path: path.clone(),
+                    source,
+                })?
+                .trim()
+                .to_string(),
+            None => return Err(IngressError::NoToken),
+        },
+    };
+    if token.len() < MIN_TOKEN_LENGTH {
+        return Err(IngressError::ShortToken);
+    }
+    Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use bosun_bus::{Hub, LocalTransport};
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_ends_every_listener_before_it_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            name: "n1".into(),
+            data_dir: dir.path().join("n1"),
+            log: "warn".into(),
+            metrics_listen: Some(([127, 0, 0, 1], 0).into()),
+            tcp_listen: Some(([127, 0, 0, 1], 0).into()),
+            lsdsuite_listen: Some(([127, 0, 0, 1], 0).into()),
+            ..Config::default()
+        };
+        let node = Node::start(
+            config.clone(),
+            Arc::new(LocalTransport::new(Hub::new())),
+            false,
+        )
+        .await
+        .unwrap();
+        serve(
+            node.clone(),
+            &config,
+            node.shutdown_token(),
+            &node.tracker(),
+        )
+        .await
+        .unwrap();
+        let socket = config.socket_path();
+        assert!(socket.exists(), "the socket is bound when serve returns");
+        // The node's loops, the socket, three TCP listeners and the read folder.
+        assert!(node.tracker().len() >= 5, "{}", node.tracker().len());
+
+        tokio::time::timeout(Duration::from_secs(30), node.shutdown())
+            .await
+            .expect("shutdown within its grace");
+        assert!(node.tracker().is_empty(), "no task outlives shutdown");
+        assert!(!socket.exists(), "the socket file is removed");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_socket_of_a_running_node_is_not_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            name: "n1".into(),
+            data_dir: dir.path().join("n1"),
+            log: "warn".into(),
+            ..Config::default()
+        };
+        let node = Node::start(
+            config.clone(),
+            Arc::new(LocalTransport::new(Hub::new())),
+            false,
+        )
+        .await
+        .unwrap();
+        serve(
+            node.clone(),
+            &config,
+            node.shutdown_token(),
+            &node.tracker(),
+        )
+        .await
+        .unwrap();
+        let again = control::bind(&config.socket_path()).unwrap_err();
+        assert_eq!(again.kind(), std::io::ErrorKind::AddrInUse, "{again}");
+        node.shutdown().await;
+    }
+}

@@ -1,0 +1,157 @@
+//! The narrow handles the node's tasks share. Each task is given only the handles it
+//! uses, so what a task can touch is written in its signature.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bosun_proto::{Message, Millis};
+use bosun_store::{Store, StoreError};
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::errorlog::ErrorEntry;
+use crate::fleet::FleetNode;
+use crate::outbox::OutboxCmd;
+use crate::submit::Submitter;
+
+/// Hands work to the outbox loop.
+#[derive(Clone)]
+pub(crate) struct OutboxHandle(mpsc::UnboundedSender<OutboxCmd>);
+
+impl OutboxHandle {
+    /// A handle and the receiving end the outbox loop reads.
+    pub fn channel() -> (OutboxHandle, mpsc::UnboundedReceiver<OutboxCmd>) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        (OutboxHandle(sender), receiver)
+    }
+
+    /// Deliver messages already durable in the outbox, with their outbox seqs.
+    pub fn deliver(&self, queued: Vec<(u64, Message)>) {
+        // The loop only ends at shutdown; what it misses then is sent after a restart.
+        let _ = self.0.send(OutboxCmd::Deliver(queued));
+    }
+
+    /// The result of a sent message arrived: it was delivered, whatever its ACK did.
+    pub fn settled(&self, id: String) {
+        let _ = self.0.send(OutboxCmd::Settled(id));
+    }
+}
+
+/// The id of every sent message that reaches a final state, for waiters.
+#[derive(Clone)]
+pub(crate) struct FinishedIds(broadcast::Sender<String>);
+
+impl FinishedIds {
+    /// A broadcast that keeps up to `capacity` ids for slow waiters.
+    pub fn new(capacity: usize) -> FinishedIds {
+        FinishedIds(broadcast::channel(capacity).0)
+    }
+
+    /// Tell waiters that `id` reached a final state.
+    pub fn announce(&self, id: &str) {
+        // No waiter is fine: the state is in the store.
+        let _ = self.0.send(id.to_string());
+    }
+
+    /// Hear every id announced from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<String> {
+        self.0.subscribe()
+    }
+}
+
+/// How many handlers run now; the outbox drains at shutdown until it is zero.
+#[derive(Clone, Default)]
+pub(crate) struct RunningCount(Arc<AtomicUsize>);
+
+impl RunningCount {
+    /// A handler starts.
+    pub fn enter(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A handler ended.
+    pub fn leave(&self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Handlers running now.
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Reads the fleet registry, judging liveness with the configured thresholds.
+#[derive(Clone)]
+pub(crate) struct FleetView {
+    store: Store,
+    suspect_after: u64,
+    down_after: u64,
+}
+
+impl FleetView {
+    /// A view over `store`'s registry with `config`'s thresholds.
+    pub fn new(store: Store, config: &Config) -> FleetView {
+        FleetView {
+            store,
+            suspect_after: config.suspect_after_missed,
+            down_after: config.down_after_missed,
+        }
+    }
+
+    /// The registry as rows, at `now`.
+    pub fn at(&self, now: Millis) -> Result<Vec<FleetNode>, StoreError> {
+        Ok(self
+            .store
+            .fleet()?
+            .into_iter()
+            .map(|record| crate::fleet::row(record, now, self.suspect_after, self.down_after))
+            .collect())
+    }
+}
+
+/// Writes the error log and, unless this node is central, forwards each error to
+/// central's error log too (as an `errorLog` message, durable like any other).
+#[derive(Clone)]
+pub(crate) struct ErrorReporter {
+    config: Arc<Config>,
+    submitter: Submitter,
+    tracker: TaskTracker,
+}
+
+impl ErrorReporter {
+    /// A reporter that forwards through `submitter`, on `tracker`.
+    pub fn new(config: Arc<Config>, submitter: Submitter, tracker: TaskTracker) -> Self {
+        ErrorReporter {
+            config,
+            submitter,
+            tracker,
+        }
+    }
+
+    /// Log an error locally and forward it to central.
+    pub fn report(&self, entry: &ErrorEntry<'_>) {
+        crate::errorlog::append(&self.config.error_log_path(), entry);
+        let Some(central) = self.config.central_name() else {
+            return;
+        };
+        if central == self.config.name || entry.method == Some("errorLog") {
+            return;
+        }
+        let line = serde_json::to_string(entry).unwrap_or_default();
+        let report = Message {
+            to_node: Some(central.to_string()),
+            method: "errorLog".into(),
+            data: vec![line],
+            ordered: Some(false),
+            ttl: Some(24 * 3600),
+            ..Default::default()
+        };
+        let submitter = self.submitter.clone();
+        self.tracker.spawn(async move {
+            if let Err(e) = submitter.submit(vec![report]).await {
+                tracing::warn!(error = %e, "cannot forward an error to central");
+            }
+        });
+    }
+}

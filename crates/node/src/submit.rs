@@ -1,0 +1,179 @@
+//! [`Submitter`]: the one way messages enter the outbox, for the node's facade, its
+//! handlers' follow-up messages, hellos, schedules and error reports alike.
+
+use std::sync::Arc;
+
+use bosun_proto::wire::{self, Request, WIRE_VERSION};
+use bosun_proto::{Message, Method};
+use bosun_store::Store;
+use tokio::sync::mpsc;
+
+use crate::audit::AuditLog;
+use crate::config::Config;
+use crate::handles::{FleetView, OutboxHandle};
+use crate::metrics::Metrics;
+use crate::node::{SubmitError, Submitted, now_millis};
+
+/// Validates messages and queues them durably in the outbox. Clones share it.
+#[derive(Clone)]
+pub(crate) struct Submitter {
+    parts: Arc<SubmitterParts>,
+}
+
+/// What a [`Submitter`] uses.
+pub(crate) struct SubmitterParts {
+    pub config: Arc<Config>,
+    /// Refuse destinations other than this node (the in-process transport).
+    pub standalone: bool,
+    pub store: Store,
+    pub outbox: OutboxHandle,
+    /// Messages with a `schedule`, for the scheduler task to repeat.
+    pub schedules: mpsc::UnboundedSender<Message>,
+    pub metrics: Metrics,
+    pub audit: Option<Arc<AuditLog>>,
+    /// For placement and `toNodes: ["*"]`.
+    pub fleet: FleetView,
+}
+
+impl Submitter {
+    /// A submitter made of `parts`.
+    pub fn new(parts: SubmitterParts) -> Submitter {
+        Submitter {
+            parts: Arc::new(parts),
+        }
+    }
+
+    /// Validate and queue messages; see [`crate::Node::submit`].
+    pub async fn submit(&self, messages: Vec<Message>) -> Result<Vec<Submitted>, SubmitError> {
+        let parts = &*self.parts;
+        if messages.is_empty() {
+            return Err(SubmitError::Empty);
+        }
+        let now = now_millis();
+        let mut receipts = Vec::new();
+        let mut queued = Vec::new();
+        let mut ids_in_batch = std::collections::HashSet::new();
+        for (index, message) in messages.into_iter().enumerate() {
+            let invalid = |reason: String| SubmitError::Invalid { index, reason };
+            message.validate().map_err(|e| invalid(e.to_string()))?;
+            if let Some(id) = &message.id
+                && !ids_in_batch.insert(id.clone())
+            {
+                return Err(invalid(format!(
+                    "field `id`: {id} appears twice in this batch"
+                )));
+            }
+            let method = message
+                .parsed_method()
+                .map_err(|e| invalid(e.to_string()))?;
+            if method == Method::Result {
+                return Err(invalid(
+                    "`result` messages are replies made by nodes; they cannot be submitted".into(),
+                ));
+            }
+            if let Some(id) = &message.id
+                && let Some(existing) = parts.store.sent(id)?
+            {
+                receipts.push(Submitted {
+                    id: id.clone(),
+                    to_node: existing.message.destination().to_string(),
+                    method: existing.message.method.clone(),
+                });
+                continue;
+            }
+            let mut destinations = message.destinations();
+            if let Some(instances) = message.instances {
+                let memory_mb = message
+                    .data
+                    .first()
+                    .and_then(|d| {
+                        serde_json::from_str::<bosun_proto::container::ContainerSpec>(d).ok()
+                    })
+                    .and_then(|s| s.memory_mb)
+                    .unwrap_or(0);
+                let fleet: Vec<bosun_core::Candidate> = parts
+                    .fleet
+                    .at(now)?
+                    .iter()
+                    .map(crate::FleetNode::candidate)
+                    .collect();
+                destinations = bosun_core::placement::place(
+                    &fleet,
+                    &destinations,
+                    instances,
+                    &message.constraints,
+                    memory_mb,
+                )
+                .map_err(|e| invalid(e.to_string()))?;
+            } else if destinations.iter().any(|d| d == "*") {
+                let fleet = parts.store.fleet()?;
+                if fleet.is_empty() {
+                    return Err(invalid(format!(
+                        "toNodes [\"*\"] means every node in the fleet registry, and {} has heard no hellos; send it to the central node, or list the nodes by name",
+                        parts.config.name
+                    )));
+                }
+                destinations.retain(|d| d != "*");
+                for record in fleet {
+                    if !destinations.contains(&record.name) {
+                        destinations.push(record.name);
+                    }
+                }
+            }
+            let fan_out = destinations.len() > 1 || message.instances.is_some();
+            for to in destinations {
+                if parts.standalone && to != parts.config.name.as_str() {
+                    return Err(invalid(format!(
+                        "node {to:?} is not reachable: this node ({}) runs standalone on the in-process transport; start every node with --broker nats://HOST:PORT to reach other nodes",
+                        parts.config.name
+                    )));
+                }
+                let mut m = message.for_destination(&to, fan_out);
+                m.from_node = Some(parts.config.name.to_string());
+                m.created_at = Some(now);
+                let size = wire::encode(&Request {
+                    v: WIRE_VERSION,
+                    msg: m.clone(),
+                })
+                .len();
+                if size > parts.config.max_message_bytes {
+                    return Err(invalid(format!(
+                        "message is {size} bytes; the limit is {} (max_message_bytes)",
+                        parts.config.max_message_bytes
+                    )));
+                }
+                receipts.push(Submitted {
+                    id: m.id().to_string(),
+                    to_node: to.clone(),
+                    method: m.method.clone(),
+                });
+                queued.push(m);
+            }
+        }
+        if queued.is_empty() {
+            return Ok(receipts);
+        }
+        let scheduled: Vec<Message> = queued
+            .iter()
+            .filter(|m| m.schedule.is_some())
+            .cloned()
+            .collect();
+        for m in &queued {
+            if let Some(audit) = &parts.audit {
+                audit.record("submitted", m);
+            }
+            let state = crate::events::MessageState {
+                id: m.id(),
+                method: &m.method,
+                state: "queued",
+            };
+            state.emit(&parts.metrics);
+        }
+        let seqs = parts.store.submit(queued.clone(), now).await?;
+        for template in scheduled {
+            let _ = parts.schedules.send(template);
+        }
+        parts.outbox.deliver(seqs.into_iter().zip(queued).collect());
+        Ok(receipts)
+    }
+}
