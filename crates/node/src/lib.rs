@@ -48,7 +48,7 @@ mod receiver;
 mod sinks;
 mod submit;
 
-pub use bosun_store::{Depths, InboxRecord, SentRecord};
+pub use bosun_store::{Depths, HistoryEntry, InboxRecord, SentRecord};
 pub use config::{Config, ConfigError, Layer, Override, Sources, ValueError};
 pub use fleet::{FleetNode, Liveness};
 pub use node::{Node, NodeError, StatusReport, SubmitError, Submitted};

@@ -383,3 +383,21 @@ fn the_code_map_names_every_crate() {
         );
     }
 }
+
+#[test]
+fn handlers_keep_no_process_global_state() {
+    let dirs = crate_dirs();
+    let cells = [
+        "Mutex", "RwLock", "LazyLock", "OnceLock", "OnceCell", "Lazy<", "Atomic",
+    ];
+    let hits: Vec<_> = shipped_hits(&dirs["methods"], &["static "])
+        .into_iter()
+        .filter(|hit| !hit.contains("'static"))
+        .filter(|hit| cells.iter().any(|cell| hit.contains(cell)))
+        .collect();
+    assert!(
+        hits.is_empty(),
+        "process-global state in the methods crate: nodes in one process would share it; keep it in HandlerState:\n{}",
+        hits.join("\n")
+    );
+}
