@@ -33,6 +33,7 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::lines::Lines;
 use super::{Capture, Topic};
 
 /// Wait between attempts to reach the daemon.
@@ -323,8 +324,8 @@ async fn follow_logs(docker: &Docker, id: &str, since: i32, capture: &Capture) {
         .since(since)
         .build();
     let mut stream = docker.logs(id, Some(options));
-    let mut out = Lines::default();
-    let mut err = Lines::default();
+    let mut out = Lines::new(MAX_LINE);
+    let mut err = Lines::new(MAX_LINE);
     while let Some(item) = stream.next().await {
         match item {
             Ok(LogOutput::StdErr { message }) => err.push(&message, |l| log_line(capture, id, l)),
@@ -345,37 +346,6 @@ async fn follow_logs(docker: &Docker, id: &str, since: i32, capture: &Capture) {
 
 fn log_line(capture: &Capture, id: &str, line: &[u8]) {
     capture.record(Topic::Log, Some(id), &String::from_utf8_lossy(line));
-}
-
-/// Splits a byte stream into lines (without `\n` or `\r\n`), keeping a partial one.
-#[derive(Default)]
-pub(super) struct Lines {
-    pending: Vec<u8>,
-}
-
-impl Lines {
-    pub(super) fn push(&mut self, bytes: &[u8], mut line: impl FnMut(&[u8])) {
-        self.pending.extend_from_slice(bytes);
-        let mut start = 0;
-        while let Some(i) = self.pending[start..].iter().position(|&b| b == b'\n') {
-            let end = start + i;
-            let l = &self.pending[start..end];
-            line(l.strip_suffix(b"\r").unwrap_or(l));
-            start = end + 1;
-        }
-        self.pending.drain(..start);
-        if self.pending.len() >= MAX_LINE {
-            line(&self.pending);
-            self.pending.clear();
-        }
-    }
-
-    pub(super) fn finish(&mut self, mut line: impl FnMut(&[u8])) {
-        if !self.pending.is_empty() {
-            line(&self.pending);
-            self.pending.clear();
-        }
-    }
 }
 
 /// One container sample, written as the STATS record's JSON.

@@ -32,6 +32,7 @@
 //! - `docker`: container logs, stats and lifecycle events through bollard.
 //! - `syslog`: the stream and datagram sockets for Docker's syslog log driver.
 //! - `host`: host stats from `/proc`.
+//! - `lines`: cutting container logs and syslog streams into lines.
 //!
 //! The crate knows nothing of messages, the store or the transport: the node hands it a
 //! cancellation token and a task tracker, and calls [`Capture::mark`] and
@@ -44,6 +45,7 @@
 
 mod docker;
 mod host;
+mod lines;
 mod stream;
 mod syslog;
 
