@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use bosun_bus::{NatsOptions, NatsTransport, Transport};
 use bosun_ingress::client;
 use bosun_ingress::control::ControlRequest;
+use bosun_methods::docker::engine;
 use bosun_testkit::{NatsServer, NodeProcess};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -91,7 +92,7 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     println!(
         "bosun-bench on {} ({} cores)",
-        hostname(),
+        bosun_methods::host::hostname(),
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0)
@@ -108,13 +109,6 @@ fn main() {
     if args.what == "containers" || args.what == "all" {
         runtime.block_on(bench_containers(&args));
     }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .unwrap_or_default()
-        .trim()
-        .to_string()
 }
 
 fn nats() -> NatsServer {
@@ -362,7 +356,6 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 async fn bench_containers(args: &Args) {
-    use bollard::Docker;
     use bollard::models::ContainerCreateBody;
     use bollard::query_parameters::{
         CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, StartContainerOptions,
@@ -381,11 +374,9 @@ async fn bench_containers(args: &Args) {
         &[("BOSUN_LOG", "warn")],
     );
     let socket = node.data_dir.join("bosun.sock");
-    let docker =
-        Docker::connect_with_unix("/var/run/docker.sock", 120, bollard::API_DEFAULT_VERSION)
-            .expect("docker client");
-    // The daemon here may speak an older API than bollard's default: agree once.
-    let docker = docker.negotiate_version().await.expect("docker version");
+    let docker = engine::connect(Path::new("/var/run/docker.sock"), Duration::from_secs(120))
+        .await
+        .expect("docker client");
     let runs = args.runs.max(5);
     let mut direct = Vec::new();
     let mut through = Vec::new();

@@ -16,8 +16,8 @@
 //! syslog socket; Docker's dual logging would otherwise give them twice); their stats are.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::container::LogOutput;
@@ -25,12 +25,15 @@ use bollard::models::{ContainerStatsResponse, EventMessage};
 use bollard::query_parameters::{
     EventsOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder, StatsOptionsBuilder,
 };
+use bosun_methods::clock;
+use bosun_methods::docker::engine;
 use bosun_proto::container::{LABEL_CAPTURE, LABEL_LSDSUITE_STATS};
 use futures::StreamExt;
 use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::lines::Lines;
 use super::{Capture, Topic};
 
 /// Wait between attempts to reach the daemon.
@@ -71,7 +74,8 @@ pub(super) async fn run(
         if shutdown.is_cancelled() {
             break;
         }
-        let error = match connect(&socket).await {
+        let error = match engine::connect(&socket, Duration::from_secs(REQUEST_TIMEOUT_SECS)).await
+        {
             Ok(docker) => {
                 let mut session = Session {
                     docker,
@@ -104,16 +108,6 @@ pub(super) async fn run(
     }
 }
 
-async fn connect(socket: &Path) -> Result<Docker, bollard::errors::Error> {
-    let docker = Docker::connect_with_unix(
-        &socket.to_string_lossy(),
-        REQUEST_TIMEOUT_SECS,
-        bollard::API_DEFAULT_VERSION,
-    )?;
-    // Talk the daemon's API version when it is older than bollard's.
-    docker.negotiate_version().await
-}
-
 struct Session<'a> {
     docker: Docker,
     capture: &'a Capture,
@@ -125,9 +119,7 @@ struct Session<'a> {
 
 impl Session<'_> {
     async fn run(&mut self) -> Ended {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        let now = clock::since_epoch();
         let filters = HashMap::from([("type", vec!["container"]), ("event", EVENTS.to_vec())]);
         let since = format!("{}.{:09}", now.as_secs(), now.subsec_nanos());
         let mut events = self.docker.events(Some(
@@ -162,9 +154,7 @@ impl Session<'_> {
                     match self.labelled().await {
                         Ok(ids) => {
                             self.followers.retain(|_, f| !f.handle.is_finished());
-                            let since = unix_secs(
-                                SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default(),
-                            );
+                            let since = unix_secs(clock::since_epoch());
                             for id in ids {
                                 self.follow(&id, since).await;
                             }
@@ -220,13 +210,7 @@ impl Session<'_> {
                 let since = event
                     .time
                     .and_then(|t| i32::try_from(t).ok())
-                    .unwrap_or_else(|| {
-                        unix_secs(
-                            SystemTime::now()
-                                .duration_since(UNIX_EPOCH)
-                                .unwrap_or_default(),
-                        )
-                    });
+                    .unwrap_or_else(|| unix_secs(clock::since_epoch()));
                 self.follow(&id, since).await;
             }
             "die" => {
@@ -340,8 +324,8 @@ async fn follow_logs(docker: &Docker, id: &str, since: i32, capture: &Capture) {
         .since(since)
         .build();
     let mut stream = docker.logs(id, Some(options));
-    let mut out = Lines::default();
-    let mut err = Lines::default();
+    let mut out = Lines::new(MAX_LINE);
+    let mut err = Lines::new(MAX_LINE);
     while let Some(item) = stream.next().await {
         match item {
             Ok(LogOutput::StdErr { message }) => err.push(&message, |l| log_line(capture, id, l)),
@@ -362,37 +346,6 @@ async fn follow_logs(docker: &Docker, id: &str, since: i32, capture: &Capture) {
 
 fn log_line(capture: &Capture, id: &str, line: &[u8]) {
     capture.record(Topic::Log, Some(id), &String::from_utf8_lossy(line));
-}
-
-/// Splits a byte stream into lines (without `\n` or `\r\n`), keeping a partial one.
-#[derive(Default)]
-pub(super) struct Lines {
-    pending: Vec<u8>,
-}
-
-impl Lines {
-    pub(super) fn push(&mut self, bytes: &[u8], mut line: impl FnMut(&[u8])) {
-        self.pending.extend_from_slice(bytes);
-        let mut start = 0;
-        while let Some(i) = self.pending[start..].iter().position(|&b| b == b'\n') {
-            let end = start + i;
-            let l = &self.pending[start..end];
-            line(l.strip_suffix(b"\r").unwrap_or(l));
-            start = end + 1;
-        }
-        self.pending.drain(..start);
-        if self.pending.len() >= MAX_LINE {
-            line(&self.pending);
-            self.pending.clear();
-        }
-    }
-
-    pub(super) fn finish(&mut self, mut line: impl FnMut(&[u8])) {
-        if !self.pending.is_empty() {
-            line(&self.pending);
-            self.pending.clear();
-        }
-    }
 }
 
 /// One container sample, written as the STATS record's JSON.
@@ -440,92 +393,17 @@ async fn follow_stats(docker: &Docker, id: &str, capture: &Capture, interval: Du
 
 /// The sample in a Docker stats answer; `None` for the first of a stream (no previous
 /// CPU reading to take a percentage from) or for a stopped container's empty answer.
-pub(super) fn stats_sample(s: &ContainerStatsResponse) -> Option<StatsSample> {
-    let cpu = s.cpu_stats.as_ref()?;
-    let pre = s.precpu_stats.as_ref()?;
-    let total = cpu.cpu_usage.as_ref()?.total_usage?;
-    let system = cpu.system_cpu_usage?;
-    let pre_total = pre
-        .cpu_usage
-        .as_ref()
-        .and_then(|u| u.total_usage)
-        .unwrap_or(0);
-    let pre_system = pre.system_cpu_usage.unwrap_or(0);
-    if pre_system == 0 {
-        return None;
-    }
-    let cpus = cpu
-        .online_cpus
-        .filter(|n| *n > 0)
-        .or_else(|| {
-            cpu.cpu_usage
-                .as_ref()
-                .and_then(|u| u.percpu_usage.as_ref())
-                .and_then(|p| u32::try_from(p.len()).ok())
-        })
-        .unwrap_or(1)
-        .max(1);
-    let cpu_delta = total.saturating_sub(pre_total) as f64;
-    let system_delta = system.saturating_sub(pre_system) as f64;
-    let cpu_percent = if system_delta > 0.0 {
-        (cpu_delta / system_delta * f64::from(cpus) * 100.0 * 100.0).round() / 100.0
-    } else {
-        0.0
-    };
-    let (memory_bytes, memory_limit_bytes) = s
-        .memory_stats
-        .as_ref()
-        .map(|m| {
-            // As `docker stats` shows it: the page cache that could be dropped is not use.
-            let cache = m
-                .stats
-                .as_ref()
-                .and_then(|st| {
-                    st.get("total_inactive_file")
-                        .or_else(|| st.get("inactive_file"))
-                        .copied()
-                })
-                .unwrap_or(0);
-            (
-                m.usage.unwrap_or(0).saturating_sub(cache),
-                m.limit.unwrap_or(0),
-            )
-        })
-        .unwrap_or((0, 0));
-    let (network_rx_bytes, network_tx_bytes) = s
-        .networks
-        .as_ref()
-        .map(|n| {
-            n.values().fold((0u64, 0u64), |(rx, tx), v| {
-                (
-                    rx.saturating_add(v.rx_bytes.unwrap_or(0)),
-                    tx.saturating_add(v.tx_bytes.unwrap_or(0)),
-                )
-            })
-        })
-        .unwrap_or((0, 0));
-    let (block_read_bytes, block_write_bytes) = s
-        .blkio_stats
-        .as_ref()
-        .and_then(|b| b.io_service_bytes_recursive.as_ref())
-        .map(|entries| {
-            entries.iter().fold((0u64, 0u64), |(r, w), e| {
-                let v = e.value.unwrap_or(0);
-                match e.op.as_deref().map(str::to_ascii_lowercase).as_deref() {
-                    Some("read") => (r.saturating_add(v), w),
-                    Some("write") => (r, w.saturating_add(v)),
-                    _ => (r, w),
-                }
-            })
-        })
-        .unwrap_or((0, 0));
-    Some(StatsSample {
-        cpu_percent,
-        memory_bytes,
-        memory_limit_bytes,
-        network_rx_bytes,
-        network_tx_bytes,
-        block_read_bytes,
-        block_write_bytes,
+pub(super) fn stats_sample(stats: &ContainerStatsResponse) -> Option<StatsSample> {
+    engine::has_cpu_baseline(stats).then(|| {
+        let summary = engine::summarize(stats);
+        StatsSample {
+            cpu_percent: summary.cpu_percent,
+            memory_bytes: summary.memory_bytes,
+            memory_limit_bytes: summary.memory_limit_bytes,
+            network_rx_bytes: summary.network_rx_bytes,
+            network_tx_bytes: summary.network_tx_bytes,
+            block_read_bytes: summary.block_read_bytes,
+            block_write_bytes: summary.block_write_bytes,
+        }
     })
 }

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use bosun_methods::host;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -53,28 +54,15 @@ async fn sample() -> std::io::Result<HostSample> {
     })
 }
 
-/// A sample from the text of `/proc/loadavg`, `/proc/meminfo` and `/proc/stat`.
+/// A sample from the text of `/proc/loadavg`, `/proc/meminfo` and `/proc/stat`; `None`
+/// without a load average or a memory total.
 pub(super) fn parse(loadavg: &str, meminfo: &str, stat: &str) -> Option<HostSample> {
-    let load1 = loadavg.split_whitespace().next()?.parse().ok()?;
-    let kib = |key: &str| -> Option<u64> {
-        meminfo.lines().find_map(|l| {
-            let rest = l.strip_prefix(key)?.strip_prefix(':')?;
-            rest.split_whitespace().next()?.parse::<u64>().ok()
-        })
-    };
-    let cpus = stat
-        .lines()
-        .filter(|l| {
-            l.strip_prefix("cpu")
-                .and_then(|r| r.split(' ').next())
-                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-        })
-        .count();
+    let memory = host::parse_meminfo(meminfo)?;
     Some(HostSample {
-        load1,
-        mem_available_bytes: kib("MemAvailable")?.saturating_mul(1024),
-        mem_total_bytes: kib("MemTotal")?.saturating_mul(1024),
-        cpus: u32::try_from(cpus).unwrap_or(u32::MAX).max(1),
+        load1: host::parse_loadavg(loadavg)?.one,
+        mem_available_bytes: memory.available_bytes,
+        mem_total_bytes: memory.total_bytes,
+        cpus: host::parse_stat_cpus(stat),
     })
 }
 

@@ -32,6 +32,7 @@
 //! - `docker`: container logs, stats and lifecycle events through bollard.
 //! - `syslog`: the stream and datagram sockets for Docker's syslog log driver.
 //! - `host`: host stats from `/proc`.
+//! - `lines`: cutting container logs and syslog streams into lines.
 //!
 //! The crate knows nothing of messages, the store or the transport: the node hands it a
 //! cancellation token and a task tracker, and calls [`Capture::mark`] and
@@ -44,6 +45,7 @@
 
 mod docker;
 mod host;
+mod lines;
 mod stream;
 mod syslog;
 
@@ -81,12 +83,20 @@ pub struct CaptureConfig {
     pub stats_interval: Duration,
 }
 
+/// A capture file name that is not a plain file name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("capture file {name:?} must be a plain file name, without '/' or '..'")]
+pub struct BadFileName {
+    /// The name refused, trimmed.
+    pub name: String,
+}
+
 /// Why the capture could not switch to another file.
 #[derive(Debug, thiserror::Error)]
 pub enum SwitchError {
     /// The name is not a plain file name.
-    #[error("{0}")]
-    BadName(String),
+    #[error(transparent)]
+    BadName(#[from] BadFileName),
     /// The file could not be opened for appending.
     #[error("cannot open {}: {source}", path.display())]
     Open {
@@ -213,7 +223,7 @@ impl Capture {
     /// `default.log`). Records sent before go to the old file, records after to the new
     /// one; the new file is appended to if it exists. Names with `/` or `..` are refused.
     pub fn switch_file(&self, name: &str) -> Result<PathBuf, SwitchError> {
-        let name = file_name(name).map_err(SwitchError::BadName)?;
+        let name = file_name(name)?;
         let path = self.inner.dir.join(name);
         let file = open_append(&path).map_err(|source| SwitchError::Open {
             path: path.clone(),
@@ -253,15 +263,15 @@ impl Capture {
 
 /// The file name to use for `name`: empty means [`DEFAULT_FILE`]; a path, `..`, `.` or a
 /// NUL is refused.
-fn file_name(name: &str) -> Result<&str, String> {
+fn file_name(name: &str) -> Result<&str, BadFileName> {
     let name = name.trim();
     if name.is_empty() {
         return Ok(DEFAULT_FILE);
     }
     if name.contains('/') || name.contains("..") || name.contains('\0') || name == "." {
-        return Err(format!(
-            "capture file {name:?} must be a plain file name, without '/' or '..'"
-        ));
+        return Err(BadFileName {
+            name: name.to_string(),
+        });
     }
     Ok(name)
 }

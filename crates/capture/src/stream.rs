@@ -4,7 +4,8 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
-use std::time::{SystemTime, UNIX_EPOCH};
+
+use bosun_methods::clock;
 
 use super::Topic;
 
@@ -78,7 +79,7 @@ impl Writer {
         match command {
             Command::Record(record) => {
                 // Stamp on arrival, never backwards: the file is in time order.
-                let ms = now_ms().max(self.last_ms);
+                let ms = clock::now_millis().max(self.last_ms);
                 self.last_ms = ms;
                 self.line.clear();
                 format_line(&mut self.line, ms, &self.node, &record);
@@ -112,16 +113,9 @@ impl Writer {
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 /// Append `<time> <TOPIC> <node> <container or -> <escaped text>\n` to `line`.
 pub(super) fn format_line(line: &mut String, ms: u64, node: &str, record: &Record) {
-    rfc3339_ms(line, ms);
+    clock::write_rfc3339_millis(line, ms);
     line.push(' ');
     line.push_str(record.topic.as_str());
     line.push(' ');
@@ -151,55 +145,9 @@ pub(super) fn escape_into(out: &mut String, text: &str) {
     }
 }
 
-/// `YYYY-MM-DDTHH:MM:SS.mmmZ` for milliseconds since the Unix epoch.
-pub(super) fn rfc3339_ms(out: &mut String, ms: u64) {
-    use std::fmt::Write as _;
-    let secs = ms / 1000;
-    let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX);
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    let _ = write!(
-        out,
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms % 1000
-    );
-}
-
-/// Year, month, day of a day count since 1970-01-01 (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097); // [0, 146096]
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
-    let mp = (5 * doy + 2) / 153; // [0, 11]
-    let d = doy - (153 * mp + 2) / 5 + 1; // [1, 31]
-    let m = if mp < 10 { mp + 3 } else { mp - 9 }; // [1, 12]
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m as u32, d as u32)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ts(ms: u64) -> String {
-        let mut s = String::new();
-        rfc3339_ms(&mut s, ms);
-        s
-    }
-
-    #[test]
-    fn rfc3339_matches_known_instants() {
-        assert_eq!(ts(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(ts(951_782_400_000), "2000-02-29T00:00:00.000Z");
-        assert_eq!(ts(1_767_261_600_123), "2026-01-01T10:00:00.123Z");
-        assert_eq!(ts(4_107_542_399_999), "2100-02-28T23:59:59.999Z");
-        assert_eq!(ts(1_709_251_199_000), "2024-02-29T23:59:59.000Z");
-    }
 
     #[test]
     fn line_is_escaped_and_has_dash_for_no_container() {

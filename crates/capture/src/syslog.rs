@@ -21,6 +21,7 @@ use tokio::net::{UnixDatagram, UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::lines::Lines;
 use super::{Capture, Topic};
 
 /// Longest message kept whole; a longer line on a stream is cut into pieces this long.
@@ -130,7 +131,7 @@ pub(super) async fn serve(
 
 /// One Docker logger's connection: newline-separated messages.
 async fn read_stream(mut conn: UnixStream, capture: Capture, shutdown: CancellationToken) {
-    let mut pending: Vec<u8> = Vec::new();
+    let mut messages = Lines::new(MAX_MESSAGE);
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
         let n = tokio::select! {
@@ -144,21 +145,9 @@ async fn read_stream(mut conn: UnixStream, capture: Capture, shutdown: Cancellat
                 }
             },
         };
-        pending.extend_from_slice(&chunk[..n]);
-        let mut start = 0;
-        while let Some(i) = pending[start..].iter().position(|&b| b == b'\n') {
-            take_message(&capture, &pending[start..start + i]);
-            start += i + 1;
-        }
-        pending.drain(..start);
-        if pending.len() >= MAX_MESSAGE {
-            take_message(&capture, &pending);
-            pending.clear();
-        }
+        messages.push(&chunk[..n], |message| take_message(&capture, message));
     }
-    if !pending.is_empty() {
-        take_message(&capture, &pending);
-    }
+    messages.finish(|message| take_message(&capture, message));
 }
 
 /// Write one message as a LOG record, or skip it at debug when it is not RFC 5424.

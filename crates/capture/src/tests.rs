@@ -4,7 +4,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -41,15 +41,10 @@ fn read_lines(path: &Path) -> Vec<Line> {
         .collect()
 }
 
+/// Wait for `check` to see what it wants, without blocking the runtime, or panic with
+/// `what` after `timeout`.
 async fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    bosun_testkit::eventually_async(timeout, what, || std::future::ready(check())).await
 }
 
 fn config(dir: &Path, syslog_socket: Option<PathBuf>, docker_socket: &Path) -> CaptureConfig {
@@ -169,10 +164,17 @@ async fn capture_stream_orders_escapes_and_switches() {
     })
     .await;
 
+    // Once the writer has stopped, a switch is refused and a mark goes nowhere.
     shutdown.cancel();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tracker.close();
+    tokio::time::timeout(Duration::from_secs(10), tracker.wait())
+        .await
+        .expect("every capture task ends on shutdown");
+    eventually(Duration::from_secs(5), "the writer stopped", || {
+        matches!(capture.switch_file("late.log"), Err(SwitchError::Stopped)).then_some(())
+    })
+    .await;
     capture.mark("after shutdown");
-    tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!of(&read_lines(&first), "MARK").any(|l| l.text == "after shutdown"));
 }
 
@@ -226,24 +228,41 @@ async fn capture_syslog_socket_takes_docker_messages() {
         message(ID_A, "on a stream"),
         message(ID_B, "second")
     );
+    // The first part holds the first message whole and the start of the second.
     let (one, two) = both.split_at(both.len() / 2 + 7);
+    assert!(one.len() > message(ID_A, "on a stream").len() && one.len() < both.len());
     use std::io::Write as _;
     conn.write_all(one.as_bytes()).unwrap();
     conn.flush().unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    // The first message written shows the first part was read on its own, so the second
+    // message arrives cut in two.
+    let file = capture.current_file();
+    eventually(
+        Duration::from_secs(10),
+        "the first message on the stream",
+        || {
+            of(&read_lines(&file), "LOG")
+                .any(|l| l.text == "on a stream")
+                .then_some(())
+        },
+    )
+    .await;
     conn.write_all(two.as_bytes()).unwrap();
     conn.write_all(b"garbage line\n").unwrap();
+    // A last message after the garbage: once it is written, the garbage has been read.
+    conn.write_all(message(ID_A, "last").as_bytes()).unwrap();
     drop(conn);
 
-    let file = capture.current_file();
-    let logs = eventually(Duration::from_secs(10), "four syslog LOG records", || {
-        let logs: Vec<_> = of(&read_lines(&file), "LOG").cloned().collect();
-        (logs.len() >= 4).then_some(logs)
-    })
+    let logs = eventually(
+        Duration::from_secs(10),
+        "the last syslog LOG record",
+        || {
+            let logs: Vec<_> = of(&read_lines(&file), "LOG").cloned().collect();
+            logs.iter().any(|l| l.text == "last").then_some(logs)
+        },
+    )
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let logs_again: Vec<_> = of(&read_lines(&file), "LOG").cloned().collect();
-    assert_eq!(logs_again.len(), 4, "garbage skipped: {logs_again:?}");
+    assert_eq!(logs.len(), 5, "garbage skipped: {logs:?}");
     let got: Vec<_> = logs
         .iter()
         .map(|l| (l.container.as_str(), l.text.as_str()))
@@ -252,6 +271,7 @@ async fn capture_syslog_socket_takes_docker_messages() {
     assert!(got.contains(&(ID_B, "  two\tfields")), "{got:?}");
     assert!(got.contains(&(ID_A, "on a stream")), "{got:?}");
     assert!(got.contains(&(ID_B, "second")), "{got:?}");
+    assert!(got.contains(&(ID_A, "last")), "{got:?}");
     let a = got.iter().position(|g| g.1 == "hello world").unwrap();
     let b = got.iter().position(|g| g.1 == "  two\tfields").unwrap();
     assert!(a < b, "datagrams in order");
@@ -386,6 +406,8 @@ async fn capture_docker_follows_labelled_and_syslog_containers() {
         image,
         "sh",
         "-c",
+        // The container's own pauses spread its lines over time, so a mark can land
+        // between them.
         "for i in $(seq 1 40); do echo line $i; sleep 0.2; done",
     ]);
     assert_eq!(followed.len(), 64, "full id: {followed}");
@@ -411,6 +433,8 @@ async fn capture_docker_follows_labelled_and_syslog_containers() {
             image.to_string(),
             "sh".into(),
             "-c".into(),
+            // Inside the container: its logger connects before the first line, and the
+            // lines come spread over time as a real workload's do.
             format!("sleep 1; for i in $(seq 1 10); do echo {prefix}$i; sleep 0.2; done"),
         ]);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -435,25 +459,26 @@ async fn capture_docker_follows_labelled_and_syslog_containers() {
     )
     .await;
     capture.mark("between lines");
+    // Every container has died and its last line is in: log lines may follow the die
+    // event, as the followers write what is left.
     let lines = eventually(
         Duration::from_secs(30),
-        "the labelled container's die EVENT",
+        "every container's die EVENT, last line, and a STATS and HOST record",
         || {
             let lines = read_lines(&file);
+            let last = |id: &str, prefix: &str| numbered(&lines, id, prefix).last().copied();
             (died(&lines, &followed).is_some()
                 && died(&lines, &via_stream).is_some()
-                && died(&lines, &via_dgram).is_some())
+                && died(&lines, &via_dgram).is_some()
+                && last(&followed, "line ") == Some(40)
+                && last(&via_stream, "via syslog ") == Some(10)
+                && last(&via_dgram, "via datagram ") == Some(10)
+                && of(&lines, "STATS").any(|l| l.container == followed)
+                && of(&lines, "HOST").next().is_some())
             .then_some(lines)
         },
     )
     .await;
-    // Let followers finish, then read the lot.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let lines = {
-        let later = read_lines(&file);
-        assert!(later.len() >= lines.len());
-        later
-    };
     let dump = || {
         lines
             .iter()
@@ -557,7 +582,16 @@ async fn capture_docker_connects_when_the_daemon_appears() {
     .await
     .unwrap();
     capture.mark("before Docker");
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // A listener in the daemon's place that hangs up: the capture's first attempt
+    // reaching it shows the capture tried before Docker was there, and must retry.
+    let stand_in = tokio::net::UnixListener::bind(&socket).unwrap();
+    let (first_attempt, _) = tokio::time::timeout(Duration::from_secs(10), stand_in.accept())
+        .await
+        .expect("the capture tries to reach Docker at once")
+        .unwrap();
+    drop(first_attempt);
+    drop(stand_in);
+    std::fs::remove_file(&socket).unwrap();
     std::os::unix::fs::symlink("/var/run/docker.sock", &socket).unwrap();
 
     let name = format!("bosun-cap-reconnect-{}", std::process::id());
@@ -572,6 +606,7 @@ async fn capture_docker_connects_when_the_daemon_appears() {
         image,
         "sh",
         "-c",
+        // Inside the container: a steady trickle of lines while capture reconnects.
         "for i in $(seq 1 60); do echo tick $i; sleep 0.2; done",
     ]);
     let file = capture.current_file();

@@ -57,25 +57,6 @@ fn err(msg: &str) -> Value {
     json!({ "status": "err", "msg": msg })
 }
 
-/// This machine's host name, as LSDSuite's `status` reports it.
-fn hostname() -> String {
-    nix_hostname().unwrap_or_else(|| {
-        std::fs::read_to_string("/etc/hostname")
-            .unwrap_or_default()
-            .trim()
-            .to_string()
-    })
-}
-
-fn nix_hostname() -> Option<String> {
-    std::process::Command::new("hostname")
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .filter(|h| !h.is_empty())
-}
-
 /// Run one command.
 pub async fn command(node: &Node, request: &Value) -> Value {
     let Some(name) = request["command"].as_str() else {
@@ -84,7 +65,7 @@ pub async fn command(node: &Node, request: &Value) -> Value {
     let params = &request["params"];
     let param = |key: &str| params[key].as_str().map(str::to_string);
     let (method, data) = match name {
-        "status" => return ok(Some(hostname())),
+        "status" => return ok(Some(bosun_methods::host::hostname())),
         "log" => (
             Method::CaptureFile,
             vec![param("file").unwrap_or_else(|| "default.log".into())],

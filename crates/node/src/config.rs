@@ -569,10 +569,8 @@ impl SettingValue for BTreeMap<String, String> {
 
 /// The hostname up to its first dot, made a valid node name, or `node`.
 fn host_name() -> String {
-    let raw = std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
+    let raw = Some(bosun_methods::host::hostname())
+        .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "node".into());
     let cleaned: String = raw
         .split('.')

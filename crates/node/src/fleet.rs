@@ -100,16 +100,15 @@ pub(crate) async fn hello_loop(
     methods: bosun_methods::Context,
     shutdown: CancellationToken,
 ) {
-    let (Some(central), interval) = (
+    let (Some(central), Some(period)) = (
         config.central_name().map(str::to_string),
-        config.hello_interval_secs,
+        config.hello_interval(),
     ) else {
         return;
     };
-    if interval == 0 {
-        return;
-    }
-    let mut tick = tokio::time::interval(Duration::from_secs(interval));
+    // The hello and its delivery options speak whole seconds.
+    let interval = period.as_secs();
+    let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -226,7 +225,7 @@ pub(crate) async fn prune_loop(config: Arc<Config>, store: Store, shutdown: Canc
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => return,
         }
-        let keep_ms = config.retention_days.max(1) * 24 * 3600 * 1000;
+        let keep_ms = Millis::try_from(config.retention().as_millis()).unwrap_or(Millis::MAX);
         match store.prune(now_millis().saturating_sub(keep_ms)).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(records = n, "pruned finished messages past retention"),

@@ -449,7 +449,7 @@ impl Node {
         self.parts.tracker.close();
         // Handlers get twice the kill grace to end their processes; the loops and
         // listeners end on the token at once, the outbox after its short drain.
-        let grace = Duration::from_secs(self.parts.config.kill_grace_secs.max(1) * 2 + 4);
+        let grace = self.parts.config.kill_grace() * 2 + Duration::from_secs(4);
         if tokio::time::timeout(grace, self.parts.tracker.wait())
             .await
             .is_err()

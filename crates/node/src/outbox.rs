@@ -142,7 +142,13 @@ pub(crate) async fn run(
 impl Outbox {
     fn policy(&self, m: &Message) -> RetryPolicy {
         RetryPolicy {
-            ack_timeout_ms: m.ack_timeout.unwrap_or(self.sender.config.ack_timeout_secs) * 1000,
+            ack_timeout_ms: m
+                .ack_timeout
+                .map(Duration::from_secs)
+                .unwrap_or_else(|| self.sender.config.ack_timeout())
+                .as_millis()
+                .try_into()
+                .unwrap_or(u64::MAX),
             retries: m.retries.unwrap_or(self.sender.config.retries),
             ..RetryPolicy::default()
         }
