@@ -5,7 +5,7 @@ mod render;
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// bosun: command and control for fleets on slow, flaky or sometimes-up links.
 ///
@@ -23,8 +23,7 @@ struct Cli {
 /// Options every subcommand takes.
 #[derive(Args, Clone, Debug)]
 pub struct Global {
-    /// The node's data dir: database, socket `bosun.sock`, error log, `bosun.toml`.
-    /// [default: ~/.local/share/bosun]
+    /// Its help and default come from the `data_dir` setting (see `command`).
     #[arg(long, global = true, env = "BOSUN_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Config file (TOML). [default: <data dir>/bosun.toml, if present]
@@ -57,8 +56,21 @@ enum Command {
     Demo(cmd::demo::DemoCmd),
 }
 
+/// The command line, with the help of global options taken from the one table of
+/// settings, so that `--help` and `bosun config show` state the same defaults.
+fn command() -> clap::Command {
+    let setting = bosun_node::config::Setting::find("data_dir").expect("data_dir is a setting");
+    let help = setting
+        .cli
+        .map(|cli| cli.help)
+        .unwrap_or("The node's data dir.");
+    let help = format!("{help} [default: {}]", setting.default_text());
+    Cli::command().mut_arg("data_dir", |arg| arg.help(help))
+}
+
 fn main() {
-    let cli = Cli::parse();
+    let matches = command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -2,9 +2,9 @@
 
 use std::fmt::Write;
 
+use bosun_node::HistoryEntry;
 use bosun_node::StatusReport;
 use bosun_proto::{Millis, Outcome};
-use bosun_node::HistoryEntry;
 
 /// `HH:MM:SS.mmm` UTC.
 pub fn clock(ms: Millis) -> String {
