@@ -23,8 +23,8 @@ use serde_json::{Value, json};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::inputs::{
-    Input, READ_TIMEOUT, error_line, messages_from_json, parse_messages, read_input, submit_answer,
-    timeout_error, write_answer,
+    Input, READ_TIMEOUT, error_line, messages_from_json, parse_messages, read_message_input,
+    submit_answer, timeout_error, write_answer,
 };
 use crate::ops;
 use bosun_node::{FleetNode, Node, SentRecord, StatusReport, Submitted};
@@ -329,13 +329,14 @@ async fn connection(node: Node, mut stream: UnixStream) {
         .max_message_bytes
         .saturating_mul(16)
         .max(1 << 20);
-    let answer = match tokio::time::timeout(READ_TIMEOUT, read_input(&mut stream, limit)).await {
+    let read = tokio::time::timeout(READ_TIMEOUT, read_message_input(&mut stream, limit)).await;
+    let answer = match read {
         Err(_) => timeout_error(),
-        Ok(Err(reason)) => error_line(&reason),
+        Ok(Err(reason)) => error_line(&reason.to_string()),
         Ok(Ok(Input::Json(value))) => handle(&node, value).await.to_value(),
         Ok(Ok(Input::Yaml(text))) => match parse_messages(&text) {
             Ok(messages) => submit_answer(&node, messages).await,
-            Err(reason) => error_line(&reason.0),
+            Err(reason) => error_line(&reason.to_string()),
         },
     };
     write_answer(&mut stream, &answer).await;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bosun_proto::Message;
+use bosun_proto::{Message, MessageParseError};
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -42,18 +42,57 @@ const SKIPPED_SUFFIXES: [&str; 4] = [".failed", ".error", ".tmp", ".part"];
 
 /// Why steward input could not be read as messages: the field and position at fault,
 /// in words for the sender.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ParseError(pub String);
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    /// JSON that is not a message or an array of messages.
+    #[error(transparent)]
+    Json(#[from] MessageParseError),
+    /// Neither JSON nor well-formed YAML.
+    #[error("not JSON, and malformed YAML: {0}")]
+    Yaml(serde_yaml_ng::Error),
+    /// A YAML list whose items are not all messages.
+    #[error("{}malformed message list: {error}", document_prefix(*document))]
+    YamlList {
+        /// The YAML document at fault, from 0, when the input has several.
+        document: Option<usize>,
+        /// What is wrong, and where.
+        error: serde_yaml_ng::Error,
+    },
+    /// A YAML mapping that is not a message.
+    #[error("{}malformed message: {error}", document_prefix(*document))]
+    YamlMessage {
+        /// The YAML document at fault, from 0, when the input has several.
+        document: Option<usize>,
+        /// What is wrong, and where.
+        error: serde_yaml_ng::Error,
+    },
+    /// A YAML document that is a scalar rather than a list or a mapping.
+    #[error(
+        "{}found {found}; give a JSON array of messages, a YAML list of messages, or one message",
+        document_prefix(*document)
+    )]
+    NotMessages {
+        /// The YAML document at fault, from 0, when the input has several.
+        document: Option<usize>,
+        /// What was found instead, e.g. `a string`.
+        found: &'static str,
+    },
+    /// Nothing but blanks, comments or empty lists.
+    #[error("no messages in the input: give a list of messages or one message")]
+    Empty,
+}
+
+/// How an error names the YAML document at fault: only when there are several.
+fn document_prefix(document: Option<usize>) -> String {
+    document
+        .map(|index| format!("YAML document {index}: "))
+        .unwrap_or_default()
+}
 
 /// Parse steward input: JSON (an array of messages or one message object), or YAML (a
 /// sequence of message mappings or one mapping) when the first non-blank character is
 /// not `[` or `{`. Field names are the same in both. Never returns an empty list.
 pub fn parse_messages(text: &str) -> Result<Vec<Message>, ParseError> {
-    parse_message_text(text).map_err(ParseError)
-}
-
-fn parse_message_text(text: &str) -> Result<Vec<Message>, String> {
     // Editors on some systems start files with a byte-order mark; it is not content.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let messages = match text.trim_start().chars().next() {
@@ -61,7 +100,7 @@ fn parse_message_text(text: &str) -> Result<Vec<Message>, String> {
         _ => parse_yaml(text)?,
     };
     if messages.is_empty() {
-        return Err("no messages in the input: give a list of messages or one message".into());
+        return Err(ParseError::Empty);
     }
     Ok(messages)
 }
@@ -75,64 +114,50 @@ enum DocKind {
     Other(&'static str),
 }
 
-fn parse_yaml(text: &str) -> Result<Vec<Message>, String> {
+fn parse_yaml(text: &str) -> Result<Vec<Message>, ParseError> {
     let mut kinds = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(text) {
-        let value = serde_yaml::Value::deserialize(doc)
-            .map_err(|e| format!("not JSON, and malformed YAML: {e}"))?;
+    for doc in serde_yaml_ng::Deserializer::from_str(text) {
+        let value = serde_yaml_ng::Value::deserialize(doc).map_err(ParseError::Yaml)?;
         kinds.push(match value {
-            serde_yaml::Value::Sequence(_) => DocKind::List,
-            serde_yaml::Value::Mapping(_) => DocKind::One,
-            serde_yaml::Value::Null => DocKind::Empty,
-            serde_yaml::Value::Bool(_) => DocKind::Other("a boolean"),
-            serde_yaml::Value::Number(_) => DocKind::Other("a number"),
-            serde_yaml::Value::String(_) => DocKind::Other("a string"),
-            serde_yaml::Value::Tagged(_) => DocKind::Other("a tagged value"),
+            serde_yaml_ng::Value::Sequence(_) => DocKind::List,
+            serde_yaml_ng::Value::Mapping(_) => DocKind::One,
+            serde_yaml_ng::Value::Null => DocKind::Empty,
+            serde_yaml_ng::Value::Bool(_) => DocKind::Other("a boolean"),
+            serde_yaml_ng::Value::Number(_) => DocKind::Other("a number"),
+            serde_yaml_ng::Value::String(_) => DocKind::Other("a string"),
+            serde_yaml_ng::Value::Tagged(_) => DocKind::Other("a tagged value"),
         });
     }
     let several = kinds.len() > 1;
     let mut messages = Vec::new();
-    for (index, (doc, kind)) in serde_yaml::Deserializer::from_str(text)
+    for (index, (doc, kind)) in serde_yaml_ng::Deserializer::from_str(text)
         .zip(kinds)
         .enumerate()
     {
-        let at = if several {
-            format!("YAML document {index}: ")
-        } else {
-            String::new()
-        };
+        let document = several.then_some(index);
         match kind {
             DocKind::List => messages.extend(
                 Vec::<Message>::deserialize(doc)
-                    .map_err(|e| format!("{at}malformed message list: {e}"))?,
+                    .map_err(|error| ParseError::YamlList { document, error })?,
             ),
             DocKind::One => messages.push(
-                Message::deserialize(doc).map_err(|e| format!("{at}malformed message: {e}"))?,
+                Message::deserialize(doc)
+                    .map_err(|error| ParseError::YamlMessage { document, error })?,
             ),
             DocKind::Empty => {}
-            DocKind::Other(found) => {
-                return Err(format!(
-                    "{at}found {found}; give a JSON array of messages, a YAML list of messages, or one message"
-                ));
-            }
+            DocKind::Other(found) => return Err(ParseError::NotMessages { document, found }),
         }
     }
     Ok(messages)
 }
 
 /// Messages from a JSON value already read: an array of messages or one message object.
-pub(crate) fn messages_from_json(value: Value) -> Result<Vec<Message>, String> {
+pub(crate) fn messages_from_json(value: Value) -> Result<Vec<Message>, MessageParseError> {
     let values = match value {
         Value::Array(a) => a,
         other => vec![other],
     };
-    values
-        .into_iter()
-        .enumerate()
-        .map(|(index, v)| {
-            serde_json::from_value(v).map_err(|e| format!("message {index}: malformed: {e}"))
-        })
-        .collect()
+    Message::from_json_values(values)
 }
 
 /// One input read from a stream.
@@ -188,16 +213,47 @@ impl JsonEnd {
     }
 }
 
+/// Why no input could be read from a stream.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReadError {
+    /// The stream failed.
+    #[error("read failed: {0}")]
+    Read(std::io::Error),
+    /// More than the limit before the input ended.
+    #[error(
+        "input is larger than the limit of {limit} bytes; split the messages over several inputs"
+    )]
+    TooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The stream ended before anything but blanks.
+    #[error("no input: send a JSON array of messages, or YAML and then end the input")]
+    Nothing,
+    /// Input that did not begin like JSON and is not text.
+    #[error("input is neither JSON nor UTF-8 text")]
+    NotText,
+    /// JSON cut short by the end of the stream.
+    #[error("incomplete JSON: {0}")]
+    IncompleteJson(serde_json::Error),
+    /// JSON that does not parse.
+    #[error("malformed JSON: {0}")]
+    MalformedJson(serde_json::Error),
+    /// JSON input with no value in it.
+    #[error("no input: send a JSON array of messages")]
+    NoJson,
+}
+
 /// Read one input: a whole JSON value when the input begins with `[` or `{` (the client
 /// need not close its side), else everything up to end of input. At most `limit` bytes.
 /// How long a text (YAML) input may pause after a complete line before it is taken as
 /// complete.
 const TEXT_IDLE_END: std::time::Duration = std::time::Duration::from_millis(300);
 
-pub(crate) async fn read_input<R: AsyncRead + Unpin>(
+pub(crate) async fn read_message_input<R: AsyncRead + Unpin>(
     stream: &mut R,
     limit: usize,
-) -> Result<Input, String> {
+) -> Result<Input, ReadError> {
     let mut buf = Vec::new();
     let mut chunk = vec![0u8; 16 * 1024];
     let mut is_json: Option<bool> = None;
@@ -213,17 +269,15 @@ pub(crate) async fn read_input<R: AsyncRead + Unpin>(
         let read = stream.read(&mut chunk);
         let n = if idle_end {
             match tokio::time::timeout(TEXT_IDLE_END, read).await {
-                Ok(r) => r.map_err(|e| format!("read failed: {e}"))?,
+                Ok(r) => r.map_err(ReadError::Read)?,
                 Err(_) => 0,
             }
         } else {
-            read.await.map_err(|e| format!("read failed: {e}"))?
+            read.await.map_err(ReadError::Read)?
         };
         if n > 0 {
             if buf.len() + n > limit {
-                return Err(format!(
-                    "input is larger than the limit of {limit} bytes; split the messages over several inputs"
-                ));
+                return Err(ReadError::TooLarge { limit });
             }
             buf.extend_from_slice(&chunk[..n]);
             end.feed(&chunk[..n]);
@@ -233,10 +287,7 @@ pub(crate) async fn read_input<R: AsyncRead + Unpin>(
             None => match buf.iter().find(|b| !b.is_ascii_whitespace()) {
                 Some(first) => *is_json.insert(matches!(first, b'[' | b'{')),
                 None if n == 0 => {
-                    return Err(
-                        "no input: send a JSON array of messages, or YAML and then end the input"
-                            .into(),
-                    );
+                    return Err(ReadError::Nothing);
                 }
                 None => continue,
             },
@@ -247,7 +298,7 @@ pub(crate) async fn read_input<R: AsyncRead + Unpin>(
             }
             return String::from_utf8(buf)
                 .map(Input::Yaml)
-                .map_err(|_| "input is neither JSON nor UTF-8 text".into());
+                .map_err(|_| ReadError::NotText);
         }
         if !(end.closed || n == 0 || buf.len() >= next_attempt) {
             continue;
@@ -257,12 +308,22 @@ pub(crate) async fn read_input<R: AsyncRead + Unpin>(
         match values.next() {
             Some(Ok(v)) => return Ok(Input::Json(v)),
             Some(Err(e)) if e.is_eof() && n > 0 => continue,
-            Some(Err(e)) if e.is_eof() => return Err(format!("incomplete JSON: {e}")),
-            Some(Err(e)) => return Err(format!("malformed JSON: {e}")),
+            Some(Err(e)) if e.is_eof() => return Err(ReadError::IncompleteJson(e)),
+            Some(Err(e)) => return Err(ReadError::MalformedJson(e)),
             None if n > 0 => continue,
-            None => return Err("no input: send a JSON array of messages".into()),
+            None => return Err(ReadError::NoJson),
         }
     }
+}
+
+/// [`read_message_input`] with the error as text, for callers that only pass the text on.
+pub(crate) async fn read_input<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    limit: usize,
+) -> Result<Input, String> {
+    read_message_input(stream, limit)
+        .await
+        .map_err(|error| error.to_string())
 }
 
 /// The answer for a refused input.
@@ -367,17 +428,22 @@ pub(crate) async fn accept_tcp<F, Fut>(
 }
 
 async fn tcp_connection(node: &Node, mut stream: TcpStream, peer: SocketAddr) {
-    let read = tokio::time::timeout(READ_TIMEOUT, read_input(&mut stream, input_limit(node))).await;
+    let read = tokio::time::timeout(
+        READ_TIMEOUT,
+        read_message_input(&mut stream, input_limit(node)),
+    )
+    .await;
+    // None: the input did not arrive in time; otherwise the reason it was refused.
     let messages = match read {
         Err(_) => Err(None),
-        Ok(Err(reason)) => Err(Some(reason)),
+        Ok(Err(reason)) => Err(Some(reason.to_string())),
         Ok(Ok(Input::Json(value))) if value.as_object().is_some_and(|o| o.contains_key("op")) => {
             Err(Some(
                 "control requests ({\"op\": …}) are only taken on the local socket bosun.sock; send messages here".into(),
             ))
         }
-        Ok(Ok(Input::Json(value))) => messages_from_json(value).map_err(Some),
-        Ok(Ok(Input::Yaml(text))) => parse_message_text(&text).map_err(Some),
+        Ok(Ok(Input::Json(value))) => messages_from_json(value).map_err(|e| Some(e.to_string())),
+        Ok(Ok(Input::Yaml(text))) => parse_messages(&text).map_err(|e| Some(e.to_string())),
     };
     let answer = match messages {
         Ok(messages) => submit_answer(node, messages).await,
@@ -415,26 +481,50 @@ fn message_files(dir: &Path) -> std::io::Result<Vec<(PathBuf, Stamp)>> {
     Ok(files)
 }
 
+/// Why a message file was not queued; the text goes in its `.failed.error` note.
+#[derive(Debug, thiserror::Error)]
+enum FileError {
+    /// The file cannot be opened.
+    #[error("cannot open the file: {0}")]
+    Open(std::io::Error),
+    /// The file cannot be read to its end.
+    #[error("cannot read the file: {0}")]
+    Read(std::io::Error),
+    /// The file is larger than one input may be.
+    #[error(
+        "the file is larger than the limit of {limit} bytes (16 × max_message_bytes); split it into several files"
+    )]
+    TooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The file is not text.
+    #[error("the file is not UTF-8 text")]
+    NotText,
+    /// The text is not messages.
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    /// The node refused the messages.
+    #[error(transparent)]
+    Submit(#[from] bosun_node::SubmitError),
+}
+
 /// Read, parse and submit one message file.
-async fn submit_file(node: &Node, path: &Path) -> Result<Vec<bosun_node::Submitted>, String> {
+async fn submit_file(node: &Node, path: &Path) -> Result<Vec<bosun_node::Submitted>, FileError> {
     let limit = input_limit(node);
-    let file = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| format!("cannot open the file: {e}"))?;
+    let file = tokio::fs::File::open(path).await.map_err(FileError::Open)?;
     let mut bytes = Vec::new();
     // Read one byte past the limit so that a file grown since it was listed is caught.
     file.take(limit as u64 + 1)
         .read_to_end(&mut bytes)
         .await
-        .map_err(|e| format!("cannot read the file: {e}"))?;
+        .map_err(FileError::Read)?;
     if bytes.len() > limit {
-        return Err(format!(
-            "the file is larger than the limit of {limit} bytes (16 × max_message_bytes); split it into several files"
-        ));
+        return Err(FileError::TooLarge { limit });
     }
-    let text = String::from_utf8(bytes).map_err(|_| "the file is not UTF-8 text".to_string())?;
-    let messages = parse_message_text(&text)?;
-    node.submit(messages).await.map_err(|e| e.to_string())
+    let text = String::from_utf8(bytes).map_err(|_| FileError::NotText)?;
+    let messages = parse_messages(&text)?;
+    Ok(node.submit(messages).await?)
 }
 
 /// `path` with `suffix` added to its file name.
@@ -520,13 +610,13 @@ async fn take_file(node: &Node, path: &Path) -> bool {
     if let Err(e) = std::fs::rename(path, &failed) {
         if e.kind() == std::io::ErrorKind::NotFound {
             // Taken away by someone else between listing and reading: nothing to mark.
-            tracing::debug!(file = %path.display(), reason, "message file vanished");
+            tracing::debug!(file = %path.display(), %reason, "message file vanished");
             return true;
         }
-        tracing::error!(file = %path.display(), reason, error = %e, "message file refused, and it cannot be renamed to .failed; remove it by hand");
+        tracing::error!(file = %path.display(), %reason, error = %e, "message file refused, and it cannot be renamed to .failed; remove it by hand");
         return false;
     }
-    tracing::warn!(file = %failed.display(), reason, "message file refused; renamed to .failed, the reason is in .failed.error");
+    tracing::warn!(file = %failed.display(), %reason, "message file refused; renamed to .failed, the reason is in .failed.error");
     let note = with_suffix(&failed, ".error");
     if let Err(e) = std::fs::write(&note, format!("{reason}\n")) {
         tracing::error!(file = %note.display(), error = %e, "cannot write why a message file failed");
@@ -555,7 +645,7 @@ pub async fn submit_startup(node: &Node, dir: &Path) -> usize {
                 queued += receipts.len();
             }
             Err(reason) => {
-                tracing::warn!(file = %path.display(), reason, "startup message file refused; fix it, it is read again at the next start");
+                tracing::warn!(file = %path.display(), %reason, "startup message file refused; fix it, it is read again at the next start");
             }
         }
     }
@@ -708,7 +798,7 @@ mod tests {
         // that its end comes between two of the reader's size-doubling parse attempts, so
         // only knowing where the value closes can end the read.
         let (mut client, mut server) = tokio::io::duplex(64);
-        let reader = tokio::spawn(async move { read_input(&mut server, 1 << 20).await });
+        let reader = tokio::spawn(async move { read_message_input(&mut server, 1 << 20).await });
         // Bytes that look like structure inside a string must not count as structure.
         let tricky = "]}\\\"[{".repeat(150);
         let value = json!([{"a": tricky}, {"b": [1, {"c": "\\"}]}]);
@@ -725,7 +815,7 @@ mod tests {
         drop(client);
 
         let (mut client, mut server) = tokio::io::duplex(64);
-        let reader = tokio::spawn(async move { read_input(&mut server, 1 << 20).await });
+        let reader = tokio::spawn(async move { read_message_input(&mut server, 1 << 20).await });
         client
             .write_all(b"- toNode: a\n  method: ping\n")
             .await
@@ -737,12 +827,13 @@ mod tests {
         }
 
         let (mut client, mut server) = tokio::io::duplex(64);
-        let reader = tokio::spawn(async move { read_input(&mut server, 100).await });
+        let reader = tokio::spawn(async move { read_message_input(&mut server, 100).await });
         let _ = client.write_all(&[b' '; 50]).await;
         let _ = client.write_all(b"[\"").await;
         let _ = client.write_all(&[b'x'; 100]).await;
         let err = reader.await.unwrap().unwrap_err();
-        assert!(err.contains("limit of 100 bytes"), "{err}");
+        assert!(matches!(err, ReadError::TooLarge { limit: 100 }), "{err}");
+        assert!(err.to_string().contains("limit of 100 bytes"), "{err}");
     }
 
     async fn talk(addr: SocketAddr, body: &[u8], close_write: bool) -> Value {

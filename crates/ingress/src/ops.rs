@@ -252,7 +252,8 @@ pub async fn run_containers(
     constraints: std::collections::BTreeMap<String, String>,
     create_only: bool,
 ) -> Result<Vec<Started>, OpError> {
-    spec.validate().map_err(OpError::Invalid)?;
+    spec.check()
+        .map_err(|error| OpError::Invalid(error.to_string()))?;
     let method = if create_only {
         Method::ContainerCreate
     } else {

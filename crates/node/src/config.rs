@@ -785,7 +785,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         bosun_proto::validate_node_name(&self.name).map_err(|reason| ConfigError::Invalid {
             field: "name",
-            reason,
+            reason: reason.to_string(),
         })?;
         if self.subject_prefix.is_empty()
             || self
@@ -815,7 +815,7 @@ impl Config {
         if let Some(c) = self.central_name() {
             bosun_proto::validate_node_name(c).map_err(|reason| ConfigError::Invalid {
                 field: "central",
-                reason,
+                reason: reason.to_string(),
             })?;
         }
         if self.labels.keys().any(|k| k.is_empty()) {

@@ -129,7 +129,8 @@ async fn process(receiver: &Arc<Receiver>, incoming: &bosun_bus::Incoming) -> By
     };
     let message = request.msg;
     let id = message.id().to_string();
-    if let Err(reason) = check(receiver, &message) {
+    if let Err(refusal) = check(receiver, &message) {
+        let reason = refusal.to_string();
         log_refusal(receiver, Some(&message), Some(&id), &reason);
         if ulid::Ulid::from_string(&id).is_ok() {
             match receiver.store.reject(message, reason.clone(), now).await {
@@ -182,39 +183,72 @@ async fn process(receiver: &Arc<Receiver>, incoming: &bosun_bus::Incoming) -> By
     }
 }
 
+/// Why a request is refused at arrival; the text goes back in the ACK and is recorded as
+/// the `rejected` reason.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    /// A field the sender wrote is wrong.
+    #[error(transparent)]
+    Invalid(#[from] bosun_proto::ValidationError),
+    /// No `id`: the sender did not submit it through a node.
+    #[error("field `id`: missing; a message on the wire must carry its id")]
+    MissingId,
+    /// No `fromNode`: the sender did not submit it through a node.
+    #[error("field `fromNode`: missing; a message on the wire must name its sender")]
+    MissingSender,
+    /// A `fromNode` that is not a node name.
+    #[error("field `fromNode`: {0}")]
+    Sender(bosun_proto::NodeNameError),
+    /// Meant for another node.
+    #[error("field `toNode`: this node is {this:?}, not {to:?}")]
+    OtherNode {
+        /// This node's name.
+        this: String,
+        /// The destination the message names.
+        to: String,
+    },
+    /// A reply sink named as the method of a message that is not a reply.
+    #[error(
+        "{0} takes replies only (a previousMessage with a result or a chunk); name it in replyMethod instead"
+    )]
+    RepliesOnly(Method),
+    /// A method only a node itself uses.
+    #[error("method {0} is not served by this node")]
+    Unserved(Method),
+    /// Stopped here, or not for this sender.
+    #[error(transparent)]
+    NotServed(#[from] bosun_methods::ServedError),
+}
+
 /// The checks a request must pass before it is recorded.
-fn check(receiver: &Receiver, message: &Message) -> Result<(), String> {
-    message.validate().map_err(|e| e.to_string())?;
+fn check(receiver: &Receiver, message: &Message) -> Result<(), Refusal> {
+    message.validate()?;
     if message.id.is_none() {
-        return Err("field `id`: missing; a message on the wire must carry its id".into());
+        return Err(Refusal::MissingId);
     }
     let Some(from) = message.from_node.as_deref() else {
-        return Err("field `fromNode`: missing; a message on the wire must name its sender".into());
+        return Err(Refusal::MissingSender);
     };
-    bosun_proto::validate_node_name(from).map_err(|e| format!("field `fromNode`: {e}"))?;
+    bosun_proto::validate_node_name(from).map_err(Refusal::Sender)?;
     if message.destination() != receiver.config.name.as_str() {
-        return Err(format!(
-            "field `toNode`: this node is {:?}, not {:?}",
-            receiver.config.name.as_str(),
-            message.destination()
-        ));
+        return Err(Refusal::OtherNode {
+            this: receiver.config.name.to_string(),
+            to: message.destination().to_string(),
+        });
     }
-    let method = message.parsed_method().map_err(|e| e.to_string())?;
+    let method = message.parsed_method()?;
     if method.is_reply_sink() && !message.is_reply() {
-        return Err(format!(
-            "{method} takes replies only (a previousMessage with a result or a chunk); name it in replyMethod instead"
-        ));
+        return Err(Refusal::RepliesOnly(method));
     }
     if method.role() == bosun_proto::Role::Unserved {
-        return Err(format!("method {method} is not served by this node"));
+        return Err(Refusal::Unserved(method));
     }
     if method != Method::Result {
         receiver
             .served
             .read()
             .expect("served lock")
-            .allows(method, from)
-            .map_err(|e| e.to_string())?;
+            .allows(method, from)?;
     }
     Ok(())
 }
@@ -304,4 +338,52 @@ fn result_arrived(receiver: &Receiver, answered: &str, status: bosun_proto::Stat
         state: state.name(),
     }
     .emit(&receiver.metrics);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Senders see these texts in their `rejected` reasons: they must not drift.
+    #[test]
+    fn refusals_read_as_before() {
+        let cases = [
+            (
+                Refusal::MissingId,
+                "field `id`: missing; a message on the wire must carry its id",
+            ),
+            (
+                Refusal::MissingSender,
+                "field `fromNode`: missing; a message on the wire must name its sender",
+            ),
+            (
+                Refusal::Sender(bosun_proto::NodeNameError::Empty),
+                "field `fromNode`: node name is empty",
+            ),
+            (
+                Refusal::OtherNode {
+                    this: "a".into(),
+                    to: "b".into(),
+                },
+                r#"field `toNode`: this node is "a", not "b""#,
+            ),
+            (
+                Refusal::Unserved(Method::Hello),
+                "method hello is not served by this node",
+            ),
+        ];
+        for (refusal, text) in cases {
+            assert_eq!(refusal.to_string(), text);
+        }
+        let invalid = Message {
+            method: "nope".into(),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(
+            Refusal::from(invalid.clone()).to_string(),
+            invalid.to_string()
+        );
+    }
 }

@@ -15,12 +15,23 @@ use bosun_proto::{Message, Method, Status};
 
 use bosun_store::Store;
 
+/// Why a reply cannot be written where it asks: the path would leave the results folder.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum TargetError {
+    /// A `directory` with `..` (or a drive prefix).
+    #[error("directory {0:?} leaves the results folder; `..` is not allowed")]
+    Directory(String),
+    /// A `fileName` that is a path rather than a name.
+    #[error("fileName {0:?} must be a plain file name")]
+    FileName(String),
+}
+
 /// The file a reply is written to, or why not. `None` when nothing asks for a file.
 pub(crate) fn target(
     results: &Path,
     reply: &Message,
     method: Method,
-) -> Result<Option<PathBuf>, String> {
+) -> Result<Option<PathBuf>, TargetError> {
     let wants_file = matches!(method, Method::ToFile | Method::ToFileAppend)
         || (method == Method::Result && (reply.directory.is_some() || reply.file_name.is_some()));
     if !wants_file {
@@ -34,9 +45,7 @@ pub(crate) fn target(
                 Component::Normal(p) => path.push(p),
                 Component::RootDir | Component::CurDir => {}
                 Component::ParentDir | Component::Prefix(_) => {
-                    return Err(format!(
-                        "directory {dir:?} leaves the results folder; `..` is not allowed"
-                    ));
+                    return Err(TargetError::Directory(dir.to_string()));
                 }
             }
         }
@@ -47,7 +56,7 @@ pub(crate) fn target(
         .filter(|n| !n.is_empty())
         .unwrap_or("results.log");
     if name.contains('/') || name == ".." || name == "." {
-        return Err(format!("fileName {name:?} must be a plain file name"));
+        return Err(TargetError::FileName(name.to_string()));
     }
     path.push(name);
     Ok(Some(path))
@@ -112,7 +121,7 @@ impl Sinks {
         let target = match target(&self.results, reply, method) {
             Ok(t) => t,
             Err(reason) => {
-                tracing::warn!(id = answered, reason, "reply not written");
+                tracing::warn!(id = answered, %reason, "reply not written");
                 return;
             }
         };
@@ -238,29 +247,31 @@ mod tests {
     #[test]
     fn escaping_paths_are_refused() {
         let root = Path::new("/r");
-        assert!(
+        assert_eq!(
             target(
                 root,
                 &reply("toFile", Some("../../etc"), Some("x")),
                 Method::ToFile
-            )
-            .is_err()
+            ),
+            Err(TargetError::Directory("../../etc".into()))
         );
-        assert!(
+        assert_eq!(
             target(
                 root,
                 &reply("toFile", Some("a"), Some("../x")),
                 Method::ToFile
-            )
-            .is_err()
+            ),
+            Err(TargetError::FileName("../x".into()))
         );
-        assert!(
-            target(
-                root,
-                &reply("toFile", Some("a"), Some("..")),
-                Method::ToFile
-            )
-            .is_err()
+        let refused = target(
+            root,
+            &reply("toFile", Some("a"), Some("..")),
+            Method::ToFile,
+        )
+        .unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            r#"fileName ".." must be a plain file name"#
         );
     }
 }

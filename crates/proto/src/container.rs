@@ -51,33 +51,83 @@ pub struct ContainerSpec {
     pub auth: Option<String>,
 }
 
+/// Why a [`ContainerSpec`] is refused: the field at fault and what to give instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// Neither an image nor a template to start from.
+    #[error("give `image` or `template`")]
+    NoImage,
+    /// A template name that could reach outside the templates folder.
+    #[error("template {0:?} must be a plain name from the templates folder")]
+    Template(String),
+    /// A memory limit outside what Docker and the host can honour.
+    #[error("memoryMb {0} is out of range (4 MiB to 1 TiB)")]
+    Memory(u64),
+    /// An environment entry without `=`, or without a name.
+    #[error("env {0:?} must be KEY=VALUE")]
+    Environment(String),
+    /// A published port that does not parse.
+    #[error(transparent)]
+    Port(#[from] PortError),
+    /// A restart policy Docker does not know.
+    #[error(
+        "restart {0:?} is not a policy; use no, always, unless-stopped, on-failure or on-failure:N"
+    )]
+    Restart(String),
+}
+
+/// Why a published port (`HOST:CONTAINER[/protocol]`) is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PortError {
+    /// The part after `/` is not a protocol Docker publishes.
+    #[error("port {spec:?}: unknown protocol {protocol:?}; use tcp, udp or sctp")]
+    Protocol {
+        /// The port as given.
+        spec: String,
+        /// The protocol as given.
+        protocol: String,
+    },
+    /// No `:` between the host and the container port.
+    #[error("port {spec:?} must be HOST:CONTAINER[/udp]")]
+    Shape {
+        /// The port as given.
+        spec: String,
+    },
+    /// One side is not a number from 0 to 65535.
+    #[error("port {spec:?}: {part:?} is not a port number")]
+    Number {
+        /// The port as given.
+        spec: String,
+        /// The side that is not a number.
+        part: String,
+    },
+}
+
 impl ContainerSpec {
     /// Check the fields; the error names the field and says what is wrong.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), SpecError> {
         if self.image.as_deref().is_none_or(str::is_empty)
             && self.template.as_deref().is_none_or(str::is_empty)
         {
-            return Err("give `image` or `template`".into());
+            return Err(SpecError::NoImage);
         }
         if let Some(t) = &self.template
             && (t.contains('/') || t.contains("..") || t.is_empty())
         {
-            return Err(format!(
-                "template {t:?} must be a plain name from the templates folder"
-            ));
+            return Err(SpecError::Template(t.clone()));
         }
         if let Some(m) = self.memory_mb
             && !(4..=1024 * 1024).contains(&m)
         {
-            return Err(format!("memoryMb {m} is out of range (4 MiB to 1 TiB)"));
+            return Err(SpecError::Memory(m));
         }
         for e in &self.env {
             if !e.contains('=') || e.starts_with('=') {
-                return Err(format!("env {e:?} must be KEY=VALUE"));
+                return Err(SpecError::Environment(e.clone()));
             }
         }
         for p in &self.ports {
-            parse_port(p)?;
+            parse_published_port(p)?;
         }
         if let Some(r) = &self.restart {
             let ok = matches!(
@@ -87,30 +137,46 @@ impl ContainerSpec {
                 .strip_prefix("on-failure:")
                 .is_some_and(|n| n.parse::<u32>().is_ok());
             if !ok {
-                return Err(format!(
-                    "restart {r:?} is not a policy; use no, always, unless-stopped, on-failure or on-failure:N"
-                ));
+                return Err(SpecError::Restart(r.clone()));
             }
         }
         Ok(())
     }
+
+    /// [`ContainerSpec::check`] with the error as text, for callers that only pass the
+    /// text on.
+    pub fn validate(&self) -> Result<(), String> {
+        self.check().map_err(|error| error.to_string())
+    }
 }
 
 /// A published port: host port, container port, protocol.
-pub fn parse_port(spec: &str) -> Result<(u16, u16, &str), String> {
-    let (ports, proto) = match spec.split_once('/') {
-        Some((p, proto @ ("tcp" | "udp" | "sctp"))) => (p, proto),
-        Some((_, other)) => return Err(format!("port {spec:?}: unknown protocol {other:?}")),
+pub fn parse_published_port(spec: &str) -> Result<(u16, u16, &str), PortError> {
+    let (ports, protocol) = match spec.split_once('/') {
+        Some((p, protocol @ ("tcp" | "udp" | "sctp"))) => (p, protocol),
+        Some((_, other)) => {
+            return Err(PortError::Protocol {
+                spec: spec.to_string(),
+                protocol: other.to_string(),
+            });
+        }
         None => (spec, "tcp"),
     };
-    let (host, container) = ports
-        .split_once(':')
-        .ok_or_else(|| format!("port {spec:?} must be HOST:CONTAINER[/udp]"))?;
-    let parse = |p: &str| {
-        p.parse::<u16>()
-            .map_err(|_| format!("port {spec:?}: {p:?} is not a port number"))
+    let (host, container) = ports.split_once(':').ok_or_else(|| PortError::Shape {
+        spec: spec.to_string(),
+    })?;
+    let parse = |part: &str| {
+        part.parse::<u16>().map_err(|_| PortError::Number {
+            spec: spec.to_string(),
+            part: part.to_string(),
+        })
     };
-    Ok((parse(host)?, parse(container)?, proto))
+    Ok((parse(host)?, parse(container)?, protocol))
+}
+
+/// [`parse_published_port`] with the error as text, for callers that only pass the text on.
+pub fn parse_port(spec: &str) -> Result<(u16, u16, &str), String> {
+    parse_published_port(spec).map_err(|error| error.to_string())
 }
 
 #[cfg(test)]
@@ -126,7 +192,7 @@ mod tests {
             memory_mb: Some(256),
             ..Default::default()
         };
-        ok.validate().unwrap();
+        ok.check().unwrap();
         for (bad, word) in [
             (ContainerSpec::default(), "image"),
             (
@@ -161,9 +227,21 @@ mod tests {
                 "plain name",
             ),
         ] {
-            let err = bad.validate().unwrap_err();
+            let err = bad.check().unwrap_err().to_string();
             assert!(err.contains(word), "{err}");
+            assert_eq!(bad.validate(), Err(err));
         }
+        assert_eq!(
+            parse_published_port("53:5353/udp").unwrap(),
+            (53, 5353, "udp")
+        );
+        assert_eq!(
+            parse_published_port("53:x"),
+            Err(PortError::Number {
+                spec: "53:x".into(),
+                part: "x".into()
+            })
+        );
         assert_eq!(parse_port("53:5353/udp").unwrap(), (53, 5353, "udp"));
     }
 }

@@ -151,49 +151,95 @@ pub const MAX_NODE_NAME: usize = 64;
 /// Longest accepted timeout or ttl, in seconds (30 days).
 pub const MAX_SECONDS: u64 = 30 * 24 * 3600;
 
+/// Why a node name is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeNameError {
+    /// The name has no characters.
+    #[error("node name is empty")]
+    Empty,
+    /// The name is longer than [`MAX_NODE_NAME`].
+    #[error("node name is longer than {MAX_NODE_NAME} characters")]
+    TooLong,
+    /// The name has a character that cannot be part of one NATS token.
+    #[error("node name {name:?} has {character:?}; use only letters, digits, '_' and '-'")]
+    Character {
+        /// The name as given.
+        name: String,
+        /// The first character that is not allowed.
+        character: char,
+    },
+}
+
 /// Check a node name: 1 to 64 characters of `A-Z a-z 0-9 _ -`, so it is one NATS token.
-pub fn validate_node_name(name: &str) -> Result<(), String> {
+pub fn validate_node_name(name: &str) -> Result<(), NodeNameError> {
     if name.is_empty() {
-        return Err("node name is empty".into());
+        return Err(NodeNameError::Empty);
     }
     if name.len() > MAX_NODE_NAME {
-        return Err(format!(
-            "node name is longer than {MAX_NODE_NAME} characters"
-        ));
+        return Err(NodeNameError::TooLong);
     }
-    if let Some(c) = name
+    if let Some(character) = name
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
     {
-        return Err(format!(
-            "node name {name:?} has {c:?}; use only letters, digits, '_' and '-'"
-        ));
+        return Err(NodeNameError::Character {
+            name: name.to_string(),
+            character,
+        });
     }
     Ok(())
 }
 
+/// Why JSON text could not be read as messages.
+#[derive(Debug, thiserror::Error)]
+pub enum MessageParseError {
+    /// One message object that does not parse.
+    #[error("malformed message: {0}")]
+    Message(serde_json::Error),
+    /// A text that began like an array but is not a JSON array.
+    #[error("malformed message array: {0}")]
+    Array(serde_json::Error),
+    /// One element of an array of messages that does not parse.
+    #[error("message {index}: malformed: {error}")]
+    Element {
+        /// The element's position in the array, from 0.
+        index: usize,
+        /// What is wrong with it, and where.
+        error: serde_json::Error,
+    },
+}
+
 impl Message {
     /// Parse one message from JSON, with a clear error on bad input.
-    pub fn from_json(text: &str) -> Result<Message, String> {
-        serde_json::from_str(text).map_err(|e| format!("malformed message: {e}"))
+    pub fn from_json(text: &str) -> Result<Message, MessageParseError> {
+        serde_json::from_str(text).map_err(MessageParseError::Message)
     }
 
     /// Parse steward input: a JSON array of messages, or a single message object.
-    pub fn parse_batch(text: &str) -> Result<Vec<Message>, String> {
+    pub fn parse_batch(text: &str) -> Result<Vec<Message>, MessageParseError> {
         let trimmed = text.trim_start();
         if trimmed.starts_with('[') {
             let values: Vec<serde_json::Value> =
-                serde_json::from_str(text).map_err(|e| format!("malformed message array: {e}"))?;
-            values
-                .into_iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    serde_json::from_value(v).map_err(|e| format!("message {i}: malformed: {e}"))
-                })
-                .collect()
+                serde_json::from_str(text).map_err(MessageParseError::Array)?;
+            Message::from_json_values(values)
         } else {
             Message::from_json(text).map(|m| vec![m])
         }
+    }
+
+    /// Messages from JSON values already read, one message object each; the error names
+    /// the first element that does not parse.
+    pub fn from_json_values(
+        values: Vec<serde_json::Value>,
+    ) -> Result<Vec<Message>, MessageParseError> {
+        values
+            .into_iter()
+            .enumerate()
+            .map(|(index, value)| {
+                serde_json::from_value(value)
+                    .map_err(|error| MessageParseError::Element { index, error })
+            })
+            .collect()
     }
 
     /// True for a reply: it names the message it answers and carries its outcome or a
@@ -289,15 +335,15 @@ impl Message {
             ));
         }
         if let Some(n) = to_node {
-            validate_node_name(n).map_err(|e| invalid("toNode", e))?;
+            validate_node_name(n).map_err(|e| invalid("toNode", e.to_string()))?;
         }
         for n in &self.to_nodes {
             if n != "*" {
-                validate_node_name(n).map_err(|e| invalid("toNodes", e))?;
+                validate_node_name(n).map_err(|e| invalid("toNodes", e.to_string()))?;
             }
         }
         if let Some(n) = &self.from_node {
-            validate_node_name(n).map_err(|e| invalid("fromNode", e))?;
+            validate_node_name(n).map_err(|e| invalid("fromNode", e.to_string()))?;
         }
         for (field, v) in [
             ("ACKTimeout", self.ack_timeout),
@@ -457,8 +503,38 @@ mod tests {
 
     #[test]
     fn unknown_field_is_named() {
-        let err = Message::from_json(r#"{"toNode":"a","method":"ping","toHost":"b"}"#).unwrap_err();
+        let err = Message::from_json(r#"{"toNode":"a","method":"ping","toHost":"b"}"#)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown field `toHost`"), "{err}");
+    }
+
+    #[test]
+    fn node_names_are_one_nats_token() {
+        validate_node_name("ship-1_a").unwrap();
+        assert_eq!(validate_node_name(""), Err(NodeNameError::Empty));
+        assert_eq!(
+            validate_node_name(&"a".repeat(MAX_NODE_NAME + 1)),
+            Err(NodeNameError::TooLong)
+        );
+        assert_eq!(
+            validate_node_name("a.b").unwrap_err().to_string(),
+            r#"node name "a.b" has '.'; use only letters, digits, '_' and '-'"#
+        );
+    }
+
+    #[test]
+    fn array_errors_name_the_element() {
+        let err =
+            Message::parse_batch(r#"[{"toNode":"a","method":"ping"},{"toNode":5}]"#).unwrap_err();
+        assert!(
+            matches!(err, MessageParseError::Element { index: 1, .. }),
+            "{err}"
+        );
+        assert!(
+            err.to_string().starts_with("message 1: malformed: "),
+            "{err}"
+        );
     }
 
     #[test]

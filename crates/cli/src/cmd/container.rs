@@ -215,7 +215,7 @@ impl ContainerCmd {
                     restart,
                     auth: read_auth(&auth_file)?,
                 };
-                spec.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+                spec.check()?;
                 let req = ControlRequest::ContainerRun {
                     spec: Box::new(spec),
                     nodes: placement.nodes,
