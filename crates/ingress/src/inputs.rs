@@ -316,16 +316,6 @@ pub(crate) async fn read_message_input<R: AsyncRead + Unpin>(
     }
 }
 
-/// [`read_message_input`] with the error as text, for callers that only pass the text on.
-pub(crate) async fn read_input<R: AsyncRead + Unpin>(
-    stream: &mut R,
-    limit: usize,
-) -> Result<Input, String> {
-    read_message_input(stream, limit)
-        .await
-        .map_err(|error| error.to_string())
-}
-
 /// The answer for a refused input.
 pub(crate) fn error_line(reason: &str) -> Value {
     ControlResponse::error(reason).to_value()

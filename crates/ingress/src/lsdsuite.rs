@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::inputs::{Input, read_input};
+use crate::inputs::{Input, read_message_input};
 use crate::ops;
 use bosun_node::Node;
 use tokio_util::sync::CancellationToken;
@@ -31,15 +31,17 @@ pub async fn serve(
 }
 
 async fn connection(node: Node, mut stream: TcpStream) {
-    let answer =
-        match tokio::time::timeout(Duration::from_secs(30), read_input(&mut stream, 64 * 1024))
-            .await
-        {
-            Err(_) => err("timed out waiting for a JSON command"),
-            Ok(Err(reason)) => err(&reason),
-            Ok(Ok(Input::Yaml(_))) => err("send a JSON object: {\"command\": \"status\"}"),
-            Ok(Ok(Input::Json(v))) => command(&node, &v).await,
-        };
+    let answer = match tokio::time::timeout(
+        Duration::from_secs(30),
+        read_message_input(&mut stream, 64 * 1024),
+    )
+    .await
+    {
+        Err(_) => err("timed out waiting for a JSON command"),
+        Ok(Err(reason)) => err(&reason.to_string()),
+        Ok(Ok(Input::Yaml(_))) => err("send a JSON object: {\"command\": \"status\"}"),
+        Ok(Ok(Input::Json(v))) => command(&node, &v).await,
+    };
     let mut line = answer.to_string().into_bytes();
     line.push(b'\n');
     let _ = stream.write_all(&line).await;

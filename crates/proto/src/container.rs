@@ -142,12 +142,6 @@ impl ContainerSpec {
         }
         Ok(())
     }
-
-    /// [`ContainerSpec::check`] with the error as text, for callers that only pass the
-    /// text on.
-    pub fn validate(&self) -> Result<(), String> {
-        self.check().map_err(|error| error.to_string())
-    }
 }
 
 /// A published port: host port, container port, protocol.
@@ -172,11 +166,6 @@ pub fn parse_published_port(spec: &str) -> Result<(u16, u16, &str), PortError> {
         })
     };
     Ok((parse(host)?, parse(container)?, protocol))
-}
-
-/// [`parse_published_port`] with the error as text, for callers that only pass the text on.
-pub fn parse_port(spec: &str) -> Result<(u16, u16, &str), String> {
-    parse_published_port(spec).map_err(|error| error.to_string())
 }
 
 #[cfg(test)]
@@ -229,7 +218,6 @@ mod tests {
         ] {
             let err = bad.check().unwrap_err().to_string();
             assert!(err.contains(word), "{err}");
-            assert_eq!(bad.validate(), Err(err));
         }
         assert_eq!(
             parse_published_port("53:5353/udp").unwrap(),
@@ -242,6 +230,5 @@ mod tests {
                 part: "x".into()
             })
         );
-        assert_eq!(parse_port("53:5353/udp").unwrap(), (53, 5353, "udp"));
     }
 }

@@ -13,7 +13,7 @@ use bollard::models::{
 };
 use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions};
 use bosun_proto::Message;
-use bosun_proto::container::{ContainerSpec, LABEL_MESSAGE, LABEL_NODE, parse_port};
+use bosun_proto::container::{ContainerSpec, LABEL_MESSAGE, LABEL_NODE, parse_published_port};
 
 use super::{DockerMethodError, EngineError, failure, image};
 use crate::Context;
@@ -30,8 +30,10 @@ pub(super) async fn run(
         return Err(DockerMethodError::NoSpec);
     }
     let spec: ContainerSpec = serde_json::from_str(raw).map_err(DockerMethodError::SpecNotJson)?;
-    spec.validate()
-        .map_err(|reason| DockerMethodError::InvalidSpec { reason })?;
+    spec.check()
+        .map_err(|error| DockerMethodError::InvalidSpec {
+            reason: error.to_string(),
+        })?;
     let template = match spec.template.as_deref() {
         Some(name) => Some(load_template(&context.templates_dir, name)?),
         None => None,
@@ -142,7 +144,9 @@ pub(super) fn build_body(
         let mut from_spec: HashMap<String, Vec<PortBinding>> = HashMap::new();
         for p in &spec.ports {
             let (host_port, container_port, proto) =
-                parse_port(p).map_err(|reason| DockerMethodError::NotAPort { reason })?;
+                parse_published_port(p).map_err(|error| DockerMethodError::NotAPort {
+                    reason: error.to_string(),
+                })?;
             let key = format!("{container_port}/{proto}");
             if !exposed.contains(&key) {
                 exposed.push(key.clone());
