@@ -6,30 +6,16 @@ use bosun_node::HistoryEntry;
 use bosun_node::StatusReport;
 use bosun_proto::{Millis, Outcome};
 
-/// `HH:MM:SS.mmm` UTC.
+/// `HH:MM:SS.mmm` UTC: the time part of the RFC 3339 form.
 pub fn clock(ms: Millis) -> String {
-    let secs = ms / 1000;
-    format!(
-        "{:02}:{:02}:{:02}.{:03}",
-        (secs / 3600) % 24,
-        (secs / 60) % 60,
-        secs % 60,
-        ms % 1000
-    )
+    let text = bosun_methods::clock::rfc3339_millis(ms);
+    text.get(11..23).unwrap_or(&text).to_string()
 }
 
-/// `YYYY-MM-DD` UTC, from days since the epoch (civil-from-days).
+/// `YYYY-MM-DD` UTC: the date part of the RFC 3339 form.
 pub fn date(ms: Millis) -> String {
-    let z = (ms / 86_400_000) as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
+    let text = bosun_methods::clock::rfc3339_millis(ms);
+    text.get(..10).unwrap_or(&text).to_string()
 }
 
 /// One line about an outcome: status, exit code, duration.
