@@ -1,9 +1,9 @@
 //! A whole fleet for end-to-end tests: one `nats-server` and N `bosun node` processes,
 //! each in its own folder under one temporary directory, all killed on drop.
 //!
-//! ```ignore
+//! ```no_run
 //! # use bosun_testkit::{Fleet, NodeSpec};
-//! let Some(fleet) = Fleet::builder(env!("CARGO_BIN_EXE_bosun"))
+//! let Some(fleet) = Fleet::builder("target/debug/bosun") // in a test: env!("CARGO_BIN_EXE_bosun")
 //!     .central("central")
 //!     .nodes(&["central", "ship1"])
 //!     .node(NodeSpec::new("ship2").config("capture_ship = true\n"))
