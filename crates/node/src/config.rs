@@ -92,8 +92,7 @@ impl Setting {
         if let Some(words) = self.cli.and_then(|c| c.default_words) {
             return words.to_string();
         }
-        let defaults = toml::Value::try_from(Config::default()).expect("config always serialises");
-        match defaults.get(self.key) {
+        match default_values().get(self.key) {
             None => "none".to_string(),
             Some(toml::Value::String(text)) => text.clone(),
             Some(toml::Value::Array(items)) if items.is_empty() => "none".to_string(),
@@ -111,6 +110,15 @@ impl Setting {
             (None, Layer::Flag) => "the command line".to_string(),
         }
     }
+}
+
+/// The defaults as TOML values, made once: every CLI start builds the help of every
+/// flag from them, and serialising the config per flag cost a measurable part of a
+/// `bosun exec` round trip.
+fn default_values() -> &'static toml::Value {
+    static DEFAULTS: std::sync::OnceLock<toml::Value> = std::sync::OnceLock::new();
+    DEFAULTS
+        .get_or_init(|| toml::Value::try_from(Config::default()).expect("config always serialises"))
 }
 
 /// Declares every setting once and derives from that list the [`Config`] struct, its
