@@ -441,13 +441,10 @@ async fn submit(node: &Node, value: Value) -> ControlResponse {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
-    use bosun_bus::{Hub, LocalTransport};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
-    use bosun_node::Config;
 
     async fn talk(socket: &Path, body: &[u8], close_write: bool) -> Value {
         let mut stream = UnixStream::connect(socket).await.unwrap();
@@ -466,15 +463,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_socket_takes_yaml_messages_as_well_as_json() {
         let dir = tempfile::tempdir().unwrap();
-        let config = Config {
-            name: "n1".into(),
-            data_dir: dir.path().join("n1"),
-            log: "warn".into(),
-            ..Config::default()
-        };
-        let node = Node::start(config, Arc::new(LocalTransport::new(Hub::new())), false)
-            .await
-            .unwrap();
+        let node = crate::test_support::start(crate::test_support::config(dir.path(), "n1")).await;
         let socket = dir.path().join("n1/bosun.sock");
         let listener = bind(&socket).unwrap();
         let server = tokio::spawn(serve(

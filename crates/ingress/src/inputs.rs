@@ -645,7 +645,6 @@ pub async fn submit_startup(node: &Node, dir: &Path) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bosun_bus::{Hub, LocalTransport};
     use bosun_proto::State;
     use serde_json::json;
 
@@ -655,16 +654,11 @@ mod tests {
     const PATIENCE: Duration = Duration::from_secs(30);
 
     async fn start(dir: &Path, name: &str) -> Node {
-        let config = Config {
-            name: name.into(),
-            data_dir: dir.join(name),
+        crate::test_support::start(Config {
             ack_timeout_secs: 1,
-            log: "warn".into(),
-            ..Config::default()
-        };
-        Node::start(config, Arc::new(LocalTransport::new(Hub::new())), false)
-            .await
-            .unwrap()
+            ..crate::test_support::config(dir, name)
+        })
+        .await
     }
 
     fn ping_json(to: &str) -> String {

@@ -192,12 +192,36 @@ fn http_token(config: &Config) -> Result<String, IngressError> {
     Ok(token)
 }
 
+/// What the tests of this crate share: a standalone node in a temporary folder.
 #[cfg(test)]
-mod tests {
+pub(crate) mod test_support {
+    use std::path::Path;
     use std::sync::Arc;
-    use std::time::Duration;
 
     use bosun_bus::{Hub, LocalTransport};
+    use bosun_node::{Config, Node};
+
+    /// A quiet config for a node called `name` whose data dir is `<dir>/<name>`.
+    pub fn config(dir: &Path, name: &str) -> Config {
+        Config {
+            name: name.into(),
+            data_dir: dir.join(name),
+            log: "warn".into(),
+            ..Config::default()
+        }
+    }
+
+    /// Start a node on its own in-process transport.
+    pub async fn start(config: Config) -> Node {
+        Node::start(config, Arc::new(LocalTransport::new(Hub::new())), false)
+            .await
+            .expect("start a test node")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
 
     use super::*;
 
@@ -205,21 +229,12 @@ mod tests {
     async fn shutdown_ends_every_listener_before_it_returns() {
         let dir = tempfile::tempdir().unwrap();
         let config = Config {
-            name: "n1".into(),
-            data_dir: dir.path().join("n1"),
-            log: "warn".into(),
             metrics_listen: Some(([127, 0, 0, 1], 0).into()),
             tcp_listen: Some(([127, 0, 0, 1], 0).into()),
             lsdsuite_listen: Some(([127, 0, 0, 1], 0).into()),
-            ..Config::default()
+            ..test_support::config(dir.path(), "n1")
         };
-        let node = Node::start(
-            config.clone(),
-            Arc::new(LocalTransport::new(Hub::new())),
-            false,
-        )
-        .await
-        .unwrap();
+        let node = test_support::start(config.clone()).await;
         serve(
             node.clone(),
             &config,
@@ -243,19 +258,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_socket_of_a_running_node_is_not_taken_over() {
         let dir = tempfile::tempdir().unwrap();
-        let config = Config {
-            name: "n1".into(),
-            data_dir: dir.path().join("n1"),
-            log: "warn".into(),
-            ..Config::default()
-        };
-        let node = Node::start(
-            config.clone(),
-            Arc::new(LocalTransport::new(Hub::new())),
-            false,
-        )
-        .await
-        .unwrap();
+        let config = test_support::config(dir.path(), "n1");
+        let node = test_support::start(config.clone()).await;
         serve(
             node.clone(),
             &config,

@@ -707,9 +707,7 @@ impl Config {
 
     /// Where results and reply sinks are written.
     pub fn results_path(&self) -> PathBuf {
-        self.results_dir
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join("data"))
+        self.under_data_dir(&self.results_dir, "data")
     }
 
     /// The watched read folder, unless turned off with an empty path.
@@ -723,35 +721,34 @@ impl Config {
 
     /// The startup folder.
     pub fn startup_path(&self) -> PathBuf {
-        self.startup_dir
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join("startup"))
+        self.under_data_dir(&self.startup_dir, "startup")
     }
 
     /// The container templates folder.
     pub fn templates_path(&self) -> PathBuf {
-        self.templates_dir
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join("templates"))
+        self.under_data_dir(&self.templates_dir, "templates")
     }
 
     /// The folder of the event stream files.
     pub fn capture_path(&self) -> PathBuf {
-        self.capture_dir
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join("capture"))
+        self.under_data_dir(&self.capture_dir, "capture")
     }
 
     /// The syslog socket for containers' logs.
     pub fn syslog_socket_path(&self) -> PathBuf {
-        self.syslog_socket
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join("sock/logs.sock"))
+        self.under_data_dir(&self.syslog_socket, "sock/logs.sock")
     }
 
     /// The audit log file.
     pub fn audit_log_path(&self) -> PathBuf {
         self.data_dir.join("audit.log")
+    }
+
+    /// `explicit` when the operator set it, else `<data_dir>/<default>`.
+    fn under_data_dir(&self, explicit: &Option<PathBuf>, default: &str) -> PathBuf {
+        explicit
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(default))
     }
 
     /// The central node's name, if one is configured.
