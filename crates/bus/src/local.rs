@@ -96,9 +96,15 @@ impl Transport for LocalTransport {
         if target.send(incoming).await.is_err() {
             return Err(BusError::NoResponders(subject));
         }
+        let asked = tokio::time::Instant::now();
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(_)) | Err(_) => Err(BusError::Timeout(subject)),
+            Ok(Err(_)) => {
+                // A lost answer is noticed only when the timeout ends, as on a network.
+                tokio::time::sleep_until(asked + timeout).await;
+                Err(BusError::Timeout(subject))
+            }
+            Err(_) => Err(BusError::Timeout(subject)),
         }
     }
 

@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use bosun_node::HistoryEntry;
 use bosun_node::StatusReport;
-use bosun_proto::{Millis, Outcome};
+use bosun_proto::{Millis, Outcome, State};
 
 /// `HH:MM:SS.mmm` UTC: the time part of the RFC 3339 form.
 pub fn clock(ms: Millis) -> String {
@@ -82,6 +82,26 @@ pub fn report(r: &StatusReport) -> String {
             s.sends,
             date(base)
         );
+        if matches!(s.state, State::Queued | State::Sent)
+            && let (Some(created), Some(ttl)) = (m.created_at, m.ttl.filter(|t| *t > 0))
+        {
+            let expires = created.saturating_add(ttl.saturating_mul(1000));
+            let _ = writeln!(
+                out,
+                "expires  {} (ttl {ttl} s: given up then unless delivered)",
+                date(expires)
+            );
+        }
+        if s.state == State::Unconfirmed {
+            let _ = writeln!(
+                out,
+                "note     not confirmed: no ACK came, so {} was asked to cancel it; its answer (cancelled, or what really happened) will be recorded",
+                m.destination()
+            );
+        }
+        if let Some(d) = &s.disagreement {
+            let _ = writeln!(out, "disagree {d}");
+        }
         out.push_str("history (sender)\n");
         history_lines(&mut out, &s.history, base);
     }

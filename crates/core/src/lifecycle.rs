@@ -6,6 +6,10 @@
 //!     │               │ ▲            │                                   ▲
 //!     │               └─┘ resend     └───────── finish (result before start note) ┘
 //!     └──── give up (ttl, retries) ──▶ failed          refuse ──▶ rejected
+//!                     │
+//!                     └─ give up after a send that may have arrived ──▶ unconfirmed
+//!                          ──▶ cancelled (the destination confirms it never ran)
+//!                          ──▶ running / the real outcome (it had arrived)
 //! ```
 //!
 //! Receiver-side records use `received → running → …` with the same terminal states.
@@ -27,6 +31,9 @@ pub enum Event {
     Started,
     /// The method ended, or the message was refused or given up, with this status.
     Finished(Status),
+    /// The sender stopped sending after a send that may have arrived, and asked the
+    /// destination to cancel it.
+    Unconfirmed,
 }
 
 /// How far along the lifecycle a state is: a message never moves to a lower rank.
@@ -34,7 +41,7 @@ pub fn rank(state: State) -> u8 {
     match state {
         State::Queued => 0,
         State::Sent => 1,
-        State::Acked | State::Received => 2,
+        State::Acked | State::Received | State::Unconfirmed => 2,
         State::Running => 3,
         _ => 4,
     }
@@ -52,6 +59,7 @@ pub fn next_state(current: State, event: Event) -> Option<State> {
         Event::Received => State::Received,
         Event::Started => State::Running,
         Event::Finished(status) => State::from_status(status),
+        Event::Unconfirmed => State::Unconfirmed,
     };
     (rank(target) > rank(current)).then_some(target)
 }

@@ -185,6 +185,10 @@ settings! {
     /// Resends after ACK timeouts, when a message sets no `retries`.
     retries: u32 = 5,
         Some(Cli::new("retries", "BOSUN_RETRIES", "N", "Default resends after ACK timeouts."));
+    /// Seconds a message may wait for delivery, when it sets no `ttl` (0: for ever).
+    default_ttl_secs: u64 = 7 * 24 * 3600,
+        Some(Cli::new("default-ttl", "BOSUN_DEFAULT_TTL", "SECS",
+            "Default seconds a message may wait for delivery when it sets no ttl (0: for ever)."));
     /// Seconds a method may run, when a message sets no `methodTimeout`.
     method_timeout_secs: u64 = 300,
         Some(Cli::new("method-timeout", "BOSUN_METHOD_TIMEOUT", "SECS",

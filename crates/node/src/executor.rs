@@ -161,17 +161,30 @@ pub(crate) async fn run(
 async fn run_one(executor: &Arc<Executor>, message: Message) {
     let id = message.id().to_string();
     let started_at = now_millis();
-    // The start must be durable before the run; a failed write is tried again for a
-    // while (a full disk may clear), and the message is never run without it.
-    let mut tries = 0;
-    while let Err(e) = executor.store.start(&id, started_at).await {
-        tries += 1;
-        if tries >= 30 || executor.shutdown.is_cancelled() {
-            tracing::error!(id, error = %e, "cannot record the start; not running it (it runs after the next start-up)");
-            return;
+    // The start must be durable before the run. A failed write (a full disk) is tried
+    // again until it succeeds or the node stops: the message never runs without it, and
+    // the next message of its stream never runs before it.
+    let mut wait = std::time::Duration::from_millis(100);
+    loop {
+        match executor.store.start(&id, started_at).await {
+            Ok(true) => break,
+            Ok(false) => {
+                tracing::info!(id, "cancelled by its sender before it started; not run");
+                return;
+            }
+            Err(e) => {
+                if executor.shutdown.is_cancelled() {
+                    tracing::warn!(id, error = %e, "cannot record the start; it runs after the next start-up");
+                    return;
+                }
+                tracing::warn!(id, error = %e, "cannot record the start yet; trying again");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = executor.shutdown.cancelled() => {}
+                }
+                wait = (wait * 2).min(std::time::Duration::from_secs(5));
+            }
         }
-        tracing::warn!(id, error = %e, "cannot record the start yet; trying again");
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
     if let Some(from) = message.from_node.as_deref() {
         let note = StatusNote {

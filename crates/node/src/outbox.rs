@@ -1,10 +1,18 @@
 //! The sender loop: delivers the outbox, resends with backoff, gives up on ttl or
-//! retries.
+//! retries, and asks destinations about messages whose fate it does not know.
 //!
 //! Ordered messages to one (destination, method) go one at a time: the next is sent only
-//! when the previous one is ACKed, refused or given up. That keeps submit order at the
-//! receiver even across resends. Unordered messages go together, up to
+//! when the previous one is ACKed, refused, or settled for good. That keeps submit order
+//! at the receiver even across resends. Unordered messages go together, up to
 //! `max_in_flight` awaiting their ACK.
+//!
+//! A message is only given up as `failed` here when it surely never arrived (every try
+//! found nobody listening, or none was made). When a send may have arrived (no ACK came)
+//! the message becomes `unconfirmed` and the destination is asked, with a [`Query`], to
+//! cancel it: it answers `cancelled` (it never ran and never will) or what really became
+//! of it. An ordered stream stays held until then. Acknowledged messages whose result is
+//! overdue are asked about the same way (without cancelling), so a reply lost or given
+//! up on the way back never leaves a message waiting for ever.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -13,8 +21,8 @@ use std::time::Duration;
 
 use bosun_bus::BusError;
 use bosun_core::{Attempt, Delivery, Event, LaneItem, Lanes, RetryPolicy};
-use bosun_proto::wire::{self, Request, WIRE_VERSION};
-use bosun_proto::{Message, Millis, Outcome, Status};
+use bosun_proto::wire::{self, Query, QueryAnswer, Request, WIRE_VERSION};
+use bosun_proto::{Message, Millis, Outcome, State, Status};
 use bosun_store::SentRecord;
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -40,6 +48,31 @@ pub(crate) enum OutboxCmd {
     Settled(String),
 }
 
+/// Where an outbox entry stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Being sent until it is ACKed.
+    Sending,
+    /// Given up after a send that may have arrived: asking the destination to cancel it.
+    Unconfirmed,
+    /// Its final state is being recorded; the lane is freed once that is durable.
+    Ending,
+}
+
+/// Answers coming back to the loop from the tasks it spawned.
+enum Answer {
+    /// The ACK (or failure) of a send.
+    Ack(String, Result<Bytes, BusError>),
+    /// The answer to a query; `cancel` says whether it asked to cancel.
+    Query {
+        id: String,
+        cancel: bool,
+        result: Result<Bytes, BusError>,
+    },
+    /// A final state decided here is durable: the entry may go.
+    Recorded(String),
+}
+
 struct Entry {
     item: LaneItem<Stream>,
     message: Message,
@@ -51,6 +84,12 @@ struct Entry {
     /// The last send, not yet in the store: it is recorded together with its outcome
     /// (the ACK, or the reason for the next try), which saves a write per message.
     unrecorded_send: Option<(Millis, Option<String>)>,
+    phase: Phase,
+    /// A send went out that may have reached the destination (it was not refused for
+    /// want of listeners): giving up then needs the destination's word.
+    maybe_delivered: bool,
+    /// Timing of the queries while unconfirmed.
+    query: Delivery,
 }
 
 /// What the outbox loop uses.
@@ -71,8 +110,10 @@ struct Outbox {
     lanes: Lanes<Stream>,
     entries: HashMap<String, Entry>,
     timers: BinaryHeap<Reverse<(Millis, String)>>,
-    results: mpsc::UnboundedSender<(String, Result<Bytes, BusError>)>,
+    results: mpsc::UnboundedSender<Answer>,
     in_flight: usize,
+    /// Overdue results being asked for now.
+    pulls_in_flight: std::collections::HashSet<String>,
     /// Ready to send, waiting for a place among `max_in_flight` requests on the wire.
     window_queue: std::collections::VecDeque<String>,
 }
@@ -94,11 +135,28 @@ pub(crate) async fn run(
         timers: BinaryHeap::new(),
         results: results_tx,
         in_flight: 0,
+        pulls_in_flight: Default::default(),
         window_queue: Default::default(),
     };
     for (seq, record) in existing {
+        let id = record.message.id().to_string();
         outbox.add(seq, record.message);
+        if let Some(entry) = outbox.entries.get_mut(&id) {
+            // Across a restart, any recorded send may have arrived.
+            entry.maybe_delivered = record.state != State::Queued;
+            if record.state == State::Unconfirmed {
+                entry.phase = Phase::Unconfirmed;
+            }
+        }
     }
+    let mut pull_tick = tokio::time::interval(
+        outbox
+            .sender
+            .config
+            .ack_timeout()
+            .min(Duration::from_secs(1)),
+    );
+    pull_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut drain_until: Option<tokio::time::Instant> = None;
     loop {
         for item in outbox.lanes.take_ready() {
@@ -128,8 +186,13 @@ pub(crate) async fn run(
                 Some(OutboxCmd::Settled(id)) => outbox.finished(&id),
                 None => break,
             },
-            Some((id, result)) = results_rx.recv() => outbox.on_result(id, result).await,
+            Some(answer) = results_rx.recv() => match answer {
+                Answer::Ack(id, result) => outbox.on_result(id, result).await,
+                Answer::Query { id, cancel, result } => outbox.on_query_answer(id, cancel, result).await,
+                Answer::Recorded(id) => outbox.finished(&id),
+            },
             _ = sleep => outbox.fire_timers(),
+            _ = pull_tick.tick(), if drain_until.is_none() => outbox.pull_overdue(),
             _ = tokio::time::sleep(Duration::from_millis(100)), if drain_until.is_some() => {}
             _ = shutdown.cancelled(), if drain_until.is_none() => {
                 // Let replies of interrupted work and sends under way finish, briefly.
@@ -142,14 +205,25 @@ pub(crate) async fn run(
 impl Outbox {
     fn policy(&self, m: &Message) -> RetryPolicy {
         RetryPolicy {
-            ack_timeout_ms: m
-                .ack_timeout
-                .map(Duration::from_secs)
-                .unwrap_or_else(|| self.sender.config.ack_timeout())
-                .as_millis()
-                .try_into()
-                .unwrap_or(u64::MAX),
+            ack_timeout_ms: self.ack_timeout_ms(m),
             retries: m.retries.unwrap_or(self.sender.config.retries),
+            ..RetryPolicy::default()
+        }
+    }
+
+    fn ack_timeout_ms(&self, m: &Message) -> u64 {
+        ack_timeout_ms(&self.sender.config, m)
+    }
+
+    /// Queries are tried until the destination answers: never given up, and spaced no
+    /// more than one ACK timeout apart, so an answer comes soon after the destination is
+    /// back.
+    fn query_policy(&self, m: &Message) -> RetryPolicy {
+        let ack_timeout_ms = self.ack_timeout_ms(m);
+        RetryPolicy {
+            ack_timeout_ms,
+            retries: u32::MAX,
+            backoff_max_ms: ack_timeout_ms.max(500),
             ..RetryPolicy::default()
         }
     }
@@ -161,6 +235,7 @@ impl Outbox {
         }
         let created = message.created_at.unwrap_or_else(now_millis);
         let delivery = Delivery::new(self.policy(&message), created, message.ttl);
+        let query = Delivery::new(self.query_policy(&message), created, None);
         let stream = message
             .is_ordered()
             .then(|| (message.destination().to_string(), message.method.clone()));
@@ -189,6 +264,9 @@ impl Outbox {
                 subject,
                 resend_note: None,
                 unrecorded_send: None,
+                phase: Phase::Sending,
+                maybe_delivered: false,
+                query,
             },
         );
     }
@@ -198,6 +276,11 @@ impl Outbox {
         let Some(entry) = self.entries.get_mut(id) else {
             return;
         };
+        match entry.phase {
+            Phase::Sending => {}
+            Phase::Unconfirmed => return self.query(id, true),
+            Phase::Ending => return,
+        }
         if entry.delivery.expired(now) {
             self.give_up(id, "ttl expired before the message could be delivered");
             return;
@@ -232,8 +315,19 @@ impl Outbox {
         self.in_flight += 1;
         tokio::spawn(async move {
             let result = transport.request(subject, payload, timeout).await;
-            let _ = results.send((id, result));
+            let _ = results.send(Answer::Ack(id, result));
         });
+    }
+
+    /// Send waiting entries while the window has room. An entry that settled or expired
+    /// meanwhile takes no place, so none waits for unrelated traffic.
+    fn fill_window(&mut self) {
+        while self.in_flight < self.sender.config.max_in_flight.max(1) {
+            let Some(next) = self.window_queue.pop_front() else {
+                return;
+            };
+            self.send(&next);
+        }
     }
 
     fn fire_timers(&mut self) {
@@ -247,23 +341,96 @@ impl Outbox {
         }
     }
 
-    async fn on_result(&mut self, id: String, result: Result<Bytes, BusError>) {
-        self.in_flight = self.in_flight.saturating_sub(1);
-        if let Some(next) = self.window_queue.pop_front() {
-            self.send(&next);
-        }
+    /// Ask `to` about message `id` (sent by this node), cancelling it there if `cancel`
+    /// and it has not started.
+    fn spawn_query(&self, id: &str, to: &str, cancel: bool, timeout: Duration) {
+        let query = Query {
+            v: WIRE_VERSION,
+            id: id.to_string(),
+            from: self.sender.config.name.to_string(),
+            cancel,
+        };
+        let subject = wire::subject(&self.sender.config.subject_prefix, to, wire::QUERY_TOKEN);
+        let payload = Bytes::from(wire::encode(&query));
+        let transport = self.sender.transport.clone();
+        let results = self.results.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            let result = transport.request(subject, payload, timeout).await;
+            let _ = results.send(Answer::Query { id, cancel, result });
+        });
+    }
+
+    /// Ask the destination of an unconfirmed entry to cancel it.
+    fn query(&mut self, id: &str, cancel: bool) {
         let now = now_millis();
-        let Some(entry) = self.entries.get_mut(&id) else {
+        let Some(entry) = self.entries.get_mut(id) else {
             return;
         };
-        let mut notes: Vec<(Event, Millis, Option<String>)> = entry
-            .unrecorded_send
-            .take()
-            .map(|(at, note)| (Event::Sent, at, note))
-            .into_iter()
-            .collect();
+        if !self.sender.transport.is_connected() {
+            if let Attempt::RetryAt(at) = entry.query.on_unreachable(now) {
+                self.timers.push(Reverse((at, id.to_string())));
+            }
+            return;
+        }
+        let timeout = Duration::from_millis(entry.query.policy.ack_timeout_ms);
+        let to = entry.message.destination().to_string();
+        self.spawn_query(id, &to, cancel, timeout);
+    }
+
+    /// Ask the destinations of acknowledged messages whose result is overdue what became
+    /// of them.
+    fn pull_overdue(&mut self) {
+        if !self.sender.transport.is_connected() {
+            return;
+        }
+        let due = match self.sender.store.due_pulls(now_millis(), 256) {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the overdue results");
+                return;
+            }
+        };
+        for id in due {
+            if self.pulls_in_flight.contains(&id) || self.entries.contains_key(&id) {
+                continue;
+            }
+            let Ok(Some(record)) = self.sender.store.sent(&id) else {
+                continue;
+            };
+            let timeout = Duration::from_millis(self.ack_timeout_ms(&record.message));
+            self.spawn_query(&id, record.message.destination(), false, timeout);
+            self.pulls_in_flight.insert(id);
+        }
+    }
+
+    async fn on_result(&mut self, id: String, result: Result<Bytes, BusError>) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.fill_window();
+        let now = now_millis();
         let result = result.map(|bytes| wire::decode_ack(&bytes));
         let acked = matches!(&result, Ok(Ok(a)) if a.id == id && a.rejected.is_none());
+        let Some(entry) = self.entries.get_mut(&id) else {
+            // The result overtook this ACK: the message is settled, but its history
+            // still gets the step.
+            if acked {
+                self.sender.store.note(&id, vec![(Event::Acked, now, None)]);
+            }
+            return;
+        };
+        let reached = !matches!(
+            result,
+            Err(BusError::NoResponders(_)) | Err(BusError::Disconnected)
+        );
+        let mut notes: Vec<(Event, Millis, Option<String>)> = Vec::new();
+        if let Some((at, note)) = entry.unrecorded_send.take()
+            && reached
+        {
+            // A try that found nobody listening was not a send: the history stays
+            // `queued`, and giving up needs nobody's word.
+            notes.push((Event::Sent, at, note));
+            entry.maybe_delivered = true;
+        }
         if acked {
             let event = crate::events::MessageState {
                 id: &id,
@@ -272,17 +439,38 @@ impl Outbox {
             };
             event.emit(&self.sender.metrics);
             notes.push((Event::Acked, now, None));
+            if let Ok(Ok(ack)) = &result
+                && ack.duplicate
+                && let Some(state) = ack.state.filter(|s| s.is_terminal())
+            {
+                // It had finished before: the ACK brings the real outcome.
+                let outcome = ack.outcome.clone();
+                self.sender.store.note(&id, notes);
+                self.record_answer(
+                    &id,
+                    state,
+                    outcome,
+                    "resend of a message it had already run",
+                );
+                return;
+            }
             // Events and sinks expect no reply: the ACK is the end of their road.
             let expects_reply = bosun_proto::Method::parse(&entry.message.method)
                 .is_none_or(|p| p.method.expects_reply());
             if !expects_reply {
                 notes.push((Event::Finished(Status::Done), now, None));
                 self.sender.finished.announce(&id);
+                self.sender.store.note(&id, notes);
+            } else {
+                let due = pull_at(&self.sender.config, &entry.message, now);
+                self.sender.store.note_and_pull_at(&id, notes, Some(due));
             }
-        }
-        if !notes.is_empty() {
+        } else if !notes.is_empty() {
             self.sender.store.note(&id, notes);
         }
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return;
+        };
         let attempt = match result {
             Ok(decoded) => match decoded {
                 // A refusal of a frame the receiver could not read carries no id; it
@@ -330,6 +518,183 @@ impl Outbox {
         }
     }
 
+    /// The destination answered a query about `id`.
+    async fn on_query_answer(&mut self, id: String, cancel: bool, result: Result<Bytes, BusError>) {
+        let now = now_millis();
+        if !cancel {
+            self.pulls_in_flight.remove(&id);
+        }
+        let answer: Option<QueryAnswer> = match result {
+            Ok(bytes) => match wire::decode_query_answer(&bytes) {
+                Ok(a) if a.id == id && a.refused.is_none() => Some(a),
+                Ok(a) => {
+                    tracing::warn!(id, refused = ?a.refused, "query not answered");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(id, error = %e, "unreadable answer to a query");
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::debug!(id, error = %e, "query unanswered; asking again later");
+                None
+            }
+        };
+        if !cancel {
+            return self.on_pull_answer(&id, answer, now);
+        }
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return;
+        };
+        if entry.phase != Phase::Unconfirmed {
+            return;
+        }
+        let Some(answer) = answer else {
+            if let Attempt::RetryAt(at) = entry.query.on_ack_timeout(now) {
+                self.timers.push(Reverse((at, id)));
+            }
+            return;
+        };
+        match answer.state {
+            Some(state) if state.is_terminal() => {
+                let to = entry.message.destination().to_string();
+                self.record_answer(&id, state, answer.outcome, &format!("answered by {to}"));
+            }
+            state => {
+                // It is at the destination, durable and started or about to: from here
+                // on it is an acknowledged message awaiting its result.
+                let mut notes = vec![(Event::Acked, now, Some("it had arrived after all".into()))];
+                if state == Some(State::Running) {
+                    notes.push((Event::Started, now, None));
+                }
+                let due = pull_at(&self.sender.config, &entry.message, now);
+                self.sender.store.note_and_pull_at(&id, notes, Some(due));
+                self.finished(&id);
+            }
+        }
+    }
+
+    /// The answer to a question about an acknowledged message whose result is overdue.
+    fn on_pull_answer(&mut self, id: &str, answer: Option<QueryAnswer>, now: Millis) {
+        let Ok(Some(record)) = self.sender.store.sent(id) else {
+            return;
+        };
+        if record.state.is_terminal() {
+            return;
+        }
+        let interval = self.ack_timeout_ms(&record.message);
+        match answer {
+            Some(QueryAnswer {
+                state: Some(state),
+                outcome,
+                ..
+            }) if state.is_terminal() => {
+                let to = record.message.destination().to_string();
+                self.record_answer(
+                    id,
+                    state,
+                    outcome,
+                    &format!("asked {to} for the overdue result"),
+                );
+            }
+            Some(QueryAnswer { state: None, .. }) => {
+                let to = record.message.destination().to_string();
+                let error = format!(
+                    "{to} has no record of this message although it acknowledged it (its data was lost or reset)"
+                );
+                let outcome = Outcome::bare(Status::Failed, &to, error.clone(), now);
+                let store = self.sender.store.clone();
+                let finished = self.sender.finished.clone();
+                let id = id.to_string();
+                self.sender.tracker.spawn(async move {
+                    let _ = store
+                        .settle_here(
+                            &id,
+                            Event::Finished(Status::Failed),
+                            now,
+                            Some(error),
+                            outcome,
+                        )
+                        .await;
+                    finished.announce(&id);
+                });
+            }
+            answer => {
+                // Not finished yet (or no answer): ask again later, less often the longer
+                // it has been.
+                let acked_at = record
+                    .history
+                    .iter()
+                    .find(|h| h.state == State::Acked)
+                    .map(|h| h.at)
+                    .unwrap_or(now);
+                let wait = (now.saturating_sub(acked_at) / 4).clamp(interval, 300_000);
+                let notes = match answer {
+                    Some(QueryAnswer {
+                        state: Some(State::Running),
+                        ..
+                    }) => vec![(Event::Started, now, None)],
+                    _ => Vec::new(),
+                };
+                self.sender
+                    .store
+                    .note_and_pull_at(id, notes, Some(now + wait));
+            }
+        }
+    }
+
+    /// Record a final state the destination reported for `id` (from an ACK or an answer
+    /// to a query), durably; then tell waiters and, for an outbox entry, free its lane.
+    fn record_answer(&mut self, id: &str, state: State, outcome: Option<Outcome>, how: &str) {
+        let to = self
+            .entries
+            .get(id)
+            .map(|e| e.message.destination().to_string())
+            .or_else(|| {
+                self.sender
+                    .store
+                    .sent(id)
+                    .ok()
+                    .flatten()
+                    .map(|r| r.message.destination().to_string())
+            })
+            .unwrap_or_default();
+        let status = status_of(state);
+        let outcome = outcome.unwrap_or_else(|| {
+            Outcome::bare(
+                status,
+                &to,
+                format!(
+                    "{to} reports it {}; its output is no longer kept there",
+                    state.name()
+                ),
+                now_millis(),
+            )
+        });
+        if let Some(entry) = self.entries.get_mut(id) {
+            entry.phase = Phase::Ending;
+        }
+        let store = self.sender.store.clone();
+        let finished = self.sender.finished.clone();
+        let results = self.results.clone();
+        let id = id.to_string();
+        let note = Some(how.to_string());
+        self.sender.tracker.spawn(async move {
+            let _ = store
+                .sent_event(
+                    &id,
+                    Event::Finished(status),
+                    now_millis(),
+                    note,
+                    Some(outcome),
+                )
+                .await;
+            finished.announce(&id);
+            let _ = results.send(Answer::Recorded(id));
+        });
+    }
+
     fn refused(&mut self, id: &str, reason: &str) {
         let Some(entry) = self.entries.get(id) else {
             return;
@@ -344,9 +709,58 @@ impl Outbox {
     }
 
     fn give_up(&mut self, id: &str, reason: &str) {
-        let Some(entry) = self.entries.get(id) else {
+        let Some(entry) = self.entries.get_mut(id) else {
             return;
         };
+        let runs_there = bosun_proto::Method::parse(&entry.message.method).is_some_and(|p| {
+            matches!(
+                p.method.role(),
+                bosun_proto::Role::Handler(_) | bosun_proto::Role::Node
+            )
+        });
+        let heard_running = self
+            .sender
+            .store
+            .sent(id)
+            .ok()
+            .flatten()
+            .is_some_and(|r| r.state == State::Running);
+        if heard_running {
+            // Its ACK never came, but the destination said it started: it arrived, and
+            // its result will come (or be asked for).
+            let due = pull_at(&self.sender.config, &entry.message, now_millis());
+            let note =
+                format!("{reason}; it had started at the destination, so its result is awaited");
+            self.sender.store.note_and_pull_at(
+                id,
+                vec![(Event::Acked, now_millis(), Some(note))],
+                Some(due),
+            );
+            self.finished(id);
+            return;
+        }
+        if entry.maybe_delivered && runs_there {
+            // It may be waiting at the destination (a frozen node, a lost ACK): only the
+            // destination can say it will never run.
+            entry.phase = Phase::Unconfirmed;
+            let to = entry.message.destination().to_string();
+            let note = format!(
+                "{reason}; asked {to} to cancel it, and waiting for its answer (it may have arrived)"
+            );
+            let event = crate::events::MessageState {
+                id,
+                method: &entry.message.method,
+                state: "unconfirmed",
+            };
+            event.emit(&self.sender.metrics);
+            self.sender.store.note(
+                id,
+                vec![(Event::Unconfirmed, now_millis(), Some(note.clone()))],
+            );
+            self.log(id, "unconfirmed", &note);
+            self.query(id, true);
+            return;
+        }
         let event = crate::events::Undelivered {
             id,
             method: &entry.message.method,
@@ -358,34 +772,48 @@ impl Outbox {
     }
 
     /// A message ends here without a result from its destination: record the final
-    /// state durably, then tell waiters; write the error log; free its lane.
+    /// state durably, then tell waiters and free its lane (only then, so an ordered
+    /// stream never moves on before the end is on disk); write the error log.
     fn end(&mut self, id: &str, status: Status, error: String, reason: &str, kind: &str) {
-        let Some(entry) = self.entries.get(id) else {
+        let Some(entry) = self.entries.get_mut(id) else {
             return;
         };
+        entry.phase = Phase::Ending;
         let outcome = Outcome::bare(status, entry.message.destination(), error, now_millis());
         let store = self.sender.store.clone();
         let finished = self.sender.finished.clone();
+        let results = self.results.clone();
         let id_owned = id.to_string();
         let note = reason.to_string();
+        // A refusal is the destination's word; a give-up is this node's alone.
+        let here = status != Status::Rejected;
         self.sender.tracker.spawn(async move {
-            let _ = store
-                .sent_event(
-                    &id_owned,
-                    Event::Finished(status),
-                    now_millis(),
-                    Some(note),
-                    Some(outcome),
-                )
-                .await;
+            let event = Event::Finished(status);
+            let at = now_millis();
+            let written = if here {
+                store
+                    .settle_here(&id_owned, event, at, Some(note), outcome)
+                    .await
+            } else {
+                store
+                    .sent_event(&id_owned, event, at, Some(note), Some(outcome))
+                    .await
+            };
+            if let Err(e) = written {
+                tracing::error!(id = id_owned, error = %e, "cannot record the end of a message");
+            }
             finished.announce(&id_owned);
+            let _ = results.send(Answer::Recorded(id_owned));
         });
         self.log(id, kind, reason);
-        self.finished(id);
     }
 
     fn finished(&mut self, id: &str) {
-        if let Some(entry) = self.entries.remove(id) {
+        if let Some(mut entry) = self.entries.remove(id) {
+            if let Some((at, note)) = entry.unrecorded_send.take() {
+                // The result overtook the ACK: the send still belongs in the history.
+                self.sender.store.note(id, vec![(Event::Sent, at, note)]);
+            }
             // An item still queued in its lane (a result overtook it after a restart)
             // leaves the queue; only an active one frees its stream or slot.
             if !self.lanes.remove_pending(&entry.item) {
@@ -407,5 +835,37 @@ impl Outbox {
             method: Some(&entry.message.method),
             reason,
         });
+    }
+}
+
+fn ack_timeout_ms(config: &Config, m: &Message) -> u64 {
+    m.ack_timeout
+        .map(Duration::from_secs)
+        .unwrap_or_else(|| config.ack_timeout())
+        .as_millis()
+        .try_into()
+        .unwrap_or(u64::MAX)
+}
+
+/// When to ask for the result of a message ACKed at `now`: when it should have finished
+/// (its `methodTimeout`) plus one ACK timeout.
+fn pull_at(config: &Config, m: &Message, now: Millis) -> Millis {
+    let method_timeout = m
+        .method_timeout
+        .map(Duration::from_secs)
+        .unwrap_or_else(|| config.method_timeout());
+    now.saturating_add(method_timeout.as_millis() as u64)
+        .saturating_add(ack_timeout_ms(config, m))
+}
+
+/// The outcome status of a final state.
+fn status_of(state: State) -> Status {
+    match state {
+        State::Failed => Status::Failed,
+        State::Timeout => Status::Timeout,
+        State::Interrupted => Status::Interrupted,
+        State::Rejected => Status::Rejected,
+        State::Cancelled => Status::Cancelled,
+        _ => Status::Done,
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bosun_core::Event;
 use bosun_methods::Served;
-use bosun_proto::wire::{self, Ack, STATUS_TOKEN, WIRE_VERSION};
+use bosun_proto::wire::{self, Ack, QUERY_TOKEN, QueryAnswer, STATUS_TOKEN, WIRE_VERSION};
 use bosun_proto::{Message, Method};
 use bosun_store::Receipt;
 use bosun_store::Store;
@@ -87,6 +87,37 @@ fn ack(id: &str, duplicate: bool, rejected: Option<String>) -> Bytes {
         id: id.to_string(),
         duplicate,
         rejected,
+        state: None,
+        outcome: None,
+    }))
+}
+
+/// The ACK of a resend: the message is already here. It says how far it got and, once
+/// finished, carries its outcome, so a sender that lost the reply learns the result.
+fn duplicate_ack(receiver: &Receiver, id: &str, state: bosun_proto::State) -> Bytes {
+    let outcome = if state.is_terminal() {
+        receiver
+            .store
+            .inbox(id)
+            .ok()
+            .flatten()
+            .and_then(|r| r.outcome)
+    } else {
+        None
+    };
+    let rejected = (state == bosun_proto::State::Rejected).then(|| {
+        outcome
+            .as_ref()
+            .and_then(|o| o.error.clone())
+            .unwrap_or_else(|| "refused earlier".to_string())
+    });
+    Bytes::from(wire::encode(&Ack {
+        v: WIRE_VERSION,
+        id: id.to_string(),
+        duplicate: true,
+        rejected,
+        state: Some(state),
+        outcome,
     }))
 }
 
@@ -101,7 +132,11 @@ async fn handle(receiver: Arc<Receiver>, mut incoming: bosun_bus::Incoming) {
         }
         return;
     }
-    let answer = process(&receiver, &incoming).await;
+    let answer = if incoming.subject.rsplit('.').next() == Some(QUERY_TOKEN) {
+        query(&receiver, &incoming).await
+    } else {
+        process(&receiver, &incoming).await
+    };
     if let Err(e) = incoming.respond(answer).await {
         tracing::debug!(error = %e, "cannot send ACK; the sender will resend");
     }
@@ -129,6 +164,25 @@ async fn process(receiver: &Arc<Receiver>, incoming: &bosun_bus::Incoming) -> By
     };
     let message = request.msg;
     let id = message.id().to_string();
+    // A resend is answered from the record, before any check: a message that ran is
+    // never refused afterwards (say, after a policy change), so its real result stands.
+    if !id.is_empty()
+        && let Ok(Some(known)) = receiver.store.inbox(&id)
+    {
+        if known.message.from_node != message.from_node {
+            let reason = format!("id {id} is already used by a message from another sender");
+            log_refusal(receiver, Some(&message), Some(&id), &reason);
+            return ack(&id, false, Some(reason));
+        }
+        return match receiver.store.receive(message, now).await {
+            Ok(Receipt::Duplicate(state)) => duplicate_ack(receiver, &id, state),
+            Ok(Receipt::New(_)) => ack(&id, false, None),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record a resend; not acknowledging");
+                Bytes::new()
+            }
+        };
+    }
     if let Err(refusal) = check(receiver, &message) {
         let reason = refusal.to_string();
         log_refusal(receiver, Some(&message), Some(&id), &reason);
@@ -172,12 +226,71 @@ async fn process(receiver: &Arc<Receiver>, incoming: &bosun_bus::Incoming) -> By
                 state = state.name(),
                 "duplicate arrival; ACKed again, not run again"
             );
-            let rejected =
-                (state == bosun_proto::State::Rejected).then(|| "refused earlier".to_string());
-            ack(&id, true, rejected)
+            duplicate_ack(receiver, &id, state)
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot record a message; not acknowledging");
+            Bytes::new()
+        }
+    }
+}
+
+/// Answer a sender's question about one message it sent here; with `cancel`, cancel it
+/// if it has not started (and remember the id if it never arrived).
+async fn query(receiver: &Arc<Receiver>, incoming: &bosun_bus::Incoming) -> Bytes {
+    let answer = |id: &str, state, outcome, refused: Option<String>| {
+        Bytes::from(wire::encode(&QueryAnswer {
+            v: WIRE_VERSION,
+            id: id.to_string(),
+            state,
+            outcome,
+            refused,
+        }))
+    };
+    if incoming.payload.len() > 4096 {
+        return answer("", None, None, Some("query too large".into()));
+    }
+    let query = match wire::decode_query(&incoming.payload) {
+        Ok(q) => q,
+        Err(e) => return answer("", None, None, Some(e.to_string())),
+    };
+    let id = query.id.as_str();
+    let known = match receiver.store.inbox(id) {
+        Ok(known) => known,
+        Err(e) => return answer(id, None, None, Some(format!("cannot read the inbox: {e}"))),
+    };
+    if let Some(record) = &known
+        && record.message.from_node.as_deref() != Some(query.from.as_str())
+    {
+        return answer(
+            id,
+            None,
+            None,
+            Some(format!("message {id} was not sent by {}", query.from)),
+        );
+    }
+    if !query.cancel {
+        return match known {
+            Some(r) => answer(id, Some(r.state), r.outcome, None),
+            None => answer(id, None, None, None),
+        };
+    }
+    if ulid::Ulid::from_string(id).is_err() {
+        return answer(id, None, None, Some(format!("{id:?} is not a message id")));
+    }
+    match receiver
+        .store
+        .cancel(id, &query.from, receiver.config.name.as_str(), now_millis())
+        .await
+    {
+        Ok(a) => {
+            if a.state == Some(bosun_proto::State::Cancelled) {
+                tracing::info!(id, from = query.from, "cancelled at its sender's request");
+            }
+            answer(id, a.state, a.outcome, None)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot record a cancel; not answering");
             Bytes::new()
         }
     }

@@ -131,6 +131,10 @@ impl Submitter {
                 let mut m = message.for_destination(&to, fan_out);
                 m.from_node = Some(parts.config.name.to_string());
                 m.created_at = Some(now);
+                // No message waits for ever unless it says so (`ttl: 0`).
+                if m.ttl.is_none() && parts.config.default_ttl_secs > 0 {
+                    m.ttl = Some(parts.config.default_ttl_secs);
+                }
                 let size = wire::encode(&Request {
                     v: WIRE_VERSION,
                     msg: m.clone(),

@@ -18,6 +18,8 @@ pub enum Status {
     Interrupted,
     /// The receiver refused the message (bad field, unknown method, too large, …).
     Rejected,
+    /// Its sender gave it up, and the destination confirmed it never ran and never will.
+    Cancelled,
 }
 
 /// What running a message produced.

@@ -16,6 +16,11 @@ pub enum State {
     Acked,
     /// Recorded in this node's inbox (receiver side), not yet started.
     Received,
+    /// The sender gave up sending it after a send that may have arrived (no ACK came),
+    /// and asked the destination to cancel it; the destination's answer is awaited. Not
+    /// final: it ends `cancelled` (the destination confirms it never ran) or with the real
+    /// outcome.
+    Unconfirmed,
     /// The method is running at the destination.
     Running,
     /// Finished successfully.
@@ -28,6 +33,8 @@ pub enum State {
     Interrupted,
     /// The destination refused it.
     Rejected,
+    /// Given up by its sender, and confirmed by the destination never to run.
+    Cancelled,
 }
 
 impl State {
@@ -35,7 +42,12 @@ impl State {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            State::Done | State::Failed | State::Timeout | State::Interrupted | State::Rejected
+            State::Done
+                | State::Failed
+                | State::Timeout
+                | State::Interrupted
+                | State::Rejected
+                | State::Cancelled
         )
     }
 
@@ -47,6 +59,7 @@ impl State {
             Status::Timeout => State::Timeout,
             Status::Interrupted => State::Interrupted,
             Status::Rejected => State::Rejected,
+            Status::Cancelled => State::Cancelled,
         }
     }
 
@@ -63,6 +76,8 @@ impl State {
             State::Timeout => "timeout",
             State::Interrupted => "interrupted",
             State::Rejected => "rejected",
+            State::Unconfirmed => "unconfirmed",
+            State::Cancelled => "cancelled",
         }
     }
 }

@@ -9,11 +9,14 @@
 //!   (or says why it was refused).
 //! - A [`StatusNote`] is a best-effort notice from the destination to the sender on
 //!   `<prefix>.<fromNode>._status`, e.g. that a message started running.
+//! - A [`Query`] asks the destination on `<prefix>.<toNode>._query` what became of one
+//!   message, and may cancel it if it has not started; a [`QueryAnswer`] says.
 
 use serde::{Deserialize, Serialize};
 
 use crate::Millis;
 use crate::message::Message;
+use crate::outcome::Outcome;
 use crate::state::State;
 
 /// The wire version this build speaks.
@@ -21,6 +24,9 @@ pub const WIRE_VERSION: u32 = 1;
 
 /// The last subject token used for status notes. Method names never start with `_`.
 pub const STATUS_TOKEN: &str = "_status";
+
+/// The last subject token used for queries about one message.
+pub const QUERY_TOKEN: &str = "_query";
 
 /// A message on its way to its destination.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,7 +38,7 @@ pub struct Request {
 }
 
 /// The destination's answer to a [`Request`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Ack {
     /// Wire version.
     pub v: u32,
@@ -45,6 +51,47 @@ pub struct Ack {
     /// is recorded and never run; the sender must not resend it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejected: Option<String>,
+    /// For a duplicate: the message's state at the destination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<State>,
+    /// For a duplicate that already finished: its outcome, so a sender that lost the
+    /// reply (or its own record) learns the real result from the ACK.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+}
+
+/// A sender's question about one message it sent: what became of it? With `cancel`, the
+/// destination also cancels it if it has not started, and remembers the id so that the
+/// message never runs if it arrives later.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Query {
+    /// Wire version.
+    pub v: u32,
+    /// The message asked about.
+    pub id: String,
+    /// The node asking: the message's sender.
+    pub from: String,
+    /// Cancel it unless it has started.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancel: bool,
+}
+
+/// The destination's answer to a [`Query`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueryAnswer {
+    /// Wire version.
+    pub v: u32,
+    /// The message asked about.
+    pub id: String,
+    /// Its state at the destination; `None` when the destination never received it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<State>,
+    /// Its outcome, when it finished (cancelled included) and the outcome is still kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    /// Set when the destination refused the query, with the reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 /// A best-effort notice about a message's progress at its destination.
@@ -98,6 +145,18 @@ pub fn decode_request(bytes: &[u8]) -> Result<Request, WireError> {
 
 /// Decode an [`Ack`].
 pub fn decode_ack(bytes: &[u8]) -> Result<Ack, WireError> {
+    check_version(bytes)?;
+    serde_json::from_slice(bytes).map_err(|e| WireError::Malformed(e.to_string()))
+}
+
+/// Decode a [`Query`].
+pub fn decode_query(bytes: &[u8]) -> Result<Query, WireError> {
+    check_version(bytes)?;
+    serde_json::from_slice(bytes).map_err(|e| WireError::Malformed(e.to_string()))
+}
+
+/// Decode a [`QueryAnswer`].
+pub fn decode_query_answer(bytes: &[u8]) -> Result<QueryAnswer, WireError> {
     check_version(bytes)?;
     serde_json::from_slice(bytes).map_err(|e| WireError::Malformed(e.to_string()))
 }

@@ -17,6 +17,7 @@
 //! | `chunks` | (id, n) | text | streamed output of messages this node sent, by chunk number |
 //! | `fleet` | node | [`FleetRecord`] | the nodes heard from (central), from their hellos |
 //! | `sink_next` | id | u64 | the next chunk a reply sink writes, so a restart does not write chunks twice |
+//! | `awaiting` | (pull at, id) | () | acknowledged messages whose result has not come, by when to ask for it |
 //!
 //! # Implementation note: group commit
 //! All writes go through one thread. It takes every job waiting in its queue, applies
@@ -38,7 +39,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use tokio::sync::oneshot;
 
 pub use records::{FleetRecord, HistoryEntry, InboxRecord, SentRecord};
-pub use writer::Receipt;
+pub use writer::{Answer, Receipt};
 
 use writer::{Job, Op, OpResult};
 
@@ -50,6 +51,7 @@ pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta")
 pub(crate) const CHUNKS: TableDefinition<(&str, u64), &str> = TableDefinition::new("chunks");
 pub(crate) const FLEET: TableDefinition<&str, &[u8]> = TableDefinition::new("fleet");
 pub(crate) const SINK_NEXT: TableDefinition<&str, u64> = TableDefinition::new("sink_next");
+pub(crate) const AWAITING: TableDefinition<(u64, &str), ()> = TableDefinition::new("awaiting");
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +124,7 @@ impl Store {
             txn.open_table(CHUNKS).map_err(db)?;
             txn.open_table(FLEET).map_err(db)?;
             txn.open_table(SINK_NEXT).map_err(db)?;
+            txn.open_table(AWAITING).map_err(db)?;
             let meta = txn.open_table(META).map_err(db)?;
             meta.get("next_seq")
                 .map_err(db)?
@@ -188,14 +191,100 @@ impl Store {
     /// without waiting: they are queued behind every write already asked for, applied in
     /// order, and committed without fsync.
     pub fn note(&self, id: &str, events: Vec<(Event, Millis, Option<String>)>) {
+        self.note_and_pull_at(id, events, None);
+    }
+
+    /// Like [`Store::note`], and (with `pull_at`) schedule asking the destination for the
+    /// result at that time if it has not come by then, in the same commit. A message
+    /// already final is not scheduled.
+    pub fn note_and_pull_at(
+        &self,
+        id: &str,
+        events: Vec<(Event, Millis, Option<String>)>,
+        pull_at: Option<Millis>,
+    ) {
         let (tx, _rx) = oneshot::channel();
         let _ = self.jobs.send(Job::Op(
             Box::new(Op::Notes {
                 id: id.to_string(),
                 events,
+                pull_at,
             }),
             tx,
         ));
+    }
+
+    /// Record a final state this node decided without word from the destination (the
+    /// message was never delivered). Durable before it returns. A later outcome from the
+    /// destination wins over it, and the disagreement is kept in the record.
+    pub async fn settle_here(
+        &self,
+        id: &str,
+        event: Event,
+        at: Millis,
+        note: Option<String>,
+        outcome: Outcome,
+    ) -> Result<(), StoreError> {
+        self.run(Op::SettleHere {
+            id: id.to_string(),
+            event,
+            at,
+            note,
+            outcome,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// A sender gave up message `id` and asks this node to cancel it: a received message
+    /// that has not started is cancelled; an unknown id is remembered as cancelled, so the
+    /// message never runs if it arrives later. Durable before it returns. Answers the
+    /// message's state here and its outcome when it is final.
+    pub async fn cancel(
+        &self,
+        id: &str,
+        from: &str,
+        node: &str,
+        at: Millis,
+    ) -> Result<Answer, StoreError> {
+        match self
+            .run(Op::Cancel {
+                id: id.to_string(),
+                from: from.to_string(),
+                node: node.to_string(),
+                at,
+            })
+            .await?
+        {
+            OpResult::Answer(a) => Ok(a),
+            _ => unreachable!("cancel answers"),
+        }
+    }
+
+    /// Sent messages whose result should be asked for by `now`, soonest first, at most
+    /// `limit`.
+    pub fn due_pulls(&self, now: Millis, limit: usize) -> Result<Vec<String>, StoreError> {
+        let txn = self.database()?.begin_read().map_err(db)?;
+        let table = txn.open_table(AWAITING).map_err(db)?;
+        let mut out = Vec::new();
+        for entry in table
+            .range((0, "")..(now.saturating_add(1), ""))
+            .map_err(db)?
+        {
+            let (k, _) = entry.map_err(db)?;
+            out.push(k.value().1.to_string());
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The earliest time a result is to be asked for, if any.
+    pub fn next_pull(&self) -> Result<Option<Millis>, StoreError> {
+        let txn = self.database()?.begin_read().map_err(db)?;
+        let table = txn.open_table(AWAITING).map_err(db)?;
+        Ok(table.first().map_err(db)?.map(|(k, _)| k.value().0))
     }
 
     /// Record a message that arrived from another node (or this one). Durable before it
@@ -229,14 +318,20 @@ impl Store {
     }
 
     /// Mark a received message as started. Durable before it returns, so a crash after
-    /// this point is reported as `interrupted`, never re-run silently.
-    pub async fn start(&self, id: &str, at: Millis) -> Result<(), StoreError> {
-        self.run(Op::Start {
-            id: id.to_string(),
-            at,
-        })
-        .await
-        .map(|_| ())
+    /// this point is reported as `interrupted`, never re-run silently. Answers `false`,
+    /// recording nothing, when the message is already final (its sender cancelled it):
+    /// it must not run.
+    pub async fn start(&self, id: &str, at: Millis) -> Result<bool, StoreError> {
+        match self
+            .run(Op::Start {
+                id: id.to_string(),
+                at,
+            })
+            .await?
+        {
+            OpResult::Started(started) => Ok(started),
+            _ => unreachable!("start answers whether it started"),
+        }
     }
 
     /// Record the outcome of a received message and, in the same commit, queue its reply

@@ -36,6 +36,18 @@ pub struct SentRecord {
     /// The outcome reported by the destination, or the reason delivery failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
+    /// The final state was decided here, without word from the destination (it was never
+    /// delivered). A later report from the destination wins over it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub settled_here: bool,
+    /// When this node asks the destination for the result, if it has not come by then
+    /// (acknowledged messages that expect a reply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_at: Option<Millis>,
+    /// Set when the destination reported an outcome that contradicts the final state
+    /// recorded here before: what was recorded, and what the destination said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disagreement: Option<String>,
 }
 
 /// A message this node received.

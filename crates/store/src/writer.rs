@@ -10,7 +10,9 @@ use redb::{Database, Durability, ReadableTable, WriteTransaction};
 use tokio::sync::oneshot;
 
 use crate::records::{FleetRecord, HistoryEntry, InboxRecord, SentRecord, decode, encode};
-use crate::{CHUNKS, FLEET, INBOX, INBOX_PENDING, META, OUTBOX, SENT, SINK_NEXT, StoreError, db};
+use crate::{
+    AWAITING, CHUNKS, FLEET, INBOX, INBOX_PENDING, META, OUTBOX, SENT, SINK_NEXT, StoreError, db,
+};
 
 /// The most jobs folded into one commit.
 const MAX_BATCH: usize = 4096;
@@ -22,6 +24,15 @@ pub enum Receipt {
     New(u64),
     /// Already in the inbox, in this state: ACK again, do not run again.
     Duplicate(State),
+}
+
+/// What a destination knows of one message, for a sender's query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// Its state here; `None` when it never arrived.
+    pub state: Option<State>,
+    /// Its outcome, when final and still kept.
+    pub outcome: Option<Outcome>,
 }
 
 pub(crate) enum Op {
@@ -39,6 +50,7 @@ pub(crate) enum Op {
     Notes {
         id: String,
         events: Vec<(Event, Millis, Option<String>)>,
+        pull_at: Option<Millis>,
     },
     Receive {
         message: Message,
@@ -72,6 +84,19 @@ pub(crate) enum Op {
         next: Option<u64>,
     },
     Flush,
+    SettleHere {
+        id: String,
+        event: Event,
+        at: Millis,
+        note: Option<String>,
+        outcome: Outcome,
+    },
+    Cancel {
+        id: String,
+        from: String,
+        node: String,
+        at: Millis,
+    },
 }
 
 impl Op {
@@ -87,6 +112,8 @@ impl Op {
 
 pub(crate) enum OpResult {
     Done,
+    Started(bool),
+    Answer(Answer),
     Pruned(u64),
     Seqs(Vec<u64>),
     Receipt(Receipt),
@@ -211,9 +238,16 @@ impl Writer {
                 apply_sent_event(txn, id, *event, *at, note.clone(), outcome.clone())?;
                 Ok(OpResult::Done)
             }
-            Op::Notes { id, events } => {
+            Op::Notes {
+                id,
+                events,
+                pull_at,
+            } => {
                 for (event, at, note) in events {
                     apply_sent_event(txn, id, *event, *at, note.clone(), None)?;
+                }
+                if let Some(due) = pull_at {
+                    schedule_pull(txn, id, *due)?;
                 }
                 Ok(OpResult::Done)
             }
@@ -224,10 +258,15 @@ impl Writer {
                 at,
             } => self.receive(txn, message, *at, Some(reason)),
             Op::Start { id, at } => {
+                let mut started = true;
                 update_inbox(txn, id, |r| {
-                    push_state(&mut r.state, &mut r.history, Event::Started, *at, None);
+                    if r.state.is_terminal() {
+                        started = false;
+                    } else {
+                        push_state(&mut r.state, &mut r.history, Event::Started, *at, None);
+                    }
                 })?;
-                Ok(OpResult::Done)
+                Ok(OpResult::Started(started))
             }
             Op::Finish {
                 id,
@@ -307,6 +346,9 @@ impl Writer {
                     apply_sent_event(txn, prev, Event::Started, *at, None, None)?;
                 }
                 if let (Some(prev), Some(outcome)) = (&reply.previous_message, &reply.result) {
+                    // A result proves the message arrived: its history gets the step even
+                    // when the ACK was lost or overtaken.
+                    apply_sent_event(txn, prev, Event::Acked, *at, None, None)?;
                     apply_sent_event(
                         txn,
                         prev,
@@ -334,6 +376,109 @@ impl Writer {
                 Ok(OpResult::Done)
             }
             Op::Flush => Ok(OpResult::Done),
+            Op::SettleHere {
+                id,
+                event,
+                at,
+                note,
+                outcome,
+            } => {
+                apply_sent_event(txn, id, *event, *at, note.clone(), Some(outcome.clone()))?;
+                let mut sent = txn.open_table(SENT).map_err(db)?;
+                let rec = sent
+                    .get(id.as_str())
+                    .map_err(db)?
+                    .map(|v| decode::<SentRecord>(id, v.value()));
+                if let Some(rec) = rec {
+                    let mut rec = rec?;
+                    if rec.state.is_terminal() && rec.outcome.as_ref() == Some(outcome) {
+                        rec.settled_here = true;
+                        sent.insert(id.as_str(), encode(&rec).as_slice())
+                            .map_err(db)?;
+                    }
+                }
+                Ok(OpResult::Done)
+            }
+            Op::Cancel { id, from, node, at } => self.cancel(txn, id, from, node, *at),
+        }
+    }
+
+    /// See [`crate::Store::cancel`].
+    fn cancel(
+        &mut self,
+        txn: &WriteTransaction,
+        id: &str,
+        from: &str,
+        node: &str,
+        at: Millis,
+    ) -> Result<OpResult, StoreError> {
+        let mut inbox = txn.open_table(INBOX).map_err(db)?;
+        let existing = inbox
+            .get(id)
+            .map_err(db)?
+            .map(|v| decode::<InboxRecord>(id, v.value()));
+        let cancelled = |why: &str| {
+            Outcome::bare(
+                bosun_proto::Status::Cancelled,
+                node,
+                format!("cancelled by its sender {from}: {why}"),
+                at,
+            )
+        };
+        match existing {
+            Some(rec) => {
+                let mut rec = rec?;
+                if rec.state != State::Received {
+                    return Ok(OpResult::Answer(Answer {
+                        state: Some(rec.state),
+                        outcome: rec.outcome,
+                    }));
+                }
+                let outcome = cancelled("it had arrived but not started");
+                push_state(
+                    &mut rec.state,
+                    &mut rec.history,
+                    Event::Finished(bosun_proto::Status::Cancelled),
+                    at,
+                    outcome.error.clone(),
+                );
+                rec.outcome = Some(outcome.clone());
+                inbox.insert(id, encode(&rec).as_slice()).map_err(db)?;
+                txn.open_table(INBOX_PENDING)
+                    .map_err(db)?
+                    .remove(rec.seq)
+                    .map_err(db)?;
+                Ok(OpResult::Answer(Answer {
+                    state: Some(State::Cancelled),
+                    outcome: Some(outcome),
+                }))
+            }
+            None => {
+                // Remembered, so that a copy still on its way never runs.
+                let outcome = cancelled("it had not arrived");
+                let seq = self.take_seq();
+                let rec = InboxRecord {
+                    seq,
+                    message: Message {
+                        id: Some(id.to_string()),
+                        from_node: Some(from.to_string()),
+                        ..Default::default()
+                    },
+                    state: State::Cancelled,
+                    history: vec![HistoryEntry {
+                        state: State::Cancelled,
+                        at,
+                        note: outcome.error.clone(),
+                    }],
+                    arrivals: 0,
+                    outcome: Some(outcome.clone()),
+                };
+                inbox.insert(id, encode(&rec).as_slice()).map_err(db)?;
+                Ok(OpResult::Answer(Answer {
+                    state: Some(State::Cancelled),
+                    outcome: Some(outcome),
+                }))
+            }
         }
     }
 
@@ -367,6 +512,9 @@ impl Writer {
             sends: 0,
             in_outbox: true,
             outcome: None,
+            settled_here: false,
+            pull_at: None,
+            disagreement: None,
         };
         txn.open_table(SENT)
             .map_err(db)?
@@ -514,6 +662,32 @@ fn apply_sent_event(
     if event == Event::Sent {
         rec.sends += 1;
     }
+    if let (Event::Finished(status), Some(o)) = (event, &outcome)
+        && rec.state.is_terminal()
+        && rec.settled_here
+        && State::from_status(status) != rec.state
+    {
+        // The destination's word wins over a final state decided here without it.
+        let was = rec.state;
+        let said = State::from_status(status);
+        let text = format!(
+            "this node had recorded {} without word from {}, which then reported {}",
+            was.name(),
+            o.node,
+            said.name()
+        );
+        rec.state = said;
+        rec.history.push(HistoryEntry {
+            state: said,
+            at,
+            note: Some(text.clone()),
+        });
+        rec.outcome = Some(o.clone());
+        rec.settled_here = false;
+        rec.disagreement = Some(text);
+        sent.insert(id, encode(&rec).as_slice()).map_err(db)?;
+        return Ok(());
+    }
     let moved = push_state(&mut rec.state, &mut rec.history, event, at, note.clone());
     // Resends after an ACK timeout are worth a history line; quiet resends to an
     // unreachable node only count, so a node offline for days does not grow the record.
@@ -536,6 +710,34 @@ fn apply_sent_event(
             .remove(rec.seq)
             .map_err(db)?;
     }
+    if rec.state.is_terminal()
+        && let Some(due) = rec.pull_at.take()
+    {
+        txn.open_table(AWAITING)
+            .map_err(db)?
+            .remove((due, id))
+            .map_err(db)?;
+    }
+    sent.insert(id, encode(&rec).as_slice()).map_err(db)?;
+    Ok(())
+}
+
+/// Ask for the result of sent message `id` at `due`, unless it is final.
+fn schedule_pull(txn: &WriteTransaction, id: &str, due: Millis) -> Result<(), StoreError> {
+    let mut sent = txn.open_table(SENT).map_err(db)?;
+    let mut rec: SentRecord = match sent.get(id).map_err(db)? {
+        Some(v) => decode(id, v.value())?,
+        None => return Ok(()),
+    };
+    if rec.state.is_terminal() {
+        return Ok(());
+    }
+    let mut awaiting = txn.open_table(AWAITING).map_err(db)?;
+    if let Some(old) = rec.pull_at.take() {
+        awaiting.remove((old, id)).map_err(db)?;
+    }
+    awaiting.insert((due, id), ()).map_err(db)?;
+    rec.pull_at = Some(due);
     sent.insert(id, encode(&rec).as_slice()).map_err(db)?;
     Ok(())
 }
