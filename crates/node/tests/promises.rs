@@ -590,3 +590,29 @@ async fn a_schedule_repeats_the_message_until_its_total_has_passed() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resubmitted_id_the_sender_forgot_gets_the_real_result_from_the_duplicate_ack() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::new();
+    let b = start(&hub, config(dir.path(), "b")).await;
+    let marker = dir.path().join("ran");
+    let mut m = shell("b", &format!("echo ran >> {}; echo out", marker.display()));
+    m.id = Some(bosun_proto::new_id());
+    let first = start(&hub, config(dir.path(), "a")).await;
+    let id = submit(&first, m.clone()).await;
+    wait_done(&first, std::slice::from_ref(&id), 20).await;
+    first.shutdown().await;
+    // The sender comes back with its records gone (a new data dir) and sends the same
+    // id again: it is not run again, and the ACK brings the result.
+    let mut fresh = config(dir.path(), "a");
+    fresh.data_dir = dir.path().join("a-fresh");
+    let again = start(&hub, fresh).await;
+    submit(&again, m).await;
+    let reports = wait_done(&again, std::slice::from_ref(&id), 20).await;
+    assert_eq!(reports[0].state(), Some(State::Done));
+    assert_eq!(reports[0].outcome().unwrap().stdout, "out\n");
+    assert_eq!(lines(&marker), vec!["ran"], "run once");
+    again.shutdown().await;
+    b.shutdown().await;
+}
