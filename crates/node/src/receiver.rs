@@ -437,6 +437,24 @@ fn result_arrived(receiver: &Receiver, answered: &str, status: bosun_proto::Stat
         return;
     };
     let method = record.message.method.as_str();
+    if let Some(disagreement) = &record.disagreement
+        && record.history.last().and_then(|h| h.note.as_ref()) == Some(disagreement)
+    {
+        tracing::warn!(
+            id = answered,
+            disagreement,
+            "the destination contradicts this node's record; its outcome wins"
+        );
+        receiver.reporter.report(&ErrorEntry {
+            at: now,
+            node: receiver.config.name.as_str(),
+            kind: "disagreement",
+            message_id: Some(answered),
+            to_node: Some(record.message.destination()),
+            method: Some(method),
+            reason: disagreement,
+        });
+    }
     let submitted = record.history.first().map(|h| h.at).unwrap_or(now);
     crate::events::ResultArrived {
         id: answered,

@@ -616,3 +616,58 @@ async fn a_resubmitted_id_the_sender_forgot_gets_the_real_result_from_the_duplic
     again.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_for_a_message_failed_here_wins_and_the_disagreement_is_kept() {
+    use bosun_bus::Transport;
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::new();
+    let a = start(&hub, config(dir.path(), "a")).await;
+    let mut m = shell("ghost", "true");
+    m.ttl = Some(1);
+    let id = submit(&a, m).await;
+    wait_done(&a, std::slice::from_ref(&id), 20).await;
+    assert_eq!(a.status(&id).unwrap().state(), Some(State::Failed));
+    // Later, "ghost" reports that it did run it after all.
+    let outcome = bosun_proto::Outcome {
+        stdout: "late\n".into(),
+        ..bosun_proto::Outcome::bare(bosun_proto::Status::Done, "ghost", "", 1)
+    };
+    let result = Message {
+        id: Some(bosun_proto::new_id()),
+        to_node: Some("a".into()),
+        from_node: Some("ghost".into()),
+        method: "result".into(),
+        previous_message: Some(id.clone()),
+        result: Some(bosun_proto::Outcome {
+            error: None,
+            ..outcome
+        }),
+        ..Default::default()
+    };
+    let frame = bosun_proto::wire::encode(&bosun_proto::wire::Request {
+        v: bosun_proto::wire::WIRE_VERSION,
+        msg: result,
+    });
+    let ack = LocalTransport::new(hub.clone())
+        .request(
+            "bosun.a.result".into(),
+            frame.into(),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    let ack = bosun_proto::wire::decode_ack(&ack).unwrap();
+    assert!(ack.rejected.is_none(), "{ack:?}");
+    let sent = a.status(&id).unwrap().sent.unwrap();
+    assert_eq!(sent.state, State::Done, "the destination's word wins");
+    assert_eq!(sent.outcome.as_ref().unwrap().stdout, "late\n");
+    let disagreement = sent.disagreement.expect("the disagreement is kept");
+    assert!(
+        disagreement.contains("failed") && disagreement.contains("ghost"),
+        "{disagreement}"
+    );
+    let log = std::fs::read_to_string(dir.path().join("a/error.log")).unwrap();
+    assert!(log.contains("disagreement") && log.contains(&id), "{log}");
+    a.shutdown().await;
+}
