@@ -10,6 +10,10 @@
 //!   resident memory after 2 s idle.
 //! - `containers`: container create + start + remove through a bosun node against the
 //!   same calls made directly to the Docker API, alternating, in the same run.
+//! - `deep-queue` (not in `all`): N messages queued to an offline node; the sender's
+//!   peak RSS, the submit rate and the drain rate once the node starts (see `deep`).
+
+mod deep;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -26,7 +30,7 @@ use futures::StreamExt;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: bosun-bench --bosun PATH [exec|throughput|idle|containers|all] [--runs N] [--messages N]"
+        "usage: bosun-bench --bosun PATH [exec|throughput|idle|containers|all|deep-queue] [--runs N] [--messages N]"
     );
     std::process::exit(2);
 }
@@ -61,7 +65,7 @@ fn parse_args() -> Args {
                     .and_then(|v| v.parse().ok())
                     .unwrap_or_else(|| usage())
             }
-            "exec" | "throughput" | "idle" | "containers" | "all" => args.what = a,
+            "exec" | "throughput" | "idle" | "containers" | "all" | "deep-queue" => args.what = a,
             _ => usage(),
         }
     }
@@ -108,6 +112,14 @@ fn main() {
     }
     if args.what == "containers" || args.what == "all" {
         runtime.block_on(bench_containers(&args));
+    }
+    if args.what == "deep-queue" {
+        let nats = nats();
+        runtime.block_on(deep::bench_deep_queue(
+            &args.bosun,
+            &nats.url(),
+            args.messages,
+        ));
     }
 }
 

@@ -201,6 +201,9 @@ settings! {
     output_limit_bytes: usize = 512 * 1024, None;
     /// Unordered messages that may run at once.
     max_concurrent: usize = 64, None;
+    /// Outbox entries kept in memory at once; the rest wait on disk and are read in
+    /// pages as room frees up, so a deep queue costs disk, not memory.
+    outbox_memory_entries: usize = 10_000, None;
     /// Unordered messages that may await their ACK at once.
     max_in_flight: usize = 1024, None;
     /// CA bundle for NATS TLS.
@@ -820,6 +823,15 @@ impl Config {
                     reason: "must be at least 1".into(),
                 });
             }
+        }
+        if self.default_ttl_secs > 30 * 24 * 3600 {
+            return Err(ConfigError::Invalid {
+                field: "default_ttl_secs",
+                reason: format!(
+                    "{} seconds is more than the limit of 2592000 (30 days); 0 means for ever",
+                    self.default_ttl_secs
+                ),
+            });
         }
         if let Some(c) = self.central_name() {
             bosun_proto::validate_node_name(c).map_err(|reason| ConfigError::Invalid {

@@ -208,7 +208,8 @@ impl Node {
         });
         let recovered = async {
             let to_run = executor::recover(&executor).await?;
-            let outbox_entries = store.outbox()?;
+            // The first page only: the outbox loop reads the rest as room frees up.
+            let outbox_entries = store.outbox_page(0, config.outbox_memory_entries.max(1))?;
             let subscription = transport
                 .subscribe(wire::inbox_pattern(&config.subject_prefix, &config.name))
                 .await?;

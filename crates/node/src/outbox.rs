@@ -116,6 +116,14 @@ struct Outbox {
     pulls_in_flight: std::collections::HashSet<String>,
     /// Ready to send, waiting for a place among `max_in_flight` requests on the wire.
     window_queue: std::collections::VecDeque<String>,
+    /// Most entries in memory (`outbox_memory_entries`).
+    capacity: usize,
+    /// Entries with a seq above this wait on disk only (the memory was full): they are
+    /// read in pages once room frees up, and new ones above it are left to that read.
+    spilled_after: Option<u64>,
+    /// The highest seq read from disk: a late `Deliver` at or below it was in that read
+    /// already (or has ended since), so it is not taken again.
+    read_upto: u64,
 }
 
 pub(crate) async fn run(
@@ -137,18 +145,16 @@ pub(crate) async fn run(
         in_flight: 0,
         pulls_in_flight: Default::default(),
         window_queue: Default::default(),
+        capacity: 1,
+        spilled_after: None,
+        read_upto: 0,
     };
-    for (seq, record) in existing {
-        let id = record.message.id().to_string();
-        outbox.add(seq, record.message);
-        if let Some(entry) = outbox.entries.get_mut(&id) {
-            // Across a restart, any recorded send may have arrived.
-            entry.maybe_delivered = record.state != State::Queued;
-            if record.state == State::Unconfirmed {
-                entry.phase = Phase::Unconfirmed;
-            }
-        }
+    outbox.capacity = outbox.sender.config.outbox_memory_entries.max(1);
+    if existing.len() >= outbox.capacity {
+        outbox.spilled_after = existing.last().map(|(seq, _)| *seq);
     }
+    outbox.read_upto = existing.last().map(|(seq, _)| *seq).unwrap_or(0);
+    outbox.restore(existing);
     let mut pull_tick = tokio::time::interval(
         outbox
             .sender
@@ -159,6 +165,7 @@ pub(crate) async fn run(
     pull_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut drain_until: Option<tokio::time::Instant> = None;
     loop {
+        outbox.refill();
         for item in outbox.lanes.take_ready() {
             outbox.send(&item.id);
         }
@@ -181,7 +188,7 @@ pub(crate) async fn run(
         tokio::select! {
             cmd = commands.recv() => match cmd {
                 Some(OutboxCmd::Deliver(list)) => {
-                    for (seq, m) in list { outbox.add(seq, m); }
+                    for (seq, m) in list { outbox.deliver(seq, m); }
                 }
                 Some(OutboxCmd::Settled(id)) => outbox.finished(&id),
                 None => break,
@@ -225,6 +232,64 @@ impl Outbox {
             retries: u32::MAX,
             backoff_max_ms: ack_timeout_ms.max(500),
             ..RetryPolicy::default()
+        }
+    }
+
+    /// Take entries read from disk (at start-up, or a page of a deep queue).
+    fn restore(&mut self, records: Vec<(u64, SentRecord)>) {
+        for (seq, record) in records {
+            let id = record.message.id().to_string();
+            self.add(seq, record.message);
+            if let Some(entry) = self.entries.get_mut(&id) {
+                // Across a restart, any recorded send may have arrived.
+                entry.maybe_delivered = record.state != State::Queued;
+                if record.state == State::Unconfirmed {
+                    entry.phase = Phase::Unconfirmed;
+                }
+            }
+        }
+    }
+
+    /// A newly queued entry, durable in the store already.
+    fn deliver(&mut self, seq: u64, message: Message) {
+        if seq <= self.read_upto && !self.entries.contains_key(message.id()) {
+            // Read from disk already, and ended since: not again.
+            return;
+        }
+        if self.spilled_after.is_some_and(|after| seq > after) {
+            return;
+        }
+        if self.entries.len() >= self.capacity {
+            // Memory is full: this one and every later one wait on disk.
+            let below = seq.saturating_sub(1);
+            self.spilled_after = Some(self.spilled_after.map_or(below, |a| a.min(below)));
+            return;
+        }
+        self.add(seq, message);
+    }
+
+    /// With room for a good page, read the next entries waiting on disk.
+    fn refill(&mut self) {
+        let Some(after) = self.spilled_after else {
+            return;
+        };
+        let room = self.capacity.saturating_sub(self.entries.len());
+        if room < self.capacity / 2 {
+            return;
+        }
+        match self.sender.store.outbox_page(after, room) {
+            Ok(page) => {
+                let last = page.last().map(|(seq, _)| *seq);
+                self.spilled_after = match last {
+                    Some(last) if page.len() >= room => Some(last),
+                    _ => None,
+                };
+                if let Some(last) = last {
+                    self.read_upto = self.read_upto.max(last);
+                }
+                self.restore(page);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the outbox; trying again later"),
         }
     }
 

@@ -437,6 +437,30 @@ impl Store {
         Ok(out)
     }
 
+    /// Up to `limit` outbox entries with a seq above `after`, oldest first: the outbox
+    /// read in pages, so a deep queue is never all in memory.
+    pub fn outbox_page(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, SentRecord)>, StoreError> {
+        let txn = self.database()?.begin_read().map_err(db)?;
+        let outbox = txn.open_table(OUTBOX).map_err(db)?;
+        let sent = txn.open_table(SENT).map_err(db)?;
+        let mut out = Vec::new();
+        for entry in outbox.range(after.saturating_add(1)..).map_err(db)? {
+            let (seq, id) = entry.map_err(db)?;
+            let id = id.value();
+            if let Some(v) = sent.get(id).map_err(db)? {
+                out.push((seq.value(), records::decode(id, v.value())?));
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     /// Received messages not finished yet, in arrival order.
     pub fn inbox_pending(&self) -> Result<Vec<(u64, InboxRecord)>, StoreError> {
         let txn = self.database()?.begin_read().map_err(db)?;
