@@ -40,7 +40,7 @@ use tokio::sync::{oneshot, watch};
 
 pub use health::{Fault, Health, LowSpace, free_bytes};
 pub use records::{FleetRecord, HistoryEntry, InboxRecord, SentRecord};
-pub use writer::Receipt;
+pub use writer::{Receipt, same_submission};
 
 use writer::{Job, Op, OpResult};
 

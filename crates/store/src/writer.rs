@@ -732,7 +732,7 @@ impl Writer {
 }
 
 /// The same message submitted twice: equal in all but the time the node stamped on it.
-pub(crate) fn same_submission(stored: &Message, new: &Message) -> bool {
+pub fn same_submission(stored: &Message, new: &Message) -> bool {
     let mut a = stored.clone();
     let mut b = new.clone();
     a.created_at = None;
