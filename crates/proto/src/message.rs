@@ -445,24 +445,29 @@ impl Message {
 }
 
 /// The id of the `k`-th delivery to `to` of a fanned-out message with id `parent`: a
-/// ULID with the parent's time part and a random part taken from a SHA-256 of (parent,
-/// destination, k). Deterministic, so a re-submit finds the deliveries it made before;
-/// sorted by time like any id.
+/// ULID with the parent's time part and a random part taken from a 128-bit FNV-1a hash
+/// of (parent, destination, k). Deterministic and stable across releases, so a
+/// re-submit finds the deliveries it made before; sorted by time like any id.
 pub fn fan_out_id(parent: &str, to: &str, k: u32) -> String {
-    use sha2::Digest;
+    const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
     let time = ulid::Ulid::from_string(parent)
         .map(|u| u.timestamp_ms())
         .unwrap_or(0);
-    let mut hash = sha2::Sha256::new();
-    hash.update(parent.as_bytes());
-    hash.update([0]);
-    hash.update(to.as_bytes());
-    hash.update([0]);
-    hash.update(k.to_be_bytes());
-    let digest = hash.finalize();
-    let mut random = [0u8; 16];
-    random[6..].copy_from_slice(&digest[..10]);
-    ulid::Ulid::from_parts(time, u128::from_be_bytes(random)).to_string()
+    let mut hash = OFFSET;
+    let bytes = parent
+        .bytes()
+        .chain([0])
+        .chain(to.bytes())
+        .chain([0])
+        .chain(k.to_be_bytes());
+    for byte in bytes {
+        hash ^= u128::from(byte);
+        hash = hash.wrapping_mul(PRIME);
+    }
+    // The random part of a ULID is 80 bits: fold the hash's top bits into them.
+    let random = (hash ^ (hash >> 80)) & ((1u128 << 80) - 1);
+    ulid::Ulid::from_parts(time, random).to_string()
 }
 
 #[cfg(test)]
