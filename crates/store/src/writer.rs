@@ -459,11 +459,13 @@ impl Writer {
                     })
                 };
                 let mut error = error;
-                for (i, (_, reply)) in batch.into_iter().enumerate() {
-                    let _ = reply.send(Err(error(i)));
-                }
+                let answers: Vec<StoreError> = (0..batch.len()).map(&mut error).collect();
+                // Health first, so a caller that hears of the failure sees the fault.
                 if let Some(fault) = fault {
                     self.enter_fault(fault);
+                }
+                for ((_, reply), answer) in batch.into_iter().zip(answers) {
+                    let _ = reply.send(Err(answer));
                 }
             }
         }
