@@ -278,6 +278,17 @@ settings! {
     /// Days finished messages are kept before they are pruned (and their ids forgotten
     /// for deduplication).
     retention_days: u64 = 7, None;
+    /// Free space, in megabytes, kept for work already accepted: below it the node
+    /// refuses new submits and new requests from other nodes (they are resent later),
+    /// while results, replies and error reports are still recorded. 0 turns it off.
+    disk_reserve_mb: u64 = 64,
+        Some(Cli::new("disk-reserve", "BOSUN_DISK_RESERVE_MB", "MB",
+            "Free disk space kept for accepted work: below it new submits are refused (0: off)."));
+    /// Megabytes of database pages kept in memory, so memory stays bounded however deep
+    /// the queues are.
+    store_cache_mb: u64 = 16,
+        Some(Cli::new("store-cache", "BOSUN_STORE_CACHE_MB", "MB",
+            "Megabytes of database pages cached in memory."));
     /// Missed hellos after which central marks a node `suspect`.
     suspect_after_missed: u64 = 2, None;
     /// Missed hellos after which central marks a node `down`.
@@ -786,6 +797,16 @@ impl Config {
     /// Time between stats samples; at least a second.
     pub fn stats_interval(&self) -> Duration {
         Duration::from_secs(self.stats_interval_secs.max(1))
+    }
+
+    /// How the store is opened: its cache (`store_cache_mb`) and free-space reserve
+    /// (`disk_reserve_mb`).
+    pub fn store_options(&self) -> bosun_store::StoreOptions {
+        bosun_store::StoreOptions {
+            cache_bytes: usize::try_from(self.store_cache_mb.saturating_mul(1024 * 1024))
+                .unwrap_or(usize::MAX),
+            reserve_bytes: self.disk_reserve_mb.saturating_mul(1024 * 1024),
+        }
     }
 
     /// How long finished messages are kept; at least a day.

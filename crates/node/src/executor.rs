@@ -264,11 +264,13 @@ async fn run_one(executor: &Arc<Executor>, message: Message) {
 async fn finish(executor: &Arc<Executor>, message: &Message, outcome: Outcome) {
     let reply = reply_for(executor, message, &outcome);
     let now = now_millis();
-    match executor
-        .store
-        .finish(message.id(), outcome, reply.clone(), now)
-        .await
-    {
+    let written = crate::disk::until_written(&executor.store, &executor.shutdown, || {
+        executor
+            .store
+            .finish(message.id(), outcome.clone(), reply.clone(), now)
+    })
+    .await;
+    match written {
         Ok(Some(seq)) => {
             if let Some(reply) = reply {
                 executor.outbox.deliver(vec![(seq, reply)]);

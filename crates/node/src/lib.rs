@@ -36,6 +36,7 @@
 
 pub mod audit;
 pub mod config;
+mod disk;
 mod errorlog;
 pub mod events;
 mod executor;

@@ -49,6 +49,8 @@ struct Inner {
     inbox_pending: Gauge,
     fleet: Family<StatusLabel, Gauge>,
     last_seen: Family<NodeLabel, Gauge<f64, AtomicU64>>,
+    store_ok: Gauge,
+    store_free: Gauge,
 }
 
 /// A node's metrics; clones share the same values.
@@ -131,8 +133,23 @@ impl Metrics {
             Unit::Seconds,
             last_seen.clone(),
         );
+        let store_ok = Gauge::default();
+        registry.register(
+            "bosun_store_ok",
+            "1 while the store takes writes, 0 while it refuses them (disk full, I/O error)",
+            store_ok.clone(),
+        );
+        let store_free = Gauge::default();
+        registry.register_with_unit(
+            "bosun_store_free",
+            "Free space on the filesystem of the node's database",
+            Unit::Bytes,
+            store_free.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
+                store_ok,
+                store_free,
                 registry,
                 messages,
                 retries,
@@ -200,6 +217,14 @@ impl Metrics {
                     status: status.to_string(),
                 })
                 .set(gauge_value(n));
+        }
+    }
+
+    /// Set whether the store takes writes, and the free space beside it.
+    pub fn set_store(&self, ok: bool, free_bytes: Option<u64>) {
+        self.inner.store_ok.set(i64::from(ok));
+        if let Some(free) = free_bytes {
+            self.inner.store_free.set(gauge_value(free));
         }
     }
 

@@ -41,6 +41,8 @@ struct NodeParts {
     metrics: Metrics,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    /// Cancelled when the store cannot be reopened after an I/O error.
+    store_failed: CancellationToken,
 }
 
 /// Why a node could not start.
@@ -83,6 +85,18 @@ pub enum SubmitError {
     /// The store failed; nothing was queued.
     #[error("cannot queue the messages: {0}")]
     Store(#[from] StoreError),
+    /// The free space is below the reserve kept for work already accepted.
+    #[error(
+        "disk nearly full at {path}: {free_bytes} bytes free, below the reserve of {reserve_bytes} bytes (disk_reserve_mb)"
+    )]
+    DiskReserve {
+        /// The database file.
+        path: String,
+        /// Bytes free.
+        free_bytes: u64,
+        /// The reserve.
+        reserve_bytes: u64,
+    },
 }
 
 /// One queued delivery.
@@ -156,7 +170,7 @@ impl Node {
             path: config.data_dir.display().to_string(),
             source,
         })?;
-        let store = Store::open(&config.db_path())?;
+        let store = Store::open_with(&config.db_path(), config.store_options())?;
         let audit = if config.audit_max_bytes > 0 {
             let path = config.audit_log_path();
             match crate::audit::AuditLog::open(path, config.audit_max_bytes, config.audit_keep) {
@@ -236,6 +250,15 @@ impl Node {
             sinks: crate::sinks::Sinks::new(config.results_path(), store.clone()),
             tracker: tracker.clone(),
         });
+        let store_failed = CancellationToken::new();
+        tracker.spawn(crate::disk::watch_store(
+            store.clone(),
+            reporter.clone(),
+            metrics.clone(),
+            config.name.to_string(),
+            store_failed.clone(),
+            shutdown.clone(),
+        ));
         let sender = outbox::Sender {
             config: config.clone(),
             store: store.clone(),
@@ -303,6 +326,7 @@ impl Node {
                 metrics,
                 shutdown,
                 tracker,
+                store_failed,
             }),
         })
     }
@@ -332,7 +356,7 @@ impl Node {
     /// with its own id. Re-submitting an id this node already has returns the existing
     /// delivery instead of queueing it twice.
     pub async fn submit(&self, messages: Vec<Message>) -> Result<Vec<Submitted>, SubmitError> {
-        self.parts.submitter.submit(messages).await
+        self.parts.submitter.submit_from_outside(messages).await
     }
 
     /// Everything this node knows about a message id.
@@ -422,6 +446,15 @@ impl Node {
     /// Outbox and inbox depths.
     pub fn depths(&self) -> Result<bosun_store::Depths, StoreError> {
         self.parts.store.depths()
+    }
+
+    /// Resolves, with the reason, when the store cannot be reopened after an I/O error
+    /// (a damaged file, a failing device): the node cannot record anything any more and
+    /// should exit non-zero, so that its supervisor sees it. A full disk does not end
+    /// here: the store waits for space and reopens itself.
+    pub async fn store_failed(&self) -> String {
+        self.parts.store_failed.cancelled().await;
+        self.parts.store.health().to_string()
     }
 
     /// The token cancelled when the node begins to shut down. Whatever serves the node

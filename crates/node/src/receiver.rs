@@ -144,6 +144,9 @@ async fn handle(receiver: Arc<Receiver>, mut incoming: bosun_bus::Incoming) {
 
 /// Decide, record, and return the ACK to send.
 async fn process(receiver: &Arc<Receiver>, incoming: &bosun_bus::Incoming) -> Bytes {
+    if crate::disk::holds_arrival(&receiver.store, &incoming.subject) {
+        return Bytes::new();
+    }
     let now = now_millis();
     let max = receiver.config.max_message_bytes;
     if incoming.payload.len() > max {

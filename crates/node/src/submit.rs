@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bosun_proto::wire::{self, Request, WIRE_VERSION};
 use bosun_proto::{Message, Method};
-use bosun_store::Store;
+use bosun_store::{Store, StoreError};
 use tokio::sync::mpsc;
 
 use crate::audit::AuditLog;
@@ -43,7 +43,30 @@ impl Submitter {
         }
     }
 
-    /// Validate and queue messages; see [`crate::Node::submit`].
+    /// [`Submitter::submit`] for new work from outside the node (the CLI, the socket, the
+    /// APIs): refused while the free space is below the reserve, so that the space left
+    /// goes to the results of work already accepted.
+    pub async fn submit_from_outside(
+        &self,
+        messages: Vec<Message>,
+    ) -> Result<Vec<Submitted>, SubmitError> {
+        // While the store refuses writes, say why (a full disk) rather than the reserve.
+        if let bosun_store::Health::Faulted(fault) = self.parts.store.health() {
+            return Err(SubmitError::Store(fault.error()));
+        }
+        if let Some(low) = self.parts.store.below_reserve() {
+            return Err(SubmitError::DiskReserve {
+                path: low.path,
+                free_bytes: low.free_bytes,
+                reserve_bytes: low.reserve_bytes,
+            });
+        }
+        self.submit(messages).await
+    }
+
+    /// Validate and queue messages; see [`crate::Node::submit`]. The node's own messages
+    /// (results, hellos, error reports, handlers' follow-ups) come this way and are not
+    /// held back by the free-space reserve.
     pub async fn submit(&self, messages: Vec<Message>) -> Result<Vec<Submitted>, SubmitError> {
         let parts = &*self.parts;
         if messages.is_empty() {
@@ -70,16 +93,6 @@ impl Submitter {
                 return Err(invalid(
                     "`result` messages are replies made by nodes; they cannot be submitted".into(),
                 ));
-            }
-            if let Some(id) = &message.id
-                && let Some(existing) = parts.store.sent(id)?
-            {
-                receipts.push(Submitted {
-                    id: id.clone(),
-                    to_node: existing.message.destination().to_string(),
-                    method: existing.message.method.clone(),
-                });
-                continue;
             }
             let mut destinations = message.destinations();
             if let Some(instances) = message.instances {
@@ -121,6 +134,8 @@ impl Submitter {
                 }
             }
             let fan_out = destinations.len() > 1 || message.instances.is_some();
+            // How many deliveries each destination got so far (placement may repeat one).
+            let mut copies: std::collections::HashMap<String, u32> = Default::default();
             for to in destinations {
                 if parts.standalone && to != parts.config.name.as_str() {
                     return Err(invalid(format!(
@@ -128,7 +143,9 @@ impl Submitter {
                         parts.config.name
                     )));
                 }
-                let mut m = message.for_destination(&to, fan_out);
+                let copy = copies.entry(to.clone()).or_default();
+                let mut m = message.for_destination(&to, fan_out.then_some(*copy));
+                *copy += 1;
                 m.from_node = Some(parts.config.name.to_string());
                 m.created_at = Some(now);
                 // No message waits for ever unless it says so (`ttl: 0`).
@@ -146,11 +163,26 @@ impl Submitter {
                         parts.config.max_message_bytes
                     )));
                 }
-                receipts.push(Submitted {
+                let receipt = Submitted {
                     id: m.id().to_string(),
                     to_node: to.clone(),
                     method: m.method.clone(),
-                });
+                };
+                // A known id: the same message again is an idempotent ok; another one
+                // under that id is refused (the store checks again, in its commit).
+                if let Some(existing) = parts.store.sent(m.id())? {
+                    if !bosun_store::same_submission(&existing.message, &m) {
+                        return Err(invalid(
+                            StoreError::IdConflict {
+                                id: m.id().to_string(),
+                            }
+                            .to_string(),
+                        ));
+                    }
+                    receipts.push(receipt);
+                    continue;
+                }
+                receipts.push(receipt);
                 queued.push(m);
             }
         }

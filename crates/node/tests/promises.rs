@@ -529,7 +529,40 @@ async fn submit_refuses_bad_batches_whole_and_names_the_field() {
     let again = a.submit(vec![m]).await.unwrap();
     assert_eq!(first, again);
     assert_eq!(a.depths().unwrap().outbox, 1);
+    // The same id with other content is refused, and nothing of its batch is queued.
+    let mut other = m_other(&first[0].id);
+    other.data = vec!["false".into()];
+    let err = a
+        .submit(vec![shell("nobody", "true"), other])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("message 1:")
+            && err.contains(&format!(
+                "id {} is already used by a different message",
+                first[0].id
+            )),
+        "{err}"
+    );
+    assert_eq!(a.depths().unwrap().outbox, 1);
+    // With toNodes, each destination's id is derived from the id: a re-submit finds them.
+    let mut fan = shell("nobody", "true");
+    fan.to_node = None;
+    fan.to_nodes = vec!["x".into(), "y".into()];
+    fan.id = Some(bosun_proto::new_id());
+    let first = a.submit(vec![fan.clone()]).await.unwrap();
+    let again = a.submit(vec![fan]).await.unwrap();
+    assert_eq!(first, again);
+    assert_eq!(first.len(), 2);
+    assert_eq!(a.depths().unwrap().outbox, 3);
     a.shutdown().await;
+}
+
+fn m_other(id: &str) -> Message {
+    let mut m = shell("nobody", "true");
+    m.id = Some(id.to_string());
+    m
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

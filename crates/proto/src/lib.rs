@@ -16,7 +16,9 @@ pub mod outcome;
 pub mod state;
 pub mod wire;
 
-pub use message::{Message, MessageParseError, NodeNameError, ValidationError, validate_node_name};
+pub use message::{
+    Message, MessageParseError, NodeNameError, ValidationError, fan_out_id, validate_node_name,
+};
 pub use method::{Method, Output, Role};
 pub use outcome::{Outcome, Status};
 pub use state::State;

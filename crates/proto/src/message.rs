@@ -414,9 +414,12 @@ impl Message {
         out
     }
 
-    /// Copy this message for one destination, with the canonical method name, an explicit
-    /// `ordered`, and a fresh id when the message goes to more than one node.
-    pub fn for_destination(&self, to: &str, fresh_id: bool) -> Message {
+    /// Copy this message for one destination, with the canonical method name and an
+    /// explicit `ordered`. `fan_out` is `Some(k)` when the message goes to more than one
+    /// delivery (this is the `k`-th one to `to`, from 0): the copy then gets an id of its
+    /// own, derived from the message's id when it has one (see [`fan_out_id`]), so the
+    /// same message submitted again maps to the same deliveries.
+    pub fn for_destination(&self, to: &str, fan_out: Option<u32>) -> Message {
         let mut m = self.clone();
         m.instances = None;
         m.constraints.clear();
@@ -432,11 +435,39 @@ impl Message {
         m.ordered = Some(ordered);
         m.to_node = Some(to.to_string());
         m.to_nodes.clear();
-        if fresh_id || m.id.is_none() {
-            m.id = Some(crate::new_id());
-        }
+        m.id = match (&self.id, fan_out) {
+            (Some(id), None) => Some(id.clone()),
+            (Some(id), Some(k)) => Some(fan_out_id(id, to, k)),
+            (None, _) => Some(crate::new_id()),
+        };
         m
     }
+}
+
+/// The id of the `k`-th delivery to `to` of a fanned-out message with id `parent`: a
+/// ULID with the parent's time part and a random part taken from a 128-bit FNV-1a hash
+/// of (parent, destination, k). Deterministic and stable across releases, so a
+/// re-submit finds the deliveries it made before; sorted by time like any id.
+pub fn fan_out_id(parent: &str, to: &str, k: u32) -> String {
+    const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
+    let time = ulid::Ulid::from_string(parent)
+        .map(|u| u.timestamp_ms())
+        .unwrap_or(0);
+    let mut hash = OFFSET;
+    let bytes = parent
+        .bytes()
+        .chain([0])
+        .chain(to.bytes())
+        .chain([0])
+        .chain(k.to_be_bytes());
+    for byte in bytes {
+        hash ^= u128::from(byte);
+        hash = hash.wrapping_mul(PRIME);
+    }
+    // The random part of a ULID is 80 bits: fold the hash's top bits into them.
+    let random = (hash ^ (hash >> 80)) & ((1u128 << 80) - 1);
+    ulid::Ulid::from_parts(time, random).to_string()
 }
 
 #[cfg(test)]
@@ -480,6 +511,41 @@ mod tests {
     }
 
     #[test]
+    fn fan_out_ids_are_derived_valid_ulids_with_the_parent_time() {
+        let parent = crate::new_id();
+        let m = Message {
+            id: Some(parent.clone()),
+            to_nodes: vec!["a".into(), "b".into()],
+            method: "ping".into(),
+            ..Default::default()
+        };
+        let a = m.for_destination("a", Some(0));
+        let b = m.for_destination("b", Some(0));
+        let a2 = m.for_destination("a", Some(1));
+        assert_eq!(a.id, m.for_destination("a", Some(0)).id, "deterministic");
+        let ids = [a.id(), b.id(), a2.id(), parent.as_str()];
+        for (i, x) in ids.iter().enumerate() {
+            for y in &ids[i + 1..] {
+                assert_ne!(x, y);
+            }
+        }
+        let time = ulid::Ulid::from_string(&parent).unwrap().timestamp_ms();
+        for id in &ids[..3] {
+            assert_eq!(ulid::Ulid::from_string(id).unwrap().timestamp_ms(), time);
+        }
+        // Without an id each copy gets a fresh one; one destination keeps the id.
+        let fresh = Message {
+            id: None,
+            ..m.clone()
+        };
+        assert_ne!(
+            fresh.for_destination("a", Some(0)).id,
+            fresh.for_destination("a", Some(0)).id
+        );
+        assert_eq!(m.for_destination("a", None).id(), parent);
+    }
+
+    #[test]
     fn capitalised_method_timeout_from_steward_docs_is_accepted() {
         let m = Message::from_json(
             r#"{"toNode":"ship2","method":"REQOpCommand","operation":{"opCmd":"ps"},"MethodTimeout":7}"#,
@@ -494,7 +560,7 @@ mod tests {
         let m = Message::from_json(r#"{"toNode":"a","method":"REQnCliCommand","data":["true"]}"#)
             .unwrap();
         assert!(!m.is_ordered());
-        let n = m.for_destination("a", false);
+        let n = m.for_destination("a", None);
         assert_eq!(n.method, "cliCommand");
         assert_eq!(n.ordered, Some(false));
         assert!(!n.is_ordered());

@@ -252,7 +252,7 @@ mod fuzz {
             });
             if let Ok(r) = decode_request(frame.to_string().as_bytes()) {
                 let _ = r.msg.validate();
-                let _ = r.msg.for_destination("n", true);
+                let _ = r.msg.for_destination("n", Some(0));
             }
         }
     }

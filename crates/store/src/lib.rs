@@ -27,19 +27,21 @@
 //! `Durability::None`; it becomes durable with the next durable commit, and losing it in
 //! a crash only causes a harmless resend.
 
+mod health;
 mod records;
 mod writer;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bosun_core::Event;
 use bosun_proto::{Message, Millis, Outcome};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
+pub use health::{Fault, Health, LowSpace, free_bytes};
 pub use records::{FleetRecord, HistoryEntry, InboxRecord, SentRecord};
-pub use writer::{Answer, Receipt};
+pub use writer::{Answer, Receipt, same_submission};
 
 use writer::{Job, Op, OpResult};
 
@@ -79,19 +81,76 @@ pub enum StoreError {
     /// The writer thread has stopped (the store was closed).
     #[error("the store is closed")]
     Closed,
+    /// The filesystem of the database is full. Nothing of the refused write was kept;
+    /// the store reopens itself once space is freed.
+    #[error(
+        "disk full at {path}: {free_bytes} bytes free; writes resume by themselves once space is freed"
+    )]
+    DiskFull {
+        /// The database file.
+        path: String,
+        /// Bytes free, when last looked.
+        free_bytes: u64,
+    },
+    /// Reading or writing the database file failed (other than a full disk).
+    #[error("I/O error on {path}: {reason}")]
+    Io {
+        /// The database file.
+        path: String,
+        /// What the operating system said.
+        reason: String,
+    },
+    /// A message id submitted again with a different content.
+    #[error(
+        "id {id} is already used by a different message; give the new message a new id (the same message again is accepted once)"
+    )]
+    IdConflict {
+        /// The id.
+        id: String,
+    },
+}
+
+/// How the store is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Bytes of redb's page cache: bounds the memory the store uses however deep the
+    /// queues are.
+    pub cache_bytes: usize,
+    /// [`Store::below_reserve`] reports when fewer bytes than this are free; 0 never.
+    pub reserve_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            cache_bytes: 16 * 1024 * 1024,
+            reserve_bytes: 0,
+        }
+    }
 }
 
 pub(crate) fn db<E: Into<redb::Error>>(e: E) -> StoreError {
     StoreError::Db(e.into())
 }
 
+/// The database as readers share it: emptied by [`Store::close`] (so the file is released
+/// even while clones of the handle live on) and swapped by the writer when it reopens the
+/// file after an I/O error.
+pub(crate) type SharedDb = Arc<std::sync::RwLock<Option<Arc<Database>>>>;
+
 /// A handle on the node's database. Cheap to clone; all clones share one writer thread.
 #[derive(Clone)]
 pub struct Store {
-    /// Shared with readers; emptied by [`Store::close`] so the file is released even while
-    /// clones of the handle live on.
-    db: Arc<std::sync::RwLock<Option<Arc<Database>>>>,
+    db: SharedDb,
     jobs: std::sync::mpsc::Sender<Job>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    path: PathBuf,
+    reserve_bytes: u64,
+    space: health::SpaceCache,
+    health: watch::Receiver<Health>,
 }
 
 /// Counts for status displays and metrics.
@@ -104,48 +163,87 @@ pub struct Depths {
 }
 
 impl Store {
-    /// Open (or create) the database file and start its writer thread.
+    /// Open (or create) the database file and start its writer thread, with the default
+    /// [`StoreOptions`].
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let database = match Database::create(path) {
-            Ok(d) => d,
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
-                return Err(StoreError::Locked {
-                    path: path.display().to_string(),
-                });
-            }
-            Err(e) => return Err(db(e)),
-        };
-        let txn = database.begin_write().map_err(db)?;
-        let next_seq = {
-            txn.open_table(OUTBOX).map_err(db)?;
-            txn.open_table(SENT).map_err(db)?;
-            txn.open_table(INBOX).map_err(db)?;
-            txn.open_table(INBOX_PENDING).map_err(db)?;
-            txn.open_table(CHUNKS).map_err(db)?;
-            txn.open_table(FLEET).map_err(db)?;
-            txn.open_table(SINK_NEXT).map_err(db)?;
-            txn.open_table(AWAITING).map_err(db)?;
-            let meta = txn.open_table(META).map_err(db)?;
-            meta.get("next_seq")
-                .map_err(db)?
-                .map(|v| v.value())
-                .unwrap_or(1)
-        };
-        txn.commit().map_err(db)?;
+        Store::open_with(path, StoreOptions::default())
+    }
+
+    /// Open (or create) the database file and start its writer thread.
+    pub fn open_with(path: &Path, options: StoreOptions) -> Result<Store, StoreError> {
+        let (database, next_seq) = writer::open_database(path, options.cache_bytes)?;
         let db_arc = Arc::new(database);
-        let jobs = writer::spawn(db_arc.clone(), next_seq);
+        let shared_db: SharedDb = Arc::new(std::sync::RwLock::new(Some(db_arc.clone())));
+        let (health_tx, health) = watch::channel(Health::Ok);
+        let jobs = writer::spawn(
+            db_arc,
+            next_seq,
+            writer::WriterParts {
+                path: path.to_path_buf(),
+                shared: shared_db.clone(),
+                health: health_tx,
+                cache_bytes: options.cache_bytes,
+            },
+        );
         Ok(Store {
-            db: Arc::new(std::sync::RwLock::new(Some(db_arc))),
+            db: shared_db,
             jobs,
+            shared: Arc::new(Shared {
+                path: path.to_path_buf(),
+                reserve_bytes: options.reserve_bytes,
+                space: health::SpaceCache::new(),
+                health,
+            }),
         })
     }
 
     fn database(&self) -> Result<Arc<Database>, StoreError> {
-        self.db
-            .read()
-            .expect("store lock")
-            .clone()
-            .ok_or(StoreError::Closed)
+        if let Some(database) = self.db.read().expect("store lock").clone() {
+            return Ok(database);
+        }
+        match &*self.shared.health.borrow() {
+            Health::Ok => Err(StoreError::Closed),
+            Health::Faulted(fault) => Err(fault.error()),
+            Health::Failed { reason } => Err(StoreError::Io {
+                path: self.shared.path.display().to_string(),
+                reason: reason.clone(),
+            }),
+        }
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// Whether writes go through now.
+    pub fn health(&self) -> Health {
+        self.shared.health.borrow().clone()
+    }
+
+    /// Hear of every change of [`Store::health`].
+    pub fn watch_health(&self) -> watch::Receiver<Health> {
+        self.shared.health.clone()
+    }
+
+    /// Bytes free on the database's filesystem (read at most every 200 ms).
+    pub fn free_bytes(&self) -> Option<u64> {
+        self.shared.space.free_bytes(&self.shared.path)
+    }
+
+    /// `Some` when fewer bytes than the reserve are free: new work from outside should be
+    /// refused so that work already accepted can still record its results.
+    pub fn below_reserve(&self) -> Option<LowSpace> {
+        let reserve = self.shared.reserve_bytes;
+        if reserve == 0 {
+            return None;
+        }
+        let free = self.free_bytes()?;
+        (free < reserve).then(|| LowSpace {
+            path: self.shared.path.display().to_string(),
+            free_bytes: free,
+            reserve_bytes: reserve,
+        })
     }
 
     async fn run(&self, op: Op) -> Result<OpResult, StoreError> {
@@ -158,6 +256,10 @@ impl Store {
 
     /// Record new messages from this node: each goes into the outbox and gets a `queued`
     /// history. Returns after the commit is on disk, with each message's outbox seq.
+    ///
+    /// A message whose id is known already is not queued again: the same message (all
+    /// but `createdAt` equal) answers its first seq; a different one refuses the whole
+    /// batch with [`StoreError::IdConflict`], and nothing of the batch is kept.
     pub async fn submit(&self, messages: Vec<Message>, at: Millis) -> Result<Vec<u64>, StoreError> {
         match self.run(Op::Submit { messages, at }).await? {
             OpResult::Seqs(s) => Ok(s),

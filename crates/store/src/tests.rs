@@ -340,3 +340,199 @@ async fn the_sink_position_survives_a_reopen() {
     store.flush().await.unwrap();
     assert_eq!(store.sink_next("m1").unwrap(), 1);
 }
+
+#[tokio::test]
+async fn a_known_id_with_other_content_is_refused_and_its_batch_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("n.redb")).unwrap();
+    let first = msg("a");
+    let seq = store.submit(vec![first.clone()], 1).await.unwrap()[0];
+    // The same message again (only the node's time stamp differs) is an idempotent ok.
+    let mut again = first.clone();
+    again.created_at = Some(99);
+    assert_eq!(store.submit(vec![again], 2).await.unwrap(), vec![seq]);
+    // The same id with other content refuses the whole batch, including its first message.
+    let fresh = msg("a");
+    let mut other = first.clone();
+    other.data = vec!["something else".into()];
+    let err = store
+        .submit(vec![fresh.clone(), other], 3)
+        .await
+        .expect_err("a different message under a known id must be refused");
+    assert!(
+        err.to_string().contains(&format!(
+            "id {} is already used by a different message",
+            first.id()
+        )),
+        "{err}"
+    );
+    assert!(
+        store.sent(fresh.id()).unwrap().is_none(),
+        "nothing of the batch kept"
+    );
+    assert_eq!(store.depths().unwrap().outbox, 1);
+    assert!(
+        store
+            .sent(first.id())
+            .unwrap()
+            .unwrap()
+            .message
+            .data
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_failing_op_in_a_shared_commit_leaves_nothing_and_the_others_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("n.redb")).unwrap();
+    let known = msg("a");
+    store.submit(vec![known.clone()], 1).await.unwrap();
+    // Many submits at once share commits; every second one carries a conflict.
+    let mut conflicting = known.clone();
+    conflicting.data = vec!["x".into()];
+    let mut calls = Vec::new();
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    for i in 0..200 {
+        let store = store.clone();
+        let m = msg("a");
+        let batch = if i % 2 == 0 {
+            good.push(m.id().to_string());
+            vec![m]
+        } else {
+            bad.push(m.id().to_string());
+            vec![m, conflicting.clone()]
+        };
+        calls.push(tokio::spawn(async move { store.submit(batch, 2).await }));
+    }
+    let mut refused = 0;
+    for call in calls {
+        if call.await.unwrap().is_err() {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 100);
+    for id in &good {
+        assert!(store.sent(id).unwrap().is_some(), "{id} landed");
+    }
+    for id in &bad {
+        assert!(
+            store.sent(id).unwrap().is_none(),
+            "{id} left nothing behind"
+        );
+    }
+    assert_eq!(store.depths().unwrap().outbox, 101);
+}
+
+fn big(to: &str, bytes: usize) -> Message {
+    let mut m = msg(to);
+    m.data = vec!["x".repeat(bytes)];
+    m
+}
+
+/// Submit big messages until one is refused; returns the ids acknowledged and the error.
+async fn submit_until_refused(store: &Store) -> (Vec<String>, StoreError) {
+    let mut acknowledged = Vec::new();
+    for _ in 0..400 {
+        let m = big("a", 64 * 1024);
+        match store.submit(vec![m.clone()], 1).await {
+            Ok(_) => acknowledged.push(m.id().to_string()),
+            Err(e) => return (acknowledged, e),
+        }
+    }
+    panic!("400 submits of 64 KiB fit on a full filesystem");
+}
+
+#[tokio::test]
+async fn a_full_disk_is_said_as_such_and_the_store_reopens_itself_once_space_is_freed() {
+    let fs = bosun_testkit::Tmpfs::mount(4);
+    let path = fs.path().join("n.redb");
+    let store = Store::open(&path).unwrap();
+    let before = msg("a");
+    store.submit(vec![before.clone()], 1).await.unwrap();
+    let filler = fs.fill("filler", 0);
+    let (acknowledged, err) = submit_until_refused(&store).await;
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("disk full at {}", path.display())) && text.contains("bytes free"),
+        "{text}"
+    );
+    assert!(!text.to_lowercase().contains("corrupt"), "{text}");
+    assert!(matches!(
+        store.health(),
+        Health::Faulted(Fault::DiskFull { .. })
+    ));
+    // While the disk stays full every write gets the same clear answer, not redb's
+    // "Previous I/O error".
+    let again = store
+        .submit(vec![msg("a")], 1)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(again.contains("disk full at"), "{again}");
+    std::fs::remove_file(filler).unwrap();
+    let after = msg("a");
+    bosun_testkit::eventually_async(
+        std::time::Duration::from_secs(20),
+        "a submit succeeds after space is freed",
+        || {
+            let store = store.clone();
+            let after = after.clone();
+            async move { store.submit(vec![after], 1).await.ok() }
+        },
+    )
+    .await;
+    assert_eq!(store.health(), Health::Ok);
+    for id in acknowledged.iter().chain([&before.id().to_string()]) {
+        assert!(store.sent(id).unwrap().is_some(), "acknowledged {id} kept");
+    }
+    // It survives a reopen of the file too.
+    store.close().await.unwrap();
+    let store = Store::open(&path).unwrap();
+    for id in acknowledged
+        .iter()
+        .chain([&before.id().to_string(), &after.id().to_string()])
+    {
+        assert!(store.sent(id).unwrap().is_some(), "acknowledged {id} kept");
+    }
+}
+
+#[tokio::test]
+async fn a_file_that_cannot_be_reopened_fails_the_store_for_good() {
+    let fs = bosun_testkit::Tmpfs::mount(4);
+    let path = fs.path().join("n.redb");
+    let store = Store::open(&path).unwrap();
+    store.submit(vec![msg("a")], 1).await.unwrap();
+    let filler = fs.fill("filler", 0);
+    let (_, err) = submit_until_refused(&store).await;
+    assert!(matches!(err, StoreError::DiskFull { .. }), "{err}");
+    // Damage the header (overwriting takes no new space), then free the space.
+    {
+        use std::io::{Seek, Write};
+        let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.seek(std::io::SeekFrom::Start(0)).unwrap();
+        file.write_all(&[0xff; 512]).unwrap();
+        file.sync_all().unwrap();
+    }
+    std::fs::remove_file(filler).unwrap();
+    let mut health = store.watch_health();
+    let failed = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        health.wait_for(|h| matches!(h, Health::Failed { .. })),
+    )
+    .await
+    .expect("the store gives up within 20 s")
+    .unwrap()
+    .clone();
+    assert!(
+        failed.to_string().contains("cannot be reopened"),
+        "{failed}"
+    );
+    let err = store
+        .submit(vec![msg("a")], 1)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cannot be reopened"), "{err}");
+}

@@ -1,17 +1,21 @@
 //! The single writer thread: takes every waiting job, applies them in one transaction,
 //! commits once, answers each caller.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::time::{Duration, Instant};
 
 use bosun_core::{Event, next_state};
 use bosun_proto::{Message, Millis, Outcome, State};
 use redb::{Database, Durability, ReadableTable, WriteTransaction};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
+use crate::health::{self, Fault, Health};
 use crate::records::{FleetRecord, HistoryEntry, InboxRecord, SentRecord, decode, encode};
 use crate::{
-    AWAITING, CHUNKS, FLEET, INBOX, INBOX_PENDING, META, OUTBOX, SENT, SINK_NEXT, StoreError, db,
+    AWAITING, CHUNKS, FLEET, INBOX, INBOX_PENDING, META, OUTBOX, SENT, SINK_NEXT, SharedDb,
+    StoreError, db,
 };
 
 /// The most jobs folded into one commit.
@@ -126,27 +130,131 @@ pub(crate) enum Job {
     Close(oneshot::Sender<()>),
 }
 
-pub(crate) fn spawn(database: Arc<Database>, next_seq: u64) -> Sender<Job> {
+/// What the writer needs besides the database: where the file is, the handle readers
+/// share (swapped when the file is reopened), and where to tell its health.
+pub(crate) struct WriterParts {
+    pub path: PathBuf,
+    pub shared: SharedDb,
+    pub health: watch::Sender<Health>,
+    pub cache_bytes: usize,
+}
+
+/// A full disk is not retried before this much is free again.
+pub(crate) const RECOVER_MIN_FREE: u64 = 1024 * 1024;
+/// The first wait before reopening after a fault; it doubles up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Open (or create) the database file, create the tables, and read the next seq.
+pub(crate) fn open_database(
+    path: &Path,
+    cache_bytes: usize,
+) -> Result<(Database, u64), StoreError> {
+    let database = match Database::builder().set_cache_size(cache_bytes).create(path) {
+        Ok(d) => d,
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+            return Err(StoreError::Locked {
+                path: path.display().to_string(),
+            });
+        }
+        Err(e) => return Err(fault_or_db(e.into(), path)),
+    };
+    let txn = database
+        .begin_write()
+        .map_err(|e| fault_or_db(e.into(), path))?;
+    let next_seq = {
+        txn.open_table(OUTBOX).map_err(db)?;
+        txn.open_table(SENT).map_err(db)?;
+        txn.open_table(INBOX).map_err(db)?;
+        txn.open_table(INBOX_PENDING).map_err(db)?;
+        txn.open_table(CHUNKS).map_err(db)?;
+        txn.open_table(FLEET).map_err(db)?;
+        txn.open_table(SINK_NEXT).map_err(db)?;
+        txn.open_table(AWAITING).map_err(db)?;
+        let meta = txn.open_table(META).map_err(db)?;
+        meta.get("next_seq")
+            .map_err(db)?
+            .map(|v| v.value())
+            .unwrap_or(1)
+    };
+    txn.commit().map_err(|e| fault_or_db(e.into(), path))?;
+    Ok((database, next_seq))
+}
+
+/// A redb error as the store reports it: a full disk or an I/O error said as such.
+fn fault_or_db(e: redb::Error, path: &Path) -> StoreError {
+    match health::classify(&e, path) {
+        Some(fault) => fault.error(),
+        None => StoreError::Db(e),
+    }
+}
+
+/// The fault behind a store error, when it is a storage failure.
+fn fault_of(e: &StoreError, path: &Path) -> Option<Fault> {
+    match e {
+        StoreError::Db(e) => health::classify(e, path),
+        StoreError::DiskFull { path, free_bytes } => Some(Fault::DiskFull {
+            path: path.clone(),
+            free_bytes: *free_bytes,
+        }),
+        StoreError::Io { path, reason } => Some(Fault::Io {
+            path: path.clone(),
+            reason: reason.clone(),
+        }),
+        _ => None,
+    }
+}
+
+pub(crate) fn spawn(database: Arc<Database>, next_seq: u64, parts: WriterParts) -> Sender<Job> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("bosun-store".into())
-        .spawn(move || run(database, rx, next_seq))
+        .spawn(move || run(database, rx, next_seq, parts))
         .expect("spawn store writer thread");
     tx
 }
 
 struct Writer {
     next_seq: u64,
+    database: Option<Arc<Database>>,
+    parts: WriterParts,
+    /// Set after a storage failure until the database is open again.
+    fault: Option<Fault>,
+    /// The database could not be reopened for a reason other than space.
+    failed: Option<String>,
+    backoff: Duration,
+    next_try: Instant,
 }
 
-fn run(database: Arc<Database>, jobs: Receiver<Job>, next_seq: u64) {
-    let mut writer = Writer { next_seq };
+fn run(database: Arc<Database>, jobs: Receiver<Job>, next_seq: u64, parts: WriterParts) {
+    let mut writer = Writer {
+        next_seq,
+        database: Some(database),
+        parts,
+        fault: None,
+        failed: None,
+        backoff: MIN_BACKOFF,
+        next_try: Instant::now(),
+    };
     let mut closing: Option<oneshot::Sender<()>> = None;
     while closing.is_none() {
-        let first = match jobs.recv() {
-            Ok(j) => j,
-            Err(_) => break,
+        let first = if writer.fault.is_some() && writer.failed.is_none() {
+            let wait = writer.next_try.saturating_duration_since(Instant::now());
+            match jobs.recv_timeout(wait) {
+                Ok(j) => Some(j),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match jobs.recv() {
+                Ok(j) => Some(j),
+                Err(_) => break,
+            }
         };
+        if writer.fault.is_some() && writer.failed.is_none() && Instant::now() >= writer.next_try {
+            writer.try_reopen();
+        }
+        let Some(first) = first else { continue };
         let mut batch: Vec<(Op, Reply)> = Vec::new();
         match first {
             Job::Op(op, reply) => batch.push((*op, reply)),
@@ -159,55 +267,232 @@ fn run(database: Arc<Database>, jobs: Receiver<Job>, next_seq: u64) {
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
+        if let Some(error) = writer.refusal() {
+            for (_, reply) in batch {
+                let _ = reply.send(Err(error()));
+            }
+            continue;
+        }
         let durable = closing.is_some() || batch.iter().any(|(op, _)| op.durable());
-        writer.commit_batch(&database, batch, durable);
+        writer.commit_batch(batch, durable);
     }
     // Release the file before answering, so the caller may reopen it at once.
-    drop(database);
+    drop(writer);
     if let Some(done) = closing {
         let _ = done.send(());
     }
 }
 
 impl Writer {
-    fn commit_batch(&mut self, database: &Database, batch: Vec<(Op, Reply)>, durable: bool) {
-        let mut txn = match database.begin_write() {
-            Ok(t) => t,
-            Err(e) => {
-                let msg = e.to_string();
-                for (_, reply) in batch {
-                    let _ = reply.send(Err(StoreError::Db(redb::Error::Corrupted(msg.clone()))));
-                }
+    /// While the store is down, what every write is answered with.
+    fn refusal(&self) -> Option<impl Fn() -> StoreError + '_> {
+        if self.fault.is_none() && self.failed.is_none() {
+            return None;
+        }
+        let free = self
+            .fault
+            .as_ref()
+            .and_then(|f| {
+                matches!(f, Fault::DiskFull { .. }).then(|| health::free_bytes(&self.parts.path))
+            })
+            .flatten();
+        Some(move || match (&self.failed, &self.fault) {
+            (Some(reason), _) => StoreError::Io {
+                path: self.parts.path.display().to_string(),
+                reason: format!("the database cannot be reopened: {reason}"),
+            },
+            (None, Some(Fault::DiskFull { path, free_bytes })) => StoreError::DiskFull {
+                path: path.clone(),
+                free_bytes: free.unwrap_or(*free_bytes),
+            },
+            (None, Some(fault)) => fault.error(),
+            (None, None) => StoreError::Closed,
+        })
+    }
+
+    /// A write failed in the storage: refuse writes from now on, tell it, and retry
+    /// opening the database with backoff.
+    fn enter_fault(&mut self, fault: Fault) {
+        tracing::error!(error = %fault.error(), "store write failed; refusing writes until the database is reopened");
+        self.backoff = MIN_BACKOFF;
+        self.next_try = Instant::now() + self.backoff;
+        self.parts
+            .health
+            .send_replace(Health::Faulted(fault.clone()));
+        self.fault = Some(fault);
+    }
+
+    fn retry_later(&mut self) {
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        self.next_try = Instant::now() + self.backoff;
+    }
+
+    /// Close the database and open it again (redb wants that after an I/O error); on
+    /// success writes go through again.
+    fn try_reopen(&mut self) {
+        let path = self.parts.path.clone();
+        if let Some(Fault::DiskFull { .. }) = &self.fault {
+            let free = health::free_bytes(&path).unwrap_or(0);
+            if free < RECOVER_MIN_FREE {
+                self.fault = Some(Fault::DiskFull {
+                    path: path.display().to_string(),
+                    free_bytes: free,
+                });
+                self.retry_later();
                 return;
             }
+        }
+        // Readers get the fault while the file is closed.
+        let old = self.parts.shared.write().expect("store lock").take();
+        drop(old);
+        if let Some(database) = self.database.take() {
+            // A reader may still hold a clone for a moment; wait for it, briefly.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            let mut database = database;
+            loop {
+                match Arc::try_unwrap(database) {
+                    Ok(d) => {
+                        drop(d);
+                        break;
+                    }
+                    Err(still_shared) if Instant::now() < deadline => {
+                        database = still_shared;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(still_shared) => {
+                        // Keep it; the next attempt tries again.
+                        self.database = Some(still_shared);
+                        self.retry_later();
+                        return;
+                    }
+                }
+            }
+        }
+        match open_database(&path, self.parts.cache_bytes) {
+            Ok((database, next_seq)) => {
+                // Seqs handed out in commits that were lost are not reused either way.
+                self.next_seq = self.next_seq.max(next_seq);
+                let database = Arc::new(database);
+                *self.parts.shared.write().expect("store lock") = Some(database.clone());
+                self.database = Some(database);
+                self.fault = None;
+                self.backoff = MIN_BACKOFF;
+                tracing::info!(path = %path.display(), "store reopened; writes go through again");
+                self.parts.health.send_replace(Health::Ok);
+            }
+            Err(e) => match fault_of(&e, &path) {
+                Some(fault @ Fault::DiskFull { .. }) => {
+                    self.fault = Some(fault);
+                    self.retry_later();
+                }
+                _ if matches!(e, StoreError::Locked { .. }) => self.retry_later(),
+                _ => {
+                    let reason = e.to_string();
+                    tracing::error!(error = %reason, "the store cannot be reopened");
+                    self.parts.health.send_replace(Health::Failed {
+                        reason: reason.clone(),
+                    });
+                    self.failed = Some(reason);
+                }
+            },
+        }
+    }
+
+    /// Apply the batch in one transaction and commit it. An op that fails leaves nothing
+    /// behind: the transaction is dropped and the batch applied again without it. A
+    /// storage failure fails the whole batch and puts the writer in its fault state.
+    fn commit_batch(&mut self, batch: Vec<(Op, Reply)>, durable: bool) {
+        let Some(database) = self.database.clone() else {
+            for (_, reply) in batch {
+                let _ = reply.send(Err(StoreError::Closed));
+            }
+            return;
         };
-        if !durable {
-            let _ = txn.set_durability(Durability::None);
-        }
         let seq_before = self.next_seq;
-        let mut results = Vec::with_capacity(batch.len());
-        for (op, _) in &batch {
-            results.push(self.apply(&txn, op));
-        }
-        let committed = (|| {
-            txn.open_table(META)
-                .map_err(db)?
-                .insert("next_seq", self.next_seq)
-                .map_err(db)?;
-            txn.commit().map_err(db)
-        })();
-        match committed {
-            Ok(()) => {
-                for ((_, reply), result) in batch.into_iter().zip(results) {
-                    let _ = reply.send(result);
+        // Errors of ops left out of the batch, by position.
+        let mut failed: Vec<Option<StoreError>> = batch.iter().map(|_| None).collect();
+        let outcome = loop {
+            self.next_seq = seq_before;
+            let mut txn = match database.begin_write() {
+                Ok(t) => t,
+                Err(e) => break Err(fault_or_db(e.into(), &self.parts.path)),
+            };
+            if !durable {
+                let _ = txn.set_durability(Durability::None);
+            }
+            let mut results: Vec<Option<Result<OpResult, StoreError>>> = Vec::new();
+            let mut new_failure = false;
+            let mut storage: Option<StoreError> = None;
+            for (i, (op, _)) in batch.iter().enumerate() {
+                if failed[i].is_some() {
+                    results.push(None);
+                    continue;
+                }
+                let result = self.apply(&txn, op);
+                if let Err(e) = &result {
+                    if fault_of(e, &self.parts.path).is_some() {
+                        storage = result.err();
+                        break;
+                    }
+                    new_failure = true;
+                }
+                results.push(Some(result));
+            }
+            if let Some(e) = storage {
+                let _ = txn.abort();
+                break Err(e);
+            }
+            if new_failure {
+                // Drop the partial writes of the failed ops with the whole transaction,
+                // then apply the others again.
+                let _ = txn.abort();
+                for (i, r) in results.into_iter().enumerate() {
+                    if let Some(Err(e)) = r {
+                        failed[i] = Some(e);
+                    }
+                }
+                continue;
+            }
+            let committed = (|| {
+                txn.open_table(META)
+                    .map_err(db)?
+                    .insert("next_seq", self.next_seq)
+                    .map_err(db)?;
+                txn.commit().map_err(db)
+            })();
+            break committed.map(|()| results);
+        };
+        match outcome {
+            Ok(results) => {
+                for (i, ((_, reply), result)) in batch.into_iter().zip(results).enumerate() {
+                    let answer = match result {
+                        Some(r) => r,
+                        None => Err(failed[i].take().unwrap_or(StoreError::Closed)),
+                    };
+                    let _ = reply.send(answer);
                 }
             }
             Err(e) => {
                 self.next_seq = seq_before;
-                let msg = e.to_string();
-                tracing::error!(error = %msg, "store commit failed");
-                for (_, reply) in batch {
-                    let _ = reply.send(Err(StoreError::Db(redb::Error::Corrupted(msg.clone()))));
+                let fault = fault_of(&e, &self.parts.path);
+                tracing::error!(error = %e, "store commit failed");
+                let error = |i: usize| {
+                    failed[i].take().unwrap_or_else(|| match &fault {
+                        Some(f) => f.error(),
+                        None => StoreError::Io {
+                            path: self.parts.path.display().to_string(),
+                            reason: e.to_string(),
+                        },
+                    })
+                };
+                let mut error = error;
+                let answers: Vec<StoreError> = (0..batch.len()).map(&mut error).collect();
+                // Health first, so a caller that hears of the failure sees the fault.
+                if let Some(fault) = fault {
+                    self.enter_fault(fault);
+                }
+                for ((_, reply), answer) in batch.into_iter().zip(answers) {
+                    let _ = reply.send(Err(answer));
                 }
             }
         }
@@ -222,6 +507,19 @@ impl Writer {
     fn apply(&mut self, txn: &WriteTransaction, op: &Op) -> Result<OpResult, StoreError> {
         match op {
             Op::Submit { messages, at } => {
+                // Every check before any write: a refused message leaves nothing behind.
+                {
+                    let sent = txn.open_table(SENT).map_err(db)?;
+                    for m in messages {
+                        let id = m.id();
+                        if let Some(v) = sent.get(id).map_err(db)? {
+                            let rec: SentRecord = decode(id, v.value())?;
+                            if !same_submission(&rec.message, m) {
+                                return Err(StoreError::IdConflict { id: id.to_string() });
+                            }
+                        }
+                    }
+                }
                 let mut seqs = Vec::with_capacity(messages.len());
                 for m in messages {
                     seqs.push(self.enqueue(txn, m, *at)?);
@@ -581,6 +879,15 @@ impl Writer {
             .map_err(db)?;
         Ok(OpResult::Receipt(Receipt::New(seq)))
     }
+}
+
+/// The same message submitted twice: equal in all but the time the node stamped on it.
+pub fn same_submission(stored: &Message, new: &Message) -> bool {
+    let mut a = stored.clone();
+    let mut b = new.clone();
+    a.created_at = None;
+    b.created_at = None;
+    a == b
 }
 
 fn push_state(

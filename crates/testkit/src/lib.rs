@@ -11,6 +11,7 @@ mod docker;
 mod fleet;
 mod nats;
 mod node;
+mod tmpfs;
 mod wait;
 
 use std::net::TcpListener;
@@ -20,6 +21,7 @@ pub use docker::{DOCKER_TEST_IMAGE, docker_available, docker_test_image};
 pub use fleet::{Fleet, FleetBuilder, NodeSpec};
 pub use nats::NatsServer;
 pub use node::NodeProcess;
+pub use tmpfs::Tmpfs;
 pub use wait::{eventually, eventually_async, holds_for, holds_for_async, poll_until};
 
 /// A free TCP port on 127.0.0.1 (free when asked; good enough for tests).

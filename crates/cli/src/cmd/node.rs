@@ -81,6 +81,10 @@ impl NodeCmd {
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
+            reason = node.store_failed() => {
+                node.shutdown().await;
+                anyhow::bail!("stopping: {reason}");
+            }
         }
         node.shutdown().await;
         Ok(0)

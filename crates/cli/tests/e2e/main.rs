@@ -10,6 +10,7 @@ mod capture;
 mod central;
 mod config;
 mod delivery;
+mod disk;
 mod http_apis;
 mod lsdsuite;
 mod stalls;
