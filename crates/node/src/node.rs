@@ -112,6 +112,9 @@ pub struct StatusReport {
     /// Streamed output that came back in chunks, in order.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub output: String,
+    /// The message's schedule while it still has runs to make.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<bosun_core::Schedule>,
 }
 
 impl StatusReport {
@@ -122,6 +125,7 @@ impl StatusReport {
             sent: None,
             received: None,
             output: String::new(),
+            schedule: None,
         }
     }
 
@@ -356,6 +360,7 @@ impl Node {
             sent,
             received: self.parts.store.inbox(id)?,
             output,
+            schedule: self.parts.store.schedule(id)?.map(|r| r.schedule),
         })
     }
 

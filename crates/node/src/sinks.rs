@@ -370,6 +370,167 @@ mod tests {
         }
     }
 
+    /// A node's store and sinks on real files, and the message whose replies it sinks.
+    struct Receiving {
+        dir: tempfile::TempDir,
+        store: Store,
+        answered: String,
+    }
+
+    impl Receiving {
+        async fn new() -> Receiving {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(&dir.path().join("node.redb")).unwrap();
+            let request = Message {
+                id: Some(bosun_proto::new_id()),
+                to_node: Some("ship1".into()),
+                from_node: Some("me".into()),
+                method: "cliCommandCont".into(),
+                ..Default::default()
+            };
+            store.submit(vec![request.clone()], 1).await.unwrap();
+            Receiving {
+                dir,
+                store,
+                answered: request.id().to_string(),
+            }
+        }
+
+        /// Sinks as a (re)started node has them.
+        fn sinks(&self) -> Sinks {
+            Sinks::new(self.dir.path().join("results"), self.store.clone())
+        }
+
+        fn file(&self) -> PathBuf {
+            self.dir.path().join("results/ship1/out/a.log")
+        }
+
+        fn text(&self) -> String {
+            std::fs::read_to_string(self.file()).unwrap_or_default()
+        }
+
+        /// Chunk `n` (or the final result, for `None`) of the stream, absorbed.
+        async fn arrives(&self, n: Option<u64>) -> Message {
+            let mut reply = reply("toFileAppend", Some("out"), Some("a.log"));
+            reply.id = Some(bosun_proto::new_id());
+            reply.previous_message = Some(self.answered.clone());
+            match n {
+                Some(n) => {
+                    reply.chunk = Some(n);
+                    reply.data = vec![format!("line {n}\n")];
+                }
+                None => {
+                    let mut outcome = bosun_proto::Outcome::bare(Status::Done, "ship1", "", 9);
+                    outcome.error = None;
+                    outcome.stdout = "end\n".into();
+                    outcome.chunks = Some(3);
+                    reply.result = Some(outcome);
+                }
+            }
+            self.store.absorb(reply.clone(), 5, None).await.unwrap();
+            reply
+        }
+    }
+
+    #[tokio::test]
+    async fn a_chunk_or_result_delivered_again_is_not_appended_again() {
+        let node = Receiving::new().await;
+        let sinks = node.sinks();
+        let one = node.arrives(Some(1)).await;
+        sinks.deliver(&one, Method::ToFileAppend).await;
+        // Chunk 3 before chunk 2: it waits for 2.
+        let three = node.arrives(Some(3)).await;
+        sinks.deliver(&three, Method::ToFileAppend).await;
+        assert_eq!(node.text(), "line 1\n");
+        let two = node.arrives(Some(2)).await;
+        sinks.deliver(&two, Method::ToFileAppend).await;
+        assert_eq!(node.text(), "line 1\nline 2\nline 3\n");
+        for again in [&one, &two, &three] {
+            sinks.deliver(again, Method::ToFileAppend).await;
+        }
+        assert_eq!(node.text(), "line 1\nline 2\nline 3\n");
+        let last = node.arrives(None).await;
+        sinks.deliver(&last, Method::ToFileAppend).await;
+        let whole = "line 1\nline 2\nline 3\nend\n";
+        assert_eq!(node.text(), whole);
+        // The same replies again, also after a restart: nothing more is written.
+        let restarted = node.sinks();
+        for again in [&last, &two] {
+            sinks.deliver(again, Method::ToFileAppend).await;
+            restarted.deliver(again, Method::ToFileAppend).await;
+        }
+        restarted.recover().await.unwrap();
+        assert_eq!(node.text(), whole);
+        assert!(node.store.sinks_due().unwrap().is_empty(), "no work left");
+    }
+
+    #[tokio::test]
+    async fn a_restart_finishes_the_sink_work_a_crash_left() {
+        let node = Receiving::new().await;
+        // Absorbed, then the node stopped before its sink wrote it.
+        node.arrives(Some(1)).await;
+        node.sinks().recover().await.unwrap();
+        assert_eq!(node.text(), "line 1\n");
+
+        // Stopped halfway through an append: the part that landed is cut off and the
+        // chunk written once.
+        node.arrives(Some(2)).await;
+        let offset = node.text().len() as u64;
+        let write = SinkWrite {
+            path: node.file().display().to_string(),
+            offset,
+            len_after: offset + "line 2\n".len() as u64,
+            next: 3,
+        };
+        node.store
+            .sink_begin(&node.answered, write.clone())
+            .await
+            .unwrap();
+        append_durably(&node.file(), "lin").unwrap();
+        node.sinks().recover().await.unwrap();
+        assert_eq!(node.text(), "line 1\nline 2\n");
+
+        // Stopped after the append was complete, before the position moved on: it is
+        // not written again.
+        let last = node.arrives(None).await;
+        let offset = node.text().len() as u64;
+        let write = SinkWrite {
+            path: node.file().display().to_string(),
+            offset,
+            len_after: offset + "end\n".len() as u64,
+            next: SINK_COMPLETE,
+        };
+        node.store.sink_begin(&node.answered, write).await.unwrap();
+        append_durably(&node.file(), "end\n").unwrap();
+        let restarted = node.sinks();
+        restarted.recover().await.unwrap();
+        restarted.deliver(&last, Method::ToFileAppend).await;
+        assert_eq!(node.text(), "line 1\nline 2\nend\n");
+        assert_eq!(node.store.sink_next(&node.answered).unwrap(), SINK_COMPLETE);
+        assert!(node.store.sinks_due().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_to_file_result_replaces_the_file_whole_and_once() {
+        let node = Receiving::new().await;
+        let sinks = node.sinks();
+        let one = node.arrives(Some(1)).await;
+        sinks.deliver(&one, Method::ToFile).await;
+        assert!(!node.file().exists(), "toFile writes when the result is in");
+        let mut last = node.arrives(None).await;
+        last.method = "toFile".into();
+        sinks.deliver(&last, Method::ToFile).await;
+        assert_eq!(node.text(), "line 1\nend\n");
+        std::fs::write(node.file(), "edited by hand\n").unwrap();
+        sinks.deliver(&last, Method::ToFile).await;
+        assert_eq!(node.text(), "edited by hand\n", "a result is written once");
+        let leftovers: Vec<_> = std::fs::read_dir(node.file().parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers.len(), 1, "no temporary file left: {leftovers:?}");
+    }
+
     #[test]
     fn files_land_under_results_from_node_directory() {
         let root = Path::new("/r");
