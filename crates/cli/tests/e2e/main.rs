@@ -12,5 +12,6 @@ mod config;
 mod delivery;
 mod http_apis;
 mod lsdsuite;
+mod restarts;
 mod steward;
 mod support;
