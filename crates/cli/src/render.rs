@@ -105,6 +105,16 @@ pub fn report(r: &StatusReport) -> String {
         out.push_str("history (sender)\n");
         history_lines(&mut out, &s.history, base);
     }
+    if let Some(schedule) = &r.schedule {
+        let _ = writeln!(
+            out,
+            "schedule {} run(s) left, every {} s, next at {} {}",
+            schedule.runs_left,
+            schedule.interval_ms / 1000,
+            date(schedule.next_at),
+            clock(schedule.next_at)
+        );
+    }
     if let Some(rcv) = &r.received {
         let base = rcv.history.first().map(|h| h.at).unwrap_or(0);
         if r.sent.is_none() {

@@ -10,15 +10,18 @@
 //!   concurrency limit for unordered items.
 //! - [`placement`]: which live nodes get the containers of an `instances: N` message.
 //! - [`liveness`]: alive, suspect or down, from the last hello and the hello interval.
+//! - [`schedule`]: when the repeats of a scheduled message are due.
 
 pub mod lanes;
 pub mod lifecycle;
 pub mod liveness;
 pub mod placement;
 pub mod retry;
+pub mod schedule;
 
 pub use lanes::{LaneItem, Lanes};
 pub use lifecycle::{Event, next_state};
 pub use liveness::Liveness;
 pub use placement::Candidate;
 pub use retry::{Attempt, Delivery, RetryPolicy};
+pub use schedule::Schedule;

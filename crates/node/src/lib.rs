@@ -5,7 +5,7 @@
 //! # Layout
 //! - [`config`]: the TOML config, env and flag overrides.
 //! - [`node`]: [`Node`], the facade: start-up and recovery, submit, status, wait,
-//!   shutdown; the gauges and the scheduler tasks.
+//!   shutdown; the gauges and the scheduler task (schedules kept in the store).
 //! - `submit`: the `Submitter`, the one way messages enter the outbox.
 //! - `handles`: the narrow handles the tasks share: outbox handle, finished ids, running
 //!   count, fleet view, error reporter.

@@ -126,6 +126,9 @@ pub struct StatusReport {
     /// Streamed output that came back in chunks, in order.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub output: String,
+    /// The message's schedule while it still has runs to make.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<bosun_core::Schedule>,
 }
 
 impl StatusReport {
@@ -136,6 +139,7 @@ impl StatusReport {
             sent: None,
             received: None,
             output: String::new(),
+            schedule: None,
         }
     }
 
@@ -186,7 +190,7 @@ impl Node {
         let config = Arc::new(config);
         let (outbox, outbox_commands) = OutboxHandle::channel();
         let (inbox, inbox_commands) = mpsc::unbounded_channel();
-        let (schedules, schedule_templates) = mpsc::unbounded_channel();
+        let schedules = Arc::new(tokio::sync::Notify::new());
         let finished = FinishedIds::new(16 * 1024);
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -200,7 +204,7 @@ impl Node {
             standalone,
             store: store.clone(),
             outbox: outbox.clone(),
-            schedules,
+            schedules: schedules.clone(),
             metrics: metrics.clone(),
             audit: audit.clone(),
             fleet: fleet.clone(),
@@ -259,6 +263,10 @@ impl Node {
             store_failed.clone(),
             shutdown.clone(),
         ));
+        // Replies absorbed before a stop whose sink had not written them yet.
+        if let Err(e) = receiver.sinks.recover().await {
+            tracing::warn!(error = %e, "cannot finish the reply sinks left by the last run");
+        }
         let sender = outbox::Sender {
             config: config.clone(),
             store: store.clone(),
@@ -291,9 +299,9 @@ impl Node {
         ));
         tracker.spawn(scheduler(
             submitter.clone(),
-            schedule_templates,
+            store.clone(),
+            schedules,
             shutdown.clone(),
-            tracker.clone(),
         ));
         tracker.spawn(gauges(
             store.clone(),
@@ -377,6 +385,7 @@ impl Node {
             sent,
             received: self.parts.store.inbox(id)?,
             output,
+            schedule: self.parts.store.schedule(id)?.map(|r| r.schedule),
         })
     }
 
@@ -527,52 +536,69 @@ async fn gauges(store: Store, fleet: FleetView, metrics: Metrics, shutdown: Canc
     }
 }
 
-/// Start a repeat task for every scheduled message submitted.
+/// Steward's `schedule: [intervalSeconds, totalSeconds]`: queue a fresh copy of each
+/// scheduled message when its next run is due. Schedules live in the store (started in
+/// the commit that queues the message), so they go on after a restart: runs missed while
+/// the node was down come as one catch-up run, then one per interval
+/// (`bosun_core::schedule`). Each run is queued in the commit that advances its schedule.
 async fn scheduler(
     submitter: Submitter,
-    mut templates: mpsc::UnboundedReceiver<Message>,
+    store: Store,
+    wake: Arc<tokio::sync::Notify>,
     shutdown: CancellationToken,
-    tracker: TaskTracker,
 ) {
+    /// When the store cannot be read or written, try again after this long.
+    const RETRY_MS: u64 = 1000;
     loop {
+        let now = now_millis();
+        let mut wake_at: Option<u64> = None;
+        match store.schedules() {
+            Ok(schedules) => {
+                for (id, record) in schedules {
+                    let mut schedule = record.schedule;
+                    if !schedule.is_due(now) {
+                        wake_at =
+                            Some(wake_at.map_or(schedule.next_at, |w| w.min(schedule.next_at)));
+                        continue;
+                    }
+                    let mut repeat = record.template.clone();
+                    repeat.id = Some(bosun_proto::new_id());
+                    repeat.schedule = None;
+                    repeat.created_at = Some(now);
+                    match submitter.submit_repeat(&id, repeat, now).await {
+                        Ok(_) => {
+                            if schedule.advance(now) {
+                                wake_at = Some(
+                                    wake_at.map_or(schedule.next_at, |w| w.min(schedule.next_at)),
+                                );
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(id, error = %e, "cannot queue a scheduled repeat");
+                            wake_at = Some(now + RETRY_MS);
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the schedules");
+                wake_at = Some(now + RETRY_MS);
+            }
+        }
+        let sleep = async {
+            match wake_at {
+                Some(at) => {
+                    let wait = Duration::from_millis(at.saturating_sub(now_millis()));
+                    tokio::time::sleep(wait).await
+                }
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            template = templates.recv() => match template {
-                Some(t) => { tracker.spawn(repeat(submitter.clone(), t, shutdown.clone())); }
-                None => return,
-            },
+            _ = sleep => {}
+            _ = wake.notified() => {}
             _ = shutdown.cancelled() => return,
         }
-    }
-}
-
-/// Steward's `schedule: [intervalSeconds, totalSeconds]`: submit a fresh copy of the
-/// message every interval until the total has passed. Schedules live in memory: a
-/// restart ends them (the copies already queued are durable as usual).
-async fn repeat(submitter: Submitter, template: Message, shutdown: CancellationToken) {
-    let Some([interval, total]) = template
-        .schedule
-        .as_deref()
-        .and_then(|s| <[u64; 2]>::try_from(s).ok())
-    else {
-        return;
-    };
-    let started = tokio::time::Instant::now();
-    let end = started + Duration::from_secs(total);
-    let mut next = started + Duration::from_secs(interval.max(1));
-    while next <= end {
-        tokio::select! {
-            _ = tokio::time::sleep_until(next) => {}
-            _ = shutdown.cancelled() => return,
-        }
-        let mut copy = template.clone();
-        copy.id = None;
-        copy.schedule = None;
-        copy.created_at = None;
-        if let Err(e) = submitter.submit(vec![copy]).await {
-            tracing::warn!(error = %e, "cannot queue a scheduled repeat");
-            return;
-        }
-        next += Duration::from_secs(interval.max(1));
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bosun_proto::wire::{self, Request, WIRE_VERSION};
 use bosun_proto::{Message, Method};
 use bosun_store::{Store, StoreError};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 use crate::audit::AuditLog;
 use crate::config::Config;
@@ -27,8 +27,8 @@ pub(crate) struct SubmitterParts {
     pub standalone: bool,
     pub store: Store,
     pub outbox: OutboxHandle,
-    /// Messages with a `schedule`, for the scheduler task to repeat.
-    pub schedules: mpsc::UnboundedSender<Message>,
+    /// Wakes the scheduler when a message with a `schedule` is queued.
+    pub schedules: Arc<Notify>,
     pub metrics: Metrics,
     pub audit: Option<Arc<AuditLog>>,
     /// For placement and `toNodes: ["*"]`.
@@ -189,11 +189,7 @@ impl Submitter {
         if queued.is_empty() {
             return Ok(receipts);
         }
-        let scheduled: Vec<Message> = queued
-            .iter()
-            .filter(|m| m.schedule.is_some())
-            .cloned()
-            .collect();
+        let scheduled = queued.iter().any(|m| m.schedule.is_some());
         for m in &queued {
             if let Some(audit) = &parts.audit {
                 audit.record("submitted", m);
@@ -205,11 +201,42 @@ impl Submitter {
             };
             state.emit(&parts.metrics);
         }
+        // The store starts each new message's schedule in the same commit.
         let seqs = parts.store.submit(queued.clone(), now).await?;
-        for template in scheduled {
-            let _ = parts.schedules.send(template);
+        if scheduled {
+            parts.schedules.notify_one();
         }
         parts.outbox.deliver(seqs.into_iter().zip(queued).collect());
         Ok(receipts)
+    }
+
+    /// Queue one run of the schedule of the message `template_id`: `repeat`, a fresh
+    /// copy of it, queued in the commit that advances the schedule. Returns false when no
+    /// run was due (nothing queued).
+    pub async fn submit_repeat(
+        &self,
+        template_id: &str,
+        repeat: Message,
+        now: u64,
+    ) -> Result<bool, SubmitError> {
+        let parts = &*self.parts;
+        let Some(seq) = parts
+            .store
+            .schedule_run(template_id, repeat.clone(), now)
+            .await?
+        else {
+            return Ok(false);
+        };
+        if let Some(audit) = &parts.audit {
+            audit.record("submitted", &repeat);
+        }
+        crate::events::MessageState {
+            id: repeat.id(),
+            method: &repeat.method,
+            state: "queued",
+        }
+        .emit(&parts.metrics);
+        parts.outbox.deliver(vec![(seq, repeat)]);
+        Ok(true)
     }
 }

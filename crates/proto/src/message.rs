@@ -248,6 +248,19 @@ impl Message {
         self.previous_message.is_some() && (self.result.is_some() || self.chunk.is_some())
     }
 
+    /// True for a reply the receiving node writes somewhere: a reply sink (`toFile`,
+    /// `toFileAppend`, `toConsole`), or a `result` that names a `directory` or `fileName`.
+    pub fn wants_sink(&self) -> bool {
+        if !self.is_reply() {
+            return false;
+        }
+        match self.parsed_method() {
+            Ok(Method::Result) => self.directory.is_some() || self.file_name.is_some(),
+            Ok(method) => method.is_reply_sink(),
+            Err(_) => false,
+        }
+    }
+
     /// The method named, parsed.
     pub fn parsed_method(&self) -> Result<Method, ValidationError> {
         Method::parse(&self.method)

@@ -16,8 +16,10 @@
 //! | `meta` | name | u64 | counters |
 //! | `chunks` | (id, n) | text | streamed output of messages this node sent, by chunk number |
 //! | `fleet` | node | [`FleetRecord`] | the nodes heard from (central), from their hellos |
-//! | `sink_next` | id | u64 | the next chunk a reply sink writes, so a restart does not write chunks twice |
+//! | `sink_next` | id | u64 | the next chunk a reply sink writes ([`SINK_COMPLETE`] once the final result is written), so no chunk is written twice |
+//! | `sink_due` | id | [`SinkDue`] | replies whose sink has work left, and a file write in progress; finished at start-up after a crash |
 //! | `awaiting` | (pull at, id) | () | acknowledged messages whose result has not come, by when to ask for it |
+//! | `schedules` | id | [`ScheduleRecord`] | active schedules: the message repeated, the next run time, the runs left |
 //!
 //! # Implementation note: group commit
 //! All writes go through one thread. It takes every job waiting in its queue, applies
@@ -40,7 +42,9 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use tokio::sync::{oneshot, watch};
 
 pub use health::{Fault, Health, LowSpace, free_bytes};
-pub use records::{FleetRecord, HistoryEntry, InboxRecord, SentRecord};
+pub use records::{
+    FleetRecord, HistoryEntry, InboxRecord, ScheduleRecord, SentRecord, SinkDue, SinkWrite,
+};
 pub use writer::{Answer, Receipt, same_submission};
 
 use writer::{Job, Op, OpResult};
@@ -54,6 +58,12 @@ pub(crate) const CHUNKS: TableDefinition<(&str, u64), &str> = TableDefinition::n
 pub(crate) const FLEET: TableDefinition<&str, &[u8]> = TableDefinition::new("fleet");
 pub(crate) const SINK_NEXT: TableDefinition<&str, u64> = TableDefinition::new("sink_next");
 pub(crate) const AWAITING: TableDefinition<(u64, &str), ()> = TableDefinition::new("awaiting");
+pub(crate) const SINK_DUE: TableDefinition<&str, &[u8]> = TableDefinition::new("sink_due");
+pub(crate) const SCHEDULES: TableDefinition<&str, &[u8]> = TableDefinition::new("schedules");
+
+/// The sink position of a message whose final result has been written: nothing more is
+/// written for it, whatever arrives again.
+pub const SINK_COMPLETE: u64 = u64::MAX;
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
@@ -260,6 +270,8 @@ impl Store {
     /// A message whose id is known already is not queued again: the same message (all
     /// but `createdAt` equal) answers its first seq; a different one refuses the whole
     /// batch with [`StoreError::IdConflict`], and nothing of the batch is kept.
+///
+/// A new message with a `schedule` starts its schedule in the same commit.
     pub async fn submit(&self, messages: Vec<Message>, at: Millis) -> Result<Vec<u64>, StoreError> {
         match self.run(Op::Submit { messages, at }).await? {
             OpResult::Seqs(s) => Ok(s),
@@ -603,17 +615,102 @@ impl Store {
         Ok(table.get(id).map_err(db)?.map(|v| v.value()).unwrap_or(1))
     }
 
-    /// Remember the next chunk a reply sink will write (`None` forgets it: the stream
-    /// is complete). Queued without waiting, committed without fsync.
-    pub fn set_sink_next(&self, id: &str, next: Option<u64>) {
-        let (tx, _rx) = oneshot::channel();
-        let _ = self.jobs.send(Job::Op(
-            Box::new(Op::SinkNext {
+    /// The sink work left for the message `id` answers, if any.
+    pub fn sink_due(&self, id: &str) -> Result<Option<SinkDue>, StoreError> {
+        let txn = self.database()?.begin_read().map_err(db)?;
+        let table = txn.open_table(SINK_DUE).map_err(db)?;
+        table
+            .get(id)
+            .map_err(db)?
+            .map(|v| records::decode(id, v.value()))
+            .transpose()
+    }
+
+    /// Every message with sink work left: what a restart finishes.
+    pub fn sinks_due(&self) -> Result<Vec<(String, SinkDue)>, StoreError> {
+        let txn = self.database()?.begin_read().map_err(db)?;
+        let table = txn.open_table(SINK_DUE).map_err(db)?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(db)? {
+            let (k, v) = entry.map_err(db)?;
+            out.push((
+                k.value().to_string(),
+                records::decode(k.value(), v.value())?,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Record, durably, a sink file write about to begin for the message `id` answers.
+    pub async fn sink_begin(&self, id: &str, write: SinkWrite) -> Result<(), StoreError> {
+        self.run(Op::SinkBegin {
+            id: id.to_string(),
+            write,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Record, durably, that the sink of the message `id` answers has written up to
+    /// `next` ([`SINK_COMPLETE`]: everything). Clears a write in progress, and the sink
+    /// work itself when nothing is left: complete, or no chunk at `next` or beyond waits
+    /// and the final result is not in.
+    pub async fn sink_done(&self, id: &str, next: u64) -> Result<(), StoreError> {
+        self.run(Op::SinkDone {
+            id: id.to_string(),
+            next,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// The active schedules, by the id of the message they repeat.
+    pub fn schedules(&self) -> Result<Vec<(String, ScheduleRecord)>, StoreError> {
+        let txn = self.database()?.begin_read().map_err(db)?;
+        let table = txn.open_table(SCHEDULES).map_err(db)?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(db)? {
+            let (k, v) = entry.map_err(db)?;
+            out.push((
+                k.value().to_string(),
+                records::decode(k.value(), v.value())?,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The active schedule of the message `id`, if any.
+    pub fn schedule(&self, id: &str) -> Result<Option<ScheduleRecord>, StoreError> {
+        let txn = self.database()?.begin_read().map_err(db)?;
+        let table = txn.open_table(SCHEDULES).map_err(db)?;
+        table
+            .get(id)
+            .map_err(db)?
+            .map(|v| records::decode(id, v.value()))
+            .transpose()
+    }
+
+    /// Queue `repeat`, a run of the schedule of the message `id`, and advance the
+    /// schedule, in one durable commit: a crash loses or doubles no run. Returns the
+    /// repeat's outbox seq, or `None` (nothing queued) when no run of that schedule is
+    /// due at `at`.
+    pub async fn schedule_run(
+        &self,
+        id: &str,
+        repeat: Message,
+        at: Millis,
+    ) -> Result<Option<u64>, StoreError> {
+        match self
+            .run(Op::ScheduleRun {
                 id: id.to_string(),
-                next,
-            }),
-            tx,
-        ));
+                repeat,
+                at,
+            })
+            .await?
+        {
+            OpResult::Seqs(s) => Ok(s.first().copied()),
+            _ => unreachable!("a schedule run answers seqs"),
+        }
     }
 
     /// Every node heard from, by name.

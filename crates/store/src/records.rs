@@ -84,6 +84,46 @@ pub struct FleetRecord {
     pub inventory: serde_json::Value,
 }
 
+/// An active schedule: the message it repeats and when the next run is due.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleRecord {
+    /// The scheduled message as queued (one destination); repeats are copies of it.
+    pub template: Message,
+    /// How often, when next, how many runs remain.
+    pub schedule: bosun_core::Schedule,
+}
+
+/// A reply whose sink still has work to do, recorded in the commit that absorbs it and
+/// cleared when its sink has written everything it can.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SinkDue {
+    /// The id of the reply to write from (the final result once it is in).
+    pub reply: String,
+    /// True once the final result is in.
+    pub is_final: bool,
+    /// A file write begun and not yet known to be complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write: Option<SinkWrite>,
+}
+
+/// An append to a sink file, recorded durably before the file is touched, so that after
+/// a crash the file can be told apart: complete (the position moves on) or not (the
+/// file is cut back to `offset` and written again).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SinkWrite {
+    /// The file.
+    pub path: String,
+    /// Its length before the write.
+    pub offset: u64,
+    /// Its length once the write is complete.
+    pub len_after: u64,
+    /// The sink position once the write is complete.
+    pub next: u64,
+}
+
 pub(crate) fn decode<T: for<'a> Deserialize<'a>>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
         key: key.to_string(),

@@ -323,22 +323,175 @@ async fn prune_forgets_only_old_finished_messages() {
     ));
 }
 
+fn chunk_reply(answered: &str, method: &str, n: u64) -> Message {
+    let mut c = msg("me");
+    c.method = method.into();
+    c.previous_message = Some(answered.to_string());
+    c.chunk = Some(n);
+    c.data = vec![format!("line {n}\n")];
+    c
+}
+
 #[tokio::test]
-async fn the_sink_position_survives_a_reopen() {
+async fn the_sink_position_is_durable_and_complete_stays_complete() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("n.redb");
     {
         let store = Store::open(&path).unwrap();
         assert_eq!(store.sink_next("m1").unwrap(), 1);
-        store.set_sink_next("m1", Some(4));
-        store.flush().await.unwrap();
+        store.sink_done("m1", 4).await.unwrap();
+        store.sink_done("m2", SINK_COMPLETE).await.unwrap();
         store.close().await.unwrap();
     }
     let store = Store::open(&path).unwrap();
     assert_eq!(store.sink_next("m1").unwrap(), 4);
-    store.set_sink_next("m1", None);
-    store.flush().await.unwrap();
-    assert_eq!(store.sink_next("m1").unwrap(), 1);
+    assert_eq!(store.sink_next("m2").unwrap(), SINK_COMPLETE);
+}
+
+#[tokio::test]
+async fn an_absorbed_sink_reply_leaves_sink_work_until_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("n.redb")).unwrap();
+    let m = msg("a");
+    let id = m.id().to_string();
+    store.submit(vec![m], 1).await.unwrap();
+    // A plain result with no file asks for no sink.
+    store
+        .absorb(chunk_reply(&id, "result", 1), 2, None)
+        .await
+        .unwrap();
+    assert_eq!(store.sink_due(&id).unwrap(), None);
+
+    let first = chunk_reply(&id, "toFileAppend", 2);
+    store.absorb(first.clone(), 2, None).await.unwrap();
+    let due = store
+        .sink_due(&id)
+        .unwrap()
+        .expect("recorded with the reply");
+    assert_eq!((due.reply.as_str(), due.is_final), (first.id(), false));
+    // Chunk 4 arrives before 3: once 1 and 2 are written, chunk 4 still waits.
+    store
+        .absorb(chunk_reply(&id, "toFileAppend", 4), 3, None)
+        .await
+        .unwrap();
+    let write = SinkWrite {
+        path: "/r/x.log".into(),
+        offset: 0,
+        len_after: 14,
+        next: 3,
+    };
+    store.sink_begin(&id, write.clone()).await.unwrap();
+    assert_eq!(store.sink_due(&id).unwrap().unwrap().write, Some(write));
+    store.sink_done(&id, 3).await.unwrap();
+    let due = store
+        .sink_due(&id)
+        .unwrap()
+        .expect("chunk 4 is not written yet");
+    assert_eq!(due.write, None, "the write is complete");
+    // The final result takes over the work; a resent chunk after it changes nothing.
+    let mut last = chunk_reply(&id, "toFileAppend", 0);
+    last.chunk = None;
+    last.result = Some(outcome(Status::Done));
+    store.absorb(last.clone(), 4, None).await.unwrap();
+    store
+        .absorb(chunk_reply(&id, "toFileAppend", 5), 5, None)
+        .await
+        .unwrap();
+    let due = store.sink_due(&id).unwrap().unwrap();
+    assert_eq!((due.reply.as_str(), due.is_final), (last.id(), true));
+    assert_eq!(store.sinks_due().unwrap().len(), 1);
+    store.sink_done(&id, 6).await.unwrap();
+    assert!(
+        store.sink_due(&id).unwrap().is_some(),
+        "the result is not written yet"
+    );
+    store.sink_done(&id, SINK_COMPLETE).await.unwrap();
+    assert_eq!(store.sink_due(&id).unwrap(), None);
+    assert!(store.sinks_due().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_schedule_starts_with_its_message_and_each_run_advances_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("n.redb");
+    let mut m = msg("a");
+    m.schedule = Some(vec![1, 3]);
+    let id = m.id().to_string();
+    let repeat = || {
+        let mut r = msg("a");
+        r.schedule = None;
+        r
+    };
+    {
+        let store = Store::open(&path).unwrap();
+        store.submit(vec![m.clone()], 10_000).await.unwrap();
+        let record = store
+            .schedule(&id)
+            .unwrap()
+            .expect("started in the submit commit");
+        assert_eq!(record.template, m);
+        assert_eq!(
+            (record.schedule.runs_left, record.schedule.next_at),
+            (3, 11_000)
+        );
+        assert_eq!(
+            store.schedule_run(&id, repeat(), 10_500).await.unwrap(),
+            None,
+            "not due yet: nothing queued"
+        );
+        assert_eq!(store.outbox().unwrap().len(), 1);
+        assert!(
+            store
+                .schedule_run(&id, repeat(), 11_000)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(
+            store.schedule_run(&id, repeat(), 11_001).await.unwrap(),
+            None,
+            "a second run for the same slot is refused"
+        );
+        store.close().await.unwrap();
+    }
+    // Reopened: the run and the advance are both there.
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.outbox().unwrap().len(), 2);
+    let record = store.schedule(&id).unwrap().unwrap();
+    assert_eq!(
+        (record.schedule.runs_left, record.schedule.next_at),
+        (2, 12_000)
+    );
+    // After an outage: one catch-up run, then the interval.
+    assert!(
+        store
+            .schedule_run(&id, repeat(), 60_000)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        store.schedule_run(&id, repeat(), 60_500).await.unwrap(),
+        None
+    );
+    assert!(
+        store
+            .schedule_run(&id, repeat(), 61_000)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        store.schedule(&id).unwrap(),
+        None,
+        "three runs made: the schedule ends"
+    );
+    assert!(store.schedules().unwrap().is_empty());
+    assert_eq!(store.outbox().unwrap().len(), 4);
+    // Submitting the same id again neither queues it nor restarts its schedule.
+    store.submit(vec![m], 70_000).await.unwrap();
+    assert_eq!(store.schedule(&id).unwrap(), None);
+    assert_eq!(store.outbox().unwrap().len(), 4);
 }
 
 #[tokio::test]

@@ -12,10 +12,13 @@ use redb::{Database, Durability, ReadableTable, WriteTransaction};
 use tokio::sync::{oneshot, watch};
 
 use crate::health::{self, Fault, Health};
-use crate::records::{FleetRecord, HistoryEntry, InboxRecord, SentRecord, decode, encode};
+use crate::records::{
+    FleetRecord, HistoryEntry, InboxRecord, ScheduleRecord, SentRecord, SinkDue, SinkWrite, decode,
+    encode,
+};
 use crate::{
-    AWAITING, CHUNKS, FLEET, INBOX, INBOX_PENDING, META, OUTBOX, SENT, SINK_NEXT, SharedDb,
-    StoreError, db,
+    AWAITING, CHUNKS, FLEET, INBOX, INBOX_PENDING, META, OUTBOX, SCHEDULES, SENT, SINK_COMPLETE,
+    SINK_DUE, SINK_NEXT, SharedDb, StoreError, db,
 };
 
 /// The most jobs folded into one commit.
@@ -83,11 +86,20 @@ pub(crate) enum Op {
     Prune {
         before: Millis,
     },
-    SinkNext {
-        id: String,
-        next: Option<u64>,
-    },
     Flush,
+    SinkBegin {
+        id: String,
+        write: SinkWrite,
+    },
+    SinkDone {
+        id: String,
+        next: u64,
+    },
+    ScheduleRun {
+        id: String,
+        repeat: Message,
+        at: Millis,
+    },
     SettleHere {
         id: String,
         event: Event,
@@ -108,7 +120,7 @@ impl Op {
     fn durable(&self) -> bool {
         match self {
             Op::SentEvent { event, .. } => matches!(event, Event::Finished(_)),
-            Op::Notes { .. } | Op::Prune { .. } | Op::SinkNext { .. } => false,
+            Op::Notes { .. } | Op::Prune { .. } => false,
             _ => true,
         }
     }
@@ -170,6 +182,8 @@ pub(crate) fn open_database(
         txn.open_table(CHUNKS).map_err(db)?;
         txn.open_table(FLEET).map_err(db)?;
         txn.open_table(SINK_NEXT).map_err(db)?;
+        txn.open_table(SINK_DUE).map_err(db)?;
+        txn.open_table(SCHEDULES).map_err(db)?;
         txn.open_table(AWAITING).map_err(db)?;
         let meta = txn.open_table(META).map_err(db)?;
         meta.get("next_seq")
@@ -522,7 +536,12 @@ impl Writer {
                 }
                 let mut seqs = Vec::with_capacity(messages.len());
                 for m in messages {
-                    seqs.push(self.enqueue(txn, m, *at)?);
+                    let fresh = self.next_seq;
+                    let seq = self.enqueue(txn, m, *at)?;
+                    if seq >= fresh {
+                        start_schedule(txn, m, *at)?;
+                    }
+                    seqs.push(seq);
                 }
                 Ok(OpResult::Seqs(seqs))
             }
@@ -656,6 +675,9 @@ impl Writer {
                         Some(outcome.clone()),
                     )?;
                 }
+                if reply.wants_sink() {
+                    mark_sink_due(txn, reply)?;
+                }
                 if let Some(record) = fleet {
                     txn.open_table(FLEET)
                         .map_err(db)?
@@ -665,15 +687,48 @@ impl Writer {
                 Ok(OpResult::Receipt(receipt))
             }
             Op::Prune { before } => Ok(OpResult::Pruned(prune(txn, *before)?)),
-            Op::SinkNext { id, next } => {
-                let mut table = txn.open_table(SINK_NEXT).map_err(db)?;
-                match next {
-                    Some(n) => table.insert(id.as_str(), *n).map_err(db)?,
-                    None => table.remove(id.as_str()).map_err(db)?,
-                };
+            Op::Flush => Ok(OpResult::Done),
+            Op::SinkBegin { id, write } => {
+                let mut table = txn.open_table(SINK_DUE).map_err(db)?;
+                let due: Option<SinkDue> = table
+                    .get(id.as_str())
+                    .map_err(db)?
+                    .map(|v| decode(id, v.value()))
+                    .transpose()?;
+                if let Some(mut due) = due {
+                    due.write = Some(write.clone());
+                    table
+                        .insert(id.as_str(), encode(&due).as_slice())
+                        .map_err(db)?;
+                }
                 Ok(OpResult::Done)
             }
-            Op::Flush => Ok(OpResult::Done),
+            Op::SinkDone { id, next } => {
+                sink_done(txn, id, *next)?;
+                Ok(OpResult::Done)
+            }
+            Op::ScheduleRun { id, repeat, at } => {
+                let record: Option<ScheduleRecord> = txn
+                    .open_table(SCHEDULES)
+                    .map_err(db)?
+                    .get(id.as_str())
+                    .map_err(db)?
+                    .map(|v| decode(id, v.value()))
+                    .transpose()?;
+                let Some(mut record) = record.filter(|r| r.schedule.is_due(*at)) else {
+                    return Ok(OpResult::Seqs(vec![]));
+                };
+                let seq = self.enqueue(txn, repeat, *at)?;
+                let mut schedules = txn.open_table(SCHEDULES).map_err(db)?;
+                if record.schedule.advance(*at) {
+                    schedules
+                        .insert(id.as_str(), encode(&record).as_slice())
+                        .map_err(db)?;
+                } else {
+                    schedules.remove(id.as_str()).map_err(db)?;
+                }
+                Ok(OpResult::Seqs(vec![seq]))
+            }
             Op::SettleHere {
                 id,
                 event,
@@ -1085,6 +1140,7 @@ fn prune(txn: &WriteTransaction, before: Millis) -> Result<u64, StoreError> {
             .retain_in((id.as_str(), 0)..=(id.as_str(), u64::MAX), |_, _| false)
             .map_err(db)?;
     }
+    forget_sinks(txn, &old_sent)?;
     // Received messages shrink to a tombstone instead of going: the id must still be
     // known, so a resend that arrives after a long outage is refused as a duplicate and
     // never runs twice.
@@ -1116,4 +1172,95 @@ fn prune(txn: &WriteTransaction, before: Millis) -> Result<u64, StoreError> {
             .map_err(db)?;
     }
     Ok((old_sent.len() + old_inbox.len()) as u64)
+}
+
+/// A new message with a `schedule` starts it: its record holds the message to repeat.
+fn start_schedule(txn: &WriteTransaction, m: &Message, at: Millis) -> Result<(), StoreError> {
+    let Some(schedule) = m
+        .schedule
+        .as_deref()
+        .and_then(|field| bosun_core::Schedule::from_field(field, at))
+    else {
+        return Ok(());
+    };
+    let record = ScheduleRecord {
+        template: m.clone(),
+        schedule,
+    };
+    txn.open_table(SCHEDULES)
+        .map_err(db)?
+        .insert(m.id(), encode(&record).as_slice())
+        .map_err(db)?;
+    Ok(())
+}
+
+/// An absorbed reply that asks for a sink leaves sink work behind, in the same commit:
+/// a crash before the sink has written it leaves the work for the restart to finish.
+fn mark_sink_due(txn: &WriteTransaction, reply: &Message) -> Result<(), StoreError> {
+    let Some(answered) = reply.previous_message.as_deref() else {
+        return Ok(());
+    };
+    let mut table = txn.open_table(SINK_DUE).map_err(db)?;
+    let existing: Option<SinkDue> = table
+        .get(answered)
+        .map_err(db)?
+        .map(|v| decode(answered, v.value()))
+        .transpose()?;
+    let is_final = reply.result.is_some();
+    let due = match existing {
+        // A chunk after the result (a resend) changes nothing: the result says it all.
+        Some(due) if !is_final => due,
+        existing => SinkDue {
+            reply: reply.id().to_string(),
+            is_final,
+            write: existing.and_then(|d| d.write),
+        },
+    };
+    table
+        .insert(answered, encode(&due).as_slice())
+        .map_err(db)?;
+    Ok(())
+}
+
+/// The sink of the message `id` answers has written up to `next`.
+fn sink_done(txn: &WriteTransaction, id: &str, next: u64) -> Result<(), StoreError> {
+    txn.open_table(SINK_NEXT)
+        .map_err(db)?
+        .insert(id, next)
+        .map_err(db)?;
+    let mut table = txn.open_table(SINK_DUE).map_err(db)?;
+    let due: Option<SinkDue> = table
+        .get(id)
+        .map_err(db)?
+        .map(|v| decode(id, v.value()))
+        .transpose()?;
+    let Some(mut due) = due else {
+        return Ok(());
+    };
+    let chunks_waiting = next != SINK_COMPLETE
+        && txn
+            .open_table(CHUNKS)
+            .map_err(db)?
+            .range((id, next)..=(id, u64::MAX))
+            .map_err(db)?
+            .next()
+            .is_some();
+    if next == SINK_COMPLETE || (!due.is_final && !chunks_waiting) {
+        table.remove(id).map_err(db)?;
+    } else {
+        due.write = None;
+        table.insert(id, encode(&due).as_slice()).map_err(db)?;
+    }
+    Ok(())
+}
+
+/// Pruned messages take their sink position and any sink work with them.
+fn forget_sinks(txn: &WriteTransaction, ids: &[String]) -> Result<(), StoreError> {
+    let mut next = txn.open_table(SINK_NEXT).map_err(db)?;
+    let mut due = txn.open_table(SINK_DUE).map_err(db)?;
+    for id in ids {
+        next.remove(id.as_str()).map_err(db)?;
+        due.remove(id.as_str()).map_err(db)?;
+    }
+    Ok(())
 }
