@@ -37,7 +37,7 @@ use bosun_proto::{Message, Millis, Outcome};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tokio::sync::oneshot;
 
-pub use records::{FleetRecord, HistoryEntry, InboxRecord, SentRecord};
+pub use records::{FleetRecord, HistoryEntry, InboxRecord, ProcessRecord, SentRecord};
 pub use writer::Receipt;
 
 use writer::{Job, Op, OpResult};
@@ -237,6 +237,28 @@ impl Store {
         })
         .await
         .map(|_| ())
+    }
+
+    /// Record the process group a received message's run started. Queued at once, so it
+    /// is applied before any later write (the run's finish); the returned future ends when
+    /// it is durable.
+    pub fn spawned(
+        &self,
+        id: &str,
+        process: ProcessRecord,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static {
+        let (tx, rx) = oneshot::channel();
+        let queued = self.jobs.send(Job::Op(
+            Box::new(Op::Spawned {
+                id: id.to_string(),
+                process,
+            }),
+            tx,
+        ));
+        async move {
+            queued.map_err(|_| StoreError::Closed)?;
+            rx.await.map_err(|_| StoreError::Closed)?.map(|_| ())
+        }
     }
 
     /// Record the outcome of a received message and, in the same commit, queue its reply

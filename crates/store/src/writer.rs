@@ -9,7 +9,9 @@ use bosun_proto::{Message, Millis, Outcome, State};
 use redb::{Database, Durability, ReadableTable, WriteTransaction};
 use tokio::sync::oneshot;
 
-use crate::records::{FleetRecord, HistoryEntry, InboxRecord, SentRecord, decode, encode};
+use crate::records::{
+    FleetRecord, HistoryEntry, InboxRecord, ProcessRecord, SentRecord, decode, encode,
+};
 use crate::{CHUNKS, FLEET, INBOX, INBOX_PENDING, META, OUTBOX, SENT, SINK_NEXT, StoreError, db};
 
 /// The most jobs folded into one commit.
@@ -72,6 +74,10 @@ pub(crate) enum Op {
         next: Option<u64>,
     },
     Flush,
+    Spawned {
+        id: String,
+        process: ProcessRecord,
+    },
 }
 
 impl Op {
@@ -292,6 +298,7 @@ impl Writer {
                         }],
                         arrivals: 1,
                         outcome: None,
+                        process: None,
                     };
                     inbox
                         .insert(id.as_str(), encode(&rec).as_slice())
@@ -334,6 +341,10 @@ impl Writer {
                 Ok(OpResult::Done)
             }
             Op::Flush => Ok(OpResult::Done),
+            Op::Spawned { id, process } => {
+                update_inbox(txn, id, |r| r.process = Some(process.clone()))?;
+                Ok(OpResult::Done)
+            }
         }
     }
 
@@ -413,6 +424,7 @@ impl Writer {
             }],
             arrivals: 1,
             outcome: None,
+            process: None,
         };
         if let Some(reason) = rejected {
             push_state(
@@ -601,6 +613,7 @@ fn prune(txn: &WriteTransaction, before: Millis) -> Result<u64, StoreError> {
             history: rec.history.last().cloned().into_iter().collect(),
             arrivals: rec.arrivals,
             outcome: None,
+            process: None,
         };
         inbox
             .insert(id.as_str(), encode(&tombstone).as_slice())
