@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bosun_testkit::{NodeProcess, eventually, holds_for};
 
-use crate::support::{exec_no_wait, fleet, report};
+use crate::support::{exec_no_wait, fleet, lines, report, stderr, stdout};
 
 /// What bosun reads of `/proc/PID/stat`: (state, process group).
 fn stat(pid: i32) -> Option<(char, i32)> {
@@ -165,4 +165,59 @@ fn a_command_dies_with_its_node_and_the_restart_says_it_had_ended() {
     );
     assert!(error.contains("not run again"), "{error}");
     assert!(with_argv(&argv).is_empty(), "not started again");
+}
+
+#[test]
+fn with_rerun_on_restart_the_old_run_is_killed_before_the_new_one_starts() {
+    let Some(mut fleet) = fleet().nodes(&["central", "ship1"]).start() else {
+        return;
+    };
+    let runs = fleet.dir().join("runs.txt");
+    let go = fleet.dir().join("go");
+    // The first run leaves a subshell that would append `old` once `go` exists; the
+    // second run (after the restart) appends `second` and ends.
+    let script = format!(
+        "if [ -f {runs} ]; then echo second >> {runs}; else echo first >> {runs}; \
+         (while [ ! -e {go} ]; do sleep 0.1; done; echo old >> {runs}) & wait; fi",
+        runs = runs.display(),
+        go = go.display()
+    );
+    let message = serde_json::json!([{
+        "toNode": "ship1",
+        "method": "cliCommand",
+        "data": ["sh", "-c", script],
+        "rerunOnRestart": true,
+        "methodTimeout": 60
+    }]);
+    let file = fleet.dir().join("rerun.json");
+    std::fs::write(&file, message.to_string()).unwrap();
+    let out = fleet.node("central").cli(&["send", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = stdout(&out)
+        .lines()
+        .next()
+        .and_then(|l| l.split('\t').nth(2))
+        .unwrap()
+        .to_string();
+    let pgid = recorded_group(fleet.node("ship1"), &id);
+    let _leftovers = Leftovers(move || in_group(pgid));
+    eventually(Duration::from_secs(20), "the first run forked", || {
+        (in_group(pgid).len() >= 2).then_some(())
+    });
+
+    let ship = fleet.node_mut("ship1");
+    ship.kill9();
+    ship.restart();
+    assert_eq!(in_group(pgid), Vec::<i32>::new(), "process group {pgid} left");
+    let central = fleet.node("central");
+    eventually(Duration::from_secs(30), "the second run's result", || {
+        (report(central, &id)["sent"]["state"] == "done").then_some(())
+    });
+    assert_eq!(lines(&runs), vec!["first", "second"]);
+    std::fs::write(&go, "").unwrap();
+    holds_for(
+        Duration::from_secs(2),
+        "nothing of the first run is left to append",
+        || lines(&runs).len() == 2,
+    );
 }
