@@ -74,7 +74,9 @@ async fn run_inner(
     if let Some(pid) = child.id() {
         match crate::process::group_of(pid) {
             Ok(group) => processes.report(group),
-            Err(e) => tracing::warn!(pid, error = %e, "cannot identify the command's process group; a crash would leave it unrecorded"),
+            Err(e) => {
+                tracing::warn!(pid, error = %e, "cannot identify the command's process group; a crash would leave it unrecorded")
+            }
         }
     }
     let limit = context.output_limit;
@@ -295,7 +297,12 @@ mod tests {
     #[tokio::test]
     async fn argv_is_not_split_or_interpreted() {
         let rx = CancellationToken::new();
-        let o = run(&message(&["echo", "a  b", "$HOME;", "|x"]), &context(rx), &ProcessSink::none()).await;
+        let o = run(
+            &message(&["echo", "a  b", "$HOME;", "|x"]),
+            &context(rx),
+            &ProcessSink::none(),
+        )
+        .await;
         assert_eq!(o.status, Status::Done);
         assert_eq!(o.stdout, "a  b $HOME; |x\n");
     }
@@ -322,8 +329,9 @@ mod tests {
         );
         let m = message(&["sh", "-c", &script]);
         let ctx = context(rx);
-        let task =
-            tokio::spawn(async move { run_streaming(&m, &ctx, &ChunkSink::new(chunk_tx), &ProcessSink::none()).await });
+        let task = tokio::spawn(async move {
+            run_streaming(&m, &ctx, &ChunkSink::new(chunk_tx), &ProcessSink::none()).await
+        });
         let first = tokio::time::timeout(Duration::from_secs(10), chunk_rx.recv()).await;
         assert_eq!(
             first.unwrap().unwrap(),
@@ -341,7 +349,12 @@ mod tests {
     #[tokio::test]
     async fn missing_program_is_a_clear_failure() {
         let rx = CancellationToken::new();
-        let o = run(&message(&["/no/such/program"]), &context(rx), &ProcessSink::none()).await;
+        let o = run(
+            &message(&["/no/such/program"]),
+            &context(rx),
+            &ProcessSink::none(),
+        )
+        .await;
         assert_eq!(o.status, Status::Failed);
         assert!(o.error.unwrap().contains("cannot start"));
     }

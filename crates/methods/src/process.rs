@@ -294,15 +294,18 @@ fn members(group: &Group) -> Result<Vec<i32>, ProcessError> {
     })?;
     let mut out = Vec::new();
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
             continue;
         };
         // A process may end between the listing and the read: that is not an error.
         let Ok(Some(stat)) = stat(pid) else {
             continue;
         };
-        if stat.pgrp == group.pgid && stat.start_time >= group.start_time && stat.is_running()
-        {
+        if stat.pgrp == group.pgid && stat.start_time >= group.start_time && stat.is_running() {
             out.push(pid);
         }
     }
@@ -333,12 +336,16 @@ fn stat(pid: i32) -> Result<Option<Stat>, ProcessError> {
     let path = stat_path(pid);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound) || e.raw_os_error() == Some(3) => {
+        Err(e)
+            if matches!(e.kind(), std::io::ErrorKind::NotFound) || e.raw_os_error() == Some(3) =>
+        {
             return Ok(None);
         }
         Err(source) => return Err(ProcessError::Read { path, source }),
     };
-    parse_stat(&text).map(Some).ok_or(ProcessError::Stat { path })
+    parse_stat(&text)
+        .map(Some)
+        .ok_or(ProcessError::Stat { path })
 }
 
 /// Fields after the command name (which may hold spaces and parentheses): state is
@@ -391,14 +398,19 @@ mod tests {
     fn wait_for(path: &std::path::Path) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !path.exists() {
-            assert!(Instant::now() < deadline, "{} never appeared", path.display());
+            assert!(
+                Instant::now() < deadline,
+                "{} never appeared",
+                path.display()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
 
     #[test]
     fn parses_a_stat_line_whose_name_holds_parentheses_and_spaces() {
-        let line = "4242 (a (b) c) S 1 4240 4240 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 10";
+        let line =
+            "4242 (a (b) c) S 1 4240 4240 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 10";
         assert_eq!(
             parse_stat(line),
             Some(Stat {
@@ -429,7 +441,10 @@ mod tests {
             }
         );
         assert!(members(&group).unwrap().is_empty());
-        assert!(left.to_string().starts_with("killed at restart: process group"));
+        assert!(
+            left.to_string()
+                .starts_with("killed at restart: process group")
+        );
     }
 
     #[test]

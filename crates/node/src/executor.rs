@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bosun_core::{LaneItem, Lanes};
+use bosun_methods::process::{Group, Leftover, ProcessError};
 use bosun_proto::wire::{self, STATUS_TOKEN, StatusNote, WIRE_VERSION};
 use bosun_proto::{Message, Method, Outcome, State, Status};
-use bosun_methods::process::{Group, Leftover, ProcessError};
 use bosun_store::{ProcessRecord, StoreError};
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -143,9 +143,10 @@ async fn end_leftovers(
         boot_id: process.boot_id,
     };
     let limit = executor.methods.kill_grace.max(Duration::from_secs(5));
-    let ended = tokio::task::spawn_blocking(move || bosun_methods::process::end_leftovers(&group, limit))
-        .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    let ended =
+        tokio::task::spawn_blocking(move || bosun_methods::process::end_leftovers(&group, limit))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
     match &ended {
         Ok(Leftover::Killed { pgid, processes }) => tracing::warn!(
             id,
@@ -154,7 +155,9 @@ async fn end_leftovers(
             "killed what an interrupted run left running"
         ),
         Ok(_) => {}
-        Err(e) => tracing::error!(id, error = %e, "cannot end what an interrupted run left running"),
+        Err(e) => {
+            tracing::error!(id, error = %e, "cannot end what an interrupted run left running")
+        }
     }
     ended
 }

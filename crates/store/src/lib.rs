@@ -11,7 +11,7 @@
 //! |---|---|---|---|
 //! | `outbox` | seq | id | messages this node must still deliver, in submit order |
 //! | `sent` | id | [`SentRecord`] | every message this node originated: history, outcome |
-//! | `inbox` | id | [`InboxRecord`] | every message this node received: dedupe, history, outcome |
+//! | `inbox` | id | [`InboxRecord`] | every message this node received: dedupe, history, outcome, the process group its run started |
 //! | `inbox_pending` | seq | id | received messages not finished yet, in arrival order |
 //! | `meta` | name | u64 | counters |
 //! | `chunks` | (id, n) | text | streamed output of messages this node sent, by chunk number |

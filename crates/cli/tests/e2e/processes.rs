@@ -13,7 +13,10 @@ fn stat(pid: i32) -> Option<(char, i32)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (_, rest) = text.rsplit_once(')')?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    Some((fields.first()?.chars().next()?, fields.get(2)?.parse().ok()?))
+    Some((
+        fields.first()?.chars().next()?,
+        fields.get(2)?.parse().ok()?,
+    ))
 }
 
 /// Every process on the host that has not ended (zombies wait for a reaper, they run
@@ -37,7 +40,10 @@ fn in_group(pgid: i32) -> Vec<i32> {
 
 /// The running processes whose argv is exactly `argv`.
 fn with_argv(argv: &[&str]) -> Vec<i32> {
-    let want: Vec<u8> = argv.iter().flat_map(|a| [a.as_bytes(), b"\0"].concat()).collect();
+    let want: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
     running()
         .into_iter()
         .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want))
@@ -73,15 +79,19 @@ impl<F: Fn() -> Vec<i32>> Drop for Leftovers<F> {
 }
 
 fn the_error(central: &NodeProcess, id: &str) -> String {
-    eventually(Duration::from_secs(30), "central hears `interrupted`", || {
-        let report = report(central, id);
-        (report["sent"]["state"] == "interrupted").then(|| {
-            report["sent"]["outcome"]["error"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string()
-        })
-    })
+    eventually(
+        Duration::from_secs(30),
+        "central hears `interrupted`",
+        || {
+            let report = report(central, id);
+            (report["sent"]["state"] == "interrupted").then(|| {
+                report["sent"]["outcome"]["error"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+        },
+    )
 }
 
 #[test]
@@ -107,9 +117,11 @@ fn what_a_command_forked_is_killed_at_restart_before_the_run_is_reported() {
 
     fleet.node_mut("ship1").kill9();
     // The shell got its parent-death signal; what it forked did not.
-    eventually(Duration::from_secs(10), "the shell dies with its node", || {
-        (!in_group(pgid).contains(&pgid)).then_some(())
-    });
+    eventually(
+        Duration::from_secs(10),
+        "the shell dies with its node",
+        || (!in_group(pgid).contains(&pgid)).then_some(()),
+    );
     assert!(
         !in_group(pgid).is_empty(),
         "the subshell outlives the crash until the node starts again"
@@ -117,7 +129,11 @@ fn what_a_command_forked_is_killed_at_restart_before_the_run_is_reported() {
 
     fleet.node_mut("ship1").restart();
     // Killed before the restarted node takes any message, so before its socket answers.
-    assert_eq!(in_group(pgid), Vec::<i32>::new(), "process group {pgid} left");
+    assert_eq!(
+        in_group(pgid),
+        Vec::<i32>::new(),
+        "process group {pgid} left"
+    );
     let error = the_error(fleet.node("central"), &id);
     assert!(
         error.contains(&format!(
@@ -153,14 +169,17 @@ fn a_command_dies_with_its_node_and_the_restart_says_it_had_ended() {
     assert_eq!(with_argv(&argv), vec![pgid], "the command leads its group");
 
     fleet.node_mut("ship1").kill9();
-    eventually(Duration::from_secs(10), "the command dies with its node", || {
-        with_argv(&argv).is_empty().then_some(())
-    });
+    eventually(
+        Duration::from_secs(10),
+        "the command dies with its node",
+        || with_argv(&argv).is_empty().then_some(()),
+    );
 
     fleet.node_mut("ship1").restart();
     let error = the_error(fleet.node("central"), &id);
     assert!(
-        error.contains("its process had already ended while the node was down; its output was lost"),
+        error
+            .contains("its process had already ended while the node was down; its output was lost"),
         "{error}"
     );
     assert!(error.contains("not run again"), "{error}");
@@ -208,7 +227,11 @@ fn with_rerun_on_restart_the_old_run_is_killed_before_the_new_one_starts() {
     let ship = fleet.node_mut("ship1");
     ship.kill9();
     ship.restart();
-    assert_eq!(in_group(pgid), Vec::<i32>::new(), "process group {pgid} left");
+    assert_eq!(
+        in_group(pgid),
+        Vec::<i32>::new(),
+        "process group {pgid} left"
+    );
     let central = fleet.node("central");
     eventually(Duration::from_secs(30), "the second run's result", || {
         (report(central, &id)["sent"]["state"] == "done").then_some(())
