@@ -2,7 +2,9 @@
 //! each outcome as a durable reply.
 //!
 //! Start is recorded durably before the handler runs, so that a crash mid-run is seen
-//! at the next start-up and reported as `interrupted` instead of being run again.
+//! at the next start-up and reported as `interrupted` instead of being run again. The
+//! process group a run starts is recorded with it, so that the next start-up first kills
+//! whatever of it is still running.
 
 use std::sync::Arc;
 use std::time::Duration;
