@@ -4,7 +4,9 @@
 //! The command runs from an argv; `useShell: true` runs the joined words through
 //! `/bin/sh -c` instead. The child gets its own process group, so that `methodTimeout`
 //! (and node shutdown) can end the command together with everything it started: the
-//! group gets SIGTERM, then SIGKILL after the grace period.
+//! group gets SIGTERM, then SIGKILL after the grace period. It is started through
+//! [`crate::process`]: it dies with the node, and its group is reported so that a node
+//! restarted after a crash can end what the command left running.
 
 use std::process::Stdio;
 
@@ -14,7 +16,7 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 
-use crate::{ChunkSink, Context, now_millis};
+use crate::{ChunkSink, Context, ProcessSink, now_millis};
 
 /// Why a run stopped early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,17 +25,27 @@ enum Cut {
     Shutdown,
 }
 
-/// Run the command in `message.data`.
-pub async fn run(message: &Message, context: &Context) -> Outcome {
-    run_inner(message, context, None).await
+/// Run the command in `message.data`; its process group goes to `processes`.
+pub async fn run(message: &Message, context: &Context, processes: &ProcessSink) -> Outcome {
+    run_inner(message, context, None, processes).await
 }
 
 /// Run the command, sending stdout to `chunks` as it comes (whole lines where it can).
-pub async fn run_streaming(message: &Message, context: &Context, chunks: &ChunkSink) -> Outcome {
-    run_inner(message, context, Some(chunks.clone())).await
+pub async fn run_streaming(
+    message: &Message,
+    context: &Context,
+    chunks: &ChunkSink,
+    processes: &ProcessSink,
+) -> Outcome {
+    run_inner(message, context, Some(chunks.clone()), processes).await
 }
 
-async fn run_inner(message: &Message, context: &Context, stream: Option<ChunkSink>) -> Outcome {
+async fn run_inner(
+    message: &Message,
+    context: &Context,
+    stream: Option<ChunkSink>,
+    processes: &ProcessSink,
+) -> Outcome {
     let started = now_millis();
     let argv: Vec<String> = if message.use_shell {
         vec!["/bin/sh".into(), "-c".into(), message.data.join(" ")]
@@ -53,13 +65,20 @@ async fn run_inner(message: &Message, context: &Context, stream: Option<ChunkSin
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
         .kill_on_drop(true);
-    let mut child = match command.spawn() {
+    let mut child = match context.state.spawner.spawn(command).await {
         Ok(c) => c,
         Err(e) => return fail(format!("cannot start {program:?}: {e}")),
     };
     let pgid = child.id().map(|p| Pid::from_raw(p as i32));
+    if let Some(pid) = child.id() {
+        match crate::process::group_of(pid) {
+            Ok(group) => processes.report(group),
+            Err(e) => {
+                tracing::warn!(pid, error = %e, "cannot identify the command's process group; a crash would leave it unrecorded")
+            }
+        }
+    }
     let limit = context.output_limit;
     let stdout = match stream {
         Some(sink) => tokio::spawn(forward(child.stdout.take(), sink)),
@@ -266,6 +285,7 @@ mod tests {
         let o = run(
             &message(&["sh", "-c", "echo out; echo err >&2; exit 3"]),
             &context(rx),
+            &ProcessSink::none(),
         )
         .await;
         assert_eq!(o.status, Status::Failed);
@@ -277,7 +297,12 @@ mod tests {
     #[tokio::test]
     async fn argv_is_not_split_or_interpreted() {
         let rx = CancellationToken::new();
-        let o = run(&message(&["echo", "a  b", "$HOME;", "|x"]), &context(rx)).await;
+        let o = run(
+            &message(&["echo", "a  b", "$HOME;", "|x"]),
+            &context(rx),
+            &ProcessSink::none(),
+        )
+        .await;
         assert_eq!(o.status, Status::Done);
         assert_eq!(o.stdout, "a  b $HOME; |x\n");
     }
@@ -287,7 +312,7 @@ mod tests {
         let rx = CancellationToken::new();
         let mut m = message(&["echo", "$((1+2))"]);
         m.use_shell = true;
-        let o = run(&m, &context(rx)).await;
+        let o = run(&m, &context(rx), &ProcessSink::none()).await;
         assert_eq!(o.stdout, "3\n");
     }
 
@@ -304,8 +329,9 @@ mod tests {
         );
         let m = message(&["sh", "-c", &script]);
         let ctx = context(rx);
-        let task =
-            tokio::spawn(async move { run_streaming(&m, &ctx, &ChunkSink::new(chunk_tx)).await });
+        let task = tokio::spawn(async move {
+            run_streaming(&m, &ctx, &ChunkSink::new(chunk_tx), &ProcessSink::none()).await
+        });
         let first = tokio::time::timeout(Duration::from_secs(10), chunk_rx.recv()).await;
         assert_eq!(
             first.unwrap().unwrap(),
@@ -323,7 +349,12 @@ mod tests {
     #[tokio::test]
     async fn missing_program_is_a_clear_failure() {
         let rx = CancellationToken::new();
-        let o = run(&message(&["/no/such/program"]), &context(rx)).await;
+        let o = run(
+            &message(&["/no/such/program"]),
+            &context(rx),
+            &ProcessSink::none(),
+        )
+        .await;
         assert_eq!(o.status, Status::Failed);
         assert!(o.error.unwrap().contains("cannot start"));
     }
@@ -334,6 +365,7 @@ mod tests {
         let o = run(
             &message(&["sh", "-c", "head -c 100000 /dev/zero | tr '\\0' x"]),
             &context(rx),
+            &ProcessSink::none(),
         )
         .await;
         assert_eq!(o.status, Status::Done);
@@ -351,7 +383,7 @@ mod tests {
         m.method_timeout = Some(1);
         let rx = CancellationToken::new();
         let t = Instant::now();
-        let o = run(&m, &context(rx)).await;
+        let o = run(&m, &context(rx), &ProcessSink::none()).await;
         assert_eq!(o.status, Status::Timeout);
         assert!(o.error.unwrap().contains("methodTimeout"));
         assert!(t.elapsed() < Duration::from_secs(10));
@@ -371,7 +403,7 @@ mod tests {
         let script = format!("sleep 300 & echo $! > {}; wait", pidfile.display());
         let m = message(&["sh", "-c", &script]);
         let ctx = context(rx);
-        let task = tokio::spawn(async move { run(&m, &ctx).await });
+        let task = tokio::spawn(async move { run(&m, &ctx, &ProcessSink::none()).await });
         let read_pid = || {
             std::fs::read_to_string(&pidfile)
                 .ok()
@@ -387,6 +419,67 @@ mod tests {
         assert_eq!(o.status, Status::Interrupted);
         let pid = read_pid().unwrap();
         assert!(gone(pid), "sleep {pid} outlived the shutdown");
+    }
+
+    /// The group of each command is reported as it starts, and it names the command.
+    #[tokio::test]
+    async fn reports_the_process_group_it_started() {
+        let pidfile = tempfile_dir().join("sh.pid");
+        let script = format!("echo $$ > {}", pidfile.display());
+        let (tx, mut reported) = tokio::sync::mpsc::unbounded_channel();
+        let o = run(
+            &message(&["sh", "-c", &script]),
+            &context(CancellationToken::new()),
+            &ProcessSink::new(tx),
+        )
+        .await;
+        assert_eq!(o.status, Status::Done);
+        let group = reported.try_recv().expect("the group was reported");
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(group.pgid, pid, "the command leads its own group");
+        assert!(group.start_time > 0);
+        assert_eq!(
+            group.boot_id,
+            std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .unwrap()
+                .trim()
+        );
+        assert!(reported.try_recv().is_err(), "one group per run");
+    }
+
+    /// The child asks for SIGKILL at its parent's death: `/proc/PID/status` does not
+    /// show it, but a child of a thread that ends does die.
+    #[tokio::test]
+    async fn the_command_dies_with_the_thread_that_forked_it() {
+        let dir = tempfile_dir();
+        let pidfile = dir.join("sleep.pid");
+        let script = format!("echo $$ > {}; exec sleep 300", pidfile.display());
+        let m = message(&["sh", "-c", &script]);
+        // The test context has a spawner of its own, stopped below: its thread ends as a
+        // crashed node's would.
+        let ctx = context(CancellationToken::new());
+        let state = ctx.state.clone();
+        let task = tokio::spawn(async move { run(&m, &ctx, &ProcessSink::none()).await });
+        crate::wait_until("the command to start", Duration::from_secs(10), || {
+            std::fs::read_to_string(&pidfile).is_ok_and(|t| t.ends_with('\n'))
+        })
+        .await;
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        state.spawner.stop();
+        let o = tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the command ended when its forking thread did")
+            .unwrap();
+        assert_eq!(o.error.as_deref(), Some("killed by signal 9"));
+        assert!(gone(pid));
     }
 
     fn tempfile_dir() -> std::path::PathBuf {

@@ -1,6 +1,7 @@
 //! bosun's method handlers: one file per method, one closed `match` for dispatch.
 //!
-//! A handler gets a message, a [`Context`] and a [`ChunkSink`], and returns [`Handled`]:
+//! A handler gets a message, a [`Context`], a [`ChunkSink`] and a [`ProcessSink`], and
+//! returns [`Handled`]:
 //! an [`Outcome`], plus any messages the node should submit on its behalf (a file copy's
 //! chunks). Streaming handlers send their output through the sink as they go. A handler
 //! never talks to the bus or the store: the node records the start, runs the handler,
@@ -15,6 +16,8 @@
 //! - [`hello`]: this host's inventory.
 //! - [`copy`]: `copySrc` / `copyDst`, a chunked, hashed file copy.
 //! - [`op_process`]: which methods this node serves, and for whom.
+//! - [`process`]: how commands are started so that they die with the node, the process
+//!   group each run reports, and ending what a crashed node left running.
 //! - [`docker`]: containers and images through the Docker Engine API; its
 //!   [`docker::engine`] is the one way to reach the engine and sum up its stats.
 //!
@@ -31,6 +34,7 @@ pub mod host;
 pub mod http_get;
 pub mod op_process;
 pub mod ping;
+pub mod process;
 pub mod tail_file;
 
 use std::path::PathBuf;
@@ -43,6 +47,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use clock::now_millis;
 pub use op_process::{Served, ServedError};
+pub use process::ProcessSink;
 
 /// What a handler may know about the node it runs on.
 #[derive(Clone)]
@@ -82,6 +87,8 @@ pub struct HandlerState {
     pub(crate) docker: docker::engine::Clients,
     /// The `httpGet` client, whose connections are pooled between requests.
     pub(crate) http: http_get::HttpClient,
+    /// The one thread that forks commands, so that they die with the node.
+    pub(crate) spawner: process::Spawner,
 }
 
 impl Context {
@@ -144,18 +151,20 @@ pub fn has_handler(method: Method) -> bool {
     matches!(method.role(), Role::Handler(_))
 }
 
-/// Run `message` with the handler for its method.
+/// Run `message` with the handler for its method. Streamed output goes to `chunks`; the
+/// process group of a started command is reported to `processes`.
 pub async fn run(
     method: Method,
     message: &Message,
     context: &Context,
     chunks: &ChunkSink,
+    processes: &ProcessSink,
 ) -> Handled {
     use docker::{Lifecycle, Operation};
     let container = |operation: Operation| docker::run(method, operation, message, context, chunks);
     match method {
-        Method::CliCommand => cli_command::run(message, context).await.into(),
-        Method::CliCommandCont => cli_command::run_streaming(message, context, chunks)
+        Method::CliCommand => cli_command::run(message, context, processes).await.into(),
+        Method::CliCommandCont => cli_command::run_streaming(message, context, chunks, processes)
             .await
             .into(),
         Method::Ping => ping::run(message, context).await.into(),

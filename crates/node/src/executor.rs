@@ -2,14 +2,18 @@
 //! each outcome as a durable reply.
 //!
 //! Start is recorded durably before the handler runs, so that a crash mid-run is seen
-//! at the next start-up and reported as `interrupted` instead of being run again.
+//! at the next start-up and reported as `interrupted` instead of being run again. The
+//! process group a run starts is recorded with it, so that the next start-up first kills
+//! whatever of it is still running.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bosun_core::{LaneItem, Lanes};
+use bosun_methods::process::{Group, Leftover, ProcessError};
 use bosun_proto::wire::{self, STATUS_TOKEN, StatusNote, WIRE_VERSION};
 use bosun_proto::{Message, Method, Outcome, State, Status};
-use bosun_store::StoreError;
+use bosun_store::{ProcessRecord, StoreError};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
@@ -62,40 +66,102 @@ pub(crate) struct ToRun {
     stream: Option<Stream>,
 }
 
-/// At start-up: report messages that were running when the node stopped as
-/// `interrupted` (unless they asked for `rerunOnRestart`), and return the messages that
-/// were received but not started, in arrival order.
+/// At start-up: end what runs interrupted by a crash left running (their recorded
+/// process groups), then report those runs as `interrupted` (unless they asked for
+/// `rerunOnRestart`), and return the messages that were received but not started, in
+/// arrival order, with the runs to do again.
 pub(crate) async fn recover(executor: &Arc<Executor>) -> Result<Vec<ToRun>, StoreError> {
     let mut to_run = Vec::new();
     for (seq, record) in executor.store.inbox_pending()? {
         let message = record.message;
         let stream = stream_of(&message);
-        match record.state {
-            State::Running if !message.rerun_on_restart => {
-                let outcome = Outcome::bare(
-                    Status::Interrupted,
-                    executor.config.name.as_str(),
-                    "the node stopped while the method ran; it was not run again (set rerunOnRestart to allow that)",
-                    now_millis(),
-                );
-                tracing::warn!(
-                    id = message.id(),
-                    "interrupted by a restart; reporting, not re-running"
-                );
-                let reply = reply_for(executor, &message, &outcome);
-                executor
-                    .store
-                    .finish(message.id(), outcome, reply, now_millis())
-                    .await?;
-            }
-            _ => to_run.push(ToRun {
+        if record.state != State::Running {
+            to_run.push(ToRun {
                 seq,
                 message,
                 stream,
-            }),
+            });
+            continue;
         }
+        let leftover = match record.process {
+            Some(process) => Some(end_leftovers(executor, message.id(), process).await),
+            None => None,
+        };
+        let ended = !matches!(leftover, Some(Err(_)));
+        if message.rerun_on_restart && ended {
+            tracing::info!(
+                id = message.id(),
+                "interrupted by a restart; running again (rerunOnRestart)"
+            );
+            to_run.push(ToRun {
+                seq,
+                message,
+                stream,
+            });
+            continue;
+        }
+        let what = match &leftover {
+            None => "the node stopped while the method ran".to_string(),
+            Some(Ok(left)) => format!("the node stopped while the method ran; {left}"),
+            Some(Err(e)) => format!(
+                "the node stopped while the method ran; at restart its process group could not be ended: {e}"
+            ),
+        };
+        let why = if ended {
+            "it was not run again (set rerunOnRestart to allow that)"
+        } else {
+            "it was not run again, so that two runs never overlap"
+        };
+        let outcome = Outcome::bare(
+            Status::Interrupted,
+            executor.config.name.as_str(),
+            format!("{what}; {why}"),
+            now_millis(),
+        );
+        tracing::warn!(
+            id = message.id(),
+            reason = outcome.error.as_deref().unwrap_or_default(),
+            "interrupted by a restart; reporting, not re-running"
+        );
+        let reply = reply_for(executor, &message, &outcome);
+        executor
+            .store
+            .finish(message.id(), outcome, reply, now_millis())
+            .await?;
     }
     Ok(to_run)
+}
+
+/// Kill what is left of a run's recorded process group, waiting (bounded) until it is
+/// gone.
+async fn end_leftovers(
+    executor: &Arc<Executor>,
+    id: &str,
+    process: ProcessRecord,
+) -> Result<Leftover, ProcessError> {
+    let group = Group {
+        pgid: process.pgid,
+        start_time: process.start_time,
+        boot_id: process.boot_id,
+    };
+    let limit = executor.methods.kill_grace.max(Duration::from_secs(5));
+    let ended =
+        tokio::task::spawn_blocking(move || bosun_methods::process::end_leftovers(&group, limit))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    match &ended {
+        Ok(Leftover::Killed { pgid, processes }) => tracing::warn!(
+            id,
+            pgid,
+            processes,
+            "killed what an interrupted run left running"
+        ),
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(id, error = %e, "cannot end what an interrupted run left running")
+        }
+    }
+    ended
 }
 
 fn stream_of(message: &Message) -> Option<Stream> {
@@ -223,16 +289,20 @@ async fn run_one(executor: &Arc<Executor>, message: Message) {
     } else {
         (bosun_methods::ChunkSink::none(), None)
     };
+    let (processes, recorder) = record_processes(executor, &id);
     let handled = match method.role() {
         bosun_proto::Role::Node => node_method(executor, method, &message).into(),
         bosun_proto::Role::Handler(_)
         | bosun_proto::Role::Absorbed
         | bosun_proto::Role::ReplySink
         | bosun_proto::Role::Unserved => {
-            bosun_methods::run(method, &message, &executor.methods, &chunks).await
+            bosun_methods::run(method, &message, &executor.methods, &chunks, &processes).await
         }
     };
     drop(chunks);
+    drop(processes);
+    // Every group the run reported is queued for the store before the finish below.
+    let _ = recorder.await;
     let mut outcome = handled.outcome;
     if let Some(forwarder) = forwarder {
         // Every chunk is queued before the final result, so the result names the count.
@@ -259,6 +329,39 @@ async fn run_one(executor: &Arc<Executor>, message: Message) {
         return;
     }
     finish(executor, &message, outcome).await;
+}
+
+/// A sink for the process groups a run starts, and the task that queues each one for
+/// the store, to be recorded with the run. The task ends when the sink is dropped, having
+/// queued everything reported, so the run's finish (queued after it) never overtakes a
+/// group. A failed write is logged: the parent-death signal still ends the command with
+/// the node, only what it forked could then outlive a crash.
+fn record_processes(
+    executor: &Arc<Executor>,
+    id: &str,
+) -> (bosun_methods::ProcessSink, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Group>();
+    let store = executor.store.clone();
+    let tracker = executor.tracker.clone();
+    let id = id.to_string();
+    let task = executor.tracker.spawn(async move {
+        while let Some(group) = rx.recv().await {
+            let record = ProcessRecord {
+                pgid: group.pgid,
+                start_time: group.start_time,
+                boot_id: group.boot_id,
+            };
+            // Queued now; the run's finish, queued later, commits with it or after it.
+            let written = store.spawned(&id, record);
+            let id = id.clone();
+            tracker.spawn(async move {
+                if let Err(e) = written.await {
+                    tracing::error!(id, error = %e, "cannot record the process group of a run");
+                }
+            });
+        }
+    });
+    (bosun_methods::ProcessSink::new(tx), task)
 }
 
 async fn finish(executor: &Arc<Executor>, message: &Message, outcome: Outcome) {

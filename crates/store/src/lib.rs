@@ -11,7 +11,7 @@
 //! |---|---|---|---|
 //! | `outbox` | seq | id | messages this node must still deliver, in submit order |
 //! | `sent` | id | [`SentRecord`] | every message this node originated: history, outcome |
-//! | `inbox` | id | [`InboxRecord`] | every message this node received: dedupe, history, outcome |
+//! | `inbox` | id | [`InboxRecord`] | every message this node received: dedupe, history, outcome, the process group its run started |
 //! | `inbox_pending` | seq | id | received messages not finished yet, in arrival order |
 //! | `meta` | name | u64 | counters |
 //! | `chunks` | (id, n) | text | streamed output of messages this node sent, by chunk number |
@@ -43,7 +43,8 @@ use tokio::sync::{oneshot, watch};
 
 pub use health::{Fault, Health, LowSpace, free_bytes};
 pub use records::{
-    FleetRecord, HistoryEntry, InboxRecord, ScheduleRecord, SentRecord, SinkDue, SinkWrite,
+    FleetRecord, HistoryEntry, InboxRecord, ProcessRecord, ScheduleRecord, SentRecord, SinkDue,
+    SinkWrite,
 };
 pub use writer::{Answer, Receipt, same_submission};
 
@@ -445,6 +446,28 @@ impl Store {
         {
             OpResult::Started(started) => Ok(started),
             _ => unreachable!("start answers whether it started"),
+        }
+    }
+
+    /// Record the process group a received message's run started. Queued at once, so it
+    /// is applied before any later write (the run's finish); the returned future ends when
+    /// it is durable.
+    pub fn spawned(
+        &self,
+        id: &str,
+        process: ProcessRecord,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static {
+        let (tx, rx) = oneshot::channel();
+        let queued = self.jobs.send(Job::Op(
+            Box::new(Op::Spawned {
+                id: id.to_string(),
+                process,
+            }),
+            tx,
+        ));
+        async move {
+            queued.map_err(|_| StoreError::Closed)?;
+            rx.await.map_err(|_| StoreError::Closed)?.map(|_| ())
         }
     }
 

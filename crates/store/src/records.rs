@@ -67,6 +67,22 @@ pub struct InboxRecord {
     /// The outcome of running it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
+    /// The process group its run started, if any: what a restart after a crash must end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessRecord>,
+}
+
+/// The process group a run started, recorded with the run so that the node, restarted
+/// after a crash, can tell whether it still runs (and end it) without taking a reused
+/// pid for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessRecord {
+    /// The process group id (the pid of its leader).
+    pub pgid: i32,
+    /// The leader's start time, in clock ticks after boot (`/proc/PID/stat` field 22).
+    pub start_time: u64,
+    /// The kernel's boot id when it started: start times compare only within one boot.
+    pub boot_id: String,
 }
 
 /// What central knows about one node of the fleet, from its hellos.

@@ -689,3 +689,75 @@ async fn a_file_that_cannot_be_reopened_fails_the_store_for_good() {
         .to_string();
     assert!(err.contains("cannot be reopened"), "{err}");
 }
+
+#[tokio::test]
+async fn a_runs_process_group_is_recorded_before_its_finish_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("n.redb");
+    let m = msg("me");
+    let id = m.id().to_string();
+    let group = ProcessRecord {
+        pgid: 4242,
+        start_time: 98765,
+        boot_id: "boot".into(),
+    };
+    {
+        let store = Store::open(&path).unwrap();
+        store.receive(m, 1).await.unwrap();
+        store.start(&id, 2).await.unwrap();
+        // Queued at the call, not at the first poll: a finish asked for afterwards
+        // comes after it.
+        let recorded = store.spawned(&id, group.clone());
+        store
+            .finish(&id, outcome(Status::Done), None, 3)
+            .await
+            .unwrap();
+        recorded.await.unwrap();
+        let rec = store.inbox(&id).unwrap().unwrap();
+        assert_eq!(rec.state, State::Done);
+        assert_eq!(rec.process.as_ref(), Some(&group));
+        store.close().await.unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.inbox(&id).unwrap().unwrap().process, Some(group));
+}
+
+#[tokio::test]
+async fn a_running_message_keeps_its_process_group_across_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("n.redb");
+    let m = msg("me");
+    let id = m.id().to_string();
+    let group = ProcessRecord {
+        pgid: 7,
+        start_time: 1,
+        boot_id: "b".into(),
+    };
+    {
+        let store = Store::open(&path).unwrap();
+        store.receive(m, 1).await.unwrap();
+        store.start(&id, 2).await.unwrap();
+        store.spawned(&id, group.clone()).await.unwrap();
+        // No close: the next open sees what the commits made durable.
+        drop(store);
+    }
+    let store = wait_reopen(&path).await;
+    let pending = store.inbox_pending().unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].1.state, State::Running);
+    assert_eq!(pending[0].1.process, Some(group));
+}
+
+/// Open `path` once the dropped handle's writer thread has let go of it.
+async fn wait_reopen(path: &std::path::Path) -> Store {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Store::open(path) {
+            Ok(s) => return s,
+            Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!("reopen: {e}"),
+        }
+    }
+}

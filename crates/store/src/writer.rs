@@ -13,8 +13,8 @@ use tokio::sync::{oneshot, watch};
 
 use crate::health::{self, Fault, Health};
 use crate::records::{
-    FleetRecord, HistoryEntry, InboxRecord, ScheduleRecord, SentRecord, SinkDue, SinkWrite, decode,
-    encode,
+    FleetRecord, HistoryEntry, InboxRecord, ProcessRecord, ScheduleRecord, SentRecord, SinkDue,
+    SinkWrite, decode, encode,
 };
 use crate::{
     AWAITING, CHUNKS, FLEET, INBOX, INBOX_PENDING, META, OUTBOX, SCHEDULES, SENT, SINK_COMPLETE,
@@ -112,6 +112,10 @@ pub(crate) enum Op {
         from: String,
         node: String,
         at: Millis,
+    },
+    Spawned {
+        id: String,
+        process: ProcessRecord,
     },
 }
 
@@ -648,6 +652,7 @@ impl Writer {
                         }],
                         arrivals: 1,
                         outcome: None,
+                        process: None,
                     };
                     inbox
                         .insert(id.as_str(), encode(&rec).as_slice())
@@ -701,6 +706,10 @@ impl Writer {
                         .insert(id.as_str(), encode(&due).as_slice())
                         .map_err(db)?;
                 }
+                Ok(OpResult::Done)
+            }
+            Op::Spawned { id, process } => {
+                update_inbox(txn, id, |r| r.process = Some(process.clone()))?;
                 Ok(OpResult::Done)
             }
             Op::SinkDone { id, next } => {
@@ -825,12 +834,14 @@ impl Writer {
                     }],
                     arrivals: 0,
                     outcome: Some(outcome.clone()),
+                    process: None,
                 };
                 inbox.insert(id, encode(&rec).as_slice()).map_err(db)?;
                 Ok(OpResult::Answer(Answer {
                     state: Some(State::Cancelled),
                     outcome: Some(outcome),
                 }))
+            }
             }
         }
     }
@@ -914,6 +925,7 @@ impl Writer {
             }],
             arrivals: 1,
             outcome: None,
+            process: None,
         };
         if let Some(reason) = rejected {
             push_state(
@@ -1166,6 +1178,7 @@ fn prune(txn: &WriteTransaction, before: Millis) -> Result<u64, StoreError> {
             history: rec.history.last().cloned().into_iter().collect(),
             arrivals: rec.arrivals,
             outcome: None,
+            process: None,
         };
         inbox
             .insert(id.as_str(), encode(&tombstone).as_slice())

@@ -13,6 +13,7 @@ mod delivery;
 mod disk;
 mod http_apis;
 mod lsdsuite;
+mod processes;
 mod restarts;
 mod stalls;
 mod steward;

@@ -16,7 +16,15 @@ use crate::{ChunkSink, Context, test_context};
 
 /// Run a container or image method as the node would.
 async fn run(method: Method, message: &Message, context: &Context, chunks: &ChunkSink) -> Outcome {
-    crate::run(method, message, context, chunks).await.outcome
+    crate::run(
+        method,
+        message,
+        context,
+        chunks,
+        &crate::ProcessSink::none(),
+    )
+    .await
+    .outcome
 }
 
 /// Names of the containers a test made; `docker rm -f` on each when dropped.
