@@ -12,5 +12,6 @@ mod config;
 mod delivery;
 mod http_apis;
 mod lsdsuite;
+mod output;
 mod steward;
 mod support;
