@@ -162,6 +162,20 @@ pub struct Tally {
     pub given_up_that_ran: usize,
     /// Lines that are not one of the numbers submitted.
     pub garbled: usize,
+    /// Up to [`EXAMPLES`] message numbers behind each count above, by count name.
+    pub examples: BTreeMap<&'static str, Vec<u64>>,
+}
+
+/// How many message numbers are kept as examples of each count.
+pub const EXAMPLES: usize = 10;
+
+impl Tally {
+    fn example(&mut self, count: &'static str, n: u64) {
+        let list = self.examples.entry(count).or_default();
+        if list.len() < EXAMPLES {
+            list.push(n);
+        }
+    }
 }
 
 impl Tally {
@@ -194,13 +208,17 @@ pub fn tally(reports: &[(u64, Option<Value>)], file: &str) -> Tally {
                 *runs.entry(n).or_default() += 1;
                 if n < highest {
                     t.reordered += 1;
+                    t.example("reordered", n);
                 }
                 highest = highest.max(n);
             }
             _ => t.garbled += 1,
         }
     }
-    t.run_twice = runs.values().filter(|count| **count > 1).count();
+    for (n, _) in runs.iter().filter(|(_, count)| **count > 1) {
+        t.run_twice += 1;
+        t.example("runTwice", *n);
+    }
     for (n, report) in reports {
         let sent = report.as_ref().map(|r| &r["sent"]);
         let state = sent
@@ -212,6 +230,7 @@ pub fn tally(reports: &[(u64, Option<Value>)], file: &str) -> Tally {
             .is_ok_and(State::is_terminal);
         if !is_final {
             t.never_final += 1;
+            t.example("neverFinal", *n);
             continue;
         }
         let ran = runs.contains_key(n);
@@ -219,10 +238,20 @@ pub fn tally(reports: &[(u64, Option<Value>)], file: &str) -> Tally {
         let error = outcome["error"].as_str().unwrap_or("");
         let exit_code = outcome["exitCode"].as_i64();
         match state.as_str() {
-            "done" if !ran => t.done_not_run += 1,
-            "interrupted" if ran && !error.contains("exited") => t.interrupted_that_ran += 1,
-            "failed" if ran && exit_code.is_none() => t.given_up_that_ran += 1,
-            "cancelled" | "expired" | "rejected" if ran => t.given_up_that_ran += 1,
+            "done" if !ran => {
+                t.done_not_run += 1;
+                t.example("doneNotRun", *n);
+            }
+            "interrupted" if ran && !error.contains("exited") => {
+                t.interrupted_that_ran += 1;
+                t.example("interruptedThatRan", *n);
+            }
+            "failed" | "cancelled" | "expired" | "rejected"
+                if ran && (state != "failed" || exit_code.is_none()) =>
+            {
+                t.given_up_that_ran += 1;
+                t.example("givenUpThatRan", *n);
+            }
             _ => {}
         }
     }
@@ -465,6 +494,7 @@ fn print_figures(
             "givenUpThatRan": t.given_up_that_ran,
             "garbled": t.garbled,
             "drainSecs": drain.map(|d| d.as_secs_f64()),
+            "examples": t.examples,
             "clean": t.clean(),
         });
         println!("{figures}");
@@ -495,6 +525,9 @@ fn print_figures(
     println!("  interrupted that ran {}", t.interrupted_that_ran);
     println!("  given up that ran    {}", t.given_up_that_ran);
     println!("  garbled lines        {}", t.garbled);
+    for (count, numbers) in &t.examples {
+        println!("  e.g. {count}: messages {numbers:?}");
+    }
     match drain {
         Some(d) => println!(
             "  drain time           {:.1} s (last fault to all final)",
