@@ -13,6 +13,10 @@
 //! - `deep-queue` (not in `all`): N messages queued to an offline node; the sender's
 //!   peak RSS, the submit rate and the drain rate once the node starts (see `deep`).
 
+//! - `chaos` (not part of `all`): ordered commands under kill -9, SIGSTOP and broker
+//!   crashes; counts what the sender's record gets wrong (see [`chaos`]).
+
+mod chaos;
 mod deep;
 
 use std::path::{Path, PathBuf};
@@ -30,7 +34,7 @@ use futures::StreamExt;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: bosun-bench --bosun PATH [exec|throughput|idle|containers|all|deep-queue] [--runs N] [--messages N]"
+        "usage: bosun-bench --bosun PATH [exec|throughput|idle|containers|all|deep-queue] [--runs N] [--messages N]\n       bosun-bench --bosun PATH chaos [--messages N] [--seed S] [--fault-secs S] [--drain-secs S] [--json]"
     );
     std::process::exit(2);
 }
@@ -39,7 +43,34 @@ struct Args {
     bosun: PathBuf,
     what: String,
     runs: usize,
-    messages: usize,
+    messages: Option<usize>,
+    seed: Option<u64>,
+    fault_secs: Option<u64>,
+    drain_secs: Option<u64>,
+    json: bool,
+}
+
+impl Args {
+    /// Messages for the throughput run.
+    fn messages(&self) -> usize {
+        self.messages.unwrap_or(5000)
+    }
+
+    /// The chaos run's options: its own defaults, then what was given.
+    fn chaos(&self) -> chaos::Options {
+        let mut options = chaos::Options::for_messages(self.messages.unwrap_or(200));
+        options.seed = self.seed.unwrap_or(options.seed);
+        options.fault_secs = self.fault_secs.unwrap_or(options.fault_secs);
+        options.drain_secs = self.drain_secs.unwrap_or(options.drain_secs);
+        options.json = self.json;
+        options
+    }
+}
+
+fn number<T: std::str::FromStr>(value: Option<String>) -> T {
+    value
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| usage())
 }
 
 fn parse_args() -> Args {
@@ -47,25 +78,23 @@ fn parse_args() -> Args {
         bosun: PathBuf::new(),
         what: "all".into(),
         runs: 30,
-        messages: 5000,
+        messages: None,
+        seed: None,
+        fault_secs: None,
+        drain_secs: None,
+        json: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--bosun" => args.bosun = it.next().map(PathBuf::from).unwrap_or_else(|| usage()),
-            "--runs" => {
-                args.runs = it
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or_else(|| usage())
-            }
-            "--messages" => {
-                args.messages = it
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or_else(|| usage())
-            }
-            "exec" | "throughput" | "idle" | "containers" | "all" | "deep-queue" => args.what = a,
+            "--runs" => args.runs = number(it.next()),
+            "--messages" => args.messages = Some(number(it.next())),
+            "--seed" => args.seed = Some(number(it.next())),
+            "--fault-secs" => args.fault_secs = Some(number(it.next())),
+            "--drain-secs" => args.drain_secs = Some(number(it.next())),
+            "--json" => args.json = true,
+            "exec" | "throughput" | "idle" | "containers" | "chaos" | "all" | "deep-queue" => args.what = a,
             _ => usage(),
         }
     }
@@ -93,6 +122,9 @@ fn percentile(samples: &mut [f64], p: f64) -> f64 {
 
 fn main() {
     let args = parse_args();
+    if args.what == "chaos" {
+        std::process::exit(chaos::run(&args.bosun, &args.chaos()));
+    }
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     println!(
         "bosun-bench on {} ({} cores)",
@@ -118,7 +150,7 @@ fn main() {
         runtime.block_on(deep::bench_deep_queue(
             &args.bosun,
             &nats.url(),
-            args.messages,
+            args.messages(),
         ));
     }
 }
@@ -184,7 +216,7 @@ async fn bench_throughput(args: &Args) {
         &env,
     );
     let socket = a.data_dir.join("bosun.sock");
-    let n = args.messages;
+    let n = args.messages();
     let window = 1024;
 
     // Warm up both nodes.

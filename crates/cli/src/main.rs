@@ -1,5 +1,7 @@
 //! The `bosun` binary: one file per subcommand under `cmd/`.
 
+#[macro_use]
+mod out;
 mod cmd;
 mod render;
 

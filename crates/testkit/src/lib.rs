@@ -11,6 +11,7 @@ mod docker;
 mod fleet;
 mod nats;
 mod node;
+mod process;
 mod tmpfs;
 mod wait;
 

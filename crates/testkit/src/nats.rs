@@ -1,15 +1,24 @@
-//! A real `nats-server` on a free port.
+//! A real `nats-server` on a free port, and the broker faults a test (or `bosun-bench
+//! chaos`) can inflict on it: a clean stop ([`NatsServer::stop`]), a crash
+//! ([`NatsServer::kill9`]), a start again on the same port ([`NatsServer::restart`])
+//! and a stall ([`NatsServer::freeze`] and [`NatsServer::thaw`]).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::{eventually, free_port, required};
+use nix::sys::signal::Signal;
 
-/// A real `nats-server`, killed on drop.
+use crate::{eventually, free_port, poll_until, process, required};
+
+/// How long a clean stop may take before the server is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A real `nats-server`; on drop it is thawed if frozen and killed with SIGKILL.
 pub struct NatsServer {
     port: u16,
     child: Option<Child>,
+    frozen: bool,
     config: Option<PathBuf>,
     _store: tempfile::TempDir,
 }
@@ -47,10 +56,11 @@ impl NatsServer {
         let mut server = NatsServer {
             port: free_port(),
             child: None,
+            frozen: false,
             config,
             _store: store,
         };
-        server.resume();
+        server.restart();
         Some(server)
     }
 
@@ -59,17 +69,64 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-    /// Kill the server (a broker outage). The port is kept for [`NatsServer::resume`].
+    /// The process id while the server runs (frozen or not).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Stop the server cleanly (a planned broker outage): SIGTERM, so it closes its
+    /// client connections, then wait for it to exit (SIGKILL after 10 s). A frozen
+    /// server is thawed first. The port is kept for [`NatsServer::restart`]. Does
+    /// nothing when it is not running.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        self.thaw();
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        process::signal(child.id(), Signal::SIGTERM, "nats-server");
+        if poll_until(STOP_TIMEOUT, || child.try_wait().ok().flatten()).is_none() {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
-    /// Start the server again on the same port, and wait until it accepts connections.
-    pub fn resume(&mut self) {
-        assert!(self.child.is_none(), "server already running");
+    /// Kill the server with SIGKILL (a broker crash): clients see their connections
+    /// drop with no goodbye. Works on a frozen server too. The port is kept for
+    /// [`NatsServer::restart`]. Does nothing when it is not running.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.frozen = false;
+    }
+
+    /// Freeze the server with SIGSTOP (a stalled broker): connections stay open but
+    /// nothing moves. Returns once the kernel reports it stopped. Panics when it is not
+    /// running.
+    pub fn freeze(&mut self) {
+        let pid = self.pid().expect("nats-server is not running");
+        process::freeze(pid, "nats-server");
+        self.frozen = true;
+    }
+
+    /// Let a frozen server run again with SIGCONT; returns once the kernel reports it
+    /// no longer stopped. Does nothing when it is not frozen.
+    pub fn thaw(&mut self) {
+        if !self.frozen {
+            return;
+        }
+        if let Some(pid) = self.pid() {
+            process::thaw(pid, "nats-server");
+        }
+        self.frozen = false;
+    }
+
+    /// Start the server again on the same port with the same configuration (after
+    /// [`NatsServer::stop`] or [`NatsServer::kill9`]), and wait until it accepts
+    /// connections. Panics when it is still running.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "nats-server already running");
         let mut command = Command::new("nats-server");
         if let Some(config) = &self.config {
             command.arg("-c").arg(config);
@@ -88,10 +145,22 @@ impl NatsServer {
             || std::net::TcpStream::connect(("127.0.0.1", port)).ok(),
         );
     }
+
+    /// The same as [`NatsServer::restart`]: the end of a broker outage begun with
+    /// [`NatsServer::stop`].
+    pub fn resume(&mut self) {
+        self.restart();
+    }
 }
 
 impl Drop for NatsServer {
     fn drop(&mut self) {
-        self.stop();
+        // Never panic here (a panic while unwinding aborts): thaw without waiting.
+        if self.frozen
+            && let Some(pid) = self.pid()
+        {
+            process::try_signal(pid, Signal::SIGCONT);
+        }
+        self.kill9();
     }
 }

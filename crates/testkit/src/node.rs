@@ -1,12 +1,17 @@
-//! A real `bosun node` process.
+//! A real `bosun node` process, and the faults a test (or `bosun-bench chaos`) can
+//! inflict on it: a crash ([`NodeProcess::kill9`]), a clean stop
+//! ([`NodeProcess::terminate`]), a stall ([`NodeProcess::freeze`] and
+//! [`NodeProcess::thaw`]) and a start again ([`NodeProcess::restart`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use crate::{eventually, json, poll_until};
+use nix::sys::signal::Signal;
 
-/// A real `bosun node` process, killed on drop.
+use crate::{eventually, json, poll_until, process};
+
+/// A real `bosun node` process; on drop it is thawed if frozen and killed with SIGKILL.
 pub struct NodeProcess {
     /// The node name.
     pub name: String,
@@ -16,6 +21,7 @@ pub struct NodeProcess {
     broker: Option<String>,
     extra_env: Vec<(String, String)>,
     child: Option<Child>,
+    frozen: bool,
 }
 
 impl NodeProcess {
@@ -43,12 +49,16 @@ impl NodeProcess {
                 .map(|(key, value)| (key.to_string(), value.to_string()))
                 .collect(),
             child: None,
+            frozen: false,
         };
         node.restart();
         node
     }
 
-    /// Start the process again (after a kill) with the same settings.
+    /// Start the process again (after [`NodeProcess::kill9`] or
+    /// [`NodeProcess::terminate`]) with the same name, data dir, broker and environment,
+    /// appending to the same log, and wait until its socket answers. Panics when it is
+    /// still running.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "node {} already running", self.name);
         let log = std::fs::OpenOptions::new()
@@ -115,21 +125,57 @@ impl NodeProcess {
             .expect("run bosun")
     }
 
-    /// Kill with SIGKILL: a crash, with no chance to clean up.
+    /// The process id while the node runs (frozen or not); `None` after a kill.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// True between [`NodeProcess::freeze`] and [`NodeProcess::thaw`].
+    pub fn is_frozen(&self) -> bool {
+        self.frozen
+    }
+
+    /// Kill with SIGKILL: a crash, with no chance to clean up. Whatever the node had
+    /// started in process groups of their own (commands) is left alone, as in a real
+    /// crash. Works on a frozen node too. Does nothing when it is not running.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+        self.frozen = false;
     }
 
-    /// Send SIGTERM and wait for a clean exit; returns the exit status code.
+    /// Freeze the node with SIGSTOP, as a stalled host or a swapped-out process: its
+    /// connections stay open but it does nothing, so senders see no ACKs while the
+    /// broker still delivers to it. Returns once the kernel reports it stopped. Panics
+    /// when the node is not running.
+    pub fn freeze(&mut self) {
+        let pid = self
+            .pid()
+            .unwrap_or_else(|| panic!("node {} is not running", self.name));
+        process::freeze(pid, &format!("node {}", self.name));
+        self.frozen = true;
+    }
+
+    /// Let a frozen node run again with SIGCONT; returns once the kernel reports it no
+    /// longer stopped. Does nothing when it is not frozen.
+    pub fn thaw(&mut self) {
+        if !self.frozen {
+            return;
+        }
+        if let Some(pid) = self.pid() {
+            process::thaw(pid, &format!("node {}", self.name));
+        }
+        self.frozen = false;
+    }
+
+    /// Send SIGTERM and wait for a clean exit (SIGKILL after 30 s); returns the exit
+    /// status code. A frozen node is thawed first, or it could not act on the signal.
     pub fn terminate(&mut self) -> Option<i32> {
+        self.thaw();
         let mut child = self.child.take()?;
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
+        process::signal(child.id(), Signal::SIGTERM, &format!("node {}", self.name));
         match poll_until(Duration::from_secs(30), || child.try_wait().ok().flatten()) {
             Some(status) => status.code(),
             None => {
@@ -165,6 +211,12 @@ impl NodeProcess {
 
 impl Drop for NodeProcess {
     fn drop(&mut self) {
+        // Never panic here (a panic while unwinding aborts): thaw without waiting.
+        if self.frozen
+            && let Some(pid) = self.pid()
+        {
+            process::try_signal(pid, Signal::SIGCONT);
+        }
         self.kill9();
     }
 }

@@ -401,3 +401,29 @@ fn handlers_keep_no_process_global_state() {
         hits.join("\n")
     );
 }
+
+#[test]
+fn the_cli_prints_through_its_closed_pipe_guard() {
+    let dir = root().join("crates/cli/src");
+    let mut hits = Vec::new();
+    for file in rust_files(&dir) {
+        if file.ends_with("out.rs") {
+            continue;
+        }
+        for (number, line) in shipped_lines(&file) {
+            let stdout_only = line.replace("eprintln!", "").replace("eprint!", "");
+            if stdout_only.contains("println!")
+                || stdout_only.contains("print!(")
+                || stdout_only.contains("io::stdout()")
+            {
+                hits.push(format!("{}:{number}: {}", relative(&file), line.trim()));
+            }
+        }
+    }
+    assert!(
+        hits.is_empty(),
+        "the bosun CLI writes stdout only through out!/outln! (crates/cli/src/out.rs), \
+         which end quietly on a closed pipe instead of panicking:\n{}",
+        hits.join("\n")
+    );
+}

@@ -20,7 +20,7 @@ impl ConfigCmd {
         match self {
             ConfigCmd::Show { args } => {
                 let config = load_config(global, &args)?;
-                print!("{}", config.to_toml_explained());
+                out!("{}", config.to_toml_explained());
                 Ok(0)
             }
         }

@@ -227,12 +227,12 @@ impl ContainerCmd {
                     containers: started,
                 } = request(global, &req, 180).await?;
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&started)?);
+                    outln!("{}", serde_json::to_string_pretty(&started)?);
                 }
                 let mut code = 0;
                 for s in &started {
                     match (&s.id, &s.error) {
-                        (Some(id), _) if !json => println!("{}\t{}", s.node, id),
+                        (Some(id), _) if !json => outln!("{}\t{}", s.node, id),
                         (None, Some(e)) => {
                             code = 1;
                             eprintln!("{}: {e}", s.node);
@@ -253,11 +253,15 @@ impl ContainerCmd {
                 )
                 .await?;
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&answer.containers)?);
+                    outln!("{}", serde_json::to_string_pretty(&answer.containers)?);
                 } else {
-                    println!(
+                    outln!(
                         "{:<12}  {:<14}  {:<24}  {:<10}  {:<24}  NAMES",
-                        "ID", "NODE", "IMAGE", "STATE", "STATUS"
+                        "ID",
+                        "NODE",
+                        "IMAGE",
+                        "STATE",
+                        "STATUS"
                     );
                     for c in &answer.containers {
                         let names: Vec<&str> = c["names"]
@@ -267,7 +271,7 @@ impl ContainerCmd {
                             .filter_map(|n| n.as_str())
                             .map(|n| n.trim_start_matches('/'))
                             .collect();
-                        println!(
+                        outln!(
                             "{:<12}  {:<14}  {:<24}  {:<10}  {:<24}  {}",
                             c["id"]
                                 .as_str()
@@ -323,9 +327,9 @@ impl ContainerCmd {
                         method,
                         Method::ContainerLogs | Method::ContainerInspect | Method::ContainerStats
                     ) {
-                        print!("{output}");
+                        out!("{output}");
                     } else {
-                        println!("{id}\t{}\t{}", answer.node, method.name());
+                        outln!("{id}\t{}\t{}", answer.node, method.name());
                     }
                 }
                 Err(e) => {
@@ -379,7 +383,7 @@ impl ImageCmd {
         .await?;
         if method == Method::ImageList && !json {
             let images: Vec<Value> = serde_json::from_str(&output).unwrap_or_default();
-            println!("{:<20}  {:>10}  TAGS", "ID", "SIZE");
+            outln!("{:<20}  {:>10}  TAGS", "ID", "SIZE");
             for i in images {
                 let tags: Vec<&str> = i["tags"]
                     .as_array()
@@ -387,7 +391,7 @@ impl ImageCmd {
                     .flatten()
                     .filter_map(|t| t.as_str())
                     .collect();
-                println!(
+                outln!(
                     "{:<20}  {:>9.1}M  {}",
                     i["id"]
                         .as_str()
@@ -401,9 +405,9 @@ impl ImageCmd {
                 );
             }
         } else {
-            print!("{output}");
+            out!("{output}");
             if !output.ends_with('\n') {
-                println!();
+                outln!();
             }
         }
         Ok(0)

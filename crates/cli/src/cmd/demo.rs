@@ -41,10 +41,10 @@ impl DemoCmd {
             nodes.push(Node::start(config, transport, false).await?);
         }
         let central = nodes[0].clone();
-        println!(
+        outln!(
             "bosun demo: three nodes in one process — central, ship1, ship2 — on the in-process transport."
         );
-        println!(
+        outln!(
             "Every message below goes through central's durable outbox, the receiver's inbox, and back.\n"
         );
 
@@ -93,7 +93,7 @@ impl DemoCmd {
             .map(|s| s.name())
             .unwrap_or("?");
         let depth = central.depths()?.outbox;
-        println!(
+        outln!(
             "   link down for 0.8 s: message {} is `{state}`; central's outbox holds {depth}",
             late[0]
         );
@@ -101,10 +101,10 @@ impl DemoCmd {
         show(&central, &late).await?;
 
         step("5. The whole life of that message, as `bosun status ID` shows it");
-        print!("{}", render::report(&central.status(&late[0])?));
+        out!("{}", render::report(&central.status(&late[0])?));
 
-        println!();
-        println!("Run a real fleet on NATS:");
+        outln!();
+        outln!("Run a real fleet on NATS:");
         for line in [
             "  nats-server -p 4222 &                         # apt-get install nats-server",
             "  export BOSUN_BROKER=nats://127.0.0.1:4222 BOSUN_CENTRAL=central",
@@ -116,7 +116,7 @@ impl DemoCmd {
             "  bosun container run -n ship1 IMAGE -- CMD      # containers, through the same path",
             "  bosun status                                   # recent messages and their states",
         ] {
-            println!("{line}");
+            outln!("{line}");
         }
 
         for n in &nodes {
@@ -127,7 +127,7 @@ impl DemoCmd {
 }
 
 fn step(title: &str) {
-    println!("\n▶ {title}");
+    outln!("\n▶ {title}");
 }
 
 fn cmd(to: &[&str], argv: &[&str]) -> Message {
@@ -163,20 +163,20 @@ fn print_one(r: &StatusReport) {
     let states: Vec<&str> = sent.history.iter().map(|h| h.state.name()).collect();
     match r.outcome() {
         Some(o) => {
-            println!(
+            outln!(
                 "   {to:<6} {:<34} {}",
                 render::outcome_summary(o),
                 states.join(" → ")
             );
             for line in o.stdout.lines().chain(o.stderr.lines()) {
-                println!("          │ {line}");
+                outln!("          │ {line}");
             }
             if o.status != bosun_proto::Status::Done
                 && let Some(e) = &o.error
             {
-                println!("          └ {e}");
+                outln!("          └ {e}");
             }
         }
-        None => println!("   {to:<6} {}", sent.state.name()),
+        None => outln!("   {to:<6} {}", sent.state.name()),
     }
 }

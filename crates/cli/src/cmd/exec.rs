@@ -81,10 +81,10 @@ impl ExecCmd {
         let Queued { queued } = client::request(&socket, &request, Duration::from_secs(30)).await?;
         if self.no_wait {
             if self.json {
-                println!("{}", serde_json::to_string_pretty(&queued)?);
+                outln!("{}", serde_json::to_string_pretty(&queued)?);
             } else {
                 for q in &queued {
-                    println!("{}\t{}", q.to_node, q.id);
+                    outln!("{}\t{}", q.to_node, q.id);
                 }
             }
             return Ok(0);
@@ -122,11 +122,11 @@ pub fn print_results(queued: &[Submitted], reports: &[StatusReport], as_json: bo
         }
         match r.outcome() {
             Some(o) if state.is_terminal() => {
-                println!("── {} [{}]", q.to_node, render::outcome_summary(o));
-                print!("{}", r.output);
-                print!("{}", o.stdout);
+                outln!("── {} [{}]", q.to_node, render::outcome_summary(o));
+                out!("{}", r.output);
+                out!("{}", o.stdout);
                 if !o.stdout.is_empty() && !o.stdout.ends_with('\n') {
-                    println!();
+                    outln!();
                 }
                 if !o.stderr.is_empty() {
                     eprint!(
@@ -137,10 +137,10 @@ pub fn print_results(queued: &[Submitted], reports: &[StatusReport], as_json: bo
                 if state != State::Done
                     && let Some(e) = &o.error
                 {
-                    println!("   {e}");
+                    outln!("   {e}");
                 }
             }
-            _ => println!(
+            _ => outln!(
                 "── {} [{}] no result yet; follow it with `bosun status {}`",
                 q.to_node,
                 state.name(),
@@ -149,7 +149,7 @@ pub fn print_results(queued: &[Submitted], reports: &[StatusReport], as_json: bo
         }
     }
     if as_json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&rows).unwrap_or_default()
         );

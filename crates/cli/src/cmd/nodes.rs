@@ -36,16 +36,16 @@ impl NodesCmd {
         let Nodes { nodes } =
             client::request(&socket, &ControlRequest::Nodes, Duration::from_secs(30)).await?;
         if self.json {
-            println!("{}", serde_json::to_string_pretty(&nodes)?);
+            outln!("{}", serde_json::to_string_pretty(&nodes)?);
             return Ok(0);
         }
         if nodes.is_empty() {
-            println!(
+            outln!(
                 "no nodes have said hello to this node yet; run `bosun nodes` on the central node, and start nodes with --central NAME"
             );
             return Ok(0);
         }
-        println!(
+        outln!(
             "{:<16} {:<8} {:>10}  {:<8} {:<22} {:>4} {:>6} {:>13} {:>13}  LABELS",
             "NAME",
             "STATUS",
@@ -68,7 +68,7 @@ impl NodesCmd {
                         .join(",")
                 })
                 .unwrap_or_default();
-            println!(
+            outln!(
                 "{:<16} {:<8} {:>9.0}s  {:<8} {:<22} {:>4} {:>6} {:>13} {:>13}  {}",
                 n.name,
                 format!("{:?}", n.status).to_lowercase(),

@@ -59,10 +59,10 @@ impl SendCmd {
         .with_context(|| format!("{} was not queued", self.file.display()))?;
         if !self.wait {
             if self.json {
-                println!("{}", serde_json::to_string_pretty(&queued)?);
+                outln!("{}", serde_json::to_string_pretty(&queued)?);
             } else {
                 for q in &queued {
-                    println!("{}\t{}\t{}", q.to_node, q.method, q.id);
+                    outln!("{}\t{}\t{}", q.to_node, q.method, q.id);
                 }
             }
             return Ok(0);

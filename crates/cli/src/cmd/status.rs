@@ -38,9 +38,9 @@ impl StatusCmd {
                 let Report { report } =
                     client::request(&socket, &ControlRequest::Status { id }, timeout).await?;
                 if self.json {
-                    println!("{}", serde_json::to_string_pretty(&report)?);
+                    outln!("{}", serde_json::to_string_pretty(&report)?);
                 } else {
-                    print!("{}", render::report(&report));
+                    out!("{}", render::report(&report));
                 }
             }
             None => {
@@ -51,15 +51,18 @@ impl StatusCmd {
                 )
                 .await?;
                 if self.json {
-                    println!("{}", serde_json::to_string_pretty(&records)?);
+                    outln!("{}", serde_json::to_string_pretty(&records)?);
                 } else {
-                    println!(
+                    outln!(
                         "{:<26}  {:<12}  {:<14}  {:<11}  SUBMITTED",
-                        "ID", "TO", "METHOD", "STATE"
+                        "ID",
+                        "TO",
+                        "METHOD",
+                        "STATE"
                     );
                     for r in records {
                         let at = r.history.first().map(|h| h.at).unwrap_or(0);
-                        println!(
+                        outln!(
                             "{:<26}  {:<12}  {:<14}  {:<11}  {} {}",
                             r.message.id(),
                             r.message.destination(),

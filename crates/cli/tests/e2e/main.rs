@@ -14,6 +14,7 @@ mod disk;
 mod http_apis;
 mod lsdsuite;
 mod processes;
+mod output;
 mod restarts;
 mod stalls;
 mod steward;
