@@ -94,7 +94,9 @@ fn parse_args() -> Args {
             "--fault-secs" => args.fault_secs = Some(number(it.next())),
             "--drain-secs" => args.drain_secs = Some(number(it.next())),
             "--json" => args.json = true,
-            "exec" | "throughput" | "idle" | "containers" | "chaos" | "all" | "deep-queue" => args.what = a,
+            "exec" | "throughput" | "idle" | "containers" | "chaos" | "all" | "deep-queue" => {
+                args.what = a
+            }
             _ => usage(),
         }
     }

@@ -271,8 +271,8 @@ impl Store {
     /// A message whose id is known already is not queued again: the same message (all
     /// but `createdAt` equal) answers its first seq; a different one refuses the whole
     /// batch with [`StoreError::IdConflict`], and nothing of the batch is kept.
-///
-/// A new message with a `schedule` starts its schedule in the same commit.
+    ///
+    /// A new message with a `schedule` starts its schedule in the same commit.
     pub async fn submit(&self, messages: Vec<Message>, at: Millis) -> Result<Vec<u64>, StoreError> {
         match self.run(Op::Submit { messages, at }).await? {
             OpResult::Seqs(s) => Ok(s),

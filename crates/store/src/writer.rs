@@ -842,7 +842,6 @@ impl Writer {
                     outcome: Some(outcome),
                 }))
             }
-            }
         }
     }
 
