@@ -17,24 +17,59 @@ use crate::submit::Submitter;
 
 /// Hands work to the outbox loop.
 #[derive(Clone)]
-pub(crate) struct OutboxHandle(mpsc::UnboundedSender<OutboxCmd>);
+pub(crate) struct OutboxHandle {
+    commands: mpsc::UnboundedSender<OutboxCmd>,
+    spilled: SpillFlag,
+}
+
+/// Set by the outbox loop while its memory is full and new entries wait on disk only:
+/// then handing them over would only fill the channel, and the loop reads them from the
+/// store in pages instead.
+#[derive(Clone, Default)]
+pub(crate) struct SpillFlag(Arc<std::sync::atomic::AtomicBool>);
+
+impl SpillFlag {
+    /// Is the outbox loop reading new entries from disk?
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// Say whether the outbox loop reads new entries from disk. Cleared before the read
+    /// that may reach the end of the outbox, so that an entry committed after that read
+    /// is always handed over.
+    pub fn set(&self, spilled: bool) {
+        self.0.store(spilled, Ordering::SeqCst);
+    }
+}
 
 impl OutboxHandle {
-    /// A handle and the receiving end the outbox loop reads.
-    pub fn channel() -> (OutboxHandle, mpsc::UnboundedReceiver<OutboxCmd>) {
-        let (sender, receiver) = mpsc::unbounded_channel();
-        (OutboxHandle(sender), receiver)
+    /// A handle, the receiving end the outbox loop reads, and the loop's spill flag.
+    pub fn channel() -> (OutboxHandle, mpsc::UnboundedReceiver<OutboxCmd>, SpillFlag) {
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let spilled = SpillFlag::default();
+        (
+            OutboxHandle {
+                commands,
+                spilled: spilled.clone(),
+            },
+            receiver,
+            spilled,
+        )
     }
 
     /// Deliver messages already durable in the outbox, with their outbox seqs.
     pub fn deliver(&self, queued: Vec<(u64, Message)>) {
+        if self.spilled.get() {
+            // On disk already; the loop reads them when it has room.
+            return;
+        }
         // The loop only ends at shutdown; what it misses then is sent after a restart.
-        let _ = self.0.send(OutboxCmd::Deliver(queued));
+        let _ = self.commands.send(OutboxCmd::Deliver(queued));
     }
 
     /// The result of a sent message arrived: it was delivered, whatever its ACK did.
     pub fn settled(&self, id: String) {
-        let _ = self.0.send(OutboxCmd::Settled(id));
+        let _ = self.commands.send(OutboxCmd::Settled(id));
     }
 }
 

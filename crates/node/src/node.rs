@@ -188,7 +188,7 @@ impl Node {
             None
         };
         let config = Arc::new(config);
-        let (outbox, outbox_commands) = OutboxHandle::channel();
+        let (outbox, outbox_commands, spilled) = OutboxHandle::channel();
         let (inbox, inbox_commands) = mpsc::unbounded_channel();
         let schedules = Arc::new(tokio::sync::Notify::new());
         let finished = FinishedIds::new(16 * 1024);
@@ -276,6 +276,7 @@ impl Node {
             reporter,
             running,
             tracker: tracker.clone(),
+            spilled,
         };
 
         tracker.spawn(outbox::run(

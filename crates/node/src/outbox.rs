@@ -34,7 +34,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::errorlog::ErrorEntry;
-use crate::handles::{ErrorReporter, FinishedIds, RunningCount};
+use crate::handles::{ErrorReporter, FinishedIds, RunningCount, SpillFlag};
 use crate::metrics::Metrics;
 use crate::node::now_millis;
 
@@ -103,6 +103,8 @@ pub(crate) struct Sender {
     /// Handlers running now: at shutdown the outbox drains until their replies are out.
     pub running: RunningCount,
     pub tracker: TaskTracker,
+    /// Tells submitters not to hand over entries while new ones wait on disk.
+    pub spilled: SpillFlag,
 }
 
 struct Outbox {
@@ -152,6 +154,7 @@ pub(crate) async fn run(
     outbox.capacity = outbox.sender.config.outbox_memory_entries.max(1);
     if existing.len() >= outbox.capacity {
         outbox.spilled_after = existing.last().map(|(seq, _)| *seq);
+        outbox.sender.spilled.set(true);
     }
     outbox.read_upto = existing.last().map(|(seq, _)| *seq).unwrap_or(0);
     outbox.restore(existing);
@@ -263,6 +266,7 @@ impl Outbox {
             // Memory is full: this one and every later one wait on disk.
             let below = seq.saturating_sub(1);
             self.spilled_after = Some(self.spilled_after.map_or(below, |a| a.min(below)));
+            self.sender.spilled.set(true);
             return;
         }
         self.add(seq, message);
@@ -277,6 +281,8 @@ impl Outbox {
         if room < self.capacity / 2 {
             return;
         }
+        // Cleared before the read: an entry committed after it is handed over again.
+        self.sender.spilled.set(false);
         match self.sender.store.outbox_page(after, room) {
             Ok(page) => {
                 let last = page.last().map(|(seq, _)| *seq);
@@ -284,12 +290,16 @@ impl Outbox {
                     Some(last) if page.len() >= room => Some(last),
                     _ => None,
                 };
+                self.sender.spilled.set(self.spilled_after.is_some());
                 if let Some(last) = last {
                     self.read_upto = self.read_upto.max(last);
                 }
                 self.restore(page);
             }
-            Err(e) => tracing::warn!(error = %e, "cannot read the outbox; trying again later"),
+            Err(e) => {
+                self.sender.spilled.set(true);
+                tracing::warn!(error = %e, "cannot read the outbox; trying again later")
+            }
         }
     }
 
