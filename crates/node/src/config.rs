@@ -203,7 +203,7 @@ settings! {
     max_concurrent: usize = 64, None;
     /// Outbox entries kept in memory at once; the rest wait on disk and are read in
     /// pages as room frees up, so a deep queue costs disk, not memory.
-    outbox_memory_entries: usize = 10_000, None;
+    outbox_memory_entries: usize = 4096, None;
     /// Unordered messages that may await their ACK at once.
     max_in_flight: usize = 1024, None;
     /// CA bundle for NATS TLS.

@@ -110,7 +110,8 @@ pub(crate) struct Sender {
 struct Outbox {
     sender: Sender,
     lanes: Lanes<Stream>,
-    entries: HashMap<String, Entry>,
+    /// Boxed: the table stays small when it is sized for many entries.
+    entries: HashMap<String, Box<Entry>>,
     timers: BinaryHeap<Reverse<(Millis, String)>>,
     results: mpsc::UnboundedSender<Answer>,
     in_flight: usize,
@@ -331,7 +332,7 @@ impl Outbox {
         self.lanes.push(item.clone());
         self.entries.insert(
             id,
-            Entry {
+            Box::new(Entry {
                 item,
                 message,
                 delivery,
@@ -342,7 +343,7 @@ impl Outbox {
                 phase: Phase::Sending,
                 maybe_delivered: false,
                 query,
-            },
+            }),
         );
     }
 
@@ -480,6 +481,9 @@ impl Outbox {
     }
 
     async fn on_result(&mut self, id: String, result: Result<Bytes, BusError>) {
+        // Each result is recorded: while the store is far behind, wait for it rather than
+        // queue writes without bound (this slows sending down to what can be recorded).
+        self.sender.store.room().await;
         self.in_flight = self.in_flight.saturating_sub(1);
         self.fill_window();
         let now = now_millis();

@@ -122,6 +122,9 @@ fn duplicate_ack(receiver: &Receiver, id: &str, state: bosun_proto::State) -> By
 }
 
 async fn handle(receiver: Arc<Receiver>, mut incoming: bosun_bus::Incoming) {
+    // Every arrival is recorded: while the store is far behind, wait (the sender
+    // resends if its ACK timeout passes) rather than queue writes without bound.
+    receiver.store.room().await;
     if incoming.subject.rsplit('.').next() == Some(STATUS_TOKEN) {
         if let Ok(note) = wire::decode_status(&incoming.payload)
             && note.state == bosun_proto::State::Running

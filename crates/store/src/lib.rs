@@ -153,7 +153,7 @@ pub(crate) type SharedDb = Arc<std::sync::RwLock<Option<Arc<Database>>>>;
 #[derive(Clone)]
 pub struct Store {
     db: SharedDb,
-    jobs: std::sync::mpsc::Sender<Job>,
+    jobs: writer::JobQueue,
     shared: Arc<Shared>,
 }
 
@@ -194,6 +194,7 @@ impl Store {
                 shared: shared_db.clone(),
                 health: health_tx,
                 cache_bytes: options.cache_bytes,
+                backlog: Arc::default(),
             },
         );
         Ok(Store {
@@ -517,6 +518,17 @@ impl Store {
             OpResult::Pruned(n) => Ok(n),
             _ => unreachable!("prune answers a count"),
         }
+    }
+
+    /// Wait while the writer is far behind (more than a few thousand writes queued), so
+    /// that a producer that can wait slows down instead of growing the queue.
+    pub async fn room(&self) {
+        self.jobs.backlog.room().await
+    }
+
+    /// Writes queued and not yet applied.
+    pub fn backlog(&self) -> usize {
+        self.jobs.backlog.queued()
     }
 
     /// Force everything committed so far onto disk.

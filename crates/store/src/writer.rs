@@ -153,6 +153,67 @@ pub(crate) struct WriterParts {
     pub shared: SharedDb,
     pub health: watch::Sender<Health>,
     pub cache_bytes: usize,
+    pub backlog: Arc<Backlog>,
+}
+
+/// Writes asked for and not yet applied. Callers that can wait do, while it is past
+/// [`Backlog::ROOM`] ([`crate::Store::room`]), so a writer that falls behind slows its
+/// producers down instead of letting the queue grow without bound.
+#[derive(Default)]
+pub(crate) struct Backlog {
+    queued: std::sync::atomic::AtomicUsize,
+    room: tokio::sync::Notify,
+}
+
+impl Backlog {
+    /// Past this many queued writes, producers that can wait do.
+    pub const ROOM: usize = 4096;
+
+    pub fn queued(&self) -> usize {
+        self.queued.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn add(&self) {
+        self.queued.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn done(&self, n: usize) {
+        let before = self.queued.fetch_sub(n, std::sync::atomic::Ordering::SeqCst);
+        if before.saturating_sub(n) < Self::ROOM {
+            self.room.notify_waiters();
+        }
+    }
+
+    /// Wait until the backlog is below [`Backlog::ROOM`].
+    pub async fn room(&self) {
+        loop {
+            let notified = self.room.notified();
+            if self.queued() < Self::ROOM {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// The writer's queue, counting what waits in it.
+#[derive(Clone)]
+pub(crate) struct JobQueue {
+    jobs: Sender<Job>,
+    pub backlog: Arc<Backlog>,
+}
+
+impl JobQueue {
+    pub fn send(&self, job: Job) -> Result<(), std::sync::mpsc::SendError<Job>> {
+        if matches!(job, Job::Op(..)) {
+            self.backlog.add();
+        }
+        let sent = self.jobs.send(job);
+        if sent.is_err() {
+            self.backlog.done(1);
+        }
+        sent
+    }
 }
 
 /// A full disk is not retried before this much is free again.
@@ -223,13 +284,14 @@ fn fault_of(e: &StoreError, path: &Path) -> Option<Fault> {
     }
 }
 
-pub(crate) fn spawn(database: Arc<Database>, next_seq: u64, parts: WriterParts) -> Sender<Job> {
+pub(crate) fn spawn(database: Arc<Database>, next_seq: u64, parts: WriterParts) -> JobQueue {
     let (tx, rx) = std::sync::mpsc::channel();
+    let backlog = parts.backlog.clone();
     std::thread::Builder::new()
         .name("bosun-store".into())
         .spawn(move || run(database, rx, next_seq, parts))
         .expect("spawn store writer thread");
-    tx
+    JobQueue { jobs: tx, backlog }
 }
 
 struct Writer {
@@ -286,13 +348,17 @@ fn run(database: Arc<Database>, jobs: Receiver<Job>, next_seq: u64, parts: Write
             }
         }
         if let Some(error) = writer.refusal() {
+            let refused = batch.len();
             for (_, reply) in batch {
                 let _ = reply.send(Err(error()));
             }
+            writer.parts.backlog.done(refused);
             continue;
         }
         let durable = closing.is_some() || batch.iter().any(|(op, _)| op.durable());
+        let applied = batch.len();
         writer.commit_batch(batch, durable);
+        writer.parts.backlog.done(applied);
     }
     // Release the file before answering, so the caller may reopen it at once.
     drop(writer);
