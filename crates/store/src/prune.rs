@@ -295,11 +295,17 @@ impl Store {
 
     /// Prune everything past the retention (`before`) and forget tombstones whose time
     /// has passed at `now`, one bounded batch at a time with the default
-    /// [`PruneLimits`]. Returns how many records were removed or shrunk.
-    pub async fn prune(&self, before: Millis, now: Millis) -> Result<u64, StoreError> {
+    /// [`PruneLimits`], for as long as `go_on` says so (it is asked before each batch).
+    /// Returns how many records were removed or shrunk.
+    pub async fn prune(
+        &self,
+        before: Millis,
+        now: Millis,
+        go_on: impl Fn() -> bool,
+    ) -> Result<u64, StoreError> {
         let mut cursor = PruneCursor::new(before, now, PruneLimits::default());
         let mut pruned = 0;
-        loop {
+        while go_on() {
             let store = self.clone();
             let scanned = tokio::task::spawn_blocking(move || {
                 let batch = store.prune_scan(&mut cursor);
@@ -314,9 +320,10 @@ impl Store {
             };
             match batch? {
                 Some(batch) => pruned += self.prune_batch(batch).await?,
-                None => return Ok(pruned),
+                None => break,
             }
         }
+        Ok(pruned)
     }
 }
 

@@ -218,7 +218,7 @@ async fn a_tombstone_goes_at_arrival_plus_ttl_plus_margin_and_not_before() {
     assert_eq!(forget_at(&store.inbox(id).unwrap().unwrap()), Some(forget));
 
     // Inside the retention nothing happens, however late it is.
-    store.prune(20_000, forget * 2).await.unwrap();
+    store.prune(20_000, forget * 2, || true).await.unwrap();
     assert_eq!(
         store.inbox(id).unwrap().unwrap().message.data,
         vec!["payload".to_string()]
@@ -226,7 +226,7 @@ async fn a_tombstone_goes_at_arrival_plus_ttl_plus_margin_and_not_before() {
 
     // Past the retention, a moment before its time: a tombstone that keeps the ttl and
     // the arrival, and still refuses a resend.
-    assert_eq!(store.prune(40_000, forget - 1).await.unwrap(), 1);
+    assert_eq!(store.prune(40_000, forget - 1, || true).await.unwrap(), 1);
     let tomb = store.inbox(id).unwrap().unwrap();
     assert!(tomb.message.data.is_empty() && tomb.outcome.is_none());
     assert_eq!(tomb.message.ttl, Some(60));
@@ -238,11 +238,11 @@ async fn a_tombstone_goes_at_arrival_plus_ttl_plus_margin_and_not_before() {
         store.receive(resend, forget - 1).await.unwrap(),
         Receipt::Duplicate(State::Done)
     );
-    assert_eq!(store.prune(40_000, forget - 1).await.unwrap(), 0);
+    assert_eq!(store.prune(40_000, forget - 1, || true).await.unwrap(), 0);
     assert!(store.inbox(id).unwrap().is_some());
 
     // At its time it goes.
-    assert_eq!(store.prune(40_000, forget).await.unwrap(), 1);
+    assert_eq!(store.prune(40_000, forget, || true).await.unwrap(), 1);
     assert!(store.inbox(id).unwrap().is_none());
 }
 
@@ -261,10 +261,10 @@ async fn an_absorbed_hello_with_a_ttl_is_forgotten_and_one_without_stays() {
         store.absorb(m.clone(), 1_000, None).await.unwrap();
     }
     let now = 1_000 + 60_000 + TOMBSTONE_MARGIN_MS;
-    store.prune(2_000, now).await.unwrap();
+    store.prune(2_000, now, || true).await.unwrap();
     assert!(store.inbox(with_ttl.id()).unwrap().is_none());
     // Far later still, the ones without a ttl are kept: a resend could come any time.
-    store.prune(2_000, Millis::MAX / 2).await.unwrap();
+    store.prune(2_000, Millis::MAX / 2, || true).await.unwrap();
     for m in [&without, &zero] {
         assert!(store.inbox(m.id()).unwrap().is_some(), "no ttl: kept");
         assert_eq!(
