@@ -10,6 +10,10 @@
 //!   resident memory after 2 s idle.
 //! - `containers`: container create + start + remove through a bosun node against the
 //!   same calls made directly to the Docker API, alternating, in the same run.
+//! - `prune`: the longest single writer op while pruning `--messages` × 2 records past
+//!   retention, and the longest wait of arrivals recorded meanwhile (see `prune.rs`).
+
+mod prune;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -26,7 +30,7 @@ use futures::StreamExt;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: bosun-bench --bosun PATH [exec|throughput|idle|containers|all] [--runs N] [--messages N]"
+        "usage: bosun-bench --bosun PATH [exec|throughput|idle|containers|prune|all] [--runs N] [--messages N]"
     );
     std::process::exit(2);
 }
@@ -61,7 +65,7 @@ fn parse_args() -> Args {
                     .and_then(|v| v.parse().ok())
                     .unwrap_or_else(|| usage())
             }
-            "exec" | "throughput" | "idle" | "containers" | "all" => args.what = a,
+            "exec" | "throughput" | "idle" | "containers" | "prune" | "all" => args.what = a,
             _ => usage(),
         }
     }
@@ -108,6 +112,9 @@ fn main() {
     }
     if args.what == "containers" || args.what == "all" {
         runtime.block_on(bench_containers(&args));
+    }
+    if args.what == "prune" || args.what == "all" {
+        runtime.block_on(prune::bench_prune(args.messages.max(50_000)));
     }
 }
 
