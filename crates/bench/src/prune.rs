@@ -90,7 +90,8 @@ pub(crate) async fn bench_prune(messages: usize) {
     let now = 1_000_000_000_000;
     let mut cursor = PruneCursor::new(100, now, PruneLimits::default());
     let (mut ops, mut pruned) = (0u32, 0u64);
-    let (mut longest_op, mut longest_scan) = (Duration::ZERO, Duration::ZERO);
+    let mut op_ms = Vec::new();
+    let mut longest_scan = Duration::ZERO;
     loop {
         let scan_store = store.clone();
         let scan_start = Instant::now();
@@ -105,7 +106,7 @@ pub(crate) async fn bench_prune(messages: usize) {
         let Some(batch) = batch else { break };
         let op_start = Instant::now();
         pruned += store.prune_batch(batch).await.expect("prune batch");
-        longest_op = longest_op.max(op_start.elapsed());
+        op_ms.push(op_start.elapsed().as_secs_f64() * 1000.0);
         ops += 1;
     }
     let total = started.elapsed();
@@ -113,10 +114,13 @@ pub(crate) async fn bench_prune(messages: usize) {
     let (probe_longest, probes) = probe.await.expect("probe");
     println!(
         "prune: {pruned} of {records} records pruned in {ops} ops over {:.2} s; \
-         longest writer op {:.1} ms (answer included), longest scan {:.1} ms (reader, \
-         off the writer); {probes} arrivals recorded meanwhile, longest {:.1} ms",
+         writer op (answer included) median {:.1} ms, p99 {:.1} ms, longest {:.1} ms; \
+         longest scan {:.1} ms (reader, off the writer); {probes} arrivals recorded \
+         meanwhile, longest {:.1} ms",
         total.as_secs_f64(),
-        longest_op.as_secs_f64() * 1000.0,
+        crate::median(&mut op_ms),
+        crate::percentile(&mut op_ms, 0.99),
+        op_ms.iter().copied().fold(0.0, f64::max),
         longest_scan.as_secs_f64() * 1000.0,
         probe_longest.as_secs_f64() * 1000.0,
     );
