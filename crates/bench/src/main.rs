@@ -12,12 +12,14 @@
 //!   same calls made directly to the Docker API, alternating, in the same run.
 //! - `deep-queue` (not in `all`): N messages queued to an offline node; the sender's
 //!   peak RSS, the submit rate and the drain rate once the node starts (see `deep`).
-
 //! - `chaos` (not part of `all`): ordered commands under kill -9, SIGSTOP and broker
 //!   crashes; counts what the sender's record gets wrong (see [`chaos`]).
+//! - `prune`: the longest single writer op while pruning `--messages` × 2 records past
+//!   retention, and the longest wait of arrivals recorded meanwhile (see `prune.rs`).
 
 mod chaos;
 mod deep;
+mod prune;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -34,7 +36,7 @@ use futures::StreamExt;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: bosun-bench --bosun PATH [exec|throughput|idle|containers|all|deep-queue] [--runs N] [--messages N]\n       bosun-bench --bosun PATH chaos [--messages N] [--seed S] [--fault-secs S] [--drain-secs S] [--json]"
+        "usage: bosun-bench --bosun PATH [exec|throughput|idle|containers|prune|all|deep-queue] [--runs N] [--messages N]\n       bosun-bench --bosun PATH chaos [--messages N] [--seed S] [--fault-secs S] [--drain-secs S] [--json]"
     );
     std::process::exit(2);
 }
@@ -94,9 +96,8 @@ fn parse_args() -> Args {
             "--fault-secs" => args.fault_secs = Some(number(it.next())),
             "--drain-secs" => args.drain_secs = Some(number(it.next())),
             "--json" => args.json = true,
-            "exec" | "throughput" | "idle" | "containers" | "chaos" | "all" | "deep-queue" => {
-                args.what = a
-            }
+            "exec" | "throughput" | "idle" | "containers" | "chaos" | "prune" | "all"
+            | "deep-queue" => args.what = a,
             _ => usage(),
         }
     }
@@ -154,6 +155,9 @@ fn main() {
             &nats.url(),
             args.messages(),
         ));
+    }
+    if args.what == "prune" || args.what == "all" {
+        runtime.block_on(prune::bench_prune(args.messages().max(50_000)));
     }
 }
 

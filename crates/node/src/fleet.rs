@@ -125,7 +125,7 @@ pub(crate) async fn hello_loop(
             method: "hello".into(),
             data: vec![serde_json::to_string(&body).unwrap_or_default()],
             ordered: Some(false),
-            ttl: Some(interval * 2),
+            ttl: Some((interval * 2).min(bosun_proto::message::MAX_SECONDS)),
             ack_timeout: Some(interval.clamp(1, 10)),
             ..Default::default()
         };
@@ -208,6 +208,14 @@ pub(crate) async fn ship_capture(
             method: "captureShip".into(),
             data: vec![name, text],
             ordered: Some(true),
+            // As long as finished messages are kept here: central's record of the id
+            // (refusing resends) can then go once that much has passed.
+            ttl: Some(
+                config
+                    .retention()
+                    .as_secs()
+                    .clamp(1, bosun_proto::message::MAX_SECONDS),
+            ),
             ..Default::default()
         };
         match submitter.submit(vec![ship]).await {
@@ -217,7 +225,10 @@ pub(crate) async fn ship_capture(
     }
 }
 
-/// Prune finished messages older than the retention, at start and then hourly.
+/// Prune finished messages older than the retention, at start and then hourly, and
+/// forget received ids whose time has passed. The store does it in small batches found
+/// outside its writer, so deliveries go on meanwhile; a shutdown stops it between two
+/// batches.
 pub(crate) async fn prune_loop(config: Arc<Config>, store: Store, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
     loop {
@@ -226,7 +237,9 @@ pub(crate) async fn prune_loop(config: Arc<Config>, store: Store, shutdown: Canc
             _ = shutdown.cancelled() => return,
         }
         let keep_ms = Millis::try_from(config.retention().as_millis()).unwrap_or(Millis::MAX);
-        match store.prune(now_millis().saturating_sub(keep_ms)).await {
+        let now = now_millis();
+        let go_on = || !shutdown.is_cancelled();
+        match store.prune(now.saturating_sub(keep_ms), now, go_on).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(records = n, "pruned finished messages past retention"),
             Err(e) => tracing::warn!(error = %e, "pruning failed"),

@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`records`]: what is stored ([`SentRecord`], [`InboxRecord`], history entries).
 //! - [`writer`]: the single writer thread and its group commit.
+//! - [`prune`]: pruning past retention in bounded batches, and when tombstones go.
 //! - this file: the [`Store`] handle, its write calls (async, answered after commit) and
 //!   its reads (direct, from any thread).
 //!
@@ -30,6 +31,7 @@
 //! a crash only causes a harmless resend.
 
 mod health;
+mod prune;
 mod records;
 mod writer;
 
@@ -42,6 +44,10 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use tokio::sync::{oneshot, watch};
 
 pub use health::{Fault, Health, LowSpace, free_bytes};
+pub use prune::{
+    CANCELLED_MARGIN_MS, PruneBatch, PruneCursor, PruneLimits, TOMBSTONE_MARGIN_MS, forget_at,
+    tombstone,
+};
 pub use records::{
     FleetRecord, HistoryEntry, InboxRecord, ProcessRecord, ScheduleRecord, SentRecord, SinkDue,
     SinkWrite,
@@ -508,15 +514,6 @@ impl Store {
         match self.run(Op::Absorb { message, at, fleet }).await? {
             OpResult::Receipt(r) => Ok(r),
             _ => unreachable!("absorb answers a receipt"),
-        }
-    }
-
-    /// Forget finished messages whose last step is older than `before`. Returns how many
-    /// records went.
-    pub async fn prune(&self, before: Millis) -> Result<u64, StoreError> {
-        match self.run(Op::Prune { before }).await? {
-            OpResult::Pruned(n) => Ok(n),
-            _ => unreachable!("prune answers a count"),
         }
     }
 

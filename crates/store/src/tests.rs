@@ -296,7 +296,7 @@ async fn prune_forgets_only_old_finished_messages() {
         .unwrap();
     let received = msg("me");
     store.receive(received.clone(), 1).await.unwrap();
-    assert_eq!(store.prune(100).await.unwrap(), 1);
+    assert_eq!(store.prune(100, 200, || true).await.unwrap(), 1);
     assert!(store.sent(old.id()).unwrap().is_none());
     assert!(
         store.sent(waiting.id()).unwrap().is_some(),
@@ -314,7 +314,7 @@ async fn prune_forgets_only_old_finished_messages() {
         .finish(done.id(), outcome(Status::Done), None, 2)
         .await
         .unwrap();
-    store.prune(100).await.unwrap();
+    store.prune(100, 200, || true).await.unwrap();
     let tomb = store.inbox(done.id()).unwrap().unwrap();
     assert!(tomb.message.data.is_empty() && tomb.outcome.is_none());
     assert!(matches!(

@@ -84,7 +84,7 @@ pub(crate) enum Op {
         fleet: Option<FleetRecord>,
     },
     Prune {
-        before: Millis,
+        batch: Box<crate::prune::PruneBatch>,
     },
     Flush,
     SinkBegin {
@@ -174,11 +174,14 @@ impl Backlog {
     }
 
     fn add(&self) {
-        self.queued.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.queued
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn done(&self, n: usize) {
-        let before = self.queued.fetch_sub(n, std::sync::atomic::Ordering::SeqCst);
+        let before = self
+            .queued
+            .fetch_sub(n, std::sync::atomic::Ordering::SeqCst);
         if before.saturating_sub(n) < Self::ROOM {
             self.room.notify_waiters();
         }
@@ -757,7 +760,7 @@ impl Writer {
                 }
                 Ok(OpResult::Receipt(receipt))
             }
-            Op::Prune { before } => Ok(OpResult::Pruned(prune(txn, *before)?)),
+            Op::Prune { batch } => Ok(OpResult::Pruned(crate::prune::apply(txn, batch)?)),
             Op::Flush => Ok(OpResult::Done),
             Op::SinkBegin { id, write } => {
                 let mut table = txn.open_table(SINK_DUE).map_err(db)?;
@@ -1181,77 +1184,6 @@ fn schedule_pull(txn: &WriteTransaction, id: &str, due: Millis) -> Result<(), St
     Ok(())
 }
 
-/// Forget finished messages last touched before `before`: sent records no longer in the
-/// outbox and inbox records no longer pending, with their chunks. Returns how many.
-fn prune(txn: &WriteTransaction, before: Millis) -> Result<u64, StoreError> {
-    let last_at = |history: &[HistoryEntry]| history.iter().map(|h| h.at).max().unwrap_or(0);
-    let mut old_sent = Vec::new();
-    {
-        let sent = txn.open_table(SENT).map_err(db)?;
-        for entry in sent.iter().map_err(db)? {
-            let (id, v) = entry.map_err(db)?;
-            let rec: SentRecord = decode(id.value(), v.value())?;
-            if !rec.in_outbox && rec.state.is_terminal() && last_at(&rec.history) < before {
-                old_sent.push(id.value().to_string());
-            }
-        }
-    }
-    let mut old_inbox = Vec::new();
-    {
-        let inbox = txn.open_table(INBOX).map_err(db)?;
-        for entry in inbox.iter().map_err(db)? {
-            let (id, v) = entry.map_err(db)?;
-            let rec: InboxRecord = decode(id.value(), v.value())?;
-            let already_small =
-                rec.outcome.is_none() && rec.message.data.is_empty() && rec.history.len() <= 1;
-            if rec.state.is_terminal() && last_at(&rec.history) < before && !already_small {
-                old_inbox.push(id.value().to_string());
-            }
-        }
-    }
-    let mut sent = txn.open_table(SENT).map_err(db)?;
-    let mut chunks = txn.open_table(CHUNKS).map_err(db)?;
-    for id in &old_sent {
-        sent.remove(id.as_str()).map_err(db)?;
-        chunks
-            .retain_in((id.as_str(), 0)..=(id.as_str(), u64::MAX), |_, _| false)
-            .map_err(db)?;
-    }
-    forget_sinks(txn, &old_sent)?;
-    // Received messages shrink to a tombstone instead of going: the id must still be
-    // known, so a resend that arrives after a long outage is refused as a duplicate and
-    // never runs twice.
-    let mut inbox = txn.open_table(INBOX).map_err(db)?;
-    for id in &old_inbox {
-        let Some(bytes) = inbox
-            .get(id.as_str())
-            .map_err(db)?
-            .map(|v| v.value().to_vec())
-        else {
-            continue;
-        };
-        let rec: InboxRecord = decode(id, &bytes)?;
-        let tombstone = InboxRecord {
-            seq: rec.seq,
-            message: Message {
-                id: rec.message.id.clone(),
-                from_node: rec.message.from_node.clone(),
-                method: rec.message.method.clone(),
-                ..Default::default()
-            },
-            state: rec.state,
-            history: rec.history.last().cloned().into_iter().collect(),
-            arrivals: rec.arrivals,
-            outcome: None,
-            process: None,
-        };
-        inbox
-            .insert(id.as_str(), encode(&tombstone).as_slice())
-            .map_err(db)?;
-    }
-    Ok((old_sent.len() + old_inbox.len()) as u64)
-}
-
 /// A new message with a `schedule` starts it: its record holds the message to repeat.
 fn start_schedule(txn: &WriteTransaction, m: &Message, at: Millis) -> Result<(), StoreError> {
     let Some(schedule) = m
@@ -1328,17 +1260,6 @@ fn sink_done(txn: &WriteTransaction, id: &str, next: u64) -> Result<(), StoreErr
     } else {
         due.write = None;
         table.insert(id, encode(&due).as_slice()).map_err(db)?;
-    }
-    Ok(())
-}
-
-/// Pruned messages take their sink position and any sink work with them.
-fn forget_sinks(txn: &WriteTransaction, ids: &[String]) -> Result<(), StoreError> {
-    let mut next = txn.open_table(SINK_NEXT).map_err(db)?;
-    let mut due = txn.open_table(SINK_DUE).map_err(db)?;
-    for id in ids {
-        next.remove(id.as_str()).map_err(db)?;
-        due.remove(id.as_str()).map_err(db)?;
     }
     Ok(())
 }
