@@ -251,7 +251,7 @@ pub fn tally(reports: &[(u64, Option<Value>)], file: &str) -> Tally {
                 t.done_not_run += 1;
                 t.example("doneNotRun", *n);
             }
-            "interrupted" if ran && !admits_completion(&error) => {
+            "interrupted" if ran && !admits_completion(error) => {
                 t.interrupted_that_ran += 1;
                 t.example("interruptedThatRan", *n);
             }
