@@ -610,7 +610,9 @@ mod tests {
         let reports = vec![
             (
                 1,
-                interrupted("the node stopped while the method ran; it was not run again"),
+                interrupted(
+                    "killed at restart: process group 7 was still running (1 process) after the node stopped; its output was lost",
+                ),
             ),
             (
                 2,
@@ -620,8 +622,14 @@ mod tests {
             (4, failed_run),
             (5, report("rejected", json!({"status": "rejected"}))),
             (6, given_up),
+            (
+                7,
+                interrupted(
+                    "its process had already ended while the node was down; its output was lost",
+                ),
+            ),
         ];
-        let t = tally(&reports, "1\n2\n3\n4\n5\n");
+        let t = tally(&reports, "1\n2\n3\n4\n5\n7\n");
         assert_eq!(
             t.interrupted_that_ran, 1,
             "only the claim that it did not run"
