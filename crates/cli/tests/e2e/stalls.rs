@@ -42,6 +42,9 @@ fn a_message_given_up_while_its_destination_is_frozen_never_runs_later_and_order
     holds_for(Duration::from_secs(2), "the second stays queued", || {
         state_of(central, &ids[1]) == "queued"
     });
+    // A queued message says when it expires (the default ttl applies).
+    let text = crate::support::stdout(&central.cli(&["status", &ids[1]]));
+    assert!(text.contains("expires"), "{text}");
     fleet.node_mut("ship1").thaw();
     let central = fleet.node("central");
     let first = eventually(Duration::from_secs(60), "the first is settled", || {

@@ -309,9 +309,13 @@ fn an_id_cancelled_before_it_arrived_uses_its_own_margin() {
         forget_at(&arrived),
         Some(5_000 + 10_000 + TOMBSTONE_MARGIN_MS)
     );
-    let no_ttl = InboxRecord {
+    let arrived_no_ttl = InboxRecord {
         message: Message::default(),
-        ..cancelled
+        ..arrived
     };
-    assert_eq!(forget_at(&no_ttl), None);
+    assert_eq!(
+        forget_at(&arrived_no_ttl),
+        None,
+        "an id that arrived without a ttl stays"
+    );
 }
