@@ -547,19 +547,22 @@ impl Store {
 
     /// A message this node sent, by id.
     pub fn sent(&self, id: &str) -> Result<Option<SentRecord>, StoreError> {
-        let txn = self.database()?.begin_read().map_err(db)?;
-        let table = txn.open_table(SENT).map_err(db)?;
-        table
-            .get(id)
-            .map_err(db)?
-            .map(|v| records::decode(id, v.value()))
-            .transpose()
+        self.record(SENT, id)
     }
 
     /// A message this node received, by id.
     pub fn inbox(&self, id: &str) -> Result<Option<InboxRecord>, StoreError> {
+        self.record(INBOX, id)
+    }
+
+    /// One record of a table keyed by id.
+    fn record<T: for<'a> serde::Deserialize<'a>>(
+        &self,
+        definition: TableDefinition<&str, &[u8]>,
+        id: &str,
+    ) -> Result<Option<T>, StoreError> {
         let txn = self.database()?.begin_read().map_err(db)?;
-        let table = txn.open_table(INBOX).map_err(db)?;
+        let table = txn.open_table(definition).map_err(db)?;
         table
             .get(id)
             .map_err(db)?
@@ -567,20 +570,9 @@ impl Store {
             .transpose()
     }
 
-    /// The outbox, oldest first: each entry's seq and the record of the message.
+    /// The whole outbox, oldest first: each entry's seq and the record of the message.
     pub fn outbox(&self) -> Result<Vec<(u64, SentRecord)>, StoreError> {
-        let txn = self.database()?.begin_read().map_err(db)?;
-        let outbox = txn.open_table(OUTBOX).map_err(db)?;
-        let sent = txn.open_table(SENT).map_err(db)?;
-        let mut out = Vec::new();
-        for entry in outbox.iter().map_err(db)? {
-            let (seq, id) = entry.map_err(db)?;
-            let id = id.value();
-            if let Some(v) = sent.get(id).map_err(db)? {
-                out.push((seq.value(), records::decode(id, v.value())?));
-            }
-        }
-        Ok(out)
+        self.outbox_page(0, usize::MAX)
     }
 
     /// Up to `limit` outbox entries with a seq above `after`, oldest first: the outbox
@@ -649,13 +641,7 @@ impl Store {
 
     /// The sink work left for the message `id` answers, if any.
     pub fn sink_due(&self, id: &str) -> Result<Option<SinkDue>, StoreError> {
-        let txn = self.database()?.begin_read().map_err(db)?;
-        let table = txn.open_table(SINK_DUE).map_err(db)?;
-        table
-            .get(id)
-            .map_err(db)?
-            .map(|v| records::decode(id, v.value()))
-            .transpose()
+        self.record(SINK_DUE, id)
     }
 
     /// Every message with sink work left: what a restart finishes.
