@@ -396,13 +396,7 @@ fn idle_node(args: &Args, broker: Option<&str>) -> (f64, f64) {
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    deep::status_kib(pid, "VmRSS:")
 }
 
 async fn bench_containers(args: &Args) {

@@ -555,6 +555,24 @@ impl Store {
         self.record(INBOX, id)
     }
 
+    /// Every record of a table keyed by id, with its id.
+    fn records<T: for<'a> serde::Deserialize<'a>>(
+        &self,
+        definition: TableDefinition<&str, &[u8]>,
+    ) -> Result<Vec<(String, T)>, StoreError> {
+        let txn = self.database()?.begin_read().map_err(db)?;
+        let table = txn.open_table(definition).map_err(db)?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(db)? {
+            let (k, v) = entry.map_err(db)?;
+            out.push((
+                k.value().to_string(),
+                records::decode(k.value(), v.value())?,
+            ));
+        }
+        Ok(out)
+    }
+
     /// One record of a table keyed by id.
     fn record<T: for<'a> serde::Deserialize<'a>>(
         &self,
@@ -646,17 +664,7 @@ impl Store {
 
     /// Every message with sink work left: what a restart finishes.
     pub fn sinks_due(&self) -> Result<Vec<(String, SinkDue)>, StoreError> {
-        let txn = self.database()?.begin_read().map_err(db)?;
-        let table = txn.open_table(SINK_DUE).map_err(db)?;
-        let mut out = Vec::new();
-        for entry in table.iter().map_err(db)? {
-            let (k, v) = entry.map_err(db)?;
-            out.push((
-                k.value().to_string(),
-                records::decode(k.value(), v.value())?,
-            ));
-        }
-        Ok(out)
+        self.records(SINK_DUE)
     }
 
     /// Record, durably, a sink file write about to begin for the message `id` answers.
@@ -684,17 +692,7 @@ impl Store {
 
     /// The active schedules, by the id of the message they repeat.
     pub fn schedules(&self) -> Result<Vec<(String, ScheduleRecord)>, StoreError> {
-        let txn = self.database()?.begin_read().map_err(db)?;
-        let table = txn.open_table(SCHEDULES).map_err(db)?;
-        let mut out = Vec::new();
-        for entry in table.iter().map_err(db)? {
-            let (k, v) = entry.map_err(db)?;
-            out.push((
-                k.value().to_string(),
-                records::decode(k.value(), v.value())?,
-            ));
-        }
-        Ok(out)
+        self.records(SCHEDULES)
     }
 
     /// The active schedule of the message `id`, if any.
@@ -733,14 +731,11 @@ impl Store {
 
     /// Every node heard from, by name.
     pub fn fleet(&self) -> Result<Vec<FleetRecord>, StoreError> {
-        let txn = self.database()?.begin_read().map_err(db)?;
-        let table = txn.open_table(FLEET).map_err(db)?;
-        let mut out = Vec::new();
-        for entry in table.iter().map_err(db)? {
-            let (k, v) = entry.map_err(db)?;
-            out.push(records::decode(k.value(), v.value())?);
-        }
-        Ok(out)
+        Ok(self
+            .records(FLEET)?
+            .into_iter()
+            .map(|(_, record)| record)
+            .collect())
     }
 
     /// How much is waiting in each queue.
