@@ -2,7 +2,7 @@
 //! others may read them, as ssh refuses a private key others can read.
 
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Why a secret file cannot be used.

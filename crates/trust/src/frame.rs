@@ -1,0 +1,464 @@
+//! Signed frames: every frame a node sends over the broker is sealed with its key, and
+//! every frame it receives is opened (checked) before anything reads it.
+//!
+//! Layout of a sealed frame, all integers big-endian:
+//!
+//! ```text
+//! "BSN1" | kind u8 | len u16 | credential (len bytes) | at u64 (ms) | signature [64] | body
+//! ```
+//!
+//! `kind` 1: the credential is the sender's identity token (issued by an issuer);
+//! kind 2: the bare public key of a node no issuer has vouched for yet, which only that
+//! node itself accepts (its own local submissions travel the same path as everything
+//! else). The signature covers a domain string, the *context* (the subject a request or
+//! note is sent on; for an answer, the signature of the request it answers, so an
+//! answer cannot be moved to another request), the header without the signature, and
+//! the body, exactly as sent: the body needs no canonical form because its bytes are
+//! what is signed and what is read.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use nkeys::KeyPair;
+
+use crate::identity::{self, Identity, IdentityError, Role};
+
+const MAGIC: &[u8; 4] = b"BSN1";
+const DOMAIN: &[u8] = b"bosun frame v1\0";
+const KIND_TOKEN: u8 = 1;
+const KIND_KEY: u8 = 2;
+const SIG_LEN: usize = 64;
+/// Most identities kept verified in memory; past it the cache starts again.
+const TOKEN_CACHE: usize = 4096;
+/// Most signatures remembered against replays; past it the oldest go first.
+const REPLAY_CACHE: usize = 1 << 20;
+
+/// Who sent a frame, once its seal is checked.
+#[derive(Debug, Clone)]
+pub enum Peer {
+    /// The transport does not seal frames (in process): nothing to check.
+    Unchecked,
+    /// This node itself.
+    Myself,
+    /// A node with a valid identity.
+    Node(Arc<Identity>),
+    /// An unsigned or unissued sender, accepted because the node runs `insecure_open`.
+    Open,
+}
+
+impl Peer {
+    /// The verified name, when there is one.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            Peer::Node(id) => Some(id.name()),
+            _ => None,
+        }
+    }
+}
+
+/// Why a frame is refused before it is read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameRefusal {
+    /// No seal at all.
+    #[error("untrusted: unsigned frame; every frame must be signed by a node with an identity")]
+    Unsigned,
+    /// A seal that cannot be read.
+    #[error("untrusted: malformed signed frame: {0}")]
+    Malformed(String),
+    /// This node trusts no issuer, so it can accept nothing from others.
+    #[error(
+        "untrusted: this node trusts no issuer yet, so it accepts nothing from other nodes \
+         (set trusted_issuers, see `bosun keys`)"
+    )]
+    NoTrust,
+    /// Signed with a key no issuer vouched for.
+    #[error(
+        "untrusted: the sender's key {key} has no identity from an issuer this node trusts \
+         (issue one: bosun keys issue)"
+    )]
+    Unissued {
+        /// The sender's public key.
+        key: String,
+    },
+    /// The identity does not verify.
+    #[error("untrusted: {0}")]
+    Identity(#[from] IdentityError),
+    /// An operator's identity on a frame: operators sign messages, nodes send frames.
+    #[error("untrusted: {0:?} is an operator identity; only nodes send frames")]
+    NotANode(String),
+    /// The frame's own signature does not verify.
+    #[error("untrusted: invalid signature on a frame from {0:?}")]
+    BadSignature(String),
+    /// Too far from this node's clock.
+    #[error(
+        "untrusted: frame from {name:?} is stamped {off_secs} s away from this node's clock \
+         (allowed: {allowed_secs} s, clock_skew_secs); check both clocks"
+    )]
+    Clock {
+        /// The sender.
+        name: String,
+        /// How far off, in seconds.
+        off_secs: i64,
+        /// The allowed skew.
+        allowed_secs: u64,
+    },
+    /// Seen before.
+    #[error("untrusted: replayed frame from {0:?}")]
+    Replayed(String),
+}
+
+impl FrameRefusal {
+    /// A short label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FrameRefusal::Unsigned => "unsigned",
+            FrameRefusal::Malformed(_) => "malformed",
+            FrameRefusal::NoTrust => "no_trust",
+            FrameRefusal::Unissued { .. } => "unissued",
+            FrameRefusal::Identity(IdentityError::Expired { .. }) => "expired",
+            FrameRefusal::Identity(IdentityError::UntrustedIssuer { .. }) => "untrusted_issuer",
+            FrameRefusal::Identity(_) => "identity",
+            FrameRefusal::NotANode(_) => "role",
+            FrameRefusal::BadSignature(_) => "signature",
+            FrameRefusal::Clock { .. } => "clock",
+            FrameRefusal::Replayed(_) => "replay",
+        }
+    }
+}
+
+/// What this node trusts and signs with.
+pub struct TrustSettings {
+    /// This node's name.
+    pub name: String,
+    /// This node's key pair.
+    pub key: KeyPair,
+    /// This node's identity token, when an issuer has issued one.
+    pub identity: Option<String>,
+    /// Issuer public keys trusted.
+    pub issuers: Vec<String>,
+    /// Accept unsigned and unissued frames too (labs only).
+    pub insecure_open: bool,
+    /// Largest accepted difference between a frame's stamp and this node's clock, ms.
+    pub skew_ms: u64,
+}
+
+/// A frame's seal checked: who sent it, where its body starts, and its signature (an
+/// answer to it is bound to that).
+#[derive(Debug, Clone)]
+pub struct Opened {
+    /// The sender.
+    pub peer: Peer,
+    /// Offset of the body in the frame.
+    pub body_start: usize,
+    /// The frame's signature; all zero for an unsigned frame.
+    pub sig: [u8; SIG_LEN],
+}
+
+/// Seals and opens frames for one node.
+pub struct Trust {
+    settings: TrustSettings,
+    own_public: String,
+    own_identity: Option<Arc<Identity>>,
+    identities: Mutex<HashMap<String, Arc<Identity>>>,
+    seen: Mutex<Seen>,
+}
+
+#[derive(Default)]
+struct Seen {
+    set: std::collections::HashSet<[u8; 16]>,
+    order: VecDeque<(u64, [u8; 16])>,
+}
+
+/// Why this node's own settings cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustSetupError {
+    /// The node's identity does not verify against its trusted issuers.
+    #[error("this node's identity cannot be used: {0}")]
+    Identity(#[from] IdentityError),
+    /// The identity names another node or key.
+    #[error("this node's identity is for {what}; this node is {actual}")]
+    NotMine {
+        /// What the identity names.
+        what: String,
+        /// What this node is.
+        actual: String,
+    },
+}
+
+impl Trust {
+    /// Trust with these settings. The node's own identity must verify (against the
+    /// trusted issuers, when there are any), name this node and hold its key.
+    pub fn new(settings: TrustSettings, now: u64) -> Result<Trust, TrustSetupError> {
+        let own_public = settings.key.public_key();
+        let own_identity = match &settings.identity {
+            None => None,
+            Some(token) => {
+                let claims = identity::read_claims(token)?;
+                if claims.name != settings.name || claims.key != own_public {
+                    return Err(TrustSetupError::NotMine {
+                        what: format!("{} with key {}", claims.name, claims.key),
+                        actual: format!("{} with key {own_public}", settings.name),
+                    });
+                }
+                // Checked against its own issuer when this node trusts none (it may
+                // still send to nodes that do).
+                let issuers = if settings.issuers.is_empty() {
+                    vec![claims.iss.clone()]
+                } else {
+                    settings.issuers.clone()
+                };
+                Some(Arc::new(identity::verify(token, &issuers, now)?))
+            }
+        };
+        Ok(Trust {
+            settings,
+            own_public,
+            own_identity,
+            identities: Mutex::new(HashMap::new()),
+            seen: Mutex::new(Seen::default()),
+        })
+    }
+
+    /// This node's public key.
+    pub fn public_key(&self) -> &str {
+        &self.own_public
+    }
+
+    /// This node's identity, when it has one.
+    pub fn identity(&self) -> Option<&Arc<Identity>> {
+        self.own_identity.as_ref()
+    }
+
+    /// True when this node can accept anything from other nodes: it trusts an issuer
+    /// or runs open.
+    pub fn accepts_others(&self) -> bool {
+        !self.settings.issuers.is_empty() || self.settings.insecure_open
+    }
+
+    /// True in `insecure_open` mode.
+    pub fn insecure_open(&self) -> bool {
+        self.settings.insecure_open
+    }
+
+    /// The trusted issuers.
+    pub fn issuers(&self) -> &[String] {
+        &self.settings.issuers
+    }
+
+    /// One line for logs and `bosun nodes`.
+    pub fn describe(&self) -> String {
+        let who = match &self.own_identity {
+            Some(id) => format!("identity {} from issuer {}", id.name(), id.claims.iss),
+            None => format!("no identity (key {})", self.own_public),
+        };
+        let accepts = if self.settings.insecure_open {
+            "INSECURE: accepts unsigned messages from anyone (insecure_open)".to_string()
+        } else if self.settings.issuers.is_empty() {
+            "untrusted: trusts no issuer, refuses every message from other nodes".to_string()
+        } else {
+            format!("trusts {} issuer(s)", self.settings.issuers.len())
+        };
+        format!("{who}; {accepts}")
+    }
+
+    /// Seal `body` for sending in `context` at `now` (ms).
+    pub fn seal(&self, context: &[u8], body: &[u8], now: u64) -> Vec<u8> {
+        let (kind, cred) = match &self.settings.identity {
+            Some(token) => (KIND_TOKEN, token.as_bytes()),
+            None => (KIND_KEY, self.own_public.as_bytes()),
+        };
+        let mut frame = Vec::with_capacity(4 + 3 + cred.len() + 8 + SIG_LEN + body.len());
+        frame.extend_from_slice(MAGIC);
+        frame.push(kind);
+        frame.extend_from_slice(&(cred.len() as u16).to_be_bytes());
+        frame.extend_from_slice(cred);
+        frame.extend_from_slice(&now.to_be_bytes());
+        let signed = signed_bytes(context, &frame, body);
+        let sig = self
+            .settings
+            .key
+            .sign(&signed)
+            .expect("a node key has a seed");
+        frame.extend_from_slice(&sig);
+        frame.extend_from_slice(body);
+        frame
+    }
+
+    /// Check a frame that arrived in `context` at `now` (ms). With `fresh`, also refuse
+    /// one stamped too far from this node's clock or seen before (requests and notes;
+    /// answers are bound to their request instead).
+    pub fn open(
+        &self,
+        context: &[u8],
+        frame: &[u8],
+        now: u64,
+        fresh: bool,
+    ) -> Result<Opened, FrameRefusal> {
+        if !frame.starts_with(MAGIC) {
+            return if self.settings.insecure_open {
+                Ok(Opened {
+                    peer: Peer::Open,
+                    body_start: 0,
+                    sig: [0; SIG_LEN],
+                })
+            } else {
+                Err(FrameRefusal::Unsigned)
+            };
+        }
+        let short = || FrameRefusal::Malformed("frame shorter than its header".into());
+        let kind = *frame.get(4).ok_or_else(short)?;
+        let len =
+            u16::from_be_bytes(frame.get(5..7).ok_or_else(short)?.try_into().expect("2")) as usize;
+        let cred_end = 7 + len;
+        let cred = frame.get(7..cred_end).ok_or_else(short)?;
+        let at_end = cred_end + 8;
+        let at = u64::from_be_bytes(
+            frame
+                .get(cred_end..at_end)
+                .ok_or_else(short)?
+                .try_into()
+                .expect("8"),
+        );
+        let sig_end = at_end + SIG_LEN;
+        let sig: [u8; SIG_LEN] = frame
+            .get(at_end..sig_end)
+            .ok_or_else(short)?
+            .try_into()
+            .expect("64");
+        let cred = std::str::from_utf8(cred)
+            .map_err(|_| FrameRefusal::Malformed("credential is not text".into()))?;
+        let signed = || signed_bytes(context, &frame[..at_end], &frame[sig_end..]);
+        let (peer, name): (Peer, String) = match kind {
+            KIND_KEY => {
+                if cred == self.own_public {
+                    self.settings
+                        .key
+                        .verify(&signed(), &sig)
+                        .map_err(|_| FrameRefusal::BadSignature(self.settings.name.clone()))?;
+                    (Peer::Myself, self.settings.name.clone())
+                } else if self.settings.insecure_open {
+                    (Peer::Open, cred.to_string())
+                } else if self.settings.issuers.is_empty() {
+                    return Err(FrameRefusal::NoTrust);
+                } else {
+                    return Err(FrameRefusal::Unissued {
+                        key: cred.chars().take(60).collect(),
+                    });
+                }
+            }
+            KIND_TOKEN => {
+                let claims = identity::read_claims(cred)?;
+                if claims.key == self.own_public {
+                    self.settings
+                        .key
+                        .verify(&signed(), &sig)
+                        .map_err(|_| FrameRefusal::BadSignature(claims.name.clone()))?;
+                    (Peer::Myself, claims.name)
+                } else if self.settings.issuers.is_empty() {
+                    if self.settings.insecure_open {
+                        (Peer::Open, claims.name)
+                    } else {
+                        return Err(FrameRefusal::NoTrust);
+                    }
+                } else {
+                    let identity = self.identity_of(cred, now)?;
+                    if identity.claims.role != Role::Node {
+                        return Err(FrameRefusal::NotANode(identity.claims.name.clone()));
+                    }
+                    identity
+                        .key
+                        .verify(&signed(), &sig)
+                        .map_err(|_| FrameRefusal::BadSignature(identity.claims.name.clone()))?;
+                    let name = identity.claims.name.clone();
+                    (Peer::Node(identity), name)
+                }
+            }
+            other => {
+                return Err(FrameRefusal::Malformed(format!(
+                    "unknown credential kind {other}"
+                )));
+            }
+        };
+        if fresh {
+            let off = at as i64 - now as i64;
+            if off.unsigned_abs() > self.settings.skew_ms {
+                return Err(FrameRefusal::Clock {
+                    name,
+                    off_secs: off / 1000,
+                    allowed_secs: self.settings.skew_ms / 1000,
+                });
+            }
+            self.not_seen(&sig, now, &name)?;
+        }
+        Ok(Opened {
+            peer,
+            body_start: sig_end,
+            sig,
+        })
+    }
+
+    /// A verified identity for `token`, from the cache when it was checked before (its
+    /// expiry is checked again each time).
+    fn identity_of(&self, token: &str, now: u64) -> Result<Arc<Identity>, FrameRefusal> {
+        if let Some(id) = self.identities.lock().expect("cache").get(token).cloned() {
+            if let Some(exp) = id.claims.exp
+                && now >= exp
+            {
+                return Err(IdentityError::Expired {
+                    name: id.claims.name.clone(),
+                    exp,
+                }
+                .into());
+            }
+            return Ok(id);
+        }
+        let id = Arc::new(identity::verify(token, &self.settings.issuers, now)?);
+        let mut cache = self.identities.lock().expect("cache");
+        if cache.len() >= TOKEN_CACHE {
+            cache.clear();
+        }
+        cache.insert(token.to_string(), id.clone());
+        Ok(id)
+    }
+
+    fn not_seen(&self, sig: &[u8; SIG_LEN], now: u64, name: &str) -> Result<(), FrameRefusal> {
+        let key: [u8; 16] = sig[..16].try_into().expect("16");
+        let mut seen = self.seen.lock().expect("seen");
+        // Forget signatures older than twice the window: a frame that old is refused by
+        // its stamp anyway.
+        let horizon = now.saturating_sub(2 * self.settings.skew_ms);
+        while let Some(&(at, k)) = seen.order.front() {
+            if at >= horizon && seen.order.len() < REPLAY_CACHE {
+                break;
+            }
+            seen.order.pop_front();
+            seen.set.remove(&k);
+        }
+        if !seen.set.insert(key) {
+            return Err(FrameRefusal::Replayed(name.to_string()));
+        }
+        seen.order.push_back((now, key));
+        Ok(())
+    }
+}
+
+fn signed_bytes(context: &[u8], header: &[u8], body: &[u8]) -> Vec<u8> {
+    let mut signed =
+        Vec::with_capacity(DOMAIN.len() + 4 + context.len() + header.len() + body.len());
+    signed.extend_from_slice(DOMAIN);
+    signed.extend_from_slice(&(context.len() as u32).to_be_bytes());
+    signed.extend_from_slice(context);
+    signed.extend_from_slice(header);
+    signed.extend_from_slice(body);
+    signed
+}
+
+/// The context an answer is sealed in: the signature of the request it answers.
+pub fn answer_context(request_sig: &[u8; SIG_LEN]) -> Vec<u8> {
+    let mut c = b"answer\0".to_vec();
+    c.extend_from_slice(request_sig);
+    c
+}
+
+#[cfg(test)]
+mod tests;
