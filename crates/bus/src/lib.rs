@@ -4,12 +4,14 @@
 //! - this file: the [`Transport`] trait, [`Incoming`] requests and [`BusError`].
 //! - [`nats`]: the production transport over a NATS server or cluster.
 //! - [`local`]: the in-process transport: several nodes in one process share a [`local::Hub`].
+//! - [`sealed`]: a transport that signs every frame and checks every arrival.
 //!
 //! A transport moves bytes on subjects. It knows nothing of messages, outboxes or
 //! retries: bosun's own outbox covers outages, so no transport-level buffering is relied on.
 
 pub mod local;
 pub mod nats;
+pub mod sealed;
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -20,6 +22,10 @@ use tokio::sync::oneshot;
 
 pub use local::{Hub, LocalTransport};
 pub use nats::{NatsOptions, NatsTransport};
+pub use sealed::Sealed;
+
+use bosun_trust::{FrameRefusal, Peer, Trust};
+use std::sync::Arc;
 
 /// Why a transport call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +40,9 @@ pub enum BusError {
     /// The transport is not connected to its broker right now.
     #[error("not connected to the broker")]
     Disconnected,
+    /// An answer came, but its seal does not show it is from the node asked.
+    #[error("untrusted answer: {0}")]
+    Untrusted(String),
     /// Anything else: bad subject, payload too large for the broker, IO.
     #[error("{0}")]
     Other(String),
@@ -60,15 +69,25 @@ pub trait Transport: Send + Sync + 'static {
     fn is_connected(&self) -> bool;
     /// One line for logs and `bosun config show`, never with secrets.
     fn describe(&self) -> String;
+    /// The trust that seals and checks frames, when this transport does.
+    fn trust(&self) -> Option<Arc<Trust>> {
+        None
+    }
 }
 
 /// One arrival on a subscription.
 pub struct Incoming {
     /// The subject it arrived on.
     pub subject: String,
-    /// Its bytes.
+    /// Its bytes (the body, once a sealed transport has checked its seal).
     pub payload: Bytes,
+    /// Who sent it: [`Peer::Unchecked`] on a transport that does not seal.
+    pub peer: Peer,
+    /// Why its seal was refused; nothing of the payload may be trusted then.
+    pub refused: Option<FrameRefusal>,
     responder: Option<Responder>,
+    /// How to seal the answer: bound to the request's signature.
+    seal: Option<(Arc<Trust>, [u8; 64])>,
 }
 
 pub(crate) enum Responder {
@@ -82,8 +101,27 @@ impl Incoming {
         self.responder.is_some()
     }
 
+    pub(crate) fn new(subject: String, payload: Bytes, responder: Option<Responder>) -> Incoming {
+        Incoming {
+            subject,
+            payload,
+            peer: Peer::Unchecked,
+            refused: None,
+            responder,
+            seal: None,
+        }
+    }
+
     /// Answer the sender. Does nothing for plain publishes.
     pub async fn respond(&mut self, payload: Bytes) -> Result<(), BusError> {
+        let payload = match &self.seal {
+            Some((trust, sig)) => Bytes::from(trust.seal(
+                &bosun_trust::answer_context(sig),
+                &payload,
+                sealed::now_ms(),
+            )),
+            None => payload,
+        };
         match self.responder.take() {
             None => Ok(()),
             Some(Responder::Nats(client, reply)) => client

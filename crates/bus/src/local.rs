@@ -88,11 +88,11 @@ impl Transport for LocalTransport {
             return Err(BusError::NoResponders(subject));
         };
         let (tx, rx) = oneshot::channel();
-        let incoming = Incoming {
-            subject: subject.clone(),
+        let incoming = Incoming::new(
+            subject.clone(),
             payload,
-            responder: Some(Responder::Local(tx, self.hub.clone())),
-        };
+            Some(Responder::Local(tx, self.hub.clone())),
+        );
         if target.send(incoming).await.is_err() {
             return Err(BusError::NoResponders(subject));
         }
@@ -113,11 +113,7 @@ impl Transport for LocalTransport {
             return Err(BusError::Disconnected);
         }
         for target in self.hub.matching(&subject) {
-            let _ = target.try_send(Incoming {
-                subject: subject.clone(),
-                payload: payload.clone(),
-                responder: None,
-            });
+            let _ = target.try_send(Incoming::new(subject.clone(), payload.clone(), None));
         }
         Ok(())
     }

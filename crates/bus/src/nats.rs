@@ -172,10 +172,12 @@ impl Transport for NatsTransport {
             .await
             .map_err(|e| BusError::Other(e.to_string()))?;
         let client = self.client.clone();
-        Ok(Box::pin(subscriber.map(move |m| Incoming {
-            subject: m.subject.to_string(),
-            payload: m.payload,
-            responder: m.reply.map(|r| Responder::Nats(client.clone(), r)),
+        Ok(Box::pin(subscriber.map(move |m| {
+            Incoming::new(
+                m.subject.to_string(),
+                m.payload,
+                m.reply.map(|r| Responder::Nats(client.clone(), r)),
+            )
         })))
     }
 

@@ -56,6 +56,9 @@ enum Command {
     Config(cmd::config::ConfigCmd),
     /// Run a small fleet in this process and show bosun at work.
     Demo(cmd::demo::DemoCmd),
+    /// Identities: the fleet's issuer, node and operator keys (init, issue, show, new).
+    #[command(subcommand)]
+    Keys(cmd::keys::KeysCmd),
 }
 
 /// The command line, with the help of global options taken from the one table of
@@ -88,6 +91,7 @@ fn main() {
             Command::Image(c) => c.run(&cli.global).await,
             Command::Config(c) => c.run(&cli.global).await,
             Command::Demo(c) => c.run(&cli.global).await,
+            Command::Keys(c) => c.run(&cli.global).await,
         }
     });
     match result {

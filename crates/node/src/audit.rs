@@ -104,6 +104,39 @@ impl AuditLog {
         }
     }
 
+    /// Append one line for an arrival refused before anything ran: where it came, who
+    /// it claims (or proved) to be, and why.
+    pub fn refused(&self, subject: &str, from: Option<&str>, id: Option<&str>, reason: &str) {
+        #[derive(Serialize)]
+        struct Refusal<'a> {
+            at: Millis,
+            event: &'static str,
+            subject: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            from: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            id: Option<&'a str>,
+            reason: &'a str,
+        }
+        let line = Refusal {
+            at: now_millis(),
+            event: "refused",
+            subject,
+            from,
+            id,
+            reason,
+        };
+        let mut bytes = serde_json::to_vec(&line).expect("plain fields serialise");
+        bytes.push(b'\n');
+        let mut writer = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = self.write(&mut writer, &bytes) {
+            if !writer.failing {
+                tracing::error!(path = %self.path.display(), error = %e, "cannot write the audit log");
+            }
+            writer.failing = true;
+        }
+    }
+
     fn write(&self, writer: &mut Writer, line: &[u8]) -> std::io::Result<()> {
         let len = line.len() as u64;
         // A line longer than max_bytes still gets a file of its own rather than being

@@ -226,6 +226,30 @@ settings! {
     /// NATS creds file.
     creds_file: Option<PathBuf> = None,
         Some(Cli::new("creds-file", "BOSUN_CREDS_FILE", "FILE", "NATS credentials file."));
+    /// Issuer public keys (`O…`, from `bosun keys init`) this node trusts: a frame from
+    /// another node is read only if it carries an identity one of them issued. Empty: the
+    /// node refuses every message from other nodes (its own still run).
+    trusted_issuers: Vec<String> = Vec::new(),
+        Some(Cli::new("trust", "BOSUN_TRUSTED_ISSUERS", "KEY",
+            "Trust identities issued by this issuer key (O…, from `bosun keys init`); \
+             repeat or comma-separate. Without one, messages from other nodes are refused.")
+            .default_words("none: refuse other nodes").list());
+    /// This node's identity, issued by `bosun keys issue`. Default: `<data_dir>/node.id`.
+    /// The node's key is `<data_dir>/node.key`, created at first start.
+    identity_file: Option<PathBuf> = None, None;
+    /// Local policy: what signers may run here, as well as their grants allow. Rules
+    /// `[NAME=]GRANT`: `*`, `ping`, `central=*`, `ops-*=cliCommand:uptime`. Empty: nothing
+    /// from other nodes runs.
+    policy: Vec<String> = Vec::new(),
+        Some(Cli::new("policy", "BOSUN_POLICY", "RULE",
+            "Let signers run methods here: [NAME=]METHOD[:ARGS], e.g. 'central=*', \
+             'cliCommand:uptime'; repeat for more. Their identity's grants must allow it too.")
+            .default_words("none: nothing from other nodes runs").list());
+    /// Accept unsigned messages from anyone on the broker. For labs only: anyone who
+    /// reaches the broker can run anything this node's user can.
+    insecure_open: bool = false, None;
+    /// Largest difference, in seconds, between a frame's time stamp and this node's clock.
+    clock_skew_secs: u64 = 300, None;
     /// Log filter, e.g. `info` or `bosun_node=debug`.
     log: String = "info".into(),
         Some(Cli::new("log", "BOSUN_LOG", "FILTER",
@@ -962,6 +986,18 @@ impl Config {
     /// The error log (JSON lines).
     pub fn error_log_path(&self) -> PathBuf {
         self.data_dir.join("error.log")
+    }
+
+    /// This node's key file.
+    pub fn node_key_path(&self) -> PathBuf {
+        self.data_dir.join("node.key")
+    }
+
+    /// This node's identity file.
+    pub fn identity_path(&self) -> PathBuf {
+        self.identity_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("node.id"))
     }
 
     /// The default config file for a data dir.

@@ -120,6 +120,34 @@ impl Undelivered<'_> {
     }
 }
 
+/// An arrival was refused before anything of it ran or was recorded as a result (warn
+/// log; counts `bosun_refused_total{reason}`).
+#[derive(Debug, Clone, Copy)]
+pub struct Refused<'a> {
+    /// The subject it arrived on.
+    pub subject: &'a str,
+    /// The sender it claims or proved, when known.
+    pub from: Option<&'a str>,
+    /// A short label for the metric.
+    pub kind: &'static str,
+    /// The whole reason, as answered.
+    pub reason: &'a str,
+}
+
+impl Refused<'_> {
+    /// Log it and count it.
+    pub fn emit(&self, metrics: &Metrics) {
+        tracing::warn!(
+            subject = self.subject,
+            from = self.from,
+            kind = self.kind,
+            reason = self.reason,
+            "refused an arrival"
+        );
+        metrics.refused(self.kind);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

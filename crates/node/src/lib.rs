@@ -48,6 +48,7 @@ mod outbox;
 mod receiver;
 mod sinks;
 mod submit;
+pub mod trust;
 
 pub use bosun_store::{Depths, HistoryEntry, InboxRecord, SentRecord};
 pub use config::{Config, ConfigError, Layer, Override, Sources, ValueError};

@@ -35,6 +35,11 @@ struct StatusLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NodeLabel {
     node: String,
 }
@@ -51,6 +56,7 @@ struct Inner {
     last_seen: Family<NodeLabel, Gauge<f64, AtomicU64>>,
     store_ok: Gauge,
     store_free: Gauge,
+    refused: Family<ReasonLabel, Counter>,
 }
 
 /// A node's metrics; clones share the same values.
@@ -93,6 +99,13 @@ impl Metrics {
             "bosun_retries",
             "Messages sent again, by method",
             retries.clone(),
+        );
+        let refused = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "bosun_refused",
+            "Arrivals refused before anything ran: by reason (unsigned, untrusted_issuer, \
+             signature, clock, replay, sender, grants, policy, …)",
+            refused.clone(),
         );
         let ack_timeouts = Family::<MethodLabel, Counter>::default();
         registry.register(
@@ -150,6 +163,7 @@ impl Metrics {
             inner: Arc::new(Inner {
                 store_ok,
                 store_free,
+                refused,
                 registry,
                 messages,
                 retries,
@@ -161,6 +175,16 @@ impl Metrics {
                 last_seen,
             }),
         }
+    }
+
+    /// Count an arrival refused for `reason` (a short fixed label).
+    pub fn refused(&self, reason: &'static str) {
+        self.inner
+            .refused
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     /// Count a message reaching `state`.

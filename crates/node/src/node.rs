@@ -66,6 +66,9 @@ pub enum NodeError {
     /// The transport refused to subscribe.
     #[error("cannot listen on the transport: {0}")]
     Bus(#[from] bosun_bus::BusError),
+    /// The trust settings (key, identity, issuers, policy) cannot be used.
+    #[error(transparent)]
+    Trust(#[from] crate::trust::TrustLoadError),
 }
 
 /// Why a submit was refused. Nothing of the batch was queued.
@@ -174,6 +177,7 @@ impl Node {
             path: config.data_dir.display().to_string(),
             source,
         })?;
+        let policy = crate::trust::policy(&config)?;
         let store = Store::open_with(&config.db_path(), config.store_options())?;
         let audit = if config.audit_max_bytes > 0 {
             let path = config.audit_log_path();
@@ -253,6 +257,7 @@ impl Node {
             served: methods.served.clone(),
             sinks: crate::sinks::Sinks::new(config.results_path(), store.clone()),
             tracker: tracker.clone(),
+            policy: Arc::new(policy),
         });
         let store_failed = CancellationToken::new();
         tracker.spawn(crate::disk::watch_store(

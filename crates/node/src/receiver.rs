@@ -13,6 +13,7 @@ use bosun_proto::wire::{self, Ack, QUERY_TOKEN, QueryAnswer, STATUS_TOKEN, WIRE_
 use bosun_proto::{Message, Method};
 use bosun_store::Receipt;
 use bosun_store::Store;
+use bosun_trust::{Peer, Policy};
 use bytes::Bytes;
 use futures::StreamExt;
 use std::sync::RwLock;
@@ -47,6 +48,8 @@ pub(crate) struct Receiver {
     pub sinks: Sinks,
     /// Each arrival runs in its own task on it.
     pub tracker: TaskTracker,
+    /// What signers may run here (with their grants).
+    pub policy: Arc<Policy>,
 }
 
 /// Arrivals handled at once. More wait in the subscription (and, past its capacity, at
@@ -79,6 +82,67 @@ pub(crate) async fn run(
             _ = shutdown.cancelled() => break,
         }
     }
+}
+
+fn query_answer(
+    id: &str,
+    state: Option<bosun_proto::State>,
+    outcome: Option<bosun_proto::Outcome>,
+    refused: Option<String>,
+) -> Bytes {
+    Bytes::from(wire::encode(&QueryAnswer {
+        v: WIRE_VERSION,
+        id: id.to_string(),
+        state,
+        outcome,
+        refused,
+    }))
+}
+
+/// True when the frame's proven sender is the node `name` (or cannot be proven on this
+/// transport: in process, or `insecure_open`).
+fn is_peer(own: &str, peer: &Peer, name: &str) -> bool {
+    match peer {
+        Peer::Unchecked | Peer::Open => true,
+        Peer::Myself => name == own,
+        Peer::Node(id) => id.name() == name,
+    }
+}
+
+impl Receiver {
+    fn own(&self) -> &str {
+        self.config.name.as_str()
+    }
+}
+
+/// Refuse an arrival: log and count it, and write it to the audit and error logs.
+fn refuse(
+    receiver: &Arc<Receiver>,
+    subject: &str,
+    from: Option<&str>,
+    id: Option<&str>,
+    kind: &'static str,
+    reason: &str,
+) {
+    crate::events::Refused {
+        subject,
+        from,
+        kind,
+        reason,
+    }
+    .emit(&receiver.metrics);
+    if let Some(audit) = &receiver.audit {
+        audit.refused(subject, from, id, reason);
+    }
+    receiver.reporter.report(&ErrorEntry {
+        at: now_millis(),
+        node: receiver.config.name.as_str(),
+        kind: "rejected",
+        message_id: id.filter(|s| !s.is_empty()),
+        to_node: from,
+        method: subject.rsplit('.').next(),
+        reason,
+    });
 }
 
 fn ack(id: &str, duplicate: bool, rejected: Option<String>) -> Bytes {
@@ -125,13 +189,51 @@ async fn handle(receiver: Arc<Receiver>, mut incoming: bosun_bus::Incoming) {
     // Every arrival is recorded: while the store is far behind, wait (the sender
     // resends if its ACK timeout passes) rather than queue writes without bound.
     receiver.store.room().await;
-    if incoming.subject.rsplit('.').next() == Some(STATUS_TOKEN) {
+    let token = incoming.subject.rsplit('.').next();
+    if let Some(refusal) = incoming.refused.clone() {
+        // Nothing of a frame whose seal fails is read: the refusal says why, and is all
+        // the sender (who may not be who it claims) gets back.
+        let reason = refusal.to_string();
+        refuse(
+            &receiver,
+            &incoming.subject,
+            None,
+            None,
+            refusal.kind(),
+            &reason,
+        );
+        let answer = match token {
+            Some(STATUS_TOKEN) => return,
+            Some(QUERY_TOKEN) => query_answer("", None, None, Some(reason)),
+            _ => ack("", false, Some(reason)),
+        };
+        if let Err(e) = incoming.respond(answer).await {
+            tracing::debug!(error = %e, "cannot send a refusal");
+        }
+        return;
+    }
+    if token == Some(STATUS_TOKEN) {
         if let Ok(note) = wire::decode_status(&incoming.payload)
             && note.state == bosun_proto::State::Running
         {
-            receiver
-                .store
-                .note(&note.id, vec![(Event::Started, note.at, None)]);
+            // Only the node the message went to may say it started.
+            let sent_to = receiver.store.sent(&note.id).ok().flatten();
+            let destination = sent_to.as_ref().map(|r| r.message.destination());
+            if destination.is_some_and(|d| is_peer(receiver.own(), &incoming.peer, d)) {
+                receiver
+                    .store
+                    .note(&note.id, vec![(Event::Started, note.at, None)]);
+            } else {
+                let reason = format!("status note for {} from a node it was not sent to", note.id);
+                refuse(
+                    &receiver,
+                    &incoming.subject,
+                    incoming.peer.name(),
+                    Some(&note.id),
+                    "sender",
+                    &reason,
+                );
+            }
         }
         return;
     }
@@ -170,6 +272,24 @@ async fn process(receiver: &Arc<Receiver>, incoming: &bosun_bus::Incoming) -> By
     };
     let message = request.msg;
     let id = message.id().to_string();
+    // Who sent it is proven by the seal: the message must name that node as its sender.
+    // A message that lies about it is not recorded (an impostor must not fill the inbox).
+    let claimed = message.from_node.as_deref().unwrap_or_default();
+    if !is_peer(receiver.own(), &incoming.peer, claimed) {
+        let reason = format!(
+            "signed by {:?} but names fromNode {claimed:?}; a node sends only as itself",
+            incoming.peer.name().unwrap_or(receiver.own())
+        );
+        refuse(
+            receiver,
+            &incoming.subject,
+            incoming.peer.name(),
+            Some(&id),
+            "sender",
+            &reason,
+        );
+        return ack(&id, false, Some(reason));
+    }
     // A resend is answered from the record, before any check: a message that ran is
     // never refused afterwards (say, after a policy change), so its real result stands.
     if !id.is_empty()
@@ -189,9 +309,20 @@ async fn process(receiver: &Arc<Receiver>, incoming: &bosun_bus::Incoming) -> By
             }
         };
     }
-    if let Err(refusal) = check(receiver, &message) {
+    if let Err(refusal) = check(receiver, &incoming.peer, &message) {
         let reason = refusal.to_string();
-        log_refusal(receiver, Some(&message), Some(&id), &reason);
+        if let Some(kind) = refusal.trust_kind() {
+            refuse(
+                receiver,
+                &incoming.subject,
+                Some(claimed),
+                Some(&id),
+                kind,
+                &reason,
+            );
+        } else {
+            log_refusal(receiver, Some(&message), Some(&id), &reason);
+        }
         if ulid::Ulid::from_string(&id).is_ok() {
             match receiver.store.reject(message, reason.clone(), now).await {
                 Ok(Receipt::Duplicate(_)) => return ack(&id, true, Some(reason)),
@@ -244,15 +375,7 @@ async fn process(receiver: &Arc<Receiver>, incoming: &bosun_bus::Incoming) -> By
 /// Answer a sender's question about one message it sent here; with `cancel`, cancel it
 /// if it has not started (and remember the id if it never arrived).
 async fn query(receiver: &Arc<Receiver>, incoming: &bosun_bus::Incoming) -> Bytes {
-    let answer = |id: &str, state, outcome, refused: Option<String>| {
-        Bytes::from(wire::encode(&QueryAnswer {
-            v: WIRE_VERSION,
-            id: id.to_string(),
-            state,
-            outcome,
-            refused,
-        }))
-    };
+    let answer = query_answer;
     if incoming.payload.len() > 4096 {
         return answer("", None, None, Some("query too large".into()));
     }
@@ -261,6 +384,22 @@ async fn query(receiver: &Arc<Receiver>, incoming: &bosun_bus::Incoming) -> Byte
         Err(e) => return answer("", None, None, Some(e.to_string())),
     };
     let id = query.id.as_str();
+    if !is_peer(receiver.own(), &incoming.peer, &query.from) {
+        let reason = format!(
+            "query about {id} signed by {:?}, not by {:?}",
+            incoming.peer.name().unwrap_or_default(),
+            query.from
+        );
+        refuse(
+            receiver,
+            &incoming.subject,
+            incoming.peer.name(),
+            Some(id),
+            "sender",
+            &reason,
+        );
+        return answer(id, None, None, Some(reason));
+    }
     let known = match receiver.store.inbox(id) {
         Ok(known) => known,
         Err(e) => return answer(id, None, None, Some(format!("cannot read the inbox: {e}"))),
@@ -337,10 +476,97 @@ enum Refusal {
     /// Stopped here, or not for this sender.
     #[error(transparent)]
     NotServed(#[from] bosun_methods::ServedError),
+    /// The signer's identity does not grant it.
+    #[error("{who} may not run {method} {args:?}: its identity grants {grants}")]
+    Grants {
+        /// The signer.
+        who: String,
+        /// The method.
+        method: &'static str,
+        /// Its arguments, as matched.
+        args: String,
+        /// What the identity grants.
+        grants: String,
+    },
+    /// This node's policy does not allow it.
+    #[error("{who} may not run {method} {args:?} on this node: no policy rule allows it (policy)")]
+    Policy {
+        /// The signer.
+        who: String,
+        /// The method.
+        method: &'static str,
+        /// Its arguments, as matched.
+        args: String,
+    },
+    /// A reply from a node the answered message was not sent to.
+    #[error("reply to {answered} from {from}, but it was sent to {to}")]
+    ForeignReply {
+        /// The message answered.
+        answered: String,
+        /// Who replied.
+        from: String,
+        /// Where it went.
+        to: String,
+    },
+}
+
+impl Refusal {
+    /// The metric label of a refusal about who may do what; `None` for the others.
+    fn trust_kind(&self) -> Option<&'static str> {
+        match self {
+            Refusal::Grants { .. } => Some("grants"),
+            Refusal::Policy { .. } => Some("policy"),
+            Refusal::ForeignReply { .. } => Some("sender"),
+            _ => None,
+        }
+    }
+}
+
+/// The arguments a grant pattern is matched against: the message's `data` joined by
+/// spaces, under `sh -c` when it asks for a shell.
+fn grant_args(message: &Message) -> String {
+    let args = message.data.join(" ");
+    if message.use_shell {
+        format!("sh -c {args}")
+    } else {
+        args
+    }
+}
+
+/// May the proven sender have `method` run here? Its identity's grants and this node's
+/// policy must both allow it. A node's own messages, and arrivals on a transport that
+/// proves nothing (in process, `insecure_open`), pass.
+fn authorize(
+    receiver: &Receiver,
+    peer: &Peer,
+    message: &Message,
+    method: Method,
+) -> Result<(), Refusal> {
+    let Peer::Node(identity) = peer else {
+        return Ok(());
+    };
+    let args = grant_args(message);
+    let name = method.name();
+    if !identity.allows(name, &args) {
+        return Err(Refusal::Grants {
+            who: identity.name().to_string(),
+            method: name,
+            args,
+            grants: identity.grants_text(),
+        });
+    }
+    if !receiver.policy.allows(identity.name(), name, &args) {
+        return Err(Refusal::Policy {
+            who: identity.name().to_string(),
+            method: name,
+            args,
+        });
+    }
+    Ok(())
 }
 
 /// The checks a request must pass before it is recorded.
-fn check(receiver: &Receiver, message: &Message) -> Result<(), Refusal> {
+fn check(receiver: &Receiver, peer: &Peer, message: &Message) -> Result<(), Refusal> {
     message.validate()?;
     if message.id.is_none() {
         return Err(Refusal::MissingId);
@@ -362,12 +588,26 @@ fn check(receiver: &Receiver, message: &Message) -> Result<(), Refusal> {
     if method.role() == bosun_proto::Role::Unserved {
         return Err(Refusal::Unserved(method));
     }
+    if let Some(answered) = message.previous_message.as_deref()
+        && (method.is_absorbed_on_arrival() || method.is_reply_sink())
+        && let Ok(Some(record)) = receiver.store.sent(answered)
+        && record.message.destination() != from
+    {
+        return Err(Refusal::ForeignReply {
+            answered: answered.to_string(),
+            from: from.to_string(),
+            to: record.message.destination().to_string(),
+        });
+    }
     if method != Method::Result {
         receiver
             .served
             .read()
             .expect("served lock")
             .allows(method, from)?;
+    }
+    if !method.is_absorbed_on_arrival() && !method.is_reply_sink() {
+        authorize(receiver, peer, message, method)?;
     }
     Ok(())
 }

@@ -4,6 +4,7 @@ pub mod config;
 pub mod container;
 pub mod demo;
 pub mod exec;
+pub mod keys;
 pub mod node;
 pub mod nodes;
 pub mod send;

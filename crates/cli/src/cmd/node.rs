@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use bosun_bus::{Hub, LocalTransport, NatsOptions, NatsTransport, Transport};
+use bosun_bus::{Hub, LocalTransport, NatsOptions, NatsTransport, Sealed, Transport};
 use bosun_node::Node;
 use clap::Args;
 use tokio::signal::unix::{SignalKind, signal};
@@ -57,7 +57,14 @@ impl NodeCmd {
             if !nats.wait_connected(Duration::from_secs(2)).await {
                 tracing::warn!(broker = %config.broker.join(","), "broker not reachable yet; messages wait in the outbox until it is");
             }
-            (Arc::new(nats), false)
+            let trust = Arc::new(
+                bosun_node::trust::load(&config, bosun_methods::clock::now_millis())
+                    .context("cannot set up this node's trust")?,
+            );
+            announce_trust(&config, &trust);
+            let sealed: Arc<dyn Transport> =
+                Arc::new(Sealed::new(Arc::new(nats), trust, config.name.to_string()));
+            (sealed, false)
         };
         // Taken before start-up, so that a signal during it stops the node cleanly too.
         let mut term = signal(SignalKind::terminate())?;
@@ -89,6 +96,35 @@ impl NodeCmd {
         node.shutdown().await;
         Ok(0)
     }
+}
+
+/// Say at start what this node accepts from the broker; loudly when it is nothing, or
+/// anything.
+fn announce_trust(config: &bosun_node::Config, trust: &bosun_trust::Trust) {
+    if trust.insecure_open() {
+        tracing::warn!(
+            "INSECURE: insecure_open is set; anyone who reaches the broker can run anything \
+             this node's user can. For labs only."
+        );
+    } else if !trust.accepts_others() {
+        tracing::warn!(
+            "untrusted: this node trusts no issuer, so it refuses every message from other \
+             nodes (its own still run). Set it up: bosun keys init, then \
+             bosun keys issue --name {} --into {}, then start with --trust <issuer key>",
+            config.name,
+            config.data_dir.display()
+        );
+    }
+    if trust.identity().is_none() && !trust.insecure_open() {
+        tracing::warn!(
+            public_key = trust.public_key(),
+            "this node has no identity yet; other nodes refuse its messages until an issuer \
+             vouches for it (bosun keys issue --name {} --pub {})",
+            config.name,
+            trust.public_key()
+        );
+    }
+    tracing::info!(trust = %trust.describe(), "trust");
 }
 
 pub fn init_logging(filter: &str) {
