@@ -101,7 +101,8 @@ impl Transport for Sealed {
                 }
                 Err(refusal) => {
                     incoming.refused = Some(refusal);
-                    incoming.seal = Some((trust.clone(), [0; SIG_LEN]));
+                    let sig = bosun_trust::frame::unchecked_sig(&incoming.payload);
+                    incoming.seal = Some((trust.clone(), sig));
                 }
             }
             incoming

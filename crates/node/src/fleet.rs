@@ -28,7 +28,12 @@ struct HelloBody {
 
 /// The registry entry for a hello from `from`. A hello whose body cannot be read still
 /// counts as a sign of life.
-pub(crate) fn record_from_hello(from: &str, message: &Message, now: Millis) -> FleetRecord {
+pub(crate) fn record_from_hello(
+    from: &str,
+    message: &Message,
+    now: Millis,
+    unverified: bool,
+) -> FleetRecord {
     let body: Option<HelloBody> = message
         .data
         .first()
@@ -38,6 +43,7 @@ pub(crate) fn record_from_hello(from: &str, message: &Message, now: Millis) -> F
         last_seen: now,
         hello_interval_secs: body.as_ref().map(|b| b.interval_secs).unwrap_or(0),
         inventory: body.map(|b| b.inventory).unwrap_or(serde_json::Value::Null),
+        unverified,
     }
 }
 
@@ -57,6 +63,9 @@ pub struct FleetNode {
     pub hello_interval_secs: u64,
     /// Its last inventory.
     pub inventory: serde_json::Value,
+    /// Its hellos are not signed by an identity (`insecure_open`): nothing is placed on it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unverified: bool,
 }
 
 /// Judge a registry entry at `now`.
@@ -89,6 +98,7 @@ pub(crate) fn row(
         last_seen: record.last_seen,
         hello_interval_secs: record.hello_interval_secs,
         inventory: record.inventory,
+        unverified: record.unverified,
     }
 }
 
@@ -115,10 +125,21 @@ pub(crate) async fn hello_loop(
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => return,
         }
+        let mut inventory =
+            serde_json::to_value(bosun_methods::hello::inventory(&methods)).unwrap_or_default();
+        if config.insecure_open
+            && let Some(map) = inventory.as_object_mut()
+        {
+            map.insert(
+                "insecureOpen".into(),
+                serde_json::Value::String(
+                    "accepts unsigned messages from anyone on the broker (insecure_open)".into(),
+                ),
+            );
+        }
         let body = HelloBody {
             interval_secs: interval,
-            inventory: serde_json::to_value(bosun_methods::hello::inventory(&methods))
-                .unwrap_or_default(),
+            inventory,
         };
         let hello = Message {
             to_node: Some(central.clone()),

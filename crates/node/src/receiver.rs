@@ -334,7 +334,7 @@ async fn process(receiver: &Arc<Receiver>, incoming: &bosun_bus::Incoming) -> By
     }
     let method = message.parsed_method().expect("checked");
     if method.is_absorbed_on_arrival() {
-        return absorb(receiver, message, method, now).await;
+        return absorb(receiver, &incoming.peer, message, method, now).await;
     }
     let stream = message
         .is_ordered()
@@ -615,11 +615,18 @@ fn check(receiver: &Receiver, peer: &Peer, message: &Message) -> Result<(), Refu
 /// Take in a message that needs no run: a reply, a hello, an error report. It is
 /// recorded (deduplicated) durably, then applied: results and chunks to the sent message
 /// and its sink, hellos to the fleet registry, errors to the error log.
-async fn absorb(receiver: &Arc<Receiver>, message: Message, method: Method, now: u64) -> Bytes {
+async fn absorb(
+    receiver: &Arc<Receiver>,
+    peer: &Peer,
+    message: Message,
+    method: Method,
+    now: u64,
+) -> Bytes {
     let id = message.id().to_string();
     let from = message.from_node.clone().unwrap_or_default();
-    let fleet =
-        (method == Method::Hello).then(|| crate::fleet::record_from_hello(&from, &message, now));
+    let unverified = matches!(peer, Peer::Open);
+    let fleet = (method == Method::Hello)
+        .then(|| crate::fleet::record_from_hello(&from, &message, now, unverified));
     let receipt = match receiver.store.absorb(message.clone(), now, fleet).await {
         Ok(r) => r,
         Err(e) => {

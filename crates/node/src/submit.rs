@@ -108,6 +108,8 @@ impl Submitter {
                     .fleet
                     .at(now)?
                     .iter()
+                    // Only nodes whose hellos are signed by an identity take work.
+                    .filter(|n| !n.unverified)
                     .map(crate::FleetNode::candidate)
                     .collect();
                 destinations = bosun_core::placement::place(

@@ -98,6 +98,10 @@ pub struct FleetRecord {
     /// Its last inventory, as sent.
     #[serde(default)]
     pub inventory: serde_json::Value,
+    /// Its hello was not signed by an identity (taken only under `insecure_open`):
+    /// such a node is listed, but nothing is placed on it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unverified: bool,
 }
 
 /// An active schedule: the message it repeats and when the next run is due.

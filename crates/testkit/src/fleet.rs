@@ -18,7 +18,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::{NatsServer, NodeProcess, eventually};
+use crate::{NatsServer, NodeProcess, NodeTrust, eventually};
 
 /// How long a node may take to appear in central's registry after it started.
 const LISTED_TIMEOUT: Duration = Duration::from_secs(30);
@@ -30,6 +30,7 @@ pub struct NodeSpec {
     name: String,
     env: Vec<(String, String)>,
     files: Vec<(PathBuf, String)>,
+    trust: NodeTrust,
 }
 
 impl NodeSpec {
@@ -39,7 +40,15 @@ impl NodeSpec {
             name: name.into(),
             env: Vec::new(),
             files: Vec::new(),
+            trust: NodeTrust::default(),
         }
+    }
+
+    /// How the node trusts and is trusted (default: an identity with every grant from
+    /// the test issuer, which it trusts, and `policy = *`).
+    pub fn trust(mut self, trust: NodeTrust) -> NodeSpec {
+        self.trust = trust;
+        self
     }
 
     /// Set an environment variable (usually a `BOSUN_*` setting) for the process.
@@ -258,8 +267,14 @@ impl Fleet {
         }
         env.extend(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let url = self.nats.as_ref().map(NatsServer::url);
-        let node =
-            NodeProcess::start_with_env(&self.bin, &spec.name, url.as_deref(), &data_dir, &env);
+        let node = NodeProcess::start_with_trust(
+            &self.bin,
+            &spec.name,
+            url.as_deref(),
+            &data_dir,
+            &env,
+            spec.trust.clone(),
+        );
         self.nodes.push(node);
         spec.name
     }

@@ -13,6 +13,7 @@ mod nats;
 mod node;
 mod process;
 mod tmpfs;
+pub mod trust;
 mod wait;
 
 use std::net::TcpListener;
@@ -23,6 +24,7 @@ pub use fleet::{Fleet, FleetBuilder, NodeSpec};
 pub use nats::NatsServer;
 pub use node::NodeProcess;
 pub use tmpfs::Tmpfs;
+pub use trust::{NodeTrust, TestIssuer};
 pub use wait::{eventually, eventually_async, holds_for, holds_for_async, poll_until};
 
 /// A free TCP port on 127.0.0.1 (free when asked; good enough for tests).

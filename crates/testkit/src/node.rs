@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
+use crate::trust::{NodeTrust, issuer};
 use crate::{eventually, json, poll_until, process};
 
 /// A real `bosun node` process; on drop it is thawed if frozen and killed with SIGKILL.
@@ -20,6 +21,7 @@ pub struct NodeProcess {
     bin: PathBuf,
     broker: Option<String>,
     extra_env: Vec<(String, String)>,
+    trust: NodeTrust,
     child: Option<Child>,
     frozen: bool,
 }
@@ -39,6 +41,26 @@ impl NodeProcess {
         data_dir: &Path,
         env: &[(&str, &str)],
     ) -> NodeProcess {
+        Self::start_with_trust(bin, name, broker, data_dir, env, NodeTrust::default())
+    }
+
+    /// Like [`NodeProcess::start_with_env`], with the node's trust chosen. On a broker,
+    /// [`NodeTrust::Issued`] gives the node an identity from the test issuer before its
+    /// first start (see [`crate::trust`]).
+    pub fn start_with_trust(
+        bin: &Path,
+        name: &str,
+        broker: Option<&str>,
+        data_dir: &Path,
+        env: &[(&str, &str)],
+        trust: NodeTrust,
+    ) -> NodeProcess {
+        if broker.is_some()
+            && let NodeTrust::Issued { grants, .. } = &trust
+            && !data_dir.join("node.id").exists()
+        {
+            issuer().issue_into(data_dir, name, grants);
+        }
         let mut node = NodeProcess {
             name: name.to_string(),
             data_dir: data_dir.to_path_buf(),
@@ -48,6 +70,7 @@ impl NodeProcess {
                 .iter()
                 .map(|(key, value)| (key.to_string(), value.to_string()))
                 .collect(),
+            trust,
             child: None,
             frozen: false,
         };
@@ -80,6 +103,14 @@ impl NodeProcess {
             .stderr(log);
         if let Some(broker) = &self.broker {
             command.arg("--broker").arg(broker);
+        }
+        command
+            .env_remove("BOSUN_TRUSTED_ISSUERS")
+            .env_remove("BOSUN_POLICY");
+        if let (Some(_), NodeTrust::Issued { policy, .. }) = (&self.broker, &self.trust) {
+            command
+                .env("BOSUN_TRUSTED_ISSUERS", issuer().public_key())
+                .env("BOSUN_POLICY", policy.join(","));
         }
         for (key, value) in &self.extra_env {
             command.env(key, value);

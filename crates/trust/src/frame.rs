@@ -453,6 +453,29 @@ fn signed_bytes(context: &[u8], header: &[u8], body: &[u8]) -> Vec<u8> {
     signed
 }
 
+/// The body of a sealed frame, unchecked: for tools that only read (a frame that is
+/// not sealed is returned whole). Never use it to decide anything.
+pub fn unchecked_body(frame: &[u8]) -> &[u8] {
+    if !frame.starts_with(MAGIC) || frame.len() < 7 {
+        return frame;
+    }
+    let len = u16::from_be_bytes([frame[5], frame[6]]) as usize;
+    frame.get(7 + len + 8 + SIG_LEN..).unwrap_or(frame)
+}
+
+/// The signature of a sealed frame, unchecked: an answer to a refused frame is still
+/// bound to the request it answers. Zero for a frame that is not sealed.
+pub fn unchecked_sig(frame: &[u8]) -> [u8; SIG_LEN] {
+    if !frame.starts_with(MAGIC) || frame.len() < 7 {
+        return [0; SIG_LEN];
+    }
+    let start = 7 + u16::from_be_bytes([frame[5], frame[6]]) as usize + 8;
+    frame
+        .get(start..start + SIG_LEN)
+        .and_then(|s| s.try_into().ok())
+        .unwrap_or([0; SIG_LEN])
+}
+
 /// The context an answer is sealed in: the signature of the request it answers.
 pub fn answer_context(request_sig: &[u8; SIG_LEN]) -> Vec<u8> {
     let mut c = b"answer\0".to_vec();

@@ -35,6 +35,17 @@ impl NodesCmd {
         let socket = socket_path(global)?;
         let Nodes { nodes } =
             client::request(&socket, &ControlRequest::Nodes, Duration::from_secs(30)).await?;
+        // What this node itself accepts, when it is not the normal signed-and-checked.
+        if let Ok(info) = client::request::<bosun_ingress::control::Info>(
+            &socket,
+            &ControlRequest::Info,
+            Duration::from_secs(10),
+        )
+        .await
+            && (info.transport.contains("untrusted") || info.transport.contains("INSECURE"))
+        {
+            eprintln!("this node ({}): {}", info.name, info.transport);
+        }
         if self.json {
             outln!("{}", serde_json::to_string_pretty(&nodes)?);
             return Ok(0);
@@ -57,6 +68,20 @@ impl NodesCmd {
             "MEM AVAIL",
             "DISK FREE"
         );
+        for n in nodes
+            .iter()
+            .filter(|n| n.unverified || n.inventory.get("insecureOpen").is_some())
+        {
+            eprintln!(
+                "warning: {} {}",
+                n.name,
+                if n.unverified {
+                    "sends unsigned hellos (insecure_open): nothing is placed on it"
+                } else {
+                    "accepts unsigned messages from anyone (insecure_open)"
+                }
+            );
+        }
         for n in nodes {
             let inv = &n.inventory;
             let labels = inv["labels"]

@@ -215,13 +215,7 @@ fn request_repeatedly(url: &str, script: String, times: usize) -> Vec<bosun_prot
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         use bosun_bus::Transport;
-        let options = bosun_bus::NatsOptions {
-            urls: vec![url.to_string()],
-            name: "tester".into(),
-            ..Default::default()
-        };
-        let bus = bosun_bus::NatsTransport::connect(&options).await.unwrap();
-        assert!(bus.wait_connected(Duration::from_secs(5)).await);
+        let bus = bosun_testkit::trust::signed_client(url, "tester", &["*"]).await;
         let msg = bosun_proto::Message {
             id: Some(bosun_proto::new_id()),
             to_node: Some("ship1".into()),
@@ -285,13 +279,7 @@ fn bad_frames_on_the_wire_are_refused_and_the_node_keeps_going() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         use bosun_bus::Transport;
-        let options = bosun_bus::NatsOptions {
-            urls: vec![fleet.nats().url()],
-            name: "tester".into(),
-            ..Default::default()
-        };
-        let bus = bosun_bus::NatsTransport::connect(&options).await.unwrap();
-        assert!(bus.wait_connected(Duration::from_secs(5)).await);
+        let bus = bosun_testkit::trust::signed_client(&fleet.nats().url(), "t", &["*"]).await;
         let id = bosun_proto::new_id();
         let cases: Vec<(Vec<u8>, &str)> = vec![
             (b"this is not json".to_vec(), "malformed"),

@@ -19,3 +19,4 @@ mod restarts;
 mod stalls;
 mod steward;
 mod support;
+mod trust;
