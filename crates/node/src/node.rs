@@ -258,6 +258,7 @@ impl Node {
             sinks: crate::sinks::Sinks::new(config.results_path(), store.clone()),
             tracker: tracker.clone(),
             policy: Arc::new(policy),
+            trust: transport.trust(),
         });
         let store_failed = CancellationToken::new();
         tracker.spawn(crate::disk::watch_store(

@@ -50,6 +50,8 @@ pub(crate) struct Receiver {
     pub tracker: TaskTracker,
     /// What signers may run here (with their grants).
     pub policy: Arc<Policy>,
+    /// The trust that checks operators' signatures, on a transport that seals.
+    pub trust: Option<Arc<bosun_trust::Trust>>,
 }
 
 /// Arrivals handled at once. More wait in the subscription (and, past its capacity, at
@@ -498,6 +500,9 @@ enum Refusal {
         /// Its arguments, as matched.
         args: String,
     },
+    /// An operator's signature that does not hold.
+    #[error(transparent)]
+    Operator(bosun_trust::OperatorRefusal),
     /// A reply from a node the answered message was not sent to.
     #[error("reply to {answered} from {from}, but it was sent to {to}")]
     ForeignReply {
@@ -517,6 +522,7 @@ impl Refusal {
             Refusal::Grants { .. } => Some("grants"),
             Refusal::Policy { .. } => Some("policy"),
             Refusal::ForeignReply { .. } => Some("sender"),
+            Refusal::Operator(_) => Some("operator"),
             _ => None,
         }
     }
@@ -542,8 +548,28 @@ fn authorize(
     message: &Message,
     method: Method,
 ) -> Result<(), Refusal> {
-    let Peer::Node(identity) = peer else {
+    let Peer::Node(node) = peer else {
         return Ok(());
+    };
+    // A message an operator signed runs on the operator's authority; the node that
+    // relays it needs no grant of its own for it.
+    let identity = match (&message.signer, &message.signature, &receiver.trust) {
+        (None, None, _) => node.clone(),
+        (Some(token), Some(signature), Some(trust)) => trust
+            .verify_operator(
+                token,
+                signature,
+                |at| message.operator_signed_bytes(at),
+                now_millis(),
+            )
+            .map_err(Refusal::Operator)?,
+        _ => {
+            return Err(Refusal::Operator(
+                bosun_trust::OperatorRefusal::BadSignature(
+                    "a message with only one of signer and signature".into(),
+                ),
+            ));
+        }
     };
     let args = grant_args(message);
     let name = method.name();

@@ -210,6 +210,42 @@ pub enum MessageParseError {
 }
 
 impl Message {
+    /// The bytes an operator signs for this message, as sent to one node: a fixed
+    /// encoding of every field that changes what runs there (id, destination, method,
+    /// arguments, shell, time limit, rerun) and the time of signing. Fields a node may
+    /// fill in on the way (`ttl`, `ordered`, the method's spelling) are left out.
+    pub fn operator_signed_bytes(&self, signed_at: Millis) -> Vec<u8> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Signed<'a> {
+            v: u32,
+            signed_at: Millis,
+            id: &'a str,
+            to_node: &'a str,
+            method: &'a str,
+            data: &'a [String],
+            use_shell: bool,
+            method_timeout: Option<u64>,
+            rerun_on_restart: bool,
+        }
+        let method = self
+            .parsed_method()
+            .map(|m| m.name())
+            .unwrap_or(self.method.as_str());
+        serde_json::to_vec(&Signed {
+            v: 1,
+            signed_at,
+            id: self.id.as_deref().unwrap_or_default(),
+            to_node: self.to_node.as_deref().unwrap_or_default(),
+            method,
+            data: &self.data,
+            use_shell: self.use_shell,
+            method_timeout: self.method_timeout,
+            rerun_on_restart: self.rerun_on_restart,
+        })
+        .expect("plain fields serialise")
+    }
+
     /// Parse one message from JSON, with a clear error on bad input.
     pub fn from_json(text: &str) -> Result<Message, MessageParseError> {
         serde_json::from_str(text).map_err(MessageParseError::Message)

@@ -126,6 +126,41 @@ impl FrameRefusal {
     }
 }
 
+/// How long an operator's signature on a message is good: the default `ttl` of a
+/// message (7 days) and a day more, the time its id is remembered against replays.
+pub const OPERATOR_SIGNATURE_MS: u64 = 8 * 24 * 3600 * 1000;
+
+/// Why an operator's signature on a message is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OperatorRefusal {
+    /// This node trusts no issuer.
+    #[error("operator signature: this node trusts no issuer")]
+    NoTrust,
+    /// The identity does not verify.
+    #[error("operator signature: {0}")]
+    Identity(FrameRefusal),
+    /// A node identity used as an operator's.
+    #[error("operator signature: {0:?} is not an operator identity")]
+    NotAnOperator(String),
+    /// The signature does not verify over the message.
+    #[error("operator signature of {0:?} does not match the message")]
+    BadSignature(String),
+    /// Signed too long ago (or in the future).
+    #[error("operator signature of {0:?} is too old or from the future; sign again")]
+    Stale(String),
+}
+
+/// Sign a message for an operator: the `signature` field's text for `signed` (the bytes
+/// the message gives for `at`).
+pub fn sign_operator(key: &KeyPair, at: u64, signed: &[u8]) -> String {
+    use base64::Engine;
+    let sig = key.sign(signed).expect("an operator key has a seed");
+    format!(
+        "{at}.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig)
+    )
+}
+
 /// What this node trusts and signs with.
 pub struct TrustSettings {
     /// This node's name.
@@ -395,6 +430,42 @@ impl Trust {
             body_start: sig_end,
             sig,
         })
+    }
+
+    /// Check an operator's signature on a message: `token` is the operator's identity
+    /// (the message's `signer`), `signature` is `<signed at ms>.<base64url signature>`
+    /// (its `signature`), `signed` the bytes it covers (made with the signing time).
+    /// A signature is good for [`OPERATOR_SIGNATURE_MS`] after it was made.
+    pub fn verify_operator(
+        &self,
+        token: &str,
+        signature: &str,
+        signed: impl FnOnce(u64) -> Vec<u8>,
+        now: u64,
+    ) -> Result<Arc<Identity>, OperatorRefusal> {
+        use base64::Engine;
+        if self.settings.issuers.is_empty() {
+            return Err(OperatorRefusal::NoTrust);
+        }
+        let identity = self
+            .identity_of(token, now)
+            .map_err(OperatorRefusal::Identity)?;
+        if identity.claims.role != Role::Operator {
+            return Err(OperatorRefusal::NotAnOperator(identity.claims.name.clone()));
+        }
+        let bad = || OperatorRefusal::BadSignature(identity.claims.name.clone());
+        let (at, sig) = signature.split_once('.').ok_or_else(bad)?;
+        let at: u64 = at.parse().map_err(|_| bad())?;
+        let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(sig)
+            .map_err(|_| bad())?;
+        identity.key.verify(&signed(at), &sig).map_err(|_| bad())?;
+        if at > now.saturating_add(self.settings.skew_ms)
+            || now > at.saturating_add(OPERATOR_SIGNATURE_MS)
+        {
+            return Err(OperatorRefusal::Stale(identity.claims.name.clone()));
+        }
+        Ok(identity)
     }
 
     /// A verified identity for `token`, from the cache when it was checked before (its

@@ -16,6 +16,9 @@ pub mod nats;
 pub mod policy;
 pub mod secret_file;
 
-pub use frame::{FrameRefusal, Opened, Peer, Trust, TrustSettings, answer_context};
+pub use frame::{
+    FrameRefusal, Opened, OperatorRefusal, Peer, Trust, TrustSettings, answer_context,
+    sign_operator,
+};
 pub use identity::{Claims, Grant, Identity, IdentityError, Role};
 pub use policy::Policy;

@@ -57,9 +57,55 @@ pub struct ExecCmd {
     /// Print JSON for programs instead of text.
     #[arg(long)]
     json: bool,
+    /// Sign as an operator with this key (from `bosun keys new`); the identity is read
+    /// from the same path with `.id` (alice.key → alice.id). The destinations then
+    /// check the operator's grants, not the local node's.
+    #[arg(long, env = "BOSUN_KEY", value_name = "FILE")]
+    key: Option<std::path::PathBuf>,
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
+}
+
+/// One message per destination, each with its own id, signed by the operator's key.
+fn sign_each(message: &Message, key_path: &std::path::Path) -> anyhow::Result<Vec<Message>> {
+    use anyhow::Context;
+    let key = bosun_trust::keys::load(key_path, bosun_trust::keys::KeyKind::Member)?;
+    let id_path = key_path.with_extension("id");
+    let token = std::fs::read_to_string(&id_path).with_context(|| {
+        format!(
+            "the operator's identity {} (bosun keys issue --role operator … > {})",
+            id_path.display(),
+            id_path.display()
+        )
+    })?;
+    let token = token.trim().to_string();
+    let claims = bosun_trust::identity::read_claims(&token)?;
+    anyhow::ensure!(
+        claims.key == key.public_key(),
+        "{} is the identity of key {}, not of {}",
+        id_path.display(),
+        claims.key,
+        key_path.display()
+    );
+    let at = bosun_methods::clock::now_millis();
+    Ok(message
+        .to_nodes
+        .iter()
+        .map(|to| {
+            let mut m = message.clone();
+            m.to_nodes.clear();
+            m.to_node = Some(to.clone());
+            m.id = Some(bosun_proto::new_id());
+            m.signature = Some(bosun_trust::sign_operator(
+                &key,
+                at,
+                &m.operator_signed_bytes(at),
+            ));
+            m.signer = Some(token.clone());
+            m
+        })
+        .collect())
 }
 
 impl ExecCmd {
@@ -75,8 +121,15 @@ impl ExecCmd {
             ordered: self.unordered.then_some(false),
             ..Default::default()
         };
+        let messages = match &self.key {
+            Some(key) => sign_each(&message, key)?,
+            None => vec![message],
+        };
         let request = ControlRequest::Submit {
-            messages: vec![serde_json::to_value(&message)?],
+            messages: messages
+                .iter()
+                .map(serde_json::to_value)
+                .collect::<Result<_, _>>()?,
         };
         let Queued { queued } = client::request(&socket, &request, Duration::from_secs(30)).await?;
         if self.no_wait {

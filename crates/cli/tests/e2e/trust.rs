@@ -460,3 +460,101 @@ fn an_untrusting_node_refuses_the_broker_but_runs_its_own_and_open_labs_say_so()
     );
     let _ = report;
 }
+
+#[test]
+fn an_operator_key_with_a_narrow_grant_runs_uptime_but_not_a_shell() {
+    // The bastion relays operators' messages; its own identity grants nothing.
+    let Some(fleet) = fleet()
+        .node(NodeSpec::new("bastion").trust(NodeTrust::Issued {
+            grants: vec![],
+            policy: vec!["*".into()],
+        }))
+        .node("ship1")
+        .start()
+    else {
+        return;
+    };
+    let bastion = fleet.node("bastion");
+    let key_path = fleet.dir().join("alice.key");
+    let out = bastion.cli(&["keys", "new", "--out", key_path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let public = stdout(&out).trim().to_string();
+    let token = issuer().issue(
+        "alice",
+        &public,
+        Role::Operator,
+        &["cliCommand:uptime"],
+        None,
+    );
+    std::fs::write(fleet.dir().join("alice.id"), &token).unwrap();
+    let key = key_path.to_str().unwrap();
+
+    let out = bastion.cli(&[
+        "exec",
+        "--key",
+        key,
+        "-n",
+        "ship1",
+        "--timeout",
+        "20",
+        "--",
+        "uptime",
+    ]);
+    assert!(out.status.success(), "{} {}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("load average"), "{}", stdout(&out));
+
+    let marker = fleet.dir().join("alice-shell");
+    let script = format!("touch {}", marker.display());
+    let out = bastion.cli(&[
+        "exec",
+        "--key",
+        key,
+        "-n",
+        "ship1",
+        "--timeout",
+        "20",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stdout(&out).contains("alice may not run cliCommand"),
+        "{}",
+        stdout(&out)
+    );
+    // Without the operator's signature the bastion's own (empty) grants apply.
+    let out = bastion.cli(&["exec", "-n", "ship1", "--timeout", "20", "--", "uptime"]);
+    assert!(
+        stdout(&out).contains("bastion may not run"),
+        "{}",
+        stdout(&out)
+    );
+
+    // alice's signature on `uptime`, moved onto a shell command by the relay.
+    let relay = Client::as_node(&fleet.nats().url(), "bastion", &fleet.data_dir("bastion"));
+    let operator = keys::load(&key_path, KeyKind::Member).unwrap();
+    let mut message = command("bastion", "ship1", &["uptime"]);
+    let at = bosun_methods::clock::now_millis();
+    message.signature = Some(bosun_trust::sign_operator(
+        &operator,
+        at,
+        &message.operator_signed_bytes(at),
+    ));
+    message.signer = Some(token);
+    let mut moved = message.clone();
+    moved.data = vec!["sh".into(), "-c".into(), script];
+    refused(&relay.send(&moved), "does not match the message");
+    assert!(!marker.exists(), "nothing ran");
+    // A message signed as it is sent runs (the refused id above stays refused).
+    let mut fresh = command("bastion", "ship1", &["uptime"]);
+    fresh.signature = Some(bosun_trust::sign_operator(
+        &operator,
+        at,
+        &fresh.operator_signed_bytes(at),
+    ));
+    fresh.signer = message.signer.clone();
+    let ack = relay.send(&fresh);
+    assert!(ack.rejected.is_none(), "{ack:?}");
+}
