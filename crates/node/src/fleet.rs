@@ -301,6 +301,7 @@ mod tests {
             last_seen: 0,
             hello_interval_secs: 10,
             inventory: serde_json::Value::Null,
+            unverified: false,
         };
         assert_eq!(liveness(&r, 15_000, 2, 5), Liveness::Alive);
         assert_eq!(liveness(&r, 25_000, 2, 5), Liveness::Suspect);

@@ -382,15 +382,21 @@ impl Trust {
                 }
             }
             KIND_TOKEN => {
-                let claims = identity::read_claims(cred)?;
-                if claims.key == self.own_public {
+                if self.settings.identity.as_deref() == Some(cred) {
                     self.settings
                         .key
                         .verify(&signed(), &sig)
-                        .map_err(|_| FrameRefusal::BadSignature(claims.name.clone()))?;
-                    (Peer::Myself, claims.name)
+                        .map_err(|_| FrameRefusal::BadSignature(self.settings.name.clone()))?;
+                    (Peer::Myself, self.settings.name.clone())
                 } else if self.settings.issuers.is_empty() {
-                    if self.settings.insecure_open {
+                    let claims = identity::read_claims(cred)?;
+                    if claims.key == self.own_public {
+                        self.settings
+                            .key
+                            .verify(&signed(), &sig)
+                            .map_err(|_| FrameRefusal::BadSignature(claims.name.clone()))?;
+                        (Peer::Myself, claims.name)
+                    } else if self.settings.insecure_open {
                         (Peer::Open, claims.name)
                     } else {
                         return Err(FrameRefusal::NoTrust);
