@@ -279,3 +279,19 @@ impl Fleet {
         spec.name
     }
 }
+
+impl Drop for Fleet {
+    /// With `BOSUN_KEEP_TEST_DIRS=1`, the fleet's folder (data dirs and logs) is kept for
+    /// a post-mortem and its path printed.
+    fn drop(&mut self) {
+        if std::env::var_os("BOSUN_KEEP_TEST_DIRS").is_some_and(|v| v == "1") {
+            for node in &mut self.nodes {
+                node.kill9();
+            }
+            if let Ok(empty) = tempfile::tempdir() {
+                let dir = std::mem::replace(&mut self.dir, empty);
+                eprintln!("kept the fleet's folder: {}", dir.keep().display());
+            }
+        }
+    }
+}

@@ -168,3 +168,26 @@ fn an_identity_for_another_node_is_refused_at_setup() {
     .unwrap();
     assert!(matches!(err, TrustSetupError::NotMine { .. }), "{err}");
 }
+
+/// Not a benchmark (figures are in BENCHMARKS.md): sealing and opening a frame stays
+/// well under a millisecond, even in a debug build, or every test would crawl.
+#[test]
+fn sealing_and_opening_are_cheap_enough_for_every_frame() {
+    let issuer = KeyKind::Issuer.generate();
+    let trusted = vec![issuer.public_key()];
+    let (a, _) = node("a", &issuer, Role::Node, trusted.clone());
+    let (b, _) = node("b", &issuer, Role::Node, trusted);
+    let body = vec![b'x'; 1024];
+    let start = std::time::Instant::now();
+    let n = 200u64;
+    for i in 0..n {
+        let frame = a.seal(b"bosun.b.ping", &body, NOW + i);
+        b.open(b"bosun.b.ping", &frame, NOW + i, true).unwrap();
+    }
+    let per = start.elapsed() / n as u32;
+    eprintln!("seal + open: {per:?} per frame");
+    assert!(
+        per < std::time::Duration::from_millis(5),
+        "{per:?} per frame"
+    );
+}
