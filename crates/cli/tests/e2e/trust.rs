@@ -558,3 +558,101 @@ fn an_operator_key_with_a_narrow_grant_runs_uptime_but_not_a_shell() {
     let ack = relay.send(&fresh);
     assert!(ack.rejected.is_none(), "{ack:?}");
 }
+
+#[test]
+fn the_quick_start_trust_commands_make_a_working_fleet() {
+    // As the README says: keys init, two keys issue --into, nodes with --trust/--policy.
+    let Some(nats) = bosun_testkit::NatsServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let issuer_dir = dir.path().join("issuer");
+    let keys = |args: &[&str]| {
+        let out = std::process::Command::new(crate::support::bin())
+            .arg("keys")
+            .args(args)
+            .env("BOSUN_ISSUER_DIR", &issuer_dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "keys {args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    let issuer_key = keys(&["init"]).trim().to_string();
+    assert!(issuer_key.starts_with('O'), "{issuer_key}");
+    assert_eq!(keys(&["init"]).trim(), issuer_key, "init is idempotent");
+    let central_dir = dir.path().join("central");
+    let ship_dir = dir.path().join("ship1");
+    keys(&[
+        "issue",
+        "--name",
+        "central",
+        "--into",
+        central_dir.to_str().unwrap(),
+        "--allow",
+        "*",
+    ]);
+    keys(&[
+        "issue",
+        "--name",
+        "ship1",
+        "--into",
+        ship_dir.to_str().unwrap(),
+    ]);
+    let shown = keys(&["show"]);
+    assert!(
+        shown.contains("central") && shown.contains("ship1"),
+        "{shown}"
+    );
+    let start = |name: &str, data: &Path, policy: &str| {
+        let mut env = vec![("BOSUN_TRUSTED_ISSUERS", issuer_key.as_str())];
+        if !policy.is_empty() {
+            env.push(("BOSUN_POLICY", policy));
+        }
+        bosun_testkit::NodeProcess::start_with_trust(
+            &crate::support::bin(),
+            name,
+            Some(&nats.url()),
+            data,
+            &env,
+            NodeTrust::Untrusted,
+        )
+    };
+    let central = start("central", &central_dir, "");
+    let _ship1 = start("ship1", &ship_dir, "central=*");
+    let out = central.cli(&[
+        "exec",
+        "-n",
+        "ship1,central",
+        "--timeout",
+        "30",
+        "--",
+        "echo",
+        "trusted",
+    ]);
+    assert!(out.status.success(), "{} {}", stdout(&out), stderr(&out));
+    assert_eq!(
+        stdout(&out).matches("trusted").count(),
+        2,
+        "{}",
+        stdout(&out)
+    );
+    // ship1's identity grants nothing: it answers, but cannot command central.
+    let out = _ship1.cli(&["exec", "-n", "central", "--timeout", "30", "--", "true"]);
+    assert!(
+        stdout(&out).contains("ship1 may not run"),
+        "{}",
+        stdout(&out)
+    );
+    // A key file others can read is refused, as ssh does.
+    let key = central_dir.join("node.key");
+    let mut perms = std::fs::metadata(&key).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
+    std::fs::set_permissions(&key, perms).unwrap();
+    let out = std::process::Command::new(crate::support::bin())
+        .args(["keys", "show", "--data-dir", central_dir.to_str().unwrap()])
+        .env("BOSUN_ISSUER_DIR", &issuer_dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("chmod 600"), "{}", stderr(&out));
+}
