@@ -87,7 +87,18 @@ pub struct Incoming {
     pub refused: Option<FrameRefusal>,
     responder: Option<Responder>,
     /// How to seal the answer: bound to the request's signature.
-    seal: Option<(Arc<Trust>, [u8; 64])>,
+    seal: Option<AnswerSeal>,
+}
+
+/// How a sealed transport seals the answer to one arrival.
+pub(crate) struct AnswerSeal {
+    pub(crate) trust: Arc<Trust>,
+    /// The request's signature (or MAC), which the answer is bound to.
+    pub(crate) tag: [u8; 64],
+    /// The requester, when proven: the answer uses the pair key shared with it.
+    pub(crate) to: Option<String>,
+    /// The request's MAC did not check: answer with a NAK, so it is sent again signed.
+    pub(crate) nak: bool,
 }
 
 pub(crate) enum Responder {
@@ -115,10 +126,12 @@ impl Incoming {
     /// Answer the sender. Does nothing for plain publishes.
     pub async fn respond(&mut self, payload: Bytes) -> Result<(), BusError> {
         let payload = match &self.seal {
-            Some((trust, sig)) => Bytes::from(trust.seal(
-                &bosun_trust::answer_context(sig),
+            Some(seal) if seal.nak => Bytes::from_static(bosun_trust::frame::NAK),
+            Some(seal) => Bytes::from(seal.trust.seal(
+                &bosun_trust::answer_context(&seal.tag),
                 &payload,
                 sealed::now_ms(),
+                seal.to.as_deref(),
             )),
             None => payload,
         };

@@ -16,7 +16,7 @@ use bosun_trust::{Peer, Trust, answer_context};
 use bytes::Bytes;
 use futures::StreamExt;
 
-use crate::{BusError, Subscription, Transport};
+use crate::{AnswerSeal, BusError, Subscription, Transport};
 
 /// A transport whose frames are sealed and checked.
 pub struct Sealed {
@@ -43,8 +43,6 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-const SIG_LEN: usize = 64;
-
 #[async_trait::async_trait]
 impl Transport for Sealed {
     async fn request(
@@ -53,18 +51,33 @@ impl Transport for Sealed {
         payload: Bytes,
         timeout: Duration,
     ) -> Result<Bytes, BusError> {
-        let frame = self.trust.seal(subject.as_bytes(), &payload, now_ms());
-        let sig_at = frame.len() - payload.len() - SIG_LEN;
-        let sig: [u8; SIG_LEN] = frame[sig_at..sig_at + SIG_LEN].try_into().expect("64");
-        let answer = self
-            .inner
-            .request(subject.clone(), Bytes::from(frame), timeout)
-            .await?;
+        let expected = subject.split('.').nth(1).unwrap_or_default();
+        let mut signed_again = false;
+        let (answer, tag) = loop {
+            let frame = self
+                .trust
+                .seal(subject.as_bytes(), &payload, now_ms(), Some(expected));
+            let tag = Trust::seal_tag(&frame, payload.len());
+            let answer = self
+                .inner
+                .request(subject.clone(), Bytes::from(frame), timeout)
+                .await?;
+            if !bosun_trust::frame::is_nak(&answer) {
+                break (answer, tag);
+            }
+            // The destination could not check the pair key (its key changed): sign.
+            if signed_again {
+                return Err(BusError::Untrusted(format!(
+                    "answer on {subject}: asked to sign again twice"
+                )));
+            }
+            self.trust.forget_peer(expected);
+            signed_again = true;
+        };
         let opened = self
             .trust
-            .open(&answer_context(&sig), &answer, now_ms(), false)
+            .open(&answer_context(&tag), &answer, now_ms(), false)
             .map_err(|e| BusError::Untrusted(format!("answer on {subject}: {e}")))?;
-        let expected = subject.split('.').nth(1).unwrap_or_default();
         let from_expected = match &opened.peer {
             Peer::Myself => expected == self.name,
             Peer::Node(id) => id.name() == expected,
@@ -80,12 +93,14 @@ impl Transport for Sealed {
     }
 
     async fn publish(&self, subject: String, payload: Bytes) -> Result<(), BusError> {
-        let frame = self.trust.seal(subject.as_bytes(), &payload, now_ms());
+        let to = subject.split('.').nth(1);
+        let frame = self.trust.seal(subject.as_bytes(), &payload, now_ms(), to);
         self.inner.publish(subject, Bytes::from(frame)).await
     }
 
     async fn subscribe(&self, pattern: String) -> Result<Subscription, BusError> {
         let trust = self.trust.clone();
+        let name = self.name.clone();
         let inner = self.inner.subscribe(pattern).await?;
         Ok(Box::pin(inner.map(move |mut incoming| {
             match trust.open(
@@ -96,13 +111,28 @@ impl Transport for Sealed {
             ) {
                 Ok(opened) => {
                     incoming.payload = incoming.payload.slice(opened.body_start..);
+                    let to = match &opened.peer {
+                        Peer::Node(id) => Some(id.name().to_string()),
+                        Peer::Myself => Some(name.clone()),
+                        Peer::Open | Peer::Unchecked => None,
+                    };
                     incoming.peer = opened.peer;
-                    incoming.seal = Some((trust.clone(), opened.sig));
+                    incoming.seal = Some(AnswerSeal {
+                        trust: trust.clone(),
+                        tag: opened.sig,
+                        to,
+                        nak: false,
+                    });
                 }
                 Err(refusal) => {
+                    let tag = bosun_trust::frame::unchecked_sig(&incoming.payload);
+                    incoming.seal = Some(AnswerSeal {
+                        trust: trust.clone(),
+                        tag,
+                        to: None,
+                        nak: matches!(refusal, bosun_trust::FrameRefusal::BadMac(_)),
+                    });
                     incoming.refused = Some(refusal);
-                    let sig = bosun_trust::frame::unchecked_sig(&incoming.payload);
-                    incoming.seal = Some((trust.clone(), sig));
                 }
             }
             incoming

@@ -192,6 +192,15 @@ async fn handle(receiver: Arc<Receiver>, mut incoming: bosun_bus::Incoming) {
     // resends if its ACK timeout passes) rather than queue writes without bound.
     receiver.store.room().await;
     let token = incoming.subject.rsplit('.').next();
+    if let Some(bosun_trust::FrameRefusal::BadMac(from)) = &incoming.refused {
+        // A pair key from before a key change: the transport answers "sign it", and the
+        // sender sends the same frame again, signed. Not an attack, not a refusal.
+        tracing::debug!(from, "MAC from an old pair key; asking for a signature");
+        if let Err(e) = incoming.respond(Bytes::new()).await {
+            tracing::debug!(error = %e, "cannot ask for a signature");
+        }
+        return;
+    }
     if let Some(refusal) = incoming.refused.clone() {
         // Nothing of a frame whose seal fails is read: the refusal says why, and is all
         // the sender (who may not be who it claims) gets back.

@@ -55,7 +55,7 @@ fn sealed_frames_open_only_in_their_context_and_once() {
     let trusted = vec![issuer.public_key()];
     let (a, _) = node("a", &issuer, Role::Node, trusted.clone());
     let (b, _) = node("b", &issuer, Role::Node, trusted.clone());
-    let frame = a.seal(b"bosun.b.ping", b"{\"v\":1}", NOW);
+    let frame = a.seal(b"bosun.b.ping", b"{\"v\":1}", NOW, None);
     let opened = b.open(b"bosun.b.ping", &frame, NOW + 10, true).unwrap();
     assert_eq!(opened.peer.name(), Some("a"));
     assert_eq!(&frame[opened.body_start..], b"{\"v\":1}");
@@ -64,13 +64,13 @@ fn sealed_frames_open_only_in_their_context_and_once() {
         FrameRefusal::Replayed("a".into())
     );
     // Another subject: the signature does not cover it.
-    let frame = a.seal(b"bosun.b.ping", b"{}", NOW);
+    let frame = a.seal(b"bosun.b.ping", b"{}", NOW, None);
     assert!(matches!(
         b.open(b"bosun.c.ping", &frame, NOW, true),
         Err(FrameRefusal::BadSignature(_))
     ));
     // A body changed after sealing.
-    let mut changed = a.seal(b"bosun.b.ping", b"{\"x\":1}", NOW);
+    let mut changed = a.seal(b"bosun.b.ping", b"{\"x\":1}", NOW, None);
     let last = changed.len() - 2;
     changed[last] = b'2';
     assert!(matches!(
@@ -78,14 +78,14 @@ fn sealed_frames_open_only_in_their_context_and_once() {
         Err(FrameRefusal::BadSignature(_))
     ));
     // Stamped too far away.
-    let old = a.seal(b"bosun.b.ping", b"{}", NOW - 301_000);
+    let old = a.seal(b"bosun.b.ping", b"{}", NOW - 301_000, None);
     assert!(matches!(
         b.open(b"bosun.b.ping", &old, NOW, true),
         Err(FrameRefusal::Clock { .. })
     ));
     // Answers are not checked for freshness: they are bound to their request.
     let ctx = answer_context(&opened.sig);
-    let answer = b.seal(&ctx, b"ack", NOW);
+    let answer = b.seal(&ctx, b"ack", NOW, None);
     let got = a.open(&ctx, &answer, NOW, false).unwrap();
     assert_eq!(got.peer.name(), Some("b"));
     assert!(
@@ -106,19 +106,19 @@ fn strangers_are_refused_with_the_reason() {
     );
     let (evil, _) = node("a", &rogue, Role::Node, vec![rogue.public_key()]);
     assert!(matches!(
-        b.open(b"s", &evil.seal(b"s", b"{}", NOW), NOW, true),
+        b.open(b"s", &evil.seal(b"s", b"{}", NOW, None), NOW, true),
         Err(FrameRefusal::Identity(
             IdentityError::UntrustedIssuer { .. }
         ))
     ));
     let unissued = bare("c", trusted.clone(), false);
     assert!(matches!(
-        b.open(b"s", &unissued.seal(b"s", b"{}", NOW), NOW, true),
+        b.open(b"s", &unissued.seal(b"s", b"{}", NOW, None), NOW, true),
         Err(FrameRefusal::Unissued { .. })
     ));
     let (operator, _) = node("alice", &issuer, Role::Operator, trusted.clone());
     assert_eq!(
-        b.open(b"s", &operator.seal(b"s", b"{}", NOW), NOW, true)
+        b.open(b"s", &operator.seal(b"s", b"{}", NOW, None), NOW, true)
             .unwrap_err(),
         FrameRefusal::NotANode("alice".into())
     );
@@ -132,11 +132,11 @@ fn strangers_are_refused_with_the_reason() {
     let lonely = bare("d", vec![], false);
     assert_eq!(
         lonely
-            .open(b"s", &unissued.seal(b"s", b"{}", NOW), NOW, true)
+            .open(b"s", &unissued.seal(b"s", b"{}", NOW, None), NOW, true)
             .unwrap_err(),
         FrameRefusal::NoTrust
     );
-    let own = lonely.seal(b"s", b"{}", NOW);
+    let own = lonely.seal(b"s", b"{}", NOW, None);
     assert!(matches!(
         lonely.open(b"s", &own, NOW, true).unwrap().peer,
         Peer::Myself
@@ -181,7 +181,7 @@ fn sealing_and_opening_are_cheap_enough_for_every_frame() {
     let start = std::time::Instant::now();
     let n = 200u64;
     for i in 0..n {
-        let frame = a.seal(b"bosun.b.ping", &body, NOW + i);
+        let frame = a.seal(b"bosun.b.ping", &body, NOW + i, None);
         b.open(b"bosun.b.ping", &frame, NOW + i, true).unwrap();
     }
     let per = start.elapsed() / n as u32;
@@ -190,4 +190,80 @@ fn sealing_and_opening_are_cheap_enough_for_every_frame() {
         per < std::time::Duration::from_millis(5),
         "{per:?} per frame"
     );
+}
+
+#[test]
+fn after_a_verified_frame_peers_use_a_pair_key_and_fall_back_to_signing() {
+    let issuer = KeyKind::Issuer.generate();
+    let trusted = vec![issuer.public_key()];
+    let (a, _) = node("a", &issuer, Role::Node, trusted.clone());
+    let (b, _) = node("b", &issuer, Role::Node, trusted.clone());
+    // a does not know b yet: it signs.
+    let first = a.seal(b"bosun.b.ping", b"1", NOW, Some("b"));
+    assert_eq!(first[4], KIND_TOKEN);
+    let opened = b.open(b"bosun.b.ping", &first, NOW, true).unwrap();
+    // b verified a: its answer carries a MAC, which a checks with the same pair key.
+    let ctx = answer_context(&opened.sig);
+    let answer = b.seal(&ctx, b"ack", NOW, Some("a"));
+    assert_eq!(answer[4], KIND_MAC);
+    assert_eq!(
+        a.open(&ctx, &answer, NOW, false).unwrap().peer.name(),
+        Some("b")
+    );
+    // Now a MACs too, and b takes it, once.
+    let second = a.seal(b"bosun.b.ping", b"2", NOW + 1, Some("b"));
+    assert_eq!(second[4], KIND_MAC);
+    assert!(
+        second.len() < first.len(),
+        "a MAC is shorter than a signature"
+    );
+    let got = b.open(b"bosun.b.ping", &second, NOW + 1, true).unwrap();
+    assert_eq!(got.peer.name(), Some("a"));
+    assert_eq!(&second[got.body_start..], b"2");
+    assert!(matches!(
+        b.open(b"bosun.b.ping", &second, NOW + 2, true),
+        Err(FrameRefusal::Replayed(_))
+    ));
+    // Tampering with a MAC'd body, subject or stamp is caught.
+    let mut changed = a.seal(b"bosun.b.ping", b"3", NOW + 3, Some("b"));
+    *changed.last_mut().unwrap() = b'4';
+    assert!(matches!(
+        b.open(b"bosun.b.ping", &changed, NOW + 3, true),
+        Err(FrameRefusal::BadMac(_))
+    ));
+    let moved = a.seal(b"bosun.b.ping", b"5", NOW + 4, Some("b"));
+    assert!(b.open(b"bosun.c.ping", &moved, NOW + 4, true).is_err());
+    // A third node with a valid identity cannot forge a's MAC to b: it does not have
+    // the pair key, and its own pair key with b names itself.
+    let (c, _) = node("c", &issuer, Role::Node, trusted.clone());
+    c.open(b"x", &b.seal(b"x", b"hi", NOW, None), NOW, true)
+        .unwrap();
+    let from_c = c.seal(b"bosun.b.ping", b"6", NOW + 5, Some("b"));
+    assert_eq!(
+        b.open(b"bosun.b.ping", &from_c, NOW + 5, true)
+            .unwrap()
+            .peer
+            .name(),
+        Some("c")
+    );
+    // b gets a new key (a restart with a new identity): a's MAC fails, a NAK follows,
+    // and once a forgets the pair key it signs again.
+    let (b2, _) = node("b", &issuer, Role::Node, trusted);
+    let stale = a.seal(b"bosun.b.ping", b"7", NOW + 6, Some("b"));
+    assert!(matches!(
+        b2.open(b"bosun.b.ping", &stale, NOW + 6, true),
+        Err(FrameRefusal::BadMac(_))
+    ));
+    a.forget_peer("b");
+    let resent = a.seal(b"bosun.b.ping", b"7", NOW + 7, Some("b"));
+    assert_eq!(resent[4], KIND_TOKEN);
+    assert!(b2.open(b"bosun.b.ping", &resent, NOW + 7, true).is_ok());
+    assert!(is_nak(NAK));
+    // Frames to itself use the node's own pair key.
+    let own = a.seal(b"bosun.a.ping", b"8", NOW, Some("a"));
+    assert_eq!(own[4], KIND_MAC);
+    assert!(matches!(
+        a.open(b"bosun.a.ping", &own, NOW, true).unwrap().peer,
+        Peer::Myself
+    ));
 }
