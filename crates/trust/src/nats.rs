@@ -323,13 +323,13 @@ mod tests {
             name: "a.b".into(),
             ..user("x")
         };
-        let err = try_server_config("bosun", &[dotted.clone()]).unwrap_err();
+        let err = try_server_config("bosun", std::slice::from_ref(&dotted)).unwrap_err();
         assert!(err.to_string().contains("\"a.b\""), "{err}");
         let issuer_key = NatsUser {
             name: "ship2".into(),
             nkey: KeyKind::Issuer.generate().public_key(),
         };
-        let err = try_server_config("bosun", &[issuer_key.clone()]).unwrap_err();
+        let err = try_server_config("bosun", std::slice::from_ref(&issuer_key)).unwrap_err();
         assert!(err.to_string().contains("ship2"), "{err}");
         let twin = NatsUser {
             name: "ship3".into(),
