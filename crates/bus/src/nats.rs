@@ -407,7 +407,8 @@ mod events {
                     tracing::error!(
                         broker = %hints.urls,
                         "the broker refused {reason}: its permissions for this node do not \
-                         allow it; make its configuration again with bosun keys nats-config"
+                         allow it. Was its configuration made for this subject_prefix \
+                         (bosun keys nats-config --prefix) and this node name? Make it again"
                     );
                 }
                 _ => {}

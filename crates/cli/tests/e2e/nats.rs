@@ -133,6 +133,30 @@ fn a_fleet_on_a_locked_down_broker_works_and_each_node_keeps_to_its_own_subjects
 }
 
 #[test]
+fn a_node_whose_subjects_the_broker_does_not_allow_says_so_in_its_log() {
+    // The broker's configuration was made for the prefix `bosun`; ship1 uses another.
+    let Some(fleet) = fleet()
+        .node("central")
+        .node(bosun_testkit::NodeSpec::new("ship1").env("BOSUN_SUBJECT_PREFIX", "blue"))
+        .nats_permissions()
+        .start()
+    else {
+        return;
+    };
+    let ship1 = fleet.node("ship1");
+    let log = bosun_testkit::eventually(
+        Duration::from_secs(20),
+        "ship1 logs the broker's refusal of its subscription",
+        || {
+            let log = std::fs::read_to_string(ship1.log_path()).unwrap_or_default();
+            log.contains("Permissions Violation for Subscription to \"blue.ship1.>\"")
+                .then_some(log)
+        },
+    );
+    assert!(log.contains("bosun keys nats-config --prefix"), "{log}");
+}
+
+#[test]
 fn a_node_the_broker_does_not_know_is_told_what_to_set() {
     let key = KeyKind::Member.generate();
     let config = try_server_config(
