@@ -34,7 +34,7 @@ pub struct NatsOptions {
     pub require_tls: bool,
     /// nkey seed file (user seed, `SU…`); read only if no one else may read it.
     pub nkey_seed_file: Option<PathBuf>,
-    /// NATS creds file (JWT + seed).
+    /// NATS creds file (JWT + seed); read only if no one else may read it.
     pub creds_file: Option<PathBuf>,
     /// The node's own key file (`<data dir>/node.key`): what to suggest for
     /// `nkey_seed_file` when the broker demands a key and none is set.
@@ -202,6 +202,11 @@ impl NatsTransport {
             }
             None => None,
         };
+        if let Some(creds) = &options.creds_file {
+            // It holds a seed too: refused when others can read it, as the nkey is.
+            bosun_trust::secret_file::read_secret(creds)
+                .map_err(|e| BusError::Broker(format!("creds_file: {e}")))?;
+        }
         let hints = Hints {
             urls: options.urls.join(","),
             nkey: nkey.as_ref().map(|(f, p, _)| (f.clone(), p.clone())),
@@ -364,21 +369,35 @@ fn is_token(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
-/// Logging the connection's life with what to do about each problem, once per new
-/// reason rather than once per reconnect attempt.
+/// Logging the connection's life with what to do about each problem: a failed
+/// connection once per new reason rather than once per attempt, a refused subject once.
 mod events {
+    use std::collections::HashSet;
     use std::sync::{Arc, Mutex};
 
     use async_nats::{ClientError, Event, ServerError};
 
     use super::Hints;
 
+    /// How many different refused subjects are logged, each once.
+    const MAX_REFUSALS_LOGGED: usize = 100;
+
+    /// What was logged already.
+    #[derive(Default)]
+    struct Seen {
+        /// The last reason a connection attempt failed, until one succeeds.
+        last: Option<String>,
+        /// The broker's permission refusals logged.
+        refused: HashSet<String>,
+    }
+
     pub(super) fn logger(
         hints: Hints,
     ) -> impl Fn(Event) -> std::future::Ready<()> + Send + Sync + 'static {
-        let last: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+        let state: Arc<Mutex<Seen>> = Arc::default();
         move |event| {
-            let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+            let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+            let Seen { last, refused } = &mut *state;
             match event {
                 Event::Connected => {
                     *last = None;
@@ -402,7 +421,9 @@ mod events {
                     tracing::error!("{}", hints.auth("authorization violation"));
                 }
                 Event::ServerError(ServerError::Other(reason))
-                    if reason.to_lowercase().contains("permissions violation") =>
+                    if reason.to_lowercase().contains("permissions violation")
+                        && refused.len() < MAX_REFUSALS_LOGGED
+                        && refused.insert(reason.clone()) =>
                 {
                     tracing::error!(
                         broker = %hints.urls,

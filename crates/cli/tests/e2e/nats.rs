@@ -370,3 +370,94 @@ fn mutual_tls_needs_the_nodes_client_certificate() {
     assert!(text.contains("client certificate"), "{text}");
     assert!(text.contains("tls_cert"), "{text}");
 }
+
+/// `bosun …` with the issuer's folder set; stdout, after checking it succeeded.
+fn keys(issuer_dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(bin())
+        .args(args)
+        .env("BOSUN_ISSUER_DIR", issuer_dir)
+        .env_remove("BOSUN_CONFIG")
+        .output()
+        .expect("run bosun");
+    assert!(out.status.success(), "bosun {args:?}: {}", stderr(&out));
+    stdout(&out)
+}
+
+#[test]
+fn the_documented_workflow_locks_the_broker_to_the_issued_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let issuer_dir = dir.path().join("issuer");
+    let issuer = keys(&issuer_dir, &["keys", "init"]).trim().to_string();
+    let data = |name: &str| dir.path().join(name);
+    for name in ["central", "ship1"] {
+        let into = data(name);
+        keys(
+            &issuer_dir,
+            &[
+                "keys",
+                "issue",
+                "--name",
+                name,
+                "--into",
+                into.to_str().unwrap(),
+                "--allow",
+                "*",
+            ],
+        );
+    }
+    let alice_key = dir.path().join("alice.key");
+    let alice = keys(
+        &issuer_dir,
+        &["keys", "new", "--out", alice_key.to_str().unwrap()],
+    );
+    let alice = alice.trim();
+    keys(
+        &issuer_dir,
+        &[
+            "keys", "issue", "--name", "alice", "--role", "operator", "--pub", alice,
+        ],
+    );
+    let config = keys(&issuer_dir, &["keys", "nats-config"]);
+    for name in ["central", "ship1"] {
+        let public = node_key(&data(name)).public_key();
+        assert!(config.contains(&public), "{name} is a user: {config}");
+    }
+    assert!(
+        !config.contains(alice),
+        "operators do not connect: {config}"
+    );
+
+    let Some(nats) = NatsServer::start_with_config(&config) else {
+        return;
+    };
+    let start = |name: &str| {
+        let key_file = data(name).join("node.key");
+        bosun_testkit::NodeProcess::start_with_trust(
+            &bin(),
+            name,
+            Some(&nats.url()),
+            &data(name),
+            &[
+                ("BOSUN_TRUSTED_ISSUERS", &issuer),
+                ("BOSUN_POLICY", "*"),
+                ("BOSUN_NKEY_SEED_FILE", key_file.to_str().unwrap()),
+            ],
+            bosun_testkit::NodeTrust::Untrusted,
+        )
+    };
+    let central = start("central");
+    let _ship1 = start("ship1");
+    let out = central.cli(&["exec", "-n", "ship1", "--", "echo", "issued"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("issued"));
+
+    let alice = keys::load(&alice_key, KeyKind::Member).unwrap();
+    let (_, answer) = RawNats::connect(&nats.url(), Some(&alice));
+    assert!(
+        answer
+            .errors()
+            .iter()
+            .any(|e| e.contains("Authorization Violation")),
+        "an operator's key does not open the broker: {answer:?}"
+    );
+}
