@@ -43,6 +43,10 @@ pub enum BusError {
     /// An answer came, but its seal does not show it is from the node asked.
     #[error("untrusted answer: {0}")]
     Untrusted(String),
+    /// The broker refused this node, or its connection settings cannot be used: says
+    /// what was wrong and what to do.
+    #[error("{0}")]
+    Broker(String),
     /// Anything else: bad subject, payload too large for the broker, IO.
     #[error("{0}")]
     Other(String),

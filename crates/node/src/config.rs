@@ -1018,6 +1018,7 @@ impl From<&Config> for bosun_bus::NatsOptions {
             require_tls: config.require_tls,
             nkey_seed_file: config.nkey_seed_file.clone(),
             creds_file: config.creds_file.clone(),
+            own_key_file: Some(config.node_key_path()),
         }
     }
 }

@@ -18,6 +18,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use bosun_trust::keys::{self, KeyKind};
+use bosun_trust::nats::NatsUser;
+
 use crate::{NatsServer, NodeProcess, NodeTrust, eventually};
 
 /// How long a node may take to appear in central's registry after it started.
@@ -102,9 +105,21 @@ pub struct FleetBuilder {
     broker: Broker,
     central: Option<String>,
     specs: Vec<NodeSpec>,
+    permissions: bool,
 }
 
 impl FleetBuilder {
+    /// Lock the broker down as production does: before it starts, every node gets its
+    /// key (`node.key`), the broker gets the configuration
+    /// `bosun_trust::nats::server_config` makes for those keys (plus any
+    /// [`FleetBuilder::nats_config`]), and each node connects with its key
+    /// (`nkey_seed_file`). Nodes added later with [`Fleet::add`] are not in that
+    /// configuration, so the broker refuses them.
+    pub fn nats_permissions(mut self) -> FleetBuilder {
+        self.permissions = true;
+        self
+    }
+
     /// Extra `nats-server` configuration, e.g. an `authorization { … }` block.
     pub fn nats_config(mut self, config: &str) -> FleetBuilder {
         self.broker = Broker::Nats(config.to_string());
@@ -141,8 +156,28 @@ impl FleetBuilder {
     /// starts. `None` (after printing `SKIP: …`) when `nats-server` is missing and not
     /// required.
     pub fn start(self) -> Option<Fleet> {
+        let dir = tempfile::tempdir().expect("tempdir for the fleet");
         let nats = match &self.broker {
             Broker::None => None,
+            Broker::Nats(config) if self.permissions => {
+                let users = self.specs.iter().map(|spec| {
+                    let (pair, _) = keys::load_or_create(
+                        &dir.path().join(&spec.name).join("node.key"),
+                        KeyKind::Member,
+                    )
+                    .expect("create the node's key");
+                    NatsUser {
+                        name: spec.name.clone(),
+                        nkey: pair.public_key(),
+                    }
+                });
+                let users: Vec<NatsUser> = users.collect();
+                let permissions = bosun_trust::nats::try_server_config("bosun", &users)
+                    .expect("a broker configuration for the fleet");
+                Some(NatsServer::start_with_config(&format!(
+                    "{permissions}\n{config}"
+                ))?)
+            }
             Broker::Nats(config) => Some(NatsServer::start_with_config(config)?),
         };
         let mut fleet = Fleet {
@@ -150,7 +185,8 @@ impl FleetBuilder {
             nats,
             bin: self.bin,
             central: self.central,
-            dir: tempfile::tempdir().expect("tempdir for the fleet"),
+            permissions: self.permissions,
+            dir,
         };
         for spec in self.specs {
             fleet.launch(spec);
@@ -168,6 +204,7 @@ pub struct Fleet {
     nats: Option<NatsServer>,
     bin: PathBuf,
     central: Option<String>,
+    permissions: bool,
     dir: tempfile::TempDir,
 }
 
@@ -180,6 +217,7 @@ impl Fleet {
             broker: Broker::Nats(String::new()),
             central: None,
             specs: Vec::new(),
+            permissions: false,
         }
     }
 
@@ -264,6 +302,10 @@ impl Fleet {
         if let Some(central) = &self.central {
             env.push(("BOSUN_CENTRAL", central));
             env.push(("BOSUN_HELLO_INTERVAL", "1"));
+        }
+        let key_file = data_dir.join("node.key").display().to_string();
+        if self.permissions {
+            env.push(("BOSUN_NKEY_SEED_FILE", &key_file));
         }
         env.extend(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let url = self.nats.as_ref().map(NatsServer::url);

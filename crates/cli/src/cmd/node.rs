@@ -52,15 +52,19 @@ impl NodeCmd {
         let (transport, standalone): (Arc<dyn Transport>, bool) = if config.broker.is_empty() {
             (Arc::new(LocalTransport::new(Hub::new())), true)
         } else {
-            let options = NatsOptions::from(&config);
-            let nats = NatsTransport::connect(&options).await?;
-            if !nats.wait_connected(Duration::from_secs(2)).await {
-                tracing::warn!(broker = %config.broker.join(","), "broker not reachable yet; messages wait in the outbox until it is");
-            }
+            // Trust first: it creates `node.key` at the first start, which the broker
+            // connection may use as its nkey (`nkey_seed_file`).
             let trust = Arc::new(
                 bosun_node::trust::load(&config, bosun_methods::clock::now_millis())
                     .context("cannot set up this node's trust")?,
             );
+            let options = NatsOptions::from(&config);
+            let nats = NatsTransport::connect(&options)
+                .await
+                .context("cannot connect to the broker")?;
+            if !nats.wait_connected(Duration::from_secs(2)).await {
+                tracing::warn!(broker = %config.broker.join(","), "broker not reachable yet; messages wait in the outbox until it is");
+            }
             announce_trust(&config, &trust);
             let sealed: Arc<dyn Transport> =
                 Arc::new(Sealed::new(Arc::new(nats), trust, config.name.to_string()));

@@ -14,9 +14,9 @@ fn nkey_authentication_is_wired_from_a_seed_file() {
     );
     let seed_dir = tempfile::tempdir().unwrap();
     let seed = seed_dir.path().join("ship.nk");
-    std::fs::write(&seed, user.seed().unwrap()).unwrap();
+    bosun_trust::secret_file::write_secret(&seed, &user.seed().unwrap()).unwrap();
     let seed = seed.to_str().unwrap();
-    let Some(mut fleet) = fleet()
+    let Some(fleet) = fleet()
         .nats_config(&config)
         .node(NodeSpec::new("central").env("BOSUN_NKEY_SEED_FILE", seed))
         .node(NodeSpec::new("ship1").env("BOSUN_NKEY_SEED_FILE", seed))
@@ -37,15 +37,8 @@ fn nkey_authentication_is_wired_from_a_seed_file() {
     assert!(out.status.success(), "{} {}", stdout(&out), stderr(&out));
     assert!(stdout(&out).contains("authenticated"));
 
-    // A node without the seed is refused by the server: its messages wait, never leak.
-    let stranger = fleet.add("stranger");
-    let out = stranger.cli(&["exec", "-n", "ship1", "--timeout", "2", "--", "true"]);
-    assert_eq!(out.status.code(), Some(3), "no result without credentials");
-    let info = std::fs::read_to_string(stranger.log_path()).unwrap();
-    assert!(
-        info.to_lowercase().contains("authorization"),
-        "the log says why:\n{info}"
-    );
+    // A node without the seed, or with one others can read, is refused and stops at
+    // start saying what to set: crates/cli/tests/e2e/nats.rs.
 }
 
 #[test]

@@ -13,6 +13,7 @@ mod delivery;
 mod disk;
 mod http_apis;
 mod lsdsuite;
+mod nats;
 mod output;
 mod processes;
 mod restarts;
