@@ -1429,4 +1429,221 @@ mod tests {
         }
         assert!(!Path::new("/tmp/bosun-never-written").exists());
     }
+
+    fn dst_message(chunk: &CopyChunk) -> Message {
+        Message {
+            method: "copyDst".into(),
+            data: vec![serde_json::to_string(chunk).unwrap()],
+            ..Default::default()
+        }
+    }
+
+    /// Run every chunk of `bytes` for `path` at the destination; the last outcome.
+    async fn deliver(bytes: &[u8], path: &str, context: &Context) -> Outcome {
+        let mut last = None;
+        for chunk in plan(bytes, path, 4096, &bosun_proto::new_id()) {
+            last = Some(run_dst(&dst_message(&chunk), context).await);
+        }
+        last.unwrap()
+    }
+
+    #[tokio::test]
+    async fn copy_src_reads_only_inside_the_roots() {
+        let dir = Scratch::new();
+        let out = Scratch::outside();
+        let secret = out.path("secret");
+        std::fs::write(&secret, b"secret").unwrap();
+        std::os::unix::fs::symlink(&secret, dir.path("link")).unwrap();
+        std::os::unix::fs::symlink(&out.0, dir.path("folder")).unwrap();
+        let inside = dir.path("x").display().to_string();
+        let cases = [
+            (
+                secret.display().to_string(),
+                "is outside this node's file roots",
+            ),
+            (
+                format!("{}/../../{}", dir.0.display(), "etc/passwd"),
+                "contains `..`",
+            ),
+            (dir.path("link").display().to_string(), "resolves to"),
+            (
+                dir.path("folder/secret").display().to_string(),
+                "resolves to",
+            ),
+        ];
+        for (src, want) in cases {
+            let h = run_source(&[&src, "ship2", &inside], &context()).await;
+            assert_eq!(h.outcome.status, Status::Failed, "{src}");
+            let e = h.outcome.error.unwrap();
+            assert!(
+                e.contains(want) && e.contains("see file_roots"),
+                "{src}: {e}"
+            );
+            assert!(h.submit.is_empty(), "{src}: nothing was sent");
+        }
+    }
+
+    #[tokio::test]
+    async fn copy_src_refuses_a_file_over_the_limit_without_reading_it() {
+        let dir = Scratch::new();
+        let src = dir.path("huge.img");
+        // Sparse: 64 GiB that take no disk. Reading it, let alone holding it, would take
+        // minutes and more memory than the machine has.
+        std::fs::File::create(&src)
+            .unwrap()
+            .set_len(64 << 30)
+            .unwrap();
+        let ctx = Context {
+            confine: Arc::new(crate::Confinement {
+                copy_max_bytes: 1 << 20,
+                ..(*context().confine).clone()
+            }),
+            ..context()
+        };
+        let t = std::time::Instant::now();
+        let h = run_source(&[&src.display().to_string(), "ship2", "dst"], &ctx).await;
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(h.outcome.status, Status::Failed);
+        assert_eq!(
+            h.outcome.error.unwrap(),
+            format!(
+                "{} is 68719476736 bytes, more than this node's copy_max_bytes (1048576); copy a smaller file or raise copy_max_bytes",
+                src.display()
+            )
+        );
+        assert!(h.submit.is_empty());
+    }
+
+    #[tokio::test]
+    async fn copy_src_reads_each_batch_only_after_the_last_is_queued() {
+        let dir = Scratch::new();
+        let src = dir.path("src.bin");
+        let chunk = MAX_CHUNK as usize;
+        let per_batch = (BATCH_BYTES as usize) / chunk;
+        let first = vec![1u8; chunk * per_batch];
+        let rest = vec![2u8; chunk * per_batch + 100];
+        std::fs::write(&src, [first.as_slice(), rest.as_slice()].concat()).unwrap();
+        // A node that, before it says the first batch is queued, rewrites the part of the
+        // file not sent yet. A source that read ahead would send the old bytes.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<crate::FollowUps>(1);
+        let changer = {
+            let src = src.clone();
+            tokio::spawn(async move {
+                let mut batches = Vec::new();
+                while let Some(batch) = rx.recv().await {
+                    if batches.is_empty() {
+                        let file = std::fs::OpenOptions::new().write(true).open(&src).unwrap();
+                        file.write_all_at(&vec![3u8; rest.len()], first.len() as u64)
+                            .unwrap();
+                    }
+                    batches.push(batch.messages);
+                    let _ = batch.queued.send(Ok(()));
+                }
+                batches
+            })
+        };
+        let data = [
+            &src.display().to_string(),
+            "ship2",
+            "dst",
+            &chunk.to_string(),
+        ];
+        let outcome = run_src(&src_message(&data), &context(), &SubmitSink::new(tx)).await;
+        let batches = changer.await.unwrap();
+        let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [per_batch, per_batch, 1], "a batch at a time");
+        let later: Vec<u8> = batches[1..]
+            .concat()
+            .iter()
+            .flat_map(|m| BASE64.decode(chunk_of(m).bytes).unwrap())
+            .collect();
+        assert!(
+            later.iter().all(|b| *b == 3),
+            "read after the first batch was queued"
+        );
+        assert_eq!(outcome.status, Status::Failed);
+        let e = outcome.error.unwrap();
+        assert!(e.contains("changed while it was copied"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn copy_src_fails_when_the_node_does_not_queue_its_chunks() {
+        let dir = Scratch::new();
+        let src = dir.path("src.bin");
+        std::fs::write(&src, b"abc").unwrap();
+        let outcome = run_src(
+            &src_message(&[&src.display().to_string(), "ship2", "dst"]),
+            &context(),
+            &SubmitSink::none(),
+        )
+        .await;
+        assert_eq!(outcome.status, Status::Failed);
+        let e = outcome.error.unwrap();
+        assert!(e.starts_with("chunks 1..1 of 1 could not be queued"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn copy_dst_writes_only_inside_the_roots() {
+        let dir = Scratch::new();
+        let out = Scratch::outside();
+        std::os::unix::fs::symlink(&out.0, dir.path("out")).unwrap();
+        let ctx = context();
+        let cases = [
+            (
+                out.path("new/file").display().to_string(),
+                "is outside this node's file roots",
+            ),
+            (format!("{}/../escaped", dir.0.display()), "contains `..`"),
+            ("../escaped".to_string(), "contains `..`"),
+            (dir.path("out/file").display().to_string(), "resolves to"),
+            (
+                dir.path("out/deeper/file").display().to_string(),
+                "resolves to",
+            ),
+        ];
+        for (path, want) in cases {
+            let o = deliver(b"payload", &path, &ctx).await;
+            assert_eq!(o.status, Status::Failed, "{path}");
+            let e = o.error.unwrap();
+            assert!(
+                e.contains(want) && e.contains("see file_roots"),
+                "{path}: {e}"
+            );
+        }
+        let mut written: Vec<_> = std::fs::read_dir(&out.0).unwrap().collect();
+        assert!(written.is_empty(), "nothing outside: {:?}", written.pop());
+        assert!(!root().parent().unwrap().join("escaped").exists());
+    }
+
+    #[tokio::test]
+    async fn copy_dst_replaces_a_symlink_at_its_name_and_never_writes_through_one() {
+        let dir = Scratch::new();
+        let out = Scratch::outside();
+        let victim = out.path("victim");
+        std::fs::write(&victim, b"untouched").unwrap();
+        let dst = dir.path("dst.bin");
+        std::os::unix::fs::symlink(&victim, &dst).unwrap();
+        std::os::unix::fs::symlink(&victim, sibling(&dst, ".bosun-part")).unwrap();
+        let o = deliver(b"new content", &dst.display().to_string(), &context()).await;
+        assert!(o.stdout.starts_with("copy complete:"), "{o:?}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"untouched");
+        assert!(std::fs::symlink_metadata(&dst).unwrap().is_file());
+        assert_eq!(std::fs::read(&dst).unwrap(), b"new content");
+        assert!(leftovers(&dst).is_empty());
+    }
+
+    #[tokio::test]
+    async fn copy_dst_takes_a_relative_path_under_the_first_root() {
+        let ctx = context();
+        let name = format!("relative-{}/dst.bin", bosun_proto::new_id());
+        let o = deliver(b"relative", &name, &ctx).await;
+        assert!(o.stdout.starts_with("copy complete:"), "{o:?}");
+        let landed = root().join(&name);
+        assert_eq!(std::fs::read(&landed).unwrap(), b"relative");
+        let _ = std::fs::remove_dir_all(landed.parent().unwrap());
+    }
 }

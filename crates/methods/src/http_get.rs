@@ -364,7 +364,15 @@ mod tests {
     /// A one-purpose HTTP/1.1 server on 127.0.0.1. Returns its address and a receiver of
     /// the request heads it saw.
     async fn serve(reply: Reply) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        serve_on("127.0.0.1:0", reply).await
+    }
+
+    /// [`serve`] on `bind`.
+    async fn serve_on(
+        bind: &str,
+        reply: Reply,
+    ) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        let listener = TcpListener::bind(bind).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (seen_tx, seen_rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
@@ -556,5 +564,159 @@ mod tests {
         // Building panics inside reqwest when no crypto provider is installed.
         assert!(HttpClient::default().get(&Default::default()).is_ok());
         assert!(rustls::crypto::CryptoProvider::get_default().is_some());
+    }
+
+    /// A node with `http_allow` set to `allow`.
+    fn allowing(allow: &[&str]) -> Context {
+        let allow: Vec<String> = allow.iter().map(|a| a.to_string()).collect();
+        Context {
+            confine: Arc::new(Confinement {
+                http_allow: crate::confine::parse_allow(&allow).unwrap(),
+                ..Default::default()
+            }),
+            ..crate::test_context("n1", CancellationToken::new())
+        }
+    }
+
+    /// True when someone connected to `listener`. Connections are completed by the
+    /// kernel, so one made before the call is waiting to be accepted.
+    fn was_connected(listener: &TcpListener) -> bool {
+        use futures::FutureExt;
+        listener.accept().now_or_never().is_some()
+    }
+
+    fn redirect_to(location: &str) -> Reply {
+        Reply::Raw(
+            format!(
+                "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            .into_bytes(),
+        )
+    }
+
+    #[tokio::test]
+    async fn loopback_is_refused_without_connecting_unless_http_allow_holds_it() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/x", listener.local_addr().unwrap());
+        let o = run(&message(&url, Some(5)), &allowing(&[])).await;
+        assert_eq!(o.status, Status::Failed);
+        assert_eq!(
+            o.error.unwrap(),
+            format!(
+                "{url} is refused: 127.0.0.1 is loopback (127.0.0.0/8); httpGet reaches such addresses only when http_allow lists them"
+            )
+        );
+        assert!(!was_connected(&listener), "the refused request connected");
+        drop(listener);
+
+        let (addr, _seen) = serve(response("200 OK", b"allowed")).await;
+        let o = run(
+            &message(&format!("http://{addr}/x"), Some(5)),
+            &allowing(&["127.0.0.0/8"]),
+        )
+        .await;
+        assert_eq!(o.status, Status::Done, "{:?}", o.error);
+        assert_eq!(o.stdout, "allowed");
+    }
+
+    #[tokio::test]
+    async fn the_metadata_address_and_mapped_loopback_are_refused_before_any_connection() {
+        let ctx = allowing(&[]);
+        let t = std::time::Instant::now();
+        let o = run(
+            &message("http://169.254.169.254/latest/meta-data/", Some(30)),
+            &ctx,
+        )
+        .await;
+        assert_eq!(o.status, Status::Failed);
+        let e = o.error.unwrap();
+        assert!(
+            e.contains("169.254.169.254 is link-local (169.254.0.0/16)"),
+            "{e}"
+        );
+        // A connection attempt there would wait for the 30 s connect timeout.
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        for url in [
+            format!("http://[::ffff:127.0.0.1]:{port}/"),
+            format!("http://127.1:{port}/"),
+            format!("http://0.0.0.0:{port}/"),
+        ] {
+            let o = run(&message(&url, Some(5)), &ctx).await;
+            assert_eq!(o.status, Status::Failed, "{url}");
+            assert!(o.error.unwrap().contains(" is refused: "), "{url}");
+        }
+        assert!(!was_connected(&listener));
+    }
+
+    #[tokio::test]
+    async fn a_name_is_refused_when_every_address_it_has_is() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let url = format!("http://localhost:{port}/");
+        let o = run(&message(&url, Some(5)), &allowing(&[])).await;
+        assert_eq!(o.status, Status::Failed);
+        let e = o.error.unwrap();
+        assert!(
+            e.starts_with(&format!(
+                "cannot fetch {url}: localhost (every address it resolves to) is refused: "
+            )),
+            "{e}"
+        );
+        assert!(e.contains("127.0.0.1 is loopback (127.0.0.0/8)"), "{e}");
+        assert!(!was_connected(&listener));
+    }
+
+    #[tokio::test]
+    async fn a_redirect_to_a_refused_address_is_refused() {
+        // The server that redirects is allowed; where it points is not.
+        let target = TcpListener::bind("127.0.0.2:0").await.unwrap();
+        let to = format!("http://{}/inside", target.local_addr().unwrap());
+        let (addr, mut seen) = serve(redirect_to(&to)).await;
+        let from = format!("http://{addr}/go");
+        let o = run(&message(&from, Some(5)), &allowing(&["127.0.0.1/32"])).await;
+        assert_eq!(o.status, Status::Failed);
+        let e = o.error.unwrap();
+        assert!(
+            e.contains(&format!(
+                "the redirect from {from} to {to} is refused: 127.0.0.2 is loopback (127.0.0.0/8)"
+            )),
+            "{e}"
+        );
+        assert!(seen.recv().await.unwrap().starts_with("GET /go "));
+        assert!(!was_connected(&target), "the redirect was followed");
+
+        // The same through a name: the resolver checks the redirect's addresses.
+        let named = format!(
+            "http://localhost:{}/inside",
+            target.local_addr().unwrap().port()
+        );
+        let (addr, _seen) = serve_on("127.0.0.2:0", redirect_to(&named)).await;
+        let o = run(
+            &message(&format!("http://{addr}/go"), Some(5)),
+            &allowing(&["127.0.0.2/32"]),
+        )
+        .await;
+        assert_eq!(o.status, Status::Failed);
+        let e = o.error.unwrap();
+        assert!(
+            e.contains("localhost (every address it resolves to) is refused"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_allowed_redirect_is_followed() {
+        let (to, _seen) = serve(response("200 OK", b"landed")).await;
+        let (from, _seen) = serve(redirect_to(&format!("http://{to}/there"))).await;
+        let o = run(
+            &message(&format!("http://{from}/here"), Some(5)),
+            &allowing(&["127.0.0.1/32"]),
+        )
+        .await;
+        assert_eq!(o.status, Status::Done, "{:?}", o.error);
+        assert_eq!(o.stdout, "landed");
     }
 }

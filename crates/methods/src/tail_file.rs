@@ -631,4 +631,60 @@ mod tests {
         assert_eq!(o.status, Status::Failed);
         assert!(o.error.unwrap().contains("[\"<path>\"]"));
     }
+
+    #[tokio::test]
+    async fn files_outside_the_roots_are_not_followed() {
+        let dir = Scratch::new();
+        let out = Scratch::outside();
+        let secret = out.0.join("secret.log");
+        append(&secret, "secret\n");
+        std::os::unix::fs::symlink(&secret, dir.0.join("link.log")).unwrap();
+        for (path, want) in [
+            (secret.clone(), "is outside this node's file roots"),
+            (dir.0.join("link.log"), "resolves to"),
+            (dir.0.join("../x.log"), "contains `..`"),
+        ] {
+            let o = run(
+                &message(&path, 1),
+                &context(CancellationToken::new()),
+                &ChunkSink::none(),
+            )
+            .await;
+            assert_eq!(o.status, Status::Failed, "{}", path.display());
+            let e = o.error.unwrap();
+            assert!(e.contains(want) && e.contains("see file_roots"), "{e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rotation_to_a_symlink_out_of_the_roots_is_not_followed() {
+        let dir = Scratch::new();
+        let out = Scratch::outside();
+        let secret = out.0.join("secret.log");
+        append(&secret, "");
+        let path = dir.0.join("app.log");
+        append(&path, "");
+        let given = path.display().to_string();
+        let ctx = context(CancellationToken::new());
+        let mut follower = Follower::open_at_end(&given, ctx.confine.clone())
+            .await
+            .unwrap();
+        let (tx, mut chunks) = mpsc::channel(8);
+        let sink = ChunkSink::new(tx);
+        let mut sent = 0;
+        // Rotated, and the path now leads out of the roots.
+        std::fs::rename(&path, dir.0.join("app.log.1")).unwrap();
+        std::os::unix::fs::symlink(&secret, &path).unwrap();
+        append(&secret, "secret\n");
+        assert!(follower.poll(&sink, &mut sent).await);
+        assert!(follower.refused, "the reopen was refused");
+        assert!(chunks.try_recv().is_err(), "nothing read from outside");
+        assert_eq!(sent, 0);
+        // A real file at the path again: followed.
+        std::fs::remove_file(&path).unwrap();
+        append(&path, "back\n");
+        assert!(follower.poll(&sink, &mut sent).await);
+        assert_eq!(chunks.try_recv().unwrap(), "back\n");
+        assert!(!follower.refused);
+    }
 }
