@@ -1173,6 +1173,76 @@ mod tests {
     }
 
     #[test]
+    fn confinement_settings_come_from_every_layer() {
+        let (dir, path) = file_with(
+            "file_roots = [\"/srv/a\"]\ncopy_max_bytes = 5000\nhttp_allow = [\"10.0.0.0/8\"]\n",
+        );
+        let config = Config::load(&Sources {
+            file: Some(path.clone()),
+            overrides: vec![],
+        })
+        .unwrap();
+        assert_eq!(config.file_roots_paths(), [PathBuf::from("/srv/a")]);
+        let confine = config.confinement().unwrap();
+        assert_eq!(confine.copy_max_bytes, 5000);
+        assert_eq!(confine.http_allow.len(), 1);
+        let config = Config::load(&Sources {
+            file: Some(path),
+            overrides: vec![
+                given("file_roots", Layer::Environment, "/srv/b,/srv/c"),
+                given("http_allow", Layer::Flag, "127.0.0.1"),
+            ],
+        })
+        .unwrap();
+        assert_eq!(
+            config.file_roots_paths(),
+            [PathBuf::from("/srv/b"), PathBuf::from("/srv/c")]
+        );
+        assert_eq!(config.http_allow, ["127.0.0.1"]);
+        // Unset: the results dir and the transfer folder, shown by `config show`.
+        drop(dir);
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::load(&Sources {
+            file: None,
+            overrides: vec![given("data_dir", Layer::Flag, dir.path().to_str().unwrap())],
+        })
+        .unwrap();
+        assert_eq!(
+            config.file_roots_paths(),
+            [dir.path().join("data"), dir.path().join("transfer")]
+        );
+        assert_eq!(config.copy_max_bytes, 1 << 30);
+        assert!(config.http_allow.is_empty());
+        let shown = config.to_toml_explained();
+        assert!(
+            shown.contains(&format!(
+                "# file_roots = [\"{}\", \"{}\"]",
+                dir.path().join("data").display(),
+                dir.path().join("transfer").display()
+            )),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_bad_http_allow_range_is_refused_with_its_origin() {
+        let err = Config::load(&Sources {
+            file: Some(file_with("").1),
+            overrides: vec![given(
+                "http_allow",
+                Layer::Environment,
+                "10.0.0.0/8,intranet",
+            )],
+        })
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "config `http_allow` from environment variable BOSUN_HTTP_ALLOW: \"intranet\" is not an address range; give a CIDR such as 10.0.0.0/8 or 127.0.0.1/32"
+        );
+    }
+
+    #[test]
     fn bad_values_name_the_key_and_where_they_came_from() {
         let bad = |o: Override| {
             Config::load(&Sources {
