@@ -1,9 +1,13 @@
 //! `copySrc` / `copyDst`: a chunked, hashed file copy between nodes.
 //!
 //! `copySrc` runs on the node that has the file, with `data = [srcPath, dstNode,
-//! dstPath, chunkBytes?]`. It reads the file, hashes each chunk and the whole file, and
-//! hands the node one `copyDst` message per chunk to submit to `dstNode`. The chunks
-//! travel like any other message: durably, acknowledged, retried.
+//! dstPath, chunkBytes?]`. It hashes the whole file, then reads it chunk by chunk,
+//! hashing each, and hands the node one `copyDst` message per chunk to submit to
+//! `dstNode`, a batch at a time: a batch is queued durably before the next is read, so
+//! the file is never held in memory. The chunks travel like any other message: durably,
+//! acknowledged, retried. A file larger than `copy_max_bytes` is refused before any of
+//! it is read; a file that changes while it is read makes the copy fail at both ends
+//! (every chunk carries the first pass's hash, which the destination checks).
 //!
 //! `copyDst` runs on the destination, once per chunk. It checks the chunk's sha256,
 //! writes it at its offset into `<dstPath>.bosun-part`, and records the chunk in
@@ -13,23 +17,28 @@
 //! and the part file is renamed to `dstPath`, so `dstPath` only ever holds a complete,
 //! verified file.
 //!
-//! `copySrc` reads the whole file into memory and hands every chunk to the node at
-//! once, so it suits files up to a few hundred MB, not disk images. The copied file gets
-//! the destination's default permissions, not the source's.
+//! Both ends stay inside their node's file roots ([`crate::confine`]): the source file
+//! is opened and checked by its descriptor's path, and every file of the destination is
+//! reached through its folder's checked descriptor, one name at a time, never through a
+//! symlink. The copied file gets the destination's default permissions, not the
+//! source's.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::io::{ErrorKind, Write};
+use std::ffi::OsStr;
+use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use bosun_proto::{Message, Outcome, validate_node_name};
+use bosun_proto::{Message, Outcome, Status, validate_node_name};
+use nix::fcntl::OFlag;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::{Context, Handled, done, failed, now_millis};
+use crate::confine::Destination;
+use crate::{Context, SubmitSink, done, failed, now_millis};
 
 /// Chunk size when `data[3]` is not given.
 const DEFAULT_CHUNK: u64 = 256 * 1024;
@@ -38,6 +47,9 @@ const MIN_CHUNK: u64 = 1024;
 /// Largest chunk size accepted: a chunk, base64-encoded in a message, must stay under
 /// the default 1 MiB message limit.
 const MAX_CHUNK: u64 = 512 * 1024;
+/// Bytes of the file read and handed to the node at a time (a third more once encoded):
+/// what a copy holds in memory at the source.
+const BATCH_BYTES: u64 = 4 * 1024 * 1024;
 /// How many finished copies are remembered, so chunks repeated after the end are
 /// answered without hashing the file again.
 const REMEMBERED: usize = 1024;
@@ -68,10 +80,39 @@ pub struct CopyChunk {
     pub bytes: String,
 }
 
-/// Read the source file and produce one `copyDst` message per chunk.
-pub async fn run_src(message: &Message, context: &Context) -> Handled {
+/// What every chunk of one copy shares.
+#[derive(Debug, Clone)]
+struct Plan {
+    copy_id: String,
+    path: String,
+    chunk_size: u64,
+    count: u64,
+    size: u64,
+    file_sha256: String,
+}
+
+impl Plan {
+    /// Chunk `index`, made of `piece`.
+    fn chunk(&self, index: u64, piece: &[u8]) -> CopyChunk {
+        CopyChunk {
+            copy_id: self.copy_id.clone(),
+            path: self.path.clone(),
+            index,
+            count: self.count,
+            offset: index * self.chunk_size,
+            size: self.size,
+            sha256: hex(&Sha256::digest(piece)),
+            file_sha256: self.file_sha256.clone(),
+            bytes: BASE64.encode(piece),
+        }
+    }
+}
+
+/// Read the source file and hand the node one `copyDst` message per chunk, a batch at a
+/// time.
+pub async fn run_src(message: &Message, context: &Context, follow_ups: &SubmitSink) -> Outcome {
     let started = now_millis();
-    let fail = |e: String| -> Handled { failed(context, started, e).into() };
+    let fail = |e: String| -> Outcome { failed(context, started, e) };
     let [src, dst_node, dst_path, rest @ ..] = message.data.as_slice() else {
         return fail(SRC_USAGE.into());
     };
@@ -92,79 +133,194 @@ pub async fn run_src(message: &Message, context: &Context) -> Handled {
             }
         },
     };
-    let bytes = match tokio::fs::read(src).await {
-        Ok(b) => b,
+    let confine = context.confine.clone();
+    let given = src.clone();
+    let opened = match tokio::task::spawn_blocking(move || confine.open_read(&given)).await {
+        Ok(Ok(opened)) => opened,
+        Ok(Err(e)) => return fail(e.to_string()),
+        Err(e) => return fail(format!("opening {src:?} failed: {e}")),
+    };
+    let file = Arc::new(opened.file);
+    let size = match file.metadata() {
+        Ok(meta) => meta.len(),
         Err(e) => return fail(format!("cannot read {src:?}: {e}")),
     };
-    let copy_id = bosun_proto::new_id();
-    let path = dst_path.clone();
-    // Hashing and encoding a large file is CPU work: keep it off the async workers.
-    let planned =
-        tokio::task::spawn_blocking(move || plan(&bytes, &path, chunk_size, &copy_id)).await;
-    let chunks = match planned {
-        Ok(c) => c,
-        Err(e) => return fail(format!("preparing the chunks failed: {e}")),
+    let limit = context.confine.copy_max_bytes;
+    if size > limit {
+        return fail(format!(
+            "{src} is {size} bytes, more than this node's copy_max_bytes ({limit}); copy a smaller file or raise copy_max_bytes"
+        ));
+    }
+    // Every chunk carries the whole file's hash, so it is found first, in a pass of its
+    // own. Hashing is CPU work: off the async workers.
+    let hashed = {
+        let file = file.clone();
+        tokio::task::spawn_blocking(move || sha256_of_first(&file, size)).await
     };
-    let mut submit = Vec::with_capacity(chunks.len());
-    for chunk in &chunks {
-        let json = match serde_json::to_string(chunk) {
-            Ok(j) => j,
-            Err(e) => return fail(format!("cannot encode chunk {}: {e}", chunk.index)),
+    let file_sha256 = match hashed {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => return fail(format!("cannot read {src:?}: {e}")),
+        Err(e) => return fail(format!("hashing {src:?} failed: {e}")),
+    };
+    let plan = Arc::new(Plan {
+        copy_id: bosun_proto::new_id(),
+        path: dst_path.clone(),
+        chunk_size,
+        // An empty file is one empty chunk, so the destination still learns to create it.
+        count: size.div_ceil(chunk_size).max(1),
+        size,
+        file_sha256,
+    });
+    let per_batch = (BATCH_BYTES / chunk_size).max(1);
+    let mut hasher = Sha256::new();
+    let mut next = 0u64;
+    while next < plan.count {
+        if context.shutdown.is_cancelled() {
+            return Outcome {
+                started_at: Some(started),
+                ..Outcome::bare(
+                    Status::Interrupted,
+                    &context.node,
+                    format!(
+                        "the node shut down after {next} of {} chunks were queued; run copySrc again",
+                        plan.count
+                    ),
+                    now_millis(),
+                )
+            };
+        }
+        let end = (next + per_batch).min(plan.count);
+        let read = {
+            let (file, plan) = (file.clone(), plan.clone());
+            tokio::task::spawn_blocking(move || read_chunks(&file, &plan, next..end, hasher)).await
         };
-        submit.push(Message {
-            to_node: Some(dst_node.clone()),
-            method: "copyDst".into(),
-            // In order, so the destination writes the file front to back and a repeat
-            // after the end is rare.
-            ordered: Some(true),
-            data: vec![json],
-            method_timeout: message.method_timeout,
-            ..Default::default()
-        });
+        let chunks = match read {
+            Ok(Ok((chunks, running))) => {
+                hasher = running;
+                chunks
+            }
+            Ok(Err(e)) => return fail(format!("cannot read {src:?}: {e}")),
+            Err(e) => return fail(format!("reading {src:?} failed: {e}")),
+        };
+        let mut batch = Vec::with_capacity(chunks.len());
+        for chunk in &chunks {
+            let json = match serde_json::to_string(chunk) {
+                Ok(j) => j,
+                Err(e) => return fail(format!("cannot encode chunk {}: {e}", chunk.index)),
+            };
+            batch.push(Message {
+                to_node: Some(dst_node.clone()),
+                method: "copyDst".into(),
+                // In order, so the destination writes the file front to back and a
+                // repeat after the end is rare.
+                ordered: Some(true),
+                data: vec![json],
+                method_timeout: message.method_timeout,
+                ..Default::default()
+            });
+        }
+        drop(chunks);
+        if let Err(e) = follow_ups.submit(batch).await {
+            return fail(format!(
+                "chunks {}..{} of {} could not be queued: {e}; the {next} before them were, so run copySrc again",
+                next + 1,
+                end,
+                plan.count
+            ));
+        }
+        next = end;
     }
-    let (size, count, file_sha256) = match chunks.first() {
-        Some(c) => (c.size, c.count, c.file_sha256.clone()),
-        None => return fail("no chunks were produced; this is a bug, please report it".into()),
-    };
-    let stdout = format!(
-        "copying {size} bytes in {count} chunk{} to {dst_node}:{dst_path} (sha256 {file_sha256})",
-        if count == 1 { "" } else { "s" }
-    );
-    Handled {
-        outcome: done(context, started, stdout),
-        submit,
+    let second = hex(&hasher.finalize());
+    if second != plan.file_sha256 {
+        return fail(format!(
+            "{src} changed while it was copied (sha256 {} when hashed, {second} when sent); the destination will refuse the copy, run copySrc again",
+            plan.file_sha256
+        ));
     }
+    let (count, file_sha256) = (plan.count, &plan.file_sha256);
+    done(
+        context,
+        started,
+        format!(
+            "copying {size} bytes in {count} chunk{} to {dst_node}:{dst_path} (sha256 {file_sha256})",
+            if count == 1 { "" } else { "s" }
+        ),
+    )
 }
 
-/// Cut `bytes` into chunks of `chunk_size`, hashed and encoded. An empty file gives one
-/// empty chunk, so the destination still learns to create it.
+/// sha256 of the first `size` bytes of `file`; an error when the file is shorter now.
+fn sha256_of_first(file: &std::fs::File, size: u64) -> std::io::Result<String> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut at = 0u64;
+    while at < size {
+        let want = usize::try_from((size - at).min(buf.len() as u64)).unwrap_or(buf.len());
+        let n = file.read_at(&mut buf[..want], at)?;
+        if n == 0 {
+            return Err(shrank(size, at));
+        }
+        hasher.update(&buf[..n]);
+        at += n as u64;
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+/// Read chunks `indexes` of the plan, feeding their bytes to the running whole-file
+/// `hasher`, which comes back with them.
+fn read_chunks(
+    file: &std::fs::File,
+    plan: &Plan,
+    indexes: std::ops::Range<u64>,
+    mut hasher: Sha256,
+) -> std::io::Result<(Vec<CopyChunk>, Sha256)> {
+    let mut chunks = Vec::new();
+    let mut piece = Vec::new();
+    for index in indexes {
+        let offset = index * plan.chunk_size;
+        let length = plan.chunk_size.min(plan.size.saturating_sub(offset));
+        piece.clear();
+        piece.resize(usize::try_from(length).unwrap_or(0), 0);
+        let mut filled = 0usize;
+        while filled < piece.len() {
+            let n = file.read_at(&mut piece[filled..], offset + filled as u64)?;
+            if n == 0 {
+                return Err(shrank(plan.size, offset + filled as u64));
+            }
+            filled += n;
+        }
+        hasher.update(&piece);
+        chunks.push(plan.chunk(index, &piece));
+    }
+    Ok((chunks, hasher))
+}
+
+/// The error for a file that ended at `at`, before its `size`.
+fn shrank(size: u64, at: u64) -> std::io::Error {
+    std::io::Error::new(
+        ErrorKind::UnexpectedEof,
+        format!(
+            "it ended at byte {at} of {size}: it shrank while it was copied; run copySrc again"
+        ),
+    )
+}
+
+/// Cut `bytes` into chunks of `chunk_size`, hashed and encoded, as `copySrc` would.
+#[cfg(test)]
 fn plan(bytes: &[u8], path: &str, chunk_size: u64, copy_id: &str) -> Vec<CopyChunk> {
-    let step = usize::try_from(chunk_size.max(1)).unwrap_or(usize::MAX);
-    let file_sha256 = hex(&Sha256::digest(bytes));
-    let pieces: Vec<&[u8]> = if bytes.is_empty() {
-        vec![&[]]
-    } else {
-        bytes.chunks(step).collect()
+    let size = bytes.len() as u64;
+    let plan = Plan {
+        copy_id: copy_id.to_string(),
+        path: path.to_string(),
+        chunk_size,
+        count: size.div_ceil(chunk_size).max(1),
+        size,
+        file_sha256: hex(&Sha256::digest(bytes)),
     };
-    let count = pieces.len() as u64;
-    let mut offset = 0u64;
-    pieces
-        .into_iter()
-        .enumerate()
-        .map(|(index, piece)| {
-            let chunk = CopyChunk {
-                copy_id: copy_id.to_string(),
-                path: path.to_string(),
-                index: index as u64,
-                count,
-                offset,
-                size: bytes.len() as u64,
-                sha256: hex(&Sha256::digest(piece)),
-                file_sha256: file_sha256.clone(),
-                bytes: BASE64.encode(piece),
-            };
-            offset += piece.len() as u64;
-            chunk
+    (0..plan.count)
+        .map(|index| {
+            let from = usize::try_from(index * chunk_size).unwrap();
+            let to = usize::try_from(((index + 1) * chunk_size).min(size)).unwrap();
+            plan.chunk(index, &bytes[from..to])
         })
         .collect()
 }
@@ -310,14 +466,23 @@ pub async fn run_dst(message: &Message, context: &Context) -> Outcome {
         Ok(b) => b,
         Err(e) => return failed(context, started, e.to_string()),
     };
-    let key = PathBuf::from(&chunk.path);
+    let confine = context.confine.clone();
+    let path = chunk.path.clone();
+    let destination =
+        match tokio::task::spawn_blocking(move || confine.open_destination(&path)).await {
+            Ok(Ok(d)) => d,
+            Ok(Err(e)) => return failed(context, started, e.to_string()),
+            Err(e) => return failed(context, started, format!("opening the folder failed: {e}")),
+        };
+    // By the real path: two spellings of one destination share one lock.
+    let key = destination.path();
     let copies = &context.state.copies;
     let guard = copies.path_lock(&key).lock_owned().await;
     let state = context.state.clone();
     // The guard moves into the blocking task: if this run is dropped (shutdown), the
     // path stays locked until the file work really ends.
     let applied = tokio::task::spawn_blocking(move || {
-        let result = apply(&chunk, &bytes, &state.copies);
+        let result = apply(&chunk, &bytes, &destination, &state.copies);
         drop(guard);
         (chunk, result)
     })
@@ -438,10 +603,16 @@ struct PartState {
 
 /// Write a checked chunk into the part file and, when it is the last one missing,
 /// verify and move the file into place. Blocking; the caller holds the path's lock.
-fn apply(chunk: &CopyChunk, bytes: &[u8], copies: &CopyState) -> Result<Applied, CopyError> {
-    let path = Path::new(&chunk.path);
-    let part = sibling(path, ".bosun-part");
-    let state_path = sibling(path, ".bosun-part.json");
+fn apply(
+    chunk: &CopyChunk,
+    bytes: &[u8],
+    destination: &Destination,
+    copies: &CopyState,
+) -> Result<Applied, CopyError> {
+    let path = destination.path();
+    let part = destination.sibling(".bosun-part");
+    let state_name = destination.sibling(".bosun-part.json");
+    let part_path = destination.path_of(&part);
     let name = format!(
         "chunk {}/{} of copy {}",
         chunk.index + 1,
@@ -449,11 +620,11 @@ fn apply(chunk: &CopyChunk, bytes: &[u8], copies: &CopyState) -> Result<Applied,
         chunk.copy_id
     );
 
-    let existing = load_state(&state_path);
+    let existing = load_state(destination, &state_name);
     let in_progress = existing
         .as_ref()
         .is_some_and(|s| s.copy_id == chunk.copy_id)
-        && part.exists();
+        && destination.exists(&part);
     let mut state = match existing {
         Some(s) if in_progress => {
             if s.size != chunk.size
@@ -470,19 +641,15 @@ fn apply(chunk: &CopyChunk, bytes: &[u8], copies: &CopyState) -> Result<Applied,
         existing => {
             // No part of this copy on disk: either the copy starts here, or this chunk
             // repeats one of a copy that already finished.
-            if copies.was_completed(path, &chunk.copy_id) || in_place(path, chunk) {
-                copies.remember_completed(path, &chunk.copy_id);
+            if copies.was_completed(&path, &chunk.copy_id) || in_place(destination, chunk) {
+                copies.remember_completed(&path, &chunk.copy_id);
                 if existing.is_some_and(|s| s.copy_id == chunk.copy_id) {
-                    remove_if_exists(&state_path)?;
+                    remove_if_exists(destination, &state_name)?;
                 }
                 return Ok(Applied::Complete { already: true });
             }
             // A part of another copy (or of nothing known) is discarded: this copy wins.
-            remove_if_exists(&part)?;
-            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent)
-                    .map_err(io(format!("create the folder {parent:?}")))?;
-            }
+            remove_if_exists(destination, &part)?;
             PartState {
                 copy_id: chunk.copy_id.clone(),
                 size: chunk.size,
@@ -493,68 +660,74 @@ fn apply(chunk: &CopyChunk, bytes: &[u8], copies: &CopyState) -> Result<Applied,
         }
     };
 
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&part)
-        .map_err(io(format!("open {part:?}")))?;
+    let file = destination
+        .open(&part, OFlag::O_WRONLY | OFlag::O_CREAT)
+        .map_err(io(format!("open {part_path:?}")))?;
     file.write_all_at(bytes, chunk.offset)
-        .map_err(io(format!("write {name} to {part:?}")))?;
+        .map_err(io(format!("write {name} to {part_path:?}")))?;
     // On disk before the state says so: after a crash, a chunk marked received is there.
-    file.sync_data().map_err(io(format!("flush {part:?}")))?;
+    file.sync_data()
+        .map_err(io(format!("flush {part_path:?}")))?;
     drop(file);
     state.received.insert(chunk.index);
-    save_state(&state_path, &state)?;
+    save_state(destination, &state_name, &state)?;
 
     let received = state.received.len() as u64;
     if received < state.count {
         return Ok(Applied::Written { received });
     }
-    finish(path, &part, &state_path, &state)?;
-    copies.remember_completed(path, &state.copy_id);
+    finish(destination, &part, &state_name, &state)?;
+    copies.remember_completed(&path, &state.copy_id);
     Ok(Applied::Complete { already: false })
 }
 
 /// Every chunk is in: check the whole file and move it into place. On a mismatch the
 /// part and state are removed, so the next copySrc starts clean.
-fn finish(path: &Path, part: &Path, state_path: &Path, state: &PartState) -> Result<(), CopyError> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(part)
-        .map_err(io(format!("open {part:?}")))?;
+fn finish(
+    destination: &Destination,
+    part: &OsStr,
+    state_name: &OsStr,
+    state: &PartState,
+) -> Result<(), CopyError> {
+    let part_path = destination.path_of(part);
+    let file = destination
+        .open(part, OFlag::O_RDWR)
+        .map_err(io(format!("open {part_path:?}")))?;
     // The part is `size` long unless something else wrote to it; cut it to be sure the
     // hash covers exactly the file that will land at `path`.
     file.set_len(state.size)
-        .map_err(io(format!("set the length of {part:?}")))?;
-    let actual = sha256_of(&file).map_err(io(format!("read {part:?} back")))?;
+        .map_err(io(format!("set the length of {part_path:?}")))?;
+    let actual = sha256_of(&file).map_err(io(format!("read {part_path:?} back")))?;
     if !actual.eq_ignore_ascii_case(&state.file_sha256) {
         drop(file);
-        let _ = remove_if_exists(part);
-        let _ = remove_if_exists(state_path);
+        let _ = remove_if_exists(destination, part);
+        let _ = remove_if_exists(destination, state_name);
         return Err(CopyError::FileCorrupt {
             copy_id: state.copy_id.clone(),
-            path: path.to_path_buf(),
+            path: destination.path(),
             actual,
             expected: state.file_sha256.clone(),
         });
     }
-    file.sync_all().map_err(io(format!("flush {part:?}")))?;
+    file.sync_all()
+        .map_err(io(format!("flush {part_path:?}")))?;
     drop(file);
-    std::fs::rename(part, path).map_err(|source| CopyError::NotMoved {
-        part: part.to_path_buf(),
-        path: path.to_path_buf(),
-        source,
-    })?;
-    sync_parent(path);
-    remove_if_exists(state_path)?;
+    destination
+        .rename(part, destination.name())
+        .map_err(|source| CopyError::NotMoved {
+            part: part_path,
+            path: destination.path(),
+            source,
+        })?;
+    destination.sync();
+    remove_if_exists(destination, state_name)?;
     Ok(())
 }
 
-/// True when `path` already holds the file this chunk belongs to.
-fn in_place(path: &Path, chunk: &CopyChunk) -> bool {
-    let Ok(file) = std::fs::File::open(path) else {
+/// True when the destination already holds the file this chunk belongs to.
+fn in_place(destination: &Destination, chunk: &CopyChunk) -> bool {
+    // Non-blocking: whatever sits at the name, opening it must not hang.
+    let Ok(file) = destination.open(destination.name(), OFlag::O_RDONLY | OFlag::O_NONBLOCK) else {
         return false;
     };
     // The size rules most files out without reading them.
@@ -586,8 +759,15 @@ fn sha256_of(file: &std::fs::File) -> std::io::Result<String> {
 
 /// The copy's state file, or None when it is missing or unreadable (then the copy
 /// starts over, which is safe: the final hash still guards the result).
-fn load_state(state_path: &Path) -> Option<PartState> {
-    let text = match std::fs::read_to_string(state_path) {
+fn load_state(destination: &Destination, state_name: &OsStr) -> Option<PartState> {
+    let state_path = destination.path_of(state_name);
+    let read = destination
+        .open(state_name, OFlag::O_RDONLY | OFlag::O_NONBLOCK)
+        .and_then(|mut file| {
+            let mut text = String::new();
+            file.read_to_string(&mut text).map(|_| text)
+        });
+    let text = match read {
         Ok(t) => t,
         Err(e) if e.kind() == ErrorKind::NotFound => return None,
         Err(e) => {
@@ -605,49 +785,39 @@ fn load_state(state_path: &Path) -> Option<PartState> {
 }
 
 /// Write the state atomically: a crash leaves the old state or the new, never half.
-fn save_state(state_path: &Path, state: &PartState) -> Result<(), CopyError> {
-    let tmp = sibling(state_path, ".tmp");
+fn save_state(
+    destination: &Destination,
+    state_name: &OsStr,
+    state: &PartState,
+) -> Result<(), CopyError> {
+    let mut tmp = state_name.to_os_string();
+    tmp.push(".tmp");
     let json = serde_json::to_vec(state).map_err(CopyError::EncodeState)?;
     let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = destination.open(&tmp, OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC)?;
         f.write_all(&json)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, state_path)
+        destination.rename(&tmp, state_name)
     };
     write().map_err(|source| {
-        let _ = std::fs::remove_file(&tmp);
+        let _ = destination.remove(&tmp);
         CopyError::Io {
-            action: format!("write the copy state {state_path:?}"),
+            action: format!("write the copy state {:?}", destination.path_of(state_name)),
             source,
         }
     })
 }
 
-/// Remove a file; a file already gone is fine.
-fn remove_if_exists(path: &Path) -> Result<(), CopyError> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(CopyError::Io {
-            action: format!("remove {path:?}"),
-            source,
-        }),
-    }
-}
-
-/// Make a rename in `path`'s folder durable. Best effort: some filesystems refuse to
-/// sync a directory, and the file itself is already synced.
-fn sync_parent(path: &Path) {
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    if let Ok(dir) = std::fs::File::open(parent) {
-        let _ = dir.sync_all();
-    }
+/// Remove a file of the destination's folder; a file already gone is fine.
+fn remove_if_exists(destination: &Destination, name: &OsStr) -> Result<(), CopyError> {
+    destination.remove(name).map_err(|source| CopyError::Io {
+        action: format!("remove {:?}", destination.path_of(name)),
+        source,
+    })
 }
 
 /// `path` with `suffix` appended to its last component.
+#[cfg(test)]
 fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(suffix);
@@ -731,12 +901,25 @@ mod tests {
     use bosun_proto::Status;
     use tokio_util::sync::CancellationToken;
 
-    /// A scratch folder removed when the test ends.
+    /// The file root of the test contexts: every scratch folder is made under it.
+    fn root() -> PathBuf {
+        std::env::temp_dir().join("bosun-copy-tests")
+    }
+
+    /// A scratch folder removed when the test ends: under the root, or outside it.
     struct Scratch(PathBuf);
 
     impl Scratch {
         fn new() -> Scratch {
-            let d = std::env::temp_dir().join(format!("bosun-copy-test-{}", bosun_proto::new_id()));
+            let d = root().join(bosun_proto::new_id());
+            std::fs::create_dir_all(&d).unwrap();
+            Scratch(d)
+        }
+
+        /// A folder outside the test contexts' file root.
+        fn outside() -> Scratch {
+            let d =
+                std::env::temp_dir().join(format!("bosun-copy-outside-{}", bosun_proto::new_id()));
             std::fs::create_dir_all(&d).unwrap();
             Scratch(d)
         }
@@ -786,9 +969,46 @@ mod tests {
         }
     }
 
+    /// A node whose one file root is [`root`].
     fn context() -> Context {
         let rx = CancellationToken::new();
-        crate::test_context("ship1", rx)
+        std::fs::create_dir_all(root()).unwrap();
+        Context {
+            confine: Arc::new(crate::Confinement {
+                file_roots: vec![root()],
+                ..Default::default()
+            }),
+            ..crate::test_context("ship1", rx)
+        }
+    }
+
+    /// A submit sink that answers every batch as queued, and what it was handed, batch by
+    /// batch.
+    fn collecting() -> (SubmitSink, Arc<Mutex<Vec<Vec<Message>>>>) {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<crate::FollowUps>(1);
+        let kept = Arc::new(Mutex::new(Vec::new()));
+        let keep = kept.clone();
+        tokio::spawn(async move {
+            while let Some(batch) = rx.recv().await {
+                lock(&keep).push(batch.messages);
+                let _ = batch.queued.send(Ok(()));
+            }
+        });
+        (SubmitSink::new(tx), kept)
+    }
+
+    /// What copySrc did: its outcome, and the messages it had queued.
+    struct Sourced {
+        outcome: Outcome,
+        submit: Vec<Message>,
+    }
+
+    /// Run copySrc with `data` in `context`.
+    async fn run_source(data: &[&str], context: &Context) -> Sourced {
+        let (sink, kept) = collecting();
+        let outcome = run_src(&src_message(data), context, &sink).await;
+        let submit = lock(&kept).concat();
+        Sourced { outcome, submit }
     }
 
     fn src_message(data: &[&str]) -> Message {
@@ -801,9 +1021,9 @@ mod tests {
     }
 
     /// Run copySrc for `src` → `dst` and return its outcome and messages.
-    async fn source(src: &Path, dst: &Path, chunk: &str) -> Handled {
+    async fn source(src: &Path, dst: &Path, chunk: &str) -> Sourced {
         let (s, d) = (src.display().to_string(), dst.display().to_string());
-        run_src(&src_message(&[&s, "ship2", &d, chunk]), &context()).await
+        run_source(&[&s, "ship2", &d, chunk], &context()).await
     }
 
     fn chunk_of(m: &Message) -> CopyChunk {
@@ -941,7 +1161,10 @@ mod tests {
         }
         assert!(!dst.exists());
         assert_eq!(leftovers(&dst).len(), 2, "part and state are on disk");
-        let state = load_state(&sibling(&dst, ".bosun-part.json")).unwrap();
+        let state: PartState = serde_json::from_str(
+            &std::fs::read_to_string(sibling(&dst, ".bosun-part.json")).unwrap(),
+        )
+        .unwrap();
         assert_eq!(state.received.len(), first.len());
         // As after a restart: a new context, nothing kept in memory but the files.
         let ctx = context();
@@ -1096,11 +1319,7 @@ mod tests {
         let dst = dir.path("dst");
         assert_eq!(source(&src, &dst, "10").await.submit.len(), 1172);
         assert_eq!(source(&src, &dst, "99999999").await.submit.len(), 3);
-        let h = run_src(
-            &src_message(&[&src.display().to_string(), "ship2", "/tmp/x"]),
-            &context(),
-        )
-        .await;
+        let h = run_source(&[&src.display().to_string(), "ship2", "/tmp/x"], &context()).await;
         assert_eq!(h.submit.len(), 5, "256 KiB by default");
     }
 
@@ -1112,14 +1331,14 @@ mod tests {
         let s = src.display().to_string();
         let missing = dir.path("missing").display().to_string();
         let cases: [(&[&str], &str); 5] = [
-            (&[&missing, "ship2", "/tmp/x"], "cannot read"),
+            (&[&missing, "ship2", "/tmp/x"], "cannot open"),
             (&[&s, "ship 2", "/tmp/x"], "bad destination node"),
             (&[&s, "ship2", "/tmp/x", "lots"], "not a whole number"),
             (&[&s, "ship2"], "copySrc needs data"),
             (&[&s, "ship2", "", "1024"], "copySrc needs data"),
         ];
         for (data, want) in cases {
-            let h = run_src(&src_message(data), &context()).await;
+            let h = run_source(data, &context()).await;
             assert_eq!(h.outcome.status, Status::Failed, "{data:?}");
             let e = h.outcome.error.unwrap();
             assert!(e.contains(want), "{data:?}: {e}");
@@ -1209,5 +1428,222 @@ mod tests {
             assert!(e.contains(want), "{e}");
         }
         assert!(!Path::new("/tmp/bosun-never-written").exists());
+    }
+
+    fn dst_message(chunk: &CopyChunk) -> Message {
+        Message {
+            method: "copyDst".into(),
+            data: vec![serde_json::to_string(chunk).unwrap()],
+            ..Default::default()
+        }
+    }
+
+    /// Run every chunk of `bytes` for `path` at the destination; the last outcome.
+    async fn deliver(bytes: &[u8], path: &str, context: &Context) -> Outcome {
+        let mut last = None;
+        for chunk in plan(bytes, path, 4096, &bosun_proto::new_id()) {
+            last = Some(run_dst(&dst_message(&chunk), context).await);
+        }
+        last.unwrap()
+    }
+
+    #[tokio::test]
+    async fn copy_src_reads_only_inside_the_roots() {
+        let dir = Scratch::new();
+        let out = Scratch::outside();
+        let secret = out.path("secret");
+        std::fs::write(&secret, b"secret").unwrap();
+        std::os::unix::fs::symlink(&secret, dir.path("link")).unwrap();
+        std::os::unix::fs::symlink(&out.0, dir.path("folder")).unwrap();
+        let inside = dir.path("x").display().to_string();
+        let cases = [
+            (
+                secret.display().to_string(),
+                "is outside this node's file roots",
+            ),
+            (
+                format!("{}/../../{}", dir.0.display(), "etc/passwd"),
+                "contains `..`",
+            ),
+            (dir.path("link").display().to_string(), "resolves to"),
+            (
+                dir.path("folder/secret").display().to_string(),
+                "resolves to",
+            ),
+        ];
+        for (src, want) in cases {
+            let h = run_source(&[&src, "ship2", &inside], &context()).await;
+            assert_eq!(h.outcome.status, Status::Failed, "{src}");
+            let e = h.outcome.error.unwrap();
+            assert!(
+                e.contains(want) && e.contains("see file_roots"),
+                "{src}: {e}"
+            );
+            assert!(h.submit.is_empty(), "{src}: nothing was sent");
+        }
+    }
+
+    #[tokio::test]
+    async fn copy_src_refuses_a_file_over_the_limit_without_reading_it() {
+        let dir = Scratch::new();
+        let src = dir.path("huge.img");
+        // Sparse: 64 GiB that take no disk. Reading it, let alone holding it, would take
+        // minutes and more memory than the machine has.
+        std::fs::File::create(&src)
+            .unwrap()
+            .set_len(64 << 30)
+            .unwrap();
+        let ctx = Context {
+            confine: Arc::new(crate::Confinement {
+                copy_max_bytes: 1 << 20,
+                ..(*context().confine).clone()
+            }),
+            ..context()
+        };
+        let t = std::time::Instant::now();
+        let h = run_source(&[&src.display().to_string(), "ship2", "dst"], &ctx).await;
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(h.outcome.status, Status::Failed);
+        assert_eq!(
+            h.outcome.error.unwrap(),
+            format!(
+                "{} is 68719476736 bytes, more than this node's copy_max_bytes (1048576); copy a smaller file or raise copy_max_bytes",
+                src.display()
+            )
+        );
+        assert!(h.submit.is_empty());
+    }
+
+    #[tokio::test]
+    async fn copy_src_reads_each_batch_only_after_the_last_is_queued() {
+        let dir = Scratch::new();
+        let src = dir.path("src.bin");
+        let chunk = MAX_CHUNK as usize;
+        let per_batch = (BATCH_BYTES as usize) / chunk;
+        let first = vec![1u8; chunk * per_batch];
+        let rest = vec![2u8; chunk * per_batch + 100];
+        std::fs::write(&src, [first.as_slice(), rest.as_slice()].concat()).unwrap();
+        // A node that, before it says the first batch is queued, rewrites the part of the
+        // file not sent yet. A source that read ahead would send the old bytes.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<crate::FollowUps>(1);
+        let changer = {
+            let src = src.clone();
+            tokio::spawn(async move {
+                let mut batches = Vec::new();
+                while let Some(batch) = rx.recv().await {
+                    if batches.is_empty() {
+                        let file = std::fs::OpenOptions::new().write(true).open(&src).unwrap();
+                        file.write_all_at(&vec![3u8; rest.len()], first.len() as u64)
+                            .unwrap();
+                    }
+                    batches.push(batch.messages);
+                    let _ = batch.queued.send(Ok(()));
+                }
+                batches
+            })
+        };
+        let data = [
+            &src.display().to_string(),
+            "ship2",
+            "dst",
+            &chunk.to_string(),
+        ];
+        let outcome = run_src(&src_message(&data), &context(), &SubmitSink::new(tx)).await;
+        let batches = changer.await.unwrap();
+        let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [per_batch, per_batch, 1], "a batch at a time");
+        let later: Vec<u8> = batches[1..]
+            .concat()
+            .iter()
+            .flat_map(|m| BASE64.decode(chunk_of(m).bytes).unwrap())
+            .collect();
+        assert!(
+            later.iter().all(|b| *b == 3),
+            "read after the first batch was queued"
+        );
+        assert_eq!(outcome.status, Status::Failed);
+        let e = outcome.error.unwrap();
+        assert!(e.contains("changed while it was copied"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn copy_src_fails_when_the_node_does_not_queue_its_chunks() {
+        let dir = Scratch::new();
+        let src = dir.path("src.bin");
+        std::fs::write(&src, b"abc").unwrap();
+        let outcome = run_src(
+            &src_message(&[&src.display().to_string(), "ship2", "dst"]),
+            &context(),
+            &SubmitSink::none(),
+        )
+        .await;
+        assert_eq!(outcome.status, Status::Failed);
+        let e = outcome.error.unwrap();
+        assert!(e.starts_with("chunks 1..1 of 1 could not be queued"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn copy_dst_writes_only_inside_the_roots() {
+        let dir = Scratch::new();
+        let out = Scratch::outside();
+        std::os::unix::fs::symlink(&out.0, dir.path("out")).unwrap();
+        let ctx = context();
+        let cases = [
+            (
+                out.path("new/file").display().to_string(),
+                "is outside this node's file roots",
+            ),
+            (format!("{}/../escaped", dir.0.display()), "contains `..`"),
+            ("../escaped".to_string(), "contains `..`"),
+            (dir.path("out/file").display().to_string(), "resolves to"),
+            (
+                dir.path("out/deeper/file").display().to_string(),
+                "resolves to",
+            ),
+        ];
+        for (path, want) in cases {
+            let o = deliver(b"payload", &path, &ctx).await;
+            assert_eq!(o.status, Status::Failed, "{path}");
+            let e = o.error.unwrap();
+            assert!(
+                e.contains(want) && e.contains("see file_roots"),
+                "{path}: {e}"
+            );
+        }
+        let mut written: Vec<_> = std::fs::read_dir(&out.0).unwrap().collect();
+        assert!(written.is_empty(), "nothing outside: {:?}", written.pop());
+        assert!(!root().parent().unwrap().join("escaped").exists());
+    }
+
+    #[tokio::test]
+    async fn copy_dst_replaces_a_symlink_at_its_name_and_never_writes_through_one() {
+        let dir = Scratch::new();
+        let out = Scratch::outside();
+        let victim = out.path("victim");
+        std::fs::write(&victim, b"untouched").unwrap();
+        let dst = dir.path("dst.bin");
+        std::os::unix::fs::symlink(&victim, &dst).unwrap();
+        std::os::unix::fs::symlink(&victim, sibling(&dst, ".bosun-part")).unwrap();
+        let o = deliver(b"new content", &dst.display().to_string(), &context()).await;
+        assert!(o.stdout.starts_with("copy complete:"), "{o:?}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"untouched");
+        assert!(std::fs::symlink_metadata(&dst).unwrap().is_file());
+        assert_eq!(std::fs::read(&dst).unwrap(), b"new content");
+        assert!(leftovers(&dst).is_empty());
+    }
+
+    #[tokio::test]
+    async fn copy_dst_takes_a_relative_path_under_the_first_root() {
+        let ctx = context();
+        let name = format!("relative-{}/dst.bin", bosun_proto::new_id());
+        let o = deliver(b"relative", &name, &ctx).await;
+        assert!(o.stdout.starts_with("copy complete:"), "{o:?}");
+        let landed = root().join(&name);
+        assert_eq!(std::fs::read(&landed).unwrap(), b"relative");
+        let _ = std::fs::remove_dir_all(landed.parent().unwrap());
     }
 }

@@ -1,11 +1,13 @@
 //! bosun's method handlers: one file per method, one closed `match` for dispatch.
 //!
-//! A handler gets a message, a [`Context`], a [`ChunkSink`] and a [`ProcessSink`], and
-//! returns [`Handled`]:
-//! an [`Outcome`], plus any messages the node should submit on its behalf (a file copy's
-//! chunks). Streaming handlers send their output through the sink as they go. A handler
-//! never talks to the bus or the store: the node records the start, runs the handler,
-//! turns chunks and the outcome into durable replies, and submits the follow-ups.
+//! A handler gets a message, a [`Context`], a [`ChunkSink`], a [`ProcessSink`] and a
+//! [`SubmitSink`], and returns [`Handled`]: an [`Outcome`], plus any messages the node
+//! should submit on its behalf once the run ends. Streaming handlers send their output
+//! through the chunk sink as they go; a handler with much to send (a file copy's chunks)
+//! hands it to the submit sink batch by batch, each queued durably before it reads more.
+//! A handler never talks to the bus or the store: the node records the start, runs the
+//! handler, turns chunks and the outcome into durable replies, and submits the
+//! follow-ups.
 //!
 //! # Layout
 //! - [`cli_command`]: run an argv (or a shell line when asked); `cliCommandCont` streams
@@ -15,6 +17,8 @@
 //! - [`http_get`]: fetch a URL with a timeout and a size cap.
 //! - [`hello`]: this host's inventory.
 //! - [`copy`]: `copySrc` / `copyDst`, a chunked, hashed file copy.
+//! - [`confine`]: where the file and network methods may reach (file roots, refused
+//!   address ranges), and the checked opening of files and folders.
 //! - [`op_process`]: which methods this node serves, and for whom.
 //! - [`process`]: how commands are started so that they die with the node, the process
 //!   group each run reports, and ending what a crashed node left running.
@@ -27,6 +31,7 @@
 
 pub mod cli_command;
 pub mod clock;
+pub mod confine;
 pub mod copy;
 pub mod docker;
 pub mod hello;
@@ -42,10 +47,11 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bosun_proto::{Message, Method, Millis, Outcome, Role, Status};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 pub use clock::now_millis;
+pub use confine::Confinement;
 pub use op_process::{Served, ServedError};
 pub use process::ProcessSink;
 
@@ -73,6 +79,9 @@ pub struct Context {
     pub docker_socket: PathBuf,
     /// Folder of container templates (Docker create-container JSON, `NAME.json`).
     pub templates_dir: PathBuf,
+    /// Where the file and network methods may reach: file roots, the copy size limit,
+    /// the address ranges `httpGet` may reach anyway.
+    pub confine: Arc<Confinement>,
     /// What handlers keep between runs on this node (and only this node).
     pub state: Arc<HandlerState>,
 }
@@ -127,6 +136,61 @@ impl ChunkSink {
     }
 }
 
+/// Where a handler hands messages for the node to queue while it runs (a file copy's
+/// chunks, read and sent batch by batch). [`SubmitSink::submit`] returns once the node
+/// has queued the batch durably, so a handler that waits for it holds one batch in
+/// memory, not the whole work. The handler still never touches the store: the node does
+/// the queueing.
+#[derive(Clone, Default)]
+pub struct SubmitSink(Option<mpsc::Sender<FollowUps>>);
+
+/// One batch of messages handed to the node, and where the node answers once they are
+/// queued (or why they were not).
+#[derive(Debug)]
+pub struct FollowUps {
+    /// The messages, their `toNode` set.
+    pub messages: Vec<Message>,
+    /// Told when the batch is durable in the outbox, or why it is not.
+    pub queued: oneshot::Sender<Result<(), NotQueued>>,
+}
+
+/// Why the node did not queue a batch of follow-up messages.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct NotQueued {
+    /// The node's reason.
+    pub reason: String,
+}
+
+impl SubmitSink {
+    /// A sink whose batches go to `tx`.
+    pub fn new(tx: mpsc::Sender<FollowUps>) -> Self {
+        SubmitSink(Some(tx))
+    }
+
+    /// A sink that queues nothing (for handlers run without a node).
+    pub fn none() -> Self {
+        SubmitSink(None)
+    }
+
+    /// Hand `messages` to the node and wait until they are queued.
+    pub async fn submit(&self, messages: Vec<Message>) -> Result<(), NotQueued> {
+        let stopped = || NotQueued {
+            reason: "the node stopped taking messages (shutting down?)".into(),
+        };
+        let Some(tx) = &self.0 else {
+            return Err(NotQueued {
+                reason: "this run cannot queue messages".into(),
+            });
+        };
+        let (queued, answer) = oneshot::channel();
+        tx.send(FollowUps { messages, queued })
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.unwrap_or_else(|_| Err(stopped()))
+    }
+}
+
 /// What a handler produced.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Handled {
@@ -152,13 +216,15 @@ pub fn has_handler(method: Method) -> bool {
 }
 
 /// Run `message` with the handler for its method. Streamed output goes to `chunks`; the
-/// process group of a started command is reported to `processes`.
+/// process group of a started command is reported to `processes`; messages the node
+/// must queue while the run goes on go to `follow_ups`.
 pub async fn run(
     method: Method,
     message: &Message,
     context: &Context,
     chunks: &ChunkSink,
     processes: &ProcessSink,
+    follow_ups: &SubmitSink,
 ) -> Handled {
     use docker::{Lifecycle, Operation};
     let container = |operation: Operation| docker::run(method, operation, message, context, chunks);
@@ -170,7 +236,7 @@ pub async fn run(
         Method::Ping => ping::run(message, context).await.into(),
         Method::TailFile => tail_file::run(message, context, chunks).await.into(),
         Method::HttpGet => http_get::run(message, context).await.into(),
-        Method::CopySrc => copy::run_src(message, context).await,
+        Method::CopySrc => copy::run_src(message, context, follow_ups).await.into(),
         Method::CopyDst => copy::run_dst(message, context).await.into(),
         Method::OpCommand => op_process::run_op_command(message, context).await.into(),
         Method::OpProcessList => op_process::run_list(message, context).await.into(),
@@ -276,11 +342,15 @@ pub(crate) fn test_context(name: &str, shutdown: CancellationToken) -> Context {
         default_method_timeout: Duration::from_secs(30),
         kill_grace: Duration::from_secs(1),
         shutdown,
-        data_dir,
+        data_dir: data_dir.clone(),
         labels: Default::default(),
         served: Arc::new(RwLock::new(Served::default())),
         docker_socket: PathBuf::from("/var/run/docker.sock"),
         templates_dir: std::env::temp_dir(),
+        confine: Arc::new(Confinement {
+            file_roots: vec![data_dir.clone()],
+            ..Confinement::default()
+        }),
         state: Default::default(),
     }
 }

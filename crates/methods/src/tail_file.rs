@@ -8,10 +8,14 @@
 //! shrinks below the read position (truncation), the rest of the old file is read and
 //! the new one is read from its start. A path that vanishes during rotation is polled
 //! until it comes back.
+//!
+//! The file must lie inside the node's file roots ([`crate::confine`]), at the start and
+//! at every reopen after a rotation: a path that now leads outside is not followed.
 
 use std::io::SeekFrom;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bosun_proto::{Message, Outcome, Status};
@@ -19,7 +23,8 @@ use tokio::fs::File;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::oneshot;
 
-use crate::{ChunkSink, Context, done, failed, now_millis};
+use crate::confine::{ConfineError, OpenedFile, os_words};
+use crate::{ChunkSink, Confinement, Context, done, failed, now_millis};
 
 /// How often the file is looked at.
 const POLL: Duration = Duration::from_millis(200);
@@ -61,9 +66,9 @@ async fn follow(
             "no file given: `data` must be [\"<path>\"], the file to follow",
         );
     };
-    let mut follower = match Follower::open_at_end(PathBuf::from(path)).await {
+    let mut follower = match Follower::open_at_end(path, context.confine.clone()).await {
         Ok(f) => f,
-        Err(e) => return failed(context, started, format!("cannot open {path:?}: {e}")),
+        Err(e) => return failed(context, started, e.to_string()),
     };
     if let Some(ready) = ready {
         let _ = ready.send(());
@@ -127,7 +132,13 @@ impl FileId {
 
 /// The open file, where reading stopped, and a partial line waiting for its newline.
 struct Follower {
+    /// The path as the message gave it, opened again after a rotation.
+    given: String,
+    /// The real path of the file opened first, looked at for rotation.
     path: PathBuf,
+    confine: Arc<Confinement>,
+    /// A reopen was refused (the path now leads outside the roots) and logged.
+    refused: bool,
     file: File,
     id: FileId,
     offset: u64,
@@ -137,16 +148,29 @@ struct Follower {
 }
 
 impl Follower {
-    /// Open `path` and place the read position at its current end.
-    async fn open_at_end(path: PathBuf) -> Result<Follower, OpenError> {
-        let mut file = File::open(&path).await?;
-        let meta = file.metadata().await?;
-        if meta.is_dir() {
-            return Err(OpenError::Directory);
-        }
-        let offset = file.seek(SeekFrom::End(0)).await?;
+    /// Open `given` inside the roots and place the read position at its current end.
+    async fn open_at_end(given: &str, confine: Arc<Confinement>) -> Result<Follower, OpenError> {
+        let opened = open_confined(given, &confine).await?;
+        // Where a relative path leads (under the first root), as a path, not resolved:
+        // a symlink that rotation moves on is followed to its new file.
+        let path = confine.absolute(given).unwrap_or(opened.real);
+        let mut file = File::from_std(opened.file);
+        let meta = file.metadata().await.map_err(|source| OpenError::Io {
+            given: given.to_string(),
+            source,
+        })?;
+        let offset = file
+            .seek(SeekFrom::End(0))
+            .await
+            .map_err(|source| OpenError::Io {
+                given: given.to_string(),
+                source,
+            })?;
         Ok(Follower {
+            given: given.to_string(),
             path,
+            confine,
+            refused: false,
             file,
             id: FileId::of(&meta),
             offset,
@@ -183,15 +207,29 @@ impl Follower {
             if !self.drain(chunks, sent).await {
                 return false;
             }
-            match File::open(&self.path).await {
-                Ok(file) => {
+            match open_confined(&self.given, &self.confine).await {
+                Ok(opened) => {
                     if !self.flush_partial(chunks, sent).await {
                         return false;
                     }
-                    self.file = file;
-                    self.id = FileId::of(&meta);
+                    // The file opened, which may differ from the one looked at above if
+                    // the path changed again in between.
+                    self.id = match opened.file.metadata() {
+                        Ok(meta) => FileId::of(&meta),
+                        Err(_) => FileId::of(&meta),
+                    };
+                    self.file = File::from_std(opened.file);
                     self.offset = 0;
+                    self.refused = false;
                     return self.drain(chunks, sent).await;
+                }
+                Err(OpenError::Refused(e)) => {
+                    if !self.refused {
+                        tracing::warn!(path = %self.path.display(), error = %e,
+                            "the rotated file is not followed: it is outside the file roots");
+                        self.refused = true;
+                    }
+                    return true;
                 }
                 Err(e) => {
                     tracing::debug!(path = %self.path.display(), error = %e,
@@ -266,23 +304,39 @@ impl Follower {
     }
 }
 
-/// Why the file to follow could not be opened; the outcome says "cannot open PATH: " and
-/// this.
+/// Why the file to follow could not be opened; the text is the outcome's error.
 #[derive(Debug, thiserror::Error)]
 enum OpenError {
-    /// The OS refused.
-    #[error("{}", io_reason(.0))]
-    Io(#[from] std::io::Error),
-    /// The path is a folder.
-    #[error("it is a directory; give the path of a file")]
-    Directory,
+    /// Outside the roots, not a file, or not there: the confinement's words.
+    #[error(transparent)]
+    Refused(#[from] ConfineError),
+    /// Opened, but not usable.
+    #[error("cannot open {given:?}: {}", os_words(source))]
+    Io {
+        /// The path as given.
+        given: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The blocking open did not finish.
+    #[error("opening {given:?} failed: {reason}")]
+    Task {
+        /// The path as given.
+        given: String,
+        /// The runtime's words.
+        reason: String,
+    },
 }
 
-/// The OS's words for an IO error, without Rust's "(os error N)" suffix.
-fn io_reason(e: &std::io::Error) -> String {
-    match e.raw_os_error() {
-        Some(code) => nix::errno::Errno::from_raw(code).desc().to_string(),
-        None => e.to_string(),
+/// Open `given` for reading inside the roots, off the async workers.
+async fn open_confined(given: &str, confine: &Arc<Confinement>) -> Result<OpenedFile, OpenError> {
+    let (confine, owned) = (confine.clone(), given.to_string());
+    match tokio::task::spawn_blocking(move || confine.open_read(&owned)).await {
+        Ok(opened) => Ok(opened?),
+        Err(e) => Err(OpenError::Task {
+            given: given.to_string(),
+            reason: e.to_string(),
+        }),
     }
 }
 
@@ -304,12 +358,37 @@ mod tests {
         f.write_all(text.as_bytes()).expect("append");
     }
 
-    /// A scratch folder removed when the test ends.
+    /// The file root of the test contexts: every scratch folder is made under it.
+    fn root() -> PathBuf {
+        std::env::temp_dir().join("bosun-tail-tests")
+    }
+
+    /// A node whose one file root is [`root`].
+    fn context(shutdown: CancellationToken) -> Context {
+        std::fs::create_dir_all(root()).unwrap();
+        Context {
+            confine: Arc::new(Confinement {
+                file_roots: vec![root()],
+                ..Default::default()
+            }),
+            ..crate::test_context("n1", shutdown)
+        }
+    }
+
+    /// A scratch folder removed when the test ends: under the root, or outside it.
     struct Scratch(PathBuf);
 
     impl Scratch {
         fn new() -> Scratch {
-            let d = std::env::temp_dir().join(format!("bosun-tail-test-{}", bosun_proto::new_id()));
+            let d = root().join(bosun_proto::new_id());
+            std::fs::create_dir_all(&d).unwrap();
+            Scratch(d)
+        }
+
+        /// A folder outside the test contexts' file root.
+        fn outside() -> Scratch {
+            let d =
+                std::env::temp_dir().join(format!("bosun-tail-outside-{}", bosun_proto::new_id()));
             std::fs::create_dir_all(&d).unwrap();
             Scratch(d)
         }
@@ -344,7 +423,7 @@ mod tests {
             let (tx, chunks) = mpsc::channel(64);
             let (ready_tx, ready_rx) = oneshot::channel();
             let m = message(path, timeout_secs);
-            let ctx = crate::test_context("n1", rx);
+            let ctx = context(rx);
             let task =
                 tokio::spawn(
                     async move { follow(&m, &ctx, &ChunkSink::new(tx), Some(ready_tx)).await },
@@ -485,12 +564,7 @@ mod tests {
         let rx = CancellationToken::new();
         let (chunk_tx, _chunk_rx) = mpsc::channel(4);
         let t = Instant::now();
-        let o = run(
-            &message(&path, 1),
-            &crate::test_context("n1", rx),
-            &ChunkSink::new(chunk_tx),
-        )
-        .await;
+        let o = run(&message(&path, 1), &context(rx), &ChunkSink::new(chunk_tx)).await;
         assert_eq!(o.status, Status::Done);
         assert_eq!(o.error, None);
         assert!(o.stdout.is_empty());
@@ -516,7 +590,7 @@ mod tests {
         let t = Instant::now();
         let o = follow(
             &message(&path, 30),
-            &crate::test_context("n1", rx),
+            &context(rx),
             &ChunkSink::none(),
             Some(ready_tx),
         )
@@ -534,12 +608,7 @@ mod tests {
         let dir = Scratch::new();
         let path = dir.0.join("nope.log");
         let rx = CancellationToken::new();
-        let o = run(
-            &message(&path, 1),
-            &crate::test_context("n1", rx),
-            &ChunkSink::none(),
-        )
-        .await;
+        let o = run(&message(&path, 1), &context(rx), &ChunkSink::none()).await;
         assert_eq!(o.status, Status::Failed);
         let error = o.error.unwrap();
         assert_eq!(
@@ -558,8 +627,64 @@ mod tests {
             method: "tailFile".into(),
             ..Default::default()
         };
-        let o = run(&m, &crate::test_context("n1", rx), &ChunkSink::none()).await;
+        let o = run(&m, &context(rx), &ChunkSink::none()).await;
         assert_eq!(o.status, Status::Failed);
         assert!(o.error.unwrap().contains("[\"<path>\"]"));
+    }
+
+    #[tokio::test]
+    async fn files_outside_the_roots_are_not_followed() {
+        let dir = Scratch::new();
+        let out = Scratch::outside();
+        let secret = out.0.join("secret.log");
+        append(&secret, "secret\n");
+        std::os::unix::fs::symlink(&secret, dir.0.join("link.log")).unwrap();
+        for (path, want) in [
+            (secret.clone(), "is outside this node's file roots"),
+            (dir.0.join("link.log"), "resolves to"),
+            (dir.0.join("../x.log"), "contains `..`"),
+        ] {
+            let o = run(
+                &message(&path, 1),
+                &context(CancellationToken::new()),
+                &ChunkSink::none(),
+            )
+            .await;
+            assert_eq!(o.status, Status::Failed, "{}", path.display());
+            let e = o.error.unwrap();
+            assert!(e.contains(want) && e.contains("see file_roots"), "{e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rotation_to_a_symlink_out_of_the_roots_is_not_followed() {
+        let dir = Scratch::new();
+        let out = Scratch::outside();
+        let secret = out.0.join("secret.log");
+        append(&secret, "");
+        let path = dir.0.join("app.log");
+        append(&path, "");
+        let given = path.display().to_string();
+        let ctx = context(CancellationToken::new());
+        let mut follower = Follower::open_at_end(&given, ctx.confine.clone())
+            .await
+            .unwrap();
+        let (tx, mut chunks) = mpsc::channel(8);
+        let sink = ChunkSink::new(tx);
+        let mut sent = 0;
+        // Rotated, and the path now leads out of the roots.
+        std::fs::rename(&path, dir.0.join("app.log.1")).unwrap();
+        std::os::unix::fs::symlink(&secret, &path).unwrap();
+        append(&secret, "secret\n");
+        assert!(follower.poll(&sink, &mut sent).await);
+        assert!(follower.refused, "the reopen was refused");
+        assert!(chunks.try_recv().is_err(), "nothing read from outside");
+        assert_eq!(sent, 0);
+        // A real file at the path again: followed.
+        std::fs::remove_file(&path).unwrap();
+        append(&path, "back\n");
+        assert!(follower.poll(&sink, &mut sent).await);
+        assert_eq!(chunks.try_recv().unwrap(), "back\n");
+        assert!(!follower.refused);
     }
 }

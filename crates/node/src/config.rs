@@ -353,6 +353,27 @@ settings! {
     /// Folder of container templates (`NAME.json`, Docker create-container shape).
     /// Default: `<data_dir>/templates`.
     templates_dir: Option<PathBuf> = None, None;
+    /// Folders `copySrc`, `copyDst` and `tailFile` may use, symlinks resolved; a relative
+    /// path in a message is taken against the first. Empty: the results dir and
+    /// `<data_dir>/transfer` (made 0700 at start).
+    file_roots: Vec<PathBuf> = Vec::new(),
+        Some(Cli::new("file-root", "BOSUN_FILE_ROOTS", "DIR",
+            "A folder copySrc, copyDst and tailFile may use; repeat for more. \
+             Relative paths in messages go under the first.")
+            .default_words("<results dir> and <data dir>/transfer").list());
+    /// Largest file `copySrc` sends, in bytes; a larger one is refused before any of it
+    /// is read. 1 GiB by default.
+    copy_max_bytes: u64 = bosun_methods::confine::DEFAULT_COPY_MAX_BYTES,
+        Some(Cli::new("copy-max-bytes", "BOSUN_COPY_MAX_BYTES", "BYTES",
+            "Largest file copySrc sends, in bytes."));
+    /// Address ranges `httpGet` may reach although they are loopback, link-local,
+    /// private, CGNAT, multicast or unspecified: CIDRs such as `10.0.0.0/8` or single
+    /// addresses such as `127.0.0.1`. Empty: only public addresses.
+    http_allow: Vec<String> = Vec::new(),
+        Some(Cli::new("http-allow", "BOSUN_HTTP_ALLOW", "CIDR",
+            "Let httpGet reach this loopback, link-local, private or CGNAT range anyway, \
+             e.g. 10.0.0.0/8; repeat for more.")
+            .default_words("none: public addresses only").list());
     /// Free-form labels of this node, reported in its hello (e.g. `role = "worker"`).
     /// Last, because TOML writes tables after plain values.
     labels: BTreeMap<String, String> = BTreeMap::new(),
@@ -604,6 +625,14 @@ impl SettingValue for Vec<String> {
     }
 }
 
+/// Folder lists: a layer's list replaces the one below.
+impl SettingValue for Vec<PathBuf> {
+    fn apply(&mut self, values: &[OsString]) -> Result<(), ValueError> {
+        *self = list_items(values)?.into_iter().map(PathBuf::from).collect();
+        Ok(())
+    }
+}
+
 /// Labels: a layer's `KEY=VALUE` pairs are added to those below.
 impl SettingValue for BTreeMap<String, String> {
     fn apply(&mut self, values: &[OsString]) -> Result<(), ValueError> {
@@ -771,6 +800,36 @@ impl Config {
         self.under_data_dir(&self.templates_dir, "templates")
     }
 
+    /// The folders the file methods may use: `file_roots`, else the results dir and
+    /// [`Config::transfer_path`].
+    pub fn file_roots_paths(&self) -> Vec<PathBuf> {
+        if self.file_roots.is_empty() {
+            vec![self.results_path(), self.transfer_path()]
+        } else {
+            self.file_roots.clone()
+        }
+    }
+
+    /// The folder for files copied to and from this node when `file_roots` is unset.
+    pub fn transfer_path(&self) -> PathBuf {
+        self.data_dir.join("transfer")
+    }
+
+    /// What the file and network methods may reach.
+    pub fn confinement(&self) -> Result<bosun_methods::Confinement, ConfigError> {
+        let http_allow = bosun_methods::confine::parse_allow(&self.http_allow).map_err(|e| {
+            ConfigError::Invalid {
+                field: "http_allow",
+                reason: e.to_string(),
+            }
+        })?;
+        Ok(bosun_methods::Confinement {
+            file_roots: self.file_roots_paths(),
+            copy_max_bytes: self.copy_max_bytes,
+            http_allow,
+        })
+    }
+
     /// The folder of the event stream files.
     pub fn capture_path(&self) -> PathBuf {
         self.under_data_dir(&self.capture_dir, "capture")
@@ -896,6 +955,17 @@ impl Config {
                 reason: "must be at least 1024".into(),
             });
         }
+        self.confinement()?;
+        if self
+            .file_roots
+            .iter()
+            .any(|root| root.as_os_str().is_empty())
+        {
+            return Err(ConfigError::Invalid {
+                field: "file_roots",
+                reason: "a file root cannot be an empty path; name a folder".into(),
+            });
+        }
         for url in &self.broker {
             if !(url.starts_with("nats://") || url.starts_with("tls://") || url.contains(':')) {
                 return Err(ConfigError::Invalid {
@@ -952,6 +1022,15 @@ impl Config {
                 let path = toml::Value::String(path?.display().to_string());
                 Some(format!("# {key} = {path}\n"))
             })
+            .chain(self.file_roots.is_empty().then(|| {
+                let roots = toml::Value::Array(
+                    self.file_roots_paths()
+                        .iter()
+                        .map(|root| toml::Value::String(root.display().to_string()))
+                        .collect(),
+                );
+                format!("# file_roots = {roots}\n")
+            }))
             .collect();
         if !derived.is_empty() {
             text.push_str("\n# Unset, so under data_dir:\n");
@@ -1092,6 +1171,76 @@ mod tests {
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         assert_eq!(labels, ["gpu=yes", "rack=3", "role=worker", "zone=b"]);
+    }
+
+    #[test]
+    fn confinement_settings_come_from_every_layer() {
+        let (dir, path) = file_with(
+            "file_roots = [\"/srv/a\"]\ncopy_max_bytes = 5000\nhttp_allow = [\"10.0.0.0/8\"]\n",
+        );
+        let config = Config::load(&Sources {
+            file: Some(path.clone()),
+            overrides: vec![],
+        })
+        .unwrap();
+        assert_eq!(config.file_roots_paths(), [PathBuf::from("/srv/a")]);
+        let confine = config.confinement().unwrap();
+        assert_eq!(confine.copy_max_bytes, 5000);
+        assert_eq!(confine.http_allow.len(), 1);
+        let config = Config::load(&Sources {
+            file: Some(path),
+            overrides: vec![
+                given("file_roots", Layer::Environment, "/srv/b,/srv/c"),
+                given("http_allow", Layer::Flag, "127.0.0.1"),
+            ],
+        })
+        .unwrap();
+        assert_eq!(
+            config.file_roots_paths(),
+            [PathBuf::from("/srv/b"), PathBuf::from("/srv/c")]
+        );
+        assert_eq!(config.http_allow, ["127.0.0.1"]);
+        // Unset: the results dir and the transfer folder, shown by `config show`.
+        drop(dir);
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::load(&Sources {
+            file: None,
+            overrides: vec![given("data_dir", Layer::Flag, dir.path().to_str().unwrap())],
+        })
+        .unwrap();
+        assert_eq!(
+            config.file_roots_paths(),
+            [dir.path().join("data"), dir.path().join("transfer")]
+        );
+        assert_eq!(config.copy_max_bytes, 1 << 30);
+        assert!(config.http_allow.is_empty());
+        let shown = config.to_toml_explained();
+        assert!(
+            shown.contains(&format!(
+                "# file_roots = [\"{}\", \"{}\"]",
+                dir.path().join("data").display(),
+                dir.path().join("transfer").display()
+            )),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_bad_http_allow_range_is_refused_with_its_origin() {
+        let err = Config::load(&Sources {
+            file: Some(file_with("").1),
+            overrides: vec![given(
+                "http_allow",
+                Layer::Environment,
+                "10.0.0.0/8,intranet",
+            )],
+        })
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "config `http_allow` from environment variable BOSUN_HTTP_ALLOW: \"intranet\" is not an address range; give a CIDR such as 10.0.0.0/8 or 127.0.0.1/32"
+        );
     }
 
     #[test]

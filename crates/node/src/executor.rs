@@ -37,6 +37,9 @@ pub(crate) struct Executor {
     pub transport: Arc<dyn Transport>,
     /// For the messages a handler produces.
     pub submitter: Submitter,
+    /// For the messages a handler hands over while it runs (a copy's chunks); made by
+    /// [`follow_ups`].
+    pub follow_ups: bosun_methods::SubmitSink,
     /// For replies and chunks, queued durably here and handed to the outbox loop.
     pub outbox: OutboxHandle,
     pub methods: bosun_methods::Context,
@@ -296,7 +299,15 @@ async fn run_one(executor: &Arc<Executor>, message: Message) {
         | bosun_proto::Role::Absorbed
         | bosun_proto::Role::ReplySink
         | bosun_proto::Role::Unserved => {
-            bosun_methods::run(method, &message, &executor.methods, &chunks, &processes).await
+            bosun_methods::run(
+                method,
+                &message,
+                &executor.methods,
+                &chunks,
+                &processes,
+                &executor.follow_ups,
+            )
+            .await
         }
     };
     drop(chunks);
@@ -329,6 +340,42 @@ async fn run_one(executor: &Arc<Executor>, message: Message) {
         return;
     }
     finish(executor, &message, outcome).await;
+}
+
+/// The sink through which handlers hand over messages while they run, and the task
+/// that queues each batch through `submitter` (durably, as the node's own messages) and
+/// answers the handler when it is queued. Batches of different runs are queued side by
+/// side; the task ends with the node.
+pub(crate) fn follow_ups(
+    submitter: Submitter,
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+) -> bosun_methods::SubmitSink {
+    let (tx, mut rx) = mpsc::channel::<bosun_methods::FollowUps>(16);
+    let batches = tracker.clone();
+    tracker.spawn(async move {
+        loop {
+            let batch = tokio::select! {
+                batch = rx.recv() => match batch {
+                    Some(batch) => batch,
+                    None => return,
+                },
+                _ = shutdown.cancelled() => return,
+            };
+            let submitter = submitter.clone();
+            batches.spawn(async move {
+                let queued = submitter
+                    .submit(batch.messages)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| bosun_methods::NotQueued {
+                        reason: e.to_string(),
+                    });
+                let _ = batch.queued.send(queued);
+            });
+        }
+    });
+    bosun_methods::SubmitSink::new(tx)
 }
 
 /// A sink for the process groups a run starts, and the task that queues each one for

@@ -63,6 +63,14 @@ pub enum NodeError {
         /// Why.
         source: std::io::Error,
     },
+    /// A default file root could not be made.
+    #[error("cannot create the file root {path}: {source}; make it by hand or set file_roots")]
+    FileRoot {
+        /// The folder.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The transport refused to subscribe.
     #[error("cannot listen on the transport: {0}")]
     Bus(#[from] bosun_bus::BusError),
@@ -177,6 +185,7 @@ impl Node {
             path: config.data_dir.display().to_string(),
             source,
         })?;
+        make_file_roots(&config)?;
         let policy = crate::trust::policy(&config)?;
         let store = Store::open_with(&config.db_path(), config.store_options())?;
         let audit = if config.audit_max_bytes > 0 {
@@ -202,7 +211,7 @@ impl Node {
         let running = RunningCount::default();
         let fleet = FleetView::new(store.clone(), &config);
         let capture = start_capture(&config, &shutdown, &tracker).await;
-        let methods = methods_context(&config, &shutdown);
+        let methods = methods_context(&config, &shutdown)?;
         let submitter = Submitter::new(SubmitterParts {
             config: config.clone(),
             standalone,
@@ -220,6 +229,7 @@ impl Node {
             store: store.clone(),
             transport: transport.clone(),
             submitter: submitter.clone(),
+            follow_ups: executor::follow_ups(submitter.clone(), &tracker, shutdown.clone()),
             outbox: outbox.clone(),
             methods: methods.clone(),
             capture: capture.clone(),
@@ -643,8 +653,11 @@ async fn start_capture(
 }
 
 /// What the method handlers may know of this node.
-fn methods_context(config: &Config, shutdown: &CancellationToken) -> bosun_methods::Context {
-    bosun_methods::Context {
+fn methods_context(
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> Result<bosun_methods::Context, NodeError> {
+    Ok(bosun_methods::Context {
         node: config.name.clone(),
         output_limit: config.output_limit_bytes,
         default_method_timeout: config.method_timeout(),
@@ -655,7 +668,37 @@ fn methods_context(config: &Config, shutdown: &CancellationToken) -> bosun_metho
         served: Default::default(),
         docker_socket: config.docker_socket.clone(),
         templates_dir: config.templates_path(),
+        confine: Arc::new(config.confinement()?),
         // Per node: two nodes in one process keep their own clients and copy records.
         state: Default::default(),
+    })
+}
+
+/// Make the default file roots (the results dir, and the transfer folder 0700) when
+/// `file_roots` is unset, so copies and tails have somewhere to go. Roots the operator
+/// names are left as they are; one that does not exist holds nothing until it does.
+fn make_file_roots(config: &Config) -> Result<(), NodeError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if !config.file_roots.is_empty() {
+        for root in config.file_roots.iter().filter(|root| !root.is_dir()) {
+            tracing::warn!(root = %root.display(), "file root is not a folder that exists; file methods cannot use it until it is");
+        }
+        return Ok(());
     }
+    let made = |path: std::path::PathBuf, source: std::io::Error| NodeError::FileRoot {
+        path: path.display().to_string(),
+        source,
+    };
+    let results = config.results_path();
+    std::fs::create_dir_all(&results).map_err(|e| made(results, e))?;
+    let transfer = config.transfer_path();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&transfer)
+        .map_err(|e| made(transfer.clone(), e))?;
+    // Made by an earlier version, or by hand: tighten it too.
+    std::fs::set_permissions(&transfer, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| made(transfer, e))?;
+    Ok(())
 }

@@ -193,7 +193,10 @@ impl KeysCmd {
                 if users.is_empty() {
                     bail!("no node identities issued yet: bosun keys issue --name NODE …");
                 }
-                out!("{}", bosun_trust::nats::server_config(&cmd.prefix, &users));
+                out!(
+                    "{}",
+                    bosun_trust::nats::try_server_config(&cmd.prefix, &users)?
+                );
                 Ok(0)
             }
         }

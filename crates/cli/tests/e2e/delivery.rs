@@ -359,12 +359,13 @@ fn copy_a_file_between_nodes_in_hashed_chunks() {
     let Some(mut fleet) = fleet().nodes(&["central", "ship1", "ship2"]).start() else {
         return;
     };
-    let src = fleet.dir().join("src.bin");
+    // Each node's default file roots: its results dir and `<data dir>/transfer`.
+    let src = fleet.data_dir("ship1").join("transfer/src.bin");
     let content: Vec<u8> = (0..700_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     std::fs::write(&src, &content).unwrap();
-    let dst = fleet.dir().join("copied/dst.bin");
+    let dst = fleet.data_dir("ship2").join("transfer/copied/dst.bin");
     // ship2 is down when the copy starts: the chunks wait in ship1's outbox.
     fleet.node_mut("ship2").kill9();
     let msg = serde_json::json!([{
@@ -388,5 +389,35 @@ fn copy_a_file_between_nodes_in_hashed_chunks() {
     eventually(Duration::from_secs(30), "the copy completes", || {
         (std::fs::read(&dst).ok()? == content).then_some(())
     });
-    assert!(!fleet.dir().join("copied/dst.bin.bosun-part").exists());
+    assert!(!dst.with_extension("bin.bosun-part").exists());
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(fleet.data_dir("ship2").join("transfer"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "the transfer folder is the node's own");
+    }
+
+    // A file outside the roots is refused at the source.
+    let copy_src = |data: serde_json::Value| {
+        let msg = serde_json::json!([{ "toNode": "ship1", "method": "copySrc", "data": data }]);
+        std::fs::write(&file, msg.to_string()).unwrap();
+        let out = fleet
+            .node("central")
+            .cli(&["send", "--wait", "--json", file.to_str().unwrap()]);
+        json(&out)[0]["result"].clone()
+    };
+    let result = copy_src(serde_json::json!([
+        "/etc/hostname",
+        "ship2",
+        dst.to_str().unwrap()
+    ]));
+    assert_eq!(result["status"], "failed", "{result}");
+    let error = result["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("path /etc/hostname is outside this node's file roots")
+            && error.ends_with("see file_roots"),
+        "{error}"
+    );
 }

@@ -182,11 +182,24 @@ fn steward_document_examples_work_unchanged() {
         shims.path().display(),
         std::env::var("PATH").unwrap_or_default()
     );
+    // The page is served on loopback, which httpGet reaches only when allowed; the log
+    // ship2 tails lies in a folder it is given as its file root.
+    let logs = tempfile::tempdir().unwrap();
+    let logs_root = logs.path().to_str().unwrap();
     let Some(fleet) = fleet()
         .central("central")
-        .node(NodeSpec::new("central").env("PATH", path.as_str()))
+        .node(
+            NodeSpec::new("central")
+                .env("PATH", path.as_str())
+                .env("BOSUN_HTTP_ALLOW", "127.0.0.1/32"),
+        )
         .node(NodeSpec::new("ship1").env("PATH", path.as_str()))
-        .node(NodeSpec::new("ship2").env("PATH", path.as_str()))
+        .node(
+            NodeSpec::new("ship2")
+                .env("PATH", path.as_str())
+                .env("BOSUN_HTTP_ALLOW", "127.0.0.1/32")
+                .env("BOSUN_FILE_ROOTS", logs_root),
+        )
         .start()
     else {
         return;
@@ -194,7 +207,7 @@ fn steward_document_examples_work_unchanged() {
     let central = fleet.node("central");
     let results = fleet.data_dir("central").join("data");
     let page = serve_page(PAGE);
-    let log = fleet.dir().join("test.log");
+    let log = logs.path().join("test.log");
     std::fs::write(&log, "old line\n").unwrap();
     let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/steward");
 
@@ -220,10 +233,16 @@ fn steward_document_examples_work_unchanged() {
                         );
                     }
                 }
-                Observation::ResultFile(file, want) => want.check(
-                    &format!("{what}: {file}"),
-                    std::fs::read_to_string(results.join(file)).ok().as_deref(),
-                ),
+                Observation::ResultFile(file, want) => {
+                    // The sink writes the file after the reply is recorded, so a final
+                    // state can be seen a moment before its file.
+                    let written = eventually(
+                        Duration::from_secs(10),
+                        &format!("{what}: {file} is written"),
+                        || std::fs::read_to_string(results.join(file)).ok(),
+                    );
+                    want.check(&format!("{what}: {file}"), Some(&written));
+                }
                 Observation::TailsNewLines => tails_new_lines(central, &ids[0], &log),
             }
         }

@@ -22,6 +22,7 @@ async fn run(method: Method, message: &Message, context: &Context, chunks: &Chun
         context,
         chunks,
         &crate::ProcessSink::none(),
+        &crate::SubmitSink::none(),
     )
     .await
     .outcome
