@@ -36,6 +36,13 @@ pub struct NatsOptions {
     pub creds_file: Option<PathBuf>,
 }
 
+/// Read a secret file (nkey seed, creds, TLS key), refusing one that group or others
+/// may read, as ssh does.
+fn secret(path: &std::path::Path, what: &str) -> Result<String, BusError> {
+    bosun_trust::secret_file::read_secret(path)
+        .map_err(|e| BusError::Other(format!("cannot use the {what}: {e}")))
+}
+
 /// A connection to NATS.
 #[derive(Clone)]
 pub struct NatsTransport {
@@ -60,6 +67,8 @@ impl NatsTransport {
         }
         match (&options.tls_cert, &options.tls_key) {
             (Some(cert), Some(key)) => {
+                // Only checked here (others may not read it); the client reads it itself.
+                secret(key, "TLS key")?;
                 connect = connect.add_client_certificate(cert.clone(), key.clone());
             }
             (None, None) => {}
@@ -73,17 +82,12 @@ impl NatsTransport {
             connect = connect.require_tls(true);
         }
         if let Some(seed_file) = &options.nkey_seed_file {
-            let seed = std::fs::read_to_string(seed_file).map_err(|e| {
-                BusError::Other(format!(
-                    "cannot read nkey seed file {}: {e}",
-                    seed_file.display()
-                ))
-            })?;
-            connect = connect.nkey(seed.trim().to_string());
+            connect = connect.nkey(secret(seed_file, "nkey seed file")?);
         }
         if let Some(creds) = &options.creds_file {
-            connect = connect.credentials_file(creds).await.map_err(|e| {
-                BusError::Other(format!("cannot read creds file {}: {e}", creds.display()))
+            let text = secret(creds, "creds file")?;
+            connect = connect.credentials(&text).map_err(|e| {
+                BusError::Other(format!("cannot use creds file {}: {e}", creds.display()))
             })?;
         }
         let addrs: Vec<async_nats::ServerAddr> = options
@@ -187,5 +191,61 @@ impl Transport for NatsTransport {
 
     fn describe(&self) -> String {
         format!("nats {}", self.urls)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn secret_files_others_can_read_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let loose = dir.path().join("loose");
+        std::fs::write(
+            &loose,
+            "SUAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let base = NatsOptions {
+            urls: vec!["nats://127.0.0.1:1".into()],
+            ..Default::default()
+        };
+        for (what, options) in [
+            (
+                "nkey seed file",
+                NatsOptions {
+                    nkey_seed_file: Some(loose.clone()),
+                    ..base.clone()
+                },
+            ),
+            (
+                "creds file",
+                NatsOptions {
+                    creds_file: Some(loose.clone()),
+                    ..base.clone()
+                },
+            ),
+            (
+                "TLS key",
+                NatsOptions {
+                    tls_cert: Some(dir.path().join("cert.pem")),
+                    tls_key: Some(loose.clone()),
+                    ..base.clone()
+                },
+            ),
+        ] {
+            let error = match NatsTransport::connect(&options).await {
+                Ok(_) => panic!("{what}: a loose secret file was taken"),
+                Err(e) => e.to_string(),
+            };
+            assert!(
+                error.contains(what) && error.contains("chmod 600"),
+                "{what}: {error}"
+            );
+        }
     }
 }

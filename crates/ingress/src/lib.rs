@@ -54,14 +54,9 @@ pub enum IngressError {
         "the HTTP API needs a token: set BOSUN_HTTP_TOKEN, or http_token_file in the config (never a flag: flags show in ps)"
     )]
     NoToken,
-    /// The HTTP token file could not be read.
-    #[error("cannot read the HTTP token file {path}: {source}")]
-    TokenFile {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
+    /// The HTTP token file could not be read, or others may read it.
+    #[error("cannot use the HTTP token file: {0}")]
+    TokenFile(#[from] bosun_trust::secret_file::SecretFileError),
     /// The HTTP token is too short to be safe.
     #[error("the HTTP API token is too short: use at least 16 characters (e.g. uuidgen)")]
     ShortToken,
@@ -171,18 +166,13 @@ async fn bind(
 }
 
 /// The HTTP API token: `BOSUN_HTTP_TOKEN` when set and not empty, else the trimmed
-/// contents of `http_token_file`. Never a flag, since flags show in `ps`.
+/// contents of `http_token_file`, which only its owner may read. Never a flag, since
+/// flags show in `ps`.
 fn http_token(config: &Config) -> Result<String, IngressError> {
     let token = match std::env::var("BOSUN_HTTP_TOKEN") {
         Ok(token) if !token.is_empty() => token,
         _ => match &config.http_token_file {
-            Some(path) => std::fs::read_to_string(path)
-                .map_err(|source| IngressError::TokenFile {
-                    path: path.clone(),
-                    source,
-                })?
-                .trim()
-                .to_string(),
+            Some(path) => bosun_trust::secret_file::read_secret(path)?,
             None => return Err(IngressError::NoToken),
         },
     };
@@ -253,6 +243,23 @@ mod tests {
             .expect("shutdown within its grace");
         assert!(node.tracker().is_empty(), "no task outlives shutdown");
         assert!(!socket.exists(), "the socket file is removed");
+    }
+
+    #[test]
+    fn a_token_file_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "0123456789abcdef0123\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let config = Config {
+            http_token_file: Some(path.clone()),
+            ..test_support::config(dir.path(), "n1")
+        };
+        let error = http_token(&config).unwrap_err().to_string();
+        assert!(error.contains("chmod 600"), "{error}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(http_token(&config).unwrap(), "0123456789abcdef0123");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

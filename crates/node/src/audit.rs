@@ -6,7 +6,7 @@
 //! would take the file past its size, so no line is ever split across files. Lines are
 //! not fsynced: the store, not this log, is what survives a crash.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -196,7 +196,7 @@ impl AuditLog {
 }
 
 fn open_append(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
+    crate::files::open_private_append(path)
 }
 
 fn ignore_missing(result: std::io::Result<()>) -> std::io::Result<()> {

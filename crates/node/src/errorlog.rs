@@ -35,11 +35,7 @@ pub(crate) fn append(path: &Path, entry: &ErrorEntry<'_>) {
         Ok(l) => l,
         Err(_) => return,
     };
-    let result = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .and_then(|mut f| writeln!(f, "{line}"));
+    let result = crate::files::open_private_append(path).and_then(|mut f| writeln!(f, "{line}"));
     if let Err(e) = result {
         tracing::error!(path = %path.display(), error = %e, "cannot write the error log");
     }
@@ -61,11 +57,8 @@ pub(crate) fn append_remote(path: &Path, from: &str, data: &[String]) {
         lines.push_str(&line.to_string());
         lines.push('\n');
     }
-    let result = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .and_then(|mut f| f.write_all(lines.as_bytes()));
+    let result =
+        crate::files::open_private_append(path).and_then(|mut f| f.write_all(lines.as_bytes()));
     if let Err(e) = result {
         tracing::error!(path = %path.display(), error = %e, "cannot write the error log");
     }

@@ -173,12 +173,19 @@ impl Node {
         standalone: bool,
     ) -> Result<Node, NodeError> {
         config.validate()?;
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
+        crate::files::private_dir(&config.data_dir).map_err(|source| NodeError::DataDir {
             path: config.data_dir.display().to_string(),
             source,
         })?;
         let policy = crate::trust::policy(&config)?;
         let store = Store::open_with(&config.db_path(), config.store_options())?;
+        // redb creates the file with the process's umask; inside the 0700 data dir that
+        // is never readable by others, and it is made 0600 at once.
+        for path in [config.db_path(), config.error_log_path()] {
+            if let Err(e) = crate::files::tighten(&path, crate::files::FILE_MODE) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot make this file readable by this node's user only");
+            }
+        }
         let audit = if config.audit_max_bytes > 0 {
             let path = config.audit_log_path();
             match crate::audit::AuditLog::open(path, config.audit_max_bytes, config.audit_keep) {
