@@ -24,8 +24,6 @@ pub mod lsdsuite;
 pub mod metrics;
 pub mod ops;
 
-use std::path::PathBuf;
-
 use bosun_node::{Config, Node};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -169,7 +167,7 @@ async fn bind(
 /// contents of `http_token_file`, which only its owner may read. Never a flag, since
 /// flags show in `ps`.
 fn http_token(config: &Config) -> Result<String, IngressError> {
-    let token = match std::env::var("BOSUN_HTTP_TOKEN") {
+    let token = match std::env::var(bosun_trust::secret_env::HTTP_TOKEN) {
         Ok(token) if !token.is_empty() => token,
         _ => match &config.http_token_file {
             Some(path) => bosun_trust::secret_file::read_secret(path)?,

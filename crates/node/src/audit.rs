@@ -71,11 +71,13 @@ impl AuditLog {
 
     /// Append one line for `event` (e.g. `submitted`, `received`) with the whole message.
     /// A write error is logged, never returned: auditing must not stop delivery.
+    /// Registry auth is written as `<redacted>`.
     pub fn record(&self, event: &str, message: &Message) {
+        let redacted = bosun_proto::container::redacted(message);
         let line = Line {
             at: now_millis(),
             event,
-            message,
+            message: redacted.as_ref().unwrap_or(message),
         };
         let mut bytes = match serde_json::to_vec(&line) {
             Ok(b) => b,

@@ -617,6 +617,19 @@ impl SettingValue for BTreeMap<String, String> {
     }
 }
 
+/// When the broker URL `url` carries credentials (`nats://user:pass@host`,
+/// `nats://token@host`), the URL with them replaced by `***`, to name it in an error
+/// without showing them.
+fn url_without_credentials(url: &str) -> Option<String> {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), url),
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    let (_, host) = authority.rsplit_once('@')?;
+    Some(format!("{scheme}***@{host}"))
+}
+
 /// The hostname up to its first dot, made a valid node name, or `node`.
 fn host_name() -> String {
     let raw = Some(bosun_methods::host::hostname())
@@ -897,6 +910,14 @@ impl Config {
             });
         }
         for url in &self.broker {
+            if let Some(shown) = url_without_credentials(url) {
+                return Err(ConfigError::Invalid {
+                    field: "broker",
+                    reason: format!(
+                        "{shown:?} holds a user, password or token, which would show in logs,                          `ps` and `bosun config show`; give the broker's credentials in                          creds_file or nkey_seed_file (a file only this node's user may read)"
+                    ),
+                });
+            }
             if !(url.starts_with("nats://") || url.starts_with("tls://") || url.contains(':')) {
                 return Err(ConfigError::Invalid {
                     field: "broker",
@@ -1039,6 +1060,32 @@ mod tests {
         let path = dir.path().join("bosun.toml");
         std::fs::write(&path, text).unwrap();
         (dir, path)
+    }
+
+    #[test]
+    fn credentials_in_a_broker_url_are_refused_without_being_shown() {
+        for url in [
+            "nats://alice:pa55-9d2e@hub:4222",
+            "nats://tok-9d2e@hub:4222",
+            "tls://alice:pa55-9d2e@hub",
+        ] {
+            let error = Config::load(&Sources {
+                file: Some(file_with("").1),
+                overrides: vec![given("broker", Layer::Flag, url)],
+            });
+            let error = error.unwrap_err().to_string();
+            assert!(
+                error.contains("creds_file") && error.contains("nkey_seed_file"),
+                "{error}"
+            );
+            assert!(!error.contains("9d2e"), "the secret is shown: {error}");
+            assert!(error.contains("***@hub"), "{error}");
+        }
+        let plain = Config {
+            broker: vec!["nats://hub:4222".into(), "nats://hub:4222/path@x".into()],
+            ..Config::default()
+        };
+        assert!(plain.validate().is_ok());
     }
 
     #[test]

@@ -382,8 +382,16 @@ impl Node {
     }
 
     /// Everything this node knows about a message id.
+    /// Registry auth in the message is shown as `<redacted>`.
     pub fn status(&self, id: &str) -> Result<StatusReport, StoreError> {
-        let sent = self.parts.store.sent(id)?;
+        let mut sent = self.parts.store.sent(id)?;
+        if let Some(record) = &mut sent {
+            bosun_proto::container::redact_auth(&mut record.message);
+        }
+        let mut received = self.parts.store.inbox(id)?;
+        if let Some(record) = &mut received {
+            bosun_proto::container::redact_auth(&mut record.message);
+        }
         let output = match &sent {
             Some(_) => self
                 .parts
@@ -397,15 +405,20 @@ impl Node {
         Ok(StatusReport {
             id: id.to_string(),
             sent,
-            received: self.parts.store.inbox(id)?,
+            received,
             output,
             schedule: self.parts.store.schedule(id)?.map(|r| r.schedule),
         })
     }
 
     /// The most recent messages this node sent, newest first.
+    /// Registry auth is shown as `<redacted>`.
     pub fn recent(&self, limit: usize) -> Result<Vec<SentRecord>, StoreError> {
-        self.parts.store.recent_sent(limit)
+        let mut records = self.parts.store.recent_sent(limit)?;
+        for record in &mut records {
+            bosun_proto::container::redact_auth(&mut record.message);
+        }
+        Ok(records)
     }
 
     /// Wait until every id is in a final state at this node, or `timeout` passes.

@@ -66,3 +66,94 @@ fn config_in(data_dir: std::path::PathBuf) -> Config {
         ..config(Path::new("/nonexistent"), "n2")
     }
 }
+
+/// Every file in `dir` but the database, as text.
+fn logs_in(dir: &Path) -> String {
+    let mut text = String::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() && path.extension().is_none_or(|e| e != "redb") {
+            text.push_str(&String::from_utf8_lossy(&std::fs::read(&path).unwrap()));
+        }
+    }
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_auth_never_reaches_logs_or_answers() {
+    const SECRET: &str = "s3cret-registry-auth-51c9";
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::new();
+    let a = Node::start(
+        config(dir.path(), "a"),
+        Arc::new(LocalTransport::new(hub.clone())),
+        false,
+    )
+    .await
+    .unwrap();
+    let b = Node::start(
+        config(dir.path(), "b"),
+        Arc::new(LocalTransport::new(hub.clone())),
+        false,
+    )
+    .await
+    .unwrap();
+    // Pulled at b with an auth that is not even base64: refused there, after arrival.
+    let pull = bosun_proto::Message {
+        to_node: Some("b".into()),
+        method: "imagePull".into(),
+        data: vec!["alpine:3".into(), format!("!{SECRET}")],
+        method_timeout: Some(30),
+        ..Default::default()
+    };
+    // Sent where nobody listens: given up as failed, in the error log.
+    let spec = bosun_proto::container::ContainerSpec {
+        image: Some("alpine:3".into()),
+        auth: Some(SECRET.into()),
+        ..Default::default()
+    };
+    let run = bosun_proto::Message {
+        to_node: Some("ghost".into()),
+        method: "containerRun".into(),
+        data: vec![serde_json::to_string(&spec).unwrap()],
+        ttl: Some(1),
+        ..Default::default()
+    };
+    let ids: Vec<String> = a
+        .submit(vec![pull, run])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    let (all, reports) = a
+        .wait(&ids, std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(
+        all,
+        "{:?}",
+        reports.iter().map(|r| r.state()).collect::<Vec<_>>()
+    );
+    let pulled = reports[0].outcome().expect("an outcome from b");
+    assert!(
+        pulled.error.as_deref().unwrap_or("").contains("auth"),
+        "{pulled:?}"
+    );
+    // Everything that shows a message: status answers (both sides), recent, the logs.
+    let mut shown = serde_json::to_string(&reports).unwrap();
+    shown.push_str(&serde_json::to_string(&b.status(&ids[0]).unwrap()).unwrap());
+    shown.push_str(&serde_json::to_string(&a.recent(10).unwrap()).unwrap());
+    assert!(shown.contains("<redacted>"), "{shown}");
+    let error_log = std::fs::read_to_string(dir.path().join("a/error.log")).unwrap();
+    assert!(
+        error_log.contains(&ids[1]),
+        "the failure is logged: {error_log}"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+    shown.push_str(&logs_in(&dir.path().join("a")));
+    shown.push_str(&logs_in(&dir.path().join("b")));
+    assert!(shown.contains("imagePull") && shown.contains("containerRun"));
+    assert!(!shown.contains(SECRET), "the auth leaked: {shown}");
+}
