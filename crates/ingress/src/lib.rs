@@ -58,6 +58,17 @@ pub enum IngressError {
     /// The HTTP token is too short to be safe.
     #[error("the HTTP API token is too short: use at least 16 characters (e.g. uuidgen)")]
     ShortToken,
+    /// The HTTP API would listen beyond loopback without being allowed to.
+    #[error(
+        "http_listen {address} is beyond this host, and the HTTP API speaks plain HTTP (bosun \
+         has no HTTP TLS), so its token would cross the network in clear: listen on \
+         127.0.0.1 and put a TLS proxy in front for remote clients, or set \
+         http_allow_remote = true if the network is trusted"
+    )]
+    RemoteHttp {
+        /// The address.
+        address: std::net::SocketAddr,
+    },
 }
 
 /// Bind every listener `config` asks for (the local socket always; metrics, steward TCP,
@@ -74,6 +85,9 @@ pub async fn serve(
     // Every address is bound before anything is spawned, so a bad one stops the start-up
     // with nothing half-open.
     let token = match &config.http_listen {
+        Some(address) if !address.ip().is_loopback() && !config.http_allow_remote => {
+            return Err(IngressError::RemoteHttp { address: *address });
+        }
         Some(_) => Some(http_token(config)?),
         None => None,
     };

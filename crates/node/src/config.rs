@@ -337,6 +337,19 @@ settings! {
     /// Accept DockerMod's `POST /` requests without a token, as DockerMod itself did, so
     /// its users' scripts run unchanged. Only on a trusted network.
     dockermod_open: bool = false, None;
+    /// Serve the HTTP API on an address beyond loopback. Off: such an `http_listen` is
+    /// refused at start, since the API speaks plain HTTP (no TLS): the token would cross
+    /// the network in clear. Only on a trusted network, or behind a TLS proxy.
+    http_allow_remote: bool = false, None;
+    /// HTTP API connections served at once; a connection beyond them is closed at once.
+    http_max_connections: usize = 256, None;
+    /// Take steward TCP and LSDSuite connections from addresses beyond loopback, whose
+    /// user cannot be checked. Off: they are refused. Only on a trusted network.
+    tcp_allow_remote: bool = false, None;
+    /// Size at which the error log is rotated, in bytes, as the audit log is.
+    error_log_max_bytes: u64 = 10 * 1024 * 1024, None;
+    /// Rotated error logs kept.
+    error_log_keep: usize = 5, None;
     /// Capture logs and stats of labelled containers, host stats and Docker events into
     /// the event stream (LSDSuite), with marks in between.
     capture: bool = true, None;
