@@ -15,6 +15,8 @@
 //! - [`ops`]: send-and-wait helpers: cluster-wide lists, routing to a container's node,
 //!   placed container runs.
 //! - [`metrics`]: the `/metrics` and `/healthz` endpoint.
+//! - [`peer`]: who is at the other end of a TCP connection, and whether they may use
+//!   the steward and LSDSuite ports.
 
 pub mod client;
 pub mod control;
@@ -23,6 +25,7 @@ pub mod inputs;
 pub mod lsdsuite;
 pub mod metrics;
 pub mod ops;
+pub mod peer;
 
 use bosun_node::{Config, Node};
 use tokio::net::TcpListener;
@@ -121,7 +124,9 @@ pub async fn serve(
     if let Some(listener) = tcp {
         tracing::info!(
             addr = ?listener.local_addr().ok(),
-            "taking steward message arrays on TCP (no authentication: keep it on a trusted network)"
+            allow_remote = config.tcp_allow_remote,
+            "taking steward message arrays on TCP (from this node's user or root on this host{})",
+            if config.tcp_allow_remote { ", and from anyone on the network: trusted networks only" } else { "" }
         );
         tracker.spawn(inputs::serve_tcp(
             node.clone(),
@@ -131,7 +136,15 @@ pub async fn serve(
         ));
     }
     if let Some(listener) = lsdsuite {
-        tracing::info!(addr = ?listener.local_addr().ok(), "LSDSuite command port open");
+        let addr = listener.local_addr().ok();
+        if addr.is_some_and(|a| !a.ip().is_loopback()) {
+            tracing::warn!(
+                ?addr,
+                allow_remote = config.tcp_allow_remote,
+                "the LSDSuite command port listens beyond loopback; it runs commands without a token, so only this node's user and root on this host may use it, and remote peers only with tcp_allow_remote on a trusted network"
+            );
+        }
+        tracing::info!(?addr, "LSDSuite command port open");
         tracker.spawn(lsdsuite::serve(
             node.clone(),
             listener,

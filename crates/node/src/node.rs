@@ -39,6 +39,7 @@ struct NodeParts {
     finished: FinishedIds,
     fleet: FleetView,
     metrics: Metrics,
+    reporter: ErrorReporter,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     /// Cancelled when the store cannot be reopened after an I/O error.
@@ -286,7 +287,7 @@ impl Node {
             transport: transport.clone(),
             metrics: metrics.clone(),
             finished: finished.clone(),
-            reporter,
+            reporter: reporter.clone(),
             running,
             tracker: tracker.clone(),
             spilled,
@@ -346,11 +347,27 @@ impl Node {
                 finished,
                 fleet,
                 metrics,
+                reporter,
                 shutdown,
                 tracker,
                 store_failed,
             }),
         })
+    }
+
+    /// Record a connection or input refused at a way in (who may not use it, too many
+    /// connections): in the error log and at central, as kind `rejected`, rate-limited
+    /// per sender like every refusal.
+    pub fn report_refused(&self, sender: &str, what: &str, reason: &str) {
+        self.parts.reporter.report(&crate::errorlog::ErrorEntry {
+            at: now_millis(),
+            node: self.parts.config.name.as_str(),
+            kind: "rejected",
+            message_id: None,
+            to_node: Some(sender),
+            method: Some(what),
+            reason,
+        });
     }
 
     /// This node's name.
