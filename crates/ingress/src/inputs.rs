@@ -583,7 +583,7 @@ async fn admit(
             .ok()?;
     if let crate::peer::Verdict::Refused(reason) = verdict {
         tracing::warn!(%peer, port = what, %reason, "TCP connection refused");
-        node.report_refused(&peer.to_string(), what, &reason);
+        node.report_refused(&peer.ip().to_string(), what, &reason);
         refuse_connection(stream, refusal(&reason)).await;
         return None;
     }

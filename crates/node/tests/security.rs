@@ -157,3 +157,52 @@ async fn registry_auth_never_reaches_logs_or_answers() {
     assert!(shown.contains("imagePull") && shown.contains("containerRun"));
     assert!(!shown.contains(SECRET), "the auth leaked: {shown}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_rate_limited_and_the_error_log_rotates() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        error_log_max_bytes: 4096,
+        error_log_keep: 2,
+        ..config(dir.path(), "n1")
+    };
+    let node = start(config.clone()).await;
+    for _ in 0..50 {
+        node.report_refused(
+            "203.0.113.9",
+            "tcp",
+            "refused: local user 1001 is not the node's user",
+        );
+    }
+    node.report_refused("203.0.113.10", "tcp", "refused: another sender");
+    let log = std::fs::read_to_string(config.error_log_path()).unwrap();
+    assert_eq!(log.matches("203.0.113.9").count(), 10, "{log}");
+    assert_eq!(log.matches("203.0.113.10").count(), 1, "{log}");
+
+    // Many senders, each within its limit: the log rotates and keeps two old files.
+    for i in 0..200 {
+        node.report_refused(&format!("198.51.100.{i}"), "tcp", "refused: a sender");
+    }
+    let mut names: Vec<String> = std::fs::read_dir(&config.data_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("error.log"))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["error.log", "error.log.1", "error.log.2"]);
+    for name in &names {
+        let path = config.data_dir.join(name);
+        assert!(
+            std::fs::metadata(&path).unwrap().len() <= 4096,
+            "{name} over size"
+        );
+        assert_eq!(mode(&path), 0o600, "{name}");
+        for line in std::fs::read_to_string(&path).unwrap().lines() {
+            let entry: serde_json::Value = serde_json::from_str(line).expect("whole JSON lines");
+            assert_eq!(entry["kind"], "rejected");
+        }
+    }
+    let newest = std::fs::read_to_string(config.error_log_path()).unwrap();
+    assert!(newest.contains("198.51.100.199"), "{newest}");
+    node.shutdown().await;
+}
