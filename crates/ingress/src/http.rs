@@ -71,17 +71,54 @@ pub async fn serve(
     node: Node,
     listener: tokio::net::TcpListener,
     token: String,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let limits = Limits {
         max_connections: node.config().http_max_connections,
+        tls,
         ..Limits::default()
     };
     serve_with(node, listener, token, shutdown, limits).await
 }
 
-/// How long clients may take, and how many are served at once.
-#[derive(Debug, Clone, Copy)]
+/// The HTTPS configuration from a PEM certificate chain and a PEM private key (which
+/// only its owner may read), with rustls on ring; HTTP/1.1 only.
+pub fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Arc<rustls::ServerConfig>, crate::IngressError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad =
+        |what: &'static str, path: &std::path::Path, reason: String| crate::IngressError::HttpTls {
+            what,
+            path: path.to_path_buf(),
+            reason,
+        };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect())
+        .map_err(|e| bad("certificate", cert, e.to_string()))?;
+    if chain.is_empty() {
+        return Err(bad("certificate", cert, "no PEM certificate in it".into()));
+    }
+    let key_text =
+        bosun_trust::secret_file::read_secret(key).map_err(|e| bad("key", key, e.to_string()))?;
+    let private = PrivateKeyDer::from_pem_slice(key_text.as_bytes())
+        .map_err(|e| bad("key", key, format!("no PEM private key in it: {e}")))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad("certificate", cert, e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, private)
+        .map_err(|e| bad("key", key, format!("does not fit the certificate: {e}")))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// How long clients may take, how many are served at once, and whether over TLS.
+#[derive(Debug, Clone)]
 pub struct Limits {
     /// For a request's headers, and the longest a kept-alive connection may sit idle.
     pub header_timeout: Duration,
@@ -89,6 +126,8 @@ pub struct Limits {
     pub body_timeout: Duration,
     /// Connections served at once.
     pub max_connections: usize,
+    /// HTTPS: every connection must complete a TLS handshake (within `header_timeout`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for Limits {
@@ -97,6 +136,7 @@ impl Default for Limits {
             header_timeout: HEADER_TIMEOUT,
             body_timeout: BODY_TIMEOUT,
             max_connections: 256,
+            tls: None,
         }
     }
 }
@@ -128,21 +168,25 @@ pub async fn serve_with(
             tracing::debug!(%peer, "HTTP connection closed: http_max_connections are open");
             continue;
         };
-        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let router = router.clone();
         let shutdown = shutdown.clone();
+        let tls = limits.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+        let header_timeout = limits.header_timeout;
         connections.spawn(async move {
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(limits.header_timeout);
-            let connection =
-                builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            let mut connection = std::pin::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                _ = shutdown.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(SHUTDOWN_GRACE, connection).await;
+            match tls {
+                None => serve_connection(stream, router, header_timeout, shutdown).await,
+                Some(acceptor) => {
+                    let handshake = acceptor.accept(stream);
+                    tokio::select! {
+                        accepted = tokio::time::timeout(header_timeout, handshake) => match accepted {
+                            Ok(Ok(stream)) => {
+                                serve_connection(stream, router, header_timeout, shutdown).await;
+                            }
+                            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        },
+                        _ = shutdown.cancelled() => {}
+                    }
                 }
             }
             drop(permit);
@@ -151,6 +195,32 @@ pub async fn serve_with(
     connections.close();
     let _ = tokio::time::timeout(SHUTDOWN_GRACE * 2, connections.wait()).await;
     Ok(())
+}
+
+/// Serve one connection (plain or TLS) until it ends, with hyper's header read timeout;
+/// at shutdown, let its request finish within [`SHUTDOWN_GRACE`].
+async fn serve_connection<I>(
+    io: I,
+    router: Router,
+    header_timeout: Duration,
+    shutdown: CancellationToken,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper_util::service::TowerToHyperService::new(router);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(io), service);
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        _ = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, connection).await;
+        }
+    }
 }
 
 /// The routes, behind the token check.
@@ -919,6 +989,66 @@ mod tests {
         node.shutdown().await;
     }
 
+    /// A self-signed certificate for `localhost`, written to `dir` as `cert.pem` and
+    /// `key.pem` (0600); and the certificate, to trust it.
+    fn certificate(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, Vec<u8>) {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let cert = dir.join("cert.pem");
+        let key = dir.join("key.pem");
+        std::fs::write(&cert, made.cert.pem()).unwrap();
+        bosun_trust::secret_file::write_secret(&key, &made.signing_key.serialize_pem()).unwrap();
+        (cert, key, made.cert.der().to_vec())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_api_speaks_https_with_a_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key, der) = certificate(dir.path());
+        let limits = Limits {
+            tls: Some(tls_config(&cert, &key).unwrap()),
+            ..Limits::default()
+        };
+        let (node, addr) = api(dir.path(), limits).await;
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der.into()).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut stream = connector.connect(name, tcp).await.expect("a TLS handshake");
+        let request = format!(
+            "GET /v1/nodes HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Connection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+            .await
+            .expect("an answer");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+        // Plain HTTP on the HTTPS port gets no HTTP answer.
+        let mut plain = TcpStream::connect(addr).await.unwrap();
+        plain.write_all(request.as_bytes()).await.unwrap();
+        let (answer, closed) = read_until_closed(&mut plain, Duration::from_secs(15)).await;
+        assert!(closed && !answer.contains("HTTP/1.1 200"), "{answer}");
+
+        // A key others may read is refused with the chmod to run.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let error = tls_config(&cert, &key).unwrap_err().to_string();
+        assert!(error.contains("chmod 600"), "{error}");
+        node.shutdown().await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_address_beyond_loopback_needs_http_allow_remote() {
         let dir = tempfile::tempdir().unwrap();
@@ -937,7 +1067,9 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(
-            error.contains("http_allow_remote = true") && error.contains("127.0.0.1"),
+            error.contains("http_allow_remote = true")
+                && error.contains("http_tls_cert")
+                && error.contains("127.0.0.1"),
             "{error}"
         );
         node.shutdown().await;
@@ -960,6 +1092,45 @@ mod tests {
         )
         .await
         .expect("allowed explicitly");
+        node.shutdown().await;
+
+        // With TLS, no switch is needed; half of it is refused.
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key, _) = certificate(dir.path());
+        let token = dir.path().join("token");
+        bosun_trust::secret_file::write_secret(&token, TOKEN).unwrap();
+        let config = bosun_node::Config {
+            http_listen: Some(([0, 0, 0, 0], 0).into()),
+            http_tls_cert: Some(cert),
+            http_token_file: Some(token),
+            ..crate::test_support::config(dir.path(), "n1")
+        };
+        let node = crate::test_support::start(config.clone()).await;
+        let half = crate::serve(
+            node.clone(),
+            &config,
+            node.shutdown_token(),
+            &node.tracker(),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(
+            half.contains("both http_tls_cert and http_tls_key"),
+            "{half}"
+        );
+        let config = bosun_node::Config {
+            http_tls_key: Some(key),
+            ..config
+        };
+        crate::serve(
+            node.clone(),
+            &config,
+            node.shutdown_token(),
+            &node.tracker(),
+        )
+        .await
+        .expect("HTTPS may listen beyond loopback");
         node.shutdown().await;
     }
 

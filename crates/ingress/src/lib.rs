@@ -61,16 +61,29 @@ pub enum IngressError {
     /// The HTTP token is too short to be safe.
     #[error("the HTTP API token is too short: use at least 16 characters (e.g. uuidgen)")]
     ShortToken,
-    /// The HTTP API would listen beyond loopback without being allowed to.
+    /// The HTTP API would listen beyond loopback in plain HTTP without being allowed to.
     #[error(
-        "http_listen {address} is beyond this host, and the HTTP API speaks plain HTTP (bosun \
-         has no HTTP TLS), so its token would cross the network in clear: listen on \
-         127.0.0.1 and put a TLS proxy in front for remote clients, or set \
-         http_allow_remote = true if the network is trusted"
+        "http_listen {address} is beyond this host, where the token must not cross the \
+         network in clear: set http_tls_cert and http_tls_key so that the API speaks HTTPS, \
+         or set http_allow_remote = true for plain HTTP on a trusted network (or behind a \
+         TLS proxy), or listen on 127.0.0.1"
     )]
     RemoteHttp {
         /// The address.
         address: std::net::SocketAddr,
+    },
+    /// Only one of the HTTP API's certificate and key is set.
+    #[error("the HTTP API's TLS needs both http_tls_cert and http_tls_key")]
+    HttpTlsHalf,
+    /// The HTTP API's certificate or key cannot be used.
+    #[error("cannot use the HTTP API's TLS {what} {path}: {reason}")]
+    HttpTls {
+        /// `certificate` or `key`.
+        what: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
     },
 }
 
@@ -87,8 +100,16 @@ pub async fn serve(
 ) -> Result<(), IngressError> {
     // Every address is bound before anything is spawned, so a bad one stops the start-up
     // with nothing half-open.
+    let tls = match (&config.http_tls_cert, &config.http_tls_key) {
+        _ if config.http_listen.is_none() => None,
+        (Some(cert), Some(key)) => Some(http::tls_config(cert, key)?),
+        (None, None) => None,
+        _ => return Err(IngressError::HttpTlsHalf),
+    };
     let token = match &config.http_listen {
-        Some(address) if !address.ip().is_loopback() && !config.http_allow_remote => {
+        Some(address)
+            if !address.ip().is_loopback() && tls.is_none() && !config.http_allow_remote =>
+        {
             return Err(IngressError::RemoteHttp { address: *address });
         }
         Some(_) => Some(http_token(config)?),
@@ -153,10 +174,10 @@ pub async fn serve(
         ));
     }
     if let (Some(listener), Some(token)) = (http, token) {
-        tracing::info!(addr = ?listener.local_addr().ok(), "HTTP API open (/v1, quartermaster, DockerMod)");
+        tracing::info!(addr = ?listener.local_addr().ok(), https = tls.is_some(), "HTTP API open (/v1, quartermaster, DockerMod)");
         let (node, shutdown) = (node.clone(), shutdown.clone());
         tracker.spawn(async move {
-            if let Err(e) = http::serve(node, listener, token, shutdown).await {
+            if let Err(e) = http::serve(node, listener, token, tls, shutdown).await {
                 tracing::error!(error = %e, "the HTTP API stopped");
             }
         });

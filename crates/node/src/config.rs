@@ -337,9 +337,15 @@ settings! {
     /// Accept DockerMod's `POST /` requests without a token, as DockerMod itself did, so
     /// its users' scripts run unchanged. Only on a trusted network.
     dockermod_open: bool = false, None;
-    /// Serve the HTTP API on an address beyond loopback. Off: such an `http_listen` is
-    /// refused at start, since the API speaks plain HTTP (no TLS): the token would cross
-    /// the network in clear. Only on a trusted network, or behind a TLS proxy.
+    /// Certificate chain (PEM) of the HTTP API: with `http_tls_key`, the API speaks
+    /// HTTPS only, and may listen beyond loopback.
+    http_tls_cert: Option<PathBuf> = None, None;
+    /// Private key (PEM, 0600) of the HTTP API's certificate.
+    http_tls_key: Option<PathBuf> = None, None;
+    /// Serve the HTTP API in plain HTTP on an address beyond loopback. Off: such an
+    /// `http_listen` is refused at start unless TLS is set (`http_tls_cert`,
+    /// `http_tls_key`), since the token would cross the network in clear. Only on a
+    /// trusted network, or behind a TLS proxy.
     http_allow_remote: bool = false, None;
     /// HTTP API connections served at once; a connection beyond them is closed at once.
     http_max_connections: usize = 256, None;
