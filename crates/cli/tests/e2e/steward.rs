@@ -33,13 +33,17 @@ impl Text {
         let Some(text) = text else {
             panic!("{what}: missing");
         };
-        let ok = match self {
+        assert!(self.passes(text), "{what}: want {self:?}, got {text:?}");
+    }
+
+    /// True when `text` passes.
+    fn passes(self, text: &str) -> bool {
+        match self {
             Text::Exists => true,
             Text::StartsWith(prefix) => text.starts_with(prefix),
             Text::Contains(part) => text.contains(part),
             Text::Equals(whole) => text == whole,
-        };
-        assert!(ok, "{what}: want {self:?}, got {text:?}");
+        }
     }
 }
 
@@ -220,10 +224,16 @@ fn steward_document_examples_work_unchanged() {
                         );
                     }
                 }
-                Observation::ResultFile(file, want) => want.check(
-                    &format!("{what}: {file}"),
-                    std::fs::read_to_string(results.join(file)).ok().as_deref(),
-                ),
+                // A reply sink writes its file after the result is recorded, so the
+                // file may come a moment after the final state.
+                Observation::ResultFile(file, want) => {
+                    let read = || std::fs::read_to_string(results.join(file)).ok();
+                    let text = bosun_testkit::poll_until(Duration::from_secs(10), || {
+                        read().filter(|text| want.passes(text))
+                    })
+                    .or_else(read);
+                    want.check(&format!("{what}: {file}"), text.as_deref());
+                }
                 Observation::TailsNewLines => tails_new_lines(central, &ids[0], &log),
             }
         }
