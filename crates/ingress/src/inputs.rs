@@ -354,27 +354,47 @@ async fn first_json_value(buf: Vec<u8>) -> (Vec<u8>, Option<serde_json::Result<V
     .unwrap_or_default()
 }
 
+/// Why input parsed on a blocking thread gave no messages.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OffWorkersError {
+    /// Steward text that is not messages.
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    /// JSON values that are not messages.
+    #[error(transparent)]
+    Json(#[from] MessageParseError),
+    /// The blocking thread did not finish: the node is stopping.
+    #[error("the node is shutting down; send the input again after it restarts")]
+    ShuttingDown,
+}
+
 /// Steward input as messages ([`parse_messages`]), parsed on a blocking thread when it
 /// is large.
-pub(crate) async fn parse_messages_off_workers(text: String) -> Result<Vec<Message>, String> {
+pub(crate) async fn parse_messages_off_workers(
+    text: String,
+) -> Result<Vec<Message>, OffWorkersError> {
     if text.len() < PARSE_OFF_WORKERS {
-        return parse_messages(&text).map_err(|e| e.to_string());
+        return Ok(parse_messages(&text)?);
     }
-    tokio::task::spawn_blocking(move || parse_messages(&text).map_err(|e| e.to_string()))
+    tokio::task::spawn_blocking(move || parse_messages(&text))
         .await
-        .unwrap_or_else(|_| Err("the node is shutting down".into()))
+        .map_err(|_| OffWorkersError::ShuttingDown)?
+        .map_err(OffWorkersError::from)
 }
 
 /// Messages from a JSON value already read ([`messages_from_json`]), converted on a
 /// blocking thread when there are many.
-pub(crate) async fn messages_from_json_off_workers(value: Value) -> Result<Vec<Message>, String> {
+pub(crate) async fn messages_from_json_off_workers(
+    value: Value,
+) -> Result<Vec<Message>, OffWorkersError> {
     let many = value.as_array().is_some_and(|a| a.len() > 64);
     if !many {
-        return messages_from_json(value).map_err(|e| e.to_string());
+        return Ok(messages_from_json(value)?);
     }
-    tokio::task::spawn_blocking(move || messages_from_json(value).map_err(|e| e.to_string()))
+    tokio::task::spawn_blocking(move || messages_from_json(value))
         .await
-        .unwrap_or_else(|_| Err("the node is shutting down".into()))
+        .map_err(|_| OffWorkersError::ShuttingDown)?
+        .map_err(OffWorkersError::from)
 }
 
 /// The answer for a refused input.
@@ -619,8 +639,12 @@ async fn tcp_connection(node: &Node, mut stream: TcpStream, peer: SocketAddr) {
                 "control requests ({\"op\": …}) are only taken on the local socket bosun.sock; send messages here".into(),
             ))
         }
-        Ok(Ok(Input::Json(value))) => messages_from_json_off_workers(value).await.map_err(Some),
-        Ok(Ok(Input::Yaml(text))) => parse_messages_off_workers(text).await.map_err(Some),
+        Ok(Ok(Input::Json(value))) => messages_from_json_off_workers(value)
+            .await
+            .map_err(|e| Some(e.to_string())),
+        Ok(Ok(Input::Yaml(text))) => parse_messages_off_workers(text)
+            .await
+            .map_err(|e| Some(e.to_string())),
     };
     let answer = match messages {
         Ok(messages) => submit_answer(node, messages).await,
