@@ -41,6 +41,13 @@ pub struct NatsOptions {
     pub own_key_file: Option<PathBuf>,
 }
 
+/// Read a secret file (nkey seed, creds, TLS key), refusing one that group or others
+/// may read, as ssh does.
+fn secret(path: &std::path::Path, what: &str) -> Result<String, BusError> {
+    bosun_trust::secret_file::read_secret(path)
+        .map_err(|e| BusError::Other(format!("cannot use the {what}: {e}")))
+}
+
 /// A connection to NATS.
 #[derive(Clone)]
 pub struct NatsTransport {
@@ -180,7 +187,7 @@ impl NatsTransport {
         match (&options.tls_cert, &options.tls_key) {
             (Some(cert), Some(key)) => {
                 readable("tls_cert", cert)?;
-                readable("tls_key", key)?;
+                secret(key, "TLS key (tls_key)")?;
             }
             (None, None) => {}
             _ => {

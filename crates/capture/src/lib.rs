@@ -276,11 +276,18 @@ fn file_name(name: &str) -> Result<&str, BadFileName> {
     Ok(name)
 }
 
+/// The event stream is readable by the node's user only (0600; tightened if looser).
 fn open_append(path: &Path) -> io::Result<File> {
-    std::fs::OpenOptions::new()
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(path)
+        .mode(0o600)
+        .open(path)?;
+    if file.metadata()?.permissions().mode() & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(file)
 }
 
 /// The node name as a record field: one word, never empty.

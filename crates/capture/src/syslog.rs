@@ -43,8 +43,9 @@ pub(super) struct Sockets {
 
 impl Sockets {
     /// Bind the stream socket at `path` and the datagram socket beside it: create the
-    /// parent folder, replace stale sockets, and make both writable by anyone (0666) so
-    /// that the Docker daemon can write whatever user it runs as.
+    /// parent folder, replace stale sockets, and make both writable by the node's user and
+    /// group only (0660): the Docker daemon, root, writes to them; other users cannot
+    /// forge log lines.
     pub(super) fn bind(path: &Path) -> io::Result<Sockets> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| annotate(e, parent))?;
@@ -56,7 +57,7 @@ impl Sockets {
         let datagram =
             UnixDatagram::bind(&datagram_path).map_err(|e| annotate(e, &datagram_path))?;
         for p in [path, datagram_path.as_path()] {
-            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o666))
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o660))
                 .map_err(|e| annotate(e, p))?;
         }
         Ok(Sockets {

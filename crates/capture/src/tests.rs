@@ -204,8 +204,19 @@ async fn capture_syslog_socket_takes_docker_messages() {
     assert_eq!(dgram, dir.path().join("sock").join("logs.dgram.sock"));
     for p in [&sock, &dgram] {
         let mode = std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o666, "{} mode", p.display());
+        assert_eq!(mode, 0o660, "{} mode", p.display());
     }
+    let stream_file = std::fs::read_dir(dir.path().join("capture"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_file())
+        .expect("the event stream file");
+    let mode = std::fs::metadata(&stream_file)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "{} mode", stream_file.display());
 
     // Datagrams, as Docker's rfc5424micro sends them to unixgram://; garbage in between.
     let client = UnixDatagram::unbound().unwrap();

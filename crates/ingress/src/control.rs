@@ -23,8 +23,8 @@ use serde_json::{Value, json};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::inputs::{
-    Input, READ_TIMEOUT, error_line, messages_from_json, parse_messages, read_message_input,
-    submit_answer, timeout_error, write_answer,
+    Input, READ_TIMEOUT, error_line, messages_from_json, parse_messages_off_workers,
+    read_message_input, submit_answer, timeout_error, write_answer,
 };
 use crate::ops;
 use bosun_node::{FleetNode, Node, SentRecord, StatusReport, Submitted};
@@ -334,7 +334,7 @@ async fn connection(node: Node, mut stream: UnixStream) {
         Err(_) => timeout_error(),
         Ok(Err(reason)) => error_line(&reason.to_string()),
         Ok(Ok(Input::Json(value))) => handle(&node, value).await.to_value(),
-        Ok(Ok(Input::Yaml(text))) => match parse_messages(&text) {
+        Ok(Ok(Input::Yaml(text))) => match parse_messages_off_workers(text).await {
             Ok(messages) => submit_answer(&node, messages).await,
             Err(reason) => error_line(&reason.to_string()),
         },

@@ -9,9 +9,18 @@
 //! with a JSON body. The one exception is opt-in: `dockermod_open = true` accepts
 //! DockerMod's requests without a token, as DockerMod did. One middleware layer,
 //! [`authorise`], checks every route, so no handler can forget it.
+//!
+//! A request is judged before its body is read: a wrong bearer token, or none on `/v1`,
+//! is refused without reading a byte of the body. Only where the token may be in the
+//! body (quartermaster, DockerMod) is the body read to find it, up to [`BODY_LIMIT`].
+//! Headers must arrive within [`HEADER_TIMEOUT`] and a body within [`BODY_TIMEOUT`], or
+//! the connection is dropped; at most `http_max_connections` are served at once. The
+//! API speaks plain HTTP, so [`crate::serve`] refuses an address beyond loopback unless
+//! `http_allow_remote` is set.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
@@ -28,33 +37,201 @@ use serde_json::{Value, json};
 use crate::ops::{self, OpError};
 use bosun_node::Node;
 use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 #[derive(Clone)]
 struct App {
     node: Node,
     token: Arc<String>,
     dockermod_open: bool,
+    body_timeout: Duration,
 }
 
-/// The largest request body the token check reads when the token may be in the body;
-/// the same as axum's default limit for the handlers' own extractors.
-const BODY_LIMIT: usize = 2 * 1024 * 1024;
+/// The largest request body read; the same as axum's default limit for the handlers'
+/// own extractors.
+pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// How long a client may take to send a request's headers (also the longest a kept-alive
+/// connection may sit idle).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a client may take to send a request's body.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long connections still open at shutdown get to finish their request.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Serve the API on `listener` until `shutdown` is cancelled; `token` is required on
-/// every route but `/healthz` (and DockerMod's `/` when `dockermod_open` is set).
+/// every route but `/healthz` (and DockerMod's `/` when `dockermod_open` is set). At most
+/// `http_max_connections` connections are served at once: one beyond them is closed at
+/// once. Accept errors are logged and retried.
 pub async fn serve(
     node: Node,
     listener: tokio::net::TcpListener,
     token: String,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let limits = Limits {
+        max_connections: node.config().http_max_connections,
+        tls,
+        ..Limits::default()
+    };
+    serve_with(node, listener, token, shutdown, limits).await
+}
+
+/// The HTTPS configuration from a PEM certificate chain and a PEM private key (which
+/// only its owner may read), with rustls on ring; HTTP/1.1 only.
+pub fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Arc<rustls::ServerConfig>, crate::IngressError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad =
+        |what: &'static str, path: &std::path::Path, reason: String| crate::IngressError::HttpTls {
+            what,
+            path: path.to_path_buf(),
+            reason,
+        };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect())
+        .map_err(|e| bad("certificate", cert, e.to_string()))?;
+    if chain.is_empty() {
+        return Err(bad("certificate", cert, "no PEM certificate in it".into()));
+    }
+    let key_text =
+        bosun_trust::secret_file::read_secret(key).map_err(|e| bad("key", key, e.to_string()))?;
+    let private = PrivateKeyDer::from_pem_slice(key_text.as_bytes())
+        .map_err(|e| bad("key", key, format!("no PEM private key in it: {e}")))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad("certificate", cert, e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, private)
+        .map_err(|e| bad("key", key, format!("does not fit the certificate: {e}")))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// How long clients may take, how many are served at once, and whether over TLS.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// For a request's headers, and the longest a kept-alive connection may sit idle.
+    pub header_timeout: Duration,
+    /// For a request's body.
+    pub body_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// HTTPS: every connection must complete a TLS handshake (within `header_timeout`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_timeout: HEADER_TIMEOUT,
+            body_timeout: BODY_TIMEOUT,
+            max_connections: 256,
+            tls: None,
+        }
+    }
+}
+
+/// [`serve`] with explicit [`Limits`].
+pub async fn serve_with(
+    node: Node,
+    listener: tokio::net::TcpListener,
+    token: String,
+    shutdown: CancellationToken,
+    limits: Limits,
+) -> std::io::Result<()> {
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let router = router(node, token, limits.body_timeout);
+    let connections = TaskTracker::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "HTTP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "HTTP connection closed: http_max_connections are open");
+            continue;
+        };
+        let router = router.clone();
+        let shutdown = shutdown.clone();
+        let tls = limits.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+        let header_timeout = limits.header_timeout;
+        connections.spawn(async move {
+            match tls {
+                None => serve_connection(stream, router, header_timeout, shutdown).await,
+                Some(acceptor) => {
+                    let handshake = acceptor.accept(stream);
+                    tokio::select! {
+                        accepted = tokio::time::timeout(header_timeout, handshake) => match accepted {
+                            Ok(Ok(stream)) => {
+                                serve_connection(stream, router, header_timeout, shutdown).await;
+                            }
+                            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        },
+                        _ = shutdown.cancelled() => {}
+                    }
+                }
+            }
+            drop(permit);
+        });
+    }
+    connections.close();
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE * 2, connections.wait()).await;
+    Ok(())
+}
+
+/// Serve one connection (plain or TLS) until it ends, with hyper's header read timeout;
+/// at shutdown, let its request finish within [`SHUTDOWN_GRACE`].
+async fn serve_connection<I>(
+    io: I,
+    router: Router,
+    header_timeout: Duration,
+    shutdown: CancellationToken,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper_util::service::TowerToHyperService::new(router);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(io), service);
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        _ = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, connection).await;
+        }
+    }
+}
+
+/// The routes, behind the token check.
+fn router(node: Node, token: String, body_timeout: Duration) -> Router {
     let app = App {
         dockermod_open: node.config().dockermod_open,
         node,
         token: Arc::new(token),
+        body_timeout,
     };
-    let router = Router::new()
+    Router::new()
         .route("/", post(dockermod))
         .route("/run", post(qm_run))
         .route("/stop", post(qm_stop))
@@ -72,10 +249,7 @@ pub async fn serve(
         .route("/v1/images", get(v1_images))
         .route("/v1/images/pull", post(v1_pull))
         .layer(middleware::from_fn_with_state(app.clone(), authorise))
-        .with_state(app);
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+        .with_state(app)
 }
 
 /// Where a route may carry its token besides `Authorization: Bearer`, as the API it
@@ -89,12 +263,52 @@ enum TokenPlace {
     Query,
 }
 
-/// The one token check of the API. A bearer token, when present, decides alone;
-/// otherwise the route's other place is read.
+/// Read the whole body of `request`, at most [`BODY_LIMIT`] bytes within
+/// `timeout` ([`BODY_TIMEOUT`]), so that no handler waits on a slow client.
+async fn read_body(request: Request, timeout: Duration) -> Result<Request, Response> {
+    let (parts, body) = request.into_parts();
+    let bytes = read_bytes(body, timeout).await?;
+    Ok(Request::from_parts(parts, Body::from(bytes)))
+}
+
+/// A whole body, at most [`BODY_LIMIT`] bytes within `timeout`.
+async fn read_bytes(body: Body, timeout: Duration) -> Result<axum::body::Bytes, Response> {
+    use axum::body::HttpBody;
+    // An announced length past the limit is refused before anything is read.
+    if body.size_hint().lower() > BODY_LIMIT as u64 {
+        return Err(too_large());
+    }
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, BODY_LIMIT)).await {
+        Err(_) => Err(failure(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body did not arrive in time",
+        )),
+        Ok(Err(_)) => Err(too_large()),
+        Ok(Ok(bytes)) => Ok(bytes),
+    }
+}
+
+fn too_large() -> Response {
+    failure(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body too large or cut short (the limit is {BODY_LIMIT} bytes)"),
+    )
+}
+
+/// Run the handler on the whole body, read first (see [`read_body`]).
+async fn run_read(app: &App, request: Request, next: Next) -> Response {
+    match read_body(request, app.body_timeout).await {
+        Ok(request) => next.run(request).await,
+        Err(refused) => refused,
+    }
+}
+
+/// The one token check of the API. A bearer token, when present, decides alone, before
+/// the body is read; otherwise the route's other place is read.
 async fn authorise(State(app): State<App>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     if path == "/healthz" || (path == "/" && app.dockermod_open) {
-        return next.run(request).await;
+        return run_read(&app, request, next).await;
     }
     let place = if path.starts_with("/v1/") {
         TokenPlace::Header
@@ -111,7 +325,7 @@ async fn authorise(State(app): State<App>, request: Request, next: Next) -> Resp
         .map(str::to_string);
     if let Some(bearer) = bearer {
         return if app.accepts(&bearer) {
-            next.run(request).await
+            run_read(&app, request, next).await
         } else {
             unauthorised()
         };
@@ -123,14 +337,15 @@ async fn authorise(State(app): State<App>, request: Request, next: Next) -> Resp
                 .map(|q| q.0)
                 .unwrap_or_default();
             match query.get("token") {
-                Some(token) if app.accepts(token) => next.run(request).await,
+                Some(token) if app.accepts(token) => run_read(&app, request, next).await,
                 _ => unauthorised(),
             }
         }
         TokenPlace::Body => {
             let (parts, body) = request.into_parts();
-            let Ok(bytes) = axum::body::to_bytes(body, BODY_LIMIT).await else {
-                return failure(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+            let bytes = match read_bytes(body, app.body_timeout).await {
+                Ok(bytes) => bytes,
+                Err(refused) => return refused,
             };
             let token = serde_json::from_slice::<Value>(&bytes)
                 .ok()
@@ -602,7 +817,322 @@ async fn v1_pull(State(app): State<App>, Json(request): Json<Value>) -> Response
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
     use super::*;
+
+    const TOKEN: &str = "a-test-token-of-enough-length";
+
+    /// A node serving the API on a loopback port with `limits`.
+    async fn api(dir: &std::path::Path, limits: Limits) -> (Node, std::net::SocketAddr) {
+        let node = crate::test_support::start(crate::test_support::config(dir, "n1")).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        node.tracker().spawn(serve_with(
+            node.clone(),
+            listener,
+            TOKEN.into(),
+            node.shutdown_token(),
+            limits,
+        ));
+        (node, addr)
+    }
+
+    /// Read what the server sends until it closes, at most `patience`; the text and
+    /// whether it closed.
+    async fn read_until_closed(stream: &mut TcpStream, patience: Duration) -> (String, bool) {
+        let mut answer = Vec::new();
+        let closed = tokio::time::timeout(patience, stream.read_to_end(&mut answer))
+            .await
+            .is_ok();
+        (String::from_utf8_lossy(&answer).into_owned(), closed)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_bad_token_is_refused_before_the_body_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (node, addr) = api(dir.path(), Limits::default()).await;
+        // A gigabyte announced, a few bytes sent, the rest never: refused at once, which
+        // can only be when the body is not waited for.
+        for (path, auth) in [
+            (
+                "/v1/messages",
+                "Authorization: Bearer wrong-token-wrong-token\r\n",
+            ),
+            ("/v1/messages", ""),
+            ("/run", "Authorization: Bearer wrong-token-wrong-token\r\n"),
+            ("/", "Authorization: Bearer wrong-token-wrong-token\r\n"),
+            ("/run", ""),
+        ] {
+            let started = Instant::now();
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            let head = format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n\
+                 Content-Length: 1000000000\r\n\r\n[{{\"toNode\""
+            );
+            stream.write_all(head.as_bytes()).await.unwrap();
+            let mut answer = vec![0u8; 512];
+            let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
+                .await
+                .expect("an answer without the body")
+                .unwrap();
+            let answer = String::from_utf8_lossy(&answer[..n]);
+            let expected = if auth.is_empty() && path != "/v1/messages" {
+                // The token may be in this body: too large to read is refused as such.
+                "HTTP/1.1 413"
+            } else {
+                "HTTP/1.1 401"
+            };
+            assert!(answer.starts_with(expected), "{path}: {answer}");
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "{path}: {:?}",
+                started.elapsed()
+            );
+        }
+        node.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn slow_headers_and_slow_bodies_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            header_timeout: Duration::from_millis(500),
+            body_timeout: Duration::from_millis(500),
+            ..Limits::default()
+        };
+        let (node, addr) = api(dir.path(), limits).await;
+
+        // Headers that never end: the connection is closed.
+        let started = Instant::now();
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET /v1/nodes HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        let (_, closed) = read_until_closed(&mut stream, Duration::from_secs(10)).await;
+        assert!(closed, "a slowloris connection is dropped");
+        assert!(started.elapsed() >= Duration::from_millis(400));
+
+        // An idle connection, nothing sent: closed too.
+        let mut idle = TcpStream::connect(addr).await.unwrap();
+        let (_, closed) = read_until_closed(&mut idle, Duration::from_secs(10)).await;
+        assert!(closed, "an idle connection is dropped");
+
+        // The right token, then a body that stops coming.
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST /v1/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Content-Length: 100\r\n\r\n[{{"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let (answer, _) = read_until_closed(&mut stream, Duration::from_secs(10)).await;
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+
+        // And a normal request still works.
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let request = format!(
+            "GET /v1/nodes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Connection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let (answer, closed) = read_until_closed(&mut stream, Duration::from_secs(10)).await;
+        assert!(closed && answer.starts_with("HTTP/1.1 200"), "{answer}");
+        node.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_beyond_the_cap_are_closed_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            max_connections: 2,
+            ..Limits::default()
+        };
+        let (node, addr) = api(dir.path(), limits).await;
+        let request =
+            format!("GET /v1/nodes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n");
+        // Two kept-alive connections, each answered once: both hold their slot.
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let mut answer = vec![0u8; 4096];
+            let n = stream.read(&mut answer).await.unwrap();
+            assert!(answer[..n].starts_with(b"HTTP/1.1 200"));
+            held.push(stream);
+        }
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        let _ = third.write_all(request.as_bytes()).await;
+        let (answer, closed) = read_until_closed(&mut third, Duration::from_secs(5)).await;
+        assert!(closed && answer.is_empty(), "closed unanswered: {answer}");
+
+        // A slot freed is taken again.
+        drop(held.pop());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            let _ = stream.write_all(request.as_bytes()).await;
+            let mut answer = vec![0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
+                .await
+                .unwrap()
+                .unwrap_or(0);
+            if answer[..n].starts_with(b"HTTP/1.1 200") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the freed slot was never taken");
+            tokio::task::yield_now().await;
+        }
+        node.shutdown().await;
+    }
+
+    /// A self-signed certificate for `localhost`, written to `dir` as `cert.pem` and
+    /// `key.pem` (0600); and the certificate, to trust it.
+    fn certificate(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, Vec<u8>) {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let cert = dir.join("cert.pem");
+        let key = dir.join("key.pem");
+        std::fs::write(&cert, made.cert.pem()).unwrap();
+        bosun_trust::secret_file::write_secret(&key, &made.signing_key.serialize_pem()).unwrap();
+        (cert, key, made.cert.der().to_vec())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_api_speaks_https_with_a_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key, der) = certificate(dir.path());
+        let limits = Limits {
+            tls: Some(tls_config(&cert, &key).unwrap()),
+            ..Limits::default()
+        };
+        let (node, addr) = api(dir.path(), limits).await;
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der.into()).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut stream = connector.connect(name, tcp).await.expect("a TLS handshake");
+        let request = format!(
+            "GET /v1/nodes HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Connection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+            .await
+            .expect("an answer");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+        // Plain HTTP on the HTTPS port gets no HTTP answer.
+        let mut plain = TcpStream::connect(addr).await.unwrap();
+        plain.write_all(request.as_bytes()).await.unwrap();
+        let (answer, closed) = read_until_closed(&mut plain, Duration::from_secs(15)).await;
+        assert!(closed && !answer.contains("HTTP/1.1 200"), "{answer}");
+
+        // A key others may read is refused with the chmod to run.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let error = tls_config(&cert, &key).unwrap_err().to_string();
+        assert!(error.contains("chmod 600"), "{error}");
+        node.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_address_beyond_loopback_needs_http_allow_remote() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = bosun_node::Config {
+            http_listen: Some(([0, 0, 0, 0], 0).into()),
+            ..crate::test_support::config(dir.path(), "n1")
+        };
+        let node = crate::test_support::start(config.clone()).await;
+        let error = crate::serve(
+            node.clone(),
+            &config,
+            node.shutdown_token(),
+            &node.tracker(),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("http_allow_remote = true")
+                && error.contains("http_tls_cert")
+                && error.contains("127.0.0.1"),
+            "{error}"
+        );
+        node.shutdown().await;
+
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        bosun_trust::secret_file::write_secret(&token, TOKEN).unwrap();
+        let config = bosun_node::Config {
+            http_listen: Some(([0, 0, 0, 0], 0).into()),
+            http_allow_remote: true,
+            http_token_file: Some(token),
+            ..crate::test_support::config(dir.path(), "n1")
+        };
+        let node = crate::test_support::start(config.clone()).await;
+        crate::serve(
+            node.clone(),
+            &config,
+            node.shutdown_token(),
+            &node.tracker(),
+        )
+        .await
+        .expect("allowed explicitly");
+        node.shutdown().await;
+
+        // With TLS, no switch is needed; half of it is refused.
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key, _) = certificate(dir.path());
+        let token = dir.path().join("token");
+        bosun_trust::secret_file::write_secret(&token, TOKEN).unwrap();
+        let config = bosun_node::Config {
+            http_listen: Some(([0, 0, 0, 0], 0).into()),
+            http_tls_cert: Some(cert),
+            http_token_file: Some(token),
+            ..crate::test_support::config(dir.path(), "n1")
+        };
+        let node = crate::test_support::start(config.clone()).await;
+        let half = crate::serve(
+            node.clone(),
+            &config,
+            node.shutdown_token(),
+            &node.tracker(),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(
+            half.contains("both http_tls_cert and http_tls_key"),
+            "{half}"
+        );
+        let config = bosun_node::Config {
+            http_tls_key: Some(key),
+            ..config
+        };
+        crate::serve(
+            node.clone(),
+            &config,
+            node.shutdown_token(),
+            &node.tracker(),
+        )
+        .await
+        .expect("HTTPS may listen beyond loopback");
+        node.shutdown().await;
+    }
 
     #[test]
     fn commands_split_like_a_shell_without_a_shell() {

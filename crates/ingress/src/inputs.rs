@@ -5,8 +5,12 @@
 //! the same whichever way a message came in. The local socket ([`crate::control`])
 //! reads its input with the same reader as the TCP listener.
 //!
-//! The TCP listener has no authentication: whoever can connect can queue messages, which
-//! may run commands. Bind it to loopback or a trusted network only.
+//! The TCP listener has no token: who may use it is decided by [`crate::peer`] (the
+//! node's own user or root on this host; remote peers only with `tcp_allow_remote`).
+//! Idle connections hold no reading slot: a connection must send its first byte within
+//! [`FIRST_BYTE_TIMEOUT`] and its whole input within [`READ_TIMEOUT`], and only then
+//! takes one of [`MAX_TCP_READERS`] slots, so held-open connections cannot keep a
+//! request out. Large inputs are parsed off the async workers.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -32,9 +36,21 @@ pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the read folder is listed.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
-/// TCP connections served at once. Each may buffer up to the input limit, so this
-/// bounds memory; further clients wait in the listen backlog.
-const MAX_TCP_CONNECTIONS: usize = 64;
+/// How long a TCP connection may stay silent before its first byte.
+pub(crate) const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TCP connections open at once on one port; one beyond them is refused with a line.
+const MAX_TCP_CONNECTIONS: usize = 1024;
+
+/// TCP connections open at once from one address.
+const MAX_PEER_CONNECTIONS: usize = 256;
+
+/// TCP inputs read at once. Each may buffer up to the input limit, so this bounds
+/// memory; a slot is taken at the first byte, so idle connections hold none.
+const MAX_TCP_READERS: usize = 64;
+
+/// Inputs at least this large are parsed on a blocking thread, not an async worker.
+const PARSE_OFF_WORKERS: usize = 64 * 1024;
 
 /// File name endings the read and startup folders leave alone: our own failure marks and
 /// the usual names of files still being written.
@@ -304,8 +320,9 @@ pub(crate) async fn read_message_input<R: AsyncRead + Unpin>(
             continue;
         }
         next_attempt = buf.len().saturating_mul(2);
-        let mut values = serde_json::Deserializer::from_slice(&buf).into_iter::<Value>();
-        match values.next() {
+        let (back, first) = first_json_value(buf).await;
+        buf = back;
+        match first {
             Some(Ok(v)) => return Ok(Input::Json(v)),
             Some(Err(e)) if e.is_eof() && n > 0 => continue,
             Some(Err(e)) if e.is_eof() => return Err(ReadError::IncompleteJson(e)),
@@ -314,6 +331,70 @@ pub(crate) async fn read_message_input<R: AsyncRead + Unpin>(
             None => return Err(ReadError::NoJson),
         }
     }
+}
+
+/// The first JSON value in `buf`, parsed on a blocking thread when `buf` is large; the
+/// buffer is handed back.
+async fn first_json_value(buf: Vec<u8>) -> (Vec<u8>, Option<serde_json::Result<Value>>) {
+    fn parse(buf: &[u8]) -> Option<serde_json::Result<Value>> {
+        serde_json::Deserializer::from_slice(buf)
+            .into_iter::<Value>()
+            .next()
+    }
+    if buf.len() < PARSE_OFF_WORKERS {
+        let first = parse(&buf);
+        return (buf, first);
+    }
+    // A join error means the blocking pool is gone: the runtime is shutting down.
+    tokio::task::spawn_blocking(move || {
+        let first = parse(&buf);
+        (buf, first)
+    })
+    .await
+    .unwrap_or_default()
+}
+
+/// Why input parsed on a blocking thread gave no messages.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OffWorkersError {
+    /// Steward text that is not messages.
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    /// JSON values that are not messages.
+    #[error(transparent)]
+    Json(#[from] MessageParseError),
+    /// The blocking thread did not finish: the node is stopping.
+    #[error("the node is shutting down; send the input again after it restarts")]
+    ShuttingDown,
+}
+
+/// Steward input as messages ([`parse_messages`]), parsed on a blocking thread when it
+/// is large.
+pub(crate) async fn parse_messages_off_workers(
+    text: String,
+) -> Result<Vec<Message>, OffWorkersError> {
+    if text.len() < PARSE_OFF_WORKERS {
+        return Ok(parse_messages(&text)?);
+    }
+    tokio::task::spawn_blocking(move || parse_messages(&text))
+        .await
+        .map_err(|_| OffWorkersError::ShuttingDown)?
+        .map_err(OffWorkersError::from)
+}
+
+/// Messages from a JSON value already read ([`messages_from_json`]), converted on a
+/// blocking thread when there are many.
+pub(crate) async fn messages_from_json_off_workers(
+    value: Value,
+) -> Result<Vec<Message>, OffWorkersError> {
+    let many = value.as_array().is_some_and(|a| a.len() > 64);
+    if !many {
+        return Ok(messages_from_json(value)?);
+    }
+    tokio::task::spawn_blocking(move || messages_from_json(value))
+        .await
+        .map_err(|_| OffWorkersError::ShuttingDown)?
+        .map_err(OffWorkersError::from)
 }
 
 /// The answer for a refused input.
@@ -366,55 +447,181 @@ pub async fn serve_tcp(
         listener,
         shutdown,
         tracker,
+        Port {
+            what: "tcp",
+            refusal: error_line,
+        },
         |node, stream, peer| async move { tcp_connection(&node, stream, peer).await },
     )
     .await
 }
 
-/// Accept TCP connections until `shutdown` is cancelled, each handled by `handle` in its
-/// own task on `tracker`, at most `MAX_TCP_CONNECTIONS` at once (more wait in the listen
-/// backlog). A connection still open at shutdown is dropped. Accept errors are logged
-/// and retried, so this only returns on shutdown.
+/// A TCP port as [`accept_tcp`] needs to know it.
+pub(crate) struct Port {
+    /// Its name in the error log, e.g. `tcp`.
+    pub what: &'static str,
+    /// The answer line that refuses a connection, in the port's own protocol.
+    pub refusal: fn(&str) -> Value,
+}
+
+/// What the connections of one port share: the slots they hold.
+struct Slots {
+    open: Arc<Semaphore>,
+    readers: Arc<Semaphore>,
+    per_peer: std::sync::Mutex<HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One connection's hold on its peer's count, given back when dropped.
+struct PeerSlot {
+    slots: Arc<Slots>,
+    ip: std::net::IpAddr,
+}
+
+impl Slots {
+    fn take_peer(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<PeerSlot> {
+        let mut per_peer = self.per_peer.lock().unwrap_or_else(|e| e.into_inner());
+        let count = per_peer.entry(ip).or_insert(0);
+        if *count >= MAX_PEER_CONNECTIONS {
+            return None;
+        }
+        *count += 1;
+        Some(PeerSlot {
+            slots: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut per_peer = self
+            .slots
+            .per_peer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = per_peer.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                per_peer.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Accept TCP connections until `shutdown` is cancelled, each in its own task on
+/// `tracker`: the peer is judged ([`crate::peer::judge`]) and refused with a line and an
+/// error-log entry unless allowed; past [`MAX_TCP_CONNECTIONS`] open, or
+/// [`MAX_PEER_CONNECTIONS`] from one address, a connection is refused at once. An
+/// allowed connection must send its first byte within [`FIRST_BYTE_TIMEOUT`]; then it
+/// takes one of [`MAX_TCP_READERS`] reading slots and is handled by `handle`. A
+/// connection still open at shutdown is dropped. Accept errors are logged and retried,
+/// so this only returns on shutdown.
 pub(crate) async fn accept_tcp<F, Fut>(
     node: Node,
     listener: TcpListener,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    port: Port,
     handle: F,
 ) where
-    F: Fn(Node, TcpStream, SocketAddr) -> Fut,
+    F: Fn(Node, TcpStream, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let slots = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
+    let slots = Arc::new(Slots {
+        open: Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS)),
+        readers: Arc::new(Semaphore::new(MAX_TCP_READERS)),
+        per_peer: std::sync::Mutex::new(HashMap::new()),
+    });
+    let allow_remote = node.config().tcp_allow_remote;
     loop {
-        let permit = tokio::select! {
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            _ = shutdown.cancelled() => break,
-        };
-        tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let connection = handle(node.clone(), stream, peer);
-                    let shutdown = shutdown.clone();
-                    tracker.spawn(async move {
-                        tokio::select! {
-                            _ = connection => {}
-                            _ = shutdown.cancelled() => {}
-                        }
-                        drop(permit);
-                    });
-                }
+                Ok(accepted) => accepted,
                 Err(e) => {
                     tracing::warn!(error = %e, "TCP accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
                 }
             },
             _ = shutdown.cancelled() => break,
+        };
+        let taken = slots
+            .open
+            .clone()
+            .try_acquire_owned()
+            .ok()
+            .zip(slots.take_peer(peer.ip()));
+        let Some((open, peer_slot)) = taken else {
+            let reason = format!(
+                "refused: too many connections open (at most {MAX_TCP_CONNECTIONS},                  {MAX_PEER_CONNECTIONS} from one address); try again later"
+            );
+            tracing::debug!(%peer, port = port.what, "{reason}");
+            tracker.spawn(refuse_connection(stream, (port.refusal)(&reason)));
+            continue;
+        };
+        let node = node.clone();
+        let handle = handle.clone();
+        let slots = slots.clone();
+        let shutdown = shutdown.clone();
+        let (what, refusal) = (port.what, port.refusal);
+        tracker.spawn(async move {
+            let _held = (open, peer_slot);
+            let serve = async {
+                let Some(stream) = admit(&node, stream, peer, allow_remote, what, refusal).await
+                else {
+                    return;
+                };
+                let reader = slots.readers.clone().acquire_owned();
+                let Ok(Ok(_reader)) = tokio::time::timeout(READ_TIMEOUT, reader).await else {
+                    return;
+                };
+                handle(node.clone(), stream, peer).await;
+            };
+            tokio::select! {
+                _ = serve => {}
+                _ = shutdown.cancelled() => {}
+            }
+        });
+    }
+}
+
+/// Judge the peer of a new connection, then wait for its first byte. `None` when it was
+/// refused (with the line `refusal` makes, and an error-log entry), sent nothing in
+/// time, or went away.
+async fn admit(
+    node: &Node,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    allow_remote: bool,
+    what: &'static str,
+    refusal: fn(&str) -> Value,
+) -> Option<TcpStream> {
+    let local = stream.local_addr().ok()?;
+    let verdict =
+        tokio::task::spawn_blocking(move || crate::peer::judge(peer, local, allow_remote))
+            .await
+            .ok()?;
+    if let crate::peer::Verdict::Refused(reason) = verdict {
+        tracing::warn!(%peer, port = what, %reason, "TCP connection refused");
+        node.report_refused(&peer.ip().to_string(), what, &reason);
+        refuse_connection(stream, refusal(&reason)).await;
+        return None;
+    }
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(FIRST_BYTE_TIMEOUT, stream.peek(&mut first)).await {
+        Ok(Ok(n)) if n > 0 => Some(stream),
+        Ok(_) => None,
+        Err(_) => {
+            write_answer(&mut stream, &(refusal)("timed out waiting for the input")).await;
+            None
         }
     }
+}
+
+/// Answer a refused connection with its one line and close it, giving up after a second
+/// if the client does not read.
+async fn refuse_connection(mut stream: TcpStream, line: Value) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), write_answer(&mut stream, &line)).await;
 }
 
 async fn tcp_connection(node: &Node, mut stream: TcpStream, peer: SocketAddr) {
@@ -432,8 +639,12 @@ async fn tcp_connection(node: &Node, mut stream: TcpStream, peer: SocketAddr) {
                 "control requests ({\"op\": …}) are only taken on the local socket bosun.sock; send messages here".into(),
             ))
         }
-        Ok(Ok(Input::Json(value))) => messages_from_json(value).map_err(|e| Some(e.to_string())),
-        Ok(Ok(Input::Yaml(text))) => parse_messages(&text).map_err(|e| Some(e.to_string())),
+        Ok(Ok(Input::Json(value))) => messages_from_json_off_workers(value)
+            .await
+            .map_err(|e| Some(e.to_string())),
+        Ok(Ok(Input::Yaml(text))) => parse_messages_off_workers(text)
+            .await
+            .map_err(|e| Some(e.to_string())),
     };
     let answer = match messages {
         Ok(messages) => submit_answer(node, messages).await,
@@ -875,6 +1086,112 @@ mod tests {
         node.shutdown().await;
         let stopped = tokio::time::timeout(PATIENCE, server).await;
         assert!(matches!(stopped, Ok(Ok(()))), "{stopped:?}");
+    }
+
+    /// Send `input` to `addr` from a process running as user and group 65534 (nobody),
+    /// and return what came back.
+    async fn talk_as_nobody(addr: SocketAddr, input: &str) -> String {
+        let script = format!(
+            "exec 3<>/dev/tcp/{}/{} || exit 9; printf '%s' \"$INPUT\" >&3; cat <&3",
+            addr.ip(),
+            addr.port()
+        );
+        let output = tokio::process::Command::new("bash")
+            .arg("-c")
+            .arg(script)
+            .env("INPUT", input)
+            .uid(65534)
+            .gid(65534)
+            .output();
+        let output = tokio::time::timeout(PATIENCE, output)
+            .await
+            .expect("the client ends")
+            .expect("bash runs");
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn other_local_users_are_refused_and_nothing_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = start(dir.path(), "n1").await;
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let lsdsuite = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (tcp_addr, lsdsuite_addr) = (tcp.local_addr().unwrap(), lsdsuite.local_addr().unwrap());
+        node.tracker().spawn(serve_tcp(
+            node.clone(),
+            tcp,
+            node.shutdown_token(),
+            node.tracker(),
+        ));
+        node.tracker().spawn(crate::lsdsuite::serve(
+            node.clone(),
+            lsdsuite,
+            node.shutdown_token(),
+            node.tracker(),
+        ));
+        let marker = dir.path().join("marker");
+        let touch = json!([{"toNode": "n1", "method": "cliCommand",
+            "data": ["touch", marker.display().to_string()]}])
+        .to_string();
+
+        let answer = talk_as_nobody(tcp_addr, &touch).await;
+        assert!(
+            answer.contains("refused: local user 65534 is not the node's user"),
+            "{answer}"
+        );
+        let answer =
+            talk_as_nobody(lsdsuite_addr, r#"{"command":"mark","params":{"msg":"x"}}"#).await;
+        assert!(
+            answer.contains("\"err\"") && answer.contains("local user 65534"),
+            "{answer}"
+        );
+        assert!(node.recent(10).unwrap().is_empty(), "nothing was queued");
+        let errors = std::fs::read_to_string(dir.path().join("n1/error.log")).unwrap();
+        assert_eq!(errors.matches("local user 65534").count(), 2, "{errors}");
+        assert!(!marker.exists());
+
+        // The node's own user gets in with the same input, and it runs: the marker would
+        // have shown a run above.
+        let answer = talk(tcp_addr, touch.as_bytes(), false).await;
+        assert_eq!(answer["ok"], true, "{answer}");
+        let id = answer["queued"][0]["id"].as_str().unwrap().to_string();
+        all_done(&node, &[id]).await;
+        assert!(marker.exists());
+        node.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idle_connections_do_not_delay_a_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = start(dir.path(), "n1").await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        node.tracker().spawn(serve_tcp(
+            node.clone(),
+            listener,
+            node.shutdown_token(),
+            node.tracker(),
+        ));
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        let mut idle = Vec::new();
+        while idle.len() < 200 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "connecting took too long"
+            );
+            idle.push(TcpStream::connect(addr).await.unwrap());
+        }
+        let started = std::time::Instant::now();
+        let answer = talk(addr, ping_json("n1").as_bytes(), false).await;
+        let took = started.elapsed();
+        assert_eq!(answer["ok"], true, "{answer}");
+        assert!(
+            took < Duration::from_secs(1),
+            "a request behind 200 idle connections took {took:?}"
+        );
+        drop(idle);
+        node.shutdown().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

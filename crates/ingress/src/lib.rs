@@ -15,6 +15,8 @@
 //! - [`ops`]: send-and-wait helpers: cluster-wide lists, routing to a container's node,
 //!   placed container runs.
 //! - [`metrics`]: the `/metrics` and `/healthz` endpoint.
+//! - [`peer`]: who is at the other end of a TCP connection, and whether they may use
+//!   the steward and LSDSuite ports.
 
 pub mod client;
 pub mod control;
@@ -23,8 +25,7 @@ pub mod inputs;
 pub mod lsdsuite;
 pub mod metrics;
 pub mod ops;
-
-use std::path::PathBuf;
+pub mod peer;
 
 use bosun_node::{Config, Node};
 use tokio::net::TcpListener;
@@ -54,17 +55,36 @@ pub enum IngressError {
         "the HTTP API needs a token: set BOSUN_HTTP_TOKEN, or http_token_file in the config (never a flag: flags show in ps)"
     )]
     NoToken,
-    /// The HTTP token file could not be read.
-    #[error("cannot read the HTTP token file {path}: {source}")]
-    TokenFile {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
+    /// The HTTP token file could not be read, or others may read it.
+    #[error("cannot use the HTTP token file: {0}")]
+    TokenFile(#[from] bosun_trust::secret_file::SecretFileError),
     /// The HTTP token is too short to be safe.
     #[error("the HTTP API token is too short: use at least 16 characters (e.g. uuidgen)")]
     ShortToken,
+    /// The HTTP API would listen beyond loopback in plain HTTP without being allowed to.
+    #[error(
+        "http_listen {address} is beyond this host, where the token must not cross the \
+         network in clear: set http_tls_cert and http_tls_key so that the API speaks HTTPS, \
+         or set http_allow_remote = true for plain HTTP on a trusted network (or behind a \
+         TLS proxy), or listen on 127.0.0.1"
+    )]
+    RemoteHttp {
+        /// The address.
+        address: std::net::SocketAddr,
+    },
+    /// Only one of the HTTP API's certificate and key is set.
+    #[error("the HTTP API's TLS needs both http_tls_cert and http_tls_key")]
+    HttpTlsHalf,
+    /// The HTTP API's certificate or key cannot be used.
+    #[error("cannot use the HTTP API's TLS {what} {path}: {reason}")]
+    HttpTls {
+        /// `certificate` or `key`.
+        what: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Bind every listener `config` asks for (the local socket always; metrics, steward TCP,
@@ -80,7 +100,18 @@ pub async fn serve(
 ) -> Result<(), IngressError> {
     // Every address is bound before anything is spawned, so a bad one stops the start-up
     // with nothing half-open.
+    let tls = match (&config.http_tls_cert, &config.http_tls_key) {
+        _ if config.http_listen.is_none() => None,
+        (Some(cert), Some(key)) => Some(http::tls_config(cert, key)?),
+        (None, None) => None,
+        _ => return Err(IngressError::HttpTlsHalf),
+    };
     let token = match &config.http_listen {
+        Some(address)
+            if !address.ip().is_loopback() && tls.is_none() && !config.http_allow_remote =>
+        {
+            return Err(IngressError::RemoteHttp { address: *address });
+        }
         Some(_) => Some(http_token(config)?),
         None => None,
     };
@@ -114,7 +145,9 @@ pub async fn serve(
     if let Some(listener) = tcp {
         tracing::info!(
             addr = ?listener.local_addr().ok(),
-            "taking steward message arrays on TCP (no authentication: keep it on a trusted network)"
+            allow_remote = config.tcp_allow_remote,
+            "taking steward message arrays on TCP (from this node's user or root on this host{})",
+            if config.tcp_allow_remote { ", and from anyone on the network: trusted networks only" } else { "" }
         );
         tracker.spawn(inputs::serve_tcp(
             node.clone(),
@@ -124,7 +157,15 @@ pub async fn serve(
         ));
     }
     if let Some(listener) = lsdsuite {
-        tracing::info!(addr = ?listener.local_addr().ok(), "LSDSuite command port open");
+        let addr = listener.local_addr().ok();
+        if addr.is_some_and(|a| !a.ip().is_loopback()) {
+            tracing::warn!(
+                ?addr,
+                allow_remote = config.tcp_allow_remote,
+                "the LSDSuite command port listens beyond loopback; it runs commands without a token, so only this node's user and root on this host may use it, and remote peers only with tcp_allow_remote on a trusted network"
+            );
+        }
+        tracing::info!(?addr, "LSDSuite command port open");
         tracker.spawn(lsdsuite::serve(
             node.clone(),
             listener,
@@ -133,10 +174,10 @@ pub async fn serve(
         ));
     }
     if let (Some(listener), Some(token)) = (http, token) {
-        tracing::info!(addr = ?listener.local_addr().ok(), "HTTP API open (/v1, quartermaster, DockerMod)");
+        tracing::info!(addr = ?listener.local_addr().ok(), https = tls.is_some(), "HTTP API open (/v1, quartermaster, DockerMod)");
         let (node, shutdown) = (node.clone(), shutdown.clone());
         tracker.spawn(async move {
-            if let Err(e) = http::serve(node, listener, token, shutdown).await {
+            if let Err(e) = http::serve(node, listener, token, tls, shutdown).await {
                 tracing::error!(error = %e, "the HTTP API stopped");
             }
         });
@@ -171,18 +212,13 @@ async fn bind(
 }
 
 /// The HTTP API token: `BOSUN_HTTP_TOKEN` when set and not empty, else the trimmed
-/// contents of `http_token_file`. Never a flag, since flags show in `ps`.
+/// contents of `http_token_file`, which only its owner may read. Never a flag, since
+/// flags show in `ps`.
 fn http_token(config: &Config) -> Result<String, IngressError> {
-    let token = match std::env::var("BOSUN_HTTP_TOKEN") {
+    let token = match std::env::var(bosun_trust::secret_env::HTTP_TOKEN) {
         Ok(token) if !token.is_empty() => token,
         _ => match &config.http_token_file {
-            Some(path) => std::fs::read_to_string(path)
-                .map_err(|source| IngressError::TokenFile {
-                    path: path.clone(),
-                    source,
-                })?
-                .trim()
-                .to_string(),
+            Some(path) => bosun_trust::secret_file::read_secret(path)?,
             None => return Err(IngressError::NoToken),
         },
     };
@@ -253,6 +289,23 @@ mod tests {
             .expect("shutdown within its grace");
         assert!(node.tracker().is_empty(), "no task outlives shutdown");
         assert!(!socket.exists(), "the socket file is removed");
+    }
+
+    #[test]
+    fn a_token_file_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "0123456789abcdef0123\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let config = Config {
+            http_token_file: Some(path.clone()),
+            ..test_support::config(dir.path(), "n1")
+        };
+        let error = http_token(&config).unwrap_err().to_string();
+        assert!(error.contains("chmod 600"), "{error}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(http_token(&config).unwrap(), "0123456789abcdef0123");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,8 @@
 //! The LSDSuite / FaultSee node manager's TCP command port (7000 in its document), off by
 //! default. Each connection sends one `{"command": …, "params": {…}}` and gets one
 //! `{"status": "ok|err", "msg": …}` back. Every command becomes a message to this node,
-//! so it is recorded, run once and visible in `bosun status` like any other.
+//! so it is recorded, run once and visible in `bosun status` like any other. Who may
+//! connect is decided as for the steward port ([`crate::peer`]).
 
 use std::time::Duration;
 
@@ -16,17 +17,27 @@ use bosun_node::Node;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Serve the command port until `shutdown` is cancelled (with the same bounded accept as
-/// the message listener).
+/// Serve the command port until `shutdown` is cancelled, with the same admission as the
+/// message listener: only this node's user or root on this host, or remote peers with
+/// `tcp_allow_remote`; bounded connections and reading slots.
 pub async fn serve(
     node: Node,
     listener: TcpListener,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    crate::inputs::accept_tcp(node, listener, shutdown, tracker, |node, stream, _| {
-        connection(node, stream)
-    })
+    let port = crate::inputs::Port {
+        what: "lsdsuite",
+        refusal: err,
+    };
+    crate::inputs::accept_tcp(
+        node,
+        listener,
+        shutdown,
+        tracker,
+        port,
+        |node, stream, _| connection(node, stream),
+    )
     .await
 }
 

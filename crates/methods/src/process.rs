@@ -12,6 +12,9 @@
 //!   stopped: what is left of the group (processes the command forked, which the
 //!   parent-death signal does not reach) is killed before the run is reported.
 //!
+//! No child inherits the node's secrets: the variables that may hold them are removed
+//! from its environment.
+//!
 //! A pid can be reused after its process is gone. A group is only taken for the
 //! recorded one when its leader has the recorded start time, on the recorded boot; and
 //! only processes started no earlier than the leader are killed.
@@ -177,6 +180,7 @@ impl Spawner {
     /// node's process ends). Must be called within a tokio runtime.
     pub(crate) async fn spawn(&self, mut command: Command) -> std::io::Result<Child> {
         command.process_group(0);
+        scrub_secrets(&mut command);
         die_with_parent(&mut command);
         let (answer, answered) = oneshot::channel();
         let job = SpawnJob {
@@ -190,6 +194,20 @@ impl Spawner {
         answered
             .await
             .map_err(|_| std::io::Error::other("the spawner thread has stopped"))?
+    }
+}
+
+/// Keep the node's secrets from the child: every variable of the node's environment
+/// that may hold one ([`bosun_trust::secret_env::is_secret`]) is removed from its
+/// environment.
+fn scrub_secrets(command: &mut Command) {
+    for (name, _) in std::env::vars_os() {
+        if name
+            .to_str()
+            .is_some_and(bosun_trust::secret_env::is_secret)
+        {
+            command.env_remove(name);
+        }
     }
 }
 

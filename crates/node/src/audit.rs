@@ -5,8 +5,10 @@
 //! single write to a file opened for appending, and the log rotates before a line that
 //! would take the file past its size, so no line is ever split across files. Lines are
 //! not fsynced: the store, not this log, is what survives a crash.
+//!
+//! The rotation is [`RotatingFile`], which the error log uses too.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -18,7 +20,15 @@ use crate::node::now_millis;
 
 /// An append-only audit log of messages, safe to share between tasks.
 pub struct AuditLog {
+    file: RotatingFile,
+}
+
+/// A file of JSON lines, appended to with one write per line and rotated by size
+/// (`name` → `name.1` → `name.2` …), safe to share between tasks. Files are 0600.
+pub struct RotatingFile {
     path: PathBuf,
+    /// What the file is, for log lines: `audit log`, `error log`.
+    what: &'static str,
     max_bytes: u64,
     keep: usize,
     state: Mutex<Writer>,
@@ -46,36 +56,25 @@ struct Line<'a> {
 impl AuditLog {
     /// Open (or create) the log at `path`; rotate it past `max_bytes`, keeping `keep` old files.
     pub fn open(path: PathBuf, max_bytes: u64, keep: usize) -> std::io::Result<AuditLog> {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)?;
-        }
-        let file = open_append(&path)?;
-        let size = file.metadata()?.len();
         Ok(AuditLog {
-            path,
-            max_bytes,
-            keep,
-            state: Mutex::new(Writer {
-                file: Some(file),
-                size,
-                failing: false,
-                rotate_failing: false,
-            }),
+            file: RotatingFile::open(path, "audit log", max_bytes, keep)?,
         })
     }
 
     /// The log file being written.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 
     /// Append one line for `event` (e.g. `submitted`, `received`) with the whole message.
     /// A write error is logged, never returned: auditing must not stop delivery.
+    /// Registry auth is written as `<redacted>`.
     pub fn record(&self, event: &str, message: &Message) {
+        let redacted = bosun_proto::container::redacted(message);
         let line = Line {
             at: now_millis(),
             event,
-            message,
+            message: redacted.as_ref().unwrap_or(message),
         };
         let mut bytes = match serde_json::to_vec(&line) {
             Ok(b) => b,
@@ -85,23 +84,7 @@ impl AuditLog {
             }
         };
         bytes.push(b'\n');
-        // A panic elsewhere while holding the lock leaves nothing half-done here worth
-        // refusing to log for.
-        let mut writer = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        match self.write(&mut writer, &bytes) {
-            Ok(()) => {
-                if writer.failing {
-                    tracing::info!(path = %self.path.display(), "audit log writable again");
-                }
-                writer.failing = false;
-            }
-            Err(e) => {
-                if !writer.failing {
-                    tracing::error!(path = %self.path.display(), error = %e, "cannot write the audit log; lines are lost until it is writable again (check disk space and permissions)");
-                }
-                writer.failing = true;
-            }
-        }
+        self.file.append(&bytes);
     }
 
     /// Append one line for an arrival refused before anything ran: where it came, who
@@ -128,12 +111,62 @@ impl AuditLog {
         };
         let mut bytes = serde_json::to_vec(&line).expect("plain fields serialise");
         bytes.push(b'\n');
+        self.file.append(&bytes);
+    }
+}
+
+impl RotatingFile {
+    /// Open (or create, 0600) the file at `path`; rotate it past `max_bytes` (0: never),
+    /// keeping `keep` old files. `what` names it in log lines.
+    pub fn open(
+        path: PathBuf,
+        what: &'static str,
+        max_bytes: u64,
+        keep: usize,
+    ) -> std::io::Result<RotatingFile> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)?;
+        }
+        let file = open_append(&path)?;
+        let size = file.metadata()?.len();
+        Ok(RotatingFile {
+            path,
+            what,
+            max_bytes: if max_bytes == 0 { u64::MAX } else { max_bytes },
+            keep,
+            state: Mutex::new(Writer {
+                file: Some(file),
+                size,
+                failing: false,
+                rotate_failing: false,
+            }),
+        })
+    }
+
+    /// The file being written.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Append `line` (whole lines, ending in a newline) with one write. A write error is
+    /// logged once while it lasts, never returned.
+    pub fn append(&self, line: &[u8]) {
+        // A panic elsewhere while holding the lock leaves nothing half-done here worth
+        // refusing to log for.
         let mut writer = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = self.write(&mut writer, &bytes) {
-            if !writer.failing {
-                tracing::error!(path = %self.path.display(), error = %e, "cannot write the audit log");
+        match self.write(&mut writer, line) {
+            Ok(()) => {
+                if writer.failing {
+                    tracing::info!(path = %self.path.display(), "{} writable again", self.what);
+                }
+                writer.failing = false;
             }
-            writer.failing = true;
+            Err(e) => {
+                if !writer.failing {
+                    tracing::error!(path = %self.path.display(), error = %e, "cannot write the {}; lines are lost until it is writable again (check disk space and permissions)", self.what);
+                }
+                writer.failing = true;
+            }
         }
     }
 
@@ -146,9 +179,9 @@ impl AuditLog {
             match self.rotate() {
                 Ok(()) => writer.rotate_failing = false,
                 Err(e) => {
-                    // Losing audit lines is worse than an oversized file: write on.
+                    // Losing lines is worse than an oversized file: write on.
                     if !writer.rotate_failing {
-                        tracing::error!(path = %self.path.display(), error = %e, "cannot rotate the audit log; it grows past its size limit until rotation works (check permissions on its folder)");
+                        tracing::error!(path = %self.path.display(), error = %e, "cannot rotate the {}; it grows past its size limit until rotation works (check permissions on its folder)", self.what);
                     }
                     writer.rotate_failing = true;
                 }
@@ -171,7 +204,7 @@ impl AuditLog {
         Ok(())
     }
 
-    /// `audit.log` → `audit.log.1`, `.1` → `.2` …, dropping the oldest beyond `keep`.
+    /// `name` → `name.1`, `.1` → `.2` …, dropping the oldest beyond `keep`.
     fn rotate(&self) -> std::io::Result<()> {
         if self.keep == 0 {
             return ignore_missing(std::fs::remove_file(&self.path));
@@ -196,7 +229,7 @@ impl AuditLog {
 }
 
 fn open_append(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
+    crate::files::open_private_append(path)
 }
 
 fn ignore_missing(result: std::io::Result<()>) -> std::io::Result<()> {

@@ -337,6 +337,25 @@ settings! {
     /// Accept DockerMod's `POST /` requests without a token, as DockerMod itself did, so
     /// its users' scripts run unchanged. Only on a trusted network.
     dockermod_open: bool = false, None;
+    /// Certificate chain (PEM) of the HTTP API: with `http_tls_key`, the API speaks
+    /// HTTPS only, and may listen beyond loopback.
+    http_tls_cert: Option<PathBuf> = None, None;
+    /// Private key (PEM, 0600) of the HTTP API's certificate.
+    http_tls_key: Option<PathBuf> = None, None;
+    /// Serve the HTTP API in plain HTTP on an address beyond loopback. Off: such an
+    /// `http_listen` is refused at start unless TLS is set (`http_tls_cert`,
+    /// `http_tls_key`), since the token would cross the network in clear. Only on a
+    /// trusted network, or behind a TLS proxy.
+    http_allow_remote: bool = false, None;
+    /// HTTP API connections served at once; a connection beyond them is closed at once.
+    http_max_connections: usize = 256, None;
+    /// Take steward TCP and LSDSuite connections from addresses beyond loopback, whose
+    /// user cannot be checked. Off: they are refused. Only on a trusted network.
+    tcp_allow_remote: bool = false, None;
+    /// Size at which the error log is rotated, in bytes, as the audit log is.
+    error_log_max_bytes: u64 = 10 * 1024 * 1024, None;
+    /// Rotated error logs kept.
+    error_log_keep: usize = 5, None;
     /// Capture logs and stats of labelled containers, host stats and Docker events into
     /// the event stream (LSDSuite), with marks in between.
     capture: bool = true, None;
@@ -644,6 +663,19 @@ impl SettingValue for BTreeMap<String, String> {
         }
         Ok(())
     }
+}
+
+/// When the broker URL `url` carries credentials (`nats://user:pass@host`,
+/// `nats://token@host`), the URL with them replaced by `***`, to name it in an error
+/// without showing them.
+fn url_without_credentials(url: &str) -> Option<String> {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), url),
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    let (_, host) = authority.rsplit_once('@')?;
+    Some(format!("{scheme}***@{host}"))
 }
 
 /// The hostname up to its first dot, made a valid node name, or `node`.
@@ -967,6 +999,14 @@ impl Config {
             });
         }
         for url in &self.broker {
+            if let Some(shown) = url_without_credentials(url) {
+                return Err(ConfigError::Invalid {
+                    field: "broker",
+                    reason: format!(
+                        "{shown:?} holds a user, password or token, which would show in logs,                          `ps` and `bosun config show`; give the broker's credentials in                          creds_file or nkey_seed_file (a file only this node's user may read)"
+                    ),
+                });
+            }
             if !(url.starts_with("nats://") || url.starts_with("tls://") || url.contains(':')) {
                 return Err(ConfigError::Invalid {
                     field: "broker",
@@ -1119,6 +1159,32 @@ mod tests {
         let path = dir.path().join("bosun.toml");
         std::fs::write(&path, text).unwrap();
         (dir, path)
+    }
+
+    #[test]
+    fn credentials_in_a_broker_url_are_refused_without_being_shown() {
+        for url in [
+            "nats://alice:pa55-9d2e@hub:4222",
+            "nats://tok-9d2e@hub:4222",
+            "tls://alice:pa55-9d2e@hub",
+        ] {
+            let error = Config::load(&Sources {
+                file: Some(file_with("").1),
+                overrides: vec![given("broker", Layer::Flag, url)],
+            });
+            let error = error.unwrap_err().to_string();
+            assert!(
+                error.contains("creds_file") && error.contains("nkey_seed_file"),
+                "{error}"
+            );
+            assert!(!error.contains("9d2e"), "the secret is shown: {error}");
+            assert!(error.contains("***@hub"), "{error}");
+        }
+        let plain = Config {
+            broker: vec!["nats://hub:4222".into(), "nats://hub:4222/path@x".into()],
+            ..Config::default()
+        };
+        assert!(plain.validate().is_ok());
     }
 
     #[test]

@@ -171,11 +171,7 @@ pub(crate) fn keep_shipped_capture(results: &Path, from: &str, data: &[String]) 
         .unwrap_or(Ok(()))
         .and_then(|_| {
             use std::io::Write;
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)?
-                .write_all(text.as_bytes())
+            crate::files::open_private_append(&path)?.write_all(text.as_bytes())
         });
     if let Err(e) = written {
         tracing::warn!(path = %path.display(), error = %e, "cannot keep shipped capture");

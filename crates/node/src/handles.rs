@@ -10,7 +10,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::errorlog::ErrorEntry;
+use crate::errorlog::{ErrorEntry, ErrorLog, RefusalLimiter};
 use crate::fleet::FleetNode;
 use crate::outbox::OutboxCmd;
 use crate::submit::Submitter;
@@ -146,27 +146,75 @@ impl FleetView {
 }
 
 /// Writes the error log and, unless this node is central, forwards each error to
-/// central's error log too (as an `errorLog` message, durable like any other).
+/// central's error log too (as an `errorLog` message, durable like any other). Refusals
+/// (kind `rejected`) are rate-limited per sender, in the file and towards central alike
+/// ([`RefusalLimiter`]).
 #[derive(Clone)]
 pub(crate) struct ErrorReporter {
     config: Arc<Config>,
     submitter: Submitter,
     tracker: TaskTracker,
+    log: Arc<ErrorLog>,
+    refusals: Arc<RefusalLimiter>,
 }
 
 impl ErrorReporter {
-    /// A reporter that forwards through `submitter`, on `tracker`.
+    /// A reporter that writes `config`'s error log and forwards through `submitter`, on
+    /// `tracker`.
     pub fn new(config: Arc<Config>, submitter: Submitter, tracker: TaskTracker) -> Self {
+        let log = ErrorLog::open(
+            config.error_log_path(),
+            config.error_log_max_bytes,
+            config.error_log_keep,
+        );
         ErrorReporter {
             config,
             submitter,
             tracker,
+            log: Arc::new(log),
+            refusals: Arc::default(),
         }
     }
 
-    /// Log an error locally and forward it to central.
+    /// Log an error locally and forward it to central; a refusal only while its sender
+    /// is within its limit, with one summary line for those left out.
     pub fn report(&self, entry: &ErrorEntry<'_>) {
-        crate::errorlog::append(&self.config.error_log_path(), entry);
+        for (sender, count) in self.refusals.expired(entry.at) {
+            self.summarise(entry, &sender, count);
+        }
+        if entry.kind == "rejected" {
+            let sender = entry.to_node.unwrap_or("unknown");
+            let admission = self.refusals.admit(sender, entry.at);
+            if admission.suppressed_before > 0 {
+                self.summarise(entry, sender, admission.suppressed_before);
+            }
+            if !admission.write {
+                return;
+            }
+        }
+        self.write(entry);
+    }
+
+    /// Keep error reports another node sent, in this node's error log.
+    pub fn append_remote(&self, from: &str, data: &[String]) {
+        self.log.append_remote(from, data);
+    }
+
+    fn summarise(&self, like: &ErrorEntry<'_>, sender: &str, count: u64) {
+        let reason = crate::errorlog::summary(sender, count);
+        self.write(&ErrorEntry {
+            at: like.at,
+            node: like.node,
+            kind: "rejected",
+            message_id: None,
+            to_node: Some(sender),
+            method: None,
+            reason: &reason,
+        });
+    }
+
+    fn write(&self, entry: &ErrorEntry<'_>) {
+        self.log.append(entry);
         let Some(central) = self.config.central_name() else {
             return;
         };

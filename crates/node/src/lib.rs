@@ -18,6 +18,7 @@
 //! - `sinks`: reply sinks: results and chunks written to files or the console.
 //! - `errorlog`: the error log, local and forwarded to central.
 //! - [`audit`]: the audit log: every message as JSON lines, rotated by size.
+//! - [`files`]: the modes of the data dir (0700) and the files in it (0600).
 //! - [`metrics`]: Prometheus metrics.
 //! - [`events`]: internal events that write a log line and move a metric together.
 //!
@@ -40,6 +41,7 @@ mod disk;
 mod errorlog;
 pub mod events;
 mod executor;
+pub mod files;
 pub mod fleet;
 mod handles;
 pub mod metrics;

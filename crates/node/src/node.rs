@@ -39,6 +39,7 @@ struct NodeParts {
     finished: FinishedIds,
     fleet: FleetView,
     metrics: Metrics,
+    reporter: ErrorReporter,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     /// Cancelled when the store cannot be reopened after an I/O error.
@@ -181,13 +182,20 @@ impl Node {
         standalone: bool,
     ) -> Result<Node, NodeError> {
         config.validate()?;
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
+        crate::files::private_dir(&config.data_dir).map_err(|source| NodeError::DataDir {
             path: config.data_dir.display().to_string(),
             source,
         })?;
         make_file_roots(&config)?;
         let policy = crate::trust::policy(&config)?;
         let store = Store::open_with(&config.db_path(), config.store_options())?;
+        // redb creates the file with the process's umask; inside the 0700 data dir that
+        // is never readable by others, and it is made 0600 at once.
+        for path in [config.db_path(), config.error_log_path()] {
+            if let Err(e) = crate::files::tighten(&path, crate::files::FILE_MODE) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot make this file readable by this node's user only");
+            }
+        }
         let audit = if config.audit_max_bytes > 0 {
             let path = config.audit_log_path();
             match crate::audit::AuditLog::open(path, config.audit_max_bytes, config.audit_keep) {
@@ -289,7 +297,7 @@ impl Node {
             transport: transport.clone(),
             metrics: metrics.clone(),
             finished: finished.clone(),
-            reporter,
+            reporter: reporter.clone(),
             running,
             tracker: tracker.clone(),
             spilled,
@@ -349,11 +357,27 @@ impl Node {
                 finished,
                 fleet,
                 metrics,
+                reporter,
                 shutdown,
                 tracker,
                 store_failed,
             }),
         })
+    }
+
+    /// Record a connection or input refused at a way in (who may not use it, too many
+    /// connections): in the error log and at central, as kind `rejected`, rate-limited
+    /// per sender like every refusal.
+    pub fn report_refused(&self, sender: &str, what: &str, reason: &str) {
+        self.parts.reporter.report(&crate::errorlog::ErrorEntry {
+            at: now_millis(),
+            node: self.parts.config.name.as_str(),
+            kind: "rejected",
+            message_id: None,
+            to_node: Some(sender),
+            method: Some(what),
+            reason,
+        });
     }
 
     /// This node's name.
@@ -385,8 +409,16 @@ impl Node {
     }
 
     /// Everything this node knows about a message id.
+    /// Registry auth in the message is shown as `<redacted>`.
     pub fn status(&self, id: &str) -> Result<StatusReport, StoreError> {
-        let sent = self.parts.store.sent(id)?;
+        let mut sent = self.parts.store.sent(id)?;
+        if let Some(record) = &mut sent {
+            bosun_proto::container::redact_auth(&mut record.message);
+        }
+        let mut received = self.parts.store.inbox(id)?;
+        if let Some(record) = &mut received {
+            bosun_proto::container::redact_auth(&mut record.message);
+        }
         let output = match &sent {
             Some(_) => self
                 .parts
@@ -400,15 +432,20 @@ impl Node {
         Ok(StatusReport {
             id: id.to_string(),
             sent,
-            received: self.parts.store.inbox(id)?,
+            received,
             output,
             schedule: self.parts.store.schedule(id)?.map(|r| r.schedule),
         })
     }
 
     /// The most recent messages this node sent, newest first.
+    /// Registry auth is shown as `<redacted>`.
     pub fn recent(&self, limit: usize) -> Result<Vec<SentRecord>, StoreError> {
-        self.parts.store.recent_sent(limit)
+        let mut records = self.parts.store.recent_sent(limit)?;
+        for record in &mut records {
+            bosun_proto::container::redact_auth(&mut record.message);
+        }
+        Ok(records)
     }
 
     /// Wait until every id is in a final state at this node, or `timeout` passes.

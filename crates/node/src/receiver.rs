@@ -682,11 +682,7 @@ async fn absorb(
                 &from,
                 &message.data,
             ),
-            Method::ErrorLog => crate::errorlog::append_remote(
-                &receiver.config.error_log_path(),
-                &from,
-                &message.data,
-            ),
+            Method::ErrorLog => receiver.reporter.append_remote(&from, &message.data),
             _ => {
                 if let Some(answered) = message.previous_message.clone() {
                     receiver.sinks.deliver(&message, method).await;

@@ -51,6 +51,62 @@ pub struct ContainerSpec {
     pub auth: Option<String>,
 }
 
+/// What stands in for a secret taken out of a message before it is shown or logged.
+pub const REDACTED: &str = "<redacted>";
+
+/// Take the registry auth out of `message`, so that it can be written to the audit log
+/// or shown: `auth` in the spec of `containerRun` and `containerCreate` (`data[0]`), and
+/// `data[1]` of `imagePull`. True when something was taken out. The stored message keeps
+/// its auth: the handler needs it.
+pub fn redact_auth(message: &mut crate::Message) -> bool {
+    match message.parsed_method() {
+        Ok(crate::Method::ContainerRun | crate::Method::ContainerCreate) => {
+            let Some(spec) = message.data.first_mut() else {
+                return false;
+            };
+            let Ok(mut value) = serde_json::from_str::<serde_json::Value>(spec) else {
+                // Not a spec: the handler refuses it. Nothing can be told apart in it, so
+                // none of it is shown.
+                if spec.contains("auth") {
+                    *spec = REDACTED.to_string();
+                    return true;
+                }
+                return false;
+            };
+            match value.get_mut("auth") {
+                Some(auth) if auth != REDACTED => {
+                    *auth = serde_json::Value::String(REDACTED.to_string());
+                    *spec = value.to_string();
+                    true
+                }
+                _ => false,
+            }
+        }
+        Ok(crate::Method::ImagePull) => match message.data.get_mut(1) {
+            Some(auth) if auth != REDACTED => {
+                *auth = REDACTED.to_string();
+                true
+            }
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// A copy of `message` without its registry auth, when it carries one ([`redact_auth`]);
+/// other messages are not copied.
+pub fn redacted(message: &crate::Message) -> Option<crate::Message> {
+    let carries = matches!(
+        message.parsed_method(),
+        Ok(crate::Method::ContainerRun | crate::Method::ContainerCreate | crate::Method::ImagePull)
+    );
+    if !carries {
+        return None;
+    }
+    let mut copy = message.clone();
+    redact_auth(&mut copy).then_some(copy)
+}
+
 /// Why a [`ContainerSpec`] is refused: the field at fault and what to give instead.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
@@ -230,5 +286,48 @@ mod tests {
                 part: "x".into()
             })
         );
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+    use crate::Message;
+
+    fn message(method: &str, data: Vec<String>) -> Message {
+        Message {
+            to_node: Some("a".into()),
+            method: method.into(),
+            data,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn registry_auth_is_taken_out_and_nothing_else() {
+        let spec = ContainerSpec {
+            image: Some("alpine:3".into()),
+            auth: Some("c2VjcmV0LWF1dGg=".into()),
+            ..Default::default()
+        };
+        for method in ["containerRun", "REQContainerCreate"] {
+            let mut m = message(method, vec![serde_json::to_string(&spec).unwrap()]);
+            assert!(redact_auth(&mut m));
+            assert!(!m.data[0].contains("c2VjcmV0LWF1dGg="), "{}", m.data[0]);
+            let back: ContainerSpec = serde_json::from_str(&m.data[0]).unwrap();
+            assert_eq!(back.image.as_deref(), Some("alpine:3"));
+            assert_eq!(back.auth.as_deref(), Some(REDACTED));
+            assert!(!redact_auth(&mut m), "once is enough");
+        }
+        let mut pull = message("imagePull", vec!["alpine:3".into(), "c2VjcmV0".into()]);
+        assert!(redact_auth(&mut pull));
+        assert_eq!(pull.data, ["alpine:3", REDACTED]);
+        let mut broken = message("containerRun", vec!["{\"auth\": \"c2VjcmV0\"".into()]);
+        assert!(redact_auth(&mut broken));
+        assert_eq!(broken.data, [REDACTED]);
+        let mut other = message("cliCommand", vec!["echo".into(), "auth".into()]);
+        assert!(!redact_auth(&mut other));
+        let mut plain = message("imagePull", vec!["alpine:3".into()]);
+        assert!(!redact_auth(&mut plain));
     }
 }

@@ -6,6 +6,7 @@
 //! - [`frame`]: sealing every frame a node sends and checking every frame it receives.
 //! - [`policy`]: a node's local policy, which must allow a method as well as the grants.
 //! - [`secret_file`]: reading and writing files that hold secrets.
+//! - [`secret_env`]: the environment variables that hold secrets.
 //! - [`nats`]: a nats-server configuration with one nkey user per node and subject
 //!   permissions.
 
@@ -14,6 +15,7 @@ pub mod identity;
 pub mod keys;
 pub mod nats;
 pub mod policy;
+pub mod secret_env;
 pub mod secret_file;
 
 pub use frame::{

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use anyhow::Context;
 use bosun_ingress::client;
 use bosun_ingress::control::{Called, ContainerOutput, ContainersStarted, ControlRequest, Info};
 use bosun_ingress::ops::ClusterList;
@@ -72,7 +73,7 @@ pub enum ContainerCmd {
         /// Restart policy: no, always, unless-stopped, on-failure[:N].
         #[arg(long)]
         restart: Option<String>,
-        /// File holding the registry auth (base64 of the Docker auth JSON).
+        /// File holding the registry auth (base64 of the Docker auth JSON), mode 0600.
         #[arg(long, value_name = "FILE")]
         auth_file: Option<std::path::PathBuf>,
         /// Create only; do not start.
@@ -142,7 +143,7 @@ pub enum ImageCmd {
         image: String,
         #[arg(long, short = 'n')]
         node: Option<String>,
-        /// File holding the registry auth (base64 of the Docker auth JSON).
+        /// File holding the registry auth (base64 of the Docker auth JSON), mode 0600.
         #[arg(long, value_name = "FILE")]
         auth_file: Option<std::path::PathBuf>,
     },
@@ -175,12 +176,12 @@ async fn request<T: DeserializeOwned>(
     Ok(client::request(&socket_path(global)?, req, Duration::from_secs(secs)).await?)
 }
 
+/// The registry auth file: a secret, refused when group or others may read it.
 fn read_auth(file: &Option<std::path::PathBuf>) -> anyhow::Result<Option<String>> {
     file.as_ref()
         .map(|f| {
-            std::fs::read_to_string(f)
-                .map(|s| s.trim().to_string())
-                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", f.display()))
+            bosun_trust::secret_file::read_secret(f)
+                .with_context(|| format!("cannot use the registry auth file {}", f.display()))
         })
         .transpose()
 }

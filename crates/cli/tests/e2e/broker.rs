@@ -1,6 +1,8 @@
 //! The broker as a security and separation boundary: nkey authentication and subject
 //! prefixes.
 
+use std::os::unix::fs::PermissionsExt;
+
 use bosun_testkit::NodeSpec;
 
 use crate::support::{fleet, stderr, stdout};
@@ -14,7 +16,20 @@ fn nkey_authentication_is_wired_from_a_seed_file() {
     );
     let seed_dir = tempfile::tempdir().unwrap();
     let seed = seed_dir.path().join("ship.nk");
-    bosun_trust::secret_file::write_secret(&seed, &user.seed().unwrap()).unwrap();
+    std::fs::write(&seed, user.seed().unwrap()).unwrap();
+    // A seed others may read is refused at start, with the fix.
+    std::fs::set_permissions(&seed, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let loose = std::process::Command::new(crate::support::bin())
+        .args(["node", "--name", "loose", "--broker", "nats://127.0.0.1:1"])
+        .arg("--data-dir")
+        .arg(seed_dir.path().join("loose"))
+        .arg("--nkey-seed-file")
+        .arg(&seed)
+        .output()
+        .unwrap();
+    assert!(!loose.status.success());
+    assert!(stderr(&loose).contains("chmod 600"), "{}", stderr(&loose));
+    std::fs::set_permissions(&seed, std::fs::Permissions::from_mode(0o600)).unwrap();
     let seed = seed.to_str().unwrap();
     let Some(fleet) = fleet()
         .nats_config(&config)

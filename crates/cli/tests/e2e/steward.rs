@@ -33,13 +33,17 @@ impl Text {
         let Some(text) = text else {
             panic!("{what}: missing");
         };
-        let ok = match self {
+        assert!(self.passes(text), "{what}: want {self:?}, got {text:?}");
+    }
+
+    /// True when `text` passes.
+    fn passes(self, text: &str) -> bool {
+        match self {
             Text::Exists => true,
             Text::StartsWith(prefix) => text.starts_with(prefix),
             Text::Contains(part) => text.contains(part),
             Text::Equals(whole) => text == whole,
-        };
-        assert!(ok, "{what}: want {self:?}, got {text:?}");
+        }
     }
 }
 
