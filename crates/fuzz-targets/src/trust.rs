@@ -146,8 +146,8 @@ fn verified(id: &Identity) {
 /// A sealed frame as it arrives. The first byte picks the subject or answer context it
 /// is opened in and whether it is checked for freshness (as requests and notes are);
 /// the rest is the frame, opened by each receiving node. What opens must agree with the
-/// unchecked readers, be refused the second time when fresh, and its body is decoded as
-/// a request. The rest is also sealed, and must open as sealed.
+/// unchecked readers, be refused the second time when sealed and fresh, and its body is
+/// decoded as a request. The rest is also sealed, and must open as sealed.
 pub fn signed_frame(data: &[u8]) {
     let Some((&how, frame)) = data.split_first() else {
         return;
@@ -162,7 +162,9 @@ pub fn signed_frame(data: &[u8]) {
             match &opened {
                 Ok(o) => {
                     opened_agrees(node, frame, o);
-                    if fresh {
+                    // An unsealed frame (taken only by an open node) has no signature
+                    // to remember.
+                    if fresh && frame.starts_with(MAGIC) {
                         let again = node.open(&context, frame, NOW, true);
                         assert!(
                             matches!(again, Err(FrameRefusal::Replayed(_))),
@@ -353,4 +355,50 @@ pub fn frame_seeds() -> Vec<Vec<u8>> {
     );
     add(0x20, ping.clone());
     seeds
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The seeds are worth starting from only if they reach past the signatures.
+    #[test]
+    fn seeds_reach_verified_identities_and_opened_frames() {
+        let tokens = token_seeds();
+        let trusted = [issuer().public_key()];
+        let id = identity::verify(std::str::from_utf8(&tokens[1]).unwrap(), &trusted, NOW)
+            .expect("the ship2 seed verifies");
+        assert_eq!(id.name(), "ship2");
+        assert!(id.allows("cliCommand", "uptime") && !id.allows("cliCommand", "id"));
+        let refusals: Vec<_> = tokens[3..5]
+            .iter()
+            .map(|t| identity::verify(std::str::from_utf8(t).unwrap(), &trusted, NOW))
+            .collect();
+        assert!(
+            matches!(
+                refusals[0],
+                Err(bosun_trust::IdentityError::UntrustedIssuer { .. })
+            ),
+            "{refusals:?}"
+        );
+        assert!(
+            matches!(refusals[1], Err(bosun_trust::IdentityError::Expired { .. })),
+            "{refusals:?}"
+        );
+
+        let frames = frame_seeds();
+        let ship1 = nodes().issued;
+        let open =
+            |seed: &[u8]| ship1.open(&context(seed[0]), &seed[1..], NOW, seed[0] & 0x10 != 0);
+        let opened = open(&frames[0]).expect("ship2's fresh ping opens");
+        assert_eq!(opened.peer.name(), Some("ship2"));
+        assert!(matches!(open(&frames[1]), Err(FrameRefusal::Clock { .. })));
+        assert!(matches!(open(&frames[5]).unwrap().peer, Peer::Myself));
+        assert!(matches!(
+            open(&frames[6]),
+            Err(FrameRefusal::Unissued { .. })
+        ));
+        assert!(matches!(open(&frames[7]), Err(FrameRefusal::NotANode(_))));
+        assert_eq!(open(&frames[8]).unwrap_err(), FrameRefusal::Unsigned);
+    }
 }

@@ -761,6 +761,116 @@ mod tests {
     }
 
     #[test]
+    fn quartermaster_bodies_are_read_or_refused_with_the_reason() {
+        let spec = quartermaster_run(
+            br#"{"token":"t","image":"alpine","command":"sh -c 'echo hi'","memory":64}"#,
+        )
+        .unwrap();
+        assert_eq!(spec.image.as_deref(), Some("alpine"));
+        assert_eq!(spec.command, vec!["sh", "-c", "echo hi"]);
+        assert_eq!(spec.memory_mb, Some(64));
+        let err = quartermaster_run(br#"{"command":"x"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("bad /run body: missing field `image`"),
+            "{err}"
+        );
+        let err = quartermaster_run(br#"{"image":"a","command":"echo 'open"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unclosed quote"), "{err}");
+        assert_eq!(quartermaster_stop(br#"{"id":"abc"}"#).unwrap(), "abc");
+        for bad in [&br#"{"id":5}"#[..], b"{}", b"nope"] {
+            let err = quartermaster_stop(bad).unwrap_err().to_string();
+            assert!(err.contains("give the id"), "{err}");
+        }
+        assert_eq!(
+            body_token(br#"{"token":"secret"}"#).as_deref(),
+            Some("secret")
+        );
+        assert_eq!(body_token(br#"{"token":5}"#), None);
+    }
+
+    #[test]
+    fn dockermod_instances_beyond_a_count_are_refused_not_cut() {
+        // An instance count was once cast to u32: 4294967297 ran one container.
+        for bad in [json!(4_294_967_297_u64), json!(-1), json!(2.5), json!("3")] {
+            let body = json!({"action": "create-container", "image": "a", "instances": bad});
+            let err = dockermod_request(&body).unwrap_err();
+            assert!(matches!(err, BodyError::Instances(_)), "{bad}: {err}");
+            assert!(err.to_string().contains("whole number"), "{err}");
+        }
+        let body = json!({"action": "create-container", "image": "a", "instances": 3});
+        match dockermod_request(&body).unwrap() {
+            DockerModRequest::Create { spec, instances } => {
+                assert_eq!(spec.image.as_deref(), Some("a"));
+                assert_eq!(instances, Some(3));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn dockermod_actions_are_read_or_refused_with_the_reason() {
+        let read = |v: Value| dockermod_request(&v);
+        assert_eq!(
+            read(json!({"action": "stop-container", "id": "abc"})).unwrap(),
+            DockerModRequest::OnContainer {
+                method: Method::ContainerStop,
+                id: "abc".into(),
+                status_code: 204
+            }
+        );
+        assert_eq!(
+            read(json!({"action": "list-containers", "all": true})).unwrap(),
+            DockerModRequest::List { cluster: true }
+        );
+        assert_eq!(
+            read(json!({"action": "register"})).unwrap(),
+            DockerModRequest::Membership
+        );
+        for (bad, says) in [
+            (json!({"action": "start-container"}), "needs an \"id\""),
+            (
+                json!({"action": "delete-container", "id": ""}),
+                "delete-container needs",
+            ),
+            (json!({"action": "fly"}), "unknown action \"fly\""),
+            (json!([]), "unknown action \"\""),
+        ] {
+            let err = read(bad.clone()).unwrap_err().to_string();
+            assert!(err.contains(says), "{bad} → {err}");
+        }
+    }
+
+    #[test]
+    fn v1_bodies_are_read_or_refused_with_the_reason() {
+        let run = v1_run_request(br#"{"image":"nginx","nodes":["a"],"createOnly":true}"#).unwrap();
+        assert_eq!(run.spec.image.as_deref(), Some("nginx"));
+        assert_eq!(run.nodes, vec!["a"]);
+        assert!(run.create_only);
+        let err = v1_run_request(br#"{"image":"nginx","bogus":1}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("bad container request:") && err.contains("bogus"),
+            "{err}"
+        );
+        let pull = v1_pull_message(&json!({"image": "alpine", "auth": "e30="}), "n1").unwrap();
+        assert_eq!(pull.destination(), "n1");
+        assert_eq!(pull.data, vec!["alpine", "e30="]);
+        assert_eq!(
+            v1_pull_message(&json!({"image": "a", "node": "n2"}), "n1")
+                .unwrap()
+                .destination(),
+            "n2"
+        );
+        let err = v1_pull_message(&json!({"image": 5}), "n1").unwrap_err();
+        assert_eq!(err.to_string(), "give \"image\"");
+    }
+
+    #[test]
     fn token_comparison() {
         assert!(token_matches("abc", "abc"));
         assert!(!token_matches("abc", "abd"));

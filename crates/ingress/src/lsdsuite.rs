@@ -149,3 +149,51 @@ pub async fn command(node: &Node, request: &Value) -> Value {
         Err(e) => err(&e.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_are_read_into_messages_or_refused_with_the_reason() {
+        let send = |v: Value| match plan(&v) {
+            Ok(Plan::Send { method, data }) => (method, data),
+            other => panic!("{v}: {other:?}"),
+        };
+        assert_eq!(plan(&json!({"command": "status"})), Ok(Plan::Status));
+        assert_eq!(
+            send(json!({"command": "kill", "params": {"id": "abc", "signal": 9}})),
+            (Method::ContainerKill, vec!["abc".into(), "9".into()])
+        );
+        assert_eq!(
+            send(json!({"command": "kill", "params": {"id": "abc"}})),
+            (Method::ContainerKill, vec!["abc".into(), "SIGTERM".into()])
+        );
+        assert_eq!(
+            send(json!({"command": "log"})),
+            (Method::CaptureFile, vec!["default.log".into()])
+        );
+        assert_eq!(
+            send(json!({"command": "mark", "params": {"msg": "two"}})),
+            (Method::Mark, vec!["two".into()])
+        );
+        for (bad, says) in [
+            (json!({"params": {}}), "missing \"command\""),
+            (json!({"command": 5}), "missing \"command\""),
+            (json!({"command": "pause"}), "pause needs params.id"),
+            (
+                json!({"command": "unpause", "params": {"id": 1}}),
+                "unpause needs params.id",
+            ),
+            (
+                json!({"command": "pull", "params": []}),
+                "pull needs params.image",
+            ),
+            (json!({"command": "fly"}), "unknown command \"fly\""),
+            (json!([1, 2]), "missing"),
+        ] {
+            let err = plan(&bad).unwrap_err().to_string();
+            assert!(err.contains(says), "{bad} → {err}");
+        }
+    }
+}

@@ -316,6 +316,47 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn container_messages_carry_the_checked_spec_and_their_placement() {
+        use bosun_proto::container::ContainerSpec;
+        let spec = ContainerSpec {
+            image: Some("nginx".into()),
+            ports: vec!["8080:80".into()],
+            ..Default::default()
+        };
+        let m = container_message("n1", &spec, vec![], None, Default::default(), false).unwrap();
+        assert_eq!(m.method, "containerRun");
+        assert_eq!(m.to_nodes, vec!["n1"], "no placement: this node");
+        let back: ContainerSpec = serde_json::from_str(&m.data[0]).unwrap();
+        assert_eq!(back, spec);
+        m.validate().unwrap();
+        let placed = container_message(
+            "n1",
+            &spec,
+            vec![],
+            Some(3),
+            [("role".into(), "worker".into())].into(),
+            true,
+        )
+        .unwrap();
+        assert_eq!(placed.method, "containerCreate");
+        assert!(placed.to_nodes.is_empty());
+        assert_eq!(placed.instances, Some(3));
+        let err = container_message(
+            "n1",
+            &ContainerSpec::default(),
+            vec![],
+            None,
+            Default::default(),
+            false,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, OpError::Invalid(_)) && err.to_string().contains("image"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn a_container_seen_by_several_nodes_is_listed_once_under_its_owner() {
         let row = |node: &str, id: &str, owner: &str| json!({"id": id, "node": node, "labels": {"org.bosun.node": owner}});
         let mut list = vec![
