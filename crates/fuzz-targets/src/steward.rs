@@ -118,12 +118,21 @@ pub(crate) fn read(input: &[u8], piece: usize, limit: usize) -> Result<Input, Re
     RUNTIME.with(|runtime| runtime.block_on(inputs::read_message_input(&mut stream, limit)))
 }
 
-/// A result as text, to compare two reads (errors carry no equality).
+/// A result as text, to compare two reads: the input read, or the kind of refusal. The
+/// position in a refusal may differ: a read in pieces refuses as soon as what it has is
+/// wrong (a number already out of range, say), where a whole read saw more.
 fn shown(read: &Result<Input, ReadError>) -> String {
-    match read {
-        Ok(input) => format!("{input:?}"),
-        Err(e) => format!("error: {e}"),
-    }
+    let refusal = match read {
+        Ok(input) => return format!("{input:?}"),
+        Err(ReadError::Read(_)) => "read",
+        Err(ReadError::TooLarge { .. }) => "too large",
+        Err(ReadError::Nothing) => "nothing",
+        Err(ReadError::NotText) => "not text",
+        Err(ReadError::IncompleteJson(_)) => "incomplete JSON",
+        Err(ReadError::MalformedJson(_)) => "malformed JSON",
+        Err(ReadError::NoJson) => "no JSON",
+    };
+    format!("refused: {refusal}")
 }
 
 thread_local! {

@@ -336,7 +336,7 @@ pub fn frame_seeds() -> Vec<Vec<u8>> {
     };
     let ping = request("ship2", "ping", &[]);
     add(0x10, ship2.seal(&context(0), &ping, NOW));
-    add(0x00, ship2.seal(&context(0), &ping, NOW - 60_000));
+    add(0x10, ship2.seal(&context(0), &ping, NOW - 60_000));
     let command = request("ship2", "cliCommand", &["uptime"]);
     add(0x11, ship2.seal(&context(1), &command, NOW));
     add(0x12, ship2.seal(&context(2), status, NOW));

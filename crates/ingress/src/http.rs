@@ -356,7 +356,7 @@ pub enum DockerModRequest {
     /// `create-container`: create (without starting) `instances` containers, or one.
     Create {
         /// The container.
-        spec: ContainerSpec,
+        spec: Box<ContainerSpec>,
         /// How many; when given, the answer is a list.
         instances: Option<u32>,
     },
@@ -412,12 +412,12 @@ pub fn dockermod_request(request: &Value) -> Result<DockerModRequest, BodyError>
             };
             let text = |key: &str| request[key].as_str().map(str::to_string);
             Ok(DockerModRequest::Create {
-                spec: ContainerSpec {
+                spec: Box::new(ContainerSpec {
                     image: text("image"),
                     template: text("template"),
                     name: text("name"),
                     ..Default::default()
-                },
+                }),
                 instances,
             })
         }
@@ -557,32 +557,56 @@ async fn v1_nodes(State(app): State<App>) -> Response {
     }
 }
 
-/// A `POST /v1/containers` body: a [`ContainerSpec`] and where to run it.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// A `POST /v1/containers` body: a [`ContainerSpec`] and where to run it, in one object.
+#[derive(Debug, Clone, PartialEq)]
 pub struct RunRequest {
     /// The container.
-    #[serde(flatten)]
     pub spec: ContainerSpec,
     /// Destination nodes (none: placement, or this node).
-    #[serde(default)]
     pub nodes: Vec<String>,
     /// How many to place over the fleet.
-    #[serde(default)]
     pub instances: Option<u32>,
     /// Node labels that must match.
-    #[serde(default)]
     pub constraints: BTreeMap<String, String>,
     /// Create without starting.
-    #[serde(default)]
     pub create_only: bool,
 }
 
-/// Read a `POST /v1/containers` body.
+/// The fields of a [`RunRequest`] that are not the spec's.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Placement {
+    #[serde(default)]
+    nodes: Vec<String>,
+    #[serde(default)]
+    instances: Option<u32>,
+    #[serde(default)]
+    constraints: BTreeMap<String, String>,
+    #[serde(default)]
+    create_only: bool,
+}
+
+/// Read a `POST /v1/containers` body. Unknown fields are refused, as in every spec: the
+/// placement fields are taken out first and the rest must be a [`ContainerSpec`] (serde's
+/// `flatten` would drop unknown fields silently).
 pub fn v1_run_request(body: &[u8]) -> Result<RunRequest, BodyError> {
-    serde_json::from_slice(body).map_err(|source| BodyError::Json {
+    let bad = |source| BodyError::Json {
         what: "container request",
         source,
+    };
+    let mut spec: serde_json::Map<String, Value> = serde_json::from_slice(body).map_err(bad)?;
+    let placement: serde_json::Map<String, Value> =
+        ["nodes", "instances", "constraints", "createOnly"]
+            .into_iter()
+            .filter_map(|key| spec.remove(key).map(|v| (key.to_string(), v)))
+            .collect();
+    let placement: Placement = serde_json::from_value(Value::Object(placement)).map_err(bad)?;
+    Ok(RunRequest {
+        spec: serde_json::from_value(Value::Object(spec)).map_err(bad)?,
+        nodes: placement.nodes,
+        instances: placement.instances,
+        constraints: placement.constraints,
+        create_only: placement.create_only,
     })
 }
 
@@ -846,10 +870,18 @@ mod tests {
 
     #[test]
     fn v1_bodies_are_read_or_refused_with_the_reason() {
-        let run = v1_run_request(br#"{"image":"nginx","nodes":["a"],"createOnly":true}"#).unwrap();
+        let run = v1_run_request(
+            br#"{"image":"nginx","ports":["80:80"],"nodes":["a"],"instances":2,"constraints":{"r":"w"},"createOnly":true}"#,
+        )
+        .unwrap();
+        assert_eq!(run.spec.ports, vec!["80:80"]);
+        assert_eq!(run.instances, Some(2));
+        assert_eq!(run.constraints.get("r").map(String::as_str), Some("w"));
         assert_eq!(run.spec.image.as_deref(), Some("nginx"));
         assert_eq!(run.nodes, vec!["a"]);
         assert!(run.create_only);
+        // Found writing the fuzz target: with serde's flatten, the spec's
+        // deny_unknown_fields did nothing and a misspelt field was dropped silently.
         let err = v1_run_request(br#"{"image":"nginx","bogus":1}"#)
             .unwrap_err()
             .to_string();

