@@ -246,11 +246,15 @@ impl Capture {
 
     /// Write any record (for other parts of the node, e.g. fault events).
     pub fn record(&self, topic: Topic, container: Option<&str>, text: &str) {
-        let _ = self.inner.tx.send(stream::Command::Record(stream::Record {
+        self.send(stream::Record {
             topic,
             container: container.map(str::to_string),
             text: text.to_string(),
-        }));
+        });
+    }
+
+    fn send(&self, record: stream::Record) {
+        let _ = self.inner.tx.send(stream::Command::Record(record));
     }
 
     fn lock_current(&self) -> MutexGuard<'_, PathBuf> {
@@ -306,6 +310,58 @@ fn node_field(node: &str) -> String {
 
 fn with_path(e: io::Error, path: &Path) -> io::Error {
     io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+/// The syslog path without sockets, writer thread or clock, for the fuzz targets
+/// (`crates/fuzz-targets`): the same functions the sockets and the writer run. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::{lines::Lines, stream, syslog};
+
+    /// The most a syslog stream message is kept whole before it is cut.
+    pub const MAX_MESSAGE: usize = syslog::MAX_MESSAGE;
+
+    /// One LOG record as the writer writes it.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct LogRecord {
+        /// The container named by the message's APP-NAME.
+        pub container: Option<String>,
+        /// The message text, as it goes in the record before escaping.
+        pub text: String,
+        /// The line written, stamped at 0 ms by node `node`.
+        pub line: String,
+    }
+
+    /// The records a syslog stream connection gives when its bytes arrive in `chunks`,
+    /// with messages of `max_message` bytes or more cut.
+    pub fn syslog_stream<'a>(
+        chunks: impl IntoIterator<Item = &'a [u8]>,
+        max_message: usize,
+        node: &str,
+    ) -> Vec<LogRecord> {
+        let mut messages = Vec::new();
+        let mut lines = Lines::new(max_message);
+        for chunk in chunks {
+            lines.push(chunk, |m| messages.push(m.to_vec()));
+        }
+        lines.finish(|m| messages.push(m.to_vec()));
+        messages
+            .iter()
+            .filter_map(|m| syslog_datagram(m, node))
+            .collect()
+    }
+
+    /// The record one syslog datagram gives, if any.
+    pub fn syslog_datagram(bytes: &[u8], node: &str) -> Option<LogRecord> {
+        let record = syslog::message_record(bytes)?;
+        let mut line = String::new();
+        stream::format_line(&mut line, 0, node, &record);
+        Some(LogRecord {
+            container: record.container,
+            text: record.text,
+            line,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -22,10 +22,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::lines::Lines;
+use super::stream::Record;
 use super::{Capture, Topic};
 
 /// Longest message kept whole; a longer line on a stream is cut into pieces this long.
-const MAX_MESSAGE: usize = 256 * 1024;
+pub(super) const MAX_MESSAGE: usize = 256 * 1024;
 
 /// The datagram socket bound beside the stream socket `syslog_socket`, for
 /// `syslog-address=unixgram://…`: `logs.sock` → `logs.dgram.sock`.
@@ -151,15 +152,28 @@ async fn read_stream(mut conn: UnixStream, capture: Capture, shutdown: Cancellat
     messages.finish(|message| take_message(&capture, message));
 }
 
-/// Write one message as a LOG record, or skip it at debug when it is not RFC 5424.
+/// Write one message as a LOG record, or skip it.
 fn take_message(capture: &Capture, bytes: &[u8]) {
+    if let Some(record) = message_record(bytes) {
+        capture.send(record);
+    }
+}
+
+/// The LOG record one message becomes, for the container named by its APP-NAME; `None`
+/// (logged at debug) when it is not RFC 5424.
+pub(super) fn message_record(bytes: &[u8]) -> Option<Record> {
     let text = String::from_utf8_lossy(bytes);
     match parse(&text) {
-        Some((app, msg)) => capture.record(Topic::Log, app, msg),
-        None if text.trim().is_empty() => {}
+        Some((app, msg)) => Some(Record {
+            topic: Topic::Log,
+            container: app.map(str::to_string),
+            text: msg.to_string(),
+        }),
+        None if text.trim().is_empty() => None,
         None => {
             let shown: String = text.chars().take(200).collect();
             tracing::debug!(message = %shown, "syslog message skipped: not RFC 5424");
+            None
         }
     }
 }

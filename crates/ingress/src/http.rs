@@ -347,10 +347,7 @@ async fn authorise(State(app): State<App>, request: Request, next: Next) -> Resp
                 Ok(bytes) => bytes,
                 Err(refused) => return refused,
             };
-            let token = serde_json::from_slice::<Value>(&bytes)
-                .ok()
-                .and_then(|v| v["token"].as_str().map(str::to_string));
-            match token {
+            match body_token(&bytes) {
                 Some(token) if app.accepts(&token) => {
                     next.run(Request::from_parts(parts, Body::from(bytes)))
                         .await
@@ -359,6 +356,13 @@ async fn authorise(State(app): State<App>, request: Request, next: Next) -> Resp
             }
         }
     }
+}
+
+/// The `token` field of a JSON body, where quartermaster and DockerMod put it.
+pub fn body_token(body: &[u8]) -> Option<String> {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v["token"].as_str().map(str::to_string))
 }
 
 impl App {
@@ -400,6 +404,33 @@ fn op_failure(e: OpError) -> Response {
     failure(code, e)
 }
 
+/// Why a request body is refused, before anything is sent.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// Not JSON of the shape the endpoint takes.
+    #[error("bad {what}: {source}")]
+    Json {
+        /// Which body, e.g. `/run body`.
+        what: &'static str,
+        /// Where and why it does not parse.
+        source: serde_json::Error,
+    },
+    /// A command line that cannot be split into an argv.
+    #[error(transparent)]
+    Command(#[from] SplitError),
+    /// A field the request needs is missing or not a string.
+    #[error("{0}")]
+    Missing(&'static str),
+    /// A DockerMod `instances` that is not a count of containers.
+    #[error("instances {0} is not a number of containers; give a whole number from 1 to 10000")]
+    Instances(Value),
+    /// A DockerMod action that does not exist.
+    #[error(
+        "unknown action {0:?}; use create-container, start-container, stop-container, restart-container, delete-container, inspect-container, list-containers, list-images, register or unregister"
+    )]
+    UnknownAction(String),
+}
+
 /// Why a command line could not be split.
 #[derive(Debug, thiserror::Error)]
 #[error("unclosed quote or trailing backslash in command {0:?}")]
@@ -428,16 +459,19 @@ struct QmRun {
     auth: Option<String>,
 }
 
-async fn qm_run(State(app): State<App>, body: axum::body::Bytes) -> Response {
-    let request: QmRun = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => return failure(StatusCode::BAD_REQUEST, format!("bad /run body: {e}")),
-    };
-    let command = match request.command.as_deref().map(split_command).transpose() {
-        Ok(c) => c.unwrap_or_default(),
-        Err(e) => return failure(StatusCode::BAD_REQUEST, e),
-    };
-    let spec = ContainerSpec {
+/// The container a quartermaster `POST /run` body asks for.
+pub fn quartermaster_run(body: &[u8]) -> Result<ContainerSpec, BodyError> {
+    let request: QmRun = serde_json::from_slice(body).map_err(|source| BodyError::Json {
+        what: "/run body",
+        source,
+    })?;
+    let command = request
+        .command
+        .as_deref()
+        .map(split_command)
+        .transpose()?
+        .unwrap_or_default();
+    Ok(ContainerSpec {
         image: Some(request.image),
         name: request.name,
         command,
@@ -445,9 +479,21 @@ async fn qm_run(State(app): State<App>, body: axum::body::Bytes) -> Response {
         memory_mb: request.memory,
         auth: request.auth,
         ..Default::default()
+    })
+}
+
+/// The placement quartermaster asks for: one instance on a `role=worker` node.
+pub fn quartermaster_constraints() -> BTreeMap<String, String> {
+    [("role".to_string(), "worker".to_string())].into()
+}
+
+async fn qm_run(State(app): State<App>, body: axum::body::Bytes) -> Response {
+    let spec = match quartermaster_run(&body) {
+        Ok(spec) => spec,
+        Err(e) => return failure(StatusCode::BAD_REQUEST, e),
     };
     // quartermaster runs jobs only on role=worker nodes, where the memory fits.
-    let constraints = [("role".to_string(), "worker".to_string())].into();
+    let constraints = quartermaster_constraints();
     match ops::run_containers(&app.node, &spec, vec![], Some(1), constraints, false).await {
         Ok(started) => match started.first() {
             Some(ops::Started { id: Some(id), .. }) => {
@@ -469,13 +515,18 @@ struct QmStop {
     id: Option<String>,
 }
 
+/// The container a quartermaster `POST /stop` body names.
+pub fn quartermaster_stop(body: &[u8]) -> Result<String, BodyError> {
+    serde_json::from_slice::<QmStop>(body)
+        .ok()
+        .and_then(|request| request.id)
+        .ok_or(BodyError::Missing("give the id of the container to stop"))
+}
+
 async fn qm_stop(State(app): State<App>, body: axum::body::Bytes) -> Response {
-    let request: QmStop = serde_json::from_slice(&body).unwrap_or(QmStop { id: None });
-    let Some(id) = request.id else {
-        return failure(
-            StatusCode::BAD_REQUEST,
-            "give the id of the container to stop",
-        );
+    let id = match quartermaster_stop(&body) {
+        Ok(id) => id,
+        Err(e) => return failure(StatusCode::BAD_REQUEST, e),
     };
     if let Err(e) = ops::on_container(&app.node, Method::ContainerStop, &id, &[]).await {
         return op_failure(e);
@@ -514,39 +565,112 @@ async fn qm_status(State(app): State<App>, Path(id): Path<String>) -> Response {
 
 // === DockerMod ===
 
+/// What a DockerMod `POST /` body asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DockerModRequest {
+    /// `create-container`: create (without starting) `instances` containers, or one.
+    Create {
+        /// The container.
+        spec: Box<ContainerSpec>,
+        /// How many; when given, the answer is a list.
+        instances: Option<u32>,
+    },
+    /// `start-`, `stop-`, `restart-` and `inspect-container`.
+    OnContainer {
+        /// The method to run on the container's node.
+        method: Method,
+        /// Container id, prefix or name.
+        id: String,
+        /// The status code DockerMod answered with.
+        status_code: u16,
+    },
+    /// `delete-container`, forced.
+    Delete {
+        /// Container id, prefix or name.
+        id: String,
+    },
+    /// `list-containers`, of every node when `all` is true.
+    List {
+        /// Ask every live node.
+        cluster: bool,
+    },
+    /// `list-images` of this node.
+    ListImages,
+    /// `register` and `unregister`: accepted, nothing to do.
+    Membership,
+}
+
+/// Read a DockerMod request body.
+pub fn dockermod_request(request: &Value) -> Result<DockerModRequest, BodyError> {
+    let id = || request["id"].as_str().unwrap_or_default().to_string();
+    let on = |method: Method, status_code: u16| {
+        let id = id();
+        if id.is_empty() {
+            return Err(BodyError::Missing("this action needs an \"id\""));
+        }
+        Ok(DockerModRequest::OnContainer {
+            method,
+            id,
+            status_code,
+        })
+    };
+    match request["action"].as_str().unwrap_or("") {
+        "create-container" => {
+            let instances = match &request["instances"] {
+                Value::Null => None,
+                other => Some(
+                    other
+                        .as_u64()
+                        .and_then(|n| u32::try_from(n).ok())
+                        .ok_or_else(|| BodyError::Instances(other.clone()))?,
+                ),
+            };
+            let text = |key: &str| request[key].as_str().map(str::to_string);
+            Ok(DockerModRequest::Create {
+                spec: Box::new(ContainerSpec {
+                    image: text("image"),
+                    template: text("template"),
+                    name: text("name"),
+                    ..Default::default()
+                }),
+                instances,
+            })
+        }
+        "start-container" => on(Method::ContainerStart, 204),
+        "stop-container" => on(Method::ContainerStop, 204),
+        "restart-container" => on(Method::ContainerRestart, 204),
+        "inspect-container" => on(Method::ContainerInspect, 200),
+        "delete-container" => {
+            let id = id();
+            if id.is_empty() {
+                return Err(BodyError::Missing("delete-container needs an \"id\""));
+            }
+            Ok(DockerModRequest::Delete { id })
+        }
+        "list-containers" => Ok(DockerModRequest::List {
+            cluster: request["all"].as_bool().unwrap_or(false),
+        }),
+        "list-images" => Ok(DockerModRequest::ListImages),
+        // Membership comes from hellos in bosun: a node joins by running with
+        // `central` set, and leaves when it stops. Both are accepted, with no response
+        // body, as DockerMod answered.
+        "register" | "unregister" => Ok(DockerModRequest::Membership),
+        other => Err(BodyError::UnknownAction(other.to_string())),
+    }
+}
+
 async fn dockermod(State(app): State<App>, Json(request): Json<Value>) -> Response {
     let node = &app.node;
-    let id = request["id"].as_str().unwrap_or_default().to_string();
+    let request = match dockermod_request(&request) {
+        Ok(r) => r,
+        Err(e) => return failure(StatusCode::BAD_REQUEST, e),
+    };
     let answer = |owner: String, code: u16, body: Value| {
         Json(json!({ "dockerInstance": owner, "statusCode": code, "Response": body }))
             .into_response()
     };
-    let on = |method: Method, code: u16| {
-        let id = id.clone();
-        async move {
-            if id.is_empty() {
-                return failure(StatusCode::BAD_REQUEST, "this action needs an \"id\"");
-            }
-            match ops::on_container(node, method, &id, &[]).await {
-                Ok((owner, out)) => {
-                    let body = serde_json::from_str::<Value>(&out)
-                        .map(|b| json!({ "Body": b }))
-                        .unwrap_or(json!(""));
-                    answer(owner, code, body)
-                }
-                Err(e) => op_failure(e),
-            }
-        }
-    };
-    match request["action"].as_str().unwrap_or("") {
-        "create-container" => {
-            let spec = ContainerSpec {
-                image: request["image"].as_str().map(str::to_string),
-                template: request["template"].as_str().map(str::to_string),
-                name: request["name"].as_str().map(str::to_string),
-                ..Default::default()
-            };
-            let instances = request["instances"].as_u64().map(|n| n as u32);
+    match request {
+        DockerModRequest::Create { spec, instances } => {
             match ops::run_containers(
                 node,
                 &spec,
@@ -576,27 +700,32 @@ async fn dockermod(State(app): State<App>, Json(request): Json<Value>) -> Respon
                 Err(e) => op_failure(e),
             }
         }
-        "start-container" => on(Method::ContainerStart, 204).await,
-        "stop-container" => on(Method::ContainerStop, 204).await,
-        "restart-container" => on(Method::ContainerRestart, 204).await,
-        "delete-container" => {
-            if id.is_empty() {
-                return failure(StatusCode::BAD_REQUEST, "delete-container needs an \"id\"");
+        DockerModRequest::OnContainer {
+            method,
+            id,
+            status_code,
+        } => match ops::on_container(node, method, &id, &[]).await {
+            Ok((owner, out)) => {
+                let body = serde_json::from_str::<Value>(&out)
+                    .map(|b| json!({ "Body": b }))
+                    .unwrap_or(json!(""));
+                answer(owner, status_code, body)
             }
+            Err(e) => op_failure(e),
+        },
+        DockerModRequest::Delete { id } => {
             match ops::on_container(node, Method::ContainerRemove, &id, &["force"]).await {
                 Ok((owner, _)) => answer(owner, 204, json!("")),
                 Err(e) => op_failure(e),
             }
         }
-        "inspect-container" => on(Method::ContainerInspect, 200).await,
-        "list-containers" => {
-            let cluster = request["all"].as_bool().unwrap_or(false);
+        DockerModRequest::List { cluster } => {
             let list =
                 ops::list_containers(node, cluster, true, std::time::Duration::from_secs(10)).await;
             Json(json!({ "containers": list.containers, "unanswered": list.missing }))
                 .into_response()
         }
-        "list-images" => {
+        DockerModRequest::ListImages => {
             let m = ops::message(node.name(), Method::ImageList, vec![]);
             match ops::call(node, vec![m], std::time::Duration::from_secs(60))
                 .await
@@ -610,16 +739,7 @@ async fn dockermod(State(app): State<App>, Json(request): Json<Value>) -> Respon
                 Err(e) => op_failure(e),
             }
         }
-        // Membership comes from hellos in bosun: a node joins by running with
-        // `central` set, and leaves when it stops. Both are accepted, with no response
-        // body, as DockerMod answered.
-        "register" | "unregister" => StatusCode::NO_CONTENT.into_response(),
-        other => failure(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "unknown action {other:?}; use create-container, start-container, stop-container, restart-container, delete-container, inspect-container, list-containers, list-images, register or unregister"
-            ),
-        ),
+        DockerModRequest::Membership => StatusCode::NO_CONTENT.into_response(),
     }
 }
 
@@ -652,11 +772,25 @@ async fn v1_nodes(State(app): State<App>) -> Response {
     }
 }
 
+/// A `POST /v1/containers` body: a [`ContainerSpec`] and where to run it, in one object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRequest {
+    /// The container.
+    pub spec: ContainerSpec,
+    /// Destination nodes (none: placement, or this node).
+    pub nodes: Vec<String>,
+    /// How many to place over the fleet.
+    pub instances: Option<u32>,
+    /// Node labels that must match.
+    pub constraints: BTreeMap<String, String>,
+    /// Create without starting.
+    pub create_only: bool,
+}
+
+/// The fields of a [`RunRequest`] that are not the spec's.
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RunRequest {
-    #[serde(flatten)]
-    spec: ContainerSpec,
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Placement {
     #[serde(default)]
     nodes: Vec<String>,
     #[serde(default)]
@@ -667,15 +801,34 @@ struct RunRequest {
     create_only: bool,
 }
 
+/// Read a `POST /v1/containers` body. Unknown fields are refused, as in every spec: the
+/// placement fields are taken out first and the rest must be a [`ContainerSpec`] (serde's
+/// `flatten` would drop unknown fields silently).
+pub fn v1_run_request(body: &[u8]) -> Result<RunRequest, BodyError> {
+    let bad = |source| BodyError::Json {
+        what: "container request",
+        source,
+    };
+    let mut spec: serde_json::Map<String, Value> = serde_json::from_slice(body).map_err(bad)?;
+    let placement: serde_json::Map<String, Value> =
+        ["nodes", "instances", "constraints", "createOnly"]
+            .into_iter()
+            .filter_map(|key| spec.remove(key).map(|v| (key.to_string(), v)))
+            .collect();
+    let placement: Placement = serde_json::from_value(Value::Object(placement)).map_err(bad)?;
+    Ok(RunRequest {
+        spec: serde_json::from_value(Value::Object(spec)).map_err(bad)?,
+        nodes: placement.nodes,
+        instances: placement.instances,
+        constraints: placement.constraints,
+        create_only: placement.create_only,
+    })
+}
+
 async fn v1_run(State(app): State<App>, body: axum::body::Bytes) -> Response {
-    let request: RunRequest = match serde_json::from_slice(&body) {
+    let request = match v1_run_request(&body) {
         Ok(r) => r,
-        Err(e) => {
-            return failure(
-                StatusCode::BAD_REQUEST,
-                format!("bad container request: {e}"),
-            );
-        }
+        Err(e) => return failure(StatusCode::BAD_REQUEST, e),
     };
     match ops::run_containers(
         &app.node,
@@ -793,19 +946,29 @@ async fn v1_images(
     }
 }
 
-async fn v1_pull(State(app): State<App>, Json(request): Json<Value>) -> Response {
+/// The `imagePull` message a `POST /v1/images/pull` body asks for, from `this_node`
+/// unless it names a `node`.
+pub fn v1_pull_message(
+    request: &Value,
+    this_node: &str,
+) -> Result<bosun_proto::Message, BodyError> {
     let Some(image) = request["image"].as_str() else {
-        return failure(StatusCode::BAD_REQUEST, "give \"image\"");
+        return Err(BodyError::Missing("give \"image\""));
     };
-    let target = request["node"]
-        .as_str()
-        .unwrap_or(app.node.name())
-        .to_string();
+    let target = request["node"].as_str().unwrap_or(this_node);
     let mut data = vec![image.to_string()];
     if let Some(auth) = request["auth"].as_str() {
         data.push(auth.to_string());
     }
-    let m = ops::message(&target, Method::ImagePull, data);
+    Ok(ops::message(target, Method::ImagePull, data))
+}
+
+async fn v1_pull(State(app): State<App>, Json(request): Json<Value>) -> Response {
+    let m = match v1_pull_message(&request, app.node.name()) {
+        Ok(m) => m,
+        Err(e) => return failure(StatusCode::BAD_REQUEST, e),
+    };
+    let target = m.destination().to_string();
     match ops::call(&app.node, vec![m], std::time::Duration::from_secs(600))
         .await
         .and_then(|r| ops::stdout(&r[0]))
@@ -1149,6 +1312,124 @@ mod tests {
             vec!["echo", "a b", "", "x"]
         );
         assert!(split_command("echo 'open").is_err());
+    }
+
+    #[test]
+    fn quartermaster_bodies_are_read_or_refused_with_the_reason() {
+        let spec = quartermaster_run(
+            br#"{"token":"t","image":"alpine","command":"sh -c 'echo hi'","memory":64}"#,
+        )
+        .unwrap();
+        assert_eq!(spec.image.as_deref(), Some("alpine"));
+        assert_eq!(spec.command, vec!["sh", "-c", "echo hi"]);
+        assert_eq!(spec.memory_mb, Some(64));
+        let err = quartermaster_run(br#"{"command":"x"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("bad /run body: missing field `image`"),
+            "{err}"
+        );
+        let err = quartermaster_run(br#"{"image":"a","command":"echo 'open"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unclosed quote"), "{err}");
+        assert_eq!(quartermaster_stop(br#"{"id":"abc"}"#).unwrap(), "abc");
+        for bad in [&br#"{"id":5}"#[..], b"{}", b"nope"] {
+            let err = quartermaster_stop(bad).unwrap_err().to_string();
+            assert!(err.contains("give the id"), "{err}");
+        }
+        assert_eq!(
+            body_token(br#"{"token":"secret"}"#).as_deref(),
+            Some("secret")
+        );
+        assert_eq!(body_token(br#"{"token":5}"#), None);
+    }
+
+    #[test]
+    fn dockermod_instances_beyond_a_count_are_refused_not_cut() {
+        // An instance count was once cast to u32: 4294967297 ran one container.
+        for bad in [json!(4_294_967_297_u64), json!(-1), json!(2.5), json!("3")] {
+            let body = json!({"action": "create-container", "image": "a", "instances": bad});
+            let err = dockermod_request(&body).unwrap_err();
+            assert!(matches!(err, BodyError::Instances(_)), "{bad}: {err}");
+            assert!(err.to_string().contains("whole number"), "{err}");
+        }
+        let body = json!({"action": "create-container", "image": "a", "instances": 3});
+        match dockermod_request(&body).unwrap() {
+            DockerModRequest::Create { spec, instances } => {
+                assert_eq!(spec.image.as_deref(), Some("a"));
+                assert_eq!(instances, Some(3));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn dockermod_actions_are_read_or_refused_with_the_reason() {
+        let read = |v: Value| dockermod_request(&v);
+        assert_eq!(
+            read(json!({"action": "stop-container", "id": "abc"})).unwrap(),
+            DockerModRequest::OnContainer {
+                method: Method::ContainerStop,
+                id: "abc".into(),
+                status_code: 204
+            }
+        );
+        assert_eq!(
+            read(json!({"action": "list-containers", "all": true})).unwrap(),
+            DockerModRequest::List { cluster: true }
+        );
+        assert_eq!(
+            read(json!({"action": "register"})).unwrap(),
+            DockerModRequest::Membership
+        );
+        for (bad, says) in [
+            (json!({"action": "start-container"}), "needs an \"id\""),
+            (
+                json!({"action": "delete-container", "id": ""}),
+                "delete-container needs",
+            ),
+            (json!({"action": "fly"}), "unknown action \"fly\""),
+            (json!([]), "unknown action \"\""),
+        ] {
+            let err = read(bad.clone()).unwrap_err().to_string();
+            assert!(err.contains(says), "{bad} → {err}");
+        }
+    }
+
+    #[test]
+    fn v1_bodies_are_read_or_refused_with_the_reason() {
+        let run = v1_run_request(
+            br#"{"image":"nginx","ports":["80:80"],"nodes":["a"],"instances":2,"constraints":{"r":"w"},"createOnly":true}"#,
+        )
+        .unwrap();
+        assert_eq!(run.spec.ports, vec!["80:80"]);
+        assert_eq!(run.instances, Some(2));
+        assert_eq!(run.constraints.get("r").map(String::as_str), Some("w"));
+        assert_eq!(run.spec.image.as_deref(), Some("nginx"));
+        assert_eq!(run.nodes, vec!["a"]);
+        assert!(run.create_only);
+        // Found writing the fuzz target: with serde's flatten, the spec's
+        // deny_unknown_fields did nothing and a misspelt field was dropped silently.
+        let err = v1_run_request(br#"{"image":"nginx","bogus":1}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("bad container request:") && err.contains("bogus"),
+            "{err}"
+        );
+        let pull = v1_pull_message(&json!({"image": "alpine", "auth": "e30="}), "n1").unwrap();
+        assert_eq!(pull.destination(), "n1");
+        assert_eq!(pull.data, vec!["alpine", "e30="]);
+        assert_eq!(
+            v1_pull_message(&json!({"image": "a", "node": "n2"}), "n1")
+                .unwrap()
+                .destination(),
+            "n2"
+        );
+        let err = v1_pull_message(&json!({"image": 5}), "n1").unwrap_err();
+        assert_eq!(err.to_string(), "give \"image\"");
     }
 
     #[test]

@@ -168,7 +168,8 @@ fn parse_yaml(text: &str) -> Result<Vec<Message>, ParseError> {
 }
 
 /// Messages from a JSON value already read: an array of messages or one message object.
-pub(crate) fn messages_from_json(value: Value) -> Result<Vec<Message>, MessageParseError> {
+#[doc(hidden)]
+pub fn messages_from_json(value: Value) -> Result<Vec<Message>, MessageParseError> {
     let values = match value {
         Value::Array(a) => a,
         other => vec![other],
@@ -177,8 +178,9 @@ pub(crate) fn messages_from_json(value: Value) -> Result<Vec<Message>, MessagePa
 }
 
 /// One input read from a stream.
-#[derive(Debug)]
-pub(crate) enum Input {
+#[doc(hidden)]
+#[derive(Debug, PartialEq)]
+pub enum Input {
     /// One complete JSON value (the input began with `[` or `{`).
     Json(Value),
     /// Everything up to end of input, which did not begin like JSON: YAML, or garbage.
@@ -230,8 +232,9 @@ impl JsonEnd {
 }
 
 /// Why no input could be read from a stream.
+#[doc(hidden)]
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ReadError {
+pub enum ReadError {
     /// The stream failed.
     #[error("read failed: {0}")]
     Read(std::io::Error),
@@ -260,13 +263,15 @@ pub(crate) enum ReadError {
     NoJson,
 }
 
-/// Read one input: a whole JSON value when the input begins with `[` or `{` (the client
-/// need not close its side), else everything up to end of input. At most `limit` bytes.
 /// How long a text (YAML) input may pause after a complete line before it is taken as
 /// complete.
 const TEXT_IDLE_END: std::time::Duration = std::time::Duration::from_millis(300);
 
-pub(crate) async fn read_message_input<R: AsyncRead + Unpin>(
+/// Read one input: a whole JSON value when the input begins with `[` or `{` (the client
+/// need not close its side), else everything up to end of input. At most `limit` bytes.
+/// Public only for the fuzz targets (`crates/fuzz-targets`).
+#[doc(hidden)]
+pub async fn read_message_input<R: AsyncRead + Unpin>(
     stream: &mut R,
     limit: usize,
 ) -> Result<Input, ReadError> {

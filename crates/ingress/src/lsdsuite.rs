@@ -70,23 +70,55 @@ fn err(msg: &str) -> Value {
     json!({ "status": "err", "msg": msg })
 }
 
-/// Run one command.
-pub async fn command(node: &Node, request: &Value) -> Value {
+/// What one command asks for, read from its JSON before anything runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// `status`: answered at once with the host name.
+    Status,
+    /// Every other command: one message to this node.
+    Send {
+        /// The method of the message.
+        method: Method,
+        /// Its arguments.
+        data: Vec<String>,
+    },
+}
+
+/// Why a command is refused before anything runs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// No `command` string.
+    #[error("missing \"command\"; send {{\"command\": \"status\"}}")]
+    NoCommand,
+    /// A command without a parameter it needs.
+    #[error("{command} needs params.{param}")]
+    MissingParam {
+        /// The command.
+        command: &'static str,
+        /// The parameter missing (or not a string).
+        param: &'static str,
+    },
+    /// A command this port does not know.
+    #[error("unknown command {0:?}; use status, log, kill, pause, unpause, pull or mark")]
+    Unknown(String),
+}
+
+/// Read one command's JSON: `{"command": …, "params": {…}}`.
+pub fn plan(request: &Value) -> Result<Plan, CommandError> {
     let Some(name) = request["command"].as_str() else {
-        return err("missing \"command\"; send {\"command\": \"status\"}");
+        return Err(CommandError::NoCommand);
     };
     let params = &request["params"];
     let param = |key: &str| params[key].as_str().map(str::to_string);
+    let missing = |command, param| CommandError::MissingParam { command, param };
     let (method, data) = match name {
-        "status" => return ok(Some(bosun_methods::host::hostname())),
+        "status" => return Ok(Plan::Status),
         "log" => (
             Method::CaptureFile,
             vec![param("file").unwrap_or_else(|| "default.log".into())],
         ),
         "kill" => {
-            let Some(id) = param("id") else {
-                return err("kill needs params.id");
-            };
+            let id = param("id").ok_or(missing("kill", "id"))?;
             let signal = match &params["signal"] {
                 Value::String(s) => s.clone(),
                 Value::Number(n) => n.to_string(),
@@ -94,29 +126,30 @@ pub async fn command(node: &Node, request: &Value) -> Value {
             };
             (Method::ContainerKill, vec![id, signal])
         }
-        "pause" | "unpause" => {
-            let Some(id) = param("id") else {
-                return err(&format!("{name} needs params.id"));
-            };
-            let method = if name == "pause" {
-                Method::ContainerPause
-            } else {
-                Method::ContainerUnpause
-            };
-            (method, vec![id])
-        }
-        "pull" => {
-            let Some(image) = param("image") else {
-                return err("pull needs params.image");
-            };
-            (Method::ImagePull, vec![image])
-        }
+        "pause" => (
+            Method::ContainerPause,
+            vec![param("id").ok_or(missing("pause", "id"))?],
+        ),
+        "unpause" => (
+            Method::ContainerUnpause,
+            vec![param("id").ok_or(missing("unpause", "id"))?],
+        ),
+        "pull" => (
+            Method::ImagePull,
+            vec![param("image").ok_or(missing("pull", "image"))?],
+        ),
         "mark" => (Method::Mark, vec![param("msg").unwrap_or_default()]),
-        other => {
-            return err(&format!(
-                "unknown command {other:?}; use status, log, kill, pause, unpause, pull or mark"
-            ));
-        }
+        other => return Err(CommandError::Unknown(other.to_string())),
+    };
+    Ok(Plan::Send { method, data })
+}
+
+/// Run one command.
+pub async fn command(node: &Node, request: &Value) -> Value {
+    let (method, data) = match plan(request) {
+        Ok(Plan::Status) => return ok(Some(bosun_methods::host::hostname())),
+        Ok(Plan::Send { method, data }) => (method, data),
+        Err(e) => return err(&e.to_string()),
     };
     let message = ops::message(node.name(), method, data);
     match ops::call(node, vec![message], Duration::from_secs(120)).await {
@@ -125,5 +158,53 @@ pub async fn command(node: &Node, request: &Value) -> Value {
             Err(e) => err(&e.to_string()),
         },
         Err(e) => err(&e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_are_read_into_messages_or_refused_with_the_reason() {
+        let send = |v: Value| match plan(&v) {
+            Ok(Plan::Send { method, data }) => (method, data),
+            other => panic!("{v}: {other:?}"),
+        };
+        assert_eq!(plan(&json!({"command": "status"})), Ok(Plan::Status));
+        assert_eq!(
+            send(json!({"command": "kill", "params": {"id": "abc", "signal": 9}})),
+            (Method::ContainerKill, vec!["abc".into(), "9".into()])
+        );
+        assert_eq!(
+            send(json!({"command": "kill", "params": {"id": "abc"}})),
+            (Method::ContainerKill, vec!["abc".into(), "SIGTERM".into()])
+        );
+        assert_eq!(
+            send(json!({"command": "log"})),
+            (Method::CaptureFile, vec!["default.log".into()])
+        );
+        assert_eq!(
+            send(json!({"command": "mark", "params": {"msg": "two"}})),
+            (Method::Mark, vec!["two".into()])
+        );
+        for (bad, says) in [
+            (json!({"params": {}}), "missing \"command\""),
+            (json!({"command": 5}), "missing \"command\""),
+            (json!({"command": "pause"}), "pause needs params.id"),
+            (
+                json!({"command": "unpause", "params": {"id": 1}}),
+                "unpause needs params.id",
+            ),
+            (
+                json!({"command": "pull", "params": []}),
+                "pull needs params.image",
+            ),
+            (json!({"command": "fly"}), "unknown command \"fly\""),
+            (json!([1, 2]), "missing"),
+        ] {
+            let err = plan(&bad).unwrap_err().to_string();
+            assert!(err.contains(says), "{bad} → {err}");
+        }
     }
 }

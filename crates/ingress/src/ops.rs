@@ -242,6 +242,38 @@ pub struct Started {
     pub error: Option<String>,
 }
 
+/// The message that creates (and starts, unless `create_only`) containers from `spec`:
+/// on `to`, or `instances` of them placed over the fleet under `constraints`, or one on
+/// `this_node` when neither is given. The spec is checked first; the message is checked
+/// when it is submitted.
+pub fn container_message(
+    this_node: &str,
+    spec: &bosun_proto::container::ContainerSpec,
+    to: Vec<String>,
+    instances: Option<u32>,
+    constraints: std::collections::BTreeMap<String, String>,
+    create_only: bool,
+) -> Result<Message, OpError> {
+    spec.check()
+        .map_err(|error| OpError::Invalid(error.to_string()))?;
+    let method = if create_only {
+        Method::ContainerCreate
+    } else {
+        Method::ContainerRun
+    };
+    let spec = serde_json::to_string(spec)
+        .map_err(|error| OpError::Invalid(format!("the container spec: {error}")))?;
+    let mut m = message("", method, vec![spec]);
+    m.to_node = None;
+    m.to_nodes = to;
+    m.instances = instances;
+    m.constraints = constraints;
+    if m.to_nodes.is_empty() && m.instances.is_none() {
+        m.to_nodes = vec![this_node.to_string()];
+    }
+    Ok(m)
+}
+
 /// Create (and start, unless `create_only`) containers from `spec`: on `to`, or
 /// `instances` of them placed over the fleet under `constraints`.
 pub async fn run_containers(
@@ -252,25 +284,7 @@ pub async fn run_containers(
     constraints: std::collections::BTreeMap<String, String>,
     create_only: bool,
 ) -> Result<Vec<Started>, OpError> {
-    spec.check()
-        .map_err(|error| OpError::Invalid(error.to_string()))?;
-    let method = if create_only {
-        Method::ContainerCreate
-    } else {
-        Method::ContainerRun
-    };
-    let mut m = message(
-        "",
-        method,
-        vec![serde_json::to_string(spec).unwrap_or_default()],
-    );
-    m.to_node = None;
-    m.to_nodes = to;
-    m.instances = instances;
-    m.constraints = constraints;
-    if m.to_nodes.is_empty() && m.instances.is_none() {
-        m.to_nodes = vec![node.name().to_string()];
-    }
+    let m = container_message(node.name(), spec, to, instances, constraints, create_only)?;
     let reports = call(node, vec![m], Duration::from_secs(120)).await?;
     Ok(reports
         .iter()
@@ -300,6 +314,47 @@ pub async fn run_containers(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn container_messages_carry_the_checked_spec_and_their_placement() {
+        use bosun_proto::container::ContainerSpec;
+        let spec = ContainerSpec {
+            image: Some("nginx".into()),
+            ports: vec!["8080:80".into()],
+            ..Default::default()
+        };
+        let m = container_message("n1", &spec, vec![], None, Default::default(), false).unwrap();
+        assert_eq!(m.method, "containerRun");
+        assert_eq!(m.to_nodes, vec!["n1"], "no placement: this node");
+        let back: ContainerSpec = serde_json::from_str(&m.data[0]).unwrap();
+        assert_eq!(back, spec);
+        m.validate().unwrap();
+        let placed = container_message(
+            "n1",
+            &spec,
+            vec![],
+            Some(3),
+            [("role".into(), "worker".into())].into(),
+            true,
+        )
+        .unwrap();
+        assert_eq!(placed.method, "containerCreate");
+        assert!(placed.to_nodes.is_empty());
+        assert_eq!(placed.instances, Some(3));
+        let err = container_message(
+            "n1",
+            &ContainerSpec::default(),
+            vec![],
+            None,
+            Default::default(),
+            false,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, OpError::Invalid(_)) && err.to_string().contains("image"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn a_container_seen_by_several_nodes_is_listed_once_under_its_owner() {

@@ -707,6 +707,21 @@ mod tests {
     }
 
     #[test]
+    fn numbers_in_an_operation_survive_being_stored() {
+        // Found by fuzzing (socket_input): read with best-effort float parsing,
+        // 1.05e+300 became a neighbour of itself, which then read back as yet another
+        // number, so the value drifted each time the message was stored or sent.
+        let m = Message::from_json(
+            r#"{"toNode":"a","method":"REQOpCommand","operation":{"n":1.05e+300}}"#,
+        )
+        .unwrap();
+        let operation = m.operation.as_ref().unwrap();
+        assert_eq!(operation["n"].as_f64(), Some(1.05e300));
+        let again = Message::from_json(&serde_json::to_string(&m).unwrap()).unwrap();
+        assert_eq!(again, m);
+    }
+
+    #[test]
     fn json_round_trip_keeps_steward_names() {
         let m = Message::parse_batch(STEWARD_EXAMPLE).unwrap().remove(0);
         let text = serde_json::to_string(&m).unwrap();

@@ -546,11 +546,14 @@ impl Trust {
             }
         };
         if fresh {
-            let off = at as i64 - now as i64;
-            if off.unsigned_abs() > self.settings.skew_ms {
+            // Any u64 stamp may arrive: the difference is taken in i128, so a stamp
+            // past i64::MAX is refused rather than overflowing.
+            let off = i128::from(at) - i128::from(now);
+            if off.unsigned_abs() > u128::from(self.settings.skew_ms) {
+                let off_secs = (off / 1000).clamp(i128::from(i64::MIN), i128::from(i64::MAX));
                 return Err(FrameRefusal::Clock {
                     name,
-                    off_secs: off / 1000,
+                    off_secs: off_secs as i64,
                     allowed_secs: self.settings.skew_ms / 1000,
                 });
             }

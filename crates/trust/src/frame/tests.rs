@@ -150,6 +150,28 @@ fn strangers_are_refused_with_the_reason() {
 }
 
 #[test]
+fn a_stamp_past_i64_is_refused_by_the_clock_not_an_overflow() {
+    // Found while writing the signed_frame fuzz target: an open lab node checks the
+    // stamp of a frame nobody vouched for, and `at as i64 - now as i64` overflowed
+    // (a panic in debug builds) for stamps from 2^63 on.
+    let lab = bare("e", vec![], true);
+    let stranger = bare("s", vec![], false);
+    for at in [1u64 << 63, (1u64 << 63) + NOW, u64::MAX] {
+        let frame = stranger.seal(b"s", b"{}", at);
+        let refusal = lab.open(b"s", &frame, NOW, true).unwrap_err();
+        assert!(
+            matches!(refusal, FrameRefusal::Clock { off_secs, .. } if off_secs != 0),
+            "{at}: {refusal:?}"
+        );
+    }
+    let far = stranger.seal(b"s", b"{}", 0);
+    match lab.open(b"s", &far, u64::MAX, true).unwrap_err() {
+        FrameRefusal::Clock { off_secs, .. } => assert!(off_secs < 0),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn an_identity_for_another_node_is_refused_at_setup() {
     let issuer = KeyKind::Issuer.generate();
     let (_, token) = node("a", &issuer, Role::Node, vec![issuer.public_key()]);
