@@ -213,7 +213,7 @@ fn opened_agrees(node: &Trust, frame: &[u8], o: &bosun_trust::Opened) {
 /// `body` sealed by the issued node opens there as its own, opens on the open node,
 /// is refused by the node that trusts nobody and in any other context.
 fn sealed_opens(nodes: &Nodes, context: &[u8], body: &[u8]) {
-    let frame = nodes.issued.seal(context, body, NOW);
+    let frame = nodes.issued.seal(context, body, NOW, None);
     let own = nodes
         .issued
         .open(context, &frame, NOW, false)
@@ -335,23 +335,26 @@ pub fn frame_seeds() -> Vec<Vec<u8>> {
         seeds.push(seed);
     };
     let ping = request("ship2", "ping", &[]);
-    add(0x10, ship2.seal(&context(0), &ping, NOW));
-    add(0x10, ship2.seal(&context(0), &ping, NOW - 60_000));
+    add(0x10, ship2.seal(&context(0), &ping, NOW, None));
+    add(0x10, ship2.seal(&context(0), &ping, NOW - 60_000, None));
     let command = request("ship2", "cliCommand", &["uptime"]);
-    add(0x11, ship2.seal(&context(1), &command, NOW));
-    add(0x12, ship2.seal(&context(2), status, NOW));
-    add(0x03, ship2.seal(&context(3), br#"{"v":1,"id":"x"}"#, NOW));
+    add(0x11, ship2.seal(&context(1), &command, NOW, None));
+    add(0x12, ship2.seal(&context(2), status, NOW, None));
+    add(
+        0x03,
+        ship2.seal(&context(3), br#"{"v":1,"id":"x"}"#, NOW, None),
+    );
     add(
         0x30,
-        ship1.seal(&context(0), &request("ship1", "ping", &[]), NOW),
+        ship1.seal(&context(0), &request("ship1", "ping", &[]), NOW, None),
     );
     add(
         0x10,
-        lab.seal(&context(0), &request("lab2", "ping", &[]), NOW),
+        lab.seal(&context(0), &request("lab2", "ping", &[]), NOW, None),
     );
     add(
         0x10,
-        operator.seal(&context(0), &request("ops", "ping", &[]), NOW),
+        operator.seal(&context(0), &request("ops", "ping", &[]), NOW, None),
     );
     add(0x20, ping.clone());
     seeds

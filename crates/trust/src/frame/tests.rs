@@ -157,14 +157,14 @@ fn a_stamp_past_i64_is_refused_by_the_clock_not_an_overflow() {
     let lab = bare("e", vec![], true);
     let stranger = bare("s", vec![], false);
     for at in [1u64 << 63, (1u64 << 63) + NOW, u64::MAX] {
-        let frame = stranger.seal(b"s", b"{}", at);
+        let frame = stranger.seal(b"s", b"{}", at, None);
         let refusal = lab.open(b"s", &frame, NOW, true).unwrap_err();
         assert!(
             matches!(refusal, FrameRefusal::Clock { off_secs, .. } if off_secs != 0),
             "{at}: {refusal:?}"
         );
     }
-    let far = stranger.seal(b"s", b"{}", 0);
+    let far = stranger.seal(b"s", b"{}", 0, None);
     match lab.open(b"s", &far, u64::MAX, true).unwrap_err() {
         FrameRefusal::Clock { off_secs, .. } => assert!(off_secs < 0),
         other => panic!("{other:?}"),
