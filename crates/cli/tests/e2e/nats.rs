@@ -237,9 +237,15 @@ impl Pki {
         self.dir.path().join(name)
     }
 
+    /// Write a file readable by its owner only: keys must be, and certificates may be.
     fn write(&self, name: &str, text: &str) -> PathBuf {
         let path = self.path(name);
         std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(
+            &path,
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+        )
+        .unwrap();
         path
     }
 
