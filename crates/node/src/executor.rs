@@ -24,7 +24,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::handles::{OutboxHandle, RunningCount};
+use crate::errorlog::ErrorEntry;
+use crate::handles::{ErrorReporter, OutboxHandle, RunningCount};
 use crate::metrics::Metrics;
 use crate::node::now_millis;
 use crate::submit::Submitter;
@@ -46,6 +47,8 @@ pub(crate) struct Executor {
     /// For `mark` and `captureFile`, when the event stream is on.
     pub capture: Option<Capture>,
     pub metrics: Metrics,
+    /// Every run that did not succeed goes to the error log, and from there to central's.
+    pub reporter: ErrorReporter,
     pub running: RunningCount,
     /// Cancelled at shutdown: no new run starts.
     pub shutdown: CancellationToken,
@@ -127,6 +130,7 @@ pub(crate) async fn recover(executor: &Arc<Executor>) -> Result<Vec<ToRun>, Stor
             "interrupted by a restart; reporting, not re-running"
         );
         let reply = reply_for(executor, &message, &outcome);
+        report_failure(executor, &message, &outcome);
         executor
             .store
             .finish(message.id(), outcome, reply, now_millis())
@@ -412,6 +416,7 @@ fn record_processes(
 }
 
 async fn finish(executor: &Arc<Executor>, message: &Message, outcome: Outcome) {
+    report_failure(executor, message, &outcome);
     let reply = reply_for(executor, message, &outcome);
     let now = now_millis();
     let written = crate::disk::until_written(&executor.store, &executor.shutdown, || {
@@ -480,6 +485,70 @@ async fn forward_chunks(
         }
     }
     n
+}
+
+/// A run that did not succeed (failed, timed out, interrupted, refused here) goes to
+/// this node's error log and to central's, as steward reported a method's failure: with
+/// the node, the message id, the method, the sender and the reason. Messages the node
+/// takes in for itself (error reports, hellos, replies) are left out, so a report can
+/// never cause another.
+pub(crate) fn report_failure(executor: &Executor, message: &Message, outcome: &Outcome) {
+    let Some(kind) = failure_kind(outcome.status) else {
+        return;
+    };
+    if message.parsed_method().is_ok_and(|m| {
+        !matches!(
+            m.role(),
+            bosun_proto::Role::Handler(_) | bosun_proto::Role::Node
+        )
+    }) {
+        return;
+    }
+    let reason = failure_reason(outcome);
+    executor.reporter.report(&ErrorEntry {
+        at: outcome.finished_at,
+        node: executor.config.name.as_str(),
+        kind,
+        message_id: Some(message.id()),
+        to_node: message.from_node.as_deref(),
+        method: Some(message.method.as_str()),
+        reason: &reason,
+    });
+}
+
+/// The error-log kind of a status that is not a success.
+fn failure_kind(status: Status) -> Option<&'static str> {
+    match status {
+        Status::Done | Status::Cancelled => None,
+        Status::Failed => Some("failed"),
+        Status::Timeout => Some("timeout"),
+        Status::Interrupted => Some("interrupted"),
+        Status::Rejected => Some("rejected"),
+    }
+}
+
+/// Longest stretch of a failed command's stderr quoted in its error-log reason.
+const REASON_STDERR_BYTES: usize = 512;
+
+/// Why a run did not succeed, in one line: the outcome's reason, or its exit code, with
+/// the end of its stderr.
+fn failure_reason(outcome: &Outcome) -> String {
+    let mut reason = match (&outcome.error, outcome.exit_code) {
+        (Some(error), _) => error.clone(),
+        (None, Some(code)) => format!("exit code {code}"),
+        (None, None) => format!("{:?}", outcome.status).to_lowercase(),
+    };
+    let stderr = outcome.stderr.trim();
+    if !stderr.is_empty() && !reason.contains(stderr) {
+        let mut start = stderr.len().saturating_sub(REASON_STDERR_BYTES);
+        while !stderr.is_char_boundary(start) {
+            start += 1;
+        }
+        let tail = stderr[start..].replace('\n', " | ");
+        let cut = if start > 0 { "…" } else { "" };
+        reason.push_str(&format!("; stderr: {cut}{tail}"));
+    }
+    reason
 }
 
 /// The reply that carries `outcome` back to the sender of `message`.
@@ -581,5 +650,45 @@ fn node_method(executor: &Executor, method: Method, message: &Message) -> Outcom
             ),
             Err(e) => ended(Status::Failed, String::new(), Some(e.to_string())),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(status: Status, exit: Option<i32>, error: Option<&str>, stderr: &str) -> Outcome {
+        Outcome {
+            exit_code: exit,
+            stderr: stderr.to_string(),
+            error: error.map(str::to_string),
+            ..Outcome::bare(status, "n1", "", 1)
+        }
+    }
+
+    #[test]
+    fn only_runs_that_did_not_succeed_are_errors() {
+        assert_eq!(failure_kind(Status::Done), None);
+        assert_eq!(failure_kind(Status::Cancelled), None);
+        assert_eq!(failure_kind(Status::Failed), Some("failed"));
+        assert_eq!(failure_kind(Status::Timeout), Some("timeout"));
+        assert_eq!(failure_kind(Status::Interrupted), Some("interrupted"));
+    }
+
+    #[test]
+    fn a_reason_names_the_exit_code_and_the_end_of_stderr_on_one_line() {
+        let o = outcome(Status::Failed, Some(3), None, "first\nsecond\n");
+        assert_eq!(failure_reason(&o), "exit code 3; stderr: first | second");
+        let o = outcome(Status::Failed, Some(3), Some("exited with code 3"), "");
+        assert_eq!(failure_reason(&o), "exited with code 3");
+        // A reason that already quotes stderr does not repeat it.
+        let o = outcome(Status::Failed, None, Some("denied: nope"), "nope");
+        assert_eq!(failure_reason(&o), "denied: nope");
+        // A long stderr is cut at its start, on a character boundary.
+        let long = format!("{}{}", "é".repeat(400), "the end");
+        let reason = failure_reason(&outcome(Status::Failed, Some(1), None, &long));
+        assert!(reason.starts_with("exit code 1; stderr: …"), "{reason}");
+        assert!(reason.ends_with("the end"), "{reason}");
+        assert!(reason.len() < REASON_STDERR_BYTES + 64, "{}", reason.len());
     }
 }

@@ -242,6 +242,7 @@ impl Node {
             methods: methods.clone(),
             capture: capture.clone(),
             metrics: metrics.clone(),
+            reporter: reporter.clone(),
             running: running.clone(),
             shutdown: shutdown.clone(),
             tracker: tracker.clone(),

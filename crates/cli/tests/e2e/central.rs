@@ -211,3 +211,139 @@ fn metrics_move_and_the_audit_log_can_recreate_messages() {
         "the audit line holds the whole message"
     );
 }
+
+/// The entry for message `id` in central's error log, once it has arrived.
+fn central_error_entry(fleet: &bosun_testkit::Fleet, id: &str) -> Value {
+    let log = fleet.data_dir("central").join("error.log");
+    let line = eventually(
+        Duration::from_secs(30),
+        &format!("the failure of {id} reached central"),
+        || {
+            std::fs::read_to_string(&log)
+                .ok()?
+                .lines()
+                .find(|l| l.contains(id))
+                .map(str::to_string)
+        },
+    );
+    serde_json::from_str(&line).unwrap()
+}
+
+#[test]
+fn a_failed_method_on_any_node_reaches_centrals_error_log() {
+    let Some(mut fleet) = fleet()
+        .central("central")
+        .nodes(&["central", "ship1"])
+        .start()
+    else {
+        return;
+    };
+    // A command that fails, a tail of a file outside the node's file roots, an httpGet
+    // of a refused address and an operation on a container that does not exist: each
+    // fails on ship1, and each reaches central with node, id, method and reason.
+    let out = fleet.node("central").cli(&[
+        "exec",
+        "-n",
+        "ship1",
+        "--json",
+        "--",
+        "sh",
+        "-c",
+        "echo boom >&2; exit 3",
+    ]);
+    let command_id = json(&out)[0]["id"].as_str().unwrap().to_string();
+    let messages = fleet.dir().join("failing.json");
+    std::fs::write(
+        &messages,
+        r#"[
+  {"toNodes":["ship1"],"method":"REQTailFile","data":["/etc/hostname"],"methodTimeout":5},
+  {"toNodes":["ship1"],"method":"REQHttpGet","data":["http://127.0.0.1:9/"]},
+  {"toNodes":["ship1"],"method":"containerStart","data":["bosun-no-such-container"]}
+]"#,
+    )
+    .unwrap();
+    let out = fleet
+        .node("central")
+        .cli(&["send", "--wait", "--json", messages.to_str().unwrap()]);
+    let rows = json(&out);
+    let sent: Vec<String> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(sent.len(), 3, "{rows}");
+    let entry = central_error_entry(&fleet, &command_id);
+    assert_eq!(entry["from"], "ship1", "{entry}");
+    let e = &entry["entry"];
+    assert_eq!(e["node"], "ship1", "{entry}");
+    assert_eq!(e["kind"], "failed", "{entry}");
+    assert_eq!(e["messageId"], command_id.as_str(), "{entry}");
+    assert_eq!(e["method"], "cliCommand", "{entry}");
+    assert_eq!(e["toNode"], "central", "the sender is named: {entry}");
+    let reason = e["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("code 3") && reason.contains("boom"),
+        "{entry}"
+    );
+    for id in &sent {
+        let entry = central_error_entry(&fleet, id);
+        let e = &entry["entry"];
+        assert_eq!(e["node"], "ship1", "{entry}");
+        assert_eq!(e["messageId"], id.as_str(), "{entry}");
+        assert!(e["method"].is_string(), "{entry}");
+        assert!(!e["reason"].as_str().unwrap().is_empty(), "{entry}");
+    }
+    let methods: Vec<String> = sent
+        .iter()
+        .map(|id| {
+            central_error_entry(&fleet, id)["entry"]["method"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        methods,
+        vec!["tailFile", "httpGet", "containerStart"],
+        "every failure names its method"
+    );
+
+    // A success is not an error.
+    let out = fleet
+        .node("central")
+        .cli(&["exec", "-n", "ship1", "--json", "--", "true"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ok_id = json(&out)[0]["id"].as_str().unwrap().to_string();
+
+    // Central is down when ship1's own command fails: the report waits in ship1's
+    // outbox and arrives once central is back.
+    fleet.node_mut("central").kill9();
+    let out = fleet.node("ship1").cli(&[
+        "exec",
+        "-n",
+        "ship1",
+        "--json",
+        "--",
+        "sh",
+        "-c",
+        "echo offline >&2; exit 4",
+    ]);
+    let offline_id = json(&out)[0]["id"].as_str().unwrap().to_string();
+    fleet.node_mut("central").restart();
+    let entry = central_error_entry(&fleet, &offline_id);
+    assert!(
+        entry["entry"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("code 4"),
+        "{entry}"
+    );
+    let log = std::fs::read_to_string(fleet.data_dir("central").join("error.log")).unwrap();
+    assert!(!log.contains(&ok_id), "a success is not logged:\n{log}");
+    let here = std::fs::read_to_string(fleet.data_dir("ship1").join("error.log")).unwrap();
+    assert!(
+        here.contains(&offline_id) && here.contains(&command_id),
+        "the node's own error log has them too:\n{here}"
+    );
+}
