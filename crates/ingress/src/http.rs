@@ -600,6 +600,23 @@ pub enum DockerModRequest {
     Membership,
 }
 
+/// Docker's create-container JSON in a `create-raw-container` body.
+fn raw_spec(request: &Value) -> Result<ContainerSpec, BodyError> {
+    match &request["body"] {
+        Value::Object(_) => Ok(ContainerSpec {
+            raw: Some(request["body"].clone()),
+            name: request["name"].as_str().map(str::to_string),
+            ..Default::default()
+        }),
+        Value::Null => Err(BodyError::Missing(
+            "create-raw-container needs \"body\": Docker's create-container JSON",
+        )),
+        _ => Err(BodyError::Missing(
+            "\"body\" must be Docker's create-container JSON object",
+        )),
+    }
+}
+
 /// Read a DockerMod request body.
 pub fn dockermod_request(request: &Value) -> Result<DockerModRequest, BodyError> {
     let id = || request["id"].as_str().unwrap_or_default().to_string();
@@ -614,17 +631,16 @@ pub fn dockermod_request(request: &Value) -> Result<DockerModRequest, BodyError>
             status_code,
         })
     };
+    let instances = || match &request["instances"] {
+        Value::Null => Ok(None),
+        other => other
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| BodyError::Instances(other.clone())),
+    };
     match request["action"].as_str().unwrap_or("") {
         "create-container" => {
-            let instances = match &request["instances"] {
-                Value::Null => None,
-                other => Some(
-                    other
-                        .as_u64()
-                        .and_then(|n| u32::try_from(n).ok())
-                        .ok_or_else(|| BodyError::Instances(other.clone()))?,
-                ),
-            };
             let text = |key: &str| request[key].as_str().map(str::to_string);
             Ok(DockerModRequest::Create {
                 spec: Box::new(ContainerSpec {
@@ -633,9 +649,13 @@ pub fn dockermod_request(request: &Value) -> Result<DockerModRequest, BodyError>
                     name: text("name"),
                     ..Default::default()
                 }),
-                instances,
+                instances: instances()?,
             })
         }
+        "create-raw-container" => Ok(DockerModRequest::Create {
+            spec: Box::new(raw_spec(request)?),
+            instances: instances()?,
+        }),
         "start-container" => on(Method::ContainerStart, 204),
         "stop-container" => on(Method::ContainerStop, 204),
         "restart-container" => on(Method::ContainerRestart, 204),
@@ -659,15 +679,65 @@ pub fn dockermod_request(request: &Value) -> Result<DockerModRequest, BodyError>
     }
 }
 
-async fn dockermod(State(app): State<App>, Json(request): Json<Value>) -> Response {
+/// DockerMod's answer: its keys around what Docker said. `Content-Type` and
+/// `Content-Length` describe Docker's body, as DockerMod passed them on.
+fn dockermod_answer(owner: Option<&str>, code: u16, body: Option<Value>) -> Value {
+    let mut answer = json!({
+        "Date": httpdate::fmt_http_date(std::time::SystemTime::now()),
+        "statusCode": code,
+    });
+    match body {
+        Some(body) => {
+            answer["Content-Type"] = json!("application/json");
+            answer["Content-Length"] = json!(body.to_string().len().to_string());
+            answer["Response"] = json!({ "Body": body });
+        }
+        None => answer["Response"] = json!(""),
+    }
+    if let Some(owner) = owner {
+        answer["dockerInstance"] = json!(owner);
+    }
+    answer
+}
+
+/// A DockerMod request that failed: the HTTP status says how, and the answer keeps
+/// DockerMod's shape with Docker's `message`, plus bosun's `error`.
+fn dockermod_failure(code: StatusCode, error: impl ToString) -> Response {
+    let error = error.to_string();
+    let mut answer = dockermod_answer(None, code.as_u16(), Some(json!({ "message": error })));
+    answer["error"] = json!(error);
+    (code, Json(answer)).into_response()
+}
+
+fn dockermod_op_failure(e: OpError) -> Response {
+    let code = match e {
+        OpError::Invalid(_) => StatusCode::BAD_REQUEST,
+        OpError::NotFound(_) => StatusCode::NOT_FOUND,
+        OpError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        OpError::Failed(_) => StatusCode::BAD_GATEWAY,
+    };
+    dockermod_failure(code, e)
+}
+
+/// DockerMod's `POST /`. The body is JSON whatever its `Content-Type`: DockerMod's own
+/// examples post it with `curl --data`, which says `application/x-www-form-urlencoded`.
+async fn dockermod(State(app): State<App>, body: axum::body::Bytes) -> Response {
     let node = &app.node;
+    let request: Value = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(source) => {
+            return dockermod_failure(
+                StatusCode::BAD_REQUEST,
+                BodyError::Json {
+                    what: "DockerMod request (a JSON object with an \"action\")",
+                    source,
+                },
+            );
+        }
+    };
     let request = match dockermod_request(&request) {
         Ok(r) => r,
-        Err(e) => return failure(StatusCode::BAD_REQUEST, e),
-    };
-    let answer = |owner: String, code: u16, body: Value| {
-        Json(json!({ "dockerInstance": owner, "statusCode": code, "Response": body }))
-            .into_response()
+        Err(e) => return dockermod_failure(StatusCode::BAD_REQUEST, e),
     };
     match request {
         DockerModRequest::Create { spec, instances } => {
@@ -685,10 +755,16 @@ async fn dockermod(State(app): State<App>, Json(request): Json<Value>) -> Respon
                     let rows: Vec<Value> = started
                         .iter()
                         .map(|s| match &s.id {
-                            Some(id) => json!({ "dockerInstance": s.node, "statusCode": 201,
-                                "Response": { "Body": { "Id": id, "Warnings": null } } }),
-                            None => json!({ "dockerInstance": s.node, "statusCode": 500,
-                                "Response": { "Body": { "message": s.error } } }),
+                            Some(id) => dockermod_answer(
+                                Some(&s.node),
+                                201,
+                                Some(json!({ "Id": id, "Warnings": null })),
+                            ),
+                            None => dockermod_answer(
+                                Some(&s.node),
+                                500,
+                                Some(json!({ "message": s.error })),
+                            ),
                         })
                         .collect();
                     if instances.is_some() {
@@ -697,7 +773,7 @@ async fn dockermod(State(app): State<App>, Json(request): Json<Value>) -> Respon
                         Json(rows.into_iter().next().unwrap_or(Value::Null)).into_response()
                     }
                 }
-                Err(e) => op_failure(e),
+                Err(e) => dockermod_op_failure(e),
             }
         }
         DockerModRequest::OnContainer {
@@ -706,37 +782,47 @@ async fn dockermod(State(app): State<App>, Json(request): Json<Value>) -> Respon
             status_code,
         } => match ops::on_container(node, method, &id, &[]).await {
             Ok((owner, out)) => {
-                let body = serde_json::from_str::<Value>(&out)
-                    .map(|b| json!({ "Body": b }))
-                    .unwrap_or(json!(""));
-                answer(owner, status_code, body)
+                let body = (method == Method::ContainerInspect)
+                    .then(|| serde_json::from_str::<Value>(&out).ok())
+                    .flatten();
+                Json(dockermod_answer(Some(&owner), status_code, body)).into_response()
             }
-            Err(e) => op_failure(e),
+            Err(e) => dockermod_op_failure(e),
         },
         DockerModRequest::Delete { id } => {
             match ops::on_container(node, Method::ContainerRemove, &id, &["force"]).await {
-                Ok((owner, _)) => answer(owner, 204, json!("")),
-                Err(e) => op_failure(e),
+                Ok((owner, _)) => Json(dockermod_answer(Some(&owner), 204, None)).into_response(),
+                Err(e) => dockermod_op_failure(e),
             }
         }
         DockerModRequest::List { cluster } => {
-            let list =
-                ops::list_containers(node, cluster, true, std::time::Duration::from_secs(10)).await;
-            Json(json!({ "containers": list.containers, "unanswered": list.missing }))
-                .into_response()
+            let list = ops::list_containers_as(
+                node,
+                cluster,
+                true,
+                ops::ListFormat::Docker,
+                std::time::Duration::from_secs(10),
+            )
+            .await;
+            let owner = (!cluster).then(|| node.name());
+            let mut answer = dockermod_answer(owner, 200, Some(json!(list.containers)));
+            // Nodes that did not answer in time: DockerMod had no such key; bosun says so.
+            answer["unanswered"] = json!(list.missing);
+            Json(answer).into_response()
         }
         DockerModRequest::ListImages => {
-            let m = ops::message(node.name(), Method::ImageList, vec![]);
+            let m = ops::message(node.name(), Method::ImageList, vec!["docker".into()]);
             match ops::call(node, vec![m], std::time::Duration::from_secs(60))
                 .await
                 .and_then(|r| ops::stdout(&r[0]))
             {
-                Ok(out) => answer(
-                    node.name().to_string(),
-                    200,
-                    json!({ "Body": serde_json::from_str::<Value>(&out).unwrap_or_default() }),
-                ),
-                Err(e) => op_failure(e),
+                Ok(out) => {
+                    let images = serde_json::from_str::<Value>(&out).unwrap_or_default();
+                    let mut answer = dockermod_answer(Some(node.name()), 200, Some(images));
+                    answer["Response-Code"] = json!(200);
+                    Json(answer).into_response()
+                }
+                Err(e) => dockermod_op_failure(e),
             }
         }
         DockerModRequest::Membership => StatusCode::NO_CONTENT.into_response(),

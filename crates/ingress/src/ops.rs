@@ -98,6 +98,27 @@ pub struct ClusterList {
     pub missing: Vec<String>,
 }
 
+/// The shape of listed containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListFormat {
+    /// bosun's rows (`id`, `names`, `image`, `state`, `status`, `labels`), each with its
+    /// `node`.
+    Bosun,
+    /// Docker's own list entries (`Id`, `Names`, `Labels`, …), each with its node in
+    /// `dockerInstance`, as DockerMod answered.
+    Docker,
+}
+
+impl ListFormat {
+    /// The keys of a row's node, id and labels.
+    fn keys(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            ListFormat::Bosun => ("node", "id", "labels"),
+            ListFormat::Docker => ("dockerInstance", "Id", "Labels"),
+        }
+    }
+}
+
 /// List containers on every live node (or only this node when `cluster` is false).
 pub async fn list_containers(
     node: &Node,
@@ -105,12 +126,29 @@ pub async fn list_containers(
     all: bool,
     timeout: Duration,
 ) -> ClusterList {
+    list_containers_as(node, cluster, all, ListFormat::Bosun, timeout).await
+}
+
+/// [`list_containers`], with rows in `format`.
+pub async fn list_containers_as(
+    node: &Node,
+    cluster: bool,
+    all: bool,
+    format: ListFormat,
+    timeout: Duration,
+) -> ClusterList {
     let nodes = if cluster {
         live_nodes(node)
     } else {
         vec![node.name().to_string()]
     };
-    let data = if all { vec!["all".to_string()] } else { vec![] };
+    let which = if all { "all" } else { "running" };
+    let data = match format {
+        ListFormat::Bosun if !all => vec![],
+        ListFormat::Bosun => vec![which.to_string()],
+        ListFormat::Docker => vec![which.to_string(), String::new(), "docker".to_string()],
+    };
+    let (node_key, _, _) = format.keys();
     let messages: Vec<Message> = nodes
         .iter()
         .map(|n| {
@@ -148,34 +186,37 @@ pub async fn list_containers(
             .and_then(|s| serde_json::from_str::<Vec<Value>>(&s).ok())
         {
             Some(items) => list.containers.extend(items.into_iter().map(|mut c| {
-                c["node"] = Value::String(q.to_node.clone());
+                c[node_key] = Value::String(q.to_node.clone());
                 c
             })),
             None => list.missing.push(q.to_node.clone()),
         }
     }
-    dedupe_shared_engines(&mut list.containers);
+    dedupe_shared_engines(&mut list.containers, format);
     list
 }
 
 /// Several nodes can share one Docker engine (a test bench, or nodes in containers on one
 /// host); each then reports the same containers. Keep one row per container: the one from
 /// the node named in its `org.bosun.node` label, else the first.
-fn dedupe_shared_engines(containers: &mut Vec<Value>) {
+fn dedupe_shared_engines(containers: &mut Vec<Value>, format: ListFormat) {
+    let (node_key, id_key, labels_key) = format.keys();
+    let owned = |c: &Value| {
+        c[labels_key][bosun_proto::container::LABEL_NODE].as_str() == c[node_key].as_str()
+    };
     let mut keep: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     let mut drop = vec![false; containers.len()];
     for (i, c) in containers.iter().enumerate() {
-        let Some(id) = c["id"].as_str() else { continue };
-        let owned_here =
-            c["labels"][bosun_proto::container::LABEL_NODE].as_str() == c["node"].as_str();
+        let Some(id) = c[id_key].as_str() else {
+            continue;
+        };
+        let owned_here = owned(c);
         match keep.get(id).copied() {
             None => {
                 keep.insert(id.to_string(), i);
             }
             Some(j) => {
-                let first_owned = containers[j]["labels"][bosun_proto::container::LABEL_NODE]
-                    .as_str()
-                    == containers[j]["node"].as_str();
+                let first_owned = owned(&containers[j]);
                 if owned_here && !first_owned {
                     drop[j] = true;
                     keep.insert(id.to_string(), i);
@@ -366,7 +407,11 @@ mod tests {
             row("a", "c2", "x"),
             row("b", "c2", "x"),
         ];
-        dedupe_shared_engines(&mut list);
+        dedupe_shared_engines(&mut list, ListFormat::Bosun);
         assert_eq!(list, vec![row("b", "c1", "b"), row("a", "c2", "x")]);
+        let docker_row = |node: &str, id: &str, owner: &str| json!({"Id": id, "dockerInstance": node, "Labels": {"org.bosun.node": owner}});
+        let mut list = vec![docker_row("a", "c1", "b"), docker_row("b", "c1", "b")];
+        dedupe_shared_engines(&mut list, ListFormat::Docker);
+        assert_eq!(list, vec![docker_row("b", "c1", "b")]);
     }
 }

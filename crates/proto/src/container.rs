@@ -24,6 +24,10 @@ pub struct ContainerSpec {
     /// folder; fields given here override it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
+    /// Docker's create-container JSON given inline (DockerMod's `create-raw-container`):
+    /// taken like a template, so fields given here override it. Not with `template`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<serde_json::Value>,
     /// Container name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -113,6 +117,11 @@ pub enum SpecError {
     /// Neither an image nor a template to start from.
     #[error("give `image` or `template`")]
     NoImage,
+    /// A raw Docker spec that is not a JSON object, or one given with a template.
+    #[error(
+        "raw must be Docker's create-container JSON object (with \"Image\" unless `image` is given), and cannot be combined with `template`"
+    )]
+    Raw,
     /// A template name that could reach outside the templates folder.
     #[error("template {0:?} must be a plain name from the templates folder")]
     Template(String),
@@ -162,7 +171,15 @@ pub enum PortError {
 impl ContainerSpec {
     /// Check the fields; the error names the field and says what is wrong.
     pub fn check(&self) -> Result<(), SpecError> {
-        if self.image.as_deref().is_none_or(str::is_empty)
+        if let Some(raw) = &self.raw {
+            let image_in_raw = raw["Image"].as_str().is_some_and(|i| !i.is_empty());
+            if !raw.is_object()
+                || self.template.is_some()
+                || (!image_in_raw && self.image.as_deref().is_none_or(str::is_empty))
+            {
+                return Err(SpecError::Raw);
+            }
+        } else if self.image.as_deref().is_none_or(str::is_empty)
             && self.template.as_deref().is_none_or(str::is_empty)
         {
             return Err(SpecError::NoImage);
@@ -227,6 +244,27 @@ pub fn parse_published_port(spec: &str) -> Result<(u16, u16, &str), PortError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_raw_docker_spec_needs_an_image_and_no_template() {
+        let raw = |v: serde_json::Value| ContainerSpec {
+            raw: Some(v),
+            ..Default::default()
+        };
+        assert_eq!(raw(serde_json::json!({"Image": "a"})).check(), Ok(()));
+        assert_eq!(raw(serde_json::json!({"Cmd": ["x"]})).check(), Err(SpecError::Raw));
+        assert_eq!(raw(serde_json::json!("a")).check(), Err(SpecError::Raw));
+        let with_image = ContainerSpec {
+            image: Some("a".into()),
+            ..raw(serde_json::json!({}))
+        };
+        assert_eq!(with_image.check(), Ok(()));
+        let with_template = ContainerSpec {
+            template: Some("t".into()),
+            ..raw(serde_json::json!({"Image": "a"}))
+        };
+        assert_eq!(with_template.check(), Err(SpecError::Raw));
+    }
 
     #[test]
     fn specs_are_checked_field_by_field() {

@@ -215,6 +215,7 @@ impl ContainerCmd {
                     ports,
                     restart,
                     auth: read_auth(&auth_file)?,
+                    raw: None,
                 };
                 spec.check()?;
                 let req = ControlRequest::ContainerRun {

@@ -11,6 +11,7 @@ mod central;
 mod config;
 mod delivery;
 mod disk;
+mod dockermod;
 mod http_apis;
 mod lsdsuite;
 mod nats;

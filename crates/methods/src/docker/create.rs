@@ -34,9 +34,12 @@ pub(super) async fn run(
         .map_err(|error| DockerMethodError::InvalidSpec {
             reason: error.to_string(),
         })?;
-    let template = match spec.template.as_deref() {
-        Some(name) => Some(load_template(&context.templates_dir, name)?),
-        None => None,
+    let template = match (spec.template.as_deref(), &spec.raw) {
+        (Some(name), _) => Some(load_template(&context.templates_dir, name)?),
+        (None, Some(raw)) => {
+            Some(serde_json::from_value(raw.clone()).map_err(DockerMethodError::RawNotDocker)?)
+        }
+        (None, None) => None,
     };
     let credentials = spec.auth.as_deref().map(decode_auth).transpose()?;
     let body = build_body(

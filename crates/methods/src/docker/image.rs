@@ -106,12 +106,32 @@ pub(super) fn split_ref(image: &str) -> Result<(String, String), DockerMethodErr
     Ok((name.to_string(), tag.to_string()))
 }
 
-/// `imageList`: a JSON array of `{id, tags, sizeBytes}`.
-pub(super) async fn list(docker: &Docker, context: &Context) -> Result<String, DockerMethodError> {
+/// `imageList`: a JSON array of `{id, tags, sizeBytes}`, or of Docker's own entries
+/// (`Id`, `ParentId`, `RepoTags`, `Created`, `Size`, …) with `data[0] = "docker"`, as
+/// DockerMod answered.
+pub(super) async fn list(
+    docker: &Docker,
+    message: &bosun_proto::Message,
+    context: &Context,
+) -> Result<String, DockerMethodError> {
+    let native = match super::arg(message, 0) {
+        None | Some("bosun") => false,
+        Some("docker") => true,
+        Some(other) => {
+            return Err(DockerMethodError::NotUnderstood {
+                index: 0,
+                given: other.to_string(),
+                expected: "give \"docker\" for Docker's own image entries, or \"bosun\"",
+            });
+        }
+    };
     let images = docker
         .list_images(None::<ListImagesOptions>)
         .await
         .map_err(|e| failure(context, e, "list images", None))?;
+    if native {
+        return to_json(&images);
+    }
     let rows: Vec<_> = images
         .iter()
         .map(|i| {

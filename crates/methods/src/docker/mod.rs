@@ -208,6 +208,10 @@ pub enum DockerMethodError {
         /// Why.
         source: serde_json::Error,
     },
+    /// The raw spec (`raw`, DockerMod's `create-raw-container`) is not Docker's
+    /// create-container JSON.
+    #[error("raw is not Docker create-container JSON: {0}")]
+    RawNotDocker(serde_json::Error),
     /// Neither the spec nor the template names an image.
     #[error("no image: give `image` in the spec or \"Image\" in template {template:?}")]
     NoImage {
@@ -284,7 +288,7 @@ pub async fn run(
             Operation::List => query::list(&docker, message, context).await,
             Operation::Stats => query::stats(&docker, message, context).await,
             Operation::ImagePull => image::pull_method(&docker, message, context).await,
-            Operation::ImageList => image::list(&docker, context).await,
+            Operation::ImageList => image::list(&docker, message, context).await,
             Operation::Lifecycle(change) => lifecycle::run(change, &docker, message, context).await,
             Operation::Logs => unreachable!("containerLogs returned above"),
         }

@@ -29,7 +29,10 @@ pub(super) async fn inspect(
 }
 
 /// `containerList`: running containers, or all with `data[0] = "all"`, optionally
-/// filtered by `data[1] = "label=KEY=VALUE"` (or `label=KEY`).
+/// filtered by `data[1] = "label=KEY=VALUE"` (or `label=KEY`; empty: none). Rows are
+/// bosun's (`id`, `names`, …), or Docker's own list entries (`Id`, `Names`, `Image`,
+/// `Command`, `Created`, `Ports`, `Labels`, `State`, `Status`, …) with
+/// `data[2] = "docker"`, as DockerMod answered.
 pub(super) async fn list(
     docker: &Docker,
     message: &Message,
@@ -59,6 +62,17 @@ pub(super) async fn list(
             }
         }
     }
+    let native = match arg(message, 2) {
+        None | Some("bosun") => false,
+        Some("docker") => true,
+        Some(other) => {
+            return Err(DockerMethodError::NotUnderstood {
+                index: 2,
+                given: other.to_string(),
+                expected: "give \"docker\" for Docker's own list entries, or \"bosun\"",
+            });
+        }
+    };
     let options = ListContainersOptions {
         all,
         filters: (!filters.is_empty()).then_some(filters),
@@ -68,6 +82,9 @@ pub(super) async fn list(
         .list_containers(Some(options))
         .await
         .map_err(|e| failure(context, e, "list containers", None))?;
+    if native {
+        return to_json(&containers);
+    }
     let rows: Vec<Value> = containers
         .iter()
         .map(|c| {
