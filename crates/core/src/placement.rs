@@ -1,8 +1,10 @@
 //! Placement: where `instances: N` containers go. Candidates are the live nodes of the
 //! fleet registry (optionally only those named in `toNodes`) whose labels match the
-//! message's `constraints` and whose free memory fits the containers placed on them.
-//! Containers are spread evenly: counts per node differ by at most one, and nodes with
-//! more free memory are filled first.
+//! message's `constraints`, that are not drained, and whose free memory fits the
+//! containers placed on them. Each container goes to the least-loaded candidate (its
+//! `load`, the containers bosun placed there, plus those placed by this call), ties
+//! broken by name: deterministic, and even over back-to-back calls when the loads are
+//! kept up to date.
 
 use std::collections::BTreeMap;
 
@@ -19,6 +21,10 @@ pub struct Candidate {
     pub labels: BTreeMap<String, String>,
     /// Its free memory in MiB, from its last hello (0 when unknown).
     pub free_memory_mb: u64,
+    /// Taken out of placement (DockerMod's `unregister`).
+    pub drained: bool,
+    /// Containers bosun placed there and still counts.
+    pub load: u64,
 }
 
 /// Why no placement was made.
@@ -53,6 +59,12 @@ fn unfit(
     if node.liveness != Liveness::Alive {
         return Some(format!("{} is {:?}", node.name, node.liveness).to_lowercase());
     }
+    if node.drained {
+        return Some(format!(
+            "{} is drained (register it again to place work there)",
+            node.name
+        ));
+    }
     for (k, v) in constraints {
         let has = node.labels.get(k).map(String::as_str);
         if has != Some(v.as_str()) {
@@ -85,8 +97,8 @@ pub fn place(
         return Err(PlacementError::NoInstances);
     }
     let mut reasons = Vec::new();
-    // (name, free MiB) of every candidate, most free memory first, then by name.
-    let mut candidates: Vec<(String, u64)> = fleet
+    // (name, free MiB, load) of every candidate.
+    let mut candidates: Vec<(String, u64, u64)> = fleet
         .iter()
         .filter(|n| only.is_empty() || only.iter().any(|o| o == "*" || *o == n.name))
         .filter_map(|n| match unfit(n, constraints, memory_mb) {
@@ -94,10 +106,10 @@ pub fn place(
                 reasons.push(reason);
                 None
             }
-            None => Some((n.name.clone(), n.free_memory_mb)),
+            None => Some((n.name.clone(), n.free_memory_mb, n.load)),
         })
         .collect();
-    candidates.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    candidates.sort_by(|a, b| a.0.cmp(&b.0));
     if candidates.is_empty() {
         let why = if reasons.is_empty() {
             "the fleet registry is empty (no hellos yet)".to_string()
@@ -107,27 +119,28 @@ pub fn place(
         return Err(PlacementError::NothingFits(why));
     }
     let mut placed: Vec<String> = Vec::new();
-    let mut load: BTreeMap<&str, u64> = BTreeMap::new();
-    for i in 0..instances as usize {
-        // Round robin over the candidates that still have room.
-        let mut chosen = None;
-        for offset in 0..candidates.len() {
-            let (name, free) = &candidates[(i + offset) % candidates.len()];
-            let used = load.get(name.as_str()).copied().unwrap_or(0);
-            if memory_mb == 0 || free.saturating_sub(used) >= memory_mb {
-                chosen = Some(name);
-                break;
-            }
-        }
-        let Some(name) = chosen else {
+    // Memory taken by this call, per candidate.
+    let mut used = vec![0u64; candidates.len()];
+    for _ in 0..instances {
+        // The least-loaded candidate that still has room; the first by name on a tie.
+        let chosen = candidates
+            .iter()
+            .enumerate()
+            .filter(|(i, (_, free, _))| {
+                memory_mb == 0 || free.saturating_sub(used[*i]) >= memory_mb
+            })
+            .min_by_key(|(_, (name, _, load))| (*load, name.clone()))
+            .map(|(i, _)| i);
+        let Some(i) = chosen else {
             return Err(PlacementError::NotEnoughMemory {
                 instances,
                 memory_mb,
                 candidates: candidates.len(),
             });
         };
-        *load.entry(name).or_default() += memory_mb;
-        placed.push(name.clone());
+        used[i] += memory_mb;
+        candidates[i].2 += 1;
+        placed.push(candidates[i].0.clone());
     }
     Ok(placed)
 }
@@ -142,7 +155,53 @@ mod tests {
             liveness,
             labels: [("role".to_string(), role.to_string())].into(),
             free_memory_mb: free_mb,
+            drained: false,
+            load: 0,
         }
+    }
+
+    #[test]
+    fn the_least_loaded_node_comes_first_ties_by_name() {
+        let mut fleet = vec![
+            node("b", Liveness::Alive, 1000, "worker"),
+            node("a", Liveness::Alive, 1000, "worker"),
+        ];
+        // One at a time, with the load kept up to date: 2/2, alternating from "a".
+        let mut got = vec![];
+        for _ in 0..4 {
+            let chosen = place(&fleet, &[], 1, &BTreeMap::new(), 0)
+                .unwrap()
+                .remove(0);
+            fleet.iter_mut().find(|n| n.name == chosen).unwrap().load += 1;
+            got.push(chosen);
+        }
+        assert_eq!(got, vec!["a", "b", "a", "b"]);
+        // A loaded node gets nothing until the others catch up.
+        fleet[0].load = 0;
+        fleet[1].load = 3;
+        let placed = place(&fleet, &[], 4, &BTreeMap::new(), 0).unwrap();
+        assert_eq!(placed, vec!["b", "b", "b", "a"]);
+    }
+
+    #[test]
+    fn a_drained_node_gets_nothing_and_is_named() {
+        let mut fleet = vec![
+            node("a", Liveness::Alive, 1000, "worker"),
+            node("b", Liveness::Alive, 1000, "worker"),
+        ];
+        fleet[0].drained = true;
+        assert_eq!(
+            place(&fleet, &[], 3, &BTreeMap::new(), 0).unwrap(),
+            vec!["b"; 3]
+        );
+        fleet[1].drained = true;
+        let err = place(&fleet, &[], 1, &BTreeMap::new(), 0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("a is drained") && err.contains("b is drained"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -596,8 +596,13 @@ pub enum DockerModRequest {
     },
     /// `list-images` of this node.
     ListImages,
-    /// `register` and `unregister`: accepted, nothing to do.
-    Membership,
+    /// `register` (put back into placement) and `unregister` (drain) of a node.
+    Membership {
+        /// The node, DockerMod's `hostname`.
+        hostname: String,
+        /// True for `unregister`.
+        drained: bool,
+    },
 }
 
 /// Docker's create-container JSON in a `create-raw-container` body.
@@ -671,10 +676,17 @@ pub fn dockermod_request(request: &Value) -> Result<DockerModRequest, BodyError>
             cluster: request["all"].as_bool().unwrap_or(false),
         }),
         "list-images" => Ok(DockerModRequest::ListImages),
-        // Membership comes from hellos in bosun: a node joins by running with
-        // `central` set, and leaves when it stops. Both are accepted, with no response
-        // body, as DockerMod answered.
-        "register" | "unregister" => Ok(DockerModRequest::Membership),
+        // A node joins the fleet by saying hello; `unregister` drains it from placement
+        // (its containers keep running) and `register` puts it back.
+        action @ ("register" | "unregister") => match request["hostname"].as_str() {
+            Some(hostname) if !hostname.is_empty() => Ok(DockerModRequest::Membership {
+                hostname: hostname.to_string(),
+                drained: action == "unregister",
+            }),
+            _ => Err(BodyError::Missing(
+                "register and unregister need a \"hostname\": the node's name",
+            )),
+        },
         other => Err(BodyError::UnknownAction(other.to_string())),
     }
 }
@@ -825,7 +837,13 @@ async fn dockermod(State(app): State<App>, body: axum::body::Bytes) -> Response 
                 Err(e) => dockermod_op_failure(e),
             }
         }
-        DockerModRequest::Membership => StatusCode::NO_CONTENT.into_response(),
+        // "No Response", as DockerMod answered.
+        DockerModRequest::Membership { hostname, drained } => {
+            match ops::drain(node, &hostname, drained).await {
+                Ok(_) => StatusCode::NO_CONTENT.into_response(),
+                Err(e) => dockermod_op_failure(e),
+            }
+        }
     }
 }
 
@@ -1467,10 +1485,29 @@ mod tests {
             DockerModRequest::List { cluster: true }
         );
         assert_eq!(
-            read(json!({"action": "register"})).unwrap(),
-            DockerModRequest::Membership
+            read(json!({"action": "unregister", "hostname": "sthmaclt009.local"})).unwrap(),
+            DockerModRequest::Membership {
+                hostname: "sthmaclt009.local".into(),
+                drained: true
+            }
+        );
+        assert_eq!(
+            read(json!({"action": "create-raw-container", "body": {"Image": "a"}, "instances": 2}))
+                .unwrap(),
+            DockerModRequest::Create {
+                spec: Box::new(ContainerSpec {
+                    raw: Some(json!({"Image": "a"})),
+                    ..Default::default()
+                }),
+                instances: Some(2)
+            }
         );
         for (bad, says) in [
+            (json!({"action": "register"}), "need a \"hostname\""),
+            (
+                json!({"action": "create-raw-container", "body": "x"}),
+                "JSON object",
+            ),
             (json!({"action": "start-container"}), "needs an \"id\""),
             (
                 json!({"action": "delete-container", "id": ""}),

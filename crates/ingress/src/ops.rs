@@ -270,6 +270,35 @@ pub async fn on_container(
     Ok((owner, stdout(&reports[0])?))
 }
 
+/// Take `target` out of placement (`drained`) or put it back, durably at `target`
+/// (`nodeDrain`), and wait for it to confirm. A node not in this node's view of the
+/// fleet is refused: a typo must not queue a message for a week.
+pub async fn drain(node: &Node, target: &str, drained: bool) -> Result<String, OpError> {
+    let known = node
+        .fleet()
+        .map_err(|e| OpError::Failed(e.to_string()))?
+        .iter()
+        .any(|n| n.name == target);
+    if !known {
+        return Err(OpError::NotFound(format!(
+            "node {target:?}: not in this node's view of the fleet (`bosun nodes` lists it)"
+        )));
+    }
+    let mut m = message(
+        target,
+        Method::NodeDrain,
+        vec![if drained { "on" } else { "off" }.into()],
+    );
+    // Kept until the node is back, however long it is away.
+    m.ttl = None;
+    let reports = call(node, vec![m], Duration::from_secs(30)).await?;
+    let out = stdout(&reports[0])?;
+    if let Some(outcome) = reports[0].outcome() {
+        node.note_drained(target, drained, outcome.finished_at);
+    }
+    Ok(out)
+}
+
 /// One container started by [`run_containers`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Started {

@@ -48,9 +48,62 @@ pub struct Inventory {
     pub disk_free_bytes: u64,
     /// The node's labels.
     pub labels: BTreeMap<String, String>,
-    /// Running containers; not collected yet.
+    /// Running containers, when the Docker engine answered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub containers: Option<u64>,
+    /// Containers bosun placed here that still exist and are not stopped (created,
+    /// running, paused, restarting): the load placement spreads by.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub placed_containers: Option<u64>,
+    /// Taken out of placement (`nodeDrain`, DockerMod's `unregister`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub drained: bool,
+}
+
+/// The file whose presence takes a node out of placement: `<data dir>/drained`.
+pub fn drain_file(context: &Context) -> std::path::PathBuf {
+    context.data_dir.join("drained")
+}
+
+/// `nodeDrain`: `["on"]` takes this node out of placement (containers already here keep
+/// running), `["off"]` puts it back. Kept as a file in the data dir, so it outlasts
+/// restarts, and told in every hello.
+pub fn drain(message: &Message, context: &Context) -> Outcome {
+    let started = now_millis();
+    let path = drain_file(context);
+    let result = match message.data.first().map(|s| s.trim()) {
+        Some("on") => std::fs::write(
+            &path,
+            format!(
+                "taken out of placement by {} (message {})\n",
+                message.from_node.as_deref().unwrap_or("?"),
+                message.id()
+            ),
+        )
+        .map(|()| format!("{} is drained: nothing new is placed here\n", context.node)),
+        Some("off") => match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(format!("{} takes placed work again\n", context.node)),
+        },
+        other => {
+            return failed(
+                context,
+                started,
+                format!(
+                    "nodeDrain takes [\"on\"] (take this node out of placement) or [\"off\"] (put it back), not {:?}",
+                    other.unwrap_or("")
+                ),
+            );
+        }
+    };
+    match result {
+        Ok(text) => done(context, started, text),
+        Err(e) => failed(
+            context,
+            started,
+            format!("cannot write {}: {e}", path.display()),
+        ),
+    }
 }
 
 /// Collect this host's inventory.
@@ -80,6 +133,8 @@ pub fn inventory(context: &Context) -> Inventory {
         disk_free_bytes,
         labels: context.labels.clone(),
         containers: None,
+        placed_containers: None,
+        drained: drain_file(context).exists(),
     }
 }
 
@@ -141,6 +196,7 @@ mod tests {
         assert!(inv.disk_total_bytes >= inv.disk_free_bytes);
         assert_eq!(inv.labels.get("site").map(String::as_str), Some("north"));
         assert_eq!(inv.containers, None);
+        assert!(!inv.drained);
     }
 
     #[test]

@@ -271,6 +271,7 @@ pub async fn run(
         Method::ContainerStats => container(Operation::Stats).await.into(),
         Method::ImagePull => container(Operation::ImagePull).await.into(),
         Method::ImageList => container(Operation::ImageList).await.into(),
+        Method::NodeDrain => hello::drain(message, context).into(),
         // Run by the node itself, absorbed on arrival, or served by nobody: the receiver
         // never queues these, so reaching here means a caller skipped its checks.
         Method::Hello

@@ -49,6 +49,8 @@ pub(crate) struct Executor {
     pub metrics: Metrics,
     /// Every run that did not succeed goes to the error log, and from there to central's.
     pub reporter: ErrorReporter,
+    /// Asks the hello loop for a hello now (after a drain, so the fleet hears at once).
+    pub hello_now: Arc<tokio::sync::Notify>,
     pub running: RunningCount,
     /// Cancelled at shutdown: no new run starts.
     pub shutdown: CancellationToken,
@@ -319,6 +321,9 @@ async fn run_one(executor: &Arc<Executor>, message: Message) {
     // Every group the run reported is queued for the store before the finish below.
     let _ = recorder.await;
     let mut outcome = handled.outcome;
+    if method == Method::NodeDrain && outcome.status == Status::Done {
+        executor.hello_now.notify_one();
+    }
     if let Some(forwarder) = forwarder {
         // Every chunk is queued before the final result, so the result names the count.
         outcome.chunks = Some(forwarder.await.unwrap_or(0));

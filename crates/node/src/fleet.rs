@@ -24,6 +24,10 @@ use crate::submit::Submitter;
 struct HelloBody {
     interval_secs: u64,
     inventory: serde_json::Value,
+    /// When the node began to take the inventory, on its own clock: what finished
+    /// before it is counted in it.
+    #[serde(default)]
+    at: Millis,
 }
 
 /// The registry entry for a hello from `from`. A hello whose body cannot be read still
@@ -42,8 +46,17 @@ pub(crate) fn record_from_hello(
         name: from.to_string(),
         last_seen: now,
         hello_interval_secs: body.as_ref().map(|b| b.interval_secs).unwrap_or(0),
-        inventory: body.map(|b| b.inventory).unwrap_or(serde_json::Value::Null),
+        inventory: body
+            .as_ref()
+            .map(|b| b.inventory.clone())
+            .unwrap_or(serde_json::Value::Null),
         unverified,
+        hello_at: body
+            .as_ref()
+            .map(|b| b.at)
+            .filter(|at| *at > 0)
+            .or(message.created_at)
+            .unwrap_or(0),
     }
 }
 
@@ -66,6 +79,13 @@ pub struct FleetNode {
     /// Its hellos are not signed by an identity (`insecure_open`): nothing is placed on it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unverified: bool,
+    /// Taken out of placement (`nodeDrain`, DockerMod's `unregister`): nothing new is
+    /// placed on it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drained: bool,
+    /// When the node made its last hello, on its own clock (0: unknown).
+    #[serde(default)]
+    pub hello_at: Millis,
 }
 
 /// Judge a registry entry at `now`.
@@ -97,25 +117,34 @@ pub(crate) fn row(
         name: record.name,
         last_seen: record.last_seen,
         hello_interval_secs: record.hello_interval_secs,
+        drained: record.inventory["drained"].as_bool().unwrap_or(false),
         inventory: record.inventory,
         unverified: record.unverified,
+        hello_at: record.hello_at,
     }
 }
 
-/// Send a hello to central every `hello_interval_secs`, starting at once. Each hello
-/// lives for two intervals: a stale hello is worth nothing.
+/// Say hello every `hello_interval_secs`, starting at once, and at once when asked
+/// (`hello_now`, after a drain): durably to central, and on the fleet subject, where
+/// every node keeps its own view of the fleet from them (so any node can place work
+/// and list the fleet). Each hello lives for two intervals: a stale hello is worth
+/// nothing.
 pub(crate) async fn hello_loop(
     config: Arc<Config>,
     submitter: Submitter,
     methods: bosun_methods::Context,
+    transport: Option<Arc<dyn bosun_bus::Transport>>,
+    hello_now: Arc<tokio::sync::Notify>,
     shutdown: CancellationToken,
 ) {
-    let (Some(central), Some(period)) = (
-        config.central_name().map(str::to_string),
-        config.hello_interval(),
-    ) else {
+    let central = config.central_name().map(str::to_string);
+    let Some(period) = config.hello_interval() else {
         return;
     };
+    if central.is_none() && transport.is_none() {
+        return;
+    }
+    let fleet_subject = bosun_proto::wire::fleet_subject(&config.subject_prefix);
     // The hello and its delivery options speak whole seconds.
     let interval = period.as_secs();
     let mut tick = tokio::time::interval(period);
@@ -123,37 +152,128 @@ pub(crate) async fn hello_loop(
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            _ = hello_now.notified() => {}
             _ = shutdown.cancelled() => return,
         }
+        let now = now_millis();
         let mut inventory =
             serde_json::to_value(bosun_methods::hello::inventory(&methods)).unwrap_or_default();
-        if config.insecure_open
-            && let Some(map) = inventory.as_object_mut()
-        {
-            map.insert(
-                "insecureOpen".into(),
-                serde_json::Value::String(
-                    "accepts unsigned messages from anyone on the broker (insecure_open)".into(),
-                ),
-            );
+        if let Some(map) = inventory.as_object_mut() {
+            if let Some(counts) = bosun_methods::docker::container_counts(&methods).await {
+                map.insert("containers".into(), counts.running.into());
+                map.insert("placedContainers".into(), counts.placed.into());
+                map.insert("placedRecently".into(), counts.recent.into());
+            }
+            if config.insecure_open {
+                map.insert(
+                    "insecureOpen".into(),
+                    serde_json::Value::String(
+                        "accepts unsigned messages from anyone on the broker (insecure_open)"
+                            .into(),
+                    ),
+                );
+            }
         }
         let body = HelloBody {
             interval_secs: interval,
             inventory,
+            at: now,
         };
         let hello = Message {
-            to_node: Some(central.clone()),
+            to_node: Some(central.clone().unwrap_or_else(|| config.name.to_string())),
             method: "hello".into(),
             data: vec![serde_json::to_string(&body).unwrap_or_default()],
             ordered: Some(false),
             ttl: Some((interval * 2).min(bosun_proto::message::MAX_SECONDS)),
             ack_timeout: Some(interval.clamp(1, 10)),
+            created_at: Some(now),
             ..Default::default()
         };
-        if let Err(e) = submitter.submit(vec![hello]).await {
+        if let Some(transport) = &transport {
+            let announced = Message {
+                id: Some(bosun_proto::new_id()),
+                from_node: Some(config.name.to_string()),
+                ..hello.clone()
+            };
+            let frame = bosun_proto::wire::encode(&bosun_proto::wire::Request {
+                v: bosun_proto::wire::WIRE_VERSION,
+                msg: announced,
+            });
+            if let Err(e) = transport
+                .publish(fleet_subject.clone(), bytes::Bytes::from(frame))
+                .await
+            {
+                tracing::debug!(error = %e, "cannot announce a hello on the fleet subject");
+            }
+        }
+        if central.is_some()
+            && let Err(e) = submitter.submit(vec![hello]).await
+        {
             tracing::warn!(error = %e, "cannot queue a hello");
         }
     }
+}
+
+/// Listen to the hellos every node announces on the fleet subject and keep them in
+/// `view`. A hello counts only from the node it names (its seal's identity), as on
+/// every other way in; one whose seal fails, or that is not a hello, is dropped.
+pub(crate) async fn listen_fleet(
+    config: Arc<Config>,
+    transport: Arc<dyn bosun_bus::Transport>,
+    view: crate::handles::FleetView,
+    shutdown: CancellationToken,
+) {
+    use futures::StreamExt;
+    let subject = bosun_proto::wire::fleet_subject(&config.subject_prefix);
+    let mut subscription = match transport.subscribe(subject.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(subject, error = %e, "cannot listen to the fleet's hellos; placement and fleet lists see only central's registry");
+            return;
+        }
+    };
+    loop {
+        let incoming = tokio::select! {
+            next = subscription.next() => match next {
+                Some(incoming) => incoming,
+                None => return,
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        if let Some(record) = announced_hello(config.name.as_str(), &incoming) {
+            view.hear(record);
+        }
+    }
+}
+
+/// The registry entry an announced hello gives, when it is one and its seal proves the
+/// node it names sent it.
+fn announced_hello(own: &str, incoming: &bosun_bus::Incoming) -> Option<FleetRecord> {
+    if let Some(refused) = &incoming.refused {
+        tracing::debug!(reason = %refused, "announced hello refused");
+        return None;
+    }
+    let request = bosun_proto::wire::decode_request(&incoming.payload).ok()?;
+    let message = request.msg;
+    if message.parsed_method().ok()? != bosun_proto::Method::Hello {
+        return None;
+    }
+    let from = message.from_node.clone()?;
+    bosun_proto::validate_node_name(&from).ok()?;
+    let proven = match &incoming.peer {
+        bosun_trust::Peer::Node(id) => id.name() == from,
+        bosun_trust::Peer::Myself => from == own,
+        bosun_trust::Peer::Unchecked | bosun_trust::Peer::Open => true,
+    };
+    if !proven {
+        tracing::warn!(
+            named = from,
+            "an announced hello names another node than its signer; dropped"
+        );
+        return None;
+    }
+    let unverified = matches!(incoming.peer, bosun_trust::Peer::Open);
+    Some(record_from_hello(&from, &message, now_millis(), unverified))
 }
 
 /// At central: append shipped event-stream lines under
@@ -282,6 +402,8 @@ impl FleetNode {
             labels,
             free_memory_mb: self.inventory["memAvailableBytes"].as_u64().unwrap_or(0)
                 / (1024 * 1024),
+            drained: self.drained,
+            load: 0,
         }
     }
 }
@@ -298,6 +420,7 @@ mod tests {
             hello_interval_secs: 10,
             inventory: serde_json::Value::Null,
             unverified: false,
+            hello_at: 0,
         };
         assert_eq!(liveness(&r, 15_000, 2, 5), Liveness::Alive);
         assert_eq!(liveness(&r, 25_000, 2, 5), Liveness::Suspect);

@@ -1,11 +1,12 @@
 //! The narrow handles the node's tasks share. Each task is given only the handles it
 //! uses, so what a task can touch is written in its signature.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bosun_proto::{Message, Millis};
-use bosun_store::{Store, StoreError};
+use bosun_store::{FleetRecord, Store, StoreError};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::task::TaskTracker;
 
@@ -116,12 +117,36 @@ impl RunningCount {
     }
 }
 
-/// Reads the fleet registry, judging liveness with the configured thresholds.
+/// This node's view of the fleet: the durable registry (hellos sent to this node as
+/// messages, at central) merged with the hellos every node announces on the fleet
+/// subject (kept in memory), judged with the configured thresholds. It also remembers
+/// the containers this node placed that the nodes' hellos may not count yet, and drains
+/// it asked for that no hello has told yet, so that back-to-back placements never both
+/// see the same stale figure.
 #[derive(Clone)]
 pub(crate) struct FleetView {
     store: Store,
     suspect_after: u64,
     down_after: u64,
+    heard: Arc<Mutex<Heard>>,
+}
+
+/// Most nodes a view keeps announced hellos of.
+const MAX_HEARD: usize = 100_000;
+
+/// How long a placement is counted at most while no hello names it: as long as hellos
+/// name recent placements.
+const PLACED_FOR_MS: Millis = bosun_methods::docker::RECENT_PLACEMENT_SECS as Millis * 1000;
+
+#[derive(Default)]
+struct Heard {
+    /// The last announced hello of each node.
+    hellos: HashMap<String, FleetRecord>,
+    /// Drains asked for by this node: drained or not, and when the node did it (its
+    /// clock, the `nodeDrain` outcome's `finished_at`).
+    drains: HashMap<String, (bool, Millis)>,
+    /// Containers this node placed on each node: message id and when (this node's clock).
+    placed: HashMap<String, Vec<(String, Millis)>>,
 }
 
 impl FleetView {
@@ -131,17 +156,136 @@ impl FleetView {
             store,
             suspect_after: config.suspect_after_missed,
             down_after: config.down_after_missed,
+            heard: Arc::default(),
         }
     }
 
-    /// The registry as rows, at `now`.
-    pub fn at(&self, now: Millis) -> Result<Vec<FleetNode>, StoreError> {
-        Ok(self
+    /// Keep a hello announced on the fleet subject, unless an older one.
+    pub fn hear(&self, record: FleetRecord) {
+        let mut heard = self.heard.lock().expect("fleet view lock");
+        if heard.hellos.len() >= MAX_HEARD && !heard.hellos.contains_key(&record.name) {
+            return;
+        }
+        match heard.hellos.get(&record.name) {
+            Some(old) if old.last_seen > record.last_seen => {}
+            _ => {
+                heard.hellos.insert(record.name.clone(), record);
+            }
+        }
+    }
+
+    /// Note that `node` was drained (or put back) at `at` on its own clock, until one of
+    /// its hellos made after that tells it.
+    pub fn drained(&self, node: &str, drained: bool, at: Millis) {
+        let mut heard = self.heard.lock().expect("fleet view lock");
+        heard.drains.insert(node.to_string(), (drained, at));
+    }
+
+    /// Note a container placed on `node` by message `id`, at `now`.
+    pub fn placed(&self, node: &str, id: &str, now: Millis) {
+        let mut heard = self.heard.lock().expect("fleet view lock");
+        heard
+            .placed
+            .entry(node.to_string())
+            .or_default()
+            .push((id.to_string(), now));
+    }
+
+    /// Every node's latest record: the registry's or the announced one, whichever is
+    /// newer, with the drains this node asked for that no hello has told yet.
+    fn records(&self) -> Result<Vec<(FleetRecord, Option<bool>)>, StoreError> {
+        let mut records: HashMap<String, FleetRecord> = self
             .store
             .fleet()?
             .into_iter()
-            .map(|record| crate::fleet::row(record, now, self.suspect_after, self.down_after))
+            .map(|r| (r.name.clone(), r))
+            .collect();
+        let mut heard = self.heard.lock().expect("fleet view lock");
+        for (name, record) in &heard.hellos {
+            match records.get(name) {
+                Some(kept) if kept.last_seen >= record.last_seen => {}
+                _ => {
+                    records.insert(name.clone(), record.clone());
+                }
+            }
+        }
+        // A drain is told by the first hello the node made after it.
+        heard.drains.retain(|name, (_, at)| {
+            records
+                .get(name)
+                .is_none_or(|r| r.hello_at == 0 || r.hello_at <= *at)
+        });
+        let mut out: Vec<(FleetRecord, Option<bool>)> = records
+            .into_values()
+            .map(|r| {
+                let hint = heard.drains.get(&r.name).map(|(d, _)| *d);
+                (r, hint)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        Ok(out)
+    }
+
+    /// The fleet as rows, at `now`.
+    pub fn at(&self, now: Millis) -> Result<Vec<FleetNode>, StoreError> {
+        Ok(self
+            .records()?
+            .into_iter()
+            .map(|(record, drained)| {
+                let mut row = crate::fleet::row(record, now, self.suspect_after, self.down_after);
+                if let Some(drained) = drained {
+                    row.drained = drained;
+                }
+                row
+            })
             .collect())
+    }
+
+    /// Each node's load for placement at `now`: the containers bosun placed there that
+    /// its last hello counted, plus those this node placed that its last hello does not
+    /// name yet (`placedRecently`). Placements that failed, that a hello names, or older
+    /// than the hellos' memory of them, are forgotten.
+    pub fn loads(&self, rows: &[FleetNode], now: Millis) -> HashMap<String, u64> {
+        let mut loads: HashMap<String, u64> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.name.clone(),
+                    r.inventory["placedContainers"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
+        let named: HashMap<&str, Vec<&str>> = rows
+            .iter()
+            .map(|r| {
+                let ids = r.inventory["placedRecently"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+                    .unwrap_or_default();
+                (r.name.as_str(), ids)
+            })
+            .collect();
+        let mut heard = self.heard.lock().expect("fleet view lock");
+        for (node, placed) in heard.placed.iter_mut() {
+            let told = named.get(node.as_str());
+            placed.retain(|(id, at)| {
+                if now.saturating_sub(*at) > PLACED_FOR_MS
+                    || told.is_some_and(|ids| ids.contains(&id.as_str()))
+                {
+                    return false;
+                }
+                match self.store.sent(id) {
+                    Ok(Some(sent)) if sent.state.is_terminal() => sent
+                        .outcome
+                        .as_ref()
+                        .is_some_and(|o| o.status == bosun_proto::Status::Done),
+                    _ => true,
+                }
+            });
+            *loads.entry(node.clone()).or_default() += placed.len() as u64;
+        }
+        heard.placed.retain(|_, placed| !placed.is_empty());
+        loads
     }
 }
 

@@ -231,6 +231,7 @@ impl Node {
             fleet: fleet.clone(),
         });
         let reporter = ErrorReporter::new(config.clone(), submitter.clone(), tracker.clone());
+        let hello_now = Arc::new(tokio::sync::Notify::new());
 
         let executor = Arc::new(executor::Executor {
             config: config.clone(),
@@ -243,6 +244,7 @@ impl Node {
             capture: capture.clone(),
             metrics: metrics.clone(),
             reporter: reporter.clone(),
+            hello_now: hello_now.clone(),
             running: running.clone(),
             shutdown: shutdown.clone(),
             tracker: tracker.clone(),
@@ -312,10 +314,21 @@ impl Node {
         ));
         tracker.spawn(executor::run(executor, inbox_commands, to_run));
         tracker.spawn(receiver::run(receiver, subscription, shutdown.clone()));
+        let announce = (!standalone).then(|| transport.clone());
+        if let Some(transport) = &announce {
+            tracker.spawn(crate::fleet::listen_fleet(
+                config.clone(),
+                transport.clone(),
+                fleet.clone(),
+                shutdown.clone(),
+            ));
+        }
         tracker.spawn(crate::fleet::hello_loop(
             config.clone(),
             submitter.clone(),
             methods,
+            announce,
+            hello_now.clone(),
             shutdown.clone(),
         ));
         tracker.spawn(crate::fleet::prune_loop(
@@ -500,6 +513,12 @@ impl Node {
     /// The fleet registry as this node sees it now.
     pub fn fleet(&self) -> Result<Vec<crate::FleetNode>, StoreError> {
         self.parts.fleet.at(now_millis())
+    }
+
+    /// Note that `node` confirmed a drain (or its end) at `at`, its own clock, so that
+    /// placement here takes it into account before `node`'s next hello tells it.
+    pub fn note_drained(&self, node: &str, drained: bool, at: bosun_proto::Millis) {
+        self.parts.fleet.drained(node, drained, at);
     }
 
     /// The node's metrics (for the `/metrics` endpoint).

@@ -104,13 +104,17 @@ impl Submitter {
                     })
                     .and_then(|s| s.memory_mb)
                     .unwrap_or(0);
-                let fleet: Vec<bosun_core::Candidate> = parts
-                    .fleet
-                    .at(now)?
+                let rows = parts.fleet.at(now)?;
+                let loads = parts.fleet.loads(&rows, now);
+                tracing::debug!(?loads, "placement loads");
+                let fleet: Vec<bosun_core::Candidate> = rows
                     .iter()
                     // Only nodes whose hellos are signed by an identity take work.
                     .filter(|n| !n.unverified)
-                    .map(crate::FleetNode::candidate)
+                    .map(|n| bosun_core::Candidate {
+                        load: loads.get(&n.name).copied().unwrap_or(0),
+                        ..n.candidate()
+                    })
                     .collect();
                 destinations = bosun_core::placement::place(
                     &fleet,
@@ -121,7 +125,7 @@ impl Submitter {
                 )
                 .map_err(|e| invalid(e.to_string()))?;
             } else if destinations.iter().any(|d| d == "*") {
-                let fleet = parts.store.fleet()?;
+                let fleet = parts.fleet.at(now)?;
                 if fleet.is_empty() {
                     return Err(invalid(format!(
                         "toNodes [\"*\"] means every node in the fleet registry, and {} has heard no hellos; send it to the central node, or list the nodes by name",
@@ -129,9 +133,9 @@ impl Submitter {
                     )));
                 }
                 destinations.retain(|d| d != "*");
-                for record in fleet {
-                    if !destinations.contains(&record.name) {
-                        destinations.push(record.name);
+                for row in fleet {
+                    if !destinations.contains(&row.name) {
+                        destinations.push(row.name);
                     }
                 }
             }
@@ -183,6 +187,10 @@ impl Submitter {
                     }
                     receipts.push(receipt);
                     continue;
+                }
+                if message.instances.is_some() {
+                    // Counted in this node's view of the loads until a hello counts it.
+                    parts.fleet.placed(&to, m.id(), now);
                 }
                 receipts.push(receipt);
                 queued.push(m);

@@ -252,7 +252,10 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(raw(serde_json::json!({"Image": "a"})).check(), Ok(()));
-        assert_eq!(raw(serde_json::json!({"Cmd": ["x"]})).check(), Err(SpecError::Raw));
+        assert_eq!(
+            raw(serde_json::json!({"Cmd": ["x"]})).check(),
+            Err(SpecError::Raw)
+        );
         assert_eq!(raw(serde_json::json!("a")).check(), Err(SpecError::Raw));
         let with_image = ContainerSpec {
             image: Some("a".into()),

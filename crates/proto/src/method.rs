@@ -80,6 +80,9 @@ pub enum Method {
     CaptureFile,
     /// New lines of a node's event stream, shipped to central: `[file, text]`.
     CaptureShip,
+    /// Take this node out of placement (`["on"]`, DockerMod's `unregister`) or put it
+    /// back (`["off"]`, `register`); kept in its data dir and told in its hellos.
+    NodeDrain,
 }
 
 /// What a method is: who runs it at the destination node, and whether it is answered.
@@ -148,6 +151,7 @@ const ALL: &[Method] = &[
     Method::Mark,
     Method::CaptureFile,
     Method::CaptureShip,
+    Method::NodeDrain,
 ];
 
 /// How a method name was spelled: the method, and whether the spelling implies unordered.
@@ -204,6 +208,7 @@ impl Method {
             Method::Mark => "mark",
             Method::CaptureFile => "captureFile",
             Method::CaptureShip => "captureShip",
+            Method::NodeDrain => "nodeDrain",
         }
     }
 
@@ -232,7 +237,8 @@ impl Method {
             | Method::ContainerList
             | Method::ContainerStats
             | Method::ImagePull
-            | Method::ImageList => Role::Handler(Output::Whole),
+            | Method::ImageList
+            | Method::NodeDrain => Role::Handler(Output::Whole),
             Method::CliCommandCont | Method::TailFile | Method::ContainerLogs => {
                 Role::Handler(Output::Streamed)
             }
@@ -352,7 +358,8 @@ mod tests {
             | Method::ImageList
             | Method::Mark
             | Method::CaptureFile
-            | Method::CaptureShip => ALL.contains(&method),
+            | Method::CaptureShip
+            | Method::NodeDrain => ALL.contains(&method),
         }
     }
 

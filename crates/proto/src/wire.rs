@@ -172,6 +172,13 @@ pub fn subject(prefix: &str, node: &str, method: &str) -> String {
     format!("{prefix}.{node}.{method}")
 }
 
+/// The subject every node announces its hellos on and every node listens to, so that
+/// each keeps its own view of the fleet. `~` is in no node name, so no node's subjects
+/// and no pair key can ever be confused with it.
+pub fn fleet_subject(prefix: &str) -> String {
+    format!("{prefix}.~fleet.hello")
+}
+
 /// The subject pattern a node listens on: everything addressed to it.
 pub fn inbox_pattern(prefix: &str, node: &str) -> String {
     format!("{prefix}.{node}.>")

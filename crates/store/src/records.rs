@@ -102,6 +102,9 @@ pub struct FleetRecord {
     /// such a node is listed, but nothing is placed on it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unverified: bool,
+    /// When the node made that hello, on its own clock (0: unknown).
+    #[serde(default)]
+    pub hello_at: Millis,
 }
 
 /// An active schedule: the message it repeats and when the next run is due.

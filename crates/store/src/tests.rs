@@ -266,6 +266,7 @@ async fn chunks_are_kept_in_number_order_and_fleet_records_upserted() {
         hello_interval_secs: 30,
         inventory: serde_json::json!({"cpus": 2}),
         unverified: false,
+        hello_at: 0,
     };
     store
         .absorb(hello.clone(), 10, Some(record.clone()))

@@ -5,8 +5,11 @@
 //! - subscribe `<prefix>.<self>.>`: requests, status notes and queries addressed to it;
 //! - subscribe `_INBOX.<self>.>`: the answers to its own requests (its NATS client uses
 //!   [`inbox_prefix`], so no node can read another's answers);
+//! - subscribe `<prefix>.~fleet.hello`: the hellos every node announces (signed, like
+//!   every frame), from which each node keeps its own view of the fleet;
 //! - publish `<prefix>.*.*`: requests (`<prefix>.<node>.<method>`), status notes
-//!   (`<prefix>.<sender>._status`) and queries (`<prefix>.<node>._query`) to any node;
+//!   (`<prefix>.<sender>._status`), queries (`<prefix>.<node>._query`) to any node, and
+//!   its announced hellos (`<prefix>.~fleet.hello`);
 //! - publish an answer to a request it received, once (`allow_responses`), and nothing
 //!   else on `_INBOX`.
 //!
@@ -97,11 +100,13 @@ pub fn inbox_prefix(node: &str) -> String {
     format!("{INBOX_ROOT}.{node}")
 }
 
-/// What `node` may subscribe to.
+/// What `node` may subscribe to: its own subjects, its reply inbox, and the fleet
+/// subject where every node announces its hellos (`<prefix>.~fleet.hello`).
 pub fn subscribe_subjects(prefix: &str, node: &str) -> Vec<String> {
     vec![
         format!("{prefix}.{node}.>"),
         format!("{}.>", inbox_prefix(node)),
+        format!("{prefix}.~fleet.hello"),
     ]
 }
 
@@ -273,7 +278,9 @@ mod tests {
         };
         let one = block(&ship1);
         assert!(
-            one.contains(r#"subscribe: { allow: ["bosun.ship1.>", "_INBOX.ship1.>"] }"#),
+            one.contains(
+                r#"subscribe: { allow: ["bosun.ship1.>", "_INBOX.ship1.>", "bosun.~fleet.hello"] }"#
+            ),
             "{one}"
         );
         assert!(

@@ -13,15 +13,30 @@ use crate::Global;
 /// after missed hellos, down after more), when it was last seen, and its inventory.
 /// Ask the central node: it is the one every node sends hellos to.
 ///
+/// Any node knows the fleet from the hellos every node announces; central also keeps
+/// them durably.
+///
+/// A drained node takes no new containers from placement (`instances`, quartermaster's
+/// /run, DockerMod's create-container); what runs there keeps running. The drain is kept
+/// by the node itself, across restarts, and shown here as `alive,drained`.
+///
 /// Examples:
 ///   bosun --data-dir /var/lib/bosun/central nodes
 ///   bosun nodes --json | jq '.[] | select(.status != "alive") | .name'
+///   bosun nodes --drain ship2      # DockerMod's unregister
+///   bosun nodes --undrain ship2    # DockerMod's register
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct NodesCmd {
     /// Print JSON for programs.
     #[arg(long)]
     json: bool,
+    /// Take NODE out of placement, and wait until it confirms.
+    #[arg(long, value_name = "NODE", conflicts_with = "undrain")]
+    drain: Option<String>,
+    /// Put NODE back into placement, and wait until it confirms.
+    #[arg(long, value_name = "NODE")]
+    undrain: Option<String>,
 }
 
 fn gib(v: &serde_json::Value) -> String {
@@ -33,6 +48,14 @@ fn gib(v: &serde_json::Value) -> String {
 impl NodesCmd {
     pub async fn run(self, global: &Global) -> anyhow::Result<i32> {
         let socket = socket_path(global)?;
+        if let Some((target, drained)) = self
+            .drain
+            .as_ref()
+            .map(|n| (n, true))
+            .or(self.undrain.as_ref().map(|n| (n, false)))
+        {
+            return drain(&socket, target, drained).await;
+        }
         let Nodes { nodes } =
             client::request(&socket, &ControlRequest::Nodes, Duration::from_secs(30)).await?;
         // What this node itself accepts, when it is not the normal signed-and-checked.
@@ -57,7 +80,7 @@ impl NodesCmd {
             return Ok(0);
         }
         outln!(
-            "{:<16} {:<8} {:>10}  {:<8} {:<22} {:>4} {:>6} {:>13} {:>13}  LABELS",
+            "{:<16} {:<14} {:>10}  {:<8} {:<22} {:>4} {:>6} {:>13} {:>13}  LABELS",
             "NAME",
             "STATUS",
             "LAST SEEN",
@@ -93,10 +116,14 @@ impl NodesCmd {
                         .join(",")
                 })
                 .unwrap_or_default();
+            let mut status = format!("{:?}", n.status).to_lowercase();
+            if n.drained {
+                status.push_str(",drained");
+            }
             outln!(
-                "{:<16} {:<8} {:>9.0}s  {:<8} {:<22} {:>4} {:>6} {:>13} {:>13}  {}",
+                "{:<16} {:<14} {:>9.0}s  {:<8} {:<22} {:>4} {:>6} {:>13} {:>13}  {}",
                 n.name,
-                format!("{:?}", n.status).to_lowercase(),
+                status,
                 n.seconds_ago,
                 inv["version"].as_str().unwrap_or("-"),
                 inv["kernel"].as_str().unwrap_or("-"),
@@ -123,4 +150,25 @@ impl NodesCmd {
         }
         Ok(0)
     }
+}
+
+/// Send `nodeDrain` to `target` and wait for its answer.
+async fn drain(socket: &std::path::Path, target: &str, drained: bool) -> anyhow::Result<i32> {
+    use bosun_ingress::control::{Queued, Waited};
+    let message = bosun_proto::Message {
+        to_node: Some(target.to_string()),
+        method: "nodeDrain".into(),
+        data: vec![if drained { "on" } else { "off" }.into()],
+        ..Default::default()
+    };
+    let request = ControlRequest::Submit {
+        messages: vec![serde_json::to_value(&message)?],
+    };
+    let Queued { queued } = client::request(socket, &request, Duration::from_secs(30)).await?;
+    let wait = ControlRequest::Wait {
+        ids: queued.iter().map(|q| q.id.clone()).collect(),
+        timeout_ms: 30_000,
+    };
+    let Waited { reports, .. } = client::request(socket, &wait, Duration::from_secs(60)).await?;
+    Ok(super::exec::print_results(&queued, &reports, false))
 }

@@ -16,6 +16,7 @@ mod http_apis;
 mod lsdsuite;
 mod nats;
 mod output;
+mod placement;
 mod processes;
 mod restarts;
 mod stalls;

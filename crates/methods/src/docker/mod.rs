@@ -406,3 +406,65 @@ fn seconds_arg(message: &Message, i: usize, default: i32) -> Result<i32, DockerM
             }),
     }
 }
+
+/// What a hello tells of this node's containers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerCounts {
+    /// Containers running on the engine.
+    pub running: u64,
+    /// Containers bosun placed here (labelled with this node) that are not stopped:
+    /// created, running, paused or restarting.
+    pub placed: u64,
+    /// The messages (`org.bosun.message`) of those created in the last
+    /// [`RECENT_PLACEMENT_SECS`]: a placing node stops counting a placement on its own
+    /// once a hello names it here.
+    pub recent: Vec<String>,
+}
+
+/// How far back a hello names the placements it counts.
+pub const RECENT_PLACEMENT_SECS: i64 = 600;
+
+/// This node's [`ContainerCounts`], for the hello. None when the engine does not answer
+/// within two seconds: a hello never waits on Docker for long.
+pub async fn container_counts(context: &Context) -> Option<ContainerCounts> {
+    let count = async {
+        let docker = client(context).await.ok()?;
+        let options = bollard::query_parameters::ListContainersOptions {
+            all: true,
+            ..Default::default()
+        };
+        let containers = docker.list_containers(Some(options)).await.ok()?;
+        let state = |c: &bollard::models::ContainerSummary| {
+            c.state.map(|s| s.to_string()).unwrap_or_default()
+        };
+        let since = chrono::Utc::now().timestamp() - RECENT_PLACEMENT_SECS;
+        let mut counts = ContainerCounts {
+            running: containers.iter().filter(|c| state(c) == "running").count() as u64,
+            ..Default::default()
+        };
+        for c in &containers {
+            let labels = c.labels.as_ref();
+            let ours = labels.and_then(|l| l.get(bosun_proto::container::LABEL_NODE))
+                == Some(&context.node);
+            if !ours
+                || !matches!(
+                    state(c).as_str(),
+                    "created" | "running" | "paused" | "restarting"
+                )
+            {
+                continue;
+            }
+            counts.placed += 1;
+            if c.created.unwrap_or(0) >= since
+                && let Some(id) = labels.and_then(|l| l.get(bosun_proto::container::LABEL_MESSAGE))
+            {
+                counts.recent.push(id.clone());
+            }
+        }
+        Some(counts)
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(2), count)
+        .await
+        .ok()
+        .flatten()
+}
