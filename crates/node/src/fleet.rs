@@ -277,14 +277,14 @@ fn announced_hello(own: &str, incoming: &bosun_bus::Incoming) -> Option<FleetRec
 }
 
 /// At central: append shipped event-stream lines under
-/// `<results dir>/<node>/capture/<file>`.
+/// `<results dir>/capture/<node>/<file>` (steward's result layout).
 pub(crate) fn keep_shipped_capture(results: &Path, from: &str, data: &[String]) {
     let [file, text] = data else { return };
     if file.contains('/') || file.contains("..") || file.is_empty() {
         tracing::warn!(from, file, "shipped capture with a bad file name; dropped");
         return;
     }
-    let path = results.join(from).join("capture").join(file);
+    let path = results.join("capture").join(from).join(file);
     let written = path
         .parent()
         .map(std::fs::create_dir_all)

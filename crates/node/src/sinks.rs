@@ -2,7 +2,7 @@
 //! store, and written to a file when the message named `directory`/`fileName`),
 //! `toFile`, `toFileAppend` and `toConsole`.
 //!
-//! Files go under `<results dir>/<fromNode>/<directory>/<fileName>`. A `directory` given
+//! Files go under `<results dir>/<directory>/<fromNode>/<fileName>`, steward's layout. A `directory` given
 //! as an absolute path is taken relative to the results dir; a path with `..` is refused.
 //! Streamed chunks are written in chunk order: a chunk that arrives early waits in the
 //! store until the ones before it are in.
@@ -48,7 +48,8 @@ pub(crate) fn target(
         return Ok(None);
     }
     let from = reply.from_node.as_deref().unwrap_or("unknown");
-    let mut path = results.join(from);
+    // steward's layout: <data folder>/<directory>/<fromNode>/<fileName>.
+    let mut path = results.to_path_buf();
     if let Some(dir) = reply.directory.as_deref() {
         for part in Path::new(dir).components() {
             match part {
@@ -68,6 +69,7 @@ pub(crate) fn target(
     if name.contains('/') || name == ".." || name == "." {
         return Err(TargetError::FileName(name.to_string()));
     }
+    path.push(from);
     path.push(name);
     Ok(Some(path))
 }
@@ -402,7 +404,7 @@ mod tests {
         }
 
         fn file(&self) -> PathBuf {
-            self.dir.path().join("results/ship1/out/a.log")
+            self.dir.path().join("results/out/ship1/a.log")
         }
 
         fn text(&self) -> String {
@@ -532,7 +534,7 @@ mod tests {
     }
 
     #[test]
-    fn files_land_under_results_from_node_directory() {
+    fn files_land_under_results_directory_from_node() {
         let root = Path::new("/r");
         let t = target(
             root,
@@ -540,7 +542,7 @@ mod tests {
             Method::ToFile,
         )
         .unwrap();
-        assert_eq!(t.unwrap(), Path::new("/r/ship1/cli/out/a.log"));
+        assert_eq!(t.unwrap(), Path::new("/r/cli/out/ship1/a.log"));
         let t = target(
             root,
             &reply("toFile", Some("/var/steward/x"), Some("a.log")),
@@ -549,7 +551,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             t.unwrap(),
-            Path::new("/r/ship1/var/steward/x/a.log"),
+            Path::new("/r/var/steward/x/ship1/a.log"),
             "absolute stays inside"
         );
         assert!(

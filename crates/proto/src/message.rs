@@ -24,7 +24,8 @@ pub struct Message {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_node: Option<String>,
     /// Several destinations; `"*"` means every node in the fleet. Expanded at submit.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// steward's `toHosts` is the same field (both at once is a duplicate field).
+    #[serde(default, skip_serializing_if = "Vec::is_empty", alias = "toHosts")]
     pub to_nodes: Vec<String>,
     /// The sending node; set at submit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -538,6 +539,21 @@ mod tests {
             "methodTimeout": 10
         }
     ]"#;
+
+    #[test]
+    fn steward_to_hosts_is_to_nodes() {
+        let m: Message = serde_json::from_str(
+            r#"{"toHosts": ["central", "ship2"], "method": "REQHttpGet", "data": ["x"]}"#,
+        )
+        .unwrap();
+        assert_eq!(m.to_nodes, vec!["central", "ship2"]);
+        let both = serde_json::from_str::<Message>(
+            r#"{"toHosts": ["a"], "toNodes": ["b"], "method": "ping"}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(both.contains("duplicate field"), "{both}");
+    }
 
     #[test]
     fn steward_example_parses_with_every_field() {

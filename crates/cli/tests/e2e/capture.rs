@@ -124,7 +124,7 @@ fn the_event_stream_ships_to_central() {
     assert!(out.status.success(), "{}", stderr(&out));
     let shipped = fleet
         .data_dir("central")
-        .join("data/ship1/capture/default.log");
+        .join("data/capture/ship1/default.log");
     eventually(Duration::from_secs(30), "the mark reached central", || {
         std::fs::read_to_string(&shipped)
             .ok()?

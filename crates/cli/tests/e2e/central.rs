@@ -107,10 +107,11 @@ fn results_land_in_centrals_data_folder_and_streams_arrive_in_order() {
         "streamed in several chunks: {rows}"
     );
 
-    let results = fleet.data_dir("central").join("data/ship1");
-    let written = std::fs::read_to_string(results.join("cli/out/uname.result")).unwrap();
+    // steward's layout: <data folder>/<directory>/<fromNode>/<fileName>.
+    let results = fleet.data_dir("central").join("data");
+    let written = std::fs::read_to_string(results.join("cli/out/ship1/uname.result")).unwrap();
     assert_eq!(written, "from ship1\n");
-    let appended = std::fs::read_to_string(results.join("stream/count.log")).unwrap();
+    let appended = std::fs::read_to_string(results.join("stream/ship1/count.log")).unwrap();
     assert_eq!(appended, "line 1\nline 2\nline 3\nline 4\nline 5\n");
 }
 

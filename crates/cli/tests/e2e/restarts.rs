@@ -40,7 +40,7 @@ fn a_sink_file_gets_every_chunk_once_across_a_kill_9_of_its_node() {
     );
     let sink = fleet
         .data_dir("central")
-        .join("data/ship1/stream/count.log");
+        .join("data/stream/ship1/count.log");
     eventually(
         Duration::from_secs(30),
         "the first lines in the sink",

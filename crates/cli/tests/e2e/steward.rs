@@ -85,7 +85,7 @@ const EXAMPLES: &[Example] = &[
         observations: &[
             Observation::Outcome("stdout", Text::StartsWith("tree of")),
             Observation::ResultFile(
-                "ship1/cli_command__result/some-file-name.result",
+                "cli_command__result/ship1/some-file-name.result",
                 Text::StartsWith("tree of"),
             ),
         ],
@@ -97,7 +97,7 @@ const EXAMPLES: &[Example] = &[
         messages: 1,
         state: "done",
         observations: &[Observation::ResultFile(
-            "ship1/var/steward/cli-command/executed-result/some.log",
+            "var/steward/cli-command/executed-result/ship1/some.log",
             Text::StartsWith("tree of"),
         )],
     },
@@ -107,8 +107,8 @@ const EXAMPLES: &[Example] = &[
         messages: 2,
         state: "done",
         observations: &[
-            Observation::ResultFile("ship1/cli-command-executed-result/some.log", Text::Exists),
-            Observation::ResultFile("ship2/cli-command-executed-result/some.log", Text::Exists),
+            Observation::ResultFile("cli-command-executed-result/ship1/some.log", Text::Exists),
+            Observation::ResultFile("cli-command-executed-result/ship2/some.log", Text::Exists),
         ],
     },
     Example {
@@ -126,7 +126,7 @@ const EXAMPLES: &[Example] = &[
         messages: 1,
         state: "done",
         observations: &[Observation::ResultFile(
-            "ship2/opcommand_logs/some.log",
+            "opcommand_logs/ship2/some.log",
             Text::Contains("serving httpGet for central, node1"),
         )],
     },
@@ -136,8 +136,18 @@ const EXAMPLES: &[Example] = &[
         messages: 2,
         state: "done",
         observations: &[
-            Observation::ResultFile("central/httpget/finn.no.html", Text::Equals(PAGE)),
-            Observation::ResultFile("ship2/httpget/finn.no.html", Text::Equals(PAGE)),
+            Observation::ResultFile("httpget/central/finn.no.html", Text::Equals(PAGE)),
+            Observation::ResultFile("httpget/ship2/finn.no.html", Text::Equals(PAGE)),
+        ],
+    },
+    Example {
+        // The same with the field the heading names, `toHosts`.
+        file: "06b-to-hosts-spelling.json",
+        messages: 2,
+        state: "done",
+        observations: &[
+            Observation::ResultFile("httpget/central/to-hosts.html", Text::Equals(PAGE)),
+            Observation::ResultFile("httpget/ship2/to-hosts.html", Text::Equals(PAGE)),
         ],
     },
     Example {
