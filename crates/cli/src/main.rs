@@ -74,7 +74,22 @@ fn command() -> clap::Command {
 }
 
 fn main() {
-    let matches = command().get_matches();
+    // steward's flags (`-nodeName=ship1`, `--brokerAddress …`) work unchanged on `bosun node`.
+    let args = match bosun_node::config::steward_args(std::env::args_os().collect()) {
+        Ok((args, ignored)) => {
+            for flag in ignored {
+                eprintln!(
+                    "note: steward flag -{flag} has no bosun counterpart and is left alone (see the README, Coming from steward)"
+                );
+            }
+            args
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    let matches = command().get_matches_from(args);
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

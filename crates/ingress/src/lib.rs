@@ -52,9 +52,21 @@ pub enum IngressError {
     },
     /// The HTTP API is on but has no token.
     #[error(
-        "the HTTP API needs a token: set BOSUN_HTTP_TOKEN, or http_token_file in the config (never a flag: flags show in ps)"
+        "the HTTP API needs a token: set BOSUN_HTTP_TOKEN (or quartermaster's TOKEN), or http_token_file in the config (never a flag: flags show in ps)"
     )]
     NoToken,
+    /// BOSUN_HTTP_TOKEN and quartermaster's TOKEN are both set, to different tokens.
+    #[error("BOSUN_HTTP_TOKEN and TOKEN are both set, to different tokens; set one")]
+    TwoTokens,
+    /// The metrics endpoint is asked to listen beyond loopback without the HTTP API's
+    /// conditions.
+    #[error(
+        "metrics_listen {address} is reachable from other hosts; as for the HTTP API, that needs http_allow_remote = true (plain HTTP: trusted networks only) and the HTTP token, which /metrics then asks for; or listen on 127.0.0.1"
+    )]
+    RemoteMetrics {
+        /// The address.
+        address: std::net::SocketAddr,
+    },
     /// The HTTP token file could not be read, or others may read it.
     #[error("cannot use the HTTP token file: {0}")]
     TokenFile(#[from] bosun_trust::secret_file::SecretFileError),
@@ -121,6 +133,16 @@ pub async fn serve(
         address: socket_path.display().to_string(),
         source,
     })?;
+    // /metrics beyond loopback: the HTTP API's rules (allowed remote, and its token).
+    let metrics_token = match config.metrics_listen {
+        Some(address) if !address.ip().is_loopback() => {
+            if !config.http_allow_remote {
+                return Err(IngressError::RemoteMetrics { address });
+            }
+            Some(http_token(config)?)
+        }
+        _ => None,
+    };
     let metrics = bind(config.metrics_listen, "for metrics").await?;
     let tcp = bind(config.tcp_listen, "for messages").await?;
     let lsdsuite = bind(config.lsdsuite_listen, "for LSDSuite commands").await?;
@@ -137,7 +159,7 @@ pub async fn serve(
         tracing::info!(addr = ?listener.local_addr().ok(), "serving /metrics");
         let (metrics, shutdown) = (node.metrics(), shutdown.clone());
         tracker.spawn(async move {
-            if let Err(e) = metrics::serve(listener, metrics, shutdown).await {
+            if let Err(e) = metrics::serve(listener, metrics, metrics_token, shutdown).await {
                 tracing::error!(error = %e, "the metrics endpoint stopped");
             }
         });
@@ -215,9 +237,18 @@ async fn bind(
 /// contents of `http_token_file`, which only its owner may read. Never a flag, since
 /// flags show in `ps`.
 fn http_token(config: &Config) -> Result<String, IngressError> {
-    let token = match std::env::var(bosun_trust::secret_env::HTTP_TOKEN) {
-        Ok(token) if !token.is_empty() => token,
-        _ => match &config.http_token_file {
+    let given = |name: &str| std::env::var(name).ok().filter(|t| !t.is_empty());
+    let from_env = match (
+        given(bosun_trust::secret_env::HTTP_TOKEN),
+        given(bosun_trust::secret_env::QUARTERMASTER_TOKEN),
+    ) {
+        (Some(ours), Some(theirs)) if ours != theirs => return Err(IngressError::TwoTokens),
+        (Some(token), _) | (None, Some(token)) => Some(token),
+        (None, None) => None,
+    };
+    let token = match from_env {
+        Some(token) => token,
+        None => match &config.http_token_file {
             Some(path) => bosun_trust::secret_file::read_secret(path)?,
             None => return Err(IngressError::NoToken),
         },

@@ -19,14 +19,42 @@ async fn healthz() -> &'static str {
 }
 
 /// Serve `GET /metrics` and `GET /healthz` on `listener` until `shutdown` is cancelled;
-/// then finish the requests in progress and return.
+/// then finish the requests in progress and return. With a `token` (the endpoint is
+/// reachable from other hosts), `/metrics` asks for it as `Authorization: Bearer …`,
+/// compared in constant time; `/healthz` stays open.
 pub async fn serve(
     listener: TcpListener,
     metrics: Metrics,
+    token: Option<String>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let token = std::sync::Arc::new(token);
     let app = Router::new()
         .route("/metrics", get(metrics_page))
+        .route_layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let token = token.clone();
+                async move {
+                    if let Some(token) = token.as_deref() {
+                        let given = request
+                            .headers()
+                            .get(header::AUTHORIZATION)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.strip_prefix("Bearer "))
+                            .unwrap_or("");
+                        use subtle::ConstantTimeEq;
+                        if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+                            return (
+                                axum::http::StatusCode::UNAUTHORIZED,
+                                "metrics from another host need Authorization: Bearer <the HTTP token>\n",
+                            )
+                                .into_response();
+                        }
+                    }
+                    next.run(request).await
+                }
+            },
+        ))
         .route("/healthz", get(healthz))
         .with_state(metrics);
     if let Ok(addr) = listener.local_addr() {
@@ -68,7 +96,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
-        let server = tokio::spawn(serve(listener, metrics.clone(), stop.clone()));
+        let server = tokio::spawn(serve(listener, metrics.clone(), None, stop.clone()));
 
         let page = get(addr, "/metrics").await;
         assert!(page.starts_with("HTTP/1.1 200"), "{page}");

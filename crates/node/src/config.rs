@@ -535,8 +535,18 @@ fn utf8(text: &OsString) -> Result<&str, ValueError> {
     })
 }
 
+/// A listen address; steward's `:PORT` form means every interface (`0.0.0.0:PORT`).
 fn parse_address(text: &str) -> Result<SocketAddr, ValueError> {
-    text.trim().parse().map_err(|_| ValueError::NotAnAddress {
+    let text = text.trim();
+    let full;
+    let text = match text.strip_prefix(':') {
+        Some(port) => {
+            full = format!("0.0.0.0:{port}");
+            full.as_str()
+        }
+        None => text,
+    };
+    text.parse().map_err(|_| ValueError::NotAnAddress {
         text: text.to_string(),
     })
 }
@@ -1162,6 +1172,155 @@ mod tests {
     }
 
     #[test]
+    fn stewards_command_line_becomes_bosuns() {
+        let args = |a: &[&str]| a.iter().map(OsString::from).collect::<Vec<_>>();
+        // The steward document's own command line, byte for byte.
+        let (out, ignored) = steward_args(args(&[
+            "bosun",
+            "node",
+            "--nodeName=central",
+            "--defaultMessageRetries=3",
+            "--defaultMessageTimeout=5",
+            "-subscribersDataFolder=./data",
+            "--centralNodeName=central",
+            "-startSubREQErrorLog=*",
+            "-subscribersDataFolder=./data",
+            "-brokerAddress=127.0.0.1:4222",
+        ]))
+        .unwrap();
+        assert_eq!(
+            out,
+            args(&[
+                "bosun",
+                "node",
+                "--name",
+                "central",
+                "--retries",
+                "3",
+                "--ack-timeout",
+                "5",
+                "--results-dir",
+                "./data",
+                "--central",
+                "central",
+                "--results-dir",
+                "./data",
+                "--broker",
+                "nats://127.0.0.1:4222",
+            ])
+        );
+        assert_eq!(ignored, vec!["startSubREQErrorLog"]);
+        let (out, _) = steward_args(args(&[
+            "bosun",
+            "node",
+            "-promHostAndPort",
+            ":12112",
+            "-startPubREQHello=200",
+        ]))
+        .unwrap();
+        assert_eq!(
+            out,
+            args(&[
+                "bosun",
+                "node",
+                "--metrics-listen",
+                ":12112",
+                "--hello-interval",
+                "200"
+            ])
+        );
+        // Two values for one setting: refused with both named.
+        let err = steward_args(args(&[
+            "bosun",
+            "node",
+            "-subscribersDataFolder=./data",
+            "-subscribersDataFolder=./var",
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("./data") && err.contains("./var"), "{err}");
+        assert!(matches!(
+            steward_args(args(&["bosun", "node", "-nodeName"])),
+            Err(AliasError::NoValue(_))
+        ));
+        // Before the subcommand, and other commands, nothing changes.
+        let plain = args(&["bosun", "exec", "-n", "x", "--", "echo", "-nodeName=y"]);
+        assert_eq!(steward_args(plain.clone()).unwrap().0, plain);
+    }
+
+    #[test]
+    fn mesos_attributes_are_labels() {
+        let lookup =
+            |v: &'static str| move |name: &str| (name == "MESOS_ATTRIBUTES").then(|| v.to_string());
+        let labels = mesos_labels(lookup("rack:r3; zone:eu-1;"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(labels.key, "labels");
+        assert_eq!(
+            labels.values,
+            vec![OsString::from("rack=r3"), OsString::from("zone=eu-1")]
+        );
+        let err = mesos_labels(lookup("rack:r3;gpu")).unwrap_err().to_string();
+        assert!(err.contains("\"gpu\""), "{err}");
+        assert!(mesos_labels(|_: &str| None).unwrap().is_none());
+    }
+
+    #[test]
+    fn stewards_environment_becomes_bosuns_and_disagreement_is_an_error() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let overrides = steward_env(env(&[
+            ("NODE_NAME", "ship1"),
+            ("BROKER_ADDRESS", "127.0.0.1:4222"),
+            ("PROM_HOST_AND_PORT", ":12112"),
+        ]))
+        .unwrap();
+        let got: Vec<(&str, String)> = overrides
+            .iter()
+            .map(|o| (o.key, o.values[0].to_string_lossy().into_owned()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("name", "ship1".to_string()),
+                ("broker", "nats://127.0.0.1:4222".to_string()),
+                ("metrics_listen", ":12112".to_string()),
+            ]
+        );
+        // bosun's own variable agrees: it wins silently; disagrees: an error.
+        assert!(
+            steward_env(env(&[("NODE_NAME", "a"), ("BOSUN_NAME", "a")]))
+                .unwrap()
+                .is_empty()
+        );
+        let err = steward_env(env(&[("NODE_NAME", "a"), ("BOSUN_NAME", "b")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("BOSUN_NAME") && err.contains("NODE_NAME"),
+            "{err}"
+        );
+        let err = steward_env(env(&[("DATABASE_FOLDER", "/a"), ("SOCKET_FOLDER", "/b")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("DATABASE_FOLDER") && err.contains("SOCKET_FOLDER"),
+            "{err}"
+        );
+        assert_eq!(
+            parse_address(":12112").unwrap(),
+            "0.0.0.0:12112".parse::<SocketAddr>().unwrap(),
+            "steward's :PORT is every interface"
+        );
+    }
+
+    #[test]
     fn credentials_in_a_broker_url_are_refused_without_being_shown() {
         for url in [
             "nats://alice:pa55-9d2e@hub:4222",
@@ -1488,4 +1647,321 @@ mod tests {
         assert_eq!(options.tls_ca, c.tls_ca);
         assert!(options.require_tls);
     }
+}
+
+/// One of steward's flag and environment spellings that bosun takes as an alias of one
+/// of its own settings. None carries a secret (a path to a secret file is no secret).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StewardAlias {
+    /// steward's flag, without dashes (Go flags take `-name` and `--name`).
+    pub flag: &'static str,
+    /// steward's (ctrl's) environment variable.
+    pub env: &'static str,
+    /// The bosun setting (TOML key); `config` for the config folder.
+    pub key: &'static str,
+}
+
+/// steward's spellings bosun takes, each for one bosun setting. `configFolder` names a
+/// folder: bosun reads `bosun.toml` in it when there is one.
+pub const STEWARD_ALIASES: &[StewardAlias] = &[
+    StewardAlias {
+        flag: "nodeName",
+        env: "NODE_NAME",
+        key: "name",
+    },
+    StewardAlias {
+        flag: "brokerAddress",
+        env: "BROKER_ADDRESS",
+        key: "broker",
+    },
+    StewardAlias {
+        flag: "databaseFolder",
+        env: "DATABASE_FOLDER",
+        key: "data_dir",
+    },
+    StewardAlias {
+        flag: "socketFolder",
+        env: "SOCKET_FOLDER",
+        key: "data_dir",
+    },
+    StewardAlias {
+        flag: "configFolder",
+        env: "CONFIG_FOLDER",
+        key: "config",
+    },
+    StewardAlias {
+        flag: "subscribersDataFolder",
+        env: "SUBSCRIBERS_DATA_FOLDER",
+        key: "results_dir",
+    },
+    StewardAlias {
+        flag: "centralNodeName",
+        env: "CENTRAL_NODE_NAME",
+        key: "central",
+    },
+    StewardAlias {
+        flag: "promHostAndPort",
+        env: "PROM_HOST_AND_PORT",
+        key: "metrics_listen",
+    },
+    StewardAlias {
+        flag: "tcpListener",
+        env: "TCP_LISTENER",
+        key: "tcp_listen",
+    },
+    StewardAlias {
+        flag: "defaultMessageTimeout",
+        env: "DEFAULT_MESSAGE_TIMEOUT",
+        key: "ack_timeout_secs",
+    },
+    StewardAlias {
+        flag: "defaultMessageRetries",
+        env: "DEFAULT_MESSAGE_RETRIES",
+        key: "retries",
+    },
+    StewardAlias {
+        flag: "rootCAPath",
+        env: "ROOT_CA_PATH",
+        key: "tls_ca",
+    },
+    StewardAlias {
+        flag: "nkeySeedFile",
+        env: "NKEY_SEED_FILE",
+        key: "nkey_seed_file",
+    },
+    StewardAlias {
+        flag: "startPubREQHello",
+        env: "START_PUB_REQ_HELLO",
+        key: "hello_interval_secs",
+    },
+];
+
+/// steward flags bosun accepts and leaves alone: what they switch is always on in bosun
+/// (every method is served, error logs go to central) or not offered.
+pub const STEWARD_IGNORED: &[&str] = &[
+    "startSubREQ",
+    "errorMessageTimeout",
+    "errorMessageRetries",
+    "natsConnectRetryInterval",
+    "profilingPort",
+    "exposeDataFolder",
+];
+
+/// A steward value as the bosun setting takes it: a broker address without a scheme
+/// (steward's `127.0.0.1:4222`) gets `nats://`.
+pub fn steward_value(key: &str, value: &str) -> String {
+    match key {
+        "broker" => value
+            .split(',')
+            .map(|url| {
+                let url = url.trim();
+                if url.contains("://") {
+                    url.to_string()
+                } else {
+                    format!("nats://{url}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(","),
+        _ => value.to_string(),
+    }
+}
+
+/// Why steward's spellings cannot be taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AliasError {
+    /// A steward spelling and bosun's own (or two steward spellings) give one setting
+    /// different values.
+    #[error(
+        "{first} and {second} both set {key}, to {first_value:?} and {second_value:?}; give one of them"
+    )]
+    Conflict {
+        /// The setting.
+        key: &'static str,
+        /// The first spelling.
+        first: String,
+        /// Its value.
+        first_value: String,
+        /// The second spelling.
+        second: String,
+        /// Its value.
+        second_value: String,
+    },
+    /// A steward flag without its value.
+    #[error("steward flag -{0} needs a value")]
+    NoValue(String),
+    /// A `MESOS_ATTRIBUTES` entry that is not `key:value`.
+    #[error("MESOS_ATTRIBUTES entry {0:?} is not key:value (entries are separated by ';')")]
+    MesosAttribute(String),
+}
+
+/// Node labels from a Mesos agent's `MESOS_ATTRIBUTES` (`key:value;key:value`), as an
+/// override of the environment layer that comes before `BOSUN_LABELS` and flags (which
+/// win for the same key) and after the config file (which it wins over).
+pub fn mesos_labels(
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Option<Override>, AliasError> {
+    let Some(attributes) = lookup("MESOS_ATTRIBUTES").filter(|v| !v.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let mut values = vec![];
+    for entry in attributes
+        .split(';')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    {
+        match entry.split_once(':') {
+            Some((key, value)) if !key.trim().is_empty() => {
+                values.push(OsString::from(format!("{}={}", key.trim(), value.trim())));
+            }
+            _ => return Err(AliasError::MesosAttribute(entry.to_string())),
+        }
+    }
+    Ok(Some(Override {
+        key: "labels",
+        layer: Layer::Environment,
+        values,
+    }))
+}
+
+/// The command line with steward's flags turned into bosun's, for `bosun node`: `-flag
+/// VALUE`, `-flag=VALUE`, `--flag VALUE` and `--flag=VALUE` (Go's forms) of every
+/// [`STEWARD_ALIASES`] flag, and the [`STEWARD_IGNORED`] ones dropped (named in the
+/// second list). Arguments before the `node` subcommand are left as they are.
+pub fn steward_args(args: Vec<OsString>) -> Result<(Vec<OsString>, Vec<String>), AliasError> {
+    let Some(start) = args.iter().position(|a| a == "node") else {
+        return Ok((args, vec![]));
+    };
+    let mut out: Vec<OsString> = args[..=start].to_vec();
+    let mut ignored = vec![];
+    let mut given: Vec<(&'static str, String, String)> = vec![];
+    let mut rest = args[start + 1..].iter();
+    while let Some(arg) = rest.next() {
+        let Some(text) = arg.to_str() else {
+            out.push(arg.clone());
+            continue;
+        };
+        let Some(flag) = text.strip_prefix("--").or_else(|| text.strip_prefix('-')) else {
+            out.push(arg.clone());
+            continue;
+        };
+        let (name, inline) = match flag.split_once('=') {
+            Some((name, value)) => (name, Some(value.to_string())),
+            None => (flag, None),
+        };
+        let alias = STEWARD_ALIASES.iter().find(|a| a.flag == name);
+        let skip = STEWARD_IGNORED.iter().any(|i| name.starts_with(i));
+        if alias.is_none() && !skip {
+            out.push(arg.clone());
+            continue;
+        }
+        let value = match inline {
+            Some(value) => value,
+            // Go's bool flags take no value: `-startSubREQHello` alone.
+            None if skip && name.starts_with("startSubREQ") => String::new(),
+            None => rest
+                .next()
+                .and_then(|v| v.to_str())
+                .map(str::to_string)
+                .ok_or_else(|| AliasError::NoValue(name.to_string()))?,
+        };
+        let Some(alias) = alias else {
+            ignored.push(name.to_string());
+            continue;
+        };
+        let value = steward_value(alias.key, &value);
+        if let Some((_, first, first_value)) = given
+            .iter()
+            .find(|(key, _, v)| *key == alias.key && *v != value)
+        {
+            return Err(AliasError::Conflict {
+                key: alias.key,
+                first: first.clone(),
+                first_value: first_value.clone(),
+                second: format!("-{name}"),
+                second_value: value,
+            });
+        }
+        given.push((alias.key, format!("-{name}"), value.clone()));
+        let bosun_flag = match alias.key {
+            "config" => {
+                // Only when the folder holds a bosun config.
+                let file = Path::new(&value).join("bosun.toml");
+                if !file.exists() {
+                    ignored.push(format!("{name} (no bosun.toml in {value})"));
+                    continue;
+                }
+                out.push("--config".into());
+                out.push(file.into_os_string());
+                continue;
+            }
+            key => Setting::find(key)
+                .and_then(|s| s.cli)
+                .map(|c| c.flag)
+                .unwrap_or(key),
+        };
+        out.push(format!("--{bosun_flag}").into());
+        out.push(value.into());
+    }
+    Ok((out, ignored))
+}
+
+/// The values steward's environment variables give, as overrides of the environment
+/// layer, each checked against bosun's own variable for the same setting: both set
+/// differently is an error. `lookup` reads the environment.
+pub fn steward_env(lookup: impl Fn(&str) -> Option<String>) -> Result<Vec<Override>, AliasError> {
+    let mut overrides: Vec<Override> = vec![];
+    let mut seen: Vec<(&'static str, String, String)> = vec![];
+    for alias in STEWARD_ALIASES {
+        let Some(raw) = lookup(alias.env).filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        if alias.key == "config" {
+            continue;
+        }
+        let value = steward_value(alias.key, &raw);
+        let own = Setting::find(alias.key)
+            .and_then(|s| s.cli)
+            .and_then(|c| lookup(c.env).map(|v| (c.env, v)));
+        let earlier = seen.iter().find(|(key, _, _)| *key == alias.key).cloned();
+        for (name, other) in own
+            .map(|(n, v)| (n.to_string(), v))
+            .into_iter()
+            .chain(earlier.map(|(_, n, v)| (n, v)))
+        {
+            if steward_value(alias.key, &other) != value {
+                return Err(AliasError::Conflict {
+                    key: alias.key,
+                    first: name,
+                    first_value: other,
+                    second: alias.env.to_string(),
+                    second_value: raw,
+                });
+            }
+        }
+        seen.push((alias.key, alias.env.to_string(), raw.clone()));
+        if Setting::find(alias.key)
+            .and_then(|s| s.cli)
+            .and_then(|c| lookup(c.env))
+            .is_some()
+        {
+            continue;
+        }
+        if overrides.iter().any(|o| o.key == alias.key) {
+            continue;
+        }
+        overrides.push(Override {
+            key: alias.key,
+            layer: Layer::Environment,
+            values: vec![value.into()],
+        });
+    }
+    Ok(overrides)
+}
+
+/// The config file steward's `CONFIG_FOLDER` names: its `bosun.toml`, when there is one.
+pub fn steward_config_file(lookup: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    let folder = lookup("CONFIG_FOLDER").filter(|v| !v.is_empty())?;
+    let file = Path::new(&folder).join("bosun.toml");
+    file.exists().then_some(file)
 }

@@ -5,8 +5,11 @@
 /// The HTTP API token.
 pub const HTTP_TOKEN: &str = "BOSUN_HTTP_TOKEN";
 
+/// quartermaster's spelling of the HTTP API token.
+pub const QUARTERMASTER_TOKEN: &str = "TOKEN";
+
 /// Variables that hold secrets, by exact name.
-pub const SECRET_NAMES: &[&str] = &[HTTP_TOKEN, "TOKEN"];
+pub const SECRET_NAMES: &[&str] = &[HTTP_TOKEN, QUARTERMASTER_TOKEN];
 
 /// Prefixes of variables that hold secrets: NATS clients read credentials, tokens and
 /// URLs with passwords from `NATS_*`.

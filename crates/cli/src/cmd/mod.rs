@@ -97,7 +97,15 @@ impl FromArgMatches for NodeArgs {
 
 /// The config in effect: file, then env and flags.
 pub fn load_config(global: &Global, args: &NodeArgs) -> anyhow::Result<Config> {
-    let mut overrides = args.overrides.clone();
+    let lookup = |name: &str| std::env::var(name).ok();
+    // steward's environment spellings, under bosun's own, which win when both agree.
+    // A Mesos agent's attributes as labels, then steward's environment spellings, both
+    // under bosun's own variables and flags.
+    let mut overrides: Vec<Override> = bosun_node::config::mesos_labels(lookup)?
+        .into_iter()
+        .collect();
+    overrides.extend(bosun_node::config::steward_env(lookup)?);
+    overrides.extend(args.overrides.iter().cloned());
     if let Some(data_dir) = &global.data_dir {
         overrides.push(Override {
             key: "data_dir",
@@ -106,7 +114,10 @@ pub fn load_config(global: &Global, args: &NodeArgs) -> anyhow::Result<Config> {
         });
     }
     let sources = Sources {
-        file: global.config.clone(),
+        file: global
+            .config
+            .clone()
+            .or_else(|| bosun_node::config::steward_config_file(lookup)),
         overrides,
     };
     Config::load(&sources).context("invalid configuration")

@@ -18,9 +18,15 @@ use crate::Global;
 /// the same durable outbox → transport → inbox path, and refuses other destinations.
 /// With --broker it joins the fleet on NATS.
 ///
+/// steward's flags and environment variables work too (`-nodeName=ship1`,
+/// `-brokerAddress=127.0.0.1:4222`, `NODE_NAME`, `CENTRAL_NODE_NAME`, …), as do a Mesos
+/// agent's MESOS_ATTRIBUTES (labels) and quartermaster's TOKEN: see the README, Coming
+/// from steward.
+///
 /// Examples:
 ///   bosun node --name ship1 --broker nats://127.0.0.1:4222 --data-dir /var/lib/bosun
 ///   BOSUN_NAME=ship2 BOSUN_BROKER=nats://hub:4222 bosun node
+///   bosun node --nodeName="ship1" --centralNodeName="central" -brokerAddress="127.0.0.1:4222"
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct NodeCmd {

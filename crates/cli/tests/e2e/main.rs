@@ -10,6 +10,7 @@ mod capture;
 mod central;
 mod config;
 mod delivery;
+mod deploy;
 mod disk;
 mod dockermod;
 mod http_apis;
