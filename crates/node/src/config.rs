@@ -1306,11 +1306,18 @@ mod tests {
             err.contains("BOSUN_NAME") && err.contains("NODE_NAME"),
             "{err}"
         );
-        let err = steward_env(env(&[("DATABASE_FOLDER", "/a"), ("SOCKET_FOLDER", "/b")]))
+        // steward's socket folder is not bosun's data dir: it never moves the database.
+        let got = steward_env(env(&[("DATABASE_FOLDER", "/a"), ("SOCKET_FOLDER", "/b")])).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            (got[0].key, got[0].values[0].clone()),
+            ("data_dir", OsString::from("/a"))
+        );
+        let err = steward_env(env(&[("DATABASE_FOLDER", "/a"), ("BOSUN_DATA_DIR", "/b")]))
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("DATABASE_FOLDER") && err.contains("SOCKET_FOLDER"),
+            err.contains("DATABASE_FOLDER") && err.contains("BOSUN_DATA_DIR"),
             "{err}"
         );
         assert_eq!(
@@ -1680,11 +1687,6 @@ pub const STEWARD_ALIASES: &[StewardAlias] = &[
         key: "data_dir",
     },
     StewardAlias {
-        flag: "socketFolder",
-        env: "SOCKET_FOLDER",
-        key: "data_dir",
-    },
-    StewardAlias {
         flag: "configFolder",
         env: "CONFIG_FOLDER",
         key: "config",
@@ -1739,6 +1741,9 @@ pub const STEWARD_ALIASES: &[StewardAlias] = &[
 /// steward flags bosun accepts and leaves alone: what they switch is always on in bosun
 /// (every method is served, error logs go to central) or not offered.
 pub const STEWARD_IGNORED: &[&str] = &[
+    // bosun's socket is `<data dir>/bosun.sock`, next to the database
+    // (`databaseFolder`); steward kept them apart.
+    "socketFolder",
     "startSubREQ",
     "errorMessageTimeout",
     "errorMessageRetries",
