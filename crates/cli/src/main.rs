@@ -35,28 +35,32 @@ pub struct Global {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a node: receive, run and answer messages; send this host's own.
+    #[command(about = "Run a node: receive, run and answer messages; send this host's own.")]
     Node(cmd::node::NodeCmd),
-    /// Run a command on one or more nodes and print each result.
+    #[command(about = "Run a command on one or more nodes and print each result.")]
     Exec(cmd::exec::ExecCmd),
-    /// Submit a steward-style JSON file of messages; print their ids.
+    #[command(about = "Submit a steward-style JSON file of messages; print their ids.")]
     Send(cmd::send::SendCmd),
-    /// Show a message's whole life: states with times, then its result.
+    #[command(about = "Show a message's whole life: states with times, then its result.")]
     Status(cmd::status::StatusCmd),
-    /// Show the fleet: every node that said hello, alive, suspect or down.
+    #[command(about = "Show the fleet: every node that said hello, alive, suspect or down.")]
     Nodes(cmd::nodes::NodesCmd),
-    /// Containers across the fleet: run, ls, stop, kill, pause, unpause, rm, logs, …
+    #[command(
+        about = "Containers across the fleet: run, ls, stop, kill, pause, unpause, rm, logs, …"
+    )]
     #[command(subcommand)]
     Container(cmd::container::ContainerCmd),
-    /// Images on a node: pull, ls.
+    #[command(about = "Images on a node: pull, ls.")]
     #[command(subcommand)]
     Image(cmd::container::ImageCmd),
-    /// Inspect the configuration.
+    #[command(about = "Inspect the configuration.")]
     #[command(subcommand)]
     Config(cmd::config::ConfigCmd),
-    /// Run a small fleet in this process and show bosun at work.
+    #[command(about = "Run a small fleet in this process and show bosun at work.")]
     Demo(cmd::demo::DemoCmd),
-    /// Identities: the fleet's issuer, node and operator keys (init, issue, show, new).
+    #[command(
+        about = "Identities: the fleet's issuer, node and operator keys (init, issue, show, new)."
+    )]
     #[command(subcommand)]
     Keys(cmd::keys::KeysCmd),
 }

@@ -11,10 +11,8 @@ use crate::Global;
 
 /// Show the fleet as this node knows it from hellos: each node's status (alive, suspect
 /// after missed hellos, down after more), when it was last seen, and its inventory.
-/// Ask the central node: it is the one every node sends hellos to.
-///
 /// Any node knows the fleet from the hellos every node announces; central also keeps
-/// them durably.
+/// them durably, so ask central for a node that has been away a while.
 ///
 /// A drained node takes no new containers from placement (`instances`, quartermaster's
 /// /run, DockerMod's create-container); what runs there keeps running. The drain is kept
