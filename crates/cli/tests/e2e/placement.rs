@@ -255,3 +255,103 @@ fn any_node_places_over_the_fleet_spreads_evenly_and_honours_unregister() {
         assert_eq!(owner(&qm_run(&addresses[0], &image)), w2, "w1 is down");
     }
 }
+
+/// A hello frame as a node announces it: `from` names the sender.
+fn announced_hello(from: &str, inventory: Value) -> Vec<u8> {
+    let body = serde_json::json!({"intervalSecs": 1, "inventory": inventory, "at": 0});
+    let message = bosun_proto::Message {
+        id: Some(bosun_proto::new_id()),
+        to_node: Some("central".into()),
+        from_node: Some(from.to_string()),
+        method: "hello".into(),
+        data: vec![body.to_string()],
+        created_at: Some(1),
+        ..Default::default()
+    };
+    bosun_proto::wire::encode(&bosun_proto::wire::Request {
+        v: bosun_proto::wire::WIRE_VERSION,
+        msg: message,
+    })
+}
+
+#[test]
+fn announced_hellos_count_only_from_the_node_they_name() {
+    let Some(fleet) = fleet()
+        .central("central")
+        .nodes(&["central", "ship1"])
+        .start()
+    else {
+        return;
+    };
+    let subject = bosun_proto::wire::fleet_subject("bosun");
+    let url = fleet.nats().url();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        use bosun_bus::Transport;
+        // A fleet member (a valid identity, named mallory) announces hellos naming
+        // another node, a made-up one, and itself; and a bare client sends garbage.
+        let mallory = bosun_testkit::trust::signed_client(&url, "mallory", &["*"]).await;
+        let forged = serde_json::json!({"labels": {"role": "forged"}, "drained": true});
+        for from in ["ship1", "ghost"] {
+            mallory
+                .publish(
+                    subject.clone(),
+                    announced_hello(from, forged.clone()).into(),
+                )
+                .await
+                .unwrap();
+        }
+        mallory
+            .publish(
+                subject.clone(),
+                announced_hello("mallory", serde_json::json!({"labels": {"role": "self"}})).into(),
+            )
+            .await
+            .unwrap();
+        let (mut raw, _) = bosun_testkit::RawNats::connect(&url, None);
+        raw.publish(&subject, &announced_hello("ghost2", forged.clone()));
+        raw.publish(&subject, b"\x00\xffnot a frame at all");
+    });
+    // Mallory's own hello counts (it is a fleet member) ...
+    let central = fleet.node("central");
+    eventually(
+        Duration::from_secs(20),
+        "mallory's own hello is heard",
+        || {
+            central
+                .fleet_status()
+                .iter()
+                .any(|(n, _)| n == "mallory")
+                .then_some(())
+        },
+    );
+    // ... but nothing it said of others, and nothing unsigned.
+    let rows = json(&central.cli(&["nodes", "--json"]));
+    let names: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        !names.contains(&"ghost") && !names.contains(&"ghost2"),
+        "{rows}"
+    );
+    let ship1 = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "ship1")
+        .unwrap();
+    assert_ne!(ship1["inventory"]["labels"]["role"], "forged", "{ship1}");
+    assert_ne!(ship1["drained"], true, "{ship1}");
+    // Both nodes are still up and working.
+    let out = central.cli(&["exec", "-n", "ship1", "--", "echo", "still here"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("still here"));
+    let log = std::fs::read_to_string(fleet.node("central").log_path()).unwrap();
+    assert!(
+        log.contains("names another node than its signer"),
+        "the forgery is logged"
+    );
+}
