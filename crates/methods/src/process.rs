@@ -146,7 +146,7 @@ struct SpawnJob {
 /// state: a parent-death signal fires when the forking thread ends, so the runtime's
 /// threads, which may end while the node runs on, must not fork them.
 #[derive(Default)]
-pub(crate) struct Spawner {
+pub struct Spawner {
     jobs: Mutex<Option<std::sync::mpsc::Sender<SpawnJob>>>,
 }
 
@@ -178,7 +178,7 @@ impl Spawner {
 
     /// Start `command` in its own process group, to die with the node (SIGKILL when the
     /// node's process ends). Must be called within a tokio runtime.
-    pub(crate) async fn spawn(&self, mut command: Command) -> std::io::Result<Child> {
+    pub async fn spawn(&self, mut command: Command) -> std::io::Result<Child> {
         command.process_group(0);
         scrub_secrets(&mut command);
         die_with_parent(&mut command);
