@@ -50,6 +50,9 @@ enum Command {
     )]
     #[command(subcommand)]
     Container(cmd::container::ContainerCmd),
+    #[command(about = "Fault experiments with leases: run a scenario, status, abort, report.")]
+    #[command(subcommand)]
+    Chaos(cmd::chaos::ChaosCmd),
     #[command(about = "Images on a node: pull, ls.")]
     #[command(subcommand)]
     Image(cmd::container::ImageCmd),
@@ -108,6 +111,7 @@ fn main() {
             Command::Nodes(c) => c.run(&cli.global).await,
             Command::Container(c) => c.run(&cli.global).await,
             Command::Image(c) => c.run(&cli.global).await,
+            Command::Chaos(c) => c.run(&cli.global).await,
             Command::Config(c) => c.run(&cli.global).await,
             Command::Demo(c) => c.run(&cli.global).await,
             Command::Keys(c) => c.run(&cli.global).await,

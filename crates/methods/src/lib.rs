@@ -283,7 +283,14 @@ pub async fn run(
         | Method::Result
         | Method::Mark
         | Method::CaptureFile
-        | Method::CaptureShip => Outcome::bare(
+        | Method::CaptureShip
+        | Method::ChaosSchedule
+        | Method::ChaosAbort
+        | Method::ChaosList
+        | Method::WorkloadAdd
+        | Method::WorkloadRemove
+        | Method::WorkloadRestart
+        | Method::WorkloadList => Outcome::bare(
             Status::Rejected,
             &context.node,
             format!("method {method} has no handler on this node"),

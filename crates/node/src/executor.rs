@@ -46,6 +46,8 @@ pub(crate) struct Executor {
     pub methods: bosun_methods::Context,
     /// For `mark` and `captureFile`, when the event stream is on.
     pub capture: Option<Capture>,
+    /// For the `chaos…` methods: the lease engine.
+    pub chaos: crate::chaos::Experiments,
     pub metrics: Metrics,
     /// Every run that did not succeed goes to the error log, and from there to central's.
     pub reporter: ErrorReporter,
@@ -300,7 +302,7 @@ async fn run_one(executor: &Arc<Executor>, message: Message) {
     };
     let (processes, recorder) = record_processes(executor, &id);
     let handled = match method.role() {
-        bosun_proto::Role::Node => node_method(executor, method, &message).into(),
+        bosun_proto::Role::Node => node_method(executor, method, &message).await.into(),
         bosun_proto::Role::Handler(_)
         | bosun_proto::Role::Absorbed
         | bosun_proto::Role::ReplySink
@@ -616,7 +618,7 @@ fn fit_reply(reply: &mut Message, max: usize) {
 }
 
 /// The methods the node runs itself: they act on its event stream.
-fn node_method(executor: &Executor, method: Method, message: &Message) -> Outcome {
+async fn node_method(executor: &Executor, method: Method, message: &Message) -> Outcome {
     let started = now_millis();
     let ended = |status: Status, stdout: String, error: Option<String>| Outcome {
         status,
@@ -630,6 +632,18 @@ fn node_method(executor: &Executor, method: Method, message: &Message) -> Outcom
         finished_at: now_millis(),
         chunks: None,
     };
+    if matches!(
+        method,
+        Method::ChaosSchedule | Method::ChaosAbort | Method::ChaosList
+    ) {
+        return crate::chaos::run(
+            &executor.chaos,
+            executor.config.name.as_str(),
+            method,
+            message,
+        )
+        .await;
+    }
     let Some(capture) = &executor.capture else {
         return ended(
             Status::Failed,

@@ -15,6 +15,8 @@
 //!   the reply.
 //! - [`fleet`]: the fleet registry from hellos, the hello loop, capture shipping,
 //!   pruning.
+//! - `chaos`: the lease engine of fault experiments (`bosun-chaos`), started with the
+//!   node, its records in the event stream, and the `chaos…` methods.
 //! - `sinks`: reply sinks: results and chunks written to files or the console.
 //! - `errorlog`: the error log, local and forwarded to central.
 //! - [`audit`]: the audit log: every message as JSON lines, rotated by size.
@@ -36,6 +38,7 @@
 //! cancels, waits for the tracker within a bounded grace, then closes the store.
 
 pub mod audit;
+mod chaos;
 pub mod config;
 mod disk;
 mod errorlog;

@@ -242,6 +242,7 @@ impl Node {
             outbox: outbox.clone(),
             methods: methods.clone(),
             capture: capture.clone(),
+            chaos: crate::chaos::start(&config, capture.clone(), None, &shutdown, &tracker),
             metrics: metrics.clone(),
             reporter: reporter.clone(),
             hello_now: hello_now.clone(),

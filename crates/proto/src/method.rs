@@ -83,6 +83,23 @@ pub enum Method {
     /// Take this node out of placement (`["on"]`, DockerMod's `unregister`) or put it
     /// back (`["off"]`, `register`); kept in its data dir and told in its hellos.
     NodeDrain,
+    /// Keep a fault experiment's timed events for this node (`[plan JSON]`): the node
+    /// fires each on its own clock and undoes each fault when its lease ends.
+    ChaosSchedule,
+    /// Undo now every fault of an experiment on this node and drop its pending events
+    /// (`[experiment]`, or `["*"]` for every experiment).
+    ChaosAbort,
+    /// This node's events of an experiment with their planned and actual times, and the
+    /// state changes of the containers they touched (`[experiment]`).
+    ChaosList,
+    /// Supervise a workload on this node (`[definition JSON]`).
+    WorkloadAdd,
+    /// Stop a supervised workload and forget it (`[name]`).
+    WorkloadRemove,
+    /// Restart a supervised workload, clearing `FATAL` (`[name]`).
+    WorkloadRestart,
+    /// The supervised workloads of this node and their states.
+    WorkloadList,
 }
 
 /// What a method is: who runs it at the destination node, and whether it is answered.
@@ -152,6 +169,13 @@ const ALL: &[Method] = &[
     Method::CaptureFile,
     Method::CaptureShip,
     Method::NodeDrain,
+    Method::ChaosSchedule,
+    Method::ChaosAbort,
+    Method::ChaosList,
+    Method::WorkloadAdd,
+    Method::WorkloadRemove,
+    Method::WorkloadRestart,
+    Method::WorkloadList,
 ];
 
 /// How a method name was spelled: the method, and whether the spelling implies unordered.
@@ -209,6 +233,13 @@ impl Method {
             Method::CaptureFile => "captureFile",
             Method::CaptureShip => "captureShip",
             Method::NodeDrain => "nodeDrain",
+            Method::ChaosSchedule => "chaosSchedule",
+            Method::ChaosAbort => "chaosAbort",
+            Method::ChaosList => "chaosList",
+            Method::WorkloadAdd => "workloadAdd",
+            Method::WorkloadRemove => "workloadRemove",
+            Method::WorkloadRestart => "workloadRestart",
+            Method::WorkloadList => "workloadList",
         }
     }
 
@@ -242,7 +273,15 @@ impl Method {
             Method::CliCommandCont | Method::TailFile | Method::ContainerLogs => {
                 Role::Handler(Output::Streamed)
             }
-            Method::Mark | Method::CaptureFile => Role::Node,
+            Method::Mark
+            | Method::CaptureFile
+            | Method::ChaosSchedule
+            | Method::ChaosAbort
+            | Method::ChaosList
+            | Method::WorkloadAdd
+            | Method::WorkloadRemove
+            | Method::WorkloadRestart
+            | Method::WorkloadList => Role::Node,
             Method::Hello | Method::ErrorLog | Method::CaptureShip => Role::Absorbed,
             Method::Result | Method::ToConsole | Method::ToFile | Method::ToFileAppend => {
                 Role::ReplySink
@@ -359,7 +398,14 @@ mod tests {
             | Method::Mark
             | Method::CaptureFile
             | Method::CaptureShip
-            | Method::NodeDrain => ALL.contains(&method),
+            | Method::NodeDrain
+            | Method::ChaosSchedule
+            | Method::ChaosAbort
+            | Method::ChaosList
+            | Method::WorkloadAdd
+            | Method::WorkloadRemove
+            | Method::WorkloadRestart
+            | Method::WorkloadList => ALL.contains(&method),
         }
     }
 
@@ -370,8 +416,8 @@ mod tests {
             assert!(is_listed(m));
             assert!(seen.insert(m), "{m} listed twice");
         }
-        // 37 variants in the enum; `is_listed` above names each of them.
-        assert_eq!(seen.len(), 37);
+        // 44 variants in the enum; `is_listed` above names each of them.
+        assert_eq!(seen.len(), 44);
         let names: std::collections::BTreeSet<&str> = Method::all().map(Method::name).collect();
         assert_eq!(names.len(), seen.len(), "two methods share a name");
     }

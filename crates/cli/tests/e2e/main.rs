@@ -8,6 +8,7 @@
 mod broker;
 mod capture;
 mod central;
+mod chaos;
 mod config;
 mod delivery;
 mod deploy;

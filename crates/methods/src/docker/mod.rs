@@ -437,7 +437,7 @@ pub async fn container_counts(context: &Context) -> Option<ContainerCounts> {
         let state = |c: &bollard::models::ContainerSummary| {
             c.state.map(|s| s.to_string()).unwrap_or_default()
         };
-        let since = chrono::Utc::now().timestamp() - RECENT_PLACEMENT_SECS;
+        let since = crate::clock::since_epoch().as_secs() as i64 - RECENT_PLACEMENT_SECS;
         let mut counts = ContainerCounts {
             running: containers.iter().filter(|c| state(c) == "running").count() as u64,
             ..Default::default()
