@@ -53,6 +53,11 @@ enum Command {
     #[command(about = "Fault experiments with leases: run a scenario, status, abort, report.")]
     #[command(subcommand)]
     Chaos(cmd::chaos::ChaosCmd),
+    #[command(
+        about = "Supervised workloads: add, ls, rm, restart (restart policies, health checks, FATAL)."
+    )]
+    #[command(subcommand)]
+    Workload(cmd::workload::WorkloadCmd),
     #[command(about = "Images on a node: pull, ls.")]
     #[command(subcommand)]
     Image(cmd::container::ImageCmd),
@@ -112,6 +117,7 @@ fn main() {
             Command::Container(c) => c.run(&cli.global).await,
             Command::Image(c) => c.run(&cli.global).await,
             Command::Chaos(c) => c.run(&cli.global).await,
+            Command::Workload(c) => c.run(&cli.global).await,
             Command::Config(c) => c.run(&cli.global).await,
             Command::Demo(c) => c.run(&cli.global).await,
             Command::Keys(c) => c.run(&cli.global).await,

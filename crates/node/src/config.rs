@@ -361,6 +361,12 @@ settings! {
     capture: bool = true, None;
     /// Folder of the event stream files. Default: `<data_dir>/capture`.
     capture_dir: Option<PathBuf> = None, None;
+    /// A YAML or JSON file of workload definitions (a list, or `workloads: [...]`) the
+    /// node supervises from its start, besides those added with `bosun workload add`
+    /// (kept in `<data_dir>/workloads`). A definition here replaces one of the same name.
+    workloads_file: Option<PathBuf> = None,
+        Some(Cli::new("workloads-file", "BOSUN_WORKLOADS_FILE", "FILE",
+            "Supervise the workloads defined in this YAML/JSON file.").default_words("none"));
     /// The syslog socket for `docker run --log-driver syslog` (LSDSuite's
     /// `$LSDSUITE_DIR/sock/logs.sock`). Default: `<data_dir>/sock/logs.sock`.
     syslog_socket: Option<PathBuf> = None, None;

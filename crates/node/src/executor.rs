@@ -48,6 +48,8 @@ pub(crate) struct Executor {
     pub capture: Option<Capture>,
     /// For the `chaos…` methods: the lease engine.
     pub chaos: crate::chaos::Experiments,
+    /// For the `workload…` methods: the supervisor.
+    pub workloads: Arc<crate::workloads::Workloads>,
     pub metrics: Metrics,
     /// Every run that did not succeed goes to the error log, and from there to central's.
     pub reporter: ErrorReporter,
@@ -638,6 +640,21 @@ async fn node_method(executor: &Executor, method: Method, message: &Message) -> 
     ) {
         return crate::chaos::run(
             &executor.chaos,
+            executor.config.name.as_str(),
+            method,
+            message,
+        )
+        .await;
+    }
+    if matches!(
+        method,
+        Method::WorkloadAdd
+            | Method::WorkloadRemove
+            | Method::WorkloadRestart
+            | Method::WorkloadList
+    ) {
+        return crate::workloads::run(
+            &executor.workloads,
             executor.config.name.as_str(),
             method,
             message,

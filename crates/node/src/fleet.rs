@@ -134,6 +134,7 @@ pub(crate) async fn hello_loop(
     submitter: Submitter,
     methods: bosun_methods::Context,
     transport: Option<Arc<dyn bosun_bus::Transport>>,
+    workloads: Option<bosun_supervise::Supervisor>,
     hello_now: Arc<tokio::sync::Notify>,
     shutdown: CancellationToken,
 ) {
@@ -163,6 +164,21 @@ pub(crate) async fn hello_loop(
                 map.insert("containers".into(), counts.running.into());
                 map.insert("placedContainers".into(), counts.placed.into());
                 map.insert("placedRecently".into(), counts.recent.into());
+            }
+            if let Some(workloads) = &workloads {
+                let rows: Vec<serde_json::Value> = workloads
+                    .list()
+                    .into_iter()
+                    .map(|w| {
+                        serde_json::json!({
+                            "name": w.name,
+                            "state": w.state,
+                            "restarts": w.restarts,
+                            "healthy": w.healthy,
+                        })
+                    })
+                    .collect();
+                map.insert("workloads".into(), rows.into());
             }
             if config.insecure_open {
                 map.insert(

@@ -17,6 +17,8 @@
 //!   pruning.
 //! - `chaos`: the lease engine of fault experiments (`bosun-chaos`), started with the
 //!   node, its records in the event stream, and the `chaos…` methods.
+//! - `workloads`: the supervised workloads (`bosun-supervise`): their events in the
+//!   event stream and, when `FATAL`, at central; the `workload…` methods.
 //! - `sinks`: reply sinks: results and chunks written to files or the console.
 //! - `errorlog`: the error log, local and forwarded to central.
 //! - [`audit`]: the audit log: every message as JSON lines, rotated by size.
@@ -54,6 +56,7 @@ mod receiver;
 mod sinks;
 mod submit;
 pub mod trust;
+mod workloads;
 
 pub use bosun_store::{Depths, HistoryEntry, InboxRecord, SentRecord};
 pub use config::{Config, ConfigError, Layer, Override, Sources, ValueError};

@@ -232,6 +232,20 @@ impl Node {
         });
         let reporter = ErrorReporter::new(config.clone(), submitter.clone(), tracker.clone());
         let hello_now = Arc::new(tokio::sync::Notify::new());
+        let workloads = Arc::new(
+            crate::workloads::start(
+                &config,
+                capture.clone(),
+                reporter.clone(),
+                hello_now.clone(),
+                &shutdown,
+                &tracker,
+            )
+            .await,
+        );
+        let chaos_workloads = workloads.supervisor().map(|s| {
+            Arc::new(crate::workloads::ChaosWorkloads(s.clone())) as Arc<dyn bosun_chaos::Workloads>
+        });
 
         let executor = Arc::new(executor::Executor {
             config: config.clone(),
@@ -242,7 +256,14 @@ impl Node {
             outbox: outbox.clone(),
             methods: methods.clone(),
             capture: capture.clone(),
-            chaos: crate::chaos::start(&config, capture.clone(), None, &shutdown, &tracker),
+            chaos: crate::chaos::start(
+                &config,
+                capture.clone(),
+                chaos_workloads,
+                &shutdown,
+                &tracker,
+            ),
+            workloads: workloads.clone(),
             metrics: metrics.clone(),
             reporter: reporter.clone(),
             hello_now: hello_now.clone(),
@@ -329,6 +350,7 @@ impl Node {
             submitter.clone(),
             methods,
             announce,
+            workloads.supervisor().cloned(),
             hello_now.clone(),
             shutdown.clone(),
         ));

@@ -17,6 +17,7 @@ use bosun_proto::{Message, State};
 use clap::Subcommand;
 use serde_json::Value;
 
+use super::fanout::{call_each, live_nodes};
 use super::socket_path;
 use crate::Global;
 
@@ -456,63 +457,4 @@ async fn gather(socket: &std::path::Path, experiment: &str) -> anyhow::Result<Re
     Ok(bosun_chaos::report::gather(
         experiment, listings, unanswered,
     ))
-}
-
-async fn live_nodes(socket: &std::path::Path) -> anyhow::Result<Vec<String>> {
-    let Nodes { nodes } =
-        client::request(socket, &ControlRequest::Nodes, Duration::from_secs(10)).await?;
-    let names: Vec<String> = nodes
-        .into_iter()
-        .filter(|n| n.status != bosun_node::Liveness::Down)
-        .map(|n| n.name)
-        .collect();
-    if names.is_empty() {
-        bail!("this node knows no live node (is it on a broker, and have hellos arrived?)");
-    }
-    Ok(names)
-}
-
-/// Send `method [arg]` to each node and wait (20 s) for every answer.
-async fn call_each(
-    socket: &std::path::Path,
-    nodes: &[String],
-    method: &str,
-    arg: &str,
-) -> anyhow::Result<Vec<(String, Result<String, String>)>> {
-    let messages = nodes
-        .iter()
-        .map(|n| {
-            serde_json::to_value(Message {
-                to_node: Some(n.clone()),
-                method: method.into(),
-                data: vec![arg.to_string()],
-                ordered: Some(false),
-                ttl: Some(60),
-                ..Default::default()
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let Queued { queued } = client::request(
-        socket,
-        &ControlRequest::Submit { messages },
-        Duration::from_secs(30),
-    )
-    .await?;
-    let wait = ControlRequest::Wait {
-        ids: queued.iter().map(|q| q.id.clone()).collect(),
-        timeout_ms: 20_000,
-    };
-    let Waited { reports, .. } = client::request(socket, &wait, Duration::from_secs(40)).await?;
-    Ok(queued
-        .iter()
-        .zip(&reports)
-        .map(|(q, r)| {
-            let answer = match (r.state(), r.outcome()) {
-                (Some(State::Done), Some(o)) => Ok(o.stdout.clone()),
-                (_, Some(o)) => Err(o.error.clone().unwrap_or_else(|| format!("{:?}", o.status))),
-                (state, None) => Err(format!("no answer ({state:?})")),
-            };
-            (q.to_node.clone(), answer)
-        })
-        .collect())
 }

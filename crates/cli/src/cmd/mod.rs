@@ -5,11 +5,13 @@ pub mod config;
 pub mod container;
 pub mod demo;
 pub mod exec;
+pub mod fanout;
 pub mod keys;
 pub mod node;
 pub mod nodes;
 pub mod send;
 pub mod status;
+pub mod workload;
 
 use std::ffi::OsString;
 

@@ -25,3 +25,4 @@ mod stalls;
 mod steward;
 mod support;
 mod trust;
+mod workloads;
