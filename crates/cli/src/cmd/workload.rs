@@ -125,7 +125,7 @@ impl WorkloadCmd {
                 for def in defs {
                     let answers = call_each(
                         &socket,
-                        &[node.clone()],
+                        std::slice::from_ref(&node),
                         "workloadAdd",
                         &serde_json::to_string(&def)?,
                     )
