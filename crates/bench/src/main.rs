@@ -14,11 +14,15 @@
 //!   peak RSS, the submit rate and the drain rate once the node starts (see `deep`).
 //! - `chaos` (not part of `all`): ordered commands under kill -9, SIGSTOP and broker
 //!   crashes; counts what the sender's record gets wrong (see [`chaos`]).
+//! - `chaos-timing` (not in `all`): planned against actual fault times and lease ends
+//!   on two nodes; `restart` (not in `all`): a supervised workload's restart latency
+//!   (see `leases`).
 //! - `prune`: the longest single writer op while pruning `--messages` × 2 records past
 //!   retention, and the longest wait of arrivals recorded meanwhile (see `prune.rs`).
 
 mod chaos;
 mod deep;
+mod leases;
 mod prune;
 
 use std::path::{Path, PathBuf};
@@ -36,7 +40,7 @@ use futures::StreamExt;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: bosun-bench --bosun PATH [exec|throughput|idle|containers|prune|all|deep-queue] [--runs N] [--messages N]\n       bosun-bench --bosun PATH chaos [--messages N] [--seed S] [--fault-secs S] [--drain-secs S] [--json]"
+        "usage: bosun-bench --bosun PATH [exec|throughput|idle|containers|prune|all|deep-queue|chaos-timing|restart] [--runs N] [--messages N]\n       bosun-bench --bosun PATH chaos [--messages N] [--seed S] [--fault-secs S] [--drain-secs S] [--json]"
     );
     std::process::exit(2);
 }
@@ -97,7 +101,7 @@ fn parse_args() -> Args {
             "--drain-secs" => args.drain_secs = Some(number(it.next())),
             "--json" => args.json = true,
             "exec" | "throughput" | "idle" | "containers" | "chaos" | "prune" | "all"
-            | "deep-queue" => args.what = a,
+            | "deep-queue" | "chaos-timing" | "restart" => args.what = a,
             _ => usage(),
         }
     }
@@ -155,6 +159,12 @@ fn main() {
             &nats.url(),
             args.messages(),
         ));
+    }
+    if args.what == "chaos-timing" {
+        leases::chaos_timing(&args.bosun, args.runs);
+    }
+    if args.what == "restart" {
+        runtime.block_on(leases::restart_latency(args.runs.max(10)));
     }
     if args.what == "prune" || args.what == "all" {
         runtime.block_on(prune::bench_prune(args.messages().max(50_000)));

@@ -355,14 +355,23 @@ impl Faults {
             .ok_or_else(|| FaultError::Unsupported("this node supervises no workloads".into()))
     }
 
-    async fn exec_detached(&self, container: &str, script: &str) -> Result<u32, FaultError> {
+    async fn exec_detached(
+        &self,
+        container: &str,
+        own_stress_script: &str,
+    ) -> Result<u32, FaultError> {
         let docker = self.docker().await?;
         let err = |e: bollard::errors::Error| FaultError::Docker(e.to_string());
         let exec = docker
             .create_exec(
                 container,
                 CreateExecOptions {
-                    cmd: Some(vec!["sh".to_string(), "-c".to_string(), script.to_string()]),
+                    // bosun's own stress script: numbers only, never an operator's text.
+                    cmd: Some(vec![
+                        "sh".to_string(),
+                        "-c".to_string(),
+                        own_stress_script.to_string(),
+                    ]),
                     ..Default::default()
                 },
             )

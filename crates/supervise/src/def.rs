@@ -186,7 +186,7 @@ impl WorkloadDef {
             field: field.to_string(),
             reason,
         };
-        check_name(&self.name).map_err(|r| bad("name", r))?;
+        check_name(&self.name).map_err(|r| bad("name", r.0))?;
         match (&self.command, &self.container) {
             (Some(argv), None) if argv.is_empty() || argv[0].is_empty() => {
                 return Err(bad("command", "is empty".into()));
@@ -253,7 +253,7 @@ impl WorkloadDef {
         }
         if let Some(e) = &self.escalation {
             for other in &e.stop {
-                check_name(other).map_err(|r| bad("escalation.stop", r))?;
+                check_name(other).map_err(|r| bad("escalation.stop", r.0))?;
                 if other == &self.name {
                     return Err(bad("escalation.stop", "names the workload itself".into()));
                 }
@@ -266,7 +266,12 @@ impl WorkloadDef {
     }
 }
 
-fn check_name(name: &str) -> Result<(), String> {
+/// Why a name is refused.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct BadName(String);
+
+fn check_name(name: &str) -> Result<(), BadName> {
     if name.is_empty()
         || name.len() > 64
         || !name
@@ -274,9 +279,9 @@ fn check_name(name: &str) -> Result<(), String> {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
         || name.starts_with('.')
     {
-        return Err(format!(
+        return Err(BadName(format!(
             "{name:?} must be 1 to 64 letters, digits, '.', '_' or '-', not starting with '.'"
-        ));
+        )));
     }
     Ok(())
 }

@@ -299,42 +299,57 @@ pub async fn remove(kind: &Kind) {
     }
 }
 
+/// Why a health check failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unhealthy(pub String);
+
 /// One health check: `Ok` when healthy, else why not.
-pub async fn check(health: &Health) -> Result<(), String> {
+pub async fn check(health: &Health) -> Result<(), Unhealthy> {
     let timeout = Duration::from_secs_f64(health.timeout_secs);
-    let run = async {
+    match tokio::time::timeout(timeout, check_once(health)).await {
+        Ok(result) => result,
+        Err(_) => Err(Unhealthy(format!("no answer within {timeout:?}"))),
+    }
+}
+
+async fn check_once(health: &Health) -> Result<(), Unhealthy> {
+    {
         if let Some(argv) = &health.command {
             let out = tokio::process::Command::new(&argv[0])
                 .args(&argv[1..])
                 .kill_on_drop(true)
                 .output()
                 .await
-                .map_err(|e| format!("{}: {e}", argv[0]))?;
+                .map_err(|e| Unhealthy(format!("{}: {e}", argv[0])))?;
             if out.status.success() {
                 return Ok(());
             }
-            return Err(format!("{} exited with {}", argv.join(" "), out.status));
+            return Err(Unhealthy(format!(
+                "{} exited with {}",
+                argv.join(" "),
+                out.status
+            )));
         }
         if let Some(address) = &health.tcp {
             return tokio::net::TcpStream::connect(address)
                 .await
                 .map(|_| ())
-                .map_err(|e| format!("tcp {address}: {e}"));
+                .map_err(|e| Unhealthy(format!("tcp {address}: {e}")));
         }
         if let Some(url) = &health.http {
             return http_get(url).await;
         }
-        Err("no check".into())
-    };
-    match tokio::time::timeout(timeout, run).await {
-        Ok(result) => result,
-        Err(_) => Err(format!("no answer within {timeout:?}")),
+        Err(Unhealthy("no check".into()))
     }
 }
 
 /// A plain HTTP/1.0 GET: healthy on 2xx and 3xx.
-async fn http_get(url: &str) -> Result<(), String> {
-    let rest = url.strip_prefix("http://").ok_or("not http://")?;
+async fn http_get(url: &str) -> Result<(), Unhealthy> {
+    let fail = |e: String| Unhealthy(e);
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| fail("not http://".into()))?;
     let (host, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -346,27 +361,27 @@ async fn http_get(url: &str) -> Result<(), String> {
     };
     let mut stream = tokio::net::TcpStream::connect(&address)
         .await
-        .map_err(|e| format!("GET {url}: {e}"))?;
+        .map_err(|e| fail(format!("GET {url}: {e}")))?;
     stream
         .write_all(
             format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: bosun\r\n\r\n").as_bytes(),
         )
         .await
-        .map_err(|e| format!("GET {url}: {e}"))?;
+        .map_err(|e| fail(format!("GET {url}: {e}")))?;
     let mut head = vec![0u8; 64];
     let n = stream
         .read(&mut head)
         .await
-        .map_err(|e| format!("GET {url}: {e}"))?;
+        .map_err(|e| fail(format!("GET {url}: {e}")))?;
     let line = String::from_utf8_lossy(&head[..n]);
     let code: u16 = line
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("GET {url}: not an HTTP answer"))?;
+        .ok_or_else(|| fail(format!("GET {url}: not an HTTP answer")))?;
     if (200..400).contains(&code) {
         Ok(())
     } else {
-        Err(format!("GET {url}: status {code}"))
+        Err(fail(format!("GET {url}: status {code}")))
     }
 }

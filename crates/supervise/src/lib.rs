@@ -767,7 +767,11 @@ impl Task {
                     (healthy || !grace) && was != Some(healthy)
                 };
                 if changed {
-                    let detail = verdict.clone().err().unwrap_or_else(|| "ok".into());
+                    let detail = verdict
+                        .clone()
+                        .err()
+                        .map(|e| e.0)
+                        .unwrap_or_else(|| "ok".into());
                     tracing::info!(workload = %name, healthy, detail, "workload health");
                     let _ = events.send(SupervisorEvent::Health {
                         name: name.clone(),
