@@ -342,3 +342,46 @@ async fn a_container_workload_is_adopted_not_duplicated_and_restarted_when_kille
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn tcp_and_http_checks_tell_a_listener_from_a_closed_port() {
+    use bosun_supervise::def::Health;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = [0u8; 512];
+            let n = stream.read(&mut buf).await.unwrap_or(0);
+            let request = String::from_utf8_lossy(&buf[..n]).to_string();
+            let answer = if request.starts_with("GET /ok ") {
+                "200 OK"
+            } else {
+                "503 Busy"
+            };
+            let _ = stream
+                .write_all(format!("HTTP/1.0 {answer}\r\n\r\n").as_bytes())
+                .await;
+        }
+    });
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let health = |text: String| -> Health { serde_json::from_str(&text).unwrap() };
+    let check = |h: Health| async move { bosun_supervise::instance::check(&h).await };
+    assert!(
+        check(health(format!(r#"{{"tcp": "{address}"}}"#)))
+            .await
+            .is_ok()
+    );
+    assert!(
+        check(health(format!(r#"{{"http": "http://{address}/ok"}}"#)))
+            .await
+            .is_ok()
+    );
+    let busy = check(health(format!(r#"{{"http": "http://{address}/busy"}}"#))).await;
+    assert!(busy.unwrap_err().0.contains("status 503"));
+    let refused = check(health(format!(r#"{{"tcp": "{closed}"}}"#))).await;
+    assert!(refused.unwrap_err().0.contains("tcp"));
+}

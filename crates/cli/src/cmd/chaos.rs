@@ -132,7 +132,8 @@ impl ChaosCmd {
                 }
                 planned.start_at =
                     Some(bosun_methods::now_millis() + (start_in * 1000.0).round() as u64);
-                send(&socket, &planned, json).await?;
+                // With --follow, the report at the end is the one JSON document printed.
+                send(&socket, &planned, json, follow).await?;
                 if follow {
                     return follow_until_done(&socket, &planned, json).await;
                 }
@@ -317,7 +318,12 @@ async fn fleet(socket: &std::path::Path) -> anyhow::Result<Fleet> {
 }
 
 /// Send each node its events and wait until every node has kept them.
-async fn send(socket: &std::path::Path, plan: &Plan, json: bool) -> anyhow::Result<()> {
+async fn send(
+    socket: &std::path::Path,
+    plan: &Plan,
+    json: bool,
+    follow: bool,
+) -> anyhow::Result<()> {
     let mut nodes: Vec<&str> = plan.events.iter().map(|e| e.node.as_str()).collect();
     nodes.sort();
     nodes.dedup();
@@ -379,7 +385,7 @@ async fn send(socket: &std::path::Path, plan: &Plan, json: bool) -> anyhow::Resu
             )),
         }
     }
-    if json {
+    if json && !follow {
         outln!(
             "{}",
             serde_json::json!({"experiment": plan.experiment, "startAt": plan.start_at, "events": plan.events.len(), "problems": problems})

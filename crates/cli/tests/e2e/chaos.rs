@@ -104,6 +104,17 @@ fn chaos_rules(container: &str) -> usize {
         .count()
 }
 
+/// The qdiscs of a container's interfaces.
+fn qdisc(container: &str) -> String {
+    let pid = docker(&["inspect", "-f", "{{.State.Pid}}", container]);
+    let out = Command::new("nsenter")
+        .args(["-t", &pid, "-n", "tc", "qdisc", "show"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tc qdisc show: {}", stderr(&out));
+    stdout(&out)
+}
+
 fn ip_of(container: &str) -> String {
     docker(&[
         "inspect",
@@ -399,7 +410,7 @@ fn abort_undoes_every_fault_at_once_and_delay_is_refused_without_netem() {
     let long = write(
         "long.yaml",
         &format!(
-            "duration: 10m\nevents:\n  - at: 0s\n    action: pause\n    target: {{container: {c1}}}\n  - at: 0s\n    action: partition\n    target: {{container: {c2}}}\n  - at: 0s\n    action: cpu\n    workers: 1\n    target: {{container: {c2}}}\n  - at: 5m\n    action: kill\n    target: {{container: {c2}}}\n"
+            "duration: 10m\nevents:\n  - at: 0s\n    action: pause\n    target: {{container: {c1}}}\n  - at: 0s\n    action: partition\n    target: {{container: {c2}}}\n  - at: 0s\n    action: cpu\n    workers: 1\n    target: {{container: {c2}}}\n  - at: 0s\n    action: bandwidth\n    rate: 1mbit\n    target: {{container: {c1}}}\n  - at: 5m\n    action: kill\n    target: {{container: {c2}}}\n"
         ),
     );
     let out = fleet
@@ -407,10 +418,11 @@ fn abort_undoes_every_fault_at_once_and_delay_is_refused_without_netem() {
         .cli(&["chaos", "run", &long, "--start-in", "1"]);
     assert!(out.status.success(), "run: {}", stderr(&out));
     let data = fleet.data_dir(&node);
-    eventually(Duration::from_secs(10), "three faults in place", || {
+    eventually(Duration::from_secs(10), "four faults in place", || {
         let book = book(&data);
-        (book.iter().filter(|e| e["state"] == "applied").count() == 3).then_some(())
+        (book.iter().filter(|e| e["state"] == "applied").count() == 4).then_some(())
     });
+    assert!(qdisc(&c1).contains("qdisc tbf b05:"), "{}", qdisc(&c1));
     assert_eq!(docker(&["inspect", "-f", "{{.State.Paused}}", &c1]), "true");
     assert_eq!(chaos_rules(&c2), 2);
     let stress = docker(&["top", &c2]);
@@ -426,7 +438,7 @@ fn abort_undoes_every_fault_at_once_and_delay_is_refused_without_netem() {
     let out = fleet.node(&node).cli(&["chaos", "abort", &experiment]);
     assert!(out.status.success(), "abort: {}", stderr(&out));
     assert!(
-        stdout(&out).contains("3 fault(s) undone, 1 pending event(s) dropped"),
+        stdout(&out).contains("4 fault(s) undone, 1 pending event(s) dropped"),
         "{}",
         stdout(&out)
     );

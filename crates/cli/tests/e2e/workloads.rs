@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use bosun_testkit::{eventually, json};
+use bosun_testkit::{NodeSpec, eventually, json};
 use serde_json::Value;
 
 use crate::support::{fleet, stderr, stdout, unique};
@@ -29,7 +29,19 @@ fn workload<'a>(rows: &'a Value, node: &str, name: &str) -> Option<&'a Value> {
 #[test]
 fn workloads_restart_until_fatal_escalate_reach_central_and_survive_a_kill9() {
     let [central, ship] = [unique("wlc"), unique("wls")];
-    let Some(mut fleet) = fleet().central(&central).nodes(&[&central, &ship]).start() else {
+    // The ship also supervises a workload from its config (`workloads_file`).
+    let config_defs = std::env::temp_dir().join(format!("{ship}-workloads.yaml"));
+    std::fs::write(
+        &config_defs,
+        "- {name: fromconfig, command: [sleep, '1000']}\n",
+    )
+    .unwrap();
+    let Some(mut fleet) = fleet()
+        .central(&central)
+        .node(NodeSpec::new(&central))
+        .node(NodeSpec::new(&ship).env("BOSUN_WORKLOADS_FILE", config_defs.to_str().unwrap()))
+        .start()
+    else {
         return;
     };
     eventually(Duration::from_secs(30), "central hears the ship", || {
@@ -127,7 +139,7 @@ fn workloads_restart_until_fatal_escalate_reach_central_and_survive_a_kill9() {
                     )
                 })
                 .collect();
-            (states == ["crashy=FATAL", "steady=STOPPED"]).then_some(())
+            (states == ["crashy=FATAL", "fromconfig=RUNNING", "steady=STOPPED"]).then_some(())
         },
     );
 
