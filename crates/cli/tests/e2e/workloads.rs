@@ -90,7 +90,10 @@ fn workloads_restart_until_fatal_escalate_reach_central_and_survive_a_kill9() {
                     .node(&central)
                     .cli(&["workload", "ls", "--all", "--json"]),
             );
-            (workload(&rows, &ship, "crashy")?["state"] == "FATAL").then_some(rows)
+            // FATAL comes first, then the escalation stops steady.
+            (workload(&rows, &ship, "crashy")?["state"] == "FATAL"
+                && workload(&rows, &ship, "steady")?["state"] == "STOPPED")
+                .then_some(rows)
         },
     );
     let crashy = workload(&rows, &ship, "crashy").unwrap();
