@@ -466,31 +466,11 @@ impl Faults {
                 Ok(Vec::new())
             }
             Action::Bandwidth { rate } => {
-                let devices = devices(ns).await?;
-                for dev in &devices {
-                    run_in(
-                        ns,
-                        &argv(&[
-                            "tc",
-                            "qdisc",
-                            "replace",
-                            "dev",
-                            dev,
-                            "root",
-                            "handle",
-                            QDISC_HANDLE,
-                            "tbf",
-                            "rate",
-                            rate,
-                            "burst",
-                            "32kbit",
-                            "latency",
-                            "400ms",
-                        ]),
-                    )
-                    .await?;
-                }
-                Ok(devices)
+                root_qdisc(
+                    ns,
+                    &["tbf", "rate", rate, "burst", "32kbit", "latency", "400ms"],
+                )
+                .await
             }
             Action::Delay { ms } => {
                 if !self.has_netem().await {
@@ -498,28 +478,7 @@ impl Faults {
                         "delay needs tc netem, which this host's kernel does not have".into(),
                     ));
                 }
-                let devices = devices(ns).await?;
-                let delay = format!("{ms}ms");
-                for dev in &devices {
-                    run_in(
-                        ns,
-                        &argv(&[
-                            "tc",
-                            "qdisc",
-                            "replace",
-                            "dev",
-                            dev,
-                            "root",
-                            "handle",
-                            QDISC_HANDLE,
-                            "netem",
-                            "delay",
-                            &delay,
-                        ]),
-                    )
-                    .await?;
-                }
-                Ok(devices)
+                root_qdisc(ns, &["netem", "delay", &format!("{ms}ms")]).await
             }
             other => Err(FaultError::Invalid(format!(
                 "{} is not a network fault",
@@ -706,6 +665,27 @@ fn split_rule(rule: &str) -> Vec<String> {
         out.push(current);
     }
     out
+}
+
+/// Give every interface of the namespace but loopback bosun's root qdisc `kind…`;
+/// returns the devices.
+async fn root_qdisc(ns: Netns, kind: &[&str]) -> Result<Vec<String>, FaultError> {
+    let devices = devices(ns).await?;
+    for dev in &devices {
+        let mut args = argv(&[
+            "tc",
+            "qdisc",
+            "replace",
+            "dev",
+            dev,
+            "root",
+            "handle",
+            QDISC_HANDLE,
+        ]);
+        args.extend(argv(kind));
+        run_in(ns, &args).await?;
+    }
+    Ok(devices)
 }
 
 /// The interfaces of a namespace but loopback.

@@ -70,17 +70,8 @@ pub(crate) async fn run(
     message: &Message,
 ) -> Outcome {
     let started = now_millis();
-    let ended = |status: Status, stdout: String, error: Option<String>| Outcome {
-        status,
-        node: node.to_string(),
-        exit_code: None,
-        stdout,
-        stderr: String::new(),
-        error,
-        truncated: false,
-        started_at: Some(started),
-        finished_at: now_millis(),
-        chunks: None,
+    let ended = |status: Status, stdout: String, error: Option<String>| {
+        crate::executor::node_outcome(node, started, status, stdout, error)
     };
     let engine = match engine {
         Experiments::On(engine) => engine,

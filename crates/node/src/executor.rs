@@ -619,12 +619,17 @@ fn fit_reply(reply: &mut Message, max: usize) {
     }
 }
 
-/// The methods the node runs itself: they act on its event stream.
-async fn node_method(executor: &Executor, method: Method, message: &Message) -> Outcome {
-    let started = now_millis();
-    let ended = |status: Status, stdout: String, error: Option<String>| Outcome {
+/// The outcome of a method the node runs itself (no process: no exit code, no stderr).
+pub(crate) fn node_outcome(
+    node: &str,
+    started: bosun_proto::Millis,
+    status: Status,
+    stdout: String,
+    error: Option<String>,
+) -> Outcome {
+    Outcome {
         status,
-        node: executor.config.name.as_str().to_string(),
+        node: node.to_string(),
         exit_code: None,
         stdout,
         stderr: String::new(),
@@ -633,6 +638,21 @@ async fn node_method(executor: &Executor, method: Method, message: &Message) -> 
         started_at: Some(started),
         finished_at: now_millis(),
         chunks: None,
+    }
+}
+
+/// The methods the node runs itself: they act on its event stream, its fault
+/// experiments and its workloads.
+async fn node_method(executor: &Executor, method: Method, message: &Message) -> Outcome {
+    let started = now_millis();
+    let ended = |status: Status, stdout: String, error: Option<String>| {
+        crate::executor::node_outcome(
+            executor.config.name.as_str(),
+            started,
+            status,
+            stdout,
+            error,
+        )
     };
     if matches!(
         method,
