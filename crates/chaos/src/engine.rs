@@ -16,7 +16,7 @@ use crate::ChaosError;
 use crate::book::{self, Entry, EntryState, Undo};
 use crate::fault::{ContainerEvent, Faults};
 use crate::plan::{Plan, PlannedEvent, Target};
-use crate::scenario::Action;
+use crate::scenario::{Action, ActsOn};
 
 /// An event that reaches its node (or finds it up) later than this after its time is
 /// recorded as missed, not fired late: a late fault would break the timeline.
@@ -142,6 +142,24 @@ impl Engine {
             reason: "the plan has no start time (a dry run's plan cannot be scheduled)".into(),
         })?;
         for event in &plan.events {
+            crate::scenario::check_action(&format!("event {}", event.id), &event.action)?;
+            let fits = matches!(
+                (event.action.acts_on(), &event.target),
+                (ActsOn::Container, Target::Container(_))
+                    | (ActsOn::Workload, Target::Workload(_))
+                    | (ActsOn::ContainerOrNode, Target::Container(_) | Target::Node)
+                    | (ActsOn::Node, Target::Node)
+            );
+            if !fits {
+                return Err(ChaosError::Refused {
+                    reason: format!(
+                        "event {}: {} cannot act on {}",
+                        event.id,
+                        event.action.name(),
+                        event.target
+                    ),
+                });
+            }
             if event.node != self.inner.node {
                 return Err(ChaosError::Refused {
                     reason: format!(

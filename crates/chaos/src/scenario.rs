@@ -427,7 +427,9 @@ fn defaults(action: &str, fields: &mut serde_json::Map<String, Value>) {
     }
 }
 
-fn check_action(at: &str, action: &Action) -> Result<(), ChaosError> {
+/// Check an action's parameters; `at` says where, for the error. Nodes check again
+/// every event they are sent, whoever planned it.
+pub fn check_action(at: &str, action: &Action) -> Result<(), ChaosError> {
     match action {
         Action::Kill { signal } | Action::WorkloadKill { signal } => {
             signal_number(signal).ok_or_else(|| {
@@ -449,7 +451,15 @@ fn check_action(at: &str, action: &Action) -> Result<(), ChaosError> {
         Action::Cpu { workers } if *workers == 0 || *workers > 64 => {
             return Err(bad(at, "cpu workers must be 1 to 64"));
         }
-        Action::Memory { mb } if *mb == 0 => return Err(bad(at, "memory mb must be more than 0")),
+        Action::Memory { mb } if *mb == 0 || *mb > 1024 * 1024 => {
+            return Err(bad(at, "memory mb must be 1 to 1048576"));
+        }
+        Action::Delay { ms } if *ms == 0 || *ms > 60_000 => {
+            return Err(bad(at, "delay ms must be 1 to 60000"));
+        }
+        Action::Stop { timeout_secs } if *timeout_secs > 3600 => {
+            return Err(bad(at, "stop timeoutSecs must be at most 3600"));
+        }
         Action::Mark { text } if text.trim().is_empty() => {
             return Err(bad(at, "a mark needs a text"));
         }

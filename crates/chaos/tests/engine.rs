@@ -223,6 +223,22 @@ async fn leases_resume_after_a_restart_and_late_events_are_missed() {
     other.events[0].node = "n2".into();
     let e = engine.schedule(&other).await.unwrap_err().to_string();
     assert!(e.contains("for node n2"), "{e}");
+    // Whoever planned it, the node checks every event: no thousand stress workers, no
+    // pause of a workload.
+    let mut wild = plan.clone();
+    wild.experiment = "x4".into();
+    wild.events[0].action = Action::Cpu { workers: 100_000 };
+    wild.events[0].target = Target::Container("c".into());
+    let e = engine.schedule(&wild).await.unwrap_err().to_string();
+    assert!(e.contains("cpu workers must be 1 to 64"), "{e}");
+    wild.events[0].action = Action::Pause;
+    wild.events[0].target = Target::Workload("w".into());
+    let e = engine.schedule(&wild).await.unwrap_err().to_string();
+    assert!(e.contains("pause cannot act on workload w"), "{e}");
+    assert!(
+        engine.list("x4").is_empty(),
+        "nothing of a refused plan is kept"
+    );
 
     shutdown.cancel();
     tracker.close();

@@ -607,6 +607,11 @@ pub enum DockerModRequest {
 
 /// Docker's create-container JSON in a `create-raw-container` body.
 fn raw_spec(request: &Value) -> Result<ContainerSpec, BodyError> {
+    if !request["template"].is_null() || !request["image"].is_null() {
+        return Err(BodyError::Missing(
+            "create-raw-container takes Docker's JSON in \"body\" only; for \"template\" or \"image\" use create-container",
+        ));
+    }
     match &request["body"] {
         Value::Object(_) => Ok(ContainerSpec {
             raw: Some(request["body"].clone()),
@@ -1507,6 +1512,10 @@ mod tests {
             (
                 json!({"action": "create-raw-container", "body": "x"}),
                 "JSON object",
+            ),
+            (
+                json!({"action": "create-raw-container", "body": {"Image": "a"}, "template": "web"}),
+                "use create-container",
             ),
             (json!({"action": "start-container"}), "needs an \"id\""),
             (
