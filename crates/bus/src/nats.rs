@@ -39,6 +39,23 @@ pub struct NatsOptions {
     /// The node's own key file (`<data dir>/node.key`): what to suggest for
     /// `nkey_seed_file` when the broker demands a key and none is set.
     pub own_key_file: Option<PathBuf>,
+    /// The longest wait between two reconnect tries (see [`reconnect_delay`]); `None`:
+    /// 1 s.
+    pub reconnect_max: Option<Duration>,
+}
+
+/// The wait before reconnect try `attempts` (from 1): 25 ms doubling up to `max`, less
+/// up to half of it at random, so that a fleet whose broker comes back does not return
+/// in one burst. async-nats's own waits grow to 4 s whatever the outage, which made
+/// every node wait seconds after a short broker restart.
+pub fn reconnect_delay(attempts: usize, max: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let exp = attempts.saturating_sub(1).min(20) as u32;
+    let full = Duration::from_millis(25u64.saturating_mul(1 << exp)).min(max);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_usize(attempts);
+    let share = (hasher.finish() % 1000) as u32; // 0..999 per mille
+    full - full * share / 2000
 }
 
 /// Read a secret file (nkey seed, creds, TLS key), refusing one that group or others
@@ -225,6 +242,10 @@ impl NatsTransport {
             let mut connect = async_nats::ConnectOptions::new()
                 .name(&options.name)
                 .max_reconnects(None)
+                .reconnect_delay_callback({
+                    let max = options.reconnect_max.unwrap_or(Duration::from_secs(1));
+                    move |attempts| reconnect_delay(attempts, max)
+                })
                 .connection_timeout(Duration::from_secs(5))
                 .subscription_capacity(65_536);
             if is_token(&options.name) {
@@ -443,5 +464,25 @@ mod events {
             }
             std::future::ready(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_waits_double_up_to_the_max_less_a_random_share() {
+        let max = Duration::from_millis(1000);
+        for attempts in 1..40 {
+            let full = Duration::from_millis(25u64 << (attempts - 1).min(20)).min(max);
+            let wait = reconnect_delay(attempts, max);
+            assert!(
+                wait <= full && wait >= full / 2,
+                "try {attempts}: {wait:?} of {full:?}"
+            );
+        }
+        assert!(reconnect_delay(1, max) <= Duration::from_millis(25));
+        assert!(reconnect_delay(30, Duration::from_millis(200)) <= Duration::from_millis(200));
     }
 }

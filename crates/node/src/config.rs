@@ -219,6 +219,12 @@ settings! {
         Some(Cli::new("tls-key", "BOSUN_TLS_KEY", "FILE", "Client key for NATS mutual TLS."));
     /// Refuse to talk to NATS without TLS.
     require_tls: bool = false, None;
+    /// The longest wait, in milliseconds, between two tries to reach NATS again after
+    /// the connection was lost. The waits double from 25 ms up to this, each shortened
+    /// by up to half at random so that a fleet does not come back in one burst.
+    reconnect_max_ms: u64 = 1000,
+        Some(Cli::new("reconnect-max", "BOSUN_RECONNECT_MAX_MS", "MS",
+            "Longest wait between tries to reach NATS again after a lost connection."));
     /// NATS nkey seed file.
     nkey_seed_file: Option<PathBuf> = None,
         Some(Cli::new("nkey-seed-file", "BOSUN_NKEY_SEED_FILE", "FILE",
@@ -1154,6 +1160,9 @@ impl From<&Config> for bosun_bus::NatsOptions {
             nkey_seed_file: config.nkey_seed_file.clone(),
             creds_file: config.creds_file.clone(),
             own_key_file: Some(config.node_key_path()),
+            reconnect_max: Some(std::time::Duration::from_millis(
+                config.reconnect_max_ms.max(1),
+            )),
         }
     }
 }

@@ -76,3 +76,57 @@ fn the_subject_prefix_separates_fleets_on_one_broker() {
         "ship2 listens under another prefix"
     );
 }
+
+/// How many times the node's log says it (re)connected to the broker.
+fn connections(fleet: &bosun_testkit::Fleet, node: &str) -> usize {
+    std::fs::read_to_string(fleet.node(node).log_path())
+        .unwrap_or_default()
+        .matches("connected to the broker")
+        .count()
+}
+
+#[test]
+fn after_a_long_broker_crash_nodes_are_back_within_their_reconnect_max() {
+    let spec = |name: &str| NodeSpec::new(name).env("BOSUN_RECONNECT_MAX_MS", "300");
+    let Some(mut fleet) = fleet()
+        .central("rc-a")
+        .node(spec("rc-a"))
+        .node(spec("rc-b"))
+        .start()
+    else {
+        return;
+    };
+    let out = fleet
+        .node("rc-a")
+        .cli(&["exec", "-n", "rc-b", "--", "true"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let before = [connections(&fleet, "rc-a"), connections(&fleet, "rc-b")];
+    fleet.nats_mut().kill9();
+    // Six seconds down: long enough for the client library's own waits to reach
+    // seconds; nobody can connect meanwhile.
+    bosun_testkit::holds_for(
+        std::time::Duration::from_secs(6),
+        "no node connects while the broker is down",
+        || [connections(&fleet, "rc-a"), connections(&fleet, "rc-b")] == before,
+    );
+    fleet.nats_mut().restart();
+    let back = std::time::Instant::now();
+    let took = bosun_testkit::eventually(
+        std::time::Duration::from_secs(20),
+        "both nodes connected again",
+        || {
+            (connections(&fleet, "rc-a") > before[0] && connections(&fleet, "rc-b") > before[1])
+                .then(|| back.elapsed())
+        },
+    );
+    // Waits of at most 300 ms (less a random share): back well within a second and a
+    // half, where the client library's own 4 s waits would not be.
+    assert!(
+        took < std::time::Duration::from_millis(1500),
+        "back after {took:?}"
+    );
+    let out = fleet
+        .node("rc-a")
+        .cli(&["exec", "-n", "rc-b", "--", "true"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
