@@ -34,6 +34,7 @@ pub struct NodeSpec {
     env: Vec<(String, String)>,
     files: Vec<(PathBuf, String)>,
     trust: NodeTrust,
+    broker: Option<String>,
 }
 
 impl NodeSpec {
@@ -44,6 +45,7 @@ impl NodeSpec {
             env: Vec::new(),
             files: Vec::new(),
             trust: NodeTrust::default(),
+            broker: None,
         }
     }
 
@@ -51,6 +53,13 @@ impl NodeSpec {
     /// the test issuer, which it trusts, and `policy = *`).
     pub fn trust(mut self, trust: NodeTrust) -> NodeSpec {
         self.trust = trust;
+        self
+    }
+
+    /// Reach the broker at `url` instead of the fleet's own (e.g. through a
+    /// [`crate::LinkProxy`] in front of it).
+    pub fn broker(mut self, url: impl Into<String>) -> NodeSpec {
+        self.broker = Some(url.into());
         self
     }
 
@@ -308,7 +317,10 @@ impl Fleet {
             env.push(("BOSUN_NKEY_SEED_FILE", &key_file));
         }
         env.extend(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        let url = self.nats.as_ref().map(NatsServer::url);
+        let url = spec
+            .broker
+            .clone()
+            .or_else(|| self.nats.as_ref().map(NatsServer::url));
         let node = NodeProcess::start_with_trust(
             &self.bin,
             &spec.name,

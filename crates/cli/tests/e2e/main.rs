@@ -15,6 +15,7 @@ mod deploy;
 mod disk;
 mod dockermod;
 mod http_apis;
+mod links;
 mod lsdsuite;
 mod nats;
 mod output;
