@@ -124,7 +124,7 @@ impl Fault {
 }
 
 /// SplitMix64: a small seeded generator, enough to replay a fault schedule.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -136,7 +136,7 @@ impl Rng {
     }
 
     /// A duration between `low` and `high` milliseconds.
-    fn millis(&mut self, low: u64, high: u64) -> Duration {
+    pub(crate) fn millis(&mut self, low: u64, high: u64) -> Duration {
         Duration::from_millis(low + self.next() % (high - low + 1))
     }
 
@@ -188,6 +188,31 @@ impl Tally {
 }
 
 impl Tally {
+    /// Add `other`'s counts to these (a run made of several files). Reordering is
+    /// added only when `ordered`: unordered messages may run in any order.
+    pub fn absorb(&mut self, other: Tally, ordered: bool) {
+        for (state, count) in other.states {
+            *self.states.entry(state).or_default() += count;
+        }
+        self.done_not_run += other.done_not_run;
+        self.never_final += other.never_final;
+        self.run_twice += other.run_twice;
+        if ordered {
+            self.reordered += other.reordered;
+        }
+        self.interrupted_that_ran += other.interrupted_that_ran;
+        self.given_up_that_ran += other.given_up_that_ran;
+        self.garbled += other.garbled;
+        for (count, numbers) in other.examples {
+            if count == "reordered" && !ordered {
+                continue;
+            }
+            for n in numbers {
+                self.example(count, n);
+            }
+        }
+    }
+
     /// Lost: done but not run, or never final.
     pub fn lost(&self) -> usize {
         self.done_not_run + self.never_final
@@ -282,7 +307,7 @@ pub fn run(bosun: &Path, options: &Options) -> i32 {
     let runs = fleet.dir().join("runs.txt");
     let sender_socket = fleet.node("sender").data_dir.join("bosun.sock");
     let target_socket = fleet.node("target").data_dir.join("bosun.sock");
-    let ids = message_ids(options);
+    let ids = message_ids(options.seed, options.messages);
     let start = Instant::now();
     let fault_period = Duration::from_secs(options.fault_secs);
 
@@ -292,7 +317,9 @@ pub fn run(bosun: &Path, options: &Options) -> i32 {
         let socket = sender_socket.clone();
         // Submissions are spread over 80% of the fault period, so faults meet traffic.
         let window = fault_period.mul_f64(0.8);
-        std::thread::spawn(move || submit_all(&socket, &ids, &runs, start, window))
+        std::thread::spawn(move || {
+            submit_all(&socket, &ids, start, window, |n, id| message(id, n, &runs))
+        })
     };
 
     let mut rng = Rng(options.seed);
@@ -339,13 +366,13 @@ pub fn run(bosun: &Path, options: &Options) -> i32 {
 
 /// Fixed ULIDs for messages 1..=N: a batch re-submitted after a sender crash is then
 /// recognised, not queued twice.
-fn message_ids(options: &Options) -> Vec<String> {
+pub(crate) fn message_ids(seed: u64, messages: usize) -> Vec<String> {
     let base = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
-    (1..=options.messages as u64)
-        .map(|n| ulid::Ulid::from_parts(base, (u128::from(options.seed) << 32) | u128::from(n)))
+    (1..=messages as u64)
+        .map(|n| ulid::Ulid::from_parts(base, (u128::from(seed) << 32) | u128::from(n)))
         .map(|id| id.to_string())
         .collect()
 }
@@ -364,14 +391,14 @@ fn message(id: &str, number: usize, runs: &Path) -> Value {
 }
 
 /// Submit every message in batches, batch i at `start + i × window / batches`,
-/// re-submitting a batch (same ids) while the sender is down. Returns how many were
-/// queued.
-fn submit_all(
+/// re-submitting a batch (same ids) while the sender is down. `make(n, id)` gives
+/// message number `n` (from 1). Returns how many were queued.
+pub(crate) fn submit_all(
     socket: &Path,
     ids: &[String],
-    runs: &Path,
     start: Instant,
     window: Duration,
+    make: impl Fn(usize, &str) -> Value,
 ) -> Result<usize, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -386,7 +413,7 @@ fn submit_all(
         let messages: Vec<Value> = chunk
             .iter()
             .enumerate()
-            .map(|(i, id)| message(id, index * SUBMIT_BATCH + i + 1, runs))
+            .map(|(i, id)| make(index * SUBMIT_BATCH + i + 1, id))
             .collect();
         let request = ControlRequest::Submit { messages };
         let answer = poll_until(SUBMIT_PATIENCE, || {
@@ -405,7 +432,7 @@ fn submit_all(
 }
 
 /// True when the sender reports every id final.
-async fn all_final(socket: &Path, ids: &[String]) -> bool {
+pub(crate) async fn all_final(socket: &Path, ids: &[String]) -> bool {
     for chunk in ids.chunks(WAIT_CHUNK) {
         let request = ControlRequest::Wait {
             ids: chunk.to_vec(),
@@ -420,7 +447,7 @@ async fn all_final(socket: &Path, ids: &[String]) -> bool {
 }
 
 /// True when the target has nothing received left to run.
-async fn target_idle(socket: &Path) -> bool {
+pub(crate) async fn target_idle(socket: &Path) -> bool {
     client::request::<Value>(socket, &ControlRequest::Info, REQUEST_TIMEOUT)
         .await
         .is_ok_and(|info| info["inboxPending"] == 0)
@@ -428,7 +455,7 @@ async fn target_idle(socket: &Path) -> bool {
 
 /// The sender's latest report of every message, numbered from 1; `None` for a message
 /// the sender could not report on.
-async fn final_reports(socket: &Path, ids: &[String]) -> Vec<(u64, Option<Value>)> {
+pub(crate) async fn final_reports(socket: &Path, ids: &[String]) -> Vec<(u64, Option<Value>)> {
     let mut reports = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(WAIT_CHUNK) {
         let request = ControlRequest::Wait {

@@ -17,6 +17,9 @@
 //! - `chaos-timing` (not in `all`): planned against actual fault times and lease ends
 //!   on two nodes; `restart` (not in `all`): a supervised workload's restart latency
 //!   (see `leases`).
+//! - `soak` (not in `all`): thousands of commands to many nodes on a 3-server NATS
+//!   cluster with an edge leaf, in network namespaces, through packet loss, a long node
+//!   outage, a site partition and server crashes (see [`soak`]).
 //! - `prune`: the longest single writer op while pruning `--messages` × 2 records past
 //!   retention, and the longest wait of arrivals recorded meanwhile (see `prune.rs`).
 
@@ -24,6 +27,7 @@ mod chaos;
 mod deep;
 mod leases;
 mod prune;
+mod soak;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -40,7 +44,7 @@ use futures::StreamExt;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: bosun-bench --bosun PATH [exec|throughput|idle|containers|prune|all|deep-queue|chaos-timing|restart] [--runs N] [--messages N]\n       bosun-bench --bosun PATH chaos [--messages N] [--seed S] [--fault-secs S] [--drain-secs S] [--json]"
+        "usage: bosun-bench --bosun PATH [exec|throughput|idle|containers|prune|all|deep-queue|chaos-timing|restart] [--runs N] [--messages N]\n       bosun-bench --bosun PATH chaos [--messages N] [--seed S] [--fault-secs S] [--drain-secs S] [--json]\n       bosun-bench --bosun PATH soak [--messages N] [--nodes N] [--offline-secs S] [--partition-secs S] [--loss PERCENT] [--drain-secs S] [--json]"
     );
     std::process::exit(2);
 }
@@ -54,6 +58,10 @@ struct Args {
     fault_secs: Option<u64>,
     drain_secs: Option<u64>,
     json: bool,
+    nodes: Option<usize>,
+    offline_secs: Option<u64>,
+    partition_secs: Option<u64>,
+    loss: Option<u32>,
 }
 
 impl Args {
@@ -70,6 +78,20 @@ impl Args {
         options.drain_secs = self.drain_secs.unwrap_or(options.drain_secs);
         options.json = self.json;
         options
+    }
+
+    /// The soak's options: its own defaults, then what was given.
+    fn soak(&self) -> soak::Options {
+        let defaults = soak::Options::default();
+        soak::Options {
+            messages: self.messages.unwrap_or(defaults.messages),
+            nodes: self.nodes.unwrap_or(defaults.nodes),
+            offline_secs: self.offline_secs.unwrap_or(defaults.offline_secs),
+            partition_secs: self.partition_secs.unwrap_or(defaults.partition_secs),
+            loss: self.loss.unwrap_or(defaults.loss),
+            drain_secs: self.drain_secs.unwrap_or(defaults.drain_secs),
+            json: self.json,
+        }
     }
 }
 
@@ -89,6 +111,10 @@ fn parse_args() -> Args {
         fault_secs: None,
         drain_secs: None,
         json: false,
+        nodes: None,
+        offline_secs: None,
+        partition_secs: None,
+        loss: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -100,8 +126,12 @@ fn parse_args() -> Args {
             "--fault-secs" => args.fault_secs = Some(number(it.next())),
             "--drain-secs" => args.drain_secs = Some(number(it.next())),
             "--json" => args.json = true,
+            "--nodes" => args.nodes = Some(number(it.next())),
+            "--offline-secs" => args.offline_secs = Some(number(it.next())),
+            "--partition-secs" => args.partition_secs = Some(number(it.next())),
+            "--loss" => args.loss = Some(number(it.next())),
             "exec" | "throughput" | "idle" | "containers" | "chaos" | "prune" | "all"
-            | "deep-queue" | "chaos-timing" | "restart" => args.what = a,
+            | "deep-queue" | "chaos-timing" | "restart" | "soak" => args.what = a,
             _ => usage(),
         }
     }
@@ -131,6 +161,9 @@ fn main() {
     let args = parse_args();
     if args.what == "chaos" {
         std::process::exit(chaos::run(&args.bosun, &args.chaos()));
+    }
+    if args.what == "soak" {
+        std::process::exit(soak::run(&args.bosun, &args.soak()));
     }
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     println!(

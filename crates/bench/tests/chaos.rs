@@ -2,62 +2,19 @@
 //! the target, the sender and the broker are killed with -9 and restarted and the
 //! target is frozen past its give-up time. Nothing may be lost, run twice or out of
 //! order, and no final state may be contradicted by the file of runs.
-//!
-//! The `bosun` binary belongs to another package, so the test has Cargo build it (a
-//! no-op when `cargo test --workspace` already did) and asks Cargo where it is.
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bosun_testkit::{NatsServer, poll_until};
 use serde_json::Value;
 
+mod support;
+use support::bosun_binary;
+
 /// The whole run: 30 s of faults (a round may run past them), then at most 60 s to
 /// settle, plus start-up.
 const RUN_LIMIT: Duration = Duration::from_secs(180);
-
-/// Build the `bosun` binary in this test's profile and target dir; its path.
-fn bosun_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    // …/<target dir>/<profile>/deps/chaos-HASH
-    let profile = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .and_then(|dir| dir.file_name())
-        .and_then(|name| name.to_str())
-        .expect("the test runs from <target>/<profile>/deps")
-        .to_string();
-    let mut cargo = Command::new(env!("CARGO"));
-    cargo.args([
-        "build",
-        "-p",
-        "bosun",
-        "--bin",
-        "bosun",
-        "--message-format=json",
-    ]);
-    match profile.as_str() {
-        "debug" => {}
-        "release" => {
-            cargo.arg("--release");
-        }
-        other => {
-            cargo.args(["--profile", other]);
-        }
-    }
-    let out = cargo
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run cargo build");
-    assert!(out.status.success(), "cargo build -p bosun failed");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "bosun")
-        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .expect("cargo names the bosun executable")
-}
 
 #[test]
 fn two_hundred_ordered_commands_survive_crashes_stalls_and_broker_loss() {

@@ -35,6 +35,7 @@ pub struct NodeSpec {
     files: Vec<(PathBuf, String)>,
     trust: NodeTrust,
     broker: Option<String>,
+    netns: Option<String>,
 }
 
 impl NodeSpec {
@@ -46,6 +47,7 @@ impl NodeSpec {
             files: Vec::new(),
             trust: NodeTrust::default(),
             broker: None,
+            netns: None,
         }
     }
 
@@ -60,6 +62,13 @@ impl NodeSpec {
     /// [`crate::LinkProxy`] in front of it).
     pub fn broker(mut self, url: impl Into<String>) -> NodeSpec {
         self.broker = Some(url.into());
+        self
+    }
+
+    /// Run the node on `host` of a [`crate::Rig`] (its own network namespace). Give it a
+    /// broker it can reach from there with [`NodeSpec::broker`].
+    pub fn host(mut self, host: &crate::Host) -> NodeSpec {
+        self.netns = Some(host.netns.clone());
         self
     }
 
@@ -321,13 +330,14 @@ impl Fleet {
             .broker
             .clone()
             .or_else(|| self.nats.as_ref().map(NatsServer::url));
-        let node = NodeProcess::start_with_trust(
+        let node = NodeProcess::start_in(
             &self.bin,
             &spec.name,
             url.as_deref(),
             &data_dir,
             &env,
             spec.trust.clone(),
+            spec.netns.clone(),
         );
         self.nodes.push(node);
         spec.name

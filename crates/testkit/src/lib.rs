@@ -7,9 +7,11 @@
 //! Tests wait for observable events through [`eventually`] (and show that something
 //! does not happen with [`holds_for`]), never with a bare sleep.
 
+mod cluster;
 mod docker;
 mod fleet;
 mod nats;
+mod netns;
 mod node;
 mod process;
 mod proxy;
@@ -21,9 +23,13 @@ mod wait;
 use std::net::TcpListener;
 use std::process::Output;
 
+pub use cluster::{
+    CLIENT_PORT, LEAF_PORT, MONITOR_PORT, NatsCluster, ROUTE_PORT, monitor, wait_leaf,
+};
 pub use docker::{DOCKER_TEST_IMAGE, docker_available, docker_test_image};
 pub use fleet::{Fleet, FleetBuilder, NodeSpec};
 pub use nats::NatsServer;
+pub use netns::{Host, Rig, in_netns};
 pub use node::NodeProcess;
 pub use proxy::LinkProxy;
 pub use raw_nats::{Answer, RawNats};

@@ -17,6 +17,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// A real `nats-server`; on drop it is thawed if frozen and killed with SIGKILL.
 pub struct NatsServer {
     port: u16,
+    address: String,
+    netns: Option<String>,
     child: Option<Child>,
     frozen: bool,
     config: Option<PathBuf>,
@@ -32,6 +34,26 @@ impl NatsServer {
     /// Start one with extra server configuration (nats-server's config syntax), e.g. an
     /// `authorization { … }` block.
     pub fn start_with_config(config: &str) -> Option<NatsServer> {
+        Self::start_at("127.0.0.1", free_port(), None, config)
+    }
+
+    /// Start one inside a rig's host (see [`crate::Rig`]) on `port` of its address.
+    /// `None` when the binary is missing and not required.
+    pub fn start_on(host: &crate::Host, port: u16, config: &str) -> Option<NatsServer> {
+        Self::start_at(
+            &host.address.to_string(),
+            port,
+            Some(host.netns.clone()),
+            config,
+        )
+    }
+
+    fn start_at(
+        address: &str,
+        port: u16,
+        netns: Option<String>,
+        config: &str,
+    ) -> Option<NatsServer> {
         if Command::new("nats-server")
             .arg("--version")
             .output()
@@ -54,7 +76,9 @@ impl NatsServer {
             path
         });
         let mut server = NatsServer {
-            port: free_port(),
+            port,
+            address: address.to_string(),
+            netns,
             child: None,
             frozen: false,
             config,
@@ -66,7 +90,12 @@ impl NatsServer {
 
     /// `nats://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        format!("nats://{}:{}", self.address, self.port)
+    }
+
+    /// The server's log (its stderr, appended to across restarts).
+    pub fn log_path(&self) -> PathBuf {
+        self._store.path().join("nats.log")
     }
 
     /// The process id while the server runs (frozen or not).
@@ -127,22 +156,39 @@ impl NatsServer {
     /// connections. Panics when it is still running.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "nats-server already running");
-        let mut command = Command::new("nats-server");
+        let mut command = match &self.netns {
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns, "nats-server"]);
+                command
+            }
+            None => Command::new("nats-server"),
+        };
         if let Some(config) = &self.config {
             command.arg("-c").arg(config);
         }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open the nats-server log");
         let child = command
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-a", &self.address, "-p", &self.port.to_string()])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("spawn nats-server");
         self.child = Some(child);
-        let port = self.port;
+        let address =
+            std::net::SocketAddr::new(self.address.parse().expect("an IP address"), self.port);
+        let connects = || std::net::TcpStream::connect(address).ok();
         eventually(
             Duration::from_secs(10),
-            &format!("nats-server accepts connections on port {port}"),
-            || std::net::TcpStream::connect(("127.0.0.1", port)).ok(),
+            &format!("nats-server accepts connections on {address}"),
+            || match &self.netns {
+                Some(netns) => crate::in_netns(netns, connects),
+                None => connects(),
+            },
         );
     }
 

@@ -22,6 +22,7 @@ pub struct NodeProcess {
     broker: Option<String>,
     extra_env: Vec<(String, String)>,
     trust: NodeTrust,
+    netns: Option<String>,
     child: Option<Child>,
     frozen: bool,
 }
@@ -55,6 +56,20 @@ impl NodeProcess {
         env: &[(&str, &str)],
         trust: NodeTrust,
     ) -> NodeProcess {
+        Self::start_in(bin, name, broker, data_dir, env, trust, None)
+    }
+
+    /// Like [`NodeProcess::start_with_trust`], inside the network namespace `netns`
+    /// (a [`crate::Host`] of a rig) when given.
+    pub fn start_in(
+        bin: &Path,
+        name: &str,
+        broker: Option<&str>,
+        data_dir: &Path,
+        env: &[(&str, &str)],
+        trust: NodeTrust,
+        netns: Option<String>,
+    ) -> NodeProcess {
         if broker.is_some()
             && let NodeTrust::Issued { grants, .. } = &trust
             && !data_dir.join("node.id").exists()
@@ -71,6 +86,7 @@ impl NodeProcess {
                 .map(|(key, value)| (key.to_string(), value.to_string()))
                 .collect(),
             trust,
+            netns,
             child: None,
             frozen: false,
         };
@@ -89,7 +105,14 @@ impl NodeProcess {
             .append(true)
             .open(self.data_dir.with_extension("log"))
             .expect("open node log");
-        let mut command = Command::new(&self.bin);
+        let mut command = match &self.netns {
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns]).arg(&self.bin);
+                command
+            }
+            None => Command::new(&self.bin),
+        };
         command
             .arg("node")
             .arg("--name")

@@ -9,6 +9,7 @@ mod broker;
 mod capture;
 mod central;
 mod chaos;
+mod cluster;
 mod config;
 mod delivery;
 mod deploy;
