@@ -20,11 +20,14 @@
 //! - `soak` (not in `all`): thousands of commands to many nodes on a 3-server NATS
 //!   cluster with an edge leaf, in network namespaces, through packet loss, a long node
 //!   outage, a site partition and server crashes (see [`soak`]).
+//! - `fanout` (not in `all`): one `bosun exec` to `--nodes` N real node processes, and
+//!   the sending node's CPU per destination (see [`fanout`]).
 //! - `prune`: the longest single writer op while pruning `--messages` × 2 records past
 //!   retention, and the longest wait of arrivals recorded meanwhile (see `prune.rs`).
 
 mod chaos;
 mod deep;
+mod fanout;
 mod leases;
 mod prune;
 mod soak;
@@ -44,7 +47,7 @@ use futures::StreamExt;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: bosun-bench --bosun PATH [exec|throughput|idle|containers|prune|all|deep-queue|chaos-timing|restart] [--runs N] [--messages N]\n       bosun-bench --bosun PATH chaos [--messages N] [--seed S] [--fault-secs S] [--drain-secs S] [--json]\n       bosun-bench --bosun PATH soak [--messages N] [--nodes N] [--offline-secs S] [--partition-secs S] [--loss PERCENT] [--drain-secs S] [--json]"
+        "usage: bosun-bench --bosun PATH [exec|throughput|idle|containers|prune|all|deep-queue|chaos-timing|restart|fanout] [--runs N] [--messages N] [--nodes N]\n       bosun-bench --bosun PATH chaos [--messages N] [--seed S] [--fault-secs S] [--drain-secs S] [--json]\n       bosun-bench --bosun PATH soak [--messages N] [--nodes N] [--offline-secs S] [--partition-secs S] [--loss PERCENT] [--drain-secs S] [--json]"
     );
     std::process::exit(2);
 }
@@ -131,7 +134,7 @@ fn parse_args() -> Args {
             "--partition-secs" => args.partition_secs = Some(number(it.next())),
             "--loss" => args.loss = Some(number(it.next())),
             "exec" | "throughput" | "idle" | "containers" | "chaos" | "prune" | "all"
-            | "deep-queue" | "chaos-timing" | "restart" | "soak" => args.what = a,
+            | "deep-queue" | "chaos-timing" | "restart" | "soak" | "fanout" => args.what = a,
             _ => usage(),
         }
     }
@@ -161,6 +164,10 @@ fn main() {
     let args = parse_args();
     if args.what == "chaos" {
         std::process::exit(chaos::run(&args.bosun, &args.chaos()));
+    }
+    if args.what == "fanout" {
+        fanout::run(&args.bosun, args.nodes.unwrap_or(100), args.runs.min(10));
+        return;
     }
     if args.what == "soak" {
         std::process::exit(soak::run(&args.bosun, &args.soak()));

@@ -1,6 +1,7 @@
 //! `bosun exec`: run a command on nodes, wait, print each result.
 
-use std::time::Duration;
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
 
 use bosun_ingress::client;
 use bosun_ingress::control::{ControlRequest, Queued, Waited};
@@ -19,6 +20,9 @@ use crate::{Global, render};
 /// is given. The exit code is 0 when every node succeeded, 1 when any failed, timed out,
 /// was interrupted or refused, and 3 when --timeout passed before every result came back
 /// (the messages stay queued; follow them with `bosun status ID`).
+///
+/// With more than one node, a progress line on the terminal counts results as they
+/// arrive (done, failed, pending), and a summary table follows the results.
 ///
 /// Examples:
 ///   bosun exec -n ship1,ship2 -- uname -a
@@ -57,6 +61,13 @@ pub struct ExecCmd {
     /// Print JSON for programs instead of text.
     #[arg(long)]
     json: bool,
+    /// Show the progress line even when stderr is not a terminal (one line per change);
+    /// by default it shows on a terminal when there is more than one node.
+    #[arg(long, conflicts_with = "no_progress")]
+    progress: bool,
+    /// Never show the progress line.
+    #[arg(long)]
+    no_progress: bool,
     /// Sign as an operator with this key (from `bosun keys new`); the identity is read
     /// from the same path with `.id` (alice.key → alice.id). The destinations then
     /// check the operator's grants, not the local node's.
@@ -143,14 +154,171 @@ impl ExecCmd {
             return Ok(0);
         }
         let ids: Vec<String> = queued.iter().map(|q| q.id.clone()).collect();
-        let wait = ControlRequest::Wait {
-            ids: ids.clone(),
-            timeout_ms: self.timeout * 1000,
+        let progress = if self.no_progress {
+            None
+        } else if self.progress {
+            Some(Progress::lines())
+        } else if ids.len() > 1 && std::io::stderr().is_terminal() {
+            Some(Progress::terminal())
+        } else {
+            None
         };
-        let Waited { reports, .. } =
-            client::request(&socket, &wait, Duration::from_secs(self.timeout + 30)).await?;
-        Ok(print_results(&queued, &reports, self.json))
+        let reports = match progress {
+            None => {
+                let wait = ControlRequest::Wait {
+                    ids: ids.clone(),
+                    timeout_ms: self.timeout * 1000,
+                };
+                let Waited { reports, .. } =
+                    client::request(&socket, &wait, Duration::from_secs(self.timeout + 30)).await?;
+                reports
+            }
+            Some(mut progress) => {
+                let deadline = Instant::now() + Duration::from_secs(self.timeout);
+                loop {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let wait = ControlRequest::Wait {
+                        ids: ids.clone(),
+                        timeout_ms: left.min(PROGRESS_TICK).as_millis() as u64,
+                    };
+                    let Waited { all_done, reports } =
+                        client::request(&socket, &wait, PROGRESS_TICK + Duration::from_secs(30))
+                            .await?;
+                    progress.show(&Counts::of(&reports));
+                    if all_done || left.is_zero() {
+                        progress.finish();
+                        break reports;
+                    }
+                }
+            }
+        };
+        let code = print_results(&queued, &reports, self.json);
+        if !self.json && queued.len() > 1 {
+            print_summary(&queued, &reports);
+        }
+        Ok(code)
     }
+}
+
+/// How often the progress line asks for news.
+const PROGRESS_TICK: Duration = Duration::from_millis(200);
+
+/// Results so far, by kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Counts {
+    done: usize,
+    failed: usize,
+    pending: usize,
+}
+
+impl Counts {
+    fn of(reports: &[StatusReport]) -> Counts {
+        let mut counts = Counts::default();
+        for report in reports {
+            match report.state() {
+                Some(State::Done) => counts.done += 1,
+                Some(state) if state.is_terminal() => counts.failed += 1,
+                _ => counts.pending += 1,
+            }
+        }
+        counts
+    }
+
+    fn line(&self, elapsed: Duration) -> String {
+        let total = self.done + self.failed + self.pending;
+        format!(
+            "{}/{total} back: {} done, {} failed, {} pending ({:.1} s)",
+            self.done + self.failed,
+            self.done,
+            self.failed,
+            self.pending,
+            elapsed.as_secs_f64()
+        )
+    }
+}
+
+/// The progress line on stderr: redrawn in place on a terminal, one line per change
+/// otherwise.
+struct Progress {
+    terminal: bool,
+    started: Instant,
+    last: Option<Counts>,
+}
+
+impl Progress {
+    fn terminal() -> Progress {
+        Progress {
+            terminal: true,
+            started: Instant::now(),
+            last: None,
+        }
+    }
+
+    fn lines() -> Progress {
+        Progress {
+            terminal: false,
+            ..Progress::terminal()
+        }
+    }
+
+    fn show(&mut self, counts: &Counts) {
+        let line = counts.line(self.started.elapsed());
+        if self.terminal {
+            eprint!("\r\x1b[2K{line}");
+        } else if self.last != Some(*counts) {
+            eprintln!("{line}");
+        }
+        self.last = Some(*counts);
+    }
+
+    fn finish(&self) {
+        if self.terminal {
+            eprint!("\r\x1b[2K");
+        }
+    }
+}
+
+/// The table after the results: one row per node, then the counts.
+fn print_summary(queued: &[Submitted], reports: &[StatusReport]) {
+    let width = queued
+        .iter()
+        .map(|q| q.to_node.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    outln!();
+    outln!(
+        "{:<width$}  {:<11}  {:>4}  {:>9}",
+        "NODE",
+        "STATE",
+        "EXIT",
+        "TIME"
+    );
+    for (q, r) in queued.iter().zip(reports) {
+        let state = r.state().unwrap_or(State::Queued);
+        let outcome = r.outcome().filter(|_| state.is_terminal());
+        let exit = outcome
+            .and_then(|o| o.exit_code)
+            .map_or("-".to_string(), |c| c.to_string());
+        let time = outcome
+            .and_then(|o| o.finished_at.checked_sub(o.started_at?))
+            .map_or("-".to_string(), |ms| format!("{ms} ms"));
+        outln!(
+            "{:<width$}  {:<11}  {:>4}  {:>9}",
+            q.to_node,
+            state.name(),
+            exit,
+            time
+        );
+    }
+    let counts = Counts::of(reports);
+    outln!(
+        "{} nodes: {} done, {} failed, {} pending",
+        queued.len(),
+        counts.done,
+        counts.failed,
+        counts.pending
+    );
 }
 
 /// Print each node's result; return the exit code.

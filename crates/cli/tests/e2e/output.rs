@@ -1,5 +1,6 @@
-//! The CLI on a closed stdout: `bosun status | head` reads a line and goes away; the
-//! command must end quietly, not panic.
+//! The CLI's output: on a closed stdout (`bosun status | head` reads a line and goes
+//! away, the command must end quietly, not panic), and the progress and summary of an
+//! exec to many nodes.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -72,4 +73,82 @@ fn a_listing_into_a_closed_pipe_ends_quietly() {
         "no panic on a closed stdout: {err}"
     );
     assert_eq!(exit.code(), Some(0), "ends quietly with status 0: {err}");
+}
+
+#[test]
+fn exec_to_many_nodes_counts_results_as_they_arrive_and_ends_with_a_table() {
+    let Some(mut fleet) = fleet()
+        .central("pg-a")
+        .nodes(&["pg-a", "pg-b", "pg-c"])
+        .start()
+    else {
+        return;
+    };
+    // One node is down: its result cannot come back within the wait.
+    fleet.node_mut("pg-c").kill9();
+    let out = fleet.node("pg-a").cli(&[
+        "exec",
+        "-n",
+        "pg-a,pg-b,pg-c",
+        "--progress",
+        "--timeout",
+        "3",
+        "--",
+        "true",
+    ]);
+    let err = stderr(&out);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(3), "{text}{err}");
+    let progress: Vec<&str> = err.lines().filter(|l| l.contains(" back: ")).collect();
+    assert!(
+        progress
+            .last()
+            .is_some_and(|l| l.starts_with("2/3 back: 2 done, 0 failed, 1 pending")),
+        "{err}"
+    );
+    assert!(
+        progress.windows(2).all(|w| w[0] != w[1]),
+        "one line per change: {err}"
+    );
+    let table: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("NODE"))
+        .collect();
+    assert!(table.len() == 5, "header, three rows, counts: {text}");
+    let row = |node: &str| {
+        table
+            .iter()
+            .find(|l| l.starts_with(node))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    assert_eq!(row("pg-a")[1..3], ["done", "0"], "{text}");
+    assert_eq!(row("pg-b")[1..3], ["done", "0"], "{text}");
+    assert_eq!(
+        row("pg-c")[2],
+        "-",
+        "no exit code for the node that is down: {text}"
+    );
+    assert_eq!(table[4], "3 nodes: 2 done, 0 failed, 1 pending", "{text}");
+
+    // A command that fails everywhere: failed rows with their exit code.
+    let out = fleet
+        .node("pg-a")
+        .cli(&["exec", "-n", "pg-a,pg-b", "--shell", "--", "exit 4"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(
+        text.contains("2 nodes: 0 done, 2 failed, 0 pending"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .filter(|l| l.starts_with("pg-"))
+            .filter(|l| l.split_whitespace().collect::<Vec<_>>()[1..3] == ["failed", "4"])
+            .count()
+            == 2,
+        "{text}"
+    );
+    // Not a terminal and no --progress: no progress line.
+    assert!(!stderr(&out).contains(" back: "));
 }

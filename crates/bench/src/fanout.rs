@@ -1,0 +1,131 @@
+//! `bosun-bench fanout --nodes N`: one `bosun exec` to N real node processes on one
+//! nats-server on this machine, from process start to every result printed; and what
+//! it costs the sending node (central) in CPU per destination, from `/proc`.
+//!
+//! The nodes run with `capture = false` and no central to report to, so that N idle
+//! processes on 2 cores leave the CPU to the fan-out being measured. Each run sends
+//! `true` to every node and waits for every result (`--no-progress --json`, output
+//! discarded); the first run warms up (each pair's first frame carries a signature,
+//! later ones a pair MAC) and is not counted.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use bosun_testkit::{NatsServer, NodeProcess};
+
+/// CPU time (user + system) of a process so far, in ms, from `/proc/PID/stat`.
+fn cpu_ms(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i).and_then(|f| f.parse::<f64>().ok()))
+        .sum();
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    ticks * 1000.0 / hz
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Run the fan-out bench; prints one line per run and the medians.
+pub fn run(bosun: &Path, nodes: usize, runs: usize) {
+    let nats = NatsServer::start().unwrap_or_else(|| {
+        eprintln!("nats-server is required: apt-get install nats-server");
+        std::process::exit(1)
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let start_node = |name: &str| {
+        let data = dir.path().join(name);
+        std::fs::create_dir_all(&data).expect("data dir");
+        std::fs::write(data.join("bosun.toml"), "capture = false\n").expect("bosun.toml");
+        NodeProcess::start_with_env(
+            bosun,
+            name,
+            Some(&nats.url()),
+            &data,
+            &[("BOSUN_LOG", "warn")],
+        )
+    };
+    let central = start_node("central");
+    let started = Instant::now();
+    let names: Vec<String> = (1..=nodes).map(|i| format!("f{i:04}")).collect();
+    let mut fleet = Vec::with_capacity(nodes);
+    for name in &names {
+        fleet.push(start_node(name));
+    }
+    let rss: f64 = fleet.iter().filter_map(|n| n.pid()).map(rss_mb).sum();
+    println!(
+        "fanout: {nodes} node processes started in {:.1} s ({:.0} MB RSS in all, {:.1} MB each)",
+        started.elapsed().as_secs_f64(),
+        rss,
+        rss / nodes as f64
+    );
+    let list = names.join(",");
+    let pid = central.pid().expect("central runs");
+    let once = || {
+        let cpu = cpu_ms(pid);
+        let t = Instant::now();
+        let out = Command::new(bosun)
+            .arg("--data-dir")
+            .arg(&central.data_dir)
+            .args([
+                "exec",
+                "-n",
+                &list,
+                "--no-progress",
+                "--json",
+                "--timeout",
+                "120",
+            ])
+            .args(["--", "true"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run bosun exec");
+        let wall = t.elapsed().as_secs_f64() * 1000.0;
+        let results: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let done = results.as_array().map_or(0, |rows| {
+            rows.iter().filter(|r| r["state"] == "done").count()
+        });
+        assert_eq!(
+            done,
+            nodes,
+            "every node answered: exit {:?}",
+            out.status.code()
+        );
+        (wall, cpu_ms(pid) - cpu)
+    };
+    once();
+    let mut walls = Vec::new();
+    let mut cpus = Vec::new();
+    for run in 1..=runs {
+        let (wall, cpu) = once();
+        println!(
+            "  run {run}: {wall:.0} ms wall, central {cpu:.0} CPU-ms ({:.3} per destination)",
+            cpu / nodes as f64
+        );
+        walls.push(wall);
+        cpus.push(cpu);
+    }
+    let wall = crate::median(&mut walls);
+    let cpu = crate::median(&mut cpus);
+    println!(
+        "fanout to {nodes} nodes, median of {runs}: {wall:.0} ms from exec start to every result printed [target < 1000 ms at 1,000 nodes]; central {cpu:.0} CPU-ms, {:.3} CPU-ms per destination",
+        cpu / nodes as f64
+    );
+}
