@@ -2,14 +2,17 @@
 //! nats-server on this machine, from process start to every result printed; and what
 //! it costs the sending node (central) in CPU per destination, from `/proc`.
 //!
-//! The nodes run with `capture = false` and no central to report to, so that N idle
-//! processes on 2 cores leave the CPU to the fan-out being measured. Each run sends
+//! The nodes report to `central` (hellos every 30 s, the default) and run with
+//! `capture = false`; with a central set, a node does not listen to the fleet's
+//! announced hellos (`fleet_view = auto`), so N idle processes on 2 cores leave the CPU
+//! to the fan-out being measured. Each run sends
 //! `true` to every node and waits for every result (`--no-progress --json`, output
 //! discarded); the first run warms up (each pair's first frame carries a signature,
 //! later ones a pair MAC) and is not counted.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
+
 use std::time::Instant;
 
 use bosun_testkit::{NatsServer, NodeProcess};
@@ -58,7 +61,7 @@ pub fn run(bosun: &Path, nodes: usize, runs: usize) {
             name,
             Some(&nats.url()),
             &data,
-            &[("BOSUN_LOG", "warn")],
+            &[("BOSUN_LOG", "warn"), ("BOSUN_CENTRAL", "central")],
         )
     };
     let central = start_node("central");
@@ -77,8 +80,11 @@ pub fn run(bosun: &Path, nodes: usize, runs: usize) {
     );
     let list = names.join(",");
     let pid = central.pid().expect("central runs");
+    let pids: Vec<u32> = fleet.iter().filter_map(NodeProcess::pid).collect();
+    let fleet_cpu = || pids.iter().map(|p| cpu_ms(*p)).sum::<f64>();
     let once = || {
         let cpu = cpu_ms(pid);
+        let others = fleet_cpu();
         let t = Instant::now();
         let out = Command::new(bosun)
             .arg("--data-dir")
@@ -108,24 +114,29 @@ pub fn run(bosun: &Path, nodes: usize, runs: usize) {
             "every node answered: exit {:?}",
             out.status.code()
         );
-        (wall, cpu_ms(pid) - cpu)
+        (wall, cpu_ms(pid) - cpu, fleet_cpu() - others)
     };
     once();
     let mut walls = Vec::new();
     let mut cpus = Vec::new();
+    let mut theirs = Vec::new();
     for run in 1..=runs {
-        let (wall, cpu) = once();
+        let (wall, cpu, other) = once();
         println!(
-            "  run {run}: {wall:.0} ms wall, central {cpu:.0} CPU-ms ({:.3} per destination)",
-            cpu / nodes as f64
+            "  run {run}: {wall:.0} ms wall, central {cpu:.0} CPU-ms ({:.3} per destination), the {nodes} nodes {other:.0} CPU-ms ({:.2} each)",
+            cpu / nodes as f64,
+            other / nodes as f64
         );
         walls.push(wall);
         cpus.push(cpu);
+        theirs.push(other);
     }
+    let other = crate::median(&mut theirs);
     let wall = crate::median(&mut walls);
     let cpu = crate::median(&mut cpus);
     println!(
-        "fanout to {nodes} nodes, median of {runs}: {wall:.0} ms from exec start to every result printed [target < 1000 ms at 1,000 nodes]; central {cpu:.0} CPU-ms, {:.3} CPU-ms per destination",
-        cpu / nodes as f64
+        "fanout to {nodes} nodes, median of {runs}: {wall:.0} ms from exec start to every result printed [target < 1000 ms at 1,000 nodes]; central {cpu:.0} CPU-ms, {:.3} CPU-ms per destination; the nodes {:.2} CPU-ms each",
+        cpu / nodes as f64,
+        other / nodes as f64
     );
 }

@@ -265,6 +265,15 @@ settings! {
     central: Option<String> = None,
         Some(Cli::new("central", "BOSUN_CENTRAL", "NODE",
             "The central node: keeps the fleet registry and error log, receives hellos."));
+    /// Whether this node listens to the hellos every node announces on the fleet
+    /// subject, to place containers and to send to `*` without asking central: `on`,
+    /// `off`, or `auto` (on for central, for a node with no central set, and for a node
+    /// with `http_listen`, whose APIs place containers). Listening costs each listener
+    /// one signature check per node per hello interval, so every node of a large fleet
+    /// listening grows with the square of the fleet.
+    fleet_view: String = "auto".into(),
+        Some(Cli::new("fleet-view", "BOSUN_FLEET_VIEW", "auto|on|off",
+            "Listen to every node's announced hellos (auto: central, no central set, or http_listen)."));
     /// Seconds between hellos to central; 0 turns them off (steward's `startPubHello`).
     hello_interval_secs: u64 = 30,
         Some(Cli::new("hello-interval", "BOSUN_HELLO_INTERVAL", "SECS",
@@ -911,6 +920,19 @@ impl Config {
         self.central.as_deref().filter(|c| !c.is_empty())
     }
 
+    /// Does this node listen to the fleet's announced hellos (`fleet_view`)?
+    pub fn listens_to_fleet(&self) -> bool {
+        match self.fleet_view.as_str() {
+            "on" => true,
+            "off" => false,
+            _ => {
+                self.central_name()
+                    .is_none_or(|central| central == self.name.as_str())
+                    || self.http_listen.is_some()
+            }
+        }
+    }
+
     /// How long to wait for an ACK, when a message sets no `ACKTimeout`.
     pub fn ack_timeout(&self) -> Duration {
         Duration::from_secs(self.ack_timeout_secs)
@@ -989,6 +1011,12 @@ impl Config {
                     "{} seconds is more than the limit of 2592000 (30 days); 0 means for ever",
                     self.default_ttl_secs
                 ),
+            });
+        }
+        if !matches!(self.fleet_view.as_str(), "auto" | "on" | "off") {
+            return Err(ConfigError::Invalid {
+                field: "fleet_view",
+                reason: format!("{:?} is not one of auto, on, off", self.fleet_view),
             });
         }
         if let Some(c) = self.central_name() {
@@ -1653,6 +1681,43 @@ mod tests {
             "{explained}"
         );
         assert!(explained.contains("metrics_listen"), "{explained}");
+    }
+
+    #[test]
+    fn only_nodes_that_place_listen_to_the_fleet_by_default() {
+        let node = |central: Option<&str>, http: bool, view: &str| Config {
+            name: "n1".into(),
+            central: central.map(str::to_string),
+            http_listen: http.then(|| "127.0.0.1:1".parse().unwrap()),
+            fleet_view: view.into(),
+            ..Default::default()
+        };
+        assert!(
+            node(None, false, "auto").listens_to_fleet(),
+            "no central: peers"
+        );
+        assert!(
+            node(Some("n1"), false, "auto").listens_to_fleet(),
+            "central"
+        );
+        assert!(
+            !node(Some("hq"), false, "auto").listens_to_fleet(),
+            "a plain node"
+        );
+        assert!(
+            node(Some("hq"), true, "auto").listens_to_fleet(),
+            "its APIs place"
+        );
+        assert!(node(Some("hq"), false, "on").listens_to_fleet());
+        assert!(!node(None, true, "off").listens_to_fleet());
+        let err = node(None, false, "sometimes")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("fleet_view") && err.contains("auto, on, off"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -336,8 +336,9 @@ impl Node {
         ));
         tracker.spawn(executor::run(executor, inbox_commands, to_run));
         tracker.spawn(receiver::run(receiver, subscription, shutdown.clone()));
+        // Every node announces its hellos; only some listen (`fleet_view`).
         let announce = (!standalone).then(|| transport.clone());
-        if let Some(transport) = &announce {
+        if let Some(transport) = announce.as_ref().filter(|_| config.listens_to_fleet()) {
             tracker.spawn(crate::fleet::listen_fleet(
                 config.clone(),
                 transport.clone(),

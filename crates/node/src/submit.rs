@@ -128,7 +128,7 @@ impl Submitter {
                 let fleet = parts.fleet.at(now)?;
                 if fleet.is_empty() {
                     return Err(invalid(format!(
-                        "toNodes [\"*\"] means every node in the fleet registry, and {} has heard no hellos; send it to the central node, or list the nodes by name",
+                        "toNodes [\"*\"] means every node in the fleet registry, and {} has heard no hellos; send it to the central node, list the nodes by name, or set fleet_view = \"on\" on this node to hear every node's announced hellos",
                         parts.config.name
                     )));
                 }
