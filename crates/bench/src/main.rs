@@ -22,6 +22,9 @@
 //!   outage, a site partition and server crashes (see [`soak`]).
 //! - `fanout` (not in `all`): one `bosun exec` to `--nodes` N real node processes, and
 //!   the sending node's CPU per destination (see [`fanout`]).
+//! - `sim` (not in `all`): `--nodes` N simulated nodes in this process, each a whole
+//!   node engine with its own store on real NATS, registered at one real central:
+//!   registration time, central's memory per node, hello load and fan-out (see [`sim`]).
 //! - `prune`: the longest single writer op while pruning `--messages` × 2 records past
 //!   retention, and the longest wait of arrivals recorded meanwhile (see `prune.rs`).
 
@@ -30,6 +33,7 @@ mod deep;
 mod fanout;
 mod leases;
 mod prune;
+mod sim;
 mod soak;
 
 use std::path::{Path, PathBuf};
@@ -47,7 +51,7 @@ use futures::StreamExt;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: bosun-bench --bosun PATH [exec|throughput|idle|containers|prune|all|deep-queue|chaos-timing|restart|fanout] [--runs N] [--messages N] [--nodes N]\n       bosun-bench --bosun PATH chaos [--messages N] [--seed S] [--fault-secs S] [--drain-secs S] [--json]\n       bosun-bench --bosun PATH soak [--messages N] [--nodes N] [--offline-secs S] [--partition-secs S] [--loss PERCENT] [--drain-secs S] [--json]"
+        "usage: bosun-bench --bosun PATH [exec|throughput|idle|containers|prune|all|deep-queue|chaos-timing|restart|fanout|sim] [--runs N] [--messages N] [--nodes N] [--hello-secs S]\n       bosun-bench --bosun PATH chaos [--messages N] [--seed S] [--fault-secs S] [--drain-secs S] [--json]\n       bosun-bench --bosun PATH soak [--messages N] [--nodes N] [--offline-secs S] [--partition-secs S] [--loss PERCENT] [--drain-secs S] [--json]"
     );
     std::process::exit(2);
 }
@@ -65,6 +69,10 @@ struct Args {
     offline_secs: Option<u64>,
     partition_secs: Option<u64>,
     loss: Option<u32>,
+    hello_secs: Option<u64>,
+    offset: Option<usize>,
+    url: Option<String>,
+    dir: Option<PathBuf>,
 }
 
 impl Args {
@@ -118,6 +126,10 @@ fn parse_args() -> Args {
         offline_secs: None,
         partition_secs: None,
         loss: None,
+        hello_secs: None,
+        offset: None,
+        url: None,
+        dir: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -133,8 +145,12 @@ fn parse_args() -> Args {
             "--offline-secs" => args.offline_secs = Some(number(it.next())),
             "--partition-secs" => args.partition_secs = Some(number(it.next())),
             "--loss" => args.loss = Some(number(it.next())),
+            "--hello-secs" => args.hello_secs = Some(number(it.next())),
             "exec" | "throughput" | "idle" | "containers" | "chaos" | "prune" | "all"
-            | "deep-queue" | "chaos-timing" | "restart" | "soak" | "fanout" => args.what = a,
+            | "deep-queue" | "chaos-timing" | "restart" | "soak" | "fanout" | "sim" | "sim-worker" => args.what = a,
+            "--offset" => args.offset = Some(number(it.next())),
+            "--url" => args.url = it.next(),
+            "--dir" => args.dir = it.next().map(PathBuf::from),
             _ => usage(),
         }
     }
@@ -164,6 +180,27 @@ fn main() {
     let args = parse_args();
     if args.what == "chaos" {
         std::process::exit(chaos::run(&args.bosun, &args.chaos()));
+    }
+    if args.what == "sim-worker" {
+        let (Some(url), Some(dir)) = (&args.url, &args.dir) else {
+            usage()
+        };
+        sim::worker(
+            args.nodes.unwrap_or(1),
+            args.offset.unwrap_or(0),
+            args.hello_secs.unwrap_or(30),
+            url,
+            dir,
+        );
+        return;
+    }
+    if args.what == "sim" {
+        sim::run(
+            &args.bosun,
+            args.nodes.unwrap_or(1000),
+            args.hello_secs.unwrap_or(30),
+        );
+        return;
     }
     if args.what == "fanout" {
         fanout::run(&args.bosun, args.nodes.unwrap_or(100), args.runs.min(10));

@@ -39,15 +39,31 @@ pub struct TestIssuer {
     pair: nkeys::KeyPair,
 }
 
-/// The issuer shared by the whole test process (its key lives in memory only).
+/// Environment variable through which a process shares its test issuer with the
+/// processes it starts that issue identities too (see [`TestIssuer::seed`]).
+pub const ISSUER_SEED_ENV: &str = "BOSUN_TEST_ISSUER_SEED";
+
+/// The issuer shared by the whole test process (its key lives in memory only), or the
+/// one whose seed is in [`ISSUER_SEED_ENV`].
 pub fn issuer() -> &'static TestIssuer {
     static ISSUER: OnceLock<TestIssuer> = OnceLock::new();
-    ISSUER.get_or_init(|| TestIssuer {
-        pair: KeyKind::Issuer.generate(),
+    ISSUER.get_or_init(|| {
+        let shared = std::env::var(ISSUER_SEED_ENV)
+            .ok()
+            .and_then(|seed| nkeys::KeyPair::from_seed(&seed).ok());
+        TestIssuer {
+            pair: shared.unwrap_or_else(|| KeyKind::Issuer.generate()),
+        }
     })
 }
 
 impl TestIssuer {
+    /// The issuer's seed, for a helper process to issue as the same issuer (through
+    /// [`ISSUER_SEED_ENV`]).
+    pub fn seed(&self) -> String {
+        self.pair.seed().expect("a generated key has its seed")
+    }
+
     /// The issuer's public key (`O…`), for `trusted_issuers`.
     pub fn public_key(&self) -> String {
         self.pair.public_key()
