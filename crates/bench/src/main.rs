@@ -31,6 +31,7 @@
 mod chaos;
 mod deep;
 mod fanout;
+mod jetstream;
 mod leases;
 mod prune;
 mod sim;
@@ -147,7 +148,8 @@ fn parse_args() -> Args {
             "--loss" => args.loss = Some(number(it.next())),
             "--hello-secs" => args.hello_secs = Some(number(it.next())),
             "exec" | "throughput" | "idle" | "containers" | "chaos" | "prune" | "all"
-            | "deep-queue" | "chaos-timing" | "restart" | "soak" | "fanout" | "sim" | "sim-worker" => args.what = a,
+            | "deep-queue" | "chaos-timing" | "restart" | "soak" | "fanout" | "sim"
+            | "sim-worker" => args.what = a,
             "--offset" => args.offset = Some(number(it.next())),
             "--url" => args.url = it.next(),
             "--dir" => args.dir = it.next().map(PathBuf::from),
@@ -396,6 +398,13 @@ async fn bench_throughput(args: &Args) {
         raw_pipelined / bosun_rate,
         raw_sequential / bosun_rate
     );
+    match jetstream::rate(n, window).await {
+        Ok(js_rate) => println!(
+            "  NATS JetStream, same run: file stream, publish with ack + pull consumer with ack, {window} in flight: {js_rate:.0} msg/s; bosun/JetStream {:.2}×  [target ≥ 1×]",
+            bosun_rate / js_rate
+        ),
+        Err(e) => println!("  NATS JetStream: not measured: {e}"),
+    }
 }
 
 async fn submit_pings(socket: &Path, n: usize) -> Vec<String> {

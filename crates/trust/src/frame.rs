@@ -25,9 +25,11 @@
 //! check a MAC (the peer's key changed) answers with a bare NAK (`BSN1`, kind 4), and the
 //! sender forgets the pair key and sends again, signed.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
+use lru::LruCache;
 use nkeys::KeyPair;
 
 use crate::identity::{self, Identity, IdentityError, Role};
@@ -42,10 +44,17 @@ const SIG_LEN: usize = 64;
 const MAC_LEN: usize = 32;
 /// The answer to a frame whose MAC does not check: "sign it".
 pub const NAK: &[u8] = b"BSN1\x04";
-/// Most identities kept verified in memory; past it the cache starts again.
-const TOKEN_CACHE: usize = 4096;
+/// Most identities (and pair keys) kept in memory; past it the least recently used go
+/// first. Central hears from every node of the fleet, so this bounds the fleet a central
+/// serves without checking signatures again: a cache that was cleared whole at 4,096
+/// made a fleet of 10,000 sign and check nearly every frame again.
+const TOKEN_CACHE: usize = 65_536;
 /// Most signatures remembered against replays; past it the oldest go first.
 const REPLAY_CACHE: usize = 1 << 20;
+
+fn cache_size() -> NonZeroUsize {
+    NonZeroUsize::new(TOKEN_CACHE).expect("not zero")
+}
 
 /// Who sent a frame, once its seal is checked.
 #[derive(Debug, Clone)]
@@ -218,9 +227,9 @@ pub struct Trust {
     /// The pair key for frames to and from this node itself.
     self_key: [u8; MAC_LEN],
     /// Verified identities by token, with the pair key shared with each.
-    identities: Mutex<HashMap<String, Arc<Verified>>>,
+    identities: Mutex<LruCache<String, Arc<Verified>>>,
     /// Pair keys by peer name, learned from verified frames: used to send.
-    peers: Mutex<HashMap<String, [u8; MAC_LEN]>>,
+    peers: Mutex<LruCache<String, [u8; MAC_LEN]>>,
     seen: Mutex<Seen>,
 }
 
@@ -289,8 +298,8 @@ impl Trust {
             own_identity,
             scalar,
             self_key,
-            identities: Mutex::new(HashMap::new()),
-            peers: Mutex::new(HashMap::new()),
+            identities: Mutex::new(LruCache::new(cache_size())),
+            peers: Mutex::new(LruCache::new(cache_size())),
             seen: Mutex::new(Seen::default()),
         })
     }
@@ -303,15 +312,11 @@ impl Trust {
 
     /// Forget the pair key for `peer`: the next frame to it is signed.
     pub fn forget_peer(&self, peer: &str) {
-        self.peers.lock().expect("peers").remove(peer);
+        self.peers.lock().expect("peers").pop(peer);
     }
 
     fn learn_peer(&self, name: &str, key: [u8; MAC_LEN]) {
-        let mut peers = self.peers.lock().expect("peers");
-        if peers.len() >= TOKEN_CACHE && !peers.contains_key(name) {
-            peers.clear();
-        }
-        peers.insert(name.to_string(), key);
+        self.peers.lock().expect("peers").put(name.to_string(), key);
     }
 
     /// This node's public key.
@@ -626,11 +631,10 @@ impl Trust {
             .ok()
             .and_then(|(_, peer)| pair_key(&self.scalar, &self.own_raw(), &peer));
         let v = Arc::new(Verified { identity, pair });
-        let mut cache = self.identities.lock().expect("cache");
-        if cache.len() >= TOKEN_CACHE {
-            cache.clear();
-        }
-        cache.insert(token.to_string(), v.clone());
+        self.identities
+            .lock()
+            .expect("cache")
+            .put(token.to_string(), v.clone());
         Ok(v)
     }
 

@@ -289,3 +289,26 @@ fn after_a_verified_frame_peers_use_a_pair_key_and_fall_back_to_signing() {
         Peer::Myself
     ));
 }
+
+#[test]
+fn a_central_keeps_the_pair_keys_of_a_fleet_of_ten_thousand() {
+    // Cheap stand-ins for 10,000 peers: the cache is what is tested, not the key
+    // agreement, which the test above covers.
+    let issuer = KeyKind::Issuer.generate();
+    let (central, _) = node("central", &issuer, Role::Node, vec![issuer.public_key()]);
+    for i in 0..10_000 {
+        central.learn_peer(&format!("n{i}"), [i as u8; MAC_LEN]);
+    }
+    for i in [0, 4_095, 4_096, 9_999] {
+        let frame = central.seal(b"bosun.n.ping", b"1", NOW, Some(&format!("n{i}")));
+        assert_eq!(frame[4], KIND_MAC, "n{i} still has its pair key");
+    }
+    // Past the bound, the least recently used go first, not everything at once.
+    for i in 0..TOKEN_CACHE {
+        central.learn_peer(&format!("m{i}"), [1; MAC_LEN]);
+    }
+    let frame = central.seal(b"bosun.n.ping", b"1", NOW, Some("n9999"));
+    assert_eq!(frame[4], KIND_TOKEN, "the oldest peers were dropped");
+    let frame = central.seal(b"bosun.m.ping", b"1", NOW, Some("m1"));
+    assert_eq!(frame[4], KIND_MAC);
+}
