@@ -18,7 +18,9 @@ pub async fn live_nodes(socket: &std::path::Path) -> anyhow::Result<Vec<String>>
         .map(|n| n.name)
         .collect();
     if names.is_empty() {
-        bail!("this node knows no live node (is it on a broker, and have hellos arrived?)");
+        bail!(
+            "this node knows no live node: is it on a broker, and have hellos arrived? A node with a central set lists only what central tells it unless it has fleet_view = \"on\"; run this on central"
+        );
     }
     Ok(names)
 }
