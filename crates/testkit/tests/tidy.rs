@@ -180,7 +180,13 @@ fn only_the_bus_imports_async_nats() {
         if name == "bus" {
             continue;
         }
+        // The bench measures NATS JetStream as the baseline a user would otherwise
+        // build on: a peer measured from outside, in one file, not a way bosun talks.
+        let baseline = name == "bench";
         for (section, deps) in dependencies(&dir) {
+            if baseline {
+                continue;
+            }
             assert!(
                 !deps.iter().any(|d| d == "async-nats"),
                 "crates/{name} [{section}] lists async-nats; go through bosun_bus instead"
@@ -188,6 +194,9 @@ fn only_the_bus_imports_async_nats() {
         }
         let mut hits = Vec::new();
         for file in rust_files(&dir) {
+            if baseline && file.ends_with("src/jetstream.rs") {
+                continue;
+            }
             let text = std::fs::read_to_string(&file).unwrap();
             for (index, line) in text.lines().enumerate() {
                 if line.contains("async_nats") {
