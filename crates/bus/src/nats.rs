@@ -42,6 +42,9 @@ pub struct NatsOptions {
     /// The longest wait between two reconnect tries (see [`reconnect_delay`]); `None`:
     /// 1 s.
     pub reconnect_max: Option<Duration>,
+    /// Time between pings to the server; two unanswered and the connection is made
+    /// again. `None`: 10 s.
+    pub ping_interval: Option<Duration>,
 }
 
 /// The wait before reconnect try `attempts` (from 1): 25 ms doubling up to `max`, less
@@ -247,6 +250,7 @@ impl NatsTransport {
                     move |attempts| reconnect_delay(attempts, max)
                 })
                 .connection_timeout(Duration::from_secs(5))
+                .ping_interval(options.ping_interval.unwrap_or(Duration::from_secs(10)))
                 .subscription_capacity(65_536);
             if is_token(&options.name) {
                 connect =

@@ -225,6 +225,13 @@ settings! {
     reconnect_max_ms: u64 = 1000,
         Some(Cli::new("reconnect-max", "BOSUN_RECONNECT_MAX_MS", "MS",
             "Longest wait between tries to reach NATS again after a lost connection."));
+    /// Seconds between the node's pings to its NATS server. After two unanswered the
+    /// connection is taken for dead and made again: a link that died silently (a
+    /// partition drops packets, nothing resets) is noticed within about three pings,
+    /// and until then sends wait for ACKs that cannot come.
+    ping_interval_secs: u64 = 10,
+        Some(Cli::new("ping-interval", "BOSUN_PING_INTERVAL", "SECS",
+            "Seconds between pings to NATS; two unanswered and the connection is made again."));
     /// NATS nkey seed file.
     nkey_seed_file: Option<PathBuf> = None,
         Some(Cli::new("nkey-seed-file", "BOSUN_NKEY_SEED_FILE", "FILE",
@@ -1188,6 +1195,9 @@ impl From<&Config> for bosun_bus::NatsOptions {
             nkey_seed_file: config.nkey_seed_file.clone(),
             creds_file: config.creds_file.clone(),
             own_key_file: Some(config.node_key_path()),
+            ping_interval: Some(std::time::Duration::from_secs(
+                config.ping_interval_secs.max(1),
+            )),
             reconnect_max: Some(std::time::Duration::from_millis(
                 config.reconnect_max_ms.max(1),
             )),
@@ -1730,6 +1740,11 @@ mod tests {
         };
         let options = bosun_bus::NatsOptions::from(&c);
         assert_eq!(options.urls, c.broker);
+        assert_eq!(
+            options.ping_interval,
+            Some(std::time::Duration::from_secs(10)),
+            "the default ping interval"
+        );
         assert_eq!(options.name, c.name);
         assert_eq!(options.tls_ca, c.tls_ca);
         assert!(options.require_tls);

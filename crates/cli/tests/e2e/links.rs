@@ -1,6 +1,7 @@
 //! A node behind a bad link to its broker (the testkit's userspace proxy, since this
 //! kernel has no netem): added latency, a stall, a broken connection. Every message
-//! still arrives, runs once and in order.
+//! still arrives, runs once and in order; and a link that dies silently is noticed by
+//! the node's pings.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -76,4 +77,53 @@ fn a_node_behind_a_slow_stalled_and_broken_link_gets_every_message_once_in_order
     let out = exec(&["--", "true"]);
     assert!(out.status.success(), "after a reset: {}", stderr(&out));
     assert_eq!(lines(&file), ["1", "2", "3", "4", "5"], "nothing ran twice");
+}
+
+/// Whether the node says its broker connection is up (`{"op":"info"}` on its socket).
+fn connected(node: &bosun_testkit::NodeProcess) -> bool {
+    crate::support::nc_u(node, r#"{"op":"info"}"#)["connected"] == true
+}
+
+#[test]
+fn a_link_that_dies_silently_is_noticed_within_a_few_pings_and_remade() {
+    let Some(mut fleet) = fleet().central("lp-a").nodes(&["lp-a"]).start() else {
+        return;
+    };
+    let target: SocketAddr = fleet
+        .nats()
+        .url()
+        .trim_start_matches("nats://")
+        .parse()
+        .unwrap();
+    let proxy = LinkProxy::start(target);
+    fleet.add(
+        NodeSpec::new("lp-b")
+            .broker(proxy.url())
+            .env("BOSUN_PING_INTERVAL", "1")
+            .env("BOSUN_RECONNECT_MAX_MS", "200"),
+    );
+    assert!(connected(fleet.node("lp-b")));
+    // Nothing moves and nothing resets: only the missing answers to pings tell.
+    proxy.stall();
+    let stalled = Instant::now();
+    eventually(
+        Duration::from_secs(10),
+        "the node notices its dead link",
+        || (!connected(fleet.node("lp-b"))).then_some(()),
+    );
+    assert!(
+        stalled.elapsed() <= Duration::from_secs(6),
+        "noticed after {:?}: two pings 1 s apart, then the connection timeout",
+        stalled.elapsed()
+    );
+    proxy.resume();
+    eventually(
+        Duration::from_secs(15),
+        "the node is connected again",
+        || connected(fleet.node("lp-b")).then_some(()),
+    );
+    let out = fleet
+        .node("lp-a")
+        .cli(&["exec", "-n", "lp-b", "--", "true"]);
+    assert!(out.status.success(), "{}", stderr(&out));
 }
