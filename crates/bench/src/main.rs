@@ -6,6 +6,7 @@
 //! - `throughput`: durable, acknowledged `ping` messages per second between two node
 //!   processes over NATS (submit → ACK → run → result stored at the sender), against raw
 //!   NATS request/reply with the same number in flight, in the same run.
+//!   `--node-config FILE` gives both nodes that `bosun.toml`, to measure a setting.
 //! - `idle`: a standalone node's start-up time (spawn until its socket answers) and its
 //!   resident memory after 2 s idle.
 //! - `containers`: container create + start + remove through a bosun node against the
@@ -52,7 +53,7 @@ use futures::StreamExt;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: bosun-bench --bosun PATH [exec|throughput|idle|containers|prune|all|deep-queue|chaos-timing|restart|fanout|sim] [--runs N] [--messages N] [--nodes N] [--hello-secs S]\n       bosun-bench --bosun PATH chaos [--messages N] [--seed S] [--fault-secs S] [--drain-secs S] [--json]\n       bosun-bench --bosun PATH soak [--messages N] [--nodes N] [--offline-secs S] [--partition-secs S] [--loss PERCENT] [--drain-secs S] [--json]"
+        "usage: bosun-bench --bosun PATH [exec|throughput|idle|containers|prune|all|deep-queue|chaos-timing|restart|fanout|sim] [--runs N] [--messages N] [--nodes N] [--hello-secs S] [--node-config FILE]\n       bosun-bench --bosun PATH chaos [--messages N] [--seed S] [--fault-secs S] [--drain-secs S] [--json]\n       bosun-bench --bosun PATH soak [--messages N] [--nodes N] [--offline-secs S] [--partition-secs S] [--loss PERCENT] [--drain-secs S] [--json]"
     );
     std::process::exit(2);
 }
@@ -74,6 +75,7 @@ struct Args {
     offset: Option<usize>,
     url: Option<String>,
     dir: Option<PathBuf>,
+    node_config: Option<PathBuf>,
 }
 
 impl Args {
@@ -131,6 +133,7 @@ fn parse_args() -> Args {
         offset: None,
         url: None,
         dir: None,
+        node_config: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -147,6 +150,9 @@ fn parse_args() -> Args {
             "--partition-secs" => args.partition_secs = Some(number(it.next())),
             "--loss" => args.loss = Some(number(it.next())),
             "--hello-secs" => args.hello_secs = Some(number(it.next())),
+            "--node-config" => {
+                args.node_config = Some(it.next().map(PathBuf::from).unwrap_or_else(|| usage()))
+            }
             "exec" | "throughput" | "idle" | "containers" | "chaos" | "prune" | "all"
             | "deep-queue" | "chaos-timing" | "restart" | "soak" | "fanout" | "sim"
             | "sim-worker" => args.what = a,
@@ -296,6 +302,13 @@ async fn bench_throughput(args: &Args) {
     let nats = nats();
     let dir = tempfile::tempdir().expect("tempdir");
     let env = [("BOSUN_LOG", "warn")];
+    if let Some(config) = &args.node_config {
+        for node in ["a", "b"] {
+            std::fs::create_dir_all(dir.path().join(node)).expect("data dir");
+            std::fs::copy(config, dir.path().join(node).join("bosun.toml"))
+                .expect("copy --node-config");
+        }
+    }
     let a = NodeProcess::start_with_env(
         &args.bosun,
         "a",
@@ -303,7 +316,7 @@ async fn bench_throughput(args: &Args) {
         &dir.path().join("a"),
         &env,
     );
-    let _b = NodeProcess::start_with_env(
+    let b = NodeProcess::start_with_env(
         &args.bosun,
         "b",
         Some(&nats.url()),
@@ -324,13 +337,48 @@ async fn bench_throughput(args: &Args) {
         &socket,
         &ControlRequest::Wait {
             ids,
-            timeout_ms: 600_000,
+            timeout_ms: 120_000,
         },
-        Duration::from_secs(700),
+        Duration::from_secs(180),
     )
     .await
     .expect("wait");
-    assert_eq!(answer["allDone"], true, "not all pings finished");
+    if answer["allDone"] != true {
+        let mut states = std::collections::BTreeMap::<String, usize>::new();
+        for report in answer["reports"].as_array().into_iter().flatten() {
+            let state = report["sent"]["state"].as_str().unwrap_or("unknown");
+            *states.entry(state.to_string()).or_default() += 1;
+        }
+        // What each side knows of a few of them, to tell where they stopped.
+        let stuck = answer["reports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["sent"]["state"] != "done")
+            .filter_map(|r| r["id"].as_str().map(str::to_string))
+            .take(3)
+            .collect::<Vec<_>>();
+        for id in stuck {
+            for node in [&a.data_dir, &b.data_dir] {
+                let status: Result<serde_json::Value, _> = client::request(
+                    &node.join("bosun.sock"),
+                    &ControlRequest::Status { id: id.clone() },
+                    Duration::from_secs(10),
+                )
+                .await;
+                eprintln!("{} on {}: {status:?}", id, node.display());
+            }
+        }
+        for node in [&a.data_dir, &b.data_dir] {
+            let log = std::fs::read_to_string(node.with_extension("log")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!("--- the last lines of {}.log:", node.display());
+            for line in &lines[lines.len().saturating_sub(30)..] {
+                eprintln!("{line}");
+            }
+        }
+        panic!("not all pings finished within 120 s; states at the sender: {states:?}");
+    }
     let bosun_secs = t.elapsed().as_secs_f64();
     let bosun_rate = n as f64 / bosun_secs;
 

@@ -25,7 +25,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::errorlog::ErrorEntry;
-use crate::handles::{ErrorReporter, OutboxHandle, RunningCount};
+use crate::handles::{ErrorReporter, RunningCount};
 use crate::metrics::Metrics;
 use crate::node::now_millis;
 use crate::submit::Submitter;
@@ -41,8 +41,6 @@ pub(crate) struct Executor {
     /// For the messages a handler hands over while it runs (a copy's chunks); made by
     /// [`follow_ups`].
     pub follow_ups: bosun_methods::SubmitSink,
-    /// For replies and chunks, queued durably here and handed to the outbox loop.
-    pub outbox: OutboxHandle,
     pub methods: bosun_methods::Context,
     /// For `mark` and `captureFile`, when the event stream is on.
     pub capture: Option<Capture>,
@@ -213,9 +211,10 @@ pub(crate) async fn run(
                 let executor = executor.clone();
                 let done = done_tx.clone();
                 tracker.spawn(async move {
-                    run_one(&executor, message).await;
+                    let mut slot = Slot(Some((done, item)));
+                    run_one(&executor, message, &mut slot).await;
                     executor.running.leave();
-                    let _ = done.send(item);
+                    slot.free();
                 });
             }
         }
@@ -237,7 +236,33 @@ pub(crate) async fn run(
     }
 }
 
-async fn run_one(executor: &Arc<Executor>, message: Message) {
+/// A message's place in the lanes, given back once: for an unordered message as soon as
+/// its handler has returned (its finish is then only a write, which must not keep
+/// another message from running), for an ordered one when its run is over, finish
+/// included, so that the next of its stream starts after it is recorded.
+struct Slot(Option<(mpsc::UnboundedSender<LaneItem<Stream>>, LaneItem<Stream>)>);
+
+impl Slot {
+    /// The handler has returned: an unordered message's place goes to the next one.
+    fn ran(&mut self) {
+        if self
+            .0
+            .as_ref()
+            .is_some_and(|(_, item)| item.stream.is_none())
+        {
+            self.free();
+        }
+    }
+
+    /// Give the place back (once).
+    fn free(&mut self) {
+        if let Some((done, item)) = self.0.take() {
+            let _ = done.send(item);
+        }
+    }
+}
+
+async fn run_one(executor: &Arc<Executor>, message: Message, slot: &mut Slot) {
     let id = message.id().to_string();
     let started_at = now_millis();
     // The start must be durable before the run. A failed write (a full disk) is tried
@@ -282,6 +307,7 @@ async fn run_one(executor: &Arc<Executor>, message: Message) {
         Ok(m) => m,
         Err(e) => {
             let outcome = crate::node::refused(executor.config.name.as_str(), &e.to_string());
+            slot.ran();
             finish(executor, &message, outcome).await;
             return;
         }
@@ -352,6 +378,7 @@ async fn run_one(executor: &Arc<Executor>, message: Message) {
         );
         return;
     }
+    slot.ran();
     finish(executor, &message, outcome).await;
 }
 
@@ -434,14 +461,9 @@ async fn finish(executor: &Arc<Executor>, message: &Message, outcome: Outcome) {
             .finish(message.id(), outcome.clone(), reply.clone(), now)
     })
     .await;
-    match written {
-        Ok(Some(seq)) => {
-            if let Some(reply) = reply {
-                executor.outbox.deliver(vec![(seq, reply)]);
-            }
-        }
-        Ok(None) => {}
-        Err(e) => tracing::error!(id = message.id(), error = %e, "cannot record the outcome"),
+    // The reply, queued in the same commit, reaches the outbox loop from the store.
+    if let Err(e) = written {
+        tracing::error!(id = message.id(), error = %e, "cannot record the outcome");
     }
 }
 
@@ -478,19 +500,9 @@ async fn forward_chunks(
             created_at: Some(now_millis()),
             ..Default::default()
         };
-        match executor
-            .store
-            .submit(vec![chunk.clone()], now_millis())
-            .await
-        {
-            Ok(seqs) => {
-                executor
-                    .outbox
-                    .deliver(seqs.into_iter().zip([chunk]).collect());
-            }
-            Err(e) => {
-                tracing::error!(id = message.id(), error = %e, "cannot queue an output chunk")
-            }
+        // Durable before the next is taken; the store hands it to the outbox loop.
+        if let Err(e) = executor.store.submit(vec![chunk], now_millis()).await {
+            tracing::error!(id = message.id(), error = %e, "cannot queue an output chunk")
         }
     }
     n

@@ -58,7 +58,9 @@ impl OutboxHandle {
         )
     }
 
-    /// Deliver messages already durable in the outbox, with their outbox seqs.
+    /// Deliver messages already durable in the outbox, with their outbox seqs. Only the
+    /// store's writer calls this (`Store::on_queued`), right after each commit and in seq
+    /// order, on its own thread: it must never block.
     pub fn deliver(&self, queued: Vec<(u64, Message)>) {
         if self.spilled.get() {
             // On disk already; the loop reads them when it has room.

@@ -210,6 +210,13 @@ impl Node {
         };
         let config = Arc::new(config);
         let (outbox, outbox_commands, spilled) = OutboxHandle::channel();
+        // Every newly queued message reaches the outbox loop from the store's writer,
+        // right after its commit and in seq order (the loop's reading of a deep queue
+        // from disk relies on that order).
+        {
+            let outbox = outbox.clone();
+            store.on_queued(Box::new(move |queued| outbox.deliver(queued)));
+        }
         let (inbox, inbox_commands) = mpsc::unbounded_channel();
         let schedules = Arc::new(tokio::sync::Notify::new());
         let finished = FinishedIds::new(16 * 1024);
@@ -224,7 +231,6 @@ impl Node {
             config: config.clone(),
             standalone,
             store: store.clone(),
-            outbox: outbox.clone(),
             schedules: schedules.clone(),
             metrics: metrics.clone(),
             audit: audit.clone(),
@@ -253,7 +259,6 @@ impl Node {
             transport: transport.clone(),
             submitter: submitter.clone(),
             follow_ups: executor::follow_ups(submitter.clone(), &tracker, shutdown.clone()),
-            outbox: outbox.clone(),
             methods: methods.clone(),
             capture: capture.clone(),
             chaos: crate::chaos::start(

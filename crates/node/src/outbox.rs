@@ -103,7 +103,7 @@ pub(crate) struct Sender {
     /// Handlers running now: at shutdown the outbox drains until their replies are out.
     pub running: RunningCount,
     pub tracker: TaskTracker,
-    /// Tells submitters not to hand over entries while new ones wait on disk.
+    /// Tells the store's writer not to hand over entries while new ones wait on disk.
     pub spilled: SpillFlag,
 }
 
@@ -254,7 +254,10 @@ impl Outbox {
         }
     }
 
-    /// A newly queued entry, durable in the store already.
+    /// A newly queued entry, durable in the store already. Entries come in seq order
+    /// (the store's writer hands them over after each commit), which the spill
+    /// bookkeeping relies on: every entry below one that found the memory full has been
+    /// seen already, so reading the disk from just below it misses none.
     fn deliver(&mut self, seq: u64, message: Message) {
         if seq <= self.read_upto && !self.entries.contains_key(message.id()) {
             // Read from disk already, and ended since: not again.

@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 
 use crate::audit::AuditLog;
 use crate::config::Config;
-use crate::handles::{FleetView, OutboxHandle};
+use crate::handles::FleetView;
 use crate::metrics::Metrics;
 use crate::node::{SubmitError, Submitted, now_millis};
 
@@ -26,7 +26,6 @@ pub(crate) struct SubmitterParts {
     /// Refuse destinations other than this node (the in-process transport).
     pub standalone: bool,
     pub store: Store,
-    pub outbox: OutboxHandle,
     /// Wakes the scheduler when a message with a `schedule` is queued.
     pub schedules: Arc<Notify>,
     pub metrics: Metrics,
@@ -212,11 +211,11 @@ impl Submitter {
             state.emit(&parts.metrics);
         }
         // The store starts each new message's schedule in the same commit.
-        let seqs = parts.store.submit(queued.clone(), now).await?;
+        // The store hands what it queued to the outbox loop itself, in commit order.
+        parts.store.submit(queued, now).await?;
         if scheduled {
             parts.schedules.notify_one();
         }
-        parts.outbox.deliver(seqs.into_iter().zip(queued).collect());
         Ok(receipts)
     }
 
@@ -230,13 +229,14 @@ impl Submitter {
         now: u64,
     ) -> Result<bool, SubmitError> {
         let parts = &*self.parts;
-        let Some(seq) = parts
+        if parts
             .store
             .schedule_run(template_id, repeat.clone(), now)
             .await?
-        else {
+            .is_none()
+        {
             return Ok(false);
-        };
+        }
         if let Some(audit) = &parts.audit {
             audit.record("submitted", &repeat);
         }
@@ -246,7 +246,6 @@ impl Submitter {
             state: "queued",
         }
         .emit(&parts.metrics);
-        parts.outbox.deliver(vec![(seq, repeat)]);
         Ok(true)
     }
 }

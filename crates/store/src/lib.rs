@@ -52,7 +52,7 @@ pub use records::{
     FleetRecord, HistoryEntry, InboxRecord, ProcessRecord, ScheduleRecord, SentRecord, SinkDue,
     SinkWrite,
 };
-pub use writer::{Answer, Receipt, same_submission};
+pub use writer::{Answer, QueuedSink, Receipt, same_submission};
 
 use writer::{Job, Op, OpResult};
 
@@ -165,6 +165,7 @@ pub struct Store {
 
 struct Shared {
     path: PathBuf,
+    queued: writer::QueuedSinkSlot,
     reserve_bytes: u64,
     space: health::SpaceCache,
     health: watch::Receiver<Health>,
@@ -192,6 +193,7 @@ impl Store {
         let db_arc = Arc::new(database);
         let shared_db: SharedDb = Arc::new(std::sync::RwLock::new(Some(db_arc.clone())));
         let (health_tx, health) = watch::channel(Health::Ok);
+        let queued = writer::QueuedSinkSlot::default();
         let jobs = writer::spawn(
             db_arc,
             next_seq,
@@ -201,6 +203,7 @@ impl Store {
                 health: health_tx,
                 cache_bytes: options.cache_bytes,
                 backlog: Arc::default(),
+                queued: queued.clone(),
             },
         );
         Ok(Store {
@@ -208,6 +211,7 @@ impl Store {
             jobs,
             shared: Arc::new(Shared {
                 path: path.to_path_buf(),
+                queued,
                 reserve_bytes: options.reserve_bytes,
                 space: health::SpaceCache::new(),
                 health,
@@ -232,6 +236,17 @@ impl Store {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.shared.path
+    }
+
+    /// Hear of every message newly queued in the outbox (by [`Store::submit`],
+    /// [`Store::finish`] with a reply, [`Store::schedule_run`]): `sink` is called on the
+    /// writer thread right after each commit that queued some, with their seqs, in seq
+    /// order, before the writers are answered. Commits happen in seq order, so the sink
+    /// sees every queued message once and in order, which handing them over from each
+    /// writer's task could not promise. A message submitted again under its id is not
+    /// queued again and not told. Replaces an earlier sink.
+    pub fn on_queued(&self, sink: QueuedSink) {
+        *self.shared.queued.lock().expect("queued sink lock") = Some(sink);
     }
 
     /// Whether writes go through now.

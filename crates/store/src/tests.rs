@@ -192,6 +192,66 @@ async fn many_concurrent_submits_all_land() {
     assert_eq!(store.depths().unwrap().outbox, 200);
 }
 
+/// The outbox loop reads a deep queue from disk past the last seq it was handed, so the
+/// store must tell it of every queued message once and in seq order, however many
+/// writers commit at once: submits, replies queued with a finish, schedule runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_messages_are_told_once_in_seq_order_across_concurrent_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("n.redb")).unwrap();
+    let told = Arc::new(std::sync::Mutex::new(Vec::<(u64, String)>::new()));
+    {
+        let told = told.clone();
+        store.on_queued(Box::new(move |queued| {
+            let mut told = told.lock().unwrap();
+            told.extend(queued.into_iter().map(|(seq, m)| (seq, m.id().to_string())));
+        }));
+    }
+    // Received messages whose finishes queue replies, racing the submits.
+    let received: Vec<Message> = (0..100).map(|_| msg("me")).collect();
+    for m in &received {
+        store.receive(m.clone(), 1).await.unwrap();
+    }
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let s = store.clone();
+        let finish = received.get(i).map(|m| m.id().to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut queued = Vec::new();
+            let batch: Vec<Message> = (0..1 + i % 3).map(|_| msg("a")).collect();
+            let ids: Vec<String> = batch.iter().map(|m| m.id().to_string()).collect();
+            let seqs = s.submit(batch, 1).await.unwrap();
+            queued.extend(seqs.into_iter().zip(ids));
+            if let Some(id) = finish {
+                let reply = msg("other");
+                let reply_id = reply.id().to_string();
+                let seq = s
+                    .finish(&id, outcome(Status::Done), Some(reply), 2)
+                    .await
+                    .unwrap()
+                    .expect("a reply was queued");
+                queued.push((seq, reply_id));
+            }
+            queued
+        }));
+    }
+    let mut want = Vec::new();
+    for t in tasks {
+        want.extend(t.await.unwrap());
+    }
+    want.sort();
+    // A message submitted again under its id is not queued again, and not told again.
+    let again = store.outbox().unwrap()[0].1.message.clone();
+    store.submit(vec![again], 3).await.unwrap();
+    let told = told.lock().unwrap().clone();
+    assert!(
+        told.windows(2).all(|w| w[0].0 < w[1].0),
+        "told in strictly rising seq order"
+    );
+    assert_eq!(told, want, "every queued message told once, with its seq");
+    assert_eq!(told.len() as u64, store.depths().unwrap().outbox);
+}
+
 #[tokio::test]
 async fn rejected_message_is_recorded_but_not_pending() {
     let dir = tempfile::tempdir().unwrap();

@@ -154,7 +154,16 @@ pub(crate) struct WriterParts {
     pub health: watch::Sender<Health>,
     pub cache_bytes: usize,
     pub backlog: Arc<Backlog>,
+    pub queued: QueuedSinkSlot,
 }
+
+/// Told of the messages each commit newly queued in the outbox, with their seqs, in seq
+/// order, on the writer thread right after the commit (see [`crate::Store::on_queued`]).
+/// It must return at once: it holds up every write while it runs.
+pub type QueuedSink = Box<dyn Fn(Vec<(u64, Message)>) + Send + Sync>;
+
+/// Where the store keeps its [`QueuedSink`], shared by the handles and the writer.
+pub(crate) type QueuedSinkSlot = Arc<std::sync::Mutex<Option<QueuedSink>>>;
 
 /// Writes asked for and not yet applied. Callers that can wait do, while it is past
 /// [`Backlog::ROOM`] ([`crate::Store::room`]), so a writer that falls behind slows its
@@ -299,6 +308,8 @@ pub(crate) fn spawn(database: Arc<Database>, next_seq: u64, parts: WriterParts) 
 
 struct Writer {
     next_seq: u64,
+    /// Messages the batch being applied queued in the outbox, for the [`QueuedSink`].
+    queued: Vec<(u64, Message)>,
     database: Option<Arc<Database>>,
     parts: WriterParts,
     /// Set after a storage failure until the database is open again.
@@ -312,6 +323,7 @@ struct Writer {
 fn run(database: Arc<Database>, jobs: Receiver<Job>, next_seq: u64, parts: WriterParts) {
     let mut writer = Writer {
         next_seq,
+        queued: Vec::new(),
         database: Some(database),
         parts,
         fault: None,
@@ -500,6 +512,7 @@ impl Writer {
         let mut failed: Vec<Option<StoreError>> = batch.iter().map(|_| None).collect();
         let outcome = loop {
             self.next_seq = seq_before;
+            self.queued.clear();
             let mut txn = match database.begin_write() {
                 Ok(t) => t,
                 Err(e) => break Err(fault_or_db(e.into(), &self.parts.path)),
@@ -551,6 +564,12 @@ impl Writer {
         };
         match outcome {
             Ok(results) => {
+                if !self.queued.is_empty() {
+                    let queued = std::mem::take(&mut self.queued);
+                    if let Some(sink) = &*self.parts.queued.lock().expect("queued sink lock") {
+                        sink(queued);
+                    }
+                }
                 for (i, ((_, reply), result)) in batch.into_iter().zip(results).enumerate() {
                     let answer = match result {
                         Some(r) => r,
@@ -561,6 +580,7 @@ impl Writer {
             }
             Err(e) => {
                 self.next_seq = seq_before;
+                self.queued.clear();
                 let fault = fault_of(&e, &self.parts.path);
                 tracing::error!(error = %e, "store commit failed");
                 let error = |i: usize| {
@@ -956,6 +976,15 @@ impl Writer {
             .map_err(db)?
             .insert(seq, id.as_str())
             .map_err(db)?;
+        if self
+            .parts
+            .queued
+            .lock()
+            .expect("queued sink lock")
+            .is_some()
+        {
+            self.queued.push((seq, m.clone()));
+        }
         Ok(seq)
     }
 

@@ -7,7 +7,9 @@ use std::time::Duration;
 use bosun_testkit::{NodeSpec, eventually, holds_for, json};
 use serde_json::Value;
 
-use crate::support::{exec_no_wait, fleet, lines, report, state_of, stderr, stdout, wait_state};
+use crate::support::{
+    exec_no_wait, fleet, lines, nc_u, queued_ids, report, state_of, stderr, stdout, wait_state,
+};
 
 #[test]
 fn three_nodes_exchange_commands() {
@@ -420,4 +422,63 @@ fn copy_a_file_between_nodes_in_hashed_chunks() {
             && error.ends_with("see file_roots"),
         "{error}"
     );
+}
+
+/// Queues deeper than an outbox keeps in memory, on both sides at once (the requests at
+/// the sender, the replies at the destination), are read from disk in pages while new
+/// entries keep arriving from concurrent writers: every result comes back and both
+/// outboxes end empty.
+#[test]
+fn queues_deeper_than_memory_lose_nothing_on_either_side() {
+    let tight = "outbox_memory_entries = 32\nmax_concurrent = 256\n";
+    let Some(fleet) = fleet()
+        .node(NodeSpec::new("central").config(tight))
+        .node(NodeSpec::new("ship1").config(tight))
+        .start()
+    else {
+        return;
+    };
+    let central = fleet.node("central");
+    let ids: Vec<String> = std::thread::scope(|scope| {
+        let submitters: Vec<_> = (0..8)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut ids = Vec::new();
+                    for _ in 0..5 {
+                        let pings: Vec<Value> = (0..100)
+                            .map(|_| serde_json::json!({"toNode": "ship1", "method": "ping"}))
+                            .collect();
+                        let request = serde_json::json!({"op": "submit", "messages": pings});
+                        ids.extend(queued_ids(&nc_u(central, &request.to_string())));
+                    }
+                    ids
+                })
+            })
+            .collect();
+        submitters
+            .into_iter()
+            .flat_map(|s| s.join().unwrap())
+            .collect()
+    });
+    assert_eq!(ids.len(), 4000);
+    let request = serde_json::json!({"op": "wait", "ids": ids, "timeoutMs": 180_000});
+    let answer = nc_u(central, &request.to_string());
+    let mut states = std::collections::BTreeMap::<String, usize>::new();
+    for report in answer["reports"].as_array().unwrap() {
+        let state = report["sent"]["state"].as_str().unwrap_or("unknown");
+        *states.entry(state.to_string()).or_default() += 1;
+    }
+    assert_eq!(
+        states,
+        [("done".to_string(), 4000)].into(),
+        "every ping done at the sender"
+    );
+    for node in [central, fleet.node("ship1")] {
+        let info = nc_u(node, r#"{"op":"info"}"#);
+        assert_eq!(
+            info["outbox"], 0,
+            "{}: nothing left on disk: {info}",
+            node.name
+        );
+    }
 }
