@@ -6,6 +6,7 @@ mod cmd;
 mod render;
 
 use std::path::PathBuf;
+use std::sync::LazyLock;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
@@ -14,7 +15,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 /// Every host runs `bosun node`. Messages sent to a node are queued durably, delivered
 /// when the node can be reached, run exactly once, and their results come back.
 #[derive(Parser)]
-#[command(name = "bosun", version, propagate_version = true)]
+#[command(name = "bosun", propagate_version = true)]
 struct Cli {
     #[command(flatten)]
     global: Global,
@@ -71,7 +72,23 @@ enum Command {
     )]
     #[command(subcommand)]
     Keys(cmd::keys::KeysCmd),
+    #[command(about = "Print a shell completion script: bash, zsh, fish, elvish, powershell.")]
+    Completions(cmd::docs::CompletionsCmd),
+    #[command(about = "Print bosun's man page, or write one page per command into a folder.")]
+    Man(cmd::docs::ManCmd),
 }
+
+/// The release and the source it was built from, for `--version`: `0.1.0 (git
+/// 1a2b3c4d5e6f)`, with `-modified` when the tree had uncommitted changes, or `(unknown
+/// revision)` when built outside a git checkout.
+static VERSION: LazyLock<String> = LazyLock::new(|| {
+    let revision = git_version::git_version!(
+        prefix = "git ",
+        args = ["--always", "--dirty=-modified", "--abbrev=12"],
+        fallback = "unknown revision"
+    );
+    format!("{} ({revision})", env!("CARGO_PKG_VERSION"))
+});
 
 /// The command line, with the help of global options taken from the one table of
 /// settings, so that `--help` and `bosun config show` state the same defaults.
@@ -82,7 +99,9 @@ fn command() -> clap::Command {
         .map(|cli| cli.help)
         .unwrap_or("The node's data dir.");
     let help = format!("{help} [default: {}]", setting.default_text());
-    Cli::command().mut_arg("data_dir", |arg| arg.help(help))
+    Cli::command()
+        .version(VERSION.as_str())
+        .mut_arg("data_dir", |arg| arg.help(help))
 }
 
 fn main() {
@@ -121,6 +140,8 @@ fn main() {
             Command::Config(c) => c.run(&cli.global).await,
             Command::Demo(c) => c.run(&cli.global).await,
             Command::Keys(c) => c.run(&cli.global).await,
+            Command::Completions(c) => c.run(command()),
+            Command::Man(c) => c.run(command()),
         }
     });
     match result {

@@ -4,6 +4,7 @@ pub mod chaos;
 pub mod config;
 pub mod container;
 pub mod demo;
+pub mod docs;
 pub mod exec;
 pub mod fanout;
 pub mod keys;

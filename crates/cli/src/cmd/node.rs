@@ -137,11 +137,16 @@ fn announce_trust(config: &bosun_node::Config, trust: &bosun_trust::Trust) {
     tracing::info!(trust = %trust.describe(), "trust");
 }
 
+/// Log to stderr at `filter`; in colour only on a terminal (and not with `NO_COLOR`
+/// set), so a log redirected to a file or the journal holds no escape codes.
 pub fn init_logging(filter: &str) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr)
         .try_init();
 }

@@ -16,6 +16,7 @@ mod deploy;
 mod disk;
 mod dockermod;
 mod http_apis;
+mod install;
 mod links;
 mod lsdsuite;
 mod nats;

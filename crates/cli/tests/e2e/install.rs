@@ -1,0 +1,180 @@
+//! What an operator installs and reads besides the binary: the version with its git
+//! revision, shell completions, man pages, and logs that hold no colour codes when they
+//! go to a file.
+
+use std::process::Command;
+
+use crate::support::{bin, fleet, stderr, stdout};
+
+/// The source the binary was built from, as `git describe` names it.
+fn git_revision() -> String {
+    let out = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("git");
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out).trim().to_string()
+}
+
+#[test]
+fn version_names_the_release_and_the_git_revision() {
+    let revision = git_revision();
+    for args in [&["--version"][..], &["node", "--version"]] {
+        let out = Command::new(bin()).args(args).output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let line = stdout(&out);
+        let want = format!("{} (git ", env!("CARGO_PKG_VERSION"));
+        assert!(line.starts_with("bosun"), "{args:?}: {line}");
+        assert!(line.contains(&want), "{args:?}: {line}");
+        assert!(
+            line.contains(&revision),
+            "{args:?}: {line} names {revision}"
+        );
+    }
+}
+
+#[test]
+fn completions_load_in_bash_and_name_every_command() {
+    let out = Command::new("bash")
+        .args([
+            "-c",
+            r#"source <("$1" completions bash) && complete -p bosun"#,
+            "bash",
+        ])
+        .arg(bin())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("bosun"), "{}", stdout(&out));
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(bin())
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}: {}", stderr(&out));
+        let script = stdout(&out);
+        for command in ["node", "exec", "container", "chaos", "workload", "keys"] {
+            assert!(script.contains(command), "{shell} completes {command}");
+        }
+    }
+    let out = Command::new(bin())
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("possible values: bash"),
+        "an unknown shell lists the known ones: {}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn man_pages_render_with_man() {
+    let out = Command::new(bin()).arg("man").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let page = stdout(&out);
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH bosun 1"),
+        "{page}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bosun.1");
+    std::fs::write(&file, &page).unwrap();
+    let rendered = Command::new("man")
+        .args(["-l", "-P", "cat"])
+        .arg(&file)
+        .env("MANWIDTH", "100")
+        .output()
+        .unwrap();
+    assert!(rendered.status.success(), "{}", stderr(&rendered));
+    let text = stdout(&rendered);
+    for want in [
+        "NAME",
+        "SYNOPSIS",
+        "command and control",
+        "exec",
+        "--data-dir",
+    ] {
+        assert!(text.contains(want), "the rendered page has {want}: {text}");
+    }
+
+    let pages = dir.path().join("man1");
+    let out = Command::new(bin())
+        .args(["man", "--dir", pages.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    for name in [
+        "bosun.1",
+        "bosun-node.1",
+        "bosun-exec.1",
+        "bosun-container-run.1",
+        "bosun-keys-issue.1",
+    ] {
+        let page =
+            std::fs::read_to_string(pages.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(page.contains(".TH"), "{name} is a man page");
+    }
+    let written = std::fs::read_dir(&pages).unwrap().count();
+    assert!(
+        stdout(&out).contains(&format!("wrote {written} man pages")),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn a_node_logging_to_a_file_writes_no_colour_codes() {
+    let Some(fleet) = fleet().nodes(&["central", "ship1"]).start() else {
+        return;
+    };
+    let out = fleet
+        .node("central")
+        .cli(&["exec", "-n", "ship1", "--", "true"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for name in ["central", "ship1"] {
+        let log = std::fs::read_to_string(fleet.node(name).log_path()).unwrap();
+        assert!(
+            log.contains(" INFO "),
+            "{name} logged at info, uncoloured: {log}"
+        );
+        assert!(
+            !log.contains('\u{1b}'),
+            "{name}'s log has escape codes: {log}"
+        );
+    }
+}
+
+#[test]
+fn the_systemd_unit_is_valid_and_stops_the_node_first() {
+    let unit = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/bosun.service"),
+    )
+    .unwrap();
+    for want in [
+        "KillMode=mixed",
+        "User=bosun",
+        "StateDirectory=bosun",
+        "ExecStart=/usr/bin/bosun node --data-dir /var/lib/bosun",
+    ] {
+        assert!(unit.contains(want), "the unit has {want}");
+    }
+    // `systemd-analyze verify` checks every option and that ExecStart can run: point it
+    // at the binary under test. It answers 0 even for an unknown value, but says so.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bosun.service");
+    std::fs::write(
+        &file,
+        unit.replace("/usr/bin/bosun", bin().to_str().unwrap()),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "", "systemd finds nothing to say");
+}
