@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use crate::support::{bin, fleet, stderr, stdout};
+use crate::support::{DockerCleanup, bin, exec_no_wait, fleet, stderr, stdout, unique, wait_state};
 
 /// The source the binary was built from, as `git describe` names it.
 fn git_revision() -> String {
@@ -177,4 +177,112 @@ fn the_systemd_unit_is_valid_and_stops_the_node_first() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stderr(&out), "", "systemd finds nothing to say");
+}
+
+/// Removes an image on drop.
+struct ImageCleanup(String);
+
+impl Drop for ImageCleanup {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rmi", "-f", &self.0]).output();
+    }
+}
+
+#[test]
+fn the_container_image_runs_a_node_that_serves_commands_and_docker() {
+    if bosun_testkit::docker_test_image().is_none() {
+        return;
+    }
+    let Some(fleet) = fleet().central("central").nodes(&["central"]).start() else {
+        return;
+    };
+    // The image, built by the script operators use, from the binary under test.
+    let tag = format!("{}:test", unique("bosun-image-"));
+    let _image = ImageCleanup(tag.clone());
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/image");
+    let out = Command::new("bash")
+        .arg(&script)
+        .args(["--bin", bin().to_str().unwrap(), "--tag", &tag])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "scripts/image: {}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!("built {tag}")),
+        "{}",
+        stdout(&out)
+    );
+
+    // A node from it, run as the README says: host network, Docker socket, data in a
+    // host folder (here with an identity from the fleet's issuer).
+    let data = fleet.dir().join("boxed");
+    std::fs::create_dir_all(&data).unwrap();
+    bosun_testkit::trust::issuer().issue_into(&data, "boxed", &["*".to_string()]);
+    let name = unique("bosun-boxed-");
+    let _container = DockerCleanup {
+        names: vec![name.clone()],
+        nodes: vec![],
+    };
+    let out = Command::new("docker")
+        .args(["run", "-d", "--name", &name, "--network", "host"])
+        .arg("-v")
+        .arg(format!("{}:/var/lib/bosun", data.display()))
+        .args(["-v", "/var/run/docker.sock:/var/run/docker.sock"])
+        .args(["-e", "BOSUN_LOG=info", "-e", "BOSUN_POLICY=*", "-e"])
+        .arg(format!(
+            "BOSUN_TRUSTED_ISSUERS={}",
+            bosun_testkit::trust::issuer().public_key()
+        ))
+        .args([
+            "-e",
+            "BOSUN_CENTRAL=central",
+            "-e",
+            "BOSUN_HELLO_INTERVAL=1",
+        ])
+        .arg(&tag)
+        .args(["node", "--name", "boxed", "--broker", &fleet.nats().url()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "docker run: {}", stderr(&out));
+    fleet.wait_listed(&["boxed".to_string()]);
+
+    let central = fleet.node("central");
+    let out = central.cli(&[
+        "exec",
+        "-n",
+        "boxed",
+        "--json",
+        "--",
+        "sh",
+        "-c",
+        "echo from the image; cat /etc/passwd",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows = bosun_testkit::json(&out);
+    assert_eq!(rows[0]["state"], "done", "{rows}");
+    assert_eq!(
+        rows[0]["result"]["stdout"], "from the image\nroot:x:0:0:root:/root:/bin/sh\n",
+        "it ran inside the image, whose only user is root"
+    );
+    // Killed (SIGKILL to the container) and started again, it keeps its data folder: a
+    // command sent while it was down runs once it is back.
+    let docker = |args: &[&str]| {
+        let out = Command::new("docker").args(args).output().unwrap();
+        assert!(out.status.success(), "docker {args:?}: {}", stderr(&out));
+    };
+    docker(&["kill", &name]);
+    let id = exec_no_wait(central, "boxed", &["sh", "-c", "echo after the restart"]);
+    docker(&["start", &name]);
+    let report = wait_state(central, &id, "done");
+    assert_eq!(
+        report["sent"]["outcome"]["stdout"], "after the restart\n",
+        "{report}"
+    );
+    // Through the mounted socket it reaches the host's Docker: it sees its own image.
+    let out = central.cli(&["image", "ls", "-n", "boxed", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&tag),
+        "the node in the container lists the host's images: {}",
+        stdout(&out)
+    );
 }
