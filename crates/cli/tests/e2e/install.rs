@@ -286,3 +286,155 @@ fn the_container_image_runs_a_node_that_serves_commands_and_docker() {
         stdout(&out)
     );
 }
+
+/// A clean Debian (bookworm, minbase) as a local image, made once from a debootstrap
+/// rootfs (no registry is reachable) and kept for later runs.
+fn debian_image() -> String {
+    let tag = "bosun-debian-bookworm:minbase".to_string();
+    let have = Command::new("docker")
+        .args(["image", "inspect", &tag])
+        .output()
+        .unwrap();
+    if have.status.success() {
+        return tag;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let out = Command::new("debootstrap")
+        .args(["--variant=minbase", "bookworm"])
+        .arg(root.path())
+        .arg("http://deb.debian.org/debian")
+        .output()
+        .expect("debootstrap (apt-get install debootstrap)");
+    assert!(out.status.success(), "debootstrap: {}", stderr(&out));
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "tar -C {} -c . | docker import - {tag}",
+            root.path().display()
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "docker import: {}", stderr(&out));
+    tag
+}
+
+#[test]
+fn the_deb_installs_serves_as_its_own_user_and_purges_clean_in_a_clean_debian() {
+    if bosun_testkit::docker_test_image().is_none() {
+        return;
+    }
+    let Some(fleet) = fleet().central("central").nodes(&["central"]).start() else {
+        return;
+    };
+    // The package, made by the script operators use, from the binary under test.
+    let target = bin().parent().unwrap().parent().unwrap().to_path_buf();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/deb");
+    let out = Command::new("bash")
+        .arg(&script)
+        .args(["--dev", "--no-build"])
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "scripts/deb: {}", stderr(&out));
+    let deb = std::path::PathBuf::from(stdout(&out).trim());
+    assert!(deb.extension().is_some_and(|e| e == "deb"), "{deb:?}");
+
+    let name = unique("bosun-deb-");
+    let _container = DockerCleanup {
+        names: vec![name.clone()],
+        nodes: vec![],
+    };
+    let out = Command::new("docker")
+        .args(["run", "-d", "--name", &name, "--network", "host", "-v"])
+        .arg(format!("{}:/deb:ro", deb.parent().unwrap().display()))
+        .args([&debian_image(), "sleep", "infinity"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "docker run: {}", stderr(&out));
+    let sh = |script: &str| -> std::process::Output {
+        Command::new("docker")
+            .args(["exec", &name, "sh", "-c", script])
+            .output()
+            .unwrap()
+    };
+    let ok = |script: &str| -> String {
+        let out = sh(script);
+        assert!(out.status.success(), "{script}: {}", stderr(&out));
+        stdout(&out)
+    };
+    let file = deb.file_name().unwrap().to_str().unwrap();
+    ok(&format!("dpkg -i /deb/{file}"));
+    assert!(ok("getent passwd bosun").contains(":/var/lib/bosun:/usr/sbin/nologin"));
+    assert_eq!(ok("stat -c %U:%a /var/lib/bosun"), "bosun:700\n");
+    assert!(ok("bosun --version").contains("(git "));
+    ok("test -f /usr/lib/systemd/system/bosun.service");
+    ok("test -f /usr/share/bash-completion/completions/bosun");
+    ok("test -f /usr/share/man/man1/bosun-exec.1.gz");
+
+    // Started as the package's user with an identity from the fleet's issuer, it joins
+    // central and runs what central sends, as that user.
+    let identity = tempfile::tempdir().unwrap();
+    bosun_testkit::trust::issuer().issue_into(identity.path(), "debnode", &["*".to_string()]);
+    let out = Command::new("docker")
+        .arg("cp")
+        .arg(format!("{}/.", identity.path().display()))
+        .arg(format!("{name}:/var/lib/bosun/"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "docker cp: {}", stderr(&out));
+    ok("chown -R bosun:bosun /var/lib/bosun");
+    let out = Command::new("docker")
+        .args(["exec", "-d", "-u", "bosun", &name, "env"])
+        .arg(format!(
+            "BOSUN_TRUSTED_ISSUERS={}",
+            bosun_testkit::trust::issuer().public_key()
+        ))
+        .args([
+            "BOSUN_POLICY=*",
+            "BOSUN_CENTRAL=central",
+            "BOSUN_HELLO_INTERVAL=1",
+        ])
+        .args([
+            "bosun",
+            "node",
+            "--data-dir",
+            "/var/lib/bosun",
+            "--name",
+            "debnode",
+        ])
+        .args(["--broker", &fleet.nats().url()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "start the node: {}", stderr(&out));
+    fleet.wait_listed(&["debnode".to_string()]);
+    let out = fleet
+        .node("central")
+        .cli(&["exec", "-n", "debnode", "--json", "--", "id", "-un"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows = bosun_testkit::json(&out);
+    assert_eq!(rows[0]["result"]["stdout"], "bosun\n", "{rows}");
+
+    // Stopped and purged, nothing of it is left: binary, data, user.
+    ok("for p in /proc/[0-9]*; do [ \"$(cat $p/comm)\" = bosun ] && kill ${p#/proc/}; done; true");
+    bosun_testkit::eventually(
+        std::time::Duration::from_secs(20),
+        "the node stops on SIGTERM",
+        || {
+            let left = ok("for p in /proc/[0-9]*; do cat $p/comm; done 2>/dev/null");
+            (!left.lines().any(|comm| comm == "bosun")).then_some(())
+        },
+    );
+    ok("dpkg --purge bosun");
+    for gone in [
+        "getent passwd bosun",
+        "getent group bosun",
+        "test -e /var/lib/bosun",
+        "test -e /usr/bin/bosun",
+        "test -e /usr/lib/systemd/system/bosun.service",
+    ] {
+        assert!(
+            !sh(gone).status.success(),
+            "after the purge: {gone} still holds"
+        );
+    }
+}
