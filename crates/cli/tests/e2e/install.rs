@@ -179,6 +179,27 @@ fn the_systemd_unit_is_valid_and_stops_the_node_first() {
     assert_eq!(stderr(&out), "", "systemd finds nothing to say");
 }
 
+/// A fleet of one node, `central`, for a node run in a container to join; `None` when
+/// Docker or NATS is missing (a failure instead under `BOSUN_REQUIRE_*`).
+fn central_for_docker() -> Option<bosun_testkit::Fleet> {
+    bosun_testkit::docker_test_image()?;
+    fleet().central("central").nodes(&["central"]).start()
+}
+
+/// The environment a node started outside the testkit needs to join a test fleet: the
+/// fleet's issuer trusted, every method allowed, hellos to `central` every second.
+fn fleet_member_env() -> Vec<String> {
+    vec![
+        format!(
+            "BOSUN_TRUSTED_ISSUERS={}",
+            bosun_testkit::trust::issuer().public_key()
+        ),
+        "BOSUN_POLICY=*".into(),
+        "BOSUN_CENTRAL=central".into(),
+        "BOSUN_HELLO_INTERVAL=1".into(),
+    ]
+}
+
 /// Removes an image on drop.
 struct ImageCleanup(String);
 
@@ -190,10 +211,7 @@ impl Drop for ImageCleanup {
 
 #[test]
 fn the_container_image_runs_a_node_that_serves_commands_and_docker() {
-    if bosun_testkit::docker_test_image().is_none() {
-        return;
-    }
-    let Some(fleet) = fleet().central("central").nodes(&["central"]).start() else {
+    let Some(fleet) = central_for_docker() else {
         return;
     };
     // The image, built by the script operators use, from the binary under test.
@@ -227,17 +245,8 @@ fn the_container_image_runs_a_node_that_serves_commands_and_docker() {
         .arg("-v")
         .arg(format!("{}:/var/lib/bosun", data.display()))
         .args(["-v", "/var/run/docker.sock:/var/run/docker.sock"])
-        .args(["-e", "BOSUN_LOG=info", "-e", "BOSUN_POLICY=*", "-e"])
-        .arg(format!(
-            "BOSUN_TRUSTED_ISSUERS={}",
-            bosun_testkit::trust::issuer().public_key()
-        ))
-        .args([
-            "-e",
-            "BOSUN_CENTRAL=central",
-            "-e",
-            "BOSUN_HELLO_INTERVAL=1",
-        ])
+        .args(["-e", "BOSUN_LOG=info"])
+        .args(fleet_member_env().iter().flat_map(|kv| ["-e", kv.as_str()]))
         .arg(&tag)
         .args(["node", "--name", "boxed", "--broker", &fleet.nats().url()])
         .output()
@@ -320,10 +329,7 @@ fn debian_image() -> String {
 
 #[test]
 fn the_deb_installs_serves_as_its_own_user_and_purges_clean_in_a_clean_debian() {
-    if bosun_testkit::docker_test_image().is_none() {
-        return;
-    }
-    let Some(fleet) = fleet().central("central").nodes(&["central"]).start() else {
+    let Some(fleet) = central_for_docker() else {
         return;
     };
     // The package, made by the script operators use, from the binary under test.
@@ -385,15 +391,7 @@ fn the_deb_installs_serves_as_its_own_user_and_purges_clean_in_a_clean_debian() 
     ok("chown -R bosun:bosun /var/lib/bosun");
     let out = Command::new("docker")
         .args(["exec", "-d", "-u", "bosun", &name, "env"])
-        .arg(format!(
-            "BOSUN_TRUSTED_ISSUERS={}",
-            bosun_testkit::trust::issuer().public_key()
-        ))
-        .args([
-            "BOSUN_POLICY=*",
-            "BOSUN_CENTRAL=central",
-            "BOSUN_HELLO_INTERVAL=1",
-        ])
+        .args(fleet_member_env())
         .args([
             "bosun",
             "node",
