@@ -103,44 +103,72 @@ pub enum ContainerCmd {
     },
     /// Stop containers (SIGTERM, then SIGKILL after --time seconds).
     Stop {
+        /// Containers by id, id prefix or name, on whichever node of the fleet has them.
         ids: Vec<String>,
+        /// Seconds between SIGTERM and SIGKILL.
         #[arg(long, short = 't', default_value_t = 10)]
         time: u64,
     },
     /// Send a signal to containers.
     Kill {
+        /// Containers by id, id prefix or name, on whichever node of the fleet has them.
         ids: Vec<String>,
+        /// The signal, by name (SIGKILL, SIGHUP, …) or number.
         #[arg(long, short = 's', default_value = "SIGTERM")]
         signal: String,
     },
     /// Start created or stopped containers.
-    Start { ids: Vec<String> },
+    Start {
+        /// Containers by id, id prefix or name, on whichever node of the fleet has them.
+        ids: Vec<String>,
+    },
     /// Restart containers.
-    Restart { ids: Vec<String> },
+    Restart {
+        /// Containers by id, id prefix or name, on whichever node of the fleet has them.
+        ids: Vec<String>,
+    },
     /// Pause containers.
-    Pause { ids: Vec<String> },
+    Pause {
+        /// Containers by id, id prefix or name, on whichever node of the fleet has them.
+        ids: Vec<String>,
+    },
     /// Unpause containers.
-    Unpause { ids: Vec<String> },
+    Unpause {
+        /// Containers by id, id prefix or name, on whichever node of the fleet has them.
+        ids: Vec<String>,
+    },
     /// Remove containers.
     Rm {
+        /// Containers by id, id prefix or name, on whichever node of the fleet has them.
         ids: Vec<String>,
         /// Remove running ones too.
         #[arg(long, short = 'f')]
         force: bool,
     },
     /// Print a container's logs.
-    Logs { id: String },
+    Logs {
+        /// The container by id, id prefix or name, on whichever node of the fleet has it.
+        id: String,
+    },
     /// Print a container's inspect JSON.
-    Inspect { id: String },
+    Inspect {
+        /// The container by id, id prefix or name, on whichever node of the fleet has it.
+        id: String,
+    },
     /// One stats sample of a container.
-    Stats { id: String },
+    Stats {
+        /// The container by id, id prefix or name, on whichever node of the fleet has it.
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
 pub enum ImageCmd {
     /// Pull an image on a node.
     Pull {
+        /// The image reference, e.g. alpine:3 or registry.example:5000/web:1.
         image: String,
+        /// The node that pulls it. [default: this node]
         #[arg(long, short = 'n')]
         node: Option<String>,
         /// File holding the registry auth (base64 of the Docker auth JSON), mode 0600.
@@ -149,8 +177,10 @@ pub enum ImageCmd {
     },
     /// List a node's images.
     Ls {
+        /// The node whose images to list. [default: this node]
         #[arg(long, short = 'n')]
         node: Option<String>,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },

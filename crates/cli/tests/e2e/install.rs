@@ -436,3 +436,45 @@ fn the_deb_installs_serves_as_its_own_user_and_purges_clean_in_a_clean_debian() 
         );
     }
 }
+
+#[test]
+fn every_option_and_argument_of_every_command_has_help() {
+    // Every command, found by walking the "Commands:" lists of the help pages.
+    let mut todo: Vec<Vec<String>> = vec![vec![]];
+    let mut seen = 0;
+    let mut bare = Vec::new();
+    while let Some(command) = todo.pop() {
+        seen += 1;
+        let out = Command::new(bin())
+            .args(&command)
+            .arg("-h")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{command:?}: {}", stderr(&out));
+        let mut in_commands = false;
+        for line in stdout(&out).lines() {
+            let item = line.trim_end();
+            if item.ends_with(':') && !item.starts_with(' ') {
+                in_commands = item == "Commands:";
+                continue;
+            }
+            // A command's name is indented by two; its help's next lines by more.
+            let named = in_commands && item.starts_with("  ") && !item.starts_with("   ");
+            let name = item.split_whitespace().next().unwrap_or("");
+            if named && name != "help" {
+                let mut sub = command.clone();
+                sub.push(name.to_string());
+                todo.push(sub);
+            }
+            let listed = item.starts_with("  ")
+                && matches!(item.trim_start().chars().next(), Some('-' | '<' | '['));
+            // A listed command, option or argument is its name, two spaces or more, its
+            // help.
+            if (listed || named) && !item.trim_start().contains("  ") {
+                bare.push(format!("bosun {}: {}", command.join(" "), item.trim()));
+            }
+        }
+    }
+    assert!(seen > 30, "walked only {seen} commands");
+    assert!(bare.is_empty(), "without help: {bare:#?}");
+}
