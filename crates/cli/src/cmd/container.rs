@@ -105,6 +105,8 @@ pub enum ContainerCmd {
     Stop {
         /// Containers by id, id prefix or name, on whichever node of the fleet has them.
         ids: Vec<String>,
+        #[command(flatten)]
+        out: JsonOut,
         /// Seconds between SIGTERM and SIGKILL.
         #[arg(long, short = 't', default_value_t = 10)]
         time: u64,
@@ -113,6 +115,8 @@ pub enum ContainerCmd {
     Kill {
         /// Containers by id, id prefix or name, on whichever node of the fleet has them.
         ids: Vec<String>,
+        #[command(flatten)]
+        out: JsonOut,
         /// The signal, by name (SIGKILL, SIGHUP, …) or number.
         #[arg(long, short = 's', default_value = "SIGTERM")]
         signal: String,
@@ -121,26 +125,36 @@ pub enum ContainerCmd {
     Start {
         /// Containers by id, id prefix or name, on whichever node of the fleet has them.
         ids: Vec<String>,
+        #[command(flatten)]
+        out: JsonOut,
     },
     /// Restart containers.
     Restart {
         /// Containers by id, id prefix or name, on whichever node of the fleet has them.
         ids: Vec<String>,
+        #[command(flatten)]
+        out: JsonOut,
     },
     /// Pause containers.
     Pause {
         /// Containers by id, id prefix or name, on whichever node of the fleet has them.
         ids: Vec<String>,
+        #[command(flatten)]
+        out: JsonOut,
     },
     /// Unpause containers.
     Unpause {
         /// Containers by id, id prefix or name, on whichever node of the fleet has them.
         ids: Vec<String>,
+        #[command(flatten)]
+        out: JsonOut,
     },
     /// Remove containers.
     Rm {
         /// Containers by id, id prefix or name, on whichever node of the fleet has them.
         ids: Vec<String>,
+        #[command(flatten)]
+        out: JsonOut,
         /// Remove running ones too.
         #[arg(long, short = 'f')]
         force: bool,
@@ -160,6 +174,15 @@ pub enum ContainerCmd {
         /// The container by id, id prefix or name, on whichever node of the fleet has it.
         id: String,
     },
+}
+
+/// `--json` for the commands that act on containers one by one.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct JsonOut {
+    /// Print JSON: an array with one object per container, `{"id", "node", "method"}`
+    /// when it was done, `{"id", "error"}` when not.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -218,7 +241,7 @@ fn read_auth(file: &Option<std::path::PathBuf>) -> anyhow::Result<Option<String>
 
 impl ContainerCmd {
     pub async fn run(self, global: &Global) -> anyhow::Result<i32> {
-        let (method, ids, args): (Method, Vec<String>, Vec<String>) = match self {
+        let (method, ids, args, json): (Method, Vec<String>, Vec<String>, bool) = match self {
             ContainerCmd::Run {
                 image,
                 template,
@@ -325,27 +348,31 @@ impl ContainerCmd {
                 }
                 return Ok(0);
             }
-            ContainerCmd::Stop { ids, time } => {
-                (Method::ContainerStop, ids, vec![time.to_string()])
+            ContainerCmd::Stop { ids, time, out } => {
+                (Method::ContainerStop, ids, vec![time.to_string()], out.json)
             }
-            ContainerCmd::Kill { ids, signal } => (Method::ContainerKill, ids, vec![signal]),
-            ContainerCmd::Start { ids } => (Method::ContainerStart, ids, vec![]),
-            ContainerCmd::Restart { ids } => (Method::ContainerRestart, ids, vec![]),
-            ContainerCmd::Pause { ids } => (Method::ContainerPause, ids, vec![]),
-            ContainerCmd::Unpause { ids } => (Method::ContainerUnpause, ids, vec![]),
-            ContainerCmd::Rm { ids, force } => (
+            ContainerCmd::Kill { ids, signal, out } => {
+                (Method::ContainerKill, ids, vec![signal], out.json)
+            }
+            ContainerCmd::Start { ids, out } => (Method::ContainerStart, ids, vec![], out.json),
+            ContainerCmd::Restart { ids, out } => (Method::ContainerRestart, ids, vec![], out.json),
+            ContainerCmd::Pause { ids, out } => (Method::ContainerPause, ids, vec![], out.json),
+            ContainerCmd::Unpause { ids, out } => (Method::ContainerUnpause, ids, vec![], out.json),
+            ContainerCmd::Rm { ids, force, out } => (
                 Method::ContainerRemove,
                 ids,
                 if force { vec!["force".into()] } else { vec![] },
+                out.json,
             ),
-            ContainerCmd::Logs { id } => (Method::ContainerLogs, vec![id], vec![]),
-            ContainerCmd::Inspect { id } => (Method::ContainerInspect, vec![id], vec![]),
-            ContainerCmd::Stats { id } => (Method::ContainerStats, vec![id], vec![]),
+            ContainerCmd::Logs { id } => (Method::ContainerLogs, vec![id], vec![], false),
+            ContainerCmd::Inspect { id } => (Method::ContainerInspect, vec![id], vec![], false),
+            ContainerCmd::Stats { id } => (Method::ContainerStats, vec![id], vec![], false),
         };
         if ids.is_empty() {
             anyhow::bail!("name at least one container (id, id prefix or name)");
         }
         let mut code = 0;
+        let mut rows = Vec::new();
         for id in ids {
             let req = ControlRequest::ContainerOp {
                 method: method.name().to_string(),
@@ -360,15 +387,26 @@ impl ContainerCmd {
                         Method::ContainerLogs | Method::ContainerInspect | Method::ContainerStats
                     ) {
                         out!("{output}");
+                    } else if json {
+                        rows.push(serde_json::json!({
+                            "id": id, "node": answer.node, "method": method.name()
+                        }));
                     } else {
                         outln!("{id}\t{}\t{}", answer.node, method.name());
                     }
                 }
                 Err(e) => {
                     code = 1;
-                    eprintln!("{id}: {e}");
+                    if json {
+                        rows.push(serde_json::json!({"id": id, "error": format!("{e:#}")}));
+                    } else {
+                        eprintln!("{id}: {e}");
+                    }
                 }
             }
+        }
+        if json {
+            outln!("{}", serde_json::to_string_pretty(&rows)?);
         }
         Ok(code)
     }

@@ -123,6 +123,10 @@ pub struct ShowCmd {
     /// Print only the issuer's public key.
     #[arg(long)]
     issuer_key: bool,
+    /// Print JSON: `issuer`, `issued`, `nodeKey`, `identity` (each with its public key
+    /// and file, or null when there is none) and `trusts`.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Create a key pair.
@@ -334,6 +338,16 @@ fn describe(claims: &Claims) -> String {
     )
 }
 
+fn claims_json(claims: &Claims) -> serde_json::Value {
+    serde_json::json!({
+        "name": claims.name,
+        "role": claims.role.name(),
+        "key": claims.key,
+        "expires": claims.exp.map(bosun_methods::clock::rfc3339_millis),
+        "grants": claims.allow,
+    })
+}
+
 fn show(cmd: ShowCmd, global: &Global) -> anyhow::Result<i32> {
     let dir = cmd.issuer.path()?;
     let issuer_path = dir.join("issuer.key");
@@ -344,45 +358,72 @@ fn show(cmd: ShowCmd, global: &Global) -> anyhow::Result<i32> {
         );
         return Ok(0);
     }
-    if issuer_path.exists() {
-        outln!(
-            "issuer   {}  ({})",
+    let issuer = if issuer_path.exists() {
+        Some((
             keys::load(&issuer_path, KeyKind::Issuer)?.public_key(),
-            issuer_path.display()
-        );
-        let issued = issued(&dir)?;
-        outln!("issued   {}", issued.len());
-        for claims in issued {
-            outln!("  {}", describe(&claims));
-        }
+            issued(&dir)?,
+        ))
     } else {
-        outln!(
-            "issuer   none at {} (bosun keys init)",
-            issuer_path.display()
-        );
-    }
+        None
+    };
     let config = super::load_config(global, &super::NodeArgs::default())?;
     let key_path = config.node_key_path();
-    if key_path.exists() {
-        outln!(
-            "node key {}  ({})",
-            keys::load(&key_path, KeyKind::Member)?.public_key(),
-            key_path.display()
-        );
-        match std::fs::read_to_string(config.identity_path()) {
-            Ok(token) => outln!("identity {}", describe(&identity::read_claims(&token)?)),
-            Err(_) => outln!(
-                "identity none at {} (bosun keys issue --name {} --into {})",
-                config.identity_path().display(),
-                config.name,
-                config.data_dir.display()
-            ),
-        }
+    let node_key = if key_path.exists() {
+        Some(keys::load(&key_path, KeyKind::Member)?.public_key())
     } else {
-        outln!(
+        None
+    };
+    let identity = match std::fs::read_to_string(config.identity_path()) {
+        Ok(token) if node_key.is_some() => Some(identity::read_claims(&token)?),
+        _ => None,
+    };
+    if cmd.json {
+        let shown = serde_json::json!({
+            "issuer": issuer.as_ref().map(|(key, _)| serde_json::json!({
+                "key": key, "file": issuer_path.display().to_string()
+            })),
+            "issued": issuer.as_ref().map_or(Vec::new(), |(_, issued)| {
+                issued.iter().map(claims_json).collect()
+            }),
+            "nodeKey": node_key.as_ref().map(|key| serde_json::json!({
+                "key": key, "file": key_path.display().to_string()
+            })),
+            "identity": identity.as_ref().map(claims_json),
+            "trusts": config.trusted_issuers,
+        });
+        outln!("{}", serde_json::to_string_pretty(&shown)?);
+        return Ok(0);
+    }
+    match &issuer {
+        Some((key, issued)) => {
+            outln!("issuer   {key}  ({})", issuer_path.display());
+            outln!("issued   {}", issued.len());
+            for claims in issued {
+                outln!("  {}", describe(claims));
+            }
+        }
+        None => outln!(
+            "issuer   none at {} (bosun keys init)",
+            issuer_path.display()
+        ),
+    }
+    match &node_key {
+        Some(key) => {
+            outln!("node key {key}  ({})", key_path.display());
+            match &identity {
+                Some(claims) => outln!("identity {}", describe(claims)),
+                None => outln!(
+                    "identity none at {} (bosun keys issue --name {} --into {})",
+                    config.identity_path().display(),
+                    config.name,
+                    config.data_dir.display()
+                ),
+            }
+        }
+        None => outln!(
             "node key none at {} (created at the node's first start)",
             key_path.display()
-        );
+        ),
     }
     if config.trusted_issuers.is_empty() {
         outln!("trusts   no issuer: messages from other nodes are refused");

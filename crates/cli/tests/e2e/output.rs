@@ -152,3 +152,53 @@ fn exec_to_many_nodes_counts_results_as_they_arrive_and_ends_with_a_table() {
     // Not a terminal and no --progress: no progress line.
     assert!(!stderr(&out).contains(" back: "));
 }
+
+#[test]
+fn container_actions_print_json_per_container_with_the_node_that_did_it() {
+    let Some(image) = bosun_testkit::docker_test_image() else {
+        return;
+    };
+    let Some(fleet) = fleet().nodes(&["central", "ship1"]).start() else {
+        return;
+    };
+    let name = crate::support::unique("bosun-json-");
+    let _cleanup = crate::support::DockerCleanup {
+        names: vec![name.clone()],
+        nodes: vec!["ship1".into()],
+    };
+    let central = fleet.node("central");
+    let out = central.cli(&[
+        "container",
+        "run",
+        "-n",
+        "ship1",
+        "--name",
+        &name,
+        &image,
+        "--",
+        "sleep",
+        "600",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Found on ship1 from central, by name; an unknown one is an error in the array.
+    let out = central.cli(&["container", "pause", "--json", &name, "no-such-container"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let rows: serde_json::Value =
+        serde_json::from_str(&stdout(&out)).unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)));
+    assert_eq!(rows[0]["id"], name.as_str(), "{rows}");
+    assert_eq!(rows[0]["node"], "ship1", "{rows}");
+    assert_eq!(rows[0]["method"], "containerPause", "{rows}");
+    assert_eq!(rows[1]["id"], "no-such-container", "{rows}");
+    assert!(
+        rows[1]["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{rows}"
+    );
+    assert_eq!(
+        crate::support::docker(&["inspect", "-f", "{{.State.Paused}}", &name]).trim(),
+        "true"
+    );
+    let out = central.cli(&["container", "rm", "--json", "-f", &name]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(rows[0]["node"], "ship1", "{rows}");
+}

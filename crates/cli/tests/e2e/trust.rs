@@ -603,6 +603,25 @@ fn the_quick_start_trust_commands_make_a_working_fleet() {
         shown.contains("central") && shown.contains("ship1"),
         "{shown}"
     );
+    // The same as JSON, for scripts: the issuer, what it issued, a node's own key and
+    // identity.
+    let central_data = format!("--data-dir={}", central_dir.display());
+    let shown: serde_json::Value =
+        serde_json::from_str(&keys(&["show", "--json", &central_data])).unwrap();
+    assert_eq!(shown["issuer"]["key"], issuer_key.as_str(), "{shown}");
+    let issued: Vec<&str> = shown["issued"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        issued.contains(&"central") && issued.contains(&"ship1"),
+        "{shown}"
+    );
+    assert_eq!(shown["identity"]["name"], "central", "{shown}");
+    assert_eq!(shown["identity"]["grants"], serde_json::json!(["*"]));
+    assert_eq!(shown["identity"]["key"], shown["nodeKey"]["key"], "{shown}");
     let start = |name: &str, data: &Path, policy: &str| {
         let mut env = vec![("BOSUN_TRUSTED_ISSUERS", issuer_key.as_str())];
         if !policy.is_empty() {
