@@ -302,9 +302,13 @@ events:
         "kill at {}",
         late(killed, start + 2000)
     );
+    // A restart's event comes when Docker has started the container again, its own work
+    // included: about 0.3 s on an idle machine, and past 1.1 s was seen with the whole
+    // suite sharing 2 cores. bosun's own promptness is what the unpause above holds to
+    // 1 s; here the bound leaves room for Docker.
     let restart_late = late(restarted, start + 9000);
     assert!(
-        (0..1000).contains(&restart_late),
+        (0..2000).contains(&restart_late),
         "restart {restart_late} ms after the lease end"
     );
 
