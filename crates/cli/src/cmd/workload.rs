@@ -34,6 +34,10 @@ pub enum WorkloadCmd {
         /// The node. [default: this node]
         #[arg(long, short = 'n', value_name = "NODE")]
         node: Option<String>,
+        /// Print JSON: one object per node, `{"node", "workload"}` with the workload's
+        /// status, `{"node", "answer"}` with what it said, or `{"node", "error"}`.
+        #[arg(long)]
+        json: bool,
         /// The workload's name, for a command given after `--`.
         #[arg(long, requires = "command")]
         name: Option<String>,
@@ -71,6 +75,10 @@ pub enum WorkloadCmd {
         /// The node. [default: this node]
         #[arg(long, short = 'n', value_name = "NODE")]
         node: Option<String>,
+        /// Print JSON: one object per node, `{"node", "workload"}` with the workload's
+        /// status, `{"node", "answer"}` with what it said, or `{"node", "error"}`.
+        #[arg(long)]
+        json: bool,
     },
     /// Restart a workload now; clears FATAL, a stop, and its restart count window.
     ///
@@ -82,6 +90,10 @@ pub enum WorkloadCmd {
         /// The node. [default: this node]
         #[arg(long, short = 'n', value_name = "NODE")]
         node: Option<String>,
+        /// Print JSON: one object per node, `{"node", "workload"}` with the workload's
+        /// status, `{"node", "answer"}` with what it said, or `{"node", "error"}`.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -97,6 +109,7 @@ impl WorkloadCmd {
             WorkloadCmd::Add {
                 file,
                 node,
+                json,
                 name,
                 restart,
                 command,
@@ -121,35 +134,19 @@ impl WorkloadCmd {
                         "give a definition file, or --name NAME -- COMMAND (see bosun workload add --help)"
                     ),
                 };
-                let mut code = 0;
+                let mut answers = Vec::new();
                 for def in defs {
-                    let answers = call_each(
-                        &socket,
-                        std::slice::from_ref(&node),
-                        "workloadAdd",
-                        &serde_json::to_string(&def)?,
-                    )
-                    .await?;
-                    for (node, answer) in answers {
-                        match answer.map(|t| serde_json::from_str::<WorkloadStatus>(&t)) {
-                            Ok(Ok(s)) => outln!(
-                                "{node}: {} {:?}{}",
-                                s.name,
-                                s.state,
-                                s.reason.map(|r| format!(" ({r})")).unwrap_or_default()
-                            ),
-                            Ok(Err(e)) => {
-                                code = 1;
-                                eprintln!("{node}: unreadable answer: {e}");
-                            }
-                            Err(e) => {
-                                code = 1;
-                                eprintln!("{node}: {e}");
-                            }
-                        }
-                    }
+                    answers.extend(
+                        call_each(
+                            &socket,
+                            std::slice::from_ref(&node),
+                            "workloadAdd",
+                            &serde_json::to_string(&def)?,
+                        )
+                        .await?,
+                    );
                 }
-                Ok(code)
+                print_answers(answers, json)
             }
             WorkloadCmd::Ls { node, all, json } => {
                 let nodes = if all {
@@ -218,44 +215,66 @@ impl WorkloadCmd {
                 }
                 Ok(code)
             }
-            WorkloadCmd::Rm { name, node } => {
+            WorkloadCmd::Rm { name, node, json } => {
                 let node = match node {
                     Some(n) => n,
                     None => here().await?,
                 };
-                one(&socket, &node, "workloadRemove", &name).await
+                let answers = call_each(&socket, &[node], "workloadRemove", &name).await?;
+                print_answers(answers, json)
             }
-            WorkloadCmd::Restart { name, node } => {
+            WorkloadCmd::Restart { name, node, json } => {
                 let node = match node {
                     Some(n) => n,
                     None => here().await?,
                 };
-                one(&socket, &node, "workloadRestart", &name).await
+                let answers = call_each(&socket, &[node], "workloadRestart", &name).await?;
+                print_answers(answers, json)
             }
         }
     }
 }
 
-/// Send one workload method and print its answer.
-async fn one(
-    socket: &std::path::Path,
-    node: &str,
-    method: &str,
-    name: &str,
+/// Print what each node answered about a workload: a line per node (its status, or
+/// what it said), or with `json` one array; 1 when any node refused or did not answer.
+fn print_answers(
+    answers: Vec<(String, Result<String, String>)>,
+    json: bool,
 ) -> anyhow::Result<i32> {
-    let answers = call_each(socket, &[node.to_string()], method, name).await?;
     let mut code = 0;
+    let mut rows = Vec::new();
     for (node, answer) in answers {
         match answer {
-            Ok(text) => match serde_json::from_str::<WorkloadStatus>(&text) {
-                Ok(s) => outln!("{node}: {} {:?}", s.name, s.state),
-                Err(_) => out!("{node}: {text}"),
-            },
+            Ok(text) => {
+                if json {
+                    rows.push(match serde_json::from_str::<serde_json::Value>(&text) {
+                        Ok(status) => serde_json::json!({"node": node, "workload": status}),
+                        Err(_) => serde_json::json!({"node": node, "answer": text.trim_end()}),
+                    });
+                    continue;
+                }
+                match serde_json::from_str::<WorkloadStatus>(&text) {
+                    Ok(s) => outln!(
+                        "{node}: {} {:?}{}",
+                        s.name,
+                        s.state,
+                        s.reason.map(|r| format!(" ({r})")).unwrap_or_default()
+                    ),
+                    Err(_) => outln!("{node}: {}", text.trim_end()),
+                }
+            }
             Err(e) => {
                 code = 1;
-                eprintln!("{node}: {e}");
+                if json {
+                    rows.push(serde_json::json!({"node": node, "error": e}));
+                } else {
+                    eprintln!("{node}: {e}");
+                }
             }
         }
+    }
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
     }
     Ok(code)
 }

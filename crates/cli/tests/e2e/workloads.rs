@@ -150,8 +150,11 @@ fn workloads_restart_until_fatal_escalate_reach_central_and_survive_a_kill9() {
     // bring it back once, and FATAL holds.
     let out = fleet
         .node(&central)
-        .cli(&["workload", "restart", "steady", "-n", &ship]);
+        .cli(&["workload", "restart", "steady", "-n", &ship, "--json"]);
     assert!(out.status.success(), "restart: {}", stderr(&out));
+    let rows = json(&out);
+    assert_eq!(rows[0]["node"], ship.as_str(), "{rows}");
+    assert_eq!(rows[0]["workload"]["name"], "steady", "{rows}");
     eventually(Duration::from_secs(10), "steady running", || {
         (running_with(&marker) == 1).then_some(())
     });
@@ -208,9 +211,28 @@ fn workloads_restart_until_fatal_escalate_reach_central_and_survive_a_kill9() {
         "{}",
         stderr(&out)
     );
+    // The same refusal as JSON, for scripts: the node and its error.
     let out = fleet
         .node(&central)
-        .cli(&["workload", "rm", "steady", "-n", &ship]);
+        .cli(&["workload", "rm", "nope", "-n", &ship, "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let rows = json(&out);
+    assert_eq!(rows[0]["node"], ship.as_str(), "{rows}");
+    assert!(
+        rows[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no workload nope")),
+        "{rows}"
+    );
+    let out = fleet
+        .node(&central)
+        .cli(&["workload", "rm", "steady", "-n", &ship, "--json"]);
     assert!(out.status.success(), "rm: {}", stderr(&out));
+    let rows = json(&out);
+    assert_eq!(rows[0]["node"], ship.as_str(), "{rows}");
+    assert_eq!(
+        rows[0]["answer"], "workload steady stopped and removed",
+        "{rows}"
+    );
     assert_eq!(running_with(&marker), 0);
 }
