@@ -80,6 +80,11 @@ pub enum ChaosCmd {
         /// Every experiment.
         #[arg(long, conflicts_with = "experiment")]
         all: bool,
+        /// Print JSON: one object per node that had something to abort, `{"node",
+        /// "undone", "dropped", "entries"}` with its lease book entries, or `{"node",
+        /// "error"}`.
+        #[arg(long)]
+        json: bool,
     },
     /// Gather an experiment's timeline from every node: a table, plus JSON and an SVG
     /// chart written to --out.
@@ -153,7 +158,11 @@ impl ChaosCmd {
                 }
                 Ok(if report.unanswered.is_empty() { 0 } else { 3 })
             }
-            ChaosCmd::Abort { experiment, all } => {
+            ChaosCmd::Abort {
+                experiment,
+                all,
+                json,
+            } => {
                 let experiment = match (experiment, all) {
                     (Some(e), false) => e,
                     (None, true) => "*".to_string(),
@@ -162,6 +171,7 @@ impl ChaosCmd {
                 let nodes = live_nodes(&socket).await?;
                 let answers = call_each(&socket, &nodes, "chaosAbort", &experiment).await?;
                 let mut code = 0;
+                let mut rows = Vec::new();
                 for (node, answer) in answers {
                     match answer {
                         Ok(text) => {
@@ -178,6 +188,15 @@ impl ChaosCmd {
                                 .iter()
                                 .filter(|e| e.state == bosun_chaos::book::EntryState::Aborted)
                                 .count();
+                            if json {
+                                rows.push(serde_json::json!({
+                                    "node": node,
+                                    "undone": undone,
+                                    "dropped": dropped,
+                                    "entries": entries,
+                                }));
+                                continue;
+                            }
                             outln!(
                                 "{node}: {undone} fault(s) undone, {dropped} pending event(s) dropped"
                             );
@@ -192,9 +211,16 @@ impl ChaosCmd {
                         }
                         Err(e) => {
                             code = 1;
-                            eprintln!("{node}: {e}");
+                            if json {
+                                rows.push(serde_json::json!({"node": node, "error": e}));
+                            } else {
+                                eprintln!("{node}: {e}");
+                            }
                         }
                     }
+                }
+                if json {
+                    outln!("{}", serde_json::to_string_pretty(&rows)?);
                 }
                 Ok(code)
             }

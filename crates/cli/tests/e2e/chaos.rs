@@ -468,6 +468,25 @@ fn abort_undoes_every_fault_at_once_and_delay_is_refused_without_netem() {
     let out = fleet.node(&node).cli(&["chaos", "status", &experiment]);
     assert!(out.status.success(), "status: {}", stderr(&out));
     assert!(stdout(&out).contains("aborted"), "{}", stdout(&out));
+    // Aborting again changes nothing and says so, here as JSON: the same counts, every
+    // entry undone or aborted.
+    let out = fleet
+        .node(&node)
+        .cli(&["chaos", "abort", &experiment, "--json"]);
+    assert!(out.status.success(), "abort: {}", stderr(&out));
+    let rows = json(&out);
+    assert_eq!(rows.as_array().unwrap().len(), 1, "{rows}");
+    assert_eq!(rows[0]["node"], node.as_str());
+    assert_eq!(rows[0]["undone"], 4, "{rows}");
+    assert_eq!(rows[0]["dropped"], 1, "{rows}");
+    assert!(
+        rows[0]["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["state"] == "undone" || e["state"] == "aborted"),
+        "{rows}"
+    );
 
     // No netem in this kernel: a delay is refused with the reason, and nothing is kept.
     let delay = write(
