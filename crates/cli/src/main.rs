@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-/// bosun: command and control for fleets on slow, flaky or sometimes-up links.
+/// Command and control for fleets on slow, flaky or sometimes-up links.
 ///
 /// Every host runs `bosun node`. Messages sent to a node are queued durably, delivered
 /// when the node can be reached, run exactly once, and their results come back.

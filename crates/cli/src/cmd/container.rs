@@ -104,6 +104,7 @@ pub enum ContainerCmd {
     /// Stop containers (SIGTERM, then SIGKILL after --time seconds).
     Stop {
         /// Containers by id, id prefix or name, on whichever node of the fleet has them.
+        #[arg(required = true)]
         ids: Vec<String>,
         #[command(flatten)]
         out: JsonOut,
@@ -114,6 +115,7 @@ pub enum ContainerCmd {
     /// Send a signal to containers.
     Kill {
         /// Containers by id, id prefix or name, on whichever node of the fleet has them.
+        #[arg(required = true)]
         ids: Vec<String>,
         #[command(flatten)]
         out: JsonOut,
@@ -124,6 +126,7 @@ pub enum ContainerCmd {
     /// Start created or stopped containers.
     Start {
         /// Containers by id, id prefix or name, on whichever node of the fleet has them.
+        #[arg(required = true)]
         ids: Vec<String>,
         #[command(flatten)]
         out: JsonOut,
@@ -131,6 +134,7 @@ pub enum ContainerCmd {
     /// Restart containers.
     Restart {
         /// Containers by id, id prefix or name, on whichever node of the fleet has them.
+        #[arg(required = true)]
         ids: Vec<String>,
         #[command(flatten)]
         out: JsonOut,
@@ -138,6 +142,7 @@ pub enum ContainerCmd {
     /// Pause containers.
     Pause {
         /// Containers by id, id prefix or name, on whichever node of the fleet has them.
+        #[arg(required = true)]
         ids: Vec<String>,
         #[command(flatten)]
         out: JsonOut,
@@ -145,6 +150,7 @@ pub enum ContainerCmd {
     /// Unpause containers.
     Unpause {
         /// Containers by id, id prefix or name, on whichever node of the fleet has them.
+        #[arg(required = true)]
         ids: Vec<String>,
         #[command(flatten)]
         out: JsonOut,
@@ -152,6 +158,7 @@ pub enum ContainerCmd {
     /// Remove containers.
     Rm {
         /// Containers by id, id prefix or name, on whichever node of the fleet has them.
+        #[arg(required = true)]
         ids: Vec<String>,
         #[command(flatten)]
         out: JsonOut,
@@ -368,9 +375,6 @@ impl ContainerCmd {
             ContainerCmd::Inspect { id } => (Method::ContainerInspect, vec![id], vec![], false),
             ContainerCmd::Stats { id } => (Method::ContainerStats, vec![id], vec![], false),
         };
-        if ids.is_empty() {
-            anyhow::bail!("name at least one container (id, id prefix or name)");
-        }
         let mut code = 0;
         let mut rows = Vec::new();
         for id in ids {

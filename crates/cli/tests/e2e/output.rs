@@ -197,6 +197,10 @@ fn container_actions_print_json_per_container_with_the_node_that_did_it() {
         crate::support::docker(&["inspect", "-f", "{{.State.Paused}}", &name]).trim(),
         "true"
     );
+    // Naming none is a usage error, before anything is asked of a node.
+    let out = central.cli(&["container", "pause", "--json"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("<IDS>"), "{}", stderr(&out));
     let out = central.cli(&["container", "rm", "--json", "-f", &name]);
     assert!(out.status.success(), "{}", stderr(&out));
     let rows: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
