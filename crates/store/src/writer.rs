@@ -564,11 +564,12 @@ impl Writer {
         };
         match outcome {
             Ok(results) => {
-                if !self.queued.is_empty() {
-                    let queued = std::mem::take(&mut self.queued);
-                    if let Some(sink) = &*self.parts.queued.lock().expect("queued sink lock") {
-                        sink(queued);
-                    }
+                // One look at the sink per commit, none per message.
+                let queued = std::mem::take(&mut self.queued);
+                if !queued.is_empty()
+                    && let Some(sink) = &*self.parts.queued.lock().expect("queued sink lock")
+                {
+                    sink(queued);
                 }
                 for (i, ((_, reply), result)) in batch.into_iter().zip(results).enumerate() {
                     let answer = match result {
@@ -976,15 +977,7 @@ impl Writer {
             .map_err(db)?
             .insert(seq, id.as_str())
             .map_err(db)?;
-        if self
-            .parts
-            .queued
-            .lock()
-            .expect("queued sink lock")
-            .is_some()
-        {
-            self.queued.push((seq, m.clone()));
-        }
+        self.queued.push((seq, m.clone()));
         Ok(seq)
     }
 

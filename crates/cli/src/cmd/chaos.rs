@@ -17,7 +17,7 @@ use bosun_proto::{Message, State};
 use clap::Subcommand;
 use serde_json::Value;
 
-use super::fanout::{call_each, live_nodes};
+use super::fanout::{PerNode, call_each, live_nodes};
 use super::socket_path;
 use crate::Global;
 
@@ -170,8 +170,7 @@ impl ChaosCmd {
                 };
                 let nodes = live_nodes(&socket).await?;
                 let answers = call_each(&socket, &nodes, "chaosAbort", &experiment).await?;
-                let mut code = 0;
-                let mut rows = Vec::new();
+                let mut shown = PerNode::new(json);
                 for (node, answer) in answers {
                     match answer {
                         Ok(text) => {
@@ -188,8 +187,8 @@ impl ChaosCmd {
                                 .iter()
                                 .filter(|e| e.state == bosun_chaos::book::EntryState::Aborted)
                                 .count();
-                            if json {
-                                rows.push(serde_json::json!({
+                            if shown.json() {
+                                shown.row(serde_json::json!({
                                     "node": node,
                                     "undone": undone,
                                     "dropped": dropped,
@@ -209,20 +208,10 @@ impl ChaosCmd {
                                 );
                             }
                         }
-                        Err(e) => {
-                            code = 1;
-                            if json {
-                                rows.push(serde_json::json!({"node": node, "error": e}));
-                            } else {
-                                eprintln!("{node}: {e}");
-                            }
-                        }
+                        Err(e) => shown.error(&node, &e),
                     }
                 }
-                if json {
-                    outln!("{}", serde_json::to_string_pretty(&rows)?);
-                }
-                Ok(code)
+                shown.finish()
             }
             ChaosCmd::Report {
                 experiment,

@@ -69,3 +69,51 @@ pub async fn call_each(
         })
         .collect())
 }
+
+/// What the nodes answered, printed per node as it comes or, with `json`, gathered
+/// into one array printed at the end; a node's error goes to stderr or into the array
+/// as `{"node", "error"}` and makes the exit code 1.
+pub struct PerNode {
+    json: bool,
+    rows: Vec<serde_json::Value>,
+    code: i32,
+}
+
+impl PerNode {
+    pub fn new(json: bool) -> PerNode {
+        PerNode {
+            json,
+            rows: Vec::new(),
+            code: 0,
+        }
+    }
+
+    /// Whether rows are gathered as JSON (else the caller prints its line).
+    pub fn json(&self) -> bool {
+        self.json
+    }
+
+    /// One node's answer, as a JSON row.
+    pub fn row(&mut self, row: serde_json::Value) {
+        self.rows.push(row);
+    }
+
+    /// A node that refused or did not answer.
+    pub fn error(&mut self, node: &str, error: &str) {
+        self.code = 1;
+        if self.json {
+            self.rows
+                .push(serde_json::json!({"node": node, "error": error}));
+        } else {
+            eprintln!("{node}: {error}");
+        }
+    }
+
+    /// Print the array (with `json`) and give the exit code.
+    pub fn finish(self) -> anyhow::Result<i32> {
+        if self.json {
+            outln!("{}", serde_json::to_string_pretty(&self.rows)?);
+        }
+        Ok(self.code)
+    }
+}

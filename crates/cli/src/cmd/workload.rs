@@ -10,7 +10,7 @@ use bosun_ingress::control::{ControlRequest, Info};
 use bosun_supervise::WorkloadStatus;
 use clap::Subcommand;
 
-use super::fanout::{call_each, live_nodes};
+use super::fanout::{PerNode, call_each, live_nodes};
 use super::socket_path;
 use crate::Global;
 
@@ -241,40 +241,31 @@ fn print_answers(
     answers: Vec<(String, Result<String, String>)>,
     json: bool,
 ) -> anyhow::Result<i32> {
-    let mut code = 0;
-    let mut rows = Vec::new();
+    let mut shown = PerNode::new(json);
     for (node, answer) in answers {
-        match answer {
-            Ok(text) => {
-                if json {
-                    rows.push(match serde_json::from_str::<serde_json::Value>(&text) {
-                        Ok(status) => serde_json::json!({"node": node, "workload": status}),
-                        Err(_) => serde_json::json!({"node": node, "answer": text.trim_end()}),
-                    });
-                    continue;
-                }
-                match serde_json::from_str::<WorkloadStatus>(&text) {
-                    Ok(s) => outln!(
-                        "{node}: {} {:?}{}",
-                        s.name,
-                        s.state,
-                        s.reason.map(|r| format!(" ({r})")).unwrap_or_default()
-                    ),
-                    Err(_) => outln!("{node}: {}", text.trim_end()),
-                }
-            }
+        let text = match answer {
+            Ok(text) => text,
             Err(e) => {
-                code = 1;
-                if json {
-                    rows.push(serde_json::json!({"node": node, "error": e}));
-                } else {
-                    eprintln!("{node}: {e}");
-                }
+                shown.error(&node, &e);
+                continue;
             }
+        };
+        if shown.json() {
+            shown.row(match serde_json::from_str::<serde_json::Value>(&text) {
+                Ok(status) => serde_json::json!({"node": node, "workload": status}),
+                Err(_) => serde_json::json!({"node": node, "answer": text.trim_end()}),
+            });
+            continue;
+        }
+        match serde_json::from_str::<WorkloadStatus>(&text) {
+            Ok(s) => outln!(
+                "{node}: {} {:?}{}",
+                s.name,
+                s.state,
+                s.reason.map(|r| format!(" ({r})")).unwrap_or_default()
+            ),
+            Err(_) => outln!("{node}: {}", text.trim_end()),
         }
     }
-    if json {
-        outln!("{}", serde_json::to_string_pretty(&rows)?);
-    }
-    Ok(code)
+    shown.finish()
 }
