@@ -165,6 +165,17 @@ fn start_of(report: &Report) -> u64 {
 }
 
 /// The timeline as an SVG picture.
+/// The time between the chart's ticks: the shortest round step (1 s, 2 s, 5 s, … 1 h)
+/// that keeps them to at most 15 across `span_ms`, so their labels never overlap.
+pub fn tick_step(span_ms: f64) -> u64 {
+    const STEPS: [u64; 13] = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600];
+    STEPS
+        .iter()
+        .map(|s| s * 1000)
+        .find(|step| span_ms / *step as f64 <= 15.0)
+        .unwrap_or_else(|| ((span_ms / 15.0 / 3_600_000.0).ceil() as u64).max(1) * 3_600_000)
+}
+
 pub fn svg(report: &Report) -> String {
     let start = start_of(report).saturating_sub(1000);
     let end = report
@@ -216,8 +227,7 @@ pub fn svg(report: &Report) -> String {
         w = left + width + 20.0,
         exp = escape(&report.experiment)
     );
-    // A tick every second (or every 10 s for long runs).
-    let step = if span > 120_000.0 { 10_000 } else { 1000 };
+    let step = tick_step(span);
     let mut t = start - start % step + step;
     while t < end {
         let _ = writeln!(
@@ -313,5 +323,25 @@ mod tests {
         assert_eq!(percentiles(&mut v), Some((50, 99)));
         assert_eq!(percentiles(&mut [7]), Some((7, 7)));
         assert_eq!(percentiles(&mut []), None);
+    }
+
+    #[test]
+    fn ticks_stay_few_and_round_whatever_the_span() {
+        assert_eq!(tick_step(8_000.0), 1000);
+        assert_eq!(tick_step(40_000.0), 5000);
+        assert_eq!(tick_step(602_000.0), 60_000);
+        assert_eq!(tick_step(3.0 * 3_600_000.0), 900_000);
+        for span in [
+            1.0,
+            999.0,
+            15_000.0,
+            16_000.0,
+            90_000.0,
+            7_200_000.0,
+            400_000_000.0,
+        ] {
+            let step = tick_step(span) as f64;
+            assert!(span / step <= 15.0, "{span} ms in steps of {step}");
+        }
     }
 }

@@ -4,6 +4,7 @@
 mod out;
 mod cmd;
 mod render;
+mod table;
 
 use std::path::PathBuf;
 use std::sync::LazyLock;
@@ -44,6 +45,8 @@ enum Command {
     Send(cmd::send::SendCmd),
     #[command(about = "Show a message's whole life: states with times, then its result.")]
     Status(cmd::status::StatusCmd),
+    #[command(about = "Cancel messages this node sent that have not run yet.")]
+    Cancel(cmd::cancel::CancelCmd),
     #[command(about = "Show the fleet: every node that said hello, alive, suspect or down.")]
     Nodes(cmd::nodes::NodesCmd),
     #[command(
@@ -132,6 +135,7 @@ fn main() {
             Command::Exec(c) => c.run(&cli.global).await,
             Command::Send(c) => c.run(&cli.global).await,
             Command::Status(c) => c.run(&cli.global).await,
+            Command::Cancel(c) => c.run(&cli.global).await,
             Command::Nodes(c) => c.run(&cli.global).await,
             Command::Container(c) => c.run(&cli.global).await,
             Command::Image(c) => c.run(&cli.global).await,

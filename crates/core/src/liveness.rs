@@ -5,7 +5,7 @@ use bosun_proto::Millis;
 use serde::{Deserialize, Serialize};
 
 /// How a node looks from here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum Liveness {
     /// Hellos arrive on time.

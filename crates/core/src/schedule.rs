@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The state of one schedule: how often, when next, how many runs remain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Schedule {
     /// Time between runs, in milliseconds.

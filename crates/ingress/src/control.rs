@@ -100,6 +100,11 @@ pub enum ControlRequest {
         #[serde(default)]
         args: Vec<String>,
     },
+    /// Cancel messages this node sent that have not run.
+    Cancel {
+        /// The ids.
+        ids: Vec<String>,
+    },
     /// Send one message and wait for its result.
     #[serde(rename_all = "camelCase")]
     Call {
@@ -139,6 +144,8 @@ pub enum ControlResponse {
     ContainerOutput(ContainerOutput),
     /// To `call`.
     Called(Called),
+    /// To `cancel`.
+    Cancels(Cancels),
     /// Any request refused or failed.
     Error(ErrorAnswer),
 }
@@ -240,6 +247,24 @@ pub struct ContainerOutput {
     pub node: String,
     /// The method's output.
     pub output: String,
+}
+
+/// What became of each cancel, in the order asked.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Cancels {
+    /// One per id.
+    pub cancels: Vec<CancelAnswer>,
+}
+
+/// What became of the cancel of one id.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CancelAnswer {
+    /// The message id.
+    pub id: String,
+    /// What was decided: `cancelled`, `askedDestination` (with `to`) or `refused` (with
+    /// `reason`).
+    #[serde(flatten)]
+    pub answer: bosun_node::Cancelled,
 }
 
 /// The output of one message sent and waited for.
@@ -425,6 +450,14 @@ async fn handle(node: &Node, value: Value) -> ControlResponse {
             }
             Err(e) => ControlResponse::error(e),
         },
+        ControlRequest::Cancel { ids } => {
+            let mut cancels = Vec::with_capacity(ids.len());
+            for id in ids {
+                let answer = node.cancel(&id).await;
+                cancels.push(CancelAnswer { id, answer });
+            }
+            ControlResponse::Cancels(Cancels { cancels })
+        }
         ControlRequest::Nodes => match node.fleet() {
             Ok(nodes) => ControlResponse::Nodes(Nodes { nodes }),
             Err(e) => ControlResponse::error(e),

@@ -34,6 +34,9 @@ use bosun_proto::container::ContainerSpec;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+pub mod openapi;
+
+use crate::dashboard::{self, Dashboard};
 use crate::ops::{self, OpError};
 use bosun_node::Node;
 use subtle::ConstantTimeEq;
@@ -47,6 +50,13 @@ struct App {
     token: Arc<String>,
     dockermod_open: bool,
     body_timeout: Duration,
+    dashboard: Dashboard,
+}
+
+impl axum::extract::FromRef<App> for Dashboard {
+    fn from_ref(app: &App) -> Dashboard {
+        app.dashboard.clone()
+    }
 }
 
 /// The largest request body read; the same as axum's default limit for the handlers'
@@ -150,7 +160,7 @@ pub async fn serve_with(
     limits: Limits,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let router = router(node, token, limits.body_timeout);
+    let router = router(node, token, limits.body_timeout, limits.tls.is_some());
     let connections = TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -223,22 +233,26 @@ async fn serve_connection<I>(
     }
 }
 
-/// The routes, behind the token check.
-fn router(node: Node, token: String, body_timeout: Duration) -> Router {
+/// The routes, behind the token check; `secure` when served over HTTPS.
+fn router(node: Node, token: String, body_timeout: Duration, secure: bool) -> Router {
+    let token = Arc::new(token);
     let app = App {
         dockermod_open: node.config().dockermod_open,
+        dashboard: Dashboard::new(node.clone(), token.clone(), secure),
         node,
-        token: Arc::new(token),
+        token,
         body_timeout,
     };
     Router::new()
-        .route("/", post(dockermod))
+        .route("/", get(dashboard::fleet).post(dockermod))
+        .merge(dashboard::routes())
         .route("/run", post(qm_run))
         .route("/stop", post(qm_stop))
         .route("/status/{id}", get(qm_status))
         .route("/healthz", get(|| async { "ok" }))
         .route("/v1/messages", post(v1_submit))
         .route("/v1/messages/{id}", get(v1_status))
+        .route("/v1/messages/{id}/cancel", post(v1_cancel))
         .route("/v1/nodes", get(v1_nodes))
         .route("/v1/containers", get(v1_list).post(v1_run))
         .route("/v1/containers/{id}", get(v1_inspect).delete(v1_remove))
@@ -248,6 +262,7 @@ fn router(node: Node, token: String, body_timeout: Duration) -> Router {
         )
         .route("/v1/images", get(v1_images))
         .route("/v1/images/pull", post(v1_pull))
+        .route("/v1/openapi.json", get(v1_openapi))
         .layer(middleware::from_fn_with_state(app.clone(), authorise))
         .with_state(app)
 }
@@ -307,7 +322,13 @@ async fn run_read(app: &App, request: Request, next: Next) -> Response {
 /// the body is read; otherwise the route's other place is read.
 async fn authorise(State(app): State<App>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
-    if path == "/healthz" || (path == "/" && app.dockermod_open) {
+    if dashboard::is_dashboard(request.method(), path) {
+        return match dashboard::refusal(&app.dashboard, &request) {
+            Some(refused) => refused,
+            None => run_read(&app, request, next).await,
+        };
+    }
+    if path == "/healthz" || path == "/v1/openapi.json" || (path == "/" && app.dockermod_open) {
         return run_read(&app, request, next).await;
     }
     let place = if path.starts_with("/v1/") {
@@ -374,7 +395,7 @@ impl App {
 
 /// Constant-time comparison: the time taken does not depend on where the tokens differ.
 /// An empty expected token matches nothing.
-fn token_matches(expected: &str, given: &str) -> bool {
+pub(crate) fn token_matches(expected: &str, given: &str) -> bool {
     !expected.is_empty() && bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
 }
 
@@ -854,17 +875,111 @@ async fn dockermod(State(app): State<App>, body: axum::body::Bytes) -> Response 
 
 // === /v1 ===
 
-async fn v1_submit(State(app): State<App>, body: String) -> Response {
-    match crate::inputs::parse_messages(&body) {
+/// A route's query parameters, by name.
+type QueryMap = Query<BTreeMap<String, String>>;
+
+/// A route's `{id}`, or why axum could not read it.
+type IdPath = Result<Path<String>, axum::extract::rejection::PathRejection>;
+
+/// `Ok` when `name` is this node or a node of the fleet it knows; otherwise a 404 that
+/// says which nodes it knows. A view asked of a node never heard of would only wait
+/// out its time limit.
+fn known_node(node: &Node, name: &str) -> Result<(), Box<Response>> {
+    if name == node.name() {
+        return Ok(());
+    }
+    let fleet = node.fleet().unwrap_or_default();
+    if fleet.iter().any(|n| n.name == name) {
+        return Ok(());
+    }
+    let mut known: Vec<String> = fleet.into_iter().map(|n| n.name).collect();
+    known.push(node.name().to_string());
+    known.sort();
+    known.dedup();
+    Err(Box::new(failure(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no node named {name:?} in this node's fleet (it knows {}); check the name with `bosun nodes`",
+            known.join(", ")
+        ),
+    )))
+}
+
+/// The boolean query parameter `name`: `true` or `false`, `default` when absent;
+/// anything else is refused with the reason.
+fn flag(
+    query: &BTreeMap<String, String>,
+    name: &str,
+    default: bool,
+) -> Result<bool, Box<Response>> {
+    match query.get(name).map(String::as_str) {
+        None => Ok(default),
+        Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(other) => Err(Box::new(failure(
+            StatusCode::BAD_REQUEST,
+            format!("query parameter {name} must be true or false, not {other:?}"),
+        ))),
+    }
+}
+
+/// A path or query that axum could not read (bad percent-encoding, …), answered like
+/// every other refusal of the API: JSON with the reason.
+fn unreadable(what: impl std::fmt::Display) -> Response {
+    failure(StatusCode::BAD_REQUEST, what)
+}
+
+/// `GET /v1/openapi.json`: this API described in OpenAPI 3. It carries no fleet data,
+/// so it needs no token, like `/healthz`.
+async fn v1_openapi() -> Response {
+    (
+        [(header::CACHE_CONTROL, "no-cache")],
+        Json(openapi::document()),
+    )
+        .into_response()
+}
+
+/// Queue messages: one message object or an array of them, in steward's field names,
+/// as JSON or YAML.
+#[utoipa::path(post, path = "/v1/messages", tag = "messages",
+    request_body(content = openapi::MessagesBody, description = "One message or an array, JSON (or YAML)",
+        content_type = "application/json"),
+    responses(
+        (status = 202, description = "Queued durably, one id per destination", body = openapi::QueuedAnswer),
+        (status = 400, description = "Not a message or an array of them, or refused: the reason", body = openapi::Failure),
+        openapi::TokenRefusals,
+    ))]
+async fn v1_submit(State(app): State<App>, body: axum::body::Bytes) -> Response {
+    let Ok(body) = std::str::from_utf8(&body) else {
+        return failure(StatusCode::BAD_REQUEST, "the body is not UTF-8 text");
+    };
+    match crate::inputs::parse_messages(body) {
         Ok(messages) => match app.node.submit(messages).await {
-            Ok(queued) => (StatusCode::ACCEPTED, Json(json!({ "queued": queued }))).into_response(),
+            Ok(queued) => {
+                (StatusCode::ACCEPTED, Json(openapi::QueuedAnswer { queued })).into_response()
+            }
             Err(e) => failure(StatusCode::BAD_REQUEST, e),
         },
         Err(e) => failure(StatusCode::BAD_REQUEST, e),
     }
 }
 
-async fn v1_status(State(app): State<App>, Path(id): Path<String>) -> Response {
+/// Everything this node knows of one message: as its sender and as its destination,
+/// its history, streamed output and result.
+#[utoipa::path(get, path = "/v1/messages/{id}", tag = "messages",
+    params(("id" = String, Path, description = "The message id")),
+    responses(
+        (status = 200, description = "The message's records", body = bosun_node::StatusReport),
+        (status = 400, description = "The id cannot be read", body = openapi::Failure),
+        (status = 404, description = "No message with that id here", body = openapi::Failure),
+        openapi::TokenRefusals,
+        (status = 500, description = "The node's records cannot be read", body = openapi::Failure),
+    ))]
+async fn v1_status(State(app): State<App>, id: IdPath) -> Response {
+    let id = match id {
+        Ok(Path(id)) => id,
+        Err(e) => return unreadable(e),
+    };
     match app.node.status(&id) {
         Ok(r) if r.sent.is_none() && r.received.is_none() => {
             failure(StatusCode::NOT_FOUND, format!("no message with id {id}"))
@@ -874,6 +989,48 @@ async fn v1_status(State(app): State<App>, Path(id): Path<String>) -> Response {
     }
 }
 
+/// Cancel a message this node sent that has not run: never delivered, it ends
+/// `cancelled` here; maybe delivered, its destination is asked and decides.
+#[utoipa::path(post, path = "/v1/messages/{id}/cancel", tag = "messages",
+    params(("id" = String, Path, description = "The message id")),
+    responses(
+        (status = 200, description = "Cancelled, or its destination asked", body = crate::control::CancelAnswer),
+        (status = 400, description = "The id cannot be read", body = openapi::Failure),
+        (status = 404, description = "This node sent no message with that id", body = openapi::Failure),
+        (status = 409, description = "Not cancelled: it was delivered, runs or ended; the reason says which", body = openapi::Failure),
+        openapi::TokenRefusals,
+        (status = 500, description = "The node's records cannot be read", body = openapi::Failure),
+    ))]
+async fn v1_cancel(State(app): State<App>, id: IdPath) -> Response {
+    let id = match id {
+        Ok(Path(id)) => id,
+        Err(e) => return unreadable(e),
+    };
+    match app.node.status(&id) {
+        Ok(r) if r.sent.is_none() => {
+            return failure(
+                StatusCode::NOT_FOUND,
+                format!("this node sent no message with id {id}"),
+            );
+        }
+        Ok(_) => {}
+        Err(e) => return failure(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+    match app.node.cancel(&id).await {
+        bosun_node::Cancelled::Refused { reason } => {
+            failure(StatusCode::CONFLICT, format!("not cancelled: {reason}"))
+        }
+        answer => Json(crate::control::CancelAnswer { id, answer }).into_response(),
+    }
+}
+
+/// The fleet as this node knows it: every node's state, last hello and inventory.
+#[utoipa::path(get, path = "/v1/nodes", tag = "fleet",
+    responses(
+        (status = 200, description = "Every node", body = Vec<bosun_node::FleetNode>),
+        openapi::TokenRefusals,
+        (status = 500, description = "The node's records cannot be read", body = openapi::Failure),
+    ))]
 async fn v1_nodes(State(app): State<App>) -> Response {
     match app.node.fleet() {
         Ok(nodes) => Json(nodes).into_response(),
@@ -934,6 +1091,15 @@ pub fn v1_run_request(body: &[u8]) -> Result<RunRequest, BodyError> {
     })
 }
 
+/// Create and start containers: on the named nodes, or `instances` of them placed over
+/// the live nodes whose labels match `constraints` and whose memory fits.
+#[utoipa::path(post, path = "/v1/containers", tag = "containers",
+    request_body(content = openapi::RunBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Each container: its node and id, or why it did not start", body = openapi::StartedAnswer),
+        openapi::OpRefusals,
+        openapi::TokenRefusals,
+    ))]
 async fn v1_run(State(app): State<App>, body: axum::body::Bytes) -> Response {
     let request = match v1_run_request(&body) {
         Ok(r) => r,
@@ -954,18 +1120,47 @@ async fn v1_run(State(app): State<App>, body: axum::body::Bytes) -> Response {
     }
 }
 
+/// Containers of every live node (or of this node alone with `cluster=false`).
+#[utoipa::path(get, path = "/v1/containers", tag = "containers",
+    params(
+        ("cluster" = Option<bool>, Query, description = "Ask every live node (default true)"),
+        ("all" = Option<bool>, Query, description = "Include stopped containers (default false)"),
+    ),
+    responses(
+        (status = 200, description = "The containers, each with its node, and the nodes that did not answer", body = ops::ClusterList),
+        (status = 400, description = "The query cannot be read", body = openapi::Failure),
+        openapi::TokenRefusals,
+    ))]
 async fn v1_list(
     State(app): State<App>,
-    Query(query): Query<BTreeMap<String, String>>,
+    query: Result<QueryMap, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let cluster = query.get("cluster").is_none_or(|v| v != "false");
-    let all = query.get("all").is_some_and(|v| v == "true");
+    let Query(query) = match query {
+        Ok(q) => q,
+        Err(e) => return unreadable(e),
+    };
+    let (cluster, all) = match (flag(&query, "cluster", true), flag(&query, "all", false)) {
+        (Ok(cluster), Ok(all)) => (cluster, all),
+        (Err(refused), _) | (_, Err(refused)) => return *refused,
+    };
     let list =
         ops::list_containers(&app.node, cluster, all, std::time::Duration::from_secs(10)).await;
     Json(list).into_response()
 }
 
-async fn v1_inspect(State(app): State<App>, Path(id): Path<String>) -> Response {
+/// Docker's inspect of a container, found on whichever node has it.
+#[utoipa::path(get, path = "/v1/containers/{id}", tag = "containers",
+    params(("id" = String, Path, description = "Container id, id prefix or name")),
+    responses(
+        (status = 200, description = "Its node and Docker's inspect", body = openapi::InspectAnswer),
+        openapi::OpRefusals,
+        openapi::TokenRefusals,
+    ))]
+async fn v1_inspect(State(app): State<App>, id: IdPath) -> Response {
+    let id = match id {
+        Ok(Path(id)) => id,
+        Err(e) => return unreadable(e),
+    };
     match ops::on_container(&app.node, Method::ContainerInspect, &id, &[]).await {
         Ok((node, out)) => Json(json!({ "node": node, "inspect": serde_json::from_str::<Value>(&out).unwrap_or_default() }))
             .into_response(),
@@ -973,15 +1168,31 @@ async fn v1_inspect(State(app): State<App>, Path(id): Path<String>) -> Response 
     }
 }
 
+/// Remove a container (`force=true`: also a running one).
+#[utoipa::path(delete, path = "/v1/containers/{id}", tag = "containers",
+    params(
+        ("id" = String, Path, description = "Container id, id prefix or name"),
+        ("force" = Option<bool>, Query, description = "Remove it even when it runs"),
+    ),
+    responses(
+        (status = 200, description = "Removed, on that node", body = openapi::RemovedAnswer),
+        openapi::OpRefusals,
+        openapi::TokenRefusals,
+    ))]
 async fn v1_remove(
     State(app): State<App>,
-    Path(id): Path<String>,
-    Query(query): Query<BTreeMap<String, String>>,
+    id: IdPath,
+    query: Result<QueryMap, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let extra: &[&str] = if query.get("force").is_some_and(|v| v == "true") {
-        &["force"]
-    } else {
-        &[]
+    let (Path(id), Query(query)) = match (id, query) {
+        (Ok(id), Ok(query)) => (id, query),
+        (Err(e), _) => return unreadable(e),
+        (_, Err(e)) => return unreadable(e),
+    };
+    let extra: &[&str] = match flag(&query, "force", false) {
+        Ok(true) => &["force"],
+        Ok(false) => &[],
+        Err(refused) => return *refused,
     };
     match ops::on_container(&app.node, Method::ContainerRemove, &id, extra).await {
         Ok((node, _)) => Json(json!({ "node": node, "removed": id })).into_response(),
@@ -989,11 +1200,29 @@ async fn v1_remove(
     }
 }
 
+/// Start, stop, restart, kill, pause or unpause a container.
+#[utoipa::path(post, path = "/v1/containers/{id}/{action}", tag = "containers",
+    params(
+        ("id" = String, Path, description = "Container id, id prefix or name"),
+        ("action" = openapi::Action, Path, description = "What to do"),
+        ("timeout" = Option<u64>, Query, description = "stop: seconds before it is killed"),
+        ("signal" = Option<String>, Query, description = "kill: the signal, e.g. SIGTERM"),
+    ),
+    responses(
+        (status = 200, description = "Done, on that node", body = openapi::ActionAnswer),
+        openapi::OpRefusals,
+        openapi::TokenRefusals,
+    ))]
 async fn v1_action(
     State(app): State<App>,
-    Path((id, action)): Path<(String, String)>,
-    Query(query): Query<BTreeMap<String, String>>,
+    path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
+    query: Result<QueryMap, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    let (Path((id, action)), Query(query)) = match (path, query) {
+        (Ok(path), Ok(query)) => (path, query),
+        (Err(e), _) => return unreadable(e),
+        (_, Err(e)) => return unreadable(e),
+    };
     let (method, extra): (Method, Vec<String>) = match action.as_str() {
         "start" => (Method::ContainerStart, vec![]),
         "stop" => (
@@ -1016,10 +1245,25 @@ async fn v1_action(
     }
 }
 
+/// A container's logs, or one stats sample.
+#[utoipa::path(get, path = "/v1/containers/{id}/{action}", tag = "containers",
+    params(
+        ("id" = String, Path, description = "Container id, id prefix or name"),
+        ("action" = openapi::View, Path, description = "What to read: logs or stats"),
+    ),
+    responses(
+        (status = 200, description = "Its node and the logs (text) or the stats (Docker's JSON)", body = openapi::ViewAnswer),
+        openapi::OpRefusals,
+        openapi::TokenRefusals,
+    ))]
 async fn v1_action_get(
     State(app): State<App>,
-    Path((id, what)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
 ) -> Response {
+    let Path((id, what)) = match path {
+        Ok(path) => path,
+        Err(e) => return unreadable(e),
+    };
     let method = match what.as_str() {
         "logs" => Method::ContainerLogs,
         "stats" => Method::ContainerStats,
@@ -1039,14 +1283,30 @@ async fn v1_action_get(
     }
 }
 
+/// A node's images.
+#[utoipa::path(get, path = "/v1/images", tag = "images",
+    params(("node" = Option<String>, Query, description = "The node (default: this node)")),
+    responses(
+        (status = 200, description = "Its images", body = openapi::ImagesAnswer),
+        openapi::OpRefusals,
+        openapi::TokenRefusals,
+    ))]
 async fn v1_images(
     State(app): State<App>,
-    Query(query): Query<BTreeMap<String, String>>,
+    query: Result<QueryMap, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    let Query(query) = match query {
+        Ok(q) => q,
+        Err(e) => return unreadable(e),
+    };
     let target = query
         .get("node")
+        .filter(|n| !n.is_empty())
         .cloned()
         .unwrap_or_else(|| app.node.name().to_string());
+    if let Err(refused) = known_node(&app.node, &target) {
+        return *refused;
+    }
     let m = ops::message(&target, Method::ImageList, vec![]);
     match ops::call(&app.node, vec![m], std::time::Duration::from_secs(60)).await.and_then(|r| ops::stdout(&r[0])) {
         Ok(out) => Json(json!({ "node": target, "images": serde_json::from_str::<Value>(&out).unwrap_or_default() }))
@@ -1061,23 +1321,44 @@ pub fn v1_pull_message(
     request: &Value,
     this_node: &str,
 ) -> Result<bosun_proto::Message, BodyError> {
-    let Some(image) = request["image"].as_str() else {
+    let body: openapi::PullBody =
+        serde_json::from_value(request.clone()).map_err(|source| BodyError::Json {
+            what: "pull request",
+            source,
+        })?;
+    if body.image.trim().is_empty() {
         return Err(BodyError::Missing("give \"image\""));
-    };
-    let target = request["node"].as_str().unwrap_or(this_node);
-    let mut data = vec![image.to_string()];
-    if let Some(auth) = request["auth"].as_str() {
-        data.push(auth.to_string());
     }
-    Ok(ops::message(target, Method::ImagePull, data))
+    let target = body
+        .node
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| this_node.to_string());
+    let mut data = vec![body.image];
+    data.extend(body.auth);
+    Ok(ops::message(&target, Method::ImagePull, data))
 }
 
-async fn v1_pull(State(app): State<App>, Json(request): Json<Value>) -> Response {
+/// Pull an image on a node.
+#[utoipa::path(post, path = "/v1/images/pull", tag = "images",
+    request_body(content = openapi::PullBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Pulled: the engine's messages", body = openapi::PullAnswer),
+        openapi::OpRefusals,
+        openapi::TokenRefusals,
+    ))]
+async fn v1_pull(State(app): State<App>, body: axum::body::Bytes) -> Response {
+    let request: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return failure(StatusCode::BAD_REQUEST, format!("bad pull request: {e}")),
+    };
     let m = match v1_pull_message(&request, app.node.name()) {
         Ok(m) => m,
         Err(e) => return failure(StatusCode::BAD_REQUEST, e),
     };
     let target = m.destination().to_string();
+    if let Err(refused) = known_node(&app.node, &target) {
+        return *refused;
+    }
     match ops::call(&app.node, vec![m], std::time::Duration::from_secs(600))
         .await
         .and_then(|r| ops::stdout(&r[0]))
@@ -1561,7 +1842,20 @@ mod tests {
             "n2"
         );
         let err = v1_pull_message(&json!({"image": 5}), "n1").unwrap_err();
+        assert!(err.to_string().contains("expected a string"), "{err}");
+        let err = v1_pull_message(&json!({"image": " "}), "n1").unwrap_err();
         assert_eq!(err.to_string(), "give \"image\"");
+        let err = v1_pull_message(&json!({"image": "a", "node": {}}), "n1").unwrap_err();
+        assert!(err.to_string().starts_with("bad pull request"), "{err}");
+        let err = v1_pull_message(&json!({"image": "a", "nod": "x"}), "n1").unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+        assert_eq!(
+            v1_pull_message(&json!({"image": "a", "node": ""}), "n1")
+                .unwrap()
+                .destination(),
+            "n1",
+            "an empty node is this node"
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@
 
 pub mod client;
 pub mod control;
+pub mod dashboard;
 pub mod http;
 pub mod inputs;
 pub mod lsdsuite;

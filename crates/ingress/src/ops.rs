@@ -90,7 +90,7 @@ pub fn live_nodes(node: &Node) -> Vec<String> {
 }
 
 /// Every node's containers, merged; nodes that did not answer are named.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ClusterList {
     /// Containers, each with its `node`.
     pub containers: Vec<Value>,
@@ -300,7 +300,7 @@ pub async fn drain(node: &Node, target: &str, drained: bool) -> Result<String, O
 }
 
 /// One container started by [`run_containers`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Started {
     /// The node it runs on.
     pub node: String,

@@ -30,27 +30,47 @@ struct HelloBody {
     at: Millis,
 }
 
-/// The registry entry for a hello from `from`. A hello whose body cannot be read still
-/// counts as a sign of life.
+/// The registry entry for a hello from `from`, signed by `peer`. A hello whose body
+/// cannot be read still counts as a sign of life. The inventory's `identity` is what the
+/// seal proved (issuer, grants, expiry), never what the node says of itself.
 pub(crate) fn record_from_hello(
     from: &str,
     message: &Message,
     now: Millis,
-    unverified: bool,
+    peer: &bosun_trust::Peer,
 ) -> FleetRecord {
     let body: Option<HelloBody> = message
         .data
         .first()
         .and_then(|d| serde_json::from_str(d).ok());
+    let mut inventory = body
+        .as_ref()
+        .map(|b| b.inventory.clone())
+        .unwrap_or(serde_json::Value::Null);
+    if let Some(map) = inventory.as_object_mut() {
+        match peer {
+            bosun_trust::Peer::Node(id) => {
+                map.insert(
+                    "identity".into(),
+                    serde_json::json!({
+                        "key": id.claims.key,
+                        "issuer": id.claims.iss,
+                        "grants": id.claims.allow,
+                        "expires": id.claims.exp,
+                    }),
+                );
+            }
+            _ => {
+                map.remove("identity");
+            }
+        }
+    }
     FleetRecord {
         name: from.to_string(),
         last_seen: now,
         hello_interval_secs: body.as_ref().map(|b| b.interval_secs).unwrap_or(0),
-        inventory: body
-            .as_ref()
-            .map(|b| b.inventory.clone())
-            .unwrap_or(serde_json::Value::Null),
-        unverified,
+        inventory,
+        unverified: matches!(peer, bosun_trust::Peer::Open),
         hello_at: body
             .as_ref()
             .map(|b| b.at)
@@ -61,7 +81,7 @@ pub(crate) fn record_from_hello(
 }
 
 /// One row of `bosun nodes`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FleetNode {
     /// The node.
@@ -86,6 +106,21 @@ pub struct FleetNode {
     /// When the node made its last hello, on its own clock (0: unknown).
     #[serde(default)]
     pub hello_at: Millis,
+}
+
+impl FleetNode {
+    /// Its labels as `key=value` pairs joined by `separator`, in key order.
+    pub fn labels_text(&self, separator: &str) -> String {
+        self.inventory["labels"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                    .collect::<Vec<_>>()
+                    .join(separator)
+            })
+            .unwrap_or_default()
+    }
 }
 
 /// Judge a registry entry at `now`.
@@ -179,6 +214,15 @@ pub(crate) async fn hello_loop(
                     })
                     .collect();
                 map.insert("workloads".into(), rows.into());
+            }
+            if let Ok(depths) = submitter.store().depths() {
+                map.insert(
+                    "queue".into(),
+                    serde_json::json!({
+                        "outbox": depths.outbox,
+                        "inbox": depths.inbox_pending,
+                    }),
+                );
             }
             if config.insecure_open {
                 map.insert(
@@ -288,8 +332,12 @@ fn announced_hello(own: &str, incoming: &bosun_bus::Incoming) -> Option<FleetRec
         );
         return None;
     }
-    let unverified = matches!(incoming.peer, bosun_trust::Peer::Open);
-    Some(record_from_hello(&from, &message, now_millis(), unverified))
+    Some(record_from_hello(
+        &from,
+        &message,
+        now_millis(),
+        &incoming.peer,
+    ))
 }
 
 /// At central: append shipped event-stream lines under

@@ -74,6 +74,15 @@ impl OutboxHandle {
     pub fn settled(&self, id: String) {
         let _ = self.commands.send(OutboxCmd::Settled(id));
     }
+
+    /// Ask the outbox loop to cancel `id`; false when the loop has ended (shutdown).
+    pub fn cancel(
+        &self,
+        id: String,
+        reply: tokio::sync::oneshot::Sender<crate::outbox::Cancelled>,
+    ) -> bool {
+        self.commands.send(OutboxCmd::Cancel(id, reply)).is_ok()
+    }
 }
 
 /// The id of every sent message that reaches a final state, for waiters.

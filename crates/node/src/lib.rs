@@ -62,3 +62,4 @@ pub use bosun_store::{Depths, HistoryEntry, InboxRecord, SentRecord};
 pub use config::{Config, ConfigError, Layer, Override, Sources, ValueError};
 pub use fleet::{FleetNode, Liveness};
 pub use node::{Node, NodeError, StatusReport, SubmitError, Submitted};
+pub use outbox::Cancelled;

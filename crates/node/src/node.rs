@@ -34,6 +34,7 @@ pub struct Node {
 struct NodeParts {
     config: Arc<Config>,
     store: Store,
+    outbox: OutboxHandle,
     transport: Arc<dyn Transport>,
     submitter: Submitter,
     finished: FinishedIds,
@@ -112,7 +113,7 @@ pub enum SubmitError {
 }
 
 /// One queued delivery.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Submitted {
     /// The message id (one per destination).
@@ -124,7 +125,7 @@ pub struct Submitted {
 }
 
 /// What this node knows about one message id.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusReport {
     /// The id asked about.
@@ -395,6 +396,7 @@ impl Node {
             parts: Arc::new(NodeParts {
                 config,
                 store,
+                outbox,
                 transport,
                 submitter,
                 finished,
@@ -479,6 +481,32 @@ impl Node {
             output,
             schedule: self.parts.store.schedule(id)?.map(|r| r.schedule),
         })
+    }
+
+    /// Cancel a message this node sent, if it has not run (see [`crate::Cancelled`]):
+    /// never sent, or sent only into silence, it ends `cancelled` here; maybe arrived,
+    /// its destination is asked and decides. Answered once the decision is durable.
+    pub async fn cancel(&self, id: &str) -> crate::Cancelled {
+        use crate::Cancelled;
+        if let Ok(report) = self.status(id)
+            && report.sent.is_none()
+            && let Some(received) = report.received
+        {
+            let from = received.message.from_node.unwrap_or_default();
+            return Cancelled::Refused {
+                reason: format!(
+                    "{id} was sent to this node by {from}; only its sender can cancel it"
+                ),
+            };
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let shutting_down = || Cancelled::Refused {
+            reason: "the node is shutting down; see `bosun status` once it is back".into(),
+        };
+        if !self.parts.outbox.cancel(id.to_string(), reply) {
+            return shutting_down();
+        }
+        answer.await.unwrap_or_else(|_| shutting_down())
     }
 
     /// The most recent messages this node sent, newest first.

@@ -46,6 +46,30 @@ pub(crate) enum OutboxCmd {
     Deliver(Vec<(u64, Message)>),
     /// The message's result arrived: it was delivered, whatever became of its ACK.
     Settled(String),
+    /// The operator asks to cancel a message this node sent; answered once what was
+    /// decided is durable.
+    Cancel(String, tokio::sync::oneshot::Sender<Cancelled>),
+}
+
+/// What became of an operator's cancel.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", tag = "outcome")]
+pub enum Cancelled {
+    /// It had not reached its destination: it is `cancelled` (durably) and will never
+    /// be sent.
+    Cancelled,
+    /// It may have reached its destination: it is `unconfirmed`, and the destination was
+    /// asked to cancel it. It ends `cancelled` if it had not started there, otherwise
+    /// with its real outcome.
+    AskedDestination {
+        /// The destination.
+        to: String,
+    },
+    /// Not cancelled, and why.
+    Refused {
+        /// Why, and what to do.
+        reason: String,
+    },
 }
 
 /// Where an outbox entry stands.
@@ -90,6 +114,8 @@ struct Entry {
     maybe_delivered: bool,
     /// Timing of the queries while unconfirmed.
     query: Delivery,
+    /// An operator's cancel that waits for the answer of the send on the wire.
+    cancel: Option<tokio::sync::oneshot::Sender<Cancelled>>,
 }
 
 /// What the outbox loop uses.
@@ -127,6 +153,8 @@ struct Outbox {
     /// The highest seq read from disk: a late `Deliver` at or below it was in that read
     /// already (or has ended since), so it is not taken again.
     read_upto: u64,
+    /// Ids cancelled before their `Deliver` arrived: not taken when it does.
+    cancelled: std::collections::HashSet<String>,
 }
 
 pub(crate) async fn run(
@@ -151,6 +179,7 @@ pub(crate) async fn run(
         capacity: 1,
         spilled_after: None,
         read_upto: 0,
+        cancelled: Default::default(),
     };
     outbox.capacity = outbox.sender.config.outbox_memory_entries.max(1);
     if existing.len() >= outbox.capacity {
@@ -195,6 +224,7 @@ pub(crate) async fn run(
                     for (seq, m) in list { outbox.deliver(seq, m); }
                 }
                 Some(OutboxCmd::Settled(id)) => outbox.finished(&id),
+                Some(OutboxCmd::Cancel(id, reply)) => outbox.cancel(id, reply).await,
                 None => break,
             },
             Some(answer) = results_rx.recv() => match answer {
@@ -259,6 +289,10 @@ impl Outbox {
     /// bookkeeping relies on: every entry below one that found the memory full has been
     /// seen already, so reading the disk from just below it misses none.
     fn deliver(&mut self, seq: u64, message: Message) {
+        if self.cancelled.remove(message.id()) {
+            // Cancelled (durably) while its hand-over was on the way.
+            return;
+        }
         if seq <= self.read_upto && !self.entries.contains_key(message.id()) {
             // Read from disk already, and ended since: not again.
             return;
@@ -346,6 +380,7 @@ impl Outbox {
                 phase: Phase::Sending,
                 maybe_delivered: false,
                 query,
+                cancel: None,
             }),
         );
     }
@@ -594,10 +629,162 @@ impl Outbox {
                 entry.delivery.on_ack_timeout(now)
             }
         };
+        let pending_cancel = entry.cancel.take();
         match attempt {
-            Attempt::RetryAt(at) => self.timers.push(Reverse((at, id))),
+            Attempt::RetryAt(at) => self.timers.push(Reverse((at, id.clone()))),
             Attempt::GiveUp(reason) => self.give_up(&id, reason),
         }
+        if let Some(reply) = pending_cancel {
+            // The send it waited for has its answer: decide now.
+            let answer = self.cancel_entry(&id).await;
+            let _ = reply.send(answer);
+        }
+    }
+
+    /// An operator's cancel of `id`: see [`Cancelled`]. A message still in memory is
+    /// decided here; one waiting on disk only (a deep queue) is cancelled in the store
+    /// before the loop reads on, so no page read can take it after. The answer is sent
+    /// once the decision is durable.
+    async fn cancel(&mut self, id: String, reply: tokio::sync::oneshot::Sender<Cancelled>) {
+        if let Some(entry) = self.entries.get_mut(&id) {
+            if entry.phase == Phase::Sending && entry.unrecorded_send.is_some() {
+                // A send is on the wire: whether it arrived decides, so wait for it.
+                if let Some(earlier) = entry.cancel.replace(reply) {
+                    let _ = earlier.send(Cancelled::Refused {
+                        reason: "another cancel of it came since".into(),
+                    });
+                }
+                return;
+            }
+            let answer = self.cancel_entry(&id).await;
+            let _ = reply.send(answer);
+            return;
+        }
+        let record = match self.sender.store.sent(&id) {
+            Ok(Some(record)) => record,
+            Ok(None) => {
+                let _ = reply.send(Cancelled::Refused {
+                    reason: format!("no message with id {id} was sent from this node"),
+                });
+                return;
+            }
+            Err(e) => {
+                let _ = reply.send(Cancelled::Refused {
+                    reason: format!("cannot read its record: {e}"),
+                });
+                return;
+            }
+        };
+        let answer = if record.state == State::Queued && record.in_outbox {
+            // Waiting on disk only, or its hand-over to this loop is on the way: never
+            // sent, so it ends here.
+            let to = record.message.destination().to_string();
+            match self.settle_cancelled(&id, &to).await {
+                Ok(()) => {
+                    self.cancelled.insert(id.clone());
+                    Cancelled::Cancelled
+                }
+                Err(e) => Cancelled::Refused {
+                    reason: format!("cannot record the cancel: {e}"),
+                },
+            }
+        } else {
+            refusal(&record)
+        };
+        let _ = reply.send(answer);
+    }
+
+    /// Decide the cancel of an entry in memory, with no send on the wire.
+    async fn cancel_entry(&mut self, id: &str) -> Cancelled {
+        let Some(entry) = self.entries.get_mut(id) else {
+            return match self.sender.store.sent(id) {
+                Ok(Some(record)) => refusal(&record),
+                _ => Cancelled::Refused {
+                    reason: "it ended meanwhile; see `bosun status`".into(),
+                },
+            };
+        };
+        let to = entry.message.destination().to_string();
+        match entry.phase {
+            Phase::Ending => {
+                return Cancelled::Refused {
+                    reason: "its final state is being recorded; see `bosun status`".into(),
+                };
+            }
+            Phase::Unconfirmed => return Cancelled::AskedDestination { to },
+            Phase::Sending => {}
+        }
+        if !entry.maybe_delivered {
+            entry.phase = Phase::Ending;
+            return match self.settle_cancelled(id, &to).await {
+                Ok(()) => {
+                    self.finished(id);
+                    Cancelled::Cancelled
+                }
+                Err(e) => {
+                    if let Some(entry) = self.entries.get_mut(id) {
+                        entry.phase = Phase::Sending;
+                    }
+                    Cancelled::Refused {
+                        reason: format!("cannot record the cancel: {e}"),
+                    }
+                }
+            };
+        }
+        let method = entry.message.method.clone();
+        let runs_there = bosun_proto::Method::parse(&method).is_some_and(|p| {
+            matches!(
+                p.method.role(),
+                bosun_proto::Role::Handler(_) | bosun_proto::Role::Node
+            )
+        });
+        if !runs_there {
+            return Cancelled::Refused {
+                reason: format!(
+                    "it may have reached {to} already, and {method} takes effect on arrival"
+                ),
+            };
+        }
+        self.give_up(id, "cancelled by the operator");
+        match self.entries.get(id).map(|e| e.phase) {
+            Some(Phase::Unconfirmed) => Cancelled::AskedDestination { to },
+            _ => Cancelled::Refused {
+                reason: format!("it has started on {to}; its result will come"),
+            },
+        }
+    }
+
+    /// Record `id` as cancelled here, durably, and tell its waiters.
+    async fn settle_cancelled(
+        &mut self,
+        id: &str,
+        to: &str,
+    ) -> Result<(), bosun_store::StoreError> {
+        let now = now_millis();
+        let note = "cancelled by the operator before it reached its destination";
+        let outcome = Outcome::bare(Status::Cancelled, to, note, now);
+        self.sender
+            .store
+            .settle_here(
+                id,
+                Event::Finished(Status::Cancelled),
+                now,
+                Some(note.to_string()),
+                outcome,
+            )
+            .await?;
+        let event = crate::events::MessageState {
+            id,
+            method: self
+                .entries
+                .get(id)
+                .map(|e| e.message.method.as_str())
+                .unwrap_or(""),
+            state: "cancelled",
+        };
+        event.emit(&self.sender.metrics);
+        self.sender.finished.announce(id);
+        Ok(())
     }
 
     /// The destination answered a query about `id`.
@@ -892,6 +1079,16 @@ impl Outbox {
 
     fn finished(&mut self, id: &str) {
         if let Some(mut entry) = self.entries.remove(id) {
+            if let Some(reply) = entry.cancel.take() {
+                // A cancel waited for the send on the wire, and the answer was that it
+                // got there (or it ended otherwise).
+                let _ = reply.send(Cancelled::Refused {
+                    reason: format!(
+                        "{} answered meanwhile (acknowledged, or it ended); see `bosun status {id}`",
+                        entry.message.destination()
+                    ),
+                });
+            }
             if let Some((at, note)) = entry.unrecorded_send.take() {
                 // The result overtook the ACK: the send still belongs in the history.
                 self.sender.store.note(id, vec![(Event::Sent, at, note)]);
@@ -918,6 +1115,21 @@ impl Outbox {
             reason,
         });
     }
+}
+
+/// Why a message that is not in the outbox's memory cannot be cancelled.
+fn refusal(record: &bosun_store::SentRecord) -> Cancelled {
+    let to = record.message.destination();
+    let reason = match record.state {
+        s if s.is_terminal() => format!("it is {} already", s.name()),
+        State::Acked | State::Received => {
+            format!("{to} has it already (acknowledged); it runs there and its result will come")
+        }
+        State::Running => format!("it is running on {to}; its result will come"),
+        State::Unconfirmed => return Cancelled::AskedDestination { to: to.to_string() },
+        other => format!("it is {} and no longer in the outbox", other.name()),
+    };
+    Cancelled::Refused { reason }
 }
 
 fn ack_timeout_ms(config: &Config, m: &Message) -> u64 {

@@ -659,9 +659,8 @@ async fn absorb(
 ) -> Bytes {
     let id = message.id().to_string();
     let from = message.from_node.clone().unwrap_or_default();
-    let unverified = matches!(peer, Peer::Open);
     let fleet = (method == Method::Hello)
-        .then(|| crate::fleet::record_from_hello(&from, &message, now, unverified));
+        .then(|| crate::fleet::record_from_hello(&from, &message, now, peer));
     let receipt = match receiver.store.absorb(message.clone(), now, fleet).await {
         Ok(r) => r,
         Err(e) => {

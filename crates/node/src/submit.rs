@@ -42,6 +42,11 @@ impl Submitter {
         }
     }
 
+    /// The store it queues into (for read-only looks: queue depths).
+    pub(crate) fn store(&self) -> &Store {
+        &self.parts.store
+    }
+
     /// [`Submitter::submit`] for new work from outside the node (the CLI, the socket, the
     /// APIs): refused while the free space is below the reserve, so that the space left
     /// goes to the results of work already accepted.

@@ -14,7 +14,7 @@ pub const LABEL_CAPTURE: &str = "org.bosun.capture";
 pub const LABEL_LSDSUITE_STATS: &str = "org.lsdsuite.stats";
 
 /// A container to create (and start, for `containerRun`).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ContainerSpec {
     /// Image reference, e.g. `alpine:3` (or take it from the template).

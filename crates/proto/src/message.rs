@@ -14,7 +14,7 @@ use crate::outcome::Outcome;
 /// Field names are steward's (`toNode`, `ACKTimeout`, `methodTimeout`, …) so existing
 /// message files parse unchanged. Durations are whole seconds, as in steward. Unknown
 /// fields are refused rather than ignored, so a misspelt option is never silently lost.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Message {
     /// ULID; assigned at submit when absent.

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::Millis;
 
 /// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum Status {
     /// The method ran and succeeded (exit code 0 for commands).
@@ -23,7 +23,7 @@ pub enum Status {
 }
 
 /// What running a message produced.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Outcome {
     /// How the run ended.

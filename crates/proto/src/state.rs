@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::outcome::Status;
 
 /// One step of a message's life. See `bosun_core::lifecycle` for the allowed moves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum State {
     /// In the sender's outbox, durable, not yet sent.

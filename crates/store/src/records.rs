@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::StoreError;
 
 /// One step in a message's history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HistoryEntry {
     /// The state entered.
     pub state: State,
@@ -18,7 +18,7 @@ pub struct HistoryEntry {
 }
 
 /// A message this node originated (a request, or a reply it sends back).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SentRecord {
     /// Its outbox seq.
     pub seq: u64,
@@ -51,7 +51,7 @@ pub struct SentRecord {
 }
 
 /// A message this node received.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InboxRecord {
     /// Arrival order.
     pub seq: u64,
@@ -75,7 +75,7 @@ pub struct InboxRecord {
 /// The process group a run started, recorded with the run so that the node, restarted
 /// after a crash, can tell whether it still runs (and end it) without taking a reused
 /// pid for it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProcessRecord {
     /// The process group id (the pid of its leader).
     pub pgid: i32,

@@ -12,15 +12,33 @@ pub enum ConfigCmd {
     Show {
         #[command(flatten)]
         args: NodeArgs,
+        /// Print JSON instead: every setting under its TOML key, and under `resolved` the
+        /// paths and roots that unset settings resolve to.
+        #[arg(long)]
+        json: bool,
     },
 }
 
 impl ConfigCmd {
     pub async fn run(self, global: &Global) -> anyhow::Result<i32> {
         match self {
-            ConfigCmd::Show { args } => {
+            ConfigCmd::Show { args, json } => {
                 let config = load_config(global, &args)?;
-                out!("{}", config.to_toml_explained());
+                if json {
+                    let mut value = serde_json::to_value(&config)?;
+                    value["resolved"] = serde_json::json!({
+                        "results_dir": config.results_path(),
+                        "read_dir": config.read_path(),
+                        "startup_dir": config.startup_path(),
+                        "templates_dir": config.templates_path(),
+                        "capture_dir": config.capture_path(),
+                        "syslog_socket": config.syslog_socket_path(),
+                        "file_roots": config.file_roots_paths(),
+                    });
+                    outln!("{}", serde_json::to_string_pretty(&value)?);
+                } else {
+                    out!("{}", config.to_toml_explained());
+                }
                 Ok(0)
             }
         }

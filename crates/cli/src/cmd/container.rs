@@ -170,16 +170,25 @@ pub enum ContainerCmd {
     Logs {
         /// The container by id, id prefix or name, on whichever node of the fleet has it.
         id: String,
+        /// Print JSON: `{"id", "node", "logs"}`.
+        #[arg(long)]
+        json: bool,
     },
     /// Print a container's inspect JSON.
     Inspect {
         /// The container by id, id prefix or name, on whichever node of the fleet has it.
         id: String,
+        /// Print JSON with the node: `{"id", "node", "inspect"}`.
+        #[arg(long)]
+        json: bool,
     },
     /// One stats sample of a container.
     Stats {
         /// The container by id, id prefix or name, on whichever node of the fleet has it.
         id: String,
+        /// Print JSON: `{"id", "node", "stats"}`.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -204,6 +213,10 @@ pub enum ImageCmd {
         /// File holding the registry auth (base64 of the Docker auth JSON), mode 0600.
         #[arg(long, value_name = "FILE")]
         auth_file: Option<std::path::PathBuf>,
+        /// Print JSON: `{"node", "image", "output"}` with the engine's pull messages, or
+        /// `{"node", "image", "error"}` (exit 1) when the pull failed.
+        #[arg(long)]
+        json: bool,
     },
     /// List a node's images.
     Ls {
@@ -317,14 +330,9 @@ impl ContainerCmd {
                 if json {
                     outln!("{}", serde_json::to_string_pretty(&answer.containers)?);
                 } else {
-                    outln!(
-                        "{:<12}  {:<14}  {:<24}  {:<10}  {:<24}  NAMES",
-                        "ID",
-                        "NODE",
-                        "IMAGE",
-                        "STATE",
-                        "STATUS"
-                    );
+                    let mut table = crate::table::Table::new(&[
+                        "ID", "NODE", "IMAGE", "STATE", "STATUS", "NAMES",
+                    ]);
                     for c in &answer.containers {
                         let names: Vec<&str> = c["names"]
                             .as_array()
@@ -333,21 +341,21 @@ impl ContainerCmd {
                             .filter_map(|n| n.as_str())
                             .map(|n| n.trim_start_matches('/'))
                             .collect();
-                        outln!(
-                            "{:<12}  {:<14}  {:<24}  {:<10}  {:<24}  {}",
+                        table.row([
                             c["id"]
                                 .as_str()
                                 .unwrap_or("")
                                 .chars()
                                 .take(12)
                                 .collect::<String>(),
-                            c["node"].as_str().unwrap_or(""),
-                            c["image"].as_str().unwrap_or(""),
-                            c["state"].as_str().unwrap_or(""),
-                            c["status"].as_str().unwrap_or(""),
-                            names.join(",")
-                        );
+                            c["node"].as_str().unwrap_or("").to_string(),
+                            c["image"].as_str().unwrap_or("").to_string(),
+                            c["state"].as_str().unwrap_or("").to_string(),
+                            c["status"].as_str().unwrap_or("").to_string(),
+                            names.join(","),
+                        ]);
                     }
+                    out!("{}", table.render());
                 }
                 if !answer.missing.is_empty() {
                     eprintln!("no answer from: {}", answer.missing.join(", "));
@@ -371,9 +379,11 @@ impl ContainerCmd {
                 if force { vec!["force".into()] } else { vec![] },
                 out.json,
             ),
-            ContainerCmd::Logs { id } => (Method::ContainerLogs, vec![id], vec![], false),
-            ContainerCmd::Inspect { id } => (Method::ContainerInspect, vec![id], vec![], false),
-            ContainerCmd::Stats { id } => (Method::ContainerStats, vec![id], vec![], false),
+            ContainerCmd::Logs { id, json } => (Method::ContainerLogs, vec![id], vec![], json),
+            ContainerCmd::Inspect { id, json } => {
+                (Method::ContainerInspect, vec![id], vec![], json)
+            }
+            ContainerCmd::Stats { id, json } => (Method::ContainerStats, vec![id], vec![], json),
         };
         let mut code = 0;
         let mut rows = Vec::new();
@@ -386,10 +396,24 @@ impl ContainerCmd {
             match request::<ContainerOutput>(global, &req, 120).await {
                 Ok(answer) => {
                     let output = &answer.output;
-                    if matches!(
-                        method,
-                        Method::ContainerLogs | Method::ContainerInspect | Method::ContainerStats
-                    ) {
+                    let view = match method {
+                        Method::ContainerLogs => Some("logs"),
+                        Method::ContainerInspect => Some("inspect"),
+                        Method::ContainerStats => Some("stats"),
+                        _ => None,
+                    };
+                    if let Some(view) = view {
+                        if json {
+                            // Inspect and stats are JSON already; logs are text.
+                            let body = serde_json::from_str::<serde_json::Value>(output)
+                                .ok()
+                                .filter(|_| method != Method::ContainerLogs)
+                                .unwrap_or_else(|| serde_json::Value::String(output.clone()));
+                            let row =
+                                serde_json::json!({"id": id, "node": answer.node, view: body});
+                            outln!("{}", serde_json::to_string_pretty(&row)?);
+                            return Ok(0);
+                        }
                         out!("{output}");
                     } else if json {
                         rows.push(serde_json::json!({
@@ -423,12 +447,13 @@ impl ImageCmd {
                 image,
                 node,
                 auth_file,
+                json,
             } => {
                 let mut data = vec![image];
                 if let Some(a) = read_auth(&auth_file)? {
                     data.push(a);
                 }
-                (node, Method::ImagePull, data, false)
+                (node, Method::ImagePull, data, json)
             }
             ImageCmd::Ls { node, json } => (node, Method::ImageList, vec![], json),
         };
@@ -446,7 +471,8 @@ impl ImageCmd {
             ordered: Some(false),
             ..Default::default()
         };
-        let Called { output, .. } = request(
+        let image = message.data.first().cloned().unwrap_or_default();
+        let called = request(
             global,
             &ControlRequest::Call {
                 message: Box::new(message),
@@ -454,10 +480,25 @@ impl ImageCmd {
             },
             660,
         )
-        .await?;
+        .await;
+        if method == Method::ImagePull && json {
+            let (row, code) = match called {
+                Ok(Called { output, .. }) => (
+                    serde_json::json!({"node": node, "image": image, "output": output}),
+                    0,
+                ),
+                Err(e) => (
+                    serde_json::json!({"node": node, "image": image, "error": format!("{e:#}")}),
+                    1,
+                ),
+            };
+            outln!("{}", serde_json::to_string_pretty(&row)?);
+            return Ok(code);
+        }
+        let Called { output, .. } = called?;
         if method == Method::ImageList && !json {
             let images: Vec<Value> = serde_json::from_str(&output).unwrap_or_default();
-            outln!("{:<20}  {:>10}  TAGS", "ID", "SIZE");
+            let mut table = crate::table::Table::new(&["ID", "SIZE", "TAGS"]).right(&[1]);
             for i in images {
                 let tags: Vec<&str> = i["tags"]
                     .as_array()
@@ -465,8 +506,7 @@ impl ImageCmd {
                     .flatten()
                     .filter_map(|t| t.as_str())
                     .collect();
-                outln!(
-                    "{:<20}  {:>9.1}M  {}",
+                table.row([
                     i["id"]
                         .as_str()
                         .unwrap_or("")
@@ -474,10 +514,14 @@ impl ImageCmd {
                         .chars()
                         .take(20)
                         .collect::<String>(),
-                    i["sizeBytes"].as_f64().unwrap_or(0.0) / 1_048_576.0,
-                    tags.join(",")
-                );
+                    format!(
+                        "{:.1}M",
+                        i["sizeBytes"].as_f64().unwrap_or(0.0) / 1_048_576.0
+                    ),
+                    tags.join(","),
+                ]);
             }
+            out!("{}", table.render());
         } else {
             out!("{output}");
             if !output.ends_with('\n') {

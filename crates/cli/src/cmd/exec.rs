@@ -21,12 +21,17 @@ use crate::{Global, render};
 /// was interrupted or refused, and 3 when --timeout passed before every result came back
 /// (the messages stay queued; follow them with `bosun status ID`).
 ///
-/// With more than one node, a progress line on the terminal counts results as they
+/// With more than one node, a progress bar on the terminal counts results as they
 /// arrive (done, failed, pending), and a summary table follows the results.
+///
+/// With --stream, each node's output is printed as it arrives, line by line and
+/// prefixed with the node's name when there is more than one (the command runs as
+/// cliCommandCont: stdout comes back in chunks while it runs).
 ///
 /// Examples:
 ///   bosun exec -n ship1,ship2 -- uname -a
 ///   bosun exec -n ship1 --shell -- 'df -h | head -3'
+///   bosun exec -n ship1,ship2 --stream -- ping -c 5 harbour
 ///   bosun exec -n ship1 --no-wait -- apt-get -y upgrade
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
@@ -61,8 +66,12 @@ pub struct ExecCmd {
     /// Print JSON for programs instead of text.
     #[arg(long)]
     json: bool,
+    /// Print each node's output as it arrives ("NODE | line" with several nodes),
+    /// instead of all of it at the end.
+    #[arg(long, conflicts_with_all = ["json", "no_wait"])]
+    stream: bool,
     /// Show the progress line even when stderr is not a terminal (one line per change);
-    /// by default it shows on a terminal when there is more than one node.
+    /// by default a progress bar shows on a terminal when there is more than one node.
     #[arg(long, conflicts_with = "no_progress")]
     progress: bool,
     /// Never show the progress line.
@@ -124,7 +133,12 @@ impl ExecCmd {
         let socket = socket_path(global)?;
         let message = Message {
             to_nodes: self.nodes.clone(),
-            method: "cliCommand".into(),
+            method: if self.stream {
+                "cliCommandCont"
+            } else {
+                "cliCommand"
+            }
+            .into(),
             data: self.command.clone(),
             method_timeout: self.method_timeout,
             ttl: self.ttl,
@@ -163,8 +177,9 @@ impl ExecCmd {
         } else {
             None
         };
-        let reports = match progress {
-            None => {
+        let streaming = self.stream.then(|| Stream::new(&queued));
+        let reports = match (progress, streaming) {
+            (None, None) => {
                 let wait = ControlRequest::Wait {
                     ids: ids.clone(),
                     timeout_ms: self.timeout * 1000,
@@ -173,7 +188,7 @@ impl ExecCmd {
                     client::request(&socket, &wait, Duration::from_secs(self.timeout + 30)).await?;
                 reports
             }
-            Some(mut progress) => {
+            (mut progress, mut streaming) => {
                 let deadline = Instant::now() + Duration::from_secs(self.timeout);
                 loop {
                     let left = deadline.saturating_duration_since(Instant::now());
@@ -184,15 +199,27 @@ impl ExecCmd {
                     let Waited { all_done, reports } =
                         client::request(&socket, &wait, PROGRESS_TICK + Duration::from_secs(30))
                             .await?;
-                    progress.show(&Counts::of(&reports));
-                    if all_done || left.is_zero() {
-                        progress.finish();
+                    let finished = all_done || left.is_zero();
+                    if let Some(streaming) = &mut streaming {
+                        let text = streaming.take(&reports, finished);
+                        match &progress {
+                            Some(progress) => progress.suspend(|| out!("{text}")),
+                            None => out!("{text}"),
+                        }
+                    }
+                    if let Some(progress) = &mut progress {
+                        progress.show(&Counts::of(&reports));
+                    }
+                    if finished {
+                        if let Some(progress) = &progress {
+                            progress.finish();
+                        }
                         break reports;
                     }
                 }
             }
         };
-        let code = print_results(&queued, &reports, self.json);
+        let code = print_results_after(&queued, &reports, self.json, self.stream);
         if !self.json && queued.len() > 1 {
             print_summary(&queued, &reports);
         }
@@ -237,18 +264,26 @@ impl Counts {
     }
 }
 
-/// The progress line on stderr: redrawn in place on a terminal, one line per change
-/// otherwise.
+/// Progress on stderr: an indicatif bar redrawn in place on a terminal, or one line per
+/// change otherwise (`--progress` into a pipe or a file).
 struct Progress {
-    terminal: bool,
+    bar: Option<indicatif::ProgressBar>,
     started: Instant,
     last: Option<Counts>,
 }
 
 impl Progress {
     fn terminal() -> Progress {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:30.green/white} {pos}/{len} back: {msg} ({elapsed_precise})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.enable_steady_tick(Duration::from_millis(200));
         Progress {
-            terminal: true,
+            bar: Some(bar),
             started: Instant::now(),
             last: None,
         }
@@ -256,44 +291,99 @@ impl Progress {
 
     fn lines() -> Progress {
         Progress {
-            terminal: false,
-            ..Progress::terminal()
+            bar: None,
+            started: Instant::now(),
+            last: None,
         }
     }
 
     fn show(&mut self, counts: &Counts) {
-        let line = counts.line(self.started.elapsed());
-        if self.terminal {
-            eprint!("\r\x1b[2K{line}");
-        } else if self.last != Some(*counts) {
-            eprintln!("{line}");
+        match &self.bar {
+            Some(bar) => {
+                bar.set_length((counts.done + counts.failed + counts.pending) as u64);
+                bar.set_position((counts.done + counts.failed) as u64);
+                bar.set_message(format!(
+                    "{} done, {} failed, {} pending",
+                    counts.done, counts.failed, counts.pending
+                ));
+            }
+            None if self.last != Some(*counts) => {
+                eprintln!("{}", counts.line(self.started.elapsed()));
+            }
+            None => {}
         }
         self.last = Some(*counts);
     }
 
-    fn finish(&self) {
-        if self.terminal {
-            eprint!("\r\x1b[2K");
+    /// Print `f`'s output without tearing the bar.
+    fn suspend(&self, f: impl FnOnce()) {
+        match &self.bar {
+            Some(bar) => bar.suspend(f),
+            None => f(),
         }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Streamed output printed so far, per message: what has been printed, and a line not
+/// yet ended.
+struct Stream {
+    nodes: Vec<String>,
+    printed: Vec<usize>,
+    prefix: bool,
+}
+
+impl Stream {
+    fn new(queued: &[Submitted]) -> Stream {
+        Stream {
+            nodes: queued.iter().map(|q| q.to_node.clone()).collect(),
+            printed: vec![0; queued.len()],
+            prefix: queued.len() > 1,
+        }
+    }
+
+    /// The new whole lines of every report's output (and, once `finished`, what is left
+    /// of a line without its end), each prefixed with its node when there are several.
+    fn take(&mut self, reports: &[StatusReport], finished: bool) -> String {
+        let mut text = String::new();
+        for (i, report) in reports.iter().enumerate() {
+            let Some(node) = self.nodes.get(i) else { break };
+            let done = finished || report.state().is_some_and(State::is_terminal);
+            let output = &report.output;
+            let from = self.printed[i].min(output.len());
+            let upto = if done {
+                output.len()
+            } else {
+                output[from..]
+                    .rfind('\n')
+                    .map_or(from, |end| from + end + 1)
+            };
+            if upto <= from {
+                continue;
+            }
+            for line in output[from..upto].lines() {
+                if self.prefix {
+                    text.push_str(node);
+                    text.push_str(" | ");
+                }
+                text.push_str(line);
+                text.push('\n');
+            }
+            self.printed[i] = upto;
+        }
+        text
     }
 }
 
 /// The table after the results: one row per node, then the counts.
 fn print_summary(queued: &[Submitted], reports: &[StatusReport]) {
-    let width = queued
-        .iter()
-        .map(|q| q.to_node.len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
     outln!();
-    outln!(
-        "{:<width$}  {:<11}  {:>4}  {:>9}",
-        "NODE",
-        "STATE",
-        "EXIT",
-        "TIME"
-    );
+    let mut table = crate::table::Table::new(&["NODE", "STATE", "EXIT", "TIME"]).right(&[2, 3]);
     for (q, r) in queued.iter().zip(reports) {
         let state = r.state().unwrap_or(State::Queued);
         let outcome = r.outcome().filter(|_| state.is_terminal());
@@ -303,14 +393,9 @@ fn print_summary(queued: &[Submitted], reports: &[StatusReport]) {
         let time = outcome
             .and_then(|o| o.finished_at.checked_sub(o.started_at?))
             .map_or("-".to_string(), |ms| format!("{ms} ms"));
-        outln!(
-            "{:<width$}  {:<11}  {:>4}  {:>9}",
-            q.to_node,
-            state.name(),
-            exit,
-            time
-        );
+        table.row([q.to_node.clone(), state.name().to_string(), exit, time]);
     }
+    out!("{}", table.render());
     let counts = Counts::of(reports);
     outln!(
         "{} nodes: {} done, {} failed, {} pending",
@@ -323,6 +408,16 @@ fn print_summary(queued: &[Submitted], reports: &[StatusReport]) {
 
 /// Print each node's result; return the exit code.
 pub fn print_results(queued: &[Submitted], reports: &[StatusReport], as_json: bool) -> i32 {
+    print_results_after(queued, reports, as_json, false)
+}
+
+/// [`print_results`], leaving out the streamed output when it was printed already.
+fn print_results_after(
+    queued: &[Submitted],
+    reports: &[StatusReport],
+    as_json: bool,
+    output_shown: bool,
+) -> i32 {
     let mut code = 0;
     let mut rows = Vec::new();
     for (q, r) in queued.iter().zip(reports) {
@@ -344,7 +439,9 @@ pub fn print_results(queued: &[Submitted], reports: &[StatusReport], as_json: bo
         match r.outcome() {
             Some(o) if state.is_terminal() => {
                 outln!("── {} [{}]", q.to_node, render::outcome_summary(o));
-                out!("{}", r.output);
+                if !output_shown {
+                    out!("{}", r.output);
+                }
                 out!("{}", o.stdout);
                 if !o.stdout.is_empty() && !o.stdout.ends_with('\n') {
                     outln!();
@@ -376,4 +473,48 @@ pub fn print_results(queued: &[Submitted], reports: &[StatusReport], as_json: bo
         );
     }
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queued(nodes: &[&str]) -> Vec<Submitted> {
+        nodes
+            .iter()
+            .map(|n| Submitted {
+                id: format!("id-{n}"),
+                to_node: n.to_string(),
+                method: "cliCommandCont".into(),
+            })
+            .collect()
+    }
+
+    fn report(output: &str) -> StatusReport {
+        StatusReport {
+            output: output.into(),
+            ..StatusReport::empty()
+        }
+    }
+
+    #[test]
+    fn streamed_output_is_printed_once_in_whole_lines_with_its_node() {
+        let mut stream = Stream::new(&queued(&["a", "b"]));
+        assert_eq!(
+            stream.take(&[report("one\ntw"), report("")], false),
+            "a | one\n"
+        );
+        assert_eq!(stream.take(&[report("one\ntw"), report("")], false), "");
+        assert_eq!(
+            stream.take(&[report("one\ntwo\n"), report("x\ny\n")], false),
+            "a | two\nb | x\nb | y\n"
+        );
+        // At the end, a line without its end is printed too.
+        assert_eq!(
+            stream.take(&[report("one\ntwo\nthr"), report("x\ny\n")], true),
+            "a | thr\n"
+        );
+        let mut alone = Stream::new(&queued(&["solo"]));
+        assert_eq!(alone.take(&[report("only\n")], false), "only\n");
+    }
 }

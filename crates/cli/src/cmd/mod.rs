@@ -1,5 +1,6 @@
 //! One file per subcommand, and the config loading they share.
 
+pub mod cancel;
 pub mod chaos;
 pub mod config;
 pub mod container;

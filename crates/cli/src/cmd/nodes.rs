@@ -77,8 +77,7 @@ impl NodesCmd {
             );
             return Ok(0);
         }
-        outln!(
-            "{:<16} {:<14} {:>10}  {:<8} {:<22} {:>4} {:>6} {:>13} {:>13}  LABELS",
+        let mut table = crate::table::Table::new(&[
             "NAME",
             "STATUS",
             "LAST SEEN",
@@ -87,8 +86,10 @@ impl NodesCmd {
             "CPUS",
             "LOAD1",
             "MEM AVAIL",
-            "DISK FREE"
-        );
+            "DISK FREE",
+            "LABELS",
+        ])
+        .right(&[2, 5, 6, 7, 8]);
         for n in nodes
             .iter()
             .filter(|n| n.unverified || n.inventory.get("insecureOpen").is_some())
@@ -105,26 +106,17 @@ impl NodesCmd {
         }
         for n in nodes {
             let inv = &n.inventory;
-            let labels = inv["labels"]
-                .as_object()
-                .map(|m| {
-                    m.iter()
-                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                        .collect::<Vec<_>>()
-                        .join(",")
-                })
-                .unwrap_or_default();
+            let labels = n.labels_text(",");
             let mut status = format!("{:?}", n.status).to_lowercase();
             if n.drained {
                 status.push_str(",drained");
             }
-            outln!(
-                "{:<16} {:<14} {:>9.0}s  {:<8} {:<22} {:>4} {:>6} {:>13} {:>13}  {}",
-                n.name,
+            table.row([
+                n.name.clone(),
                 status,
-                n.seconds_ago,
-                inv["version"].as_str().unwrap_or("-"),
-                inv["kernel"].as_str().unwrap_or("-"),
+                format!("{:.0}s", n.seconds_ago),
+                inv["version"].as_str().unwrap_or("-").to_string(),
+                inv["kernel"].as_str().unwrap_or("-").to_string(),
                 inv["cpus"]
                     .as_u64()
                     .map(|c| c.to_string())
@@ -143,9 +135,10 @@ impl NodesCmd {
                     gib(&inv["diskFreeBytes"]),
                     gib(&inv["diskTotalBytes"])
                 ),
-                labels
-            );
+                labels,
+            ]);
         }
+        out!("{}", table.render());
         Ok(0)
     }
 }

@@ -53,25 +53,19 @@ impl StatusCmd {
                 if self.json {
                     outln!("{}", serde_json::to_string_pretty(&records)?);
                 } else {
-                    outln!(
-                        "{:<26}  {:<12}  {:<14}  {:<11}  SUBMITTED",
-                        "ID",
-                        "TO",
-                        "METHOD",
-                        "STATE"
-                    );
+                    let mut table =
+                        crate::table::Table::new(&["ID", "TO", "METHOD", "STATE", "SUBMITTED"]);
                     for r in records {
                         let at = r.history.first().map(|h| h.at).unwrap_or(0);
-                        outln!(
-                            "{:<26}  {:<12}  {:<14}  {:<11}  {} {}",
-                            r.message.id(),
-                            r.message.destination(),
-                            r.message.method,
-                            r.state.name(),
-                            render::date(at),
-                            render::clock(at)
-                        );
+                        table.row([
+                            r.message.id().to_string(),
+                            r.message.destination().to_string(),
+                            r.message.method.clone(),
+                            r.state.name().to_string(),
+                            format!("{} {}", render::date(at), render::clock(at)),
+                        ]);
                     }
+                    out!("{}", table.render());
                 }
             }
         }

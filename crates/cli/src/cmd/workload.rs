@@ -185,34 +185,36 @@ impl WorkloadCmd {
                     outln!("{}", serde_json::to_string_pretty(&rows)?);
                     return Ok(code);
                 }
-                outln!(
-                    "{:<14} {:<16} {:<9} {:>8} {:<8} {:<14} reason",
-                    "node",
-                    "workload",
-                    "state",
-                    "restarts",
-                    "healthy",
-                    "pid/container"
-                );
+                let mut table = crate::table::Table::new(&[
+                    "NODE",
+                    "WORKLOAD",
+                    "STATE",
+                    "RESTARTS",
+                    "HEALTHY",
+                    "PID/CONTAINER",
+                    "REASON",
+                ])
+                .right(&[3]);
                 for (node, w) in rows {
                     let running = w
                         .pid
                         .map(|p| p.to_string())
                         .or(w.container.map(|c| c.chars().take(12).collect()))
                         .unwrap_or_else(|| "-".into());
-                    outln!(
-                        "{:<14} {:<16} {:<9} {:>8} {:<8} {:<14} {}",
+                    table.row([
                         node,
                         w.name,
                         format!("{:?}", w.state).to_uppercase(),
-                        w.restarts,
+                        w.restarts.to_string(),
                         w.healthy
                             .map(|h| if h { "yes" } else { "no" })
-                            .unwrap_or("-"),
+                            .unwrap_or("-")
+                            .to_string(),
                         running,
-                        w.reason.unwrap_or_default()
-                    );
+                        w.reason.unwrap_or_default(),
+                    ]);
                 }
+                out!("{}", table.render());
                 Ok(code)
             }
             WorkloadCmd::Rm { name, node, json } => {

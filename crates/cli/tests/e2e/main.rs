@@ -6,11 +6,13 @@
 //! events (a state, a file, a log line) with a deadline, never for a fixed time.
 
 mod broker;
+mod cancel;
 mod capture;
 mod central;
 mod chaos;
 mod cluster;
 mod config;
+mod dashboard;
 mod delivery;
 mod deploy;
 mod disk;
@@ -20,6 +22,7 @@ mod install;
 mod links;
 mod lsdsuite;
 mod nats;
+mod openapi;
 mod output;
 mod placement;
 mod processes;

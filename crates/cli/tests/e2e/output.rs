@@ -201,8 +201,135 @@ fn container_actions_print_json_per_container_with_the_node_that_did_it() {
     let out = central.cli(&["container", "pause", "--json"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("<IDS>"), "{}", stderr(&out));
+    for (view, check) in [("inspect", "/Id"), ("stats", "/id"), ("logs", "")] {
+        let out = central.cli(&["container", view, "--json", &name]);
+        assert!(out.status.success(), "{view}: {}", stderr(&out));
+        let row: serde_json::Value = serde_json::from_str(&stdout(&out))
+            .unwrap_or_else(|e| panic!("{view}: {e}: {}", stdout(&out)));
+        assert_eq!(row["node"], "ship1", "{row}");
+        assert_eq!(row["id"], name.as_str(), "{row}");
+        if check.is_empty() {
+            assert!(row[view].is_string(), "logs are text: {row}");
+        } else {
+            assert!(row[view].pointer(check).is_some(), "{view} is JSON: {row}");
+        }
+    }
     let out = central.cli(&["container", "rm", "--json", "-f", &name]);
     assert!(out.status.success(), "{}", stderr(&out));
     let rows: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(rows[0]["node"], "ship1", "{rows}");
+}
+
+#[test]
+fn config_show_and_image_pull_speak_json() {
+    if bosun_testkit::docker_test_image().is_none() {
+        return;
+    }
+    let Some(fleet) = fleet().nodes(&["central", "ship1"]).start() else {
+        return;
+    };
+    let central = fleet.node("central");
+    // The configuration in effect, with where unset paths resolve to.
+    let out = central.cli(&["config", "show", "--json", "--name", "elsewhere"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let config: serde_json::Value =
+        serde_json::from_str(&stdout(&out)).unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)));
+    assert_eq!(config["name"], "elsewhere", "a flag is laid over the rest");
+    let results = config["resolved"]["results_dir"].as_str().unwrap();
+    assert!(
+        results.starts_with(central.data_dir.to_str().unwrap()),
+        "{results}"
+    );
+    assert!(config["resolved"]["file_roots"].is_array(), "{config}");
+    // A pull that cannot succeed (no registry here) is reported as JSON, exit 1.
+    let out = central.cli(&[
+        "image",
+        "pull",
+        "--json",
+        "-n",
+        "ship1",
+        "registry.invalid/no-such-image:1",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let row: serde_json::Value =
+        serde_json::from_str(&stdout(&out)).unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)));
+    assert_eq!(row["node"], "ship1", "{row}");
+    assert_eq!(row["image"], "registry.invalid/no-such-image:1", "{row}");
+    assert!(
+        row["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{row}"
+    );
+    assert!(row.get("output").is_none(), "{row}");
+}
+
+#[test]
+fn exec_stream_prints_each_nodes_output_while_the_command_still_runs() {
+    let Some(fleet) = fleet().nodes(&["central", "ship1"]).start() else {
+        return;
+    };
+    let go = fleet.dir().join("go");
+    let script = format!(
+        "echo started; while [ ! -e {} ]; do sleep 0.05; done; echo finished",
+        go.display()
+    );
+    let mut exec = Command::new(bin())
+        .arg("--data-dir")
+        .arg(&fleet.node("central").data_dir)
+        .args([
+            "exec",
+            "-n",
+            "central,ship1",
+            "--stream",
+            "--no-progress",
+            "--timeout",
+            "60",
+            "--shell",
+            "--",
+        ])
+        .arg(&script)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run bosun exec");
+    let mut lines = BufReader::new(exec.stdout.take().unwrap()).lines();
+    // Both nodes' first line arrives while their commands wait for the go file.
+    let mut first: Vec<String> = (0..2)
+        .map(|_| lines.next().expect("a line").expect("text"))
+        .collect();
+    first.sort();
+    assert_eq!(
+        first,
+        ["central | started", "ship1 | started"],
+        "streamed before the end"
+    );
+    assert!(
+        exec.try_wait().unwrap().is_none(),
+        "the commands are still running"
+    );
+    std::fs::write(&go, "").unwrap();
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let status = exec.wait().unwrap();
+    assert!(status.success(), "{rest:?}");
+    for node in ["central", "ship1"] {
+        assert!(
+            rest.contains(&format!("{node} | finished")),
+            "{node}'s last line: {rest:?}"
+        );
+        // The result follows, without the output again.
+        assert!(
+            rest.iter()
+                .any(|l| l.starts_with(&format!("── {node} [done"))),
+            "{rest:?}"
+        );
+    }
+    assert_eq!(
+        rest.iter().filter(|l| l.ends_with("finished")).count(),
+        2,
+        "each line once: {rest:?}"
+    );
+    // --stream and --json do not go together.
+    let out = fleet
+        .node("central")
+        .cli(&["exec", "-n", "ship1", "--stream", "--json", "--", "true"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
