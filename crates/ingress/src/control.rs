@@ -100,6 +100,14 @@ pub enum ControlRequest {
         #[serde(default)]
         args: Vec<String>,
     },
+    /// Take a node out of placement, or put it back (`nodeDrain`), and note it here at
+    /// once, before that node's next hello tells it.
+    Drain {
+        /// The node.
+        node: String,
+        /// True to drain, false to put it back.
+        drained: bool,
+    },
     /// Cancel messages this node sent that have not run.
     Cancel {
         /// The ids.
@@ -146,6 +154,8 @@ pub enum ControlResponse {
     Called(Called),
     /// To `cancel`.
     Cancels(Cancels),
+    /// To `drain`.
+    Drained(Drained),
     /// Any request refused or failed.
     Error(ErrorAnswer),
 }
@@ -246,6 +256,17 @@ pub struct ContainerOutput {
     /// The node that has the container.
     pub node: String,
     /// The method's output.
+    pub output: String,
+}
+
+/// A drain or undrain the node confirmed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Drained {
+    /// The node.
+    pub node: String,
+    /// Drained (true) or taking placed work again (false).
+    pub drained: bool,
+    /// What the node said.
     pub output: String,
 }
 
@@ -448,6 +469,17 @@ async fn handle(node: &Node, value: Value) -> ControlResponse {
                     Err(e) => ControlResponse::error(e),
                 }
             }
+            Err(e) => ControlResponse::error(e),
+        },
+        ControlRequest::Drain {
+            node: target,
+            drained,
+        } => match ops::drain(node, &target, drained).await {
+            Ok(output) => ControlResponse::Drained(Drained {
+                node: target,
+                drained,
+                output,
+            }),
             Err(e) => ControlResponse::error(e),
         },
         ControlRequest::Cancel { ids } => {

@@ -52,7 +52,7 @@ impl NodesCmd {
             .map(|n| (n, true))
             .or(self.undrain.as_ref().map(|n| (n, false)))
         {
-            return drain(&socket, target, drained).await;
+            return drain(&socket, target, drained, self.json).await;
         }
         let Nodes { nodes } =
             client::request(&socket, &ControlRequest::Nodes, Duration::from_secs(30)).await?;
@@ -144,22 +144,27 @@ impl NodesCmd {
 }
 
 /// Send `nodeDrain` to `target` and wait for its answer.
-async fn drain(socket: &std::path::Path, target: &str, drained: bool) -> anyhow::Result<i32> {
-    use bosun_ingress::control::{Queued, Waited};
-    let message = bosun_proto::Message {
-        to_node: Some(target.to_string()),
-        method: "nodeDrain".into(),
-        data: vec![if drained { "on" } else { "off" }.into()],
-        ..Default::default()
+async fn drain(
+    socket: &std::path::Path,
+    target: &str,
+    drained: bool,
+    json: bool,
+) -> anyhow::Result<i32> {
+    use bosun_ingress::control::Drained;
+    let request = ControlRequest::Drain {
+        node: target.to_string(),
+        drained,
     };
-    let request = ControlRequest::Submit {
-        messages: vec![serde_json::to_value(&message)?],
-    };
-    let Queued { queued } = client::request(socket, &request, Duration::from_secs(30)).await?;
-    let wait = ControlRequest::Wait {
-        ids: queued.iter().map(|q| q.id.clone()).collect(),
-        timeout_ms: 30_000,
-    };
-    let Waited { reports, .. } = client::request(socket, &wait, Duration::from_secs(60)).await?;
-    Ok(super::exec::print_results(&queued, &reports, false))
+    let answer: Drained = client::request(socket, &request, Duration::from_secs(60)).await?;
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&answer)?);
+        return Ok(0);
+    }
+    let Drained { node, output, .. } = answer;
+    outln!("── {node}");
+    out!("{output}");
+    if !output.is_empty() && !output.ends_with('\n') {
+        outln!();
+    }
+    Ok(0)
 }

@@ -227,13 +227,32 @@ fn any_node_places_over_the_fleet_spreads_evenly_and_honours_unregister() {
     assert_eq!(code, 404, "{answer}");
     assert!(answer.contains("sthmaclt009.local"), "{answer}");
 
-    // register returns it; the least-loaded worker is now w2.
+    let out = fleet
+        .node(&central)
+        .cli(&["nodes", "--undrain", "sthmaclt009.local"]);
+    assert!(!out.status.success(), "an unknown node is refused");
+    assert!(
+        stderr(&out).contains("sthmaclt009.local"),
+        "{}",
+        stderr(&out)
+    );
+
+    // register returns it; the least-loaded worker is now w2, at once: the node that
+    // asked knows before w2's next hello tells it.
     let out = fleet.node(&central).cli(&["nodes", "--undrain", &w2]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stdout(&out).contains("takes placed work again"),
         "{}",
         stdout(&out)
+    );
+    let rows = json(&fleet.node(&central).cli(&["nodes", "--json"]));
+    assert!(
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == w2.as_str() && r["drained"] != true),
+        "{rows}"
     );
     assert_eq!(
         owner(&qm_run(&addresses[0], &image)),
