@@ -456,31 +456,33 @@ impl Node {
     /// Everything this node knows about a message id.
     /// Registry auth in the message is shown as `<redacted>`.
     pub fn status(&self, id: &str) -> Result<StatusReport, StoreError> {
-        let mut sent = self.parts.store.sent(id)?;
-        if let Some(record) = &mut sent {
-            bosun_proto::container::redact_auth(&mut record.message);
-        }
-        let mut received = self.parts.store.inbox(id)?;
-        if let Some(record) = &mut received {
-            bosun_proto::container::redact_auth(&mut record.message);
-        }
-        let output = match &sent {
-            Some(_) => self
-                .parts
-                .store
-                .chunks(id)?
-                .into_iter()
-                .map(|(_, text)| text)
-                .collect(),
-            None => String::new(),
-        };
-        Ok(StatusReport {
-            id: id.to_string(),
-            sent,
-            received,
-            output,
-            schedule: self.parts.store.schedule(id)?.map(|r| r.schedule),
-        })
+        Ok(self.statuses(&[id])?.swap_remove(0))
+    }
+
+    /// [`Node::status`] of each of `ids`, read at once.
+    pub fn statuses<S: AsRef<str>>(&self, ids: &[S]) -> Result<Vec<StatusReport>, StoreError> {
+        let views = self.parts.store.views(ids)?;
+        Ok(ids
+            .iter()
+            .zip(views)
+            .map(|(id, view)| {
+                let mut sent = view.sent;
+                if let Some(record) = &mut sent {
+                    bosun_proto::container::redact_auth(&mut record.message);
+                }
+                let mut received = view.inbox;
+                if let Some(record) = &mut received {
+                    bosun_proto::container::redact_auth(&mut record.message);
+                }
+                StatusReport {
+                    id: id.as_ref().to_string(),
+                    sent,
+                    received,
+                    output: view.chunks.into_iter().map(|(_, text)| text).collect(),
+                    schedule: view.schedule.map(|r| r.schedule),
+                }
+            })
+            .collect())
     }
 
     /// Cancel a message this node sent, if it has not run (see [`crate::Cancelled`]):
@@ -529,16 +531,14 @@ impl Node {
         let mut finished = self.parts.finished.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         let is_final = |r: &StatusReport| r.sent.as_ref().is_some_and(|s| s.state.is_terminal());
-        let read_all = || -> Result<Vec<StatusReport>, StoreError> {
-            ids.iter().map(|id| self.status(id)).collect()
-        };
-        let reports = read_all()?;
-        let mut pending: std::collections::HashSet<&str> = reports
+        let read_all = || self.statuses(ids);
+        let store = &self.parts.store;
+        let mut pending: std::collections::HashSet<&str> = ids
             .iter()
-            .filter(|r| !is_final(r))
-            .map(|r| r.id.as_str())
+            .zip(store.sent_final(ids)?)
+            .filter(|(_, done)| !done)
+            .map(|(id, _)| id.as_str())
             .collect();
-        let _ = &reports;
         loop {
             if pending.is_empty() {
                 return Ok((true, read_all()?));
@@ -547,14 +547,14 @@ impl Node {
                 event = finished.recv() => match event {
                     Ok(id) => { pending.remove(id.as_str()); }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
-                        // Missed some: read the unfinished ones again.
-                        let mut still = std::collections::HashSet::new();
-                        for id in pending {
-                            if !is_final(&self.status(id)?) {
-                                still.insert(id);
-                            }
-                        }
-                        pending = still;
+                        // Missed some: read the unfinished ones' states again.
+                        let unfinished: Vec<&str> = pending.into_iter().collect();
+                        pending = unfinished
+                            .iter()
+                            .zip(store.sent_final(&unfinished)?)
+                            .filter(|(_, done)| !done)
+                            .map(|(id, _)| *id)
+                            .collect();
                     }
                     Err(broadcast::error::RecvError::Closed) => return Ok((false, read_all()?)),
                 },

@@ -625,7 +625,7 @@ fn check(receiver: &Receiver, peer: &Peer, message: &Message) -> Result<(), Refu
     }
     if let Some(answered) = message.previous_message.as_deref()
         && (method.is_absorbed_on_arrival() || method.is_reply_sink())
-        && let Ok(Some(record)) = receiver.store.sent(answered)
+        && let Ok(Some(record)) = receiver.store.sent_brief(answered)
         && record.message.destination() != from
     {
         return Err(Refusal::ForeignReply {
@@ -716,7 +716,7 @@ fn log_refusal(
 
 /// Count a result at the sender, with its latency from submit.
 fn result_arrived(receiver: &Receiver, answered: &str, status: bosun_proto::Status, now: u64) {
-    let Ok(Some(record)) = receiver.store.sent(answered) else {
+    let Ok(Some(record)) = receiver.store.sent_brief(answered) else {
         return;
     };
     let method = record.message.method.as_str();

@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bosun_core::Event;
-use bosun_proto::{Message, Millis, Outcome};
+use bosun_proto::{Message, Millis, Outcome, State};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tokio::sync::{oneshot, watch};
 
@@ -49,8 +49,8 @@ pub use prune::{
     tombstone,
 };
 pub use records::{
-    FleetRecord, HistoryEntry, InboxRecord, ProcessRecord, ScheduleRecord, SentRecord, SinkDue,
-    SinkWrite,
+    BriefMessage, FleetRecord, HistoryEntry, InboxRecord, MessageView, ProcessRecord,
+    ScheduleRecord, SentBrief, SentRecord, SinkDue, SinkWrite,
 };
 pub use writer::{Answer, QueuedSink, Receipt, same_submission};
 
@@ -568,6 +568,73 @@ impl Store {
     /// A message this node received, by id.
     pub fn inbox(&self, id: &str) -> Result<Option<InboxRecord>, StoreError> {
         self.record(INBOX, id)
+    }
+
+    /// What this node knows of each of `ids`, read in one transaction: a waiter on
+    /// many messages (a fan-out, a batch) reads them all at the cost of one.
+    pub fn views<S: AsRef<str>>(&self, ids: &[S]) -> Result<Vec<MessageView>, StoreError> {
+        let txn = self.database()?.begin_read().map_err(db)?;
+        let sent = txn.open_table(SENT).map_err(db)?;
+        let inbox = txn.open_table(INBOX).map_err(db)?;
+        let chunks = txn.open_table(CHUNKS).map_err(db)?;
+        let schedules = txn.open_table(SCHEDULES).map_err(db)?;
+        fn get<T: for<'a> serde::Deserialize<'a>>(
+            table: &redb::ReadOnlyTable<&str, &[u8]>,
+            id: &str,
+        ) -> Result<Option<T>, StoreError> {
+            table
+                .get(id)
+                .map_err(db)?
+                .map(|v| records::decode(id, v.value()))
+                .transpose()
+        }
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let id = id.as_ref();
+            let sent: Option<SentRecord> = get(&sent, id)?;
+            let mut output = Vec::new();
+            if sent.is_some() {
+                for entry in chunks.range((id, 1)..=(id, u64::MAX)).map_err(db)? {
+                    let (k, v) = entry.map_err(db)?;
+                    output.push((k.value().1, v.value().to_string()));
+                }
+            }
+            out.push(MessageView {
+                sent,
+                inbox: get(&inbox, id)?,
+                chunks: output,
+                schedule: get(&schedules, id)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Whether each of `ids` this node sent is in a final state (false when unknown),
+    /// in one transaction, reading no more of each record than its state.
+    pub fn sent_final<S: AsRef<str>>(&self, ids: &[S]) -> Result<Vec<bool>, StoreError> {
+        #[derive(serde::Deserialize)]
+        struct JustState {
+            state: State,
+        }
+        let txn = self.database()?.begin_read().map_err(db)?;
+        let sent = txn.open_table(SENT).map_err(db)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let id = id.as_ref();
+            let state = sent
+                .get(id)
+                .map_err(db)?
+                .map(|v| records::decode::<JustState>(id, v.value()))
+                .transpose()?;
+            out.push(state.is_some_and(|s| s.state.is_terminal()));
+        }
+        Ok(out)
+    }
+
+    /// The few fields of sent message `id` that a result's arrival needs, decoded
+    /// without the rest of the record.
+    pub fn sent_brief(&self, id: &str) -> Result<Option<SentBrief>, StoreError> {
+        self.record(SENT, id)
     }
 
     /// Every record of a table keyed by id, with its id.

@@ -85,6 +85,53 @@ pub struct ProcessRecord {
     pub boot_id: String,
 }
 
+/// Everything this node knows of one message id: what it sent, what it received, the
+/// streamed output it got back, and its schedule.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MessageView {
+    /// The record of the message as sent from here.
+    pub sent: Option<SentRecord>,
+    /// The record of the message as received here.
+    pub inbox: Option<InboxRecord>,
+    /// Streamed output got back for it: chunk number and text, in order.
+    pub chunks: Vec<(u64, String)>,
+    /// Its schedule, while one is active.
+    pub schedule: Option<ScheduleRecord>,
+}
+
+/// The parts of a [`SentRecord`] read on each result's arrival ([`crate::Store::sent_brief`]):
+/// its destination and method, its state and history, and a disagreement.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct SentBrief {
+    /// The message's destination and method only.
+    pub message: BriefMessage,
+    /// The current state.
+    pub state: State,
+    /// Every state it went through.
+    pub history: Vec<HistoryEntry>,
+    /// See [`SentRecord::disagreement`].
+    #[serde(default)]
+    pub disagreement: Option<String>,
+}
+
+/// A message's destination and method, the rest of it skipped.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BriefMessage {
+    /// The destination node.
+    #[serde(default)]
+    pub to_node: Option<String>,
+    /// The method, as sent.
+    pub method: String,
+}
+
+impl BriefMessage {
+    /// The destination node ("" when none).
+    pub fn destination(&self) -> &str {
+        self.to_node.as_deref().unwrap_or("")
+    }
+}
+
 /// What central knows about one node of the fleet, from its hellos.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

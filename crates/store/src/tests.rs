@@ -171,6 +171,52 @@ async fn a_result_completes_the_sent_record_and_is_deduplicated() {
 }
 
 #[tokio::test]
+async fn many_ids_read_at_once_match_their_single_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("n.redb")).unwrap();
+    let (done, open) = (msg("a"), msg("b"));
+    store
+        .submit(vec![done.clone(), open.clone()], 1)
+        .await
+        .unwrap();
+    let mut chunk = msg("me");
+    chunk.method = "result".into();
+    chunk.previous_message = Some(done.id().to_string());
+    chunk.chunk = Some(1);
+    chunk.data = vec!["out\n".into()];
+    store.absorb(chunk, 2, None).await.unwrap();
+    let mut reply = msg("me");
+    reply.method = "result".into();
+    reply.previous_message = Some(done.id().to_string());
+    reply.result = Some(outcome(Status::Done));
+    store.absorb(reply.clone(), 3, None).await.unwrap();
+
+    let ids = [done.id(), open.id(), "unknown", reply.id()];
+    assert_eq!(
+        store.sent_final(&ids).unwrap(),
+        vec![true, false, false, false]
+    );
+    let views = store.views(&ids).unwrap();
+    for (id, view) in ids.iter().zip(&views) {
+        assert_eq!(view.sent, store.sent(id).unwrap(), "{id}");
+        assert_eq!(view.inbox, store.inbox(id).unwrap(), "{id}");
+        assert_eq!(view.schedule, store.schedule(id).unwrap(), "{id}");
+    }
+    assert_eq!(views[0].chunks, vec![(1, "out\n".to_string())]);
+    let brief = store.sent_brief(done.id()).unwrap().unwrap();
+    let whole = store.sent(done.id()).unwrap().unwrap();
+    assert_eq!(brief.message.destination(), "a");
+    assert_eq!(brief.message.method, whole.message.method);
+    assert_eq!((brief.state, brief.history), (whole.state, whole.history));
+    assert!(store.sent_brief("unknown").unwrap().is_none());
+    assert!(views[2].sent.is_none() && views[2].inbox.is_none());
+    assert!(
+        views[3].inbox.is_some(),
+        "the reply is recorded as received"
+    );
+}
+
+#[tokio::test]
 async fn many_concurrent_submits_all_land() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("n.redb");

@@ -654,12 +654,15 @@ impl Writer {
                 events,
                 pull_at,
             } => {
-                for (event, at, note) in events {
-                    apply_sent_event(txn, id, *event, *at, note.clone(), None)?;
-                }
-                if let Some(due) = pull_at {
-                    schedule_pull(txn, id, *due)?;
-                }
+                update_sent(txn, id, |rec| {
+                    for (event, at, note) in events {
+                        sent_event(txn, rec, id, *event, *at, note.clone(), None)?;
+                    }
+                    match pull_at {
+                        Some(due) => schedule_pull(txn, rec, id, *due),
+                        None => Ok(()),
+                    }
+                })?;
                 Ok(OpResult::Done)
             }
             Op::Receive { message, at } => self.receive(txn, message, *at, None),
@@ -760,15 +763,18 @@ impl Writer {
                 if let (Some(prev), Some(outcome)) = (&reply.previous_message, &reply.result) {
                     // A result proves the message arrived: its history gets the step even
                     // when the ACK was lost or overtaken.
-                    apply_sent_event(txn, prev, Event::Acked, *at, None, None)?;
-                    apply_sent_event(
-                        txn,
-                        prev,
-                        Event::Finished(outcome.status),
-                        *at,
-                        outcome.error.clone(),
-                        Some(outcome.clone()),
-                    )?;
+                    update_sent(txn, prev, |rec| {
+                        sent_event(txn, rec, prev, Event::Acked, *at, None, None)?;
+                        sent_event(
+                            txn,
+                            rec,
+                            prev,
+                            Event::Finished(outcome.status),
+                            *at,
+                            outcome.error.clone(),
+                            Some(outcome.clone()),
+                        )
+                    })?;
                 }
                 if reply.wants_sink() {
                     mark_sink_due(txn, reply)?;
@@ -1118,11 +1124,39 @@ fn apply_sent_event(
     note: Option<String>,
     outcome: Option<Outcome>,
 ) -> Result<(), StoreError> {
+    update_sent(txn, id, |rec| {
+        sent_event(txn, rec, id, event, at, note, outcome)
+    })
+}
+
+/// Read sent record `id`, change it with `change`, and write it back once: a message's
+/// steps that arrive together (an ACK and its pull, a result's ACK and its end) cost
+/// one decode and one encode. An unknown id is left alone.
+fn update_sent(
+    txn: &WriteTransaction,
+    id: &str,
+    change: impl FnOnce(&mut SentRecord) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
     let mut sent = txn.open_table(SENT).map_err(db)?;
     let mut rec: SentRecord = match sent.get(id).map_err(db)? {
         Some(v) => decode(id, v.value())?,
         None => return Ok(()),
     };
+    change(&mut rec)?;
+    sent.insert(id, encode(&rec).as_slice()).map_err(db)?;
+    Ok(())
+}
+
+/// Apply one step to sent record `rec` (and to the outbox and pull tables it leaves).
+fn sent_event(
+    txn: &WriteTransaction,
+    rec: &mut SentRecord,
+    id: &str,
+    event: Event,
+    at: Millis,
+    note: Option<String>,
+    outcome: Option<Outcome>,
+) -> Result<(), StoreError> {
     if event == Event::Sent {
         rec.sends += 1;
     }
@@ -1149,7 +1183,6 @@ fn apply_sent_event(
         rec.outcome = Some(o.clone());
         rec.settled_here = false;
         rec.disagreement = Some(text);
-        sent.insert(id, encode(&rec).as_slice()).map_err(db)?;
         return Ok(());
     }
     let moved = push_state(&mut rec.state, &mut rec.history, event, at, note.clone());
@@ -1182,17 +1215,16 @@ fn apply_sent_event(
             .remove((due, id))
             .map_err(db)?;
     }
-    sent.insert(id, encode(&rec).as_slice()).map_err(db)?;
     Ok(())
 }
 
-/// Ask for the result of sent message `id` at `due`, unless it is final.
-fn schedule_pull(txn: &WriteTransaction, id: &str, due: Millis) -> Result<(), StoreError> {
-    let mut sent = txn.open_table(SENT).map_err(db)?;
-    let mut rec: SentRecord = match sent.get(id).map_err(db)? {
-        Some(v) => decode(id, v.value())?,
-        None => return Ok(()),
-    };
+/// Ask for the result of sent message `rec` at `due`, unless it is final.
+fn schedule_pull(
+    txn: &WriteTransaction,
+    rec: &mut SentRecord,
+    id: &str,
+    due: Millis,
+) -> Result<(), StoreError> {
     if rec.state.is_terminal() {
         return Ok(());
     }
@@ -1202,7 +1234,6 @@ fn schedule_pull(txn: &WriteTransaction, id: &str, due: Millis) -> Result<(), St
     }
     awaiting.insert((due, id), ()).map_err(db)?;
     rec.pull_at = Some(due);
-    sent.insert(id, encode(&rec).as_slice()).map_err(db)?;
     Ok(())
 }
 
