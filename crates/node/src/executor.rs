@@ -262,6 +262,28 @@ impl Slot {
     }
 }
 
+/// How long a run goes before its sender is told, by a `running` note, that it runs.
+/// Shorter runs need no note: their result carries when they started.
+const RUNNING_NOTE_AFTER: Duration = Duration::from_millis(200);
+
+/// Tell the sender of `message` that it runs since `started_at` (best effort).
+async fn running_note(executor: &Executor, message: &Message, started_at: bosun_proto::Millis) {
+    let Some(from) = message.from_node.as_deref() else {
+        return;
+    };
+    let note = StatusNote {
+        v: WIRE_VERSION,
+        id: message.id().to_string(),
+        state: State::Running,
+        at: started_at,
+    };
+    let subject = wire::subject(&executor.config.subject_prefix, from, STATUS_TOKEN);
+    let _ = executor
+        .transport
+        .publish(subject, Bytes::from(wire::encode(&note)))
+        .await;
+}
+
 async fn run_one(executor: &Arc<Executor>, message: Message, slot: &mut Slot) {
     let id = message.id().to_string();
     let started_at = now_millis();
@@ -290,19 +312,6 @@ async fn run_one(executor: &Arc<Executor>, message: Message, slot: &mut Slot) {
             }
         }
     }
-    if let Some(from) = message.from_node.as_deref() {
-        let note = StatusNote {
-            v: WIRE_VERSION,
-            id: id.clone(),
-            state: State::Running,
-            at: started_at,
-        };
-        let subject = wire::subject(&executor.config.subject_prefix, from, STATUS_TOKEN);
-        let _ = executor
-            .transport
-            .publish(subject, Bytes::from(wire::encode(&note)))
-            .await;
-    }
     let method = match message.parsed_method() {
         Ok(m) => m,
         Err(e) => {
@@ -329,21 +338,35 @@ async fn run_one(executor: &Arc<Executor>, message: Message, slot: &mut Slot) {
         (bosun_methods::ChunkSink::none(), None)
     };
     let (processes, recorder) = record_processes(executor, &id);
-    let handled = match method.role() {
-        bosun_proto::Role::Node => node_method(executor, method, &message).await.into(),
-        bosun_proto::Role::Handler(_)
-        | bosun_proto::Role::Absorbed
-        | bosun_proto::Role::ReplySink
-        | bosun_proto::Role::Unserved => {
-            bosun_methods::run(
-                method,
-                &message,
-                &executor.methods,
-                &chunks,
-                &processes,
-                &executor.follow_ups,
-            )
-            .await
+    // A run that ends quickly tells its start with its result (`startedAt`); one that
+    // lasts tells the sender it runs, so that its record says so meanwhile.
+    let handled = {
+        let handler = async {
+            match method.role() {
+                bosun_proto::Role::Node => node_method(executor, method, &message).await.into(),
+                bosun_proto::Role::Handler(_)
+                | bosun_proto::Role::Absorbed
+                | bosun_proto::Role::ReplySink
+                | bosun_proto::Role::Unserved => {
+                    bosun_methods::run(
+                        method,
+                        &message,
+                        &executor.methods,
+                        &chunks,
+                        &processes,
+                        &executor.follow_ups,
+                    )
+                    .await
+                }
+            }
+        };
+        tokio::pin!(handler);
+        tokio::select! {
+            handled = &mut handler => handled,
+            _ = tokio::time::sleep(RUNNING_NOTE_AFTER) => {
+                running_note(executor, &message, started_at).await;
+                handler.await
+            }
         }
     };
     drop(chunks);

@@ -228,7 +228,7 @@ async fn handle(receiver: Arc<Receiver>, mut incoming: bosun_bus::Incoming) {
             && note.state == bosun_proto::State::Running
         {
             // Only the node the message went to may say it started.
-            let sent_to = receiver.store.sent(&note.id).ok().flatten();
+            let sent_to = receiver.store.sent_brief(&note.id).ok().flatten();
             let destination = sent_to.as_ref().map(|r| r.message.destination());
             if destination.is_some_and(|d| is_peer(receiver.own(), &incoming.peer, d)) {
                 receiver

@@ -171,6 +171,49 @@ async fn a_result_completes_the_sent_record_and_is_deduplicated() {
 }
 
 #[tokio::test]
+async fn a_result_tells_when_its_run_started_when_no_note_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("n.redb")).unwrap();
+    let (quick, noted) = (msg("a"), msg("a"));
+    store
+        .submit(vec![quick.clone(), noted.clone()], 1)
+        .await
+        .unwrap();
+    for m in [&quick, &noted] {
+        store
+            .sent_event(m.id(), Event::Sent, 2, None, None)
+            .await
+            .unwrap();
+    }
+    // A long run sent its `running` note at 3; the quick one did not.
+    store.note(noted.id(), vec![(Event::Started, 3, None)]);
+    for m in [&quick, &noted] {
+        let mut reply = msg("me");
+        reply.method = "result".into();
+        reply.previous_message = Some(m.id().to_string());
+        let mut o = outcome(Status::Done);
+        o.started_at = Some(3);
+        reply.result = Some(o);
+        store.absorb(reply, 9, None).await.unwrap();
+    }
+    for m in [&quick, &noted] {
+        let rec = store.sent(m.id()).unwrap().unwrap();
+        let steps: Vec<(State, Millis)> = rec.history.iter().map(|h| (h.state, h.at)).collect();
+        assert_eq!(
+            steps,
+            vec![
+                (State::Queued, 1),
+                (State::Sent, 2),
+                (State::Acked, 9),
+                (State::Running, 3),
+                (State::Done, 9)
+            ],
+            "one running step, at the time the run started"
+        );
+    }
+}
+
+#[tokio::test]
 async fn many_ids_read_at_once_match_their_single_reads() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("n.redb")).unwrap();

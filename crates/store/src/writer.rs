@@ -646,7 +646,9 @@ impl Writer {
                 note,
                 outcome,
             } => {
-                apply_sent_event(txn, id, *event, *at, note.clone(), outcome.clone())?;
+                update_sent(txn, id, |rec| {
+                    sent_event(txn, rec, id, *event, *at, note.clone(), outcome.clone())
+                })?;
                 Ok(OpResult::Done)
             }
             Op::Notes {
@@ -758,13 +760,19 @@ impl Writer {
                         .insert((prev.as_str(), n), reply.data.concat().as_str())
                         .map_err(db)?;
                     // A chunk proves delivery too: the message is at least running.
-                    apply_sent_event(txn, prev, Event::Started, *at, None, None)?;
+                    update_sent(txn, prev, |rec| {
+                        sent_event(txn, rec, prev, Event::Started, *at, None, None)
+                    })?;
                 }
                 if let (Some(prev), Some(outcome)) = (&reply.previous_message, &reply.result) {
                     // A result proves the message arrived: its history gets the step even
                     // when the ACK was lost or overtaken.
                     update_sent(txn, prev, |rec| {
                         sent_event(txn, rec, prev, Event::Acked, *at, None, None)?;
+                        // When it started, for a run too short to have sent a note.
+                        if let Some(started) = outcome.started_at {
+                            sent_event(txn, rec, prev, Event::Started, started, None, None)?;
+                        }
                         sent_event(
                             txn,
                             rec,
@@ -841,20 +849,21 @@ impl Writer {
                 note,
                 outcome,
             } => {
-                apply_sent_event(txn, id, *event, *at, note.clone(), Some(outcome.clone()))?;
-                let mut sent = txn.open_table(SENT).map_err(db)?;
-                let rec = sent
-                    .get(id.as_str())
-                    .map_err(db)?
-                    .map(|v| decode::<SentRecord>(id, v.value()));
-                if let Some(rec) = rec {
-                    let mut rec = rec?;
+                update_sent(txn, id, |rec| {
+                    sent_event(
+                        txn,
+                        rec,
+                        id,
+                        *event,
+                        *at,
+                        note.clone(),
+                        Some(outcome.clone()),
+                    )?;
                     if rec.state.is_terminal() && rec.outcome.as_ref() == Some(outcome) {
                         rec.settled_here = true;
-                        sent.insert(id.as_str(), encode(&rec).as_slice())
-                            .map_err(db)?;
                     }
-                }
+                    Ok(())
+                })?;
                 Ok(OpResult::Done)
             }
             Op::Cancel { id, from, node, at } => self.cancel(txn, id, from, node, *at),
@@ -1114,19 +1123,6 @@ fn update_inbox(
     f(&mut rec);
     inbox.insert(id, encode(&rec).as_slice()).map_err(db)?;
     Ok(())
-}
-
-fn apply_sent_event(
-    txn: &WriteTransaction,
-    id: &str,
-    event: Event,
-    at: Millis,
-    note: Option<String>,
-    outcome: Option<Outcome>,
-) -> Result<(), StoreError> {
-    update_sent(txn, id, |rec| {
-        sent_event(txn, rec, id, event, at, note, outcome)
-    })
 }
 
 /// Read sent record `id`, change it with `change`, and write it back once: a message's
