@@ -297,8 +297,19 @@ events:
     let b1_events = docker_events(&b1, start, now_ms());
     let killed = first(&b1_events, "kill", start + 2000);
     let restarted = first(&b1_events, "start", start + 2000);
+    // bosun fires the kill on time (its own record of when it began); Docker's event
+    // follows once Docker has done its part, which took past 500 ms once with the whole
+    // suite sharing 2 cores.
+    let w2_book = book(&w2_dir);
+    let kill = entry(&w2_book, "kill");
+    let fired = kill["firedAt"].as_u64().unwrap_or_else(|| panic!("{kill}"));
     assert!(
-        late(killed, start + 2000).abs() < 500,
+        late(fired, kill["at"].as_u64().unwrap()).abs() < 500,
+        "kill fired at {} ms from its time: {kill}",
+        late(fired, kill["at"].as_u64().unwrap())
+    );
+    assert!(
+        late(killed, start + 2000).abs() < 1500,
         "kill at {}",
         late(killed, start + 2000)
     );
