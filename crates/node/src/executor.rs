@@ -266,18 +266,21 @@ impl Slot {
 /// Shorter runs need no note: their result carries when they started.
 const RUNNING_NOTE_AFTER: Duration = Duration::from_millis(200);
 
-/// Tell the sender of `message` that it runs since `started_at` (best effort).
-async fn running_note(executor: &Executor, message: &Message, started_at: bosun_proto::Millis) {
-    let Some(from) = message.from_node.as_deref() else {
-        return;
-    };
+/// Tell `from`, the sender of message `id`, that it runs since `started_at` (best
+/// effort, on a task of its own so that a slow publish never holds the run up).
+async fn running_note(
+    executor: Arc<Executor>,
+    from: String,
+    id: String,
+    started_at: bosun_proto::Millis,
+) {
     let note = StatusNote {
         v: WIRE_VERSION,
-        id: message.id().to_string(),
+        id,
         state: State::Running,
         at: started_at,
     };
-    let subject = wire::subject(&executor.config.subject_prefix, from, STATUS_TOKEN);
+    let subject = wire::subject(&executor.config.subject_prefix, &from, STATUS_TOKEN);
     let _ = executor
         .transport
         .publish(subject, Bytes::from(wire::encode(&note)))
@@ -364,7 +367,10 @@ async fn run_one(executor: &Arc<Executor>, message: Message, slot: &mut Slot) {
         tokio::select! {
             handled = &mut handler => handled,
             _ = tokio::time::sleep(RUNNING_NOTE_AFTER) => {
-                running_note(executor, &message, started_at).await;
+                if let Some(from) = message.from_node.clone() {
+                    let note = running_note(executor.clone(), from, id.clone(), started_at);
+                    executor.tracker.spawn(note);
+                }
                 handler.await
             }
         }
