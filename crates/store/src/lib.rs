@@ -578,32 +578,19 @@ impl Store {
         let inbox = txn.open_table(INBOX).map_err(db)?;
         let chunks = txn.open_table(CHUNKS).map_err(db)?;
         let schedules = txn.open_table(SCHEDULES).map_err(db)?;
-        fn get<T: for<'a> serde::Deserialize<'a>>(
-            table: &redb::ReadOnlyTable<&str, &[u8]>,
-            id: &str,
-        ) -> Result<Option<T>, StoreError> {
-            table
-                .get(id)
-                .map_err(db)?
-                .map(|v| records::decode(id, v.value()))
-                .transpose()
-        }
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             let id = id.as_ref();
-            let sent: Option<SentRecord> = get(&sent, id)?;
-            let mut output = Vec::new();
-            if sent.is_some() {
-                for entry in chunks.range((id, 1)..=(id, u64::MAX)).map_err(db)? {
-                    let (k, v) = entry.map_err(db)?;
-                    output.push((k.value().1, v.value().to_string()));
-                }
-            }
+            let sent: Option<SentRecord> = get_record(&sent, id)?;
+            let chunks = match sent {
+                Some(_) => chunk_range(&chunks, id, 1)?,
+                None => Vec::new(),
+            };
             out.push(MessageView {
                 sent,
-                inbox: get(&inbox, id)?,
-                chunks: output,
-                schedule: get(&schedules, id)?,
+                inbox: get_record(&inbox, id)?,
+                chunks,
+                schedule: get_record(&schedules, id)?,
             });
         }
         Ok(out)
@@ -662,12 +649,7 @@ impl Store {
         id: &str,
     ) -> Result<Option<T>, StoreError> {
         let txn = self.database()?.begin_read().map_err(db)?;
-        let table = txn.open_table(definition).map_err(db)?;
-        table
-            .get(id)
-            .map_err(db)?
-            .map(|v| records::decode(id, v.value()))
-            .transpose()
+        get_record(&txn.open_table(definition).map_err(db)?, id)
     }
 
     /// The whole outbox, oldest first: each entry's seq and the record of the message.
@@ -723,13 +705,7 @@ impl Store {
     /// Chunks numbered `from` and up, in order.
     pub fn chunks_from(&self, id: &str, from: u64) -> Result<Vec<(u64, String)>, StoreError> {
         let txn = self.database()?.begin_read().map_err(db)?;
-        let table = txn.open_table(CHUNKS).map_err(db)?;
-        let mut out = Vec::new();
-        for entry in table.range((id, from)..=(id, u64::MAX)).map_err(db)? {
-            let (k, v) = entry.map_err(db)?;
-            out.push((k.value().1, v.value().to_string()));
-        }
-        Ok(out)
+        chunk_range(&txn.open_table(CHUNKS).map_err(db)?, id, from)
     }
 
     /// The next chunk number a reply sink will write for `id` (1 when none was written).
@@ -779,13 +755,7 @@ impl Store {
 
     /// The active schedule of the message `id`, if any.
     pub fn schedule(&self, id: &str) -> Result<Option<ScheduleRecord>, StoreError> {
-        let txn = self.database()?.begin_read().map_err(db)?;
-        let table = txn.open_table(SCHEDULES).map_err(db)?;
-        table
-            .get(id)
-            .map_err(db)?
-            .map(|v| records::decode(id, v.value()))
-            .transpose()
+        self.record(SCHEDULES, id)
     }
 
     /// Queue `repeat`, a run of the schedule of the message `id`, and advance the
@@ -859,3 +829,29 @@ impl Store {
 
 #[cfg(test)]
 mod tests;
+
+/// The record `id` of a table keyed by id, decoded.
+fn get_record<T: for<'a> serde::Deserialize<'a>>(
+    table: &redb::ReadOnlyTable<&str, &[u8]>,
+    id: &str,
+) -> Result<Option<T>, StoreError> {
+    table
+        .get(id)
+        .map_err(db)?
+        .map(|v| records::decode(id, v.value()))
+        .transpose()
+}
+
+/// The chunks of `id` numbered `from` and up, in order.
+fn chunk_range(
+    table: &redb::ReadOnlyTable<(&str, u64), &str>,
+    id: &str,
+    from: u64,
+) -> Result<Vec<(u64, String)>, StoreError> {
+    let mut out = Vec::new();
+    for entry in table.range((id, from)..=(id, u64::MAX)).map_err(db)? {
+        let (k, v) = entry.map_err(db)?;
+        out.push((k.value().1, v.value().to_string()));
+    }
+    Ok(out)
+}
