@@ -8,14 +8,12 @@
 //! [`crate::process`]: it dies with the node, and its group is reported so that a node
 //! restarted after a crash can end what the command left running.
 
-use std::process::Stdio;
-
 use bosun_proto::{Message, Outcome, Status};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::Command;
 
+use crate::process::{Io, Launch};
 use crate::{ChunkSink, Context, ProcessSink, now_millis};
 
 /// Why a run stopped early.
@@ -59,12 +57,12 @@ async fn run_inner(
     let Some(program) = argv.first().filter(|p| !p.is_empty()) else {
         return fail("no command given: `data` must hold an argv".into());
     };
-    let mut command = Command::new(program);
+    let mut command = Launch::new(program);
     command
         .args(&argv[1..])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdin(Io::Null)
+        .stdout(Io::Piped)
+        .stderr(Io::Piped)
         .kill_on_drop(true);
     let mut child = match context.state.spawner.spawn(command).await {
         Ok(c) => c,

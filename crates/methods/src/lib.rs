@@ -40,6 +40,7 @@ pub mod http_get;
 pub mod op_process;
 pub mod ping;
 pub mod process;
+pub mod spawn;
 pub mod tail_file;
 
 use std::path::PathBuf;

@@ -27,8 +27,10 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
-use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
+
+use crate::spawn::Prepared;
+pub use crate::spawn::{Child, Io, Launch};
 
 /// One run's process group, as found right after its leader was started.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,14 +139,13 @@ impl ProcessSink {
 }
 
 struct SpawnJob {
-    command: Command,
-    runtime: tokio::runtime::Handle,
-    answer: oneshot::Sender<std::io::Result<Child>>,
+    prepared: Prepared,
+    answer: oneshot::Sender<std::io::Result<(libc::pid_t, Prepared)>>,
 }
 
-/// Forks the node's children from one thread that lives as long as the node's handler
-/// state: a parent-death signal fires when the forking thread ends, so the runtime's
-/// threads, which may end while the node runs on, must not fork them.
+/// Starts the node's children from one thread that lives as long as the node's handler
+/// state: a parent-death signal fires when the thread that started the child ends, so
+/// the runtime's threads, which may end while the node runs on, must not start them.
 #[derive(Default)]
 pub struct Spawner {
     jobs: Mutex<Option<std::sync::mpsc::Sender<SpawnJob>>>,
@@ -161,8 +162,8 @@ impl Spawner {
             .name("bosun-spawn".into())
             .spawn(move || {
                 for mut job in rx {
-                    let _entered = job.runtime.enter();
-                    let _ = job.answer.send(job.command.spawn());
+                    let started = crate::spawn::start(&mut job.prepared);
+                    let _ = job.answer.send(started.map(|pid| (pid, job.prepared)));
                 }
             })?;
         *jobs = Some(tx.clone());
@@ -176,56 +177,22 @@ impl Spawner {
         self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
-    /// Start `command` in its own process group, to die with the node (SIGKILL when the
-    /// node's process ends). Must be called within a tokio runtime.
-    pub async fn spawn(&self, mut command: Command) -> std::io::Result<Child> {
-        command.process_group(0);
-        scrub_secrets(&mut command);
-        die_with_parent(&mut command);
+    /// Start `launch` in its own process group, to die with the node (SIGKILL when the
+    /// node's process ends), without the node's secrets in its environment (see
+    /// [`crate::spawn`] for how). Must be called within a tokio runtime.
+    pub async fn spawn(&self, launch: Launch) -> std::io::Result<Child> {
+        let prepared = Prepared::new(&launch, &|name| {
+            name.to_str()
+                .is_some_and(bosun_trust::secret_env::is_secret)
+        })?;
         let (answer, answered) = oneshot::channel();
-        let job = SpawnJob {
-            command,
-            runtime: tokio::runtime::Handle::current(),
-            answer,
-        };
         self.sender()?
-            .send(job)
+            .send(SpawnJob { prepared, answer })
             .map_err(|_| std::io::Error::other("the spawner thread has stopped"))?;
-        answered
+        let (pid, prepared) = answered
             .await
-            .map_err(|_| std::io::Error::other("the spawner thread has stopped"))?
-    }
-}
-
-/// Keep the node's secrets from the child: every variable of the node's environment
-/// that may hold one ([`bosun_trust::secret_env::is_secret`]) is removed from its
-/// environment.
-fn scrub_secrets(command: &mut Command) {
-    for (name, _) in std::env::vars_os() {
-        if name
-            .to_str()
-            .is_some_and(bosun_trust::secret_env::is_secret)
-        {
-            command.env_remove(name);
-        }
-    }
-}
-
-/// Ask the kernel to SIGKILL the child when its parent dies. Were the parent dead before
-/// the request took effect, the child would have been adopted by another process
-/// already: it checks and does not start the command.
-fn die_with_parent(command: &mut Command) {
-    let parent = nix::unistd::getpid();
-    // SAFETY: between fork and exec only async-signal-safe calls are made: prctl and
-    // getppid, and the error is built from an errno without allocating.
-    unsafe {
-        command.pre_exec(move || {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
-            if nix::unistd::getppid() != parent {
-                return Err(std::io::Error::from(Errno::ESRCH));
-            }
-            Ok(())
-        });
+            .map_err(|_| std::io::Error::other("the spawner thread has stopped"))??;
+        Child::adopt(pid, prepared)
     }
 }
 
@@ -378,12 +345,17 @@ fn parse_stat(text: &str) -> Option<Stat> {
     })
 }
 
-/// This boot's id.
+/// This boot's id (read once: it does not change while the node runs).
 fn boot_id() -> Result<String, ProcessError> {
+    static BOOT_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if let Some(id) = BOOT_ID.get() {
+        return Ok(id.clone());
+    }
     let path = PathBuf::from("/proc/sys/kernel/random/boot_id");
-    std::fs::read_to_string(&path)
+    let id = std::fs::read_to_string(&path)
         .map(|s| s.trim().to_string())
-        .map_err(|source| ProcessError::Read { path, source })
+        .map_err(|source| ProcessError::Read { path, source })?;
+    Ok(BOOT_ID.get_or_init(|| id).clone())
 }
 
 #[cfg(test)]

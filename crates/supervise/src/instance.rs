@@ -85,11 +85,11 @@ pub async fn start(
     docker_socket: &std::path::Path,
 ) -> Result<Instance, SuperviseError> {
     if let Some(argv) = &def.command {
-        let mut command = tokio::process::Command::new(&argv[0]);
+        let mut command = bosun_methods::process::Launch::new(&argv[0]);
         command
             .args(&argv[1..])
             .envs(&def.env)
-            .stdin(std::process::Stdio::null());
+            .stdin(bosun_methods::process::Io::Null);
         if let Some(cwd) = &def.cwd {
             command.current_dir(cwd);
         }

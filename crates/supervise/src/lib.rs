@@ -893,7 +893,7 @@ impl Task {
         let cleanup = match &escalation.cleanup {
             None => None,
             Some(argv) => {
-                let mut command = tokio::process::Command::new(&argv[0]);
+                let mut command = bosun_methods::process::Launch::new(&argv[0]);
                 command.args(&argv[1..]).kill_on_drop(true);
                 Some(match self.supervisor.shared.spawner.spawn(command).await {
                     Err(e) => format!("cannot start {}: {e}", argv[0]),
