@@ -29,8 +29,8 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::spawn::Prepared;
 pub use crate::spawn::{Child, Io, Launch};
+use crate::spawn::{Prepared, Started};
 
 /// One run's process group, as found right after its leader was started.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,7 +140,7 @@ impl ProcessSink {
 
 struct SpawnJob {
     prepared: Prepared,
-    answer: oneshot::Sender<std::io::Result<(libc::pid_t, Prepared)>>,
+    answer: oneshot::Sender<std::io::Result<(Started, Prepared)>>,
 }
 
 /// Starts the node's children from one thread that lives as long as the node's handler
@@ -163,7 +163,9 @@ impl Spawner {
             .spawn(move || {
                 for mut job in rx {
                     let started = crate::spawn::start(&mut job.prepared);
-                    let _ = job.answer.send(started.map(|pid| (pid, job.prepared)));
+                    // Were the answer not taken, the child would be ended and reaped
+                    // as it is dropped.
+                    let _ = job.answer.send(started.map(|s| (s, job.prepared)));
                 }
             })?;
         *jobs = Some(tx.clone());
@@ -189,10 +191,10 @@ impl Spawner {
         self.sender()?
             .send(SpawnJob { prepared, answer })
             .map_err(|_| std::io::Error::other("the spawner thread has stopped"))?;
-        let (pid, prepared) = answered
+        let (started, prepared) = answered
             .await
             .map_err(|_| std::io::Error::other("the spawner thread has stopped"))??;
-        Child::adopt(pid, prepared)
+        Child::adopt(started, prepared)
     }
 }
 

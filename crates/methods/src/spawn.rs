@@ -15,18 +15,26 @@
 //! 2. lead a process group of its own;
 //! 3. ask for SIGKILL when its parent dies, and give up if the parent is gone already;
 //! 4. put its standard streams in place and change directory;
-//! 5. unblock every signal and `exec` the program, trying each `PATH` entry in turn.
+//! 5. unblock every signal and `exec` the program, trying each `PATH` entry in turn as
+//!    `execvp` does (a file with no `#!` line that the kernel cannot run goes to
+//!    `/bin/sh`).
 //!
+//! Every signal, glibc's internal ones included, is blocked on the starting thread
+//! around the `clone` (with the system call itself: glibc's wrappers leave those out).
 //! Everything the child needs (paths, argv, environment) is prepared before, by the
-//! parent: the child allocates nothing. A failure is written to memory the parent reads
-//! once the child has ended, and becomes the spawn's error. The end of the child is
-//! awaited through a pidfd; on a kernel without them (before 5.3) a blocking thread
-//! waits for the end without reaping, so that a child is never signalled after its pid
-//! could have gone to another process.
+//! parent: the child allocates nothing and takes no lock. A failure is written to
+//! memory the parent reads once the child has ended, and becomes the spawn's error.
 //!
-//! `unsafe` is confined to [`start`] and the child's function: it is the one place bosun
-//! writes what a crate does not offer (the standard library's spawner cannot run code in
-//! a `CLONE_VFORK` child, and no maintained crate does both).
+//! The end of a child is awaited through a pidfd; on a kernel without them (before 5.3)
+//! a thread waits for the end without reaping. Either way a child is reaped only by its
+//! [`Child`], so it is never signalled after its pid could be another process's. A child
+//! whose spawn was given up before it became a [`Child`], or a [`Child`] dropped before
+//! its end, is killed (when the launch asked for that) and reaped later: none stays a
+//! zombie.
+//!
+//! `unsafe` is confined to this file: it is the one place bosun writes what a crate does
+//! not offer (the standard library's spawner cannot run code in a `CLONE_VFORK` child,
+//! and no maintained crate starts one with a parent-death signal).
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
@@ -315,6 +323,9 @@ struct ChildArgs {
     paths: *const *const libc::c_char,
     paths_len: usize,
     argv: *const *const libc::c_char,
+    /// `/bin/sh`, a slot for the path, then `argv` without its first: to run a file
+    /// that is not a binary and has no `#!` line, as `execvp` does.
+    sh_argv: *mut *const libc::c_char,
     envp: *const *const libc::c_char,
     cwd: *const libc::c_char,
     fds: [RawFd; 3],
@@ -379,15 +390,20 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         if !args.cwd.is_null() && libc::chdir(args.cwd) != 0 {
             fail(args, STEP_DIRECTORY);
         }
-        let mut none: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut none);
-        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        set_raw_mask(&NO_SIGNALS, std::ptr::null_mut());
         // As execvp: a path that does not exist or cannot be run is passed over; if none
-        // runs, a permission error found on the way is the one reported.
+        // runs, a permission error found on the way is the one reported; a file the
+        // kernel cannot run (no `#!` line) is given to /bin/sh.
         let mut denied = false;
         for i in 0..args.paths_len {
-            libc::execve(*args.paths.add(i), args.argv, args.envp);
+            let path = *args.paths.add(i);
+            libc::execve(path, args.argv, args.envp);
             match *libc::__errno_location() {
+                libc::ENOEXEC => {
+                    *args.sh_argv.add(1) = path;
+                    libc::execve(*args.sh_argv, args.sh_argv, args.envp);
+                    fail(args, STEP_EXEC);
+                }
                 libc::EACCES => denied = true,
                 libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT => {}
                 _ => fail(args, STEP_EXEC),
@@ -397,6 +413,29 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             *libc::__errno_location() = libc::EACCES;
         }
         fail(args, STEP_EXEC)
+    }
+}
+
+/// Every signal, glibc's own (32 and 33) included, as the kernel's mask.
+const ALL_SIGNALS: u64 = !0;
+const NO_SIGNALS: u64 = 0;
+
+/// Set this thread's signal mask with the system call itself: glibc's wrappers leave
+/// out the two signals it uses internally, which must be blocked too while a child
+/// shares the node's memory.
+///
+/// # Safety
+/// `old` is null or points to writable memory for the previous mask.
+unsafe fn set_raw_mask(mask: &u64, old: *mut u64) {
+    // SAFETY: the kernel reads 8 bytes from `mask` and writes 8 to `old` if not null.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            mask as *const u64,
+            old,
+            std::mem::size_of::<u64>(),
+        );
     }
 }
 
@@ -425,13 +464,15 @@ fn step_name(step: libc::c_int) -> &'static str {
     }
 }
 
+const SH: &std::ffi::CStr = c"/bin/sh";
+
 /// The child's stack: enough for the libc calls it makes.
 const CHILD_STACK: usize = 64 * 1024;
 
 /// Start the prepared child from this thread, which its parent-death signal follows.
 /// Returns its pid once it has called `exec`; a failure before (a program not found, a
 /// directory that does not exist) is the error, and the child is reaped.
-pub(crate) fn start(prepared: &mut Prepared) -> io::Result<libc::pid_t> {
+pub(crate) fn start(prepared: &mut Prepared) -> io::Result<Started> {
     let paths: Vec<*const libc::c_char> = prepared.paths.iter().map(|p| p.as_ptr()).collect();
     let argv: Vec<*const libc::c_char> = prepared
         .argv
@@ -445,6 +486,10 @@ pub(crate) fn start(prepared: &mut Prepared) -> io::Result<libc::pid_t> {
         .map(|e| e.as_ptr())
         .chain(std::iter::once(std::ptr::null()))
         .collect();
+    let mut sh_argv: Vec<*const libc::c_char> = [SH.as_ptr(), std::ptr::null()]
+        .into_iter()
+        .chain(argv[1..].iter().copied())
+        .collect();
     let fd = |i: usize| {
         prepared.child_ends[i]
             .as_ref()
@@ -454,6 +499,7 @@ pub(crate) fn start(prepared: &mut Prepared) -> io::Result<libc::pid_t> {
         paths: paths.as_ptr(),
         paths_len: paths.len(),
         argv: argv.as_ptr(),
+        sh_argv: sh_argv.as_mut_ptr(),
         envp: envp.as_ptr(),
         cwd: prepared
             .cwd
@@ -473,10 +519,8 @@ pub(crate) fn start(prepared: &mut Prepared) -> io::Result<libc::pid_t> {
     let pid = unsafe {
         let top = stack.as_mut_ptr().add(CHILD_STACK);
         let top = top.sub(top as usize % 16);
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        let mut before: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut before);
+        let mut before: u64 = 0;
+        set_raw_mask(&ALL_SIGNALS, &mut before);
         let pid = libc::clone(
             child_main,
             top as *mut libc::c_void,
@@ -484,7 +528,7 @@ pub(crate) fn start(prepared: &mut Prepared) -> io::Result<libc::pid_t> {
             &mut args as *mut ChildArgs as *mut libc::c_void,
         );
         let clone_error = io::Error::last_os_error();
-        libc::pthread_sigmask(libc::SIG_SETMASK, &before, std::ptr::null_mut());
+        set_raw_mask(&before, std::ptr::null_mut());
         if pid < 0 {
             return Err(clone_error);
         }
@@ -513,7 +557,36 @@ pub(crate) fn start(prepared: &mut Prepared) -> io::Result<libc::pid_t> {
             io::Error::new(os.kind(), format!("{} failed: {os}", step_name(step)))
         });
     }
-    Ok(pid)
+    drop(sh_argv);
+    Ok(Started {
+        pid,
+        kill_on_drop: prepared.kill_on_drop,
+    })
+}
+
+/// A child [`start`] started, not yet wrapped in a [`Child`]. Dropped so (the caller of
+/// the spawn went away meanwhile), it is killed if the launch asked for that, and reaped
+/// either way.
+pub(crate) struct Started {
+    pid: libc::pid_t,
+    kill_on_drop: bool,
+}
+
+impl Started {
+    fn take(self) -> (libc::pid_t, bool) {
+        let this = std::mem::ManuallyDrop::new(self);
+        (this.pid, this.kill_on_drop)
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if self.kill_on_drop {
+            // SAFETY: not reaped yet, so the pid is still this child's.
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        }
+        reap_later(self.pid, Ending::Poll);
+    }
 }
 
 /// How the end of a child is noticed.
@@ -521,7 +594,40 @@ enum Ending {
     /// A pidfd, readable once the child has ended.
     Pidfd(AsyncFd<OwnedFd>),
     /// A thread that waits for the end without reaping, for kernels without pidfds.
-    Thread(Option<oneshot::Receiver<()>>),
+    Thread(oneshot::Receiver<()>),
+    /// Neither (or the thread is done): look now and then.
+    Poll,
+}
+
+/// Reap `pid` once it ends, off the caller's path: on the runtime when there is one and
+/// a pidfd tells the end, else on a thread of its own.
+fn reap_later(pid: libc::pid_t, ending: Ending) {
+    match (ending, tokio::runtime::Handle::try_current()) {
+        (Ending::Pidfd(fd), Ok(runtime)) => {
+            runtime.spawn(async move {
+                while let Ok(mut ready) = fd.readable().await {
+                    ready.clear_ready();
+                    let mut raw = 0;
+                    // SAFETY: our own child; this task is the only one left to reap it.
+                    if unsafe { libc::waitpid(pid, &mut raw, libc::WNOHANG) } != 0 {
+                        break;
+                    }
+                }
+            });
+        }
+        _ => {
+            let _ = std::thread::Builder::new()
+                .name("bosun-child-reap".into())
+                .spawn(move || {
+                    let mut raw = 0;
+                    // SAFETY: our own child; this thread is the only one left to reap it.
+                    while unsafe { libc::waitpid(pid, &mut raw, 0) } < 0
+                        && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+                    {
+                    }
+                });
+        }
+    }
 }
 
 /// A started child: its pid until it is reaped, its piped streams, and its end.
@@ -547,13 +653,50 @@ impl std::fmt::Debug for Child {
     }
 }
 
+/// Wait for `pid` to end without reaping it, on a thread, for kernels without pidfds.
+fn end_watcher(pid: libc::pid_t) -> io::Result<Ending> {
+    let (tx, rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("bosun-child-wait".into())
+        .spawn(move || {
+            loop {
+                // SAFETY: waits for our child's end and leaves it to be reaped.
+                let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+                let r = unsafe {
+                    libc::waitid(
+                        libc::P_PID,
+                        pid as libc::id_t,
+                        &mut info,
+                        libc::WEXITED | libc::WNOWAIT,
+                    )
+                };
+                if r == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                    break;
+                }
+            }
+            let _ = tx.send(());
+        })?;
+    Ok(Ending::Thread(rx))
+}
+
 impl Child {
-    /// Wrap a child [`start`] returned. Must be called within a tokio runtime.
-    pub(crate) fn adopt(pid: libc::pid_t, prepared: Prepared) -> io::Result<Child> {
-        let [stdin, stdout, stderr] = prepared.parent_ends;
+    /// Wrap a child [`start`] started. Must be called within a tokio runtime. On an
+    /// error the child is killed (with `kill_on_drop`) and reaped.
+    pub(crate) fn adopt(started: Started, prepared: Prepared) -> io::Result<Child> {
+        let (pid, kill_on_drop) = started.take();
+        // From here on an early return drops `child`, which ends and reaps it.
+        let mut child = Child {
+            pid,
+            status: None,
+            ending: Ending::Poll,
+            kill_on_drop,
+            stdin: None,
+            stdout: None,
+            stderr: None,
+        };
         // SAFETY: pidfd_open on our own child, which is not reaped yet: the pid is it.
         let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        let ending = if pidfd >= 0 {
+        child.ending = if pidfd >= 0 {
             // SAFETY: a fresh descriptor nothing else owns.
             let fd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
             // SAFETY: an OwnedFd, held by the AsyncFd alone until it is dropped.
@@ -561,33 +704,13 @@ impl Child {
                 unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) };
             Ending::Pidfd(registered.map_err(io::Error::from)?)
         } else {
-            let (tx, rx) = oneshot::channel();
-            std::thread::Builder::new()
-                .name("bosun-child-wait".into())
-                .spawn(move || {
-                    // SAFETY: waits for our child's end and leaves it to be reaped.
-                    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-                    unsafe {
-                        libc::waitid(
-                            libc::P_PID,
-                            pid as libc::id_t,
-                            &mut info,
-                            libc::WEXITED | libc::WNOWAIT,
-                        )
-                    };
-                    let _ = tx.send(());
-                })?;
-            Ending::Thread(Some(rx))
+            end_watcher(pid)?
         };
-        Ok(Child {
-            pid,
-            status: None,
-            ending,
-            kill_on_drop: prepared.kill_on_drop,
-            stdin: stdin.map(pipe::Sender::from_owned_fd).transpose()?,
-            stdout: stdout.map(pipe::Receiver::from_owned_fd).transpose()?,
-            stderr: stderr.map(pipe::Receiver::from_owned_fd).transpose()?,
-        })
+        let [stdin, stdout, stderr] = prepared.parent_ends;
+        child.stdin = stdin.map(pipe::Sender::from_owned_fd).transpose()?;
+        child.stdout = stdout.map(pipe::Receiver::from_owned_fd).transpose()?;
+        child.stderr = stderr.map(pipe::Receiver::from_owned_fd).transpose()?;
+        Ok(child)
     }
 
     /// Its pid, while it has not been reaped.
@@ -613,7 +736,8 @@ impl Child {
         }
     }
 
-    /// Wait for it to end (closing its stdin first) and reap it.
+    /// Wait for it to end (closing its stdin first) and reap it. Safe to cancel and call
+    /// again.
     pub async fn wait(&mut self) -> io::Result<ExitStatus> {
         self.stdin.take();
         loop {
@@ -625,14 +749,11 @@ impl Child {
                     let mut ready = fd.readable().await?;
                     ready.clear_ready();
                 }
-                Ending::Thread(ended) => match ended.take() {
-                    Some(rx) => {
-                        let _ = rx.await;
-                    }
-                    None => {
-                        return Err(io::Error::other("the thread waiting for the child ended"));
-                    }
-                },
+                Ending::Thread(ended) => {
+                    let _ = ended.await;
+                    self.ending = Ending::Poll;
+                }
+                Ending::Poll => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
             }
         }
     }
@@ -657,8 +778,8 @@ impl Child {
 }
 
 impl Drop for Child {
-    /// A child dropped before it was reaped is reaped by a thread when it ends (killed
-    /// first with `kill_on_drop`), so that it never stays a zombie.
+    /// A child dropped before it was reaped is reaped when it ends (killed first with
+    /// `kill_on_drop`), so that it never stays a zombie.
     fn drop(&mut self) {
         if self.status.is_some() || matches!(self.try_reap(), Ok(Some(_))) {
             return;
@@ -666,14 +787,7 @@ impl Drop for Child {
         if self.kill_on_drop {
             let _ = self.start_kill();
         }
-        let pid = self.pid;
-        let _ = std::thread::Builder::new()
-            .name("bosun-child-reap".into())
-            .spawn(move || {
-                let mut raw = 0;
-                // SAFETY: our own child; this thread is the only one left to reap it.
-                unsafe { libc::waitpid(pid, &mut raw, 0) };
-            });
+        reap_later(self.pid, std::mem::replace(&mut self.ending, Ending::Poll));
     }
 }
 
@@ -756,17 +870,16 @@ mod tests {
 
     #[tokio::test]
     async fn environment_directory_and_signals_are_the_childs_own() {
-        // SAFETY: a test of its own process; no other thread reads this variable.
-        unsafe { std::env::set_var("BOSUN_SPAWN_TEST_KEEP", "kept") };
         let spawner = Spawner::default();
-        let mut l =
-            sh("echo \"$BOSUN_SPAWN_TEST_KEEP $BOSUN_SPAWN_TEST_SET ${HOME-unset} $(pwd)\"");
+        // The node's PATH is inherited (the test process has one), HOME is left out.
+        let path = std::env::var("PATH").unwrap();
+        let mut l = sh("echo \"$PATH $BOSUN_SPAWN_TEST_SET ${HOME-unset} $(pwd)\"");
         l.env("BOSUN_SPAWN_TEST_SET", "set")
             .env_remove("HOME")
             .current_dir("/tmp");
         let (status, out, _) = output(spawner.spawn(l).await.unwrap()).await;
         assert!(status.success());
-        assert_eq!(out, "kept set unset /tmp\n");
+        assert_eq!(out, format!("{path} set unset /tmp\n"));
 
         // A long-running child: its own process group, no signal blocked, SIGPIPE not
         // ignored (Rust ignores it in the node).
@@ -806,28 +919,58 @@ mod tests {
         }
     }
 
-    /// Many children at once: each is started, answers and is reaped, and no
-    /// descriptor of theirs stays open in the node.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn many_children_at_once_leave_no_descriptor_behind() {
-        let fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
-        let spawner = std::sync::Arc::new(Spawner::default());
-        // The spawner's thread exists before the count.
-        output(spawner.spawn(sh("true")).await.unwrap()).await;
-        let before = fds();
-        let mut runs = tokio::task::JoinSet::new();
-        for i in 0..200 {
-            let spawner = spawner.clone();
-            runs.spawn(async move {
-                let child = spawner.spawn(sh(&format!("echo {i}"))).await.unwrap();
-                let (status, out, _) = output(child).await;
-                assert!(status.success());
-                assert_eq!(out.trim(), i.to_string());
-            });
-        }
-        while let Some(r) = runs.join_next().await {
-            r.unwrap();
-        }
-        assert_eq!(fds(), before);
+    #[tokio::test]
+    async fn a_file_without_a_shebang_line_runs_through_sh_as_execvp_would() {
+        let dir = std::env::temp_dir().join(format!("bosun-spawn-test-{}", bosun_proto::new_id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("plain-script");
+        std::fs::write(&script, "echo \"ran by sh: $1\"\n").unwrap();
+        std::fs::set_permissions(
+            &script,
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+        )
+        .unwrap();
+        let mut l = Launch::new(&script);
+        l.arg("first").stdout(Io::Piped).stderr(Io::Piped);
+        // The spawner lives as long as its children: they die with its thread.
+        let spawner = Spawner::default();
+        let (status, out, err) = output(spawner.spawn(l).await.unwrap()).await;
+        assert!(status.success(), "{err}");
+        assert_eq!(out, "ran by sh: first\n");
+    }
+
+    /// A child whose spawn was given up before it was wrapped (its caller went away) is
+    /// killed and reaped, not left running or a zombie.
+    #[tokio::test]
+    async fn a_started_child_never_taken_over_is_killed_and_reaped() {
+        let mut l = Launch::new("sleep");
+        l.arg("30").kill_on_drop(true);
+        let mut prepared = Prepared::new(&l, &|_| false).unwrap();
+        let started = start(&mut prepared).unwrap();
+        let pid = started.pid;
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+        drop(started);
+        crate::wait_until(
+            "the child to be gone",
+            std::time::Duration::from_secs(10),
+            || !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        )
+        .await;
+    }
+
+    /// Without pidfds (kernels before 5.3) a thread tells the end: a wait that is cut
+    /// short can be made again, and the child is still killed and reaped.
+    #[tokio::test]
+    async fn a_cancelled_wait_on_the_thread_fallback_can_be_made_again() {
+        let mut l = Launch::new("sleep");
+        l.arg("30");
+        let spawner = Spawner::default();
+        let mut child = spawner.spawn(l).await.unwrap();
+        child.ending = end_watcher(child.pid).unwrap();
+        let cut = tokio::time::timeout(std::time::Duration::from_millis(100), child.wait()).await;
+        assert!(cut.is_err(), "sleep 30 ended early");
+        child.kill().await.unwrap();
+        assert_eq!(child.wait().await.unwrap().signal(), Some(libc::SIGKILL));
+        assert_eq!(child.id(), None);
     }
 }
