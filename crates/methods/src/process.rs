@@ -347,17 +347,12 @@ fn parse_stat(text: &str) -> Option<Stat> {
     })
 }
 
-/// This boot's id (read once: it does not change while the node runs).
+/// This boot's id.
 fn boot_id() -> Result<String, ProcessError> {
-    static BOOT_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    if let Some(id) = BOOT_ID.get() {
-        return Ok(id.clone());
-    }
     let path = PathBuf::from("/proc/sys/kernel/random/boot_id");
-    let id = std::fs::read_to_string(&path)
+    std::fs::read_to_string(&path)
         .map(|s| s.trim().to_string())
-        .map_err(|source| ProcessError::Read { path, source })?;
-    Ok(BOOT_ID.get_or_init(|| id).clone())
+        .map_err(|source| ProcessError::Read { path, source })
 }
 
 #[cfg(test)]

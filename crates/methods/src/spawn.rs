@@ -16,8 +16,9 @@
 //! 3. ask for SIGKILL when its parent dies, and give up if the parent is gone already;
 //! 4. put its standard streams in place and change directory;
 //! 5. unblock every signal and `exec` the program, trying each `PATH` entry in turn as
-//!    `execvp` does (a file with no `#!` line that the kernel cannot run goes to
-//!    `/bin/sh`).
+//!    `execvp` does. Unlike `execvp`, a file the kernel cannot run (a script with no
+//!    `#!` line) is not handed to `/bin/sh`: a command runs through a shell only when
+//!    its message asks (`useShell`); it fails with "Exec format error".
 //!
 //! Every signal, glibc's internal ones included, is blocked on the starting thread
 //! around the `clone` (with the system call itself: glibc's wrappers leave those out).
@@ -323,9 +324,6 @@ struct ChildArgs {
     paths: *const *const libc::c_char,
     paths_len: usize,
     argv: *const *const libc::c_char,
-    /// `/bin/sh`, a slot for the path, then `argv` without its first: to run a file
-    /// that is not a binary and has no `#!` line, as `execvp` does.
-    sh_argv: *mut *const libc::c_char,
     envp: *const *const libc::c_char,
     cwd: *const libc::c_char,
     fds: [RawFd; 3],
@@ -392,18 +390,11 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         }
         set_raw_mask(&NO_SIGNALS, std::ptr::null_mut());
         // As execvp: a path that does not exist or cannot be run is passed over; if none
-        // runs, a permission error found on the way is the one reported; a file the
-        // kernel cannot run (no `#!` line) is given to /bin/sh.
+        // runs, a permission error found on the way is the one reported.
         let mut denied = false;
         for i in 0..args.paths_len {
-            let path = *args.paths.add(i);
-            libc::execve(path, args.argv, args.envp);
+            libc::execve(*args.paths.add(i), args.argv, args.envp);
             match *libc::__errno_location() {
-                libc::ENOEXEC => {
-                    *args.sh_argv.add(1) = path;
-                    libc::execve(*args.sh_argv, args.sh_argv, args.envp);
-                    fail(args, STEP_EXEC);
-                }
                 libc::EACCES => denied = true,
                 libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT => {}
                 _ => fail(args, STEP_EXEC),
@@ -464,32 +455,25 @@ fn step_name(step: libc::c_int) -> &'static str {
     }
 }
 
-const SH: &std::ffi::CStr = c"/bin/sh";
-
 /// The child's stack: enough for the libc calls it makes.
 const CHILD_STACK: usize = 64 * 1024;
+
+/// Pointers to `strings`, then a null pointer: an `argv` or `envp` for `execve`.
+fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
 
 /// Start the prepared child from this thread, which its parent-death signal follows.
 /// Returns its pid once it has called `exec`; a failure before (a program not found, a
 /// directory that does not exist) is the error, and the child is reaped.
 pub(crate) fn start(prepared: &mut Prepared) -> io::Result<Started> {
     let paths: Vec<*const libc::c_char> = prepared.paths.iter().map(|p| p.as_ptr()).collect();
-    let argv: Vec<*const libc::c_char> = prepared
-        .argv
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
-    let envp: Vec<*const libc::c_char> = prepared
-        .envp
-        .iter()
-        .map(|e| e.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
-    let mut sh_argv: Vec<*const libc::c_char> = [SH.as_ptr(), std::ptr::null()]
-        .into_iter()
-        .chain(argv[1..].iter().copied())
-        .collect();
+    let argv = null_terminated(&prepared.argv);
+    let envp = null_terminated(&prepared.envp);
     let fd = |i: usize| {
         prepared.child_ends[i]
             .as_ref()
@@ -499,7 +483,6 @@ pub(crate) fn start(prepared: &mut Prepared) -> io::Result<Started> {
         paths: paths.as_ptr(),
         paths_len: paths.len(),
         argv: argv.as_ptr(),
-        sh_argv: sh_argv.as_mut_ptr(),
         envp: envp.as_ptr(),
         cwd: prepared
             .cwd
@@ -557,7 +540,6 @@ pub(crate) fn start(prepared: &mut Prepared) -> io::Result<Started> {
             io::Error::new(os.kind(), format!("{} failed: {os}", step_name(step)))
         });
     }
-    drop(sh_argv);
     Ok(Started {
         pid,
         kill_on_drop: prepared.kill_on_drop,
@@ -920,7 +902,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_file_without_a_shebang_line_runs_through_sh_as_execvp_would() {
+    async fn a_file_without_a_shebang_line_is_not_handed_to_a_shell() {
         let dir = std::env::temp_dir().join(format!("bosun-spawn-test-{}", bosun_proto::new_id()));
         std::fs::create_dir_all(&dir).unwrap();
         let script = dir.join("plain-script");
@@ -932,11 +914,8 @@ mod tests {
         .unwrap();
         let mut l = Launch::new(&script);
         l.arg("first").stdout(Io::Piped).stderr(Io::Piped);
-        // The spawner lives as long as its children: they die with its thread.
-        let spawner = Spawner::default();
-        let (status, out, err) = output(spawner.spawn(l).await.unwrap()).await;
-        assert!(status.success(), "{err}");
-        assert_eq!(out, "ran by sh: first\n");
+        let e = Spawner::default().spawn(l).await.unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOEXEC), "{e}");
     }
 
     /// A child whose spawn was given up before it was wrapped (its caller went away) is
