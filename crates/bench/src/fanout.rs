@@ -45,6 +45,66 @@ fn rss_mb(pid: u32) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+fn epoch_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
+/// Where a run's time went, from the results' own start and finish times (the nodes
+/// share this machine's clock), in ms after `bosun exec` was started.
+struct Phases {
+    /// When the nodes started the command: first, median, last.
+    started: [f64; 3],
+    /// When they finished it: median, last.
+    finished: [f64; 2],
+    /// The whole run, to every result printed.
+    wall: f64,
+}
+
+impl Phases {
+    fn of(results: &serde_json::Value, t0: f64, wall: f64) -> Phases {
+        let times = |field: &str| {
+            let mut v: Vec<f64> = results
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r["result"][field].as_f64())
+                .map(|t| t - t0)
+                .collect();
+            v.sort_by(f64::total_cmp);
+            v
+        };
+        let pick = |v: &[f64], q: f64| {
+            v.get(((v.len().max(1) - 1) as f64 * q).round() as usize)
+                .copied()
+                .unwrap_or(f64::NAN)
+        };
+        let (started, finished) = (times("startedAt"), times("finishedAt"));
+        Phases {
+            started: [
+                pick(&started, 0.0),
+                pick(&started, 0.5),
+                pick(&started, 1.0),
+            ],
+            finished: [pick(&finished, 0.5), pick(&finished, 1.0)],
+            wall,
+        }
+    }
+}
+
+impl std::fmt::Display for Phases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [first, median, last] = self.started;
+        let [median_end, last_end] = self.finished;
+        write!(
+            f,
+            "started at {first:.0} / {median:.0} / {last:.0} ms (first / median / last), finished by {median_end:.0} / {last_end:.0} ms (median / last), every result printed at {:.0} ms",
+            self.wall
+        )
+    }
+}
+
 /// Run the fan-out bench; prints one line per run and the medians.
 pub fn run(bosun: &Path, nodes: usize, runs: usize) {
     let nats = NatsServer::start().unwrap_or_else(|| {
@@ -86,6 +146,7 @@ pub fn run(bosun: &Path, nodes: usize, runs: usize) {
         let cpu = cpu_ms(pid);
         let others = fleet_cpu();
         let t = Instant::now();
+        let t0 = epoch_ms();
         let out = Command::new(bosun)
             .arg("--data-dir")
             .arg(&central.data_dir)
@@ -108,25 +169,27 @@ pub fn run(bosun: &Path, nodes: usize, runs: usize) {
         let done = results.as_array().map_or(0, |rows| {
             rows.iter().filter(|r| r["state"] == "done").count()
         });
+        let phases = Phases::of(&results, t0, wall);
         assert_eq!(
             done,
             nodes,
             "every node answered: exit {:?}",
             out.status.code()
         );
-        (wall, cpu_ms(pid) - cpu, fleet_cpu() - others)
+        (wall, cpu_ms(pid) - cpu, fleet_cpu() - others, phases)
     };
     once();
     let mut walls = Vec::new();
     let mut cpus = Vec::new();
     let mut theirs = Vec::new();
     for run in 1..=runs {
-        let (wall, cpu, other) = once();
+        let (wall, cpu, other, phases) = once();
         println!(
             "  run {run}: {wall:.0} ms wall, central {cpu:.0} CPU-ms ({:.3} per destination), the {nodes} nodes {other:.0} CPU-ms ({:.2} each)",
             cpu / nodes as f64,
             other / nodes as f64
         );
+        println!("         {phases}");
         walls.push(wall);
         cpus.push(cpu);
         theirs.push(other);
