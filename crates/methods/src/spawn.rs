@@ -86,11 +86,6 @@ impl Launch {
         }
     }
 
-    /// The program as given.
-    pub fn program(&self) -> &OsStr {
-        &self.program
-    }
-
     /// Add one argument.
     pub fn arg(&mut self, arg: impl AsRef<OsStr>) -> &mut Self {
         self.args.push(arg.as_ref().to_owned());
