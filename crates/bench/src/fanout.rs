@@ -9,6 +9,14 @@
 //! `true` to every node and waits for every result (`--no-progress --json`, output
 //! discarded); the first run warms up (each pair's first frame carries a signature,
 //! later ones a pair MAC) and is not counted.
+//!
+//! `bosun-bench node-cost --runs N`: what one command costs the node that runs it, with
+//! nothing else on the machine to share the CPU with: N `bosun exec -n f1 -- true` one
+//! after the other from central, and f1's own CPU (its threads', not the command's),
+//! its write system calls and the bytes it had written to disk, per command, from
+//! `/proc`. This figure
+//! moves little between runs, unlike a fan-out's wall time, so it shows what a change to
+//! the node's work per message is worth.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -103,6 +111,105 @@ impl std::fmt::Display for Phases {
             self.wall
         )
     }
+}
+
+/// CPU time of a process's threads so far, in ms, to the nanosecond
+/// (`/proc/PID/task/*/schedstat`), where `/proc/PID/stat` counts whole clock ticks.
+fn thread_cpu_ms(pid: u32) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .sum::<f64>()
+        / 1e6
+}
+
+/// A process's write system calls and the bytes it had written to storage so far, from
+/// `/proc/PID/io`.
+fn io_writes(pid: u32) -> (f64, f64) {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    let field = |name: &str| {
+        io.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (field("syscw:"), field("write_bytes:"))
+}
+
+/// Run the per-command cost bench; prints the medians of `rounds` rounds of `runs`
+/// commands each.
+pub fn node_cost(bosun: &Path, runs: usize, rounds: usize) {
+    let nats = NatsServer::start().unwrap_or_else(|| {
+        eprintln!("nats-server is required: apt-get install nats-server");
+        std::process::exit(1)
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let start_node = |name: &str| {
+        let data = dir.path().join(name);
+        std::fs::create_dir_all(&data).expect("data dir");
+        std::fs::write(data.join("bosun.toml"), "capture = false\n").expect("bosun.toml");
+        NodeProcess::start_with_env(
+            bosun,
+            name,
+            Some(&nats.url()),
+            &data,
+            &[("BOSUN_LOG", "warn"), ("BOSUN_CENTRAL", "central")],
+        )
+    };
+    let central = start_node("central");
+    let node = start_node("f1");
+    let (pid, central_pid) = (
+        node.pid().expect("f1 runs"),
+        central.pid().expect("central runs"),
+    );
+    let exec = || {
+        let out = Command::new(bosun)
+            .arg("--data-dir")
+            .arg(&central.data_dir)
+            .args(["exec", "-n", "f1", "--timeout", "30", "--", "true"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .status()
+            .expect("run bosun exec");
+        assert!(out.success(), "bosun exec -n f1 -- true failed: {out}");
+    };
+    // The first frames of a pair carry signatures; later ones a pair MAC.
+    for _ in 0..5 {
+        exec();
+    }
+    let (mut cpu, mut central_cpu, mut calls, mut bytes, mut wall) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let (c0, cc0, (w0, b0)) = (
+            thread_cpu_ms(pid),
+            thread_cpu_ms(central_pid),
+            io_writes(pid),
+        );
+        let t = Instant::now();
+        for _ in 0..runs {
+            exec();
+        }
+        let n = runs as f64;
+        wall.push(t.elapsed().as_secs_f64() * 1000.0 / n);
+        let (w1, b1) = io_writes(pid);
+        cpu.push((thread_cpu_ms(pid) - c0) / n);
+        central_cpu.push((thread_cpu_ms(central_pid) - cc0) / n);
+        calls.push((w1 - w0) / n);
+        bytes.push((b1 - b0) / n / 1024.0);
+    }
+    println!(
+        "node cost per command (bosun exec -n f1 -- true from central, {rounds} rounds of {runs}, medians): \
+         f1 {:.2} CPU-ms, {:.1} write calls, {:.1} KiB written to disk; central {:.2} CPU-ms; {:.1} ms per exec",
+        crate::median(&mut cpu),
+        crate::median(&mut calls),
+        crate::median(&mut bytes),
+        crate::median(&mut central_cpu),
+        crate::median(&mut wall),
+    );
 }
 
 /// Run the fan-out bench; prints one line per run and the medians.

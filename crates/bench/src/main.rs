@@ -53,7 +53,7 @@ use futures::StreamExt;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: bosun-bench --bosun PATH [exec|throughput|idle|containers|prune|all|deep-queue|chaos-timing|restart|fanout|sim] [--runs N] [--messages N] [--nodes N] [--hello-secs S] [--node-config FILE]\n       bosun-bench --bosun PATH chaos [--messages N] [--seed S] [--fault-secs S] [--drain-secs S] [--json]\n       bosun-bench --bosun PATH soak [--messages N] [--nodes N] [--offline-secs S] [--partition-secs S] [--loss PERCENT] [--drain-secs S] [--json]"
+        "usage: bosun-bench --bosun PATH [exec|throughput|idle|containers|prune|all|deep-queue|chaos-timing|restart|fanout|sim|node-cost] [--runs N] [--messages N] [--nodes N] [--hello-secs S] [--node-config FILE]\n       bosun-bench --bosun PATH chaos [--messages N] [--seed S] [--fault-secs S] [--drain-secs S] [--json]\n       bosun-bench --bosun PATH soak [--messages N] [--nodes N] [--offline-secs S] [--partition-secs S] [--loss PERCENT] [--drain-secs S] [--json]"
     );
     std::process::exit(2);
 }
@@ -155,7 +155,7 @@ fn parse_args() -> Args {
             }
             "exec" | "throughput" | "idle" | "containers" | "chaos" | "prune" | "all"
             | "deep-queue" | "chaos-timing" | "restart" | "soak" | "fanout" | "sim"
-            | "sim-worker" => args.what = a,
+            | "sim-worker" | "node-cost" => args.what = a,
             "--offset" => args.offset = Some(number(it.next())),
             "--url" => args.url = it.next(),
             "--dir" => args.dir = it.next().map(PathBuf::from),
@@ -212,6 +212,10 @@ fn main() {
     }
     if args.what == "fanout" {
         fanout::run(&args.bosun, args.nodes.unwrap_or(100), args.runs.min(10));
+        return;
+    }
+    if args.what == "node-cost" {
+        fanout::node_cost(&args.bosun, args.runs, 5);
         return;
     }
     if args.what == "soak" {

@@ -28,7 +28,9 @@
 //! many messages share one fsync; when idle a job commits alone at once. A job that only
 //! records progress that can be rebuilt (a message was sent, an ACK arrived) commits with
 //! `Durability::None`; it becomes durable with the next durable commit, and losing it in
-//! a crash only causes a harmless resend.
+//! a crash only causes a harmless resend. A run's process group ([`Store::spawned`]) is
+//! held, unapplied, for the next durable commit, and committed alone if none comes
+//! within 50 ms: a short command's finish carries it, one fsync fewer per command.
 
 mod health;
 mod prune;
@@ -472,8 +474,10 @@ impl Store {
     }
 
     /// Record the process group a received message's run started. Queued at once, so it
-    /// is applied before any later write (the run's finish); the returned future ends when
-    /// it is durable.
+    /// is applied before any later write (the run's finish). It is held for the next
+    /// durable commit (a short run's finish carries it) and committed alone if none comes
+    /// within 50 ms; readers see it only once it is durable. The returned future ends
+    /// then.
     pub fn spawned(
         &self,
         id: &str,

@@ -899,6 +899,30 @@ async fn a_running_message_keeps_its_process_group_across_a_crash() {
     assert_eq!(pending[0].1.process, Some(group));
 }
 
+#[tokio::test]
+async fn a_process_group_recorded_alone_is_answered_once_the_writer_made_it_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("n.redb")).unwrap();
+    let m = msg("me");
+    let id = m.id().to_string();
+    store.receive(m, 1).await.unwrap();
+    store.start(&id, 2).await.unwrap();
+    let group = ProcessRecord {
+        pgid: 9,
+        start_time: 3,
+        boot_id: "b".into(),
+    };
+    let asked = std::time::Instant::now();
+    store.spawned(&id, group.clone()).await.unwrap();
+    // Nothing else commits here: the answer waits for the writer's own durable commit.
+    assert!(
+        asked.elapsed() >= std::time::Duration::from_millis(45),
+        "answered after {:?}, before the writer's durable commit",
+        asked.elapsed()
+    );
+    assert_eq!(store.inbox(&id).unwrap().unwrap().process, Some(group));
+}
+
 /// Open `path` once the dropped handle's writer thread has let go of it.
 async fn wait_reopen(path: &std::path::Path) -> Store {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
