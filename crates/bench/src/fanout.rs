@@ -140,28 +140,43 @@ fn io_writes(pid: u32) -> (f64, f64) {
     (field("syscw:"), field("write_bytes:"))
 }
 
-/// Run the per-command cost bench; prints the medians of `rounds` rounds of `runs`
-/// commands each.
-pub fn node_cost(bosun: &Path, runs: usize, rounds: usize) {
-    let nats = NatsServer::start().unwrap_or_else(|| {
-        eprintln!("nats-server is required: apt-get install nats-server");
-        std::process::exit(1)
-    });
-    let dir = tempfile::tempdir().expect("tempdir");
-    let start_node = |name: &str| {
-        let data = dir.path().join(name);
+/// A nats-server and a folder for nodes that report to `central`, with capture off.
+struct Nodes<'a> {
+    bosun: &'a Path,
+    nats: NatsServer,
+    dir: tempfile::TempDir,
+}
+
+impl<'a> Nodes<'a> {
+    fn start(bosun: &'a Path) -> Nodes<'a> {
+        let nats = NatsServer::start().unwrap_or_else(|| {
+            eprintln!("nats-server is required: apt-get install nats-server");
+            std::process::exit(1)
+        });
+        let dir = tempfile::tempdir().expect("tempdir");
+        Nodes { bosun, nats, dir }
+    }
+
+    fn node(&self, name: &str) -> NodeProcess {
+        let data = self.dir.path().join(name);
         std::fs::create_dir_all(&data).expect("data dir");
         std::fs::write(data.join("bosun.toml"), "capture = false\n").expect("bosun.toml");
         NodeProcess::start_with_env(
-            bosun,
+            self.bosun,
             name,
-            Some(&nats.url()),
+            Some(&self.nats.url()),
             &data,
             &[("BOSUN_LOG", "warn"), ("BOSUN_CENTRAL", "central")],
         )
-    };
-    let central = start_node("central");
-    let node = start_node("f1");
+    }
+}
+
+/// Run the per-command cost bench; prints the medians of `rounds` rounds of `runs`
+/// commands each.
+pub fn node_cost(bosun: &Path, runs: usize, rounds: usize) {
+    let rig = Nodes::start(bosun);
+    let central = rig.node("central");
+    let node = rig.node("f1");
     let (pid, central_pid) = (
         node.pid().expect("f1 runs"),
         central.pid().expect("central runs"),
@@ -214,29 +229,13 @@ pub fn node_cost(bosun: &Path, runs: usize, rounds: usize) {
 
 /// Run the fan-out bench; prints one line per run and the medians.
 pub fn run(bosun: &Path, nodes: usize, runs: usize) {
-    let nats = NatsServer::start().unwrap_or_else(|| {
-        eprintln!("nats-server is required: apt-get install nats-server");
-        std::process::exit(1)
-    });
-    let dir = tempfile::tempdir().expect("tempdir");
-    let start_node = |name: &str| {
-        let data = dir.path().join(name);
-        std::fs::create_dir_all(&data).expect("data dir");
-        std::fs::write(data.join("bosun.toml"), "capture = false\n").expect("bosun.toml");
-        NodeProcess::start_with_env(
-            bosun,
-            name,
-            Some(&nats.url()),
-            &data,
-            &[("BOSUN_LOG", "warn"), ("BOSUN_CENTRAL", "central")],
-        )
-    };
-    let central = start_node("central");
+    let rig = Nodes::start(bosun);
+    let central = rig.node("central");
     let started = Instant::now();
     let names: Vec<String> = (1..=nodes).map(|i| format!("f{i:04}")).collect();
     let mut fleet = Vec::with_capacity(nodes);
     for name in &names {
-        fleet.push(start_node(name));
+        fleet.push(rig.node(name));
     }
     let rss: f64 = fleet.iter().filter_map(|n| n.pid()).map(rss_mb).sum();
     println!(

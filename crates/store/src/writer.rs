@@ -27,7 +27,7 @@ const MAX_BATCH: usize = 4096;
 /// How long a run's process-group record ([`Op::Spawned`]) is held for the next durable
 /// commit before the writer commits it alone. A short command's finish, durable anyway,
 /// usually comes first and carries it: one fsynced commit fewer per command.
-pub(crate) const SPAWNED_DURABLE_WITHIN: Duration = Duration::from_millis(50);
+const SPAWNED_DURABLE_WITHIN: Duration = Duration::from_millis(50);
 
 /// What became of a received message.
 #[derive(Debug, Clone, PartialEq)]
