@@ -704,3 +704,47 @@ async fn a_result_for_a_message_failed_here_wins_and_the_disagreement_is_kept() 
     assert!(log.contains("disagreement") && log.contains(&id), "{log}");
     a.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_whose_start_is_written_with_its_finish_shows_every_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::new();
+    let a = start(&hub, config(dir.path(), "a")).await;
+    let b = start(&hub, config(dir.path(), "b")).await;
+    let ping = Message {
+        to_node: Some("b".into()),
+        method: "ping".into(),
+        ..Default::default()
+    };
+    let ids = vec![submit(&a, ping.clone()).await, submit(&a, ping).await];
+    wait_done(&a, &ids, 20).await;
+    for id in &ids {
+        // The destination's record has every step, in order, although the run's start
+        // was written only with its finish.
+        let inbox = eventually_async(Duration::from_secs(5), "the ping is done at b", || {
+            ready(
+                b.status(id)
+                    .unwrap()
+                    .received
+                    .filter(|r| r.state == State::Done),
+            )
+        })
+        .await;
+        let steps: Vec<State> = inbox.history.iter().map(|h| h.state).collect();
+        assert_eq!(steps, [State::Received, State::Running, State::Done]);
+        assert!(
+            inbox.history.windows(2).all(|w| w[0].at <= w[1].at),
+            "{:?}",
+            inbox.history
+        );
+        // The sender learns of the start from the result.
+        let sent = a.status(id).unwrap().sent.unwrap();
+        assert!(
+            sent.history.iter().any(|h| h.state == State::Running),
+            "{:?}",
+            sent.history
+        );
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -337,6 +337,59 @@ impl Method {
         }
     }
 
+    /// False for methods that only read (a ping, the read-only lists): run a second
+    /// time after a crash, they change nothing. Their start is therefore recorded with
+    /// their finish, not durably before the run: one fsynced commit fewer each. Every
+    /// other method's start is durable before it runs, so it never starts twice.
+    pub fn has_side_effects(self) -> bool {
+        match self {
+            Method::Ping
+            | Method::OpProcessList
+            | Method::ContainerInspect
+            | Method::ContainerList
+            | Method::ContainerStats
+            | Method::ImageList
+            | Method::ChaosList
+            | Method::WorkloadList => false,
+            Method::CliCommand
+            | Method::CliCommandCont
+            | Method::TailFile
+            | Method::HttpGet
+            | Method::Hello
+            | Method::ErrorLog
+            | Method::Pong
+            | Method::ToConsole
+            | Method::ToFile
+            | Method::ToFileAppend
+            | Method::OpCommand
+            | Method::OpProcessStart
+            | Method::OpProcessStop
+            | Method::CopySrc
+            | Method::CopyDst
+            | Method::Result
+            | Method::ContainerRun
+            | Method::ContainerCreate
+            | Method::ContainerStart
+            | Method::ContainerStop
+            | Method::ContainerRestart
+            | Method::ContainerKill
+            | Method::ContainerPause
+            | Method::ContainerUnpause
+            | Method::ContainerRemove
+            | Method::ContainerLogs
+            | Method::ImagePull
+            | Method::Mark
+            | Method::CaptureFile
+            | Method::CaptureShip
+            | Method::NodeDrain
+            | Method::ChaosSchedule
+            | Method::ChaosAbort
+            | Method::WorkloadAdd
+            | Method::WorkloadRemove
+            | Method::WorkloadRestart => true,
+        }
+    }
+
     /// True for methods whose output streams back in numbered chunks.
     pub fn is_streaming(self) -> bool {
         self.role() == Role::Handler(Output::Streamed)
@@ -432,6 +485,32 @@ mod tests {
             let unordered = Method::parse(&format!("REQn{pascal}")).unwrap();
             assert_eq!((unordered.method, unordered.unordered), (m, true));
         }
+    }
+
+    #[test]
+    fn only_methods_run_to_answer_and_not_streamed_may_skip_the_durable_start() {
+        // A method whose start is recorded with its finish must be run (a handler or
+        // the node) and answered with one outcome: nothing else has a run to record.
+        for m in Method::all().filter(|m| !m.has_side_effects()) {
+            assert!(
+                matches!(m.role(), Role::Handler(Output::Whole) | Role::Node),
+                "{m} has no side effects but is not a run with one outcome"
+            );
+        }
+        let reads: Vec<Method> = Method::all().filter(|m| !m.has_side_effects()).collect();
+        assert_eq!(
+            reads,
+            [
+                Method::Ping,
+                Method::OpProcessList,
+                Method::ContainerInspect,
+                Method::ContainerList,
+                Method::ContainerStats,
+                Method::ImageList,
+                Method::ChaosList,
+                Method::WorkloadList
+            ]
+        );
     }
 
     #[test]

@@ -512,11 +512,40 @@ impl Store {
                 outcome,
                 reply,
                 at,
+                unrecorded_start: None,
             })
             .await?
         {
             OpResult::Seqs(s) => Ok(s.first().copied()),
             _ => Ok(None),
+        }
+    }
+
+    /// Record the start at `started_at` and the outcome of a received message whose start
+    /// was not recorded before its run (a method without side effects, which may run
+    /// again after a crash), and queue its reply, all in one commit, durable before it
+    /// returns. False, and nothing recorded, when the message was settled meanwhile (its
+    /// sender cancelled it): the run changed nothing, so the cancel stands.
+    pub async fn finish_unstarted(
+        &self,
+        id: &str,
+        started_at: Millis,
+        outcome: Outcome,
+        reply: Option<Message>,
+        at: Millis,
+    ) -> Result<bool, StoreError> {
+        match self
+            .run(Op::Finish {
+                id: id.to_string(),
+                outcome,
+                reply,
+                at,
+                unrecorded_start: Some(started_at),
+            })
+            .await?
+        {
+            OpResult::Started(false) => Ok(false),
+            _ => Ok(true),
         }
     }
 

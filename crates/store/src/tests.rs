@@ -936,3 +936,70 @@ async fn wait_reopen(path: &std::path::Path) -> Store {
         }
     }
 }
+
+#[tokio::test]
+async fn a_start_recorded_with_the_finish_keeps_the_history_and_queues_the_reply() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("n.redb");
+    let m = msg("me");
+    let id = m.id().to_string();
+    let reply = msg("other");
+    {
+        let store = Store::open(&path).unwrap();
+        store.receive(m, 1).await.unwrap();
+        assert!(
+            store
+                .finish_unstarted(&id, 2, outcome(Status::Done), Some(reply.clone()), 3)
+                .await
+                .unwrap()
+        );
+        store.close().await.unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    let rec = store.inbox(&id).unwrap().unwrap();
+    assert_eq!(rec.state, State::Done);
+    let steps: Vec<(State, Millis)> = rec.history.iter().map(|h| (h.state, h.at)).collect();
+    assert_eq!(
+        steps,
+        [(State::Received, 1), (State::Running, 2), (State::Done, 3)]
+    );
+    assert!(store.inbox_pending().unwrap().is_empty(), "still pending");
+    let queued: Vec<String> = store
+        .outbox()
+        .unwrap()
+        .into_iter()
+        .map(|(_, r)| r.message.id().to_string())
+        .collect();
+    assert_eq!(queued, [reply.id().to_string()]);
+}
+
+#[tokio::test]
+async fn a_run_without_a_recorded_start_leaves_a_cancel_that_came_meanwhile_standing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("n.redb")).unwrap();
+    let m = msg("me");
+    let id = m.id().to_string();
+    store.receive(m, 1).await.unwrap();
+    // Its sender cancels it while it runs: nothing was recorded of the run yet.
+    let answer = store.cancel(&id, "me", "there", 2).await.unwrap();
+    assert_eq!(answer.state, Some(State::Cancelled));
+    let reply = msg("other");
+    assert!(
+        !store
+            .finish_unstarted(&id, 2, outcome(Status::Done), Some(reply), 3)
+            .await
+            .unwrap()
+    );
+    let rec = store.inbox(&id).unwrap().unwrap();
+    assert_eq!(rec.state, State::Cancelled);
+    assert_eq!(
+        rec.outcome.as_ref().map(|o| o.status),
+        Some(Status::Cancelled)
+    );
+    assert!(
+        rec.history.iter().all(|h| h.state != State::Running),
+        "{:?}",
+        rec.history
+    );
+    assert!(store.outbox().unwrap().is_empty(), "a reply was queued");
+}

@@ -82,6 +82,10 @@ pub(crate) enum Op {
         outcome: Outcome,
         reply: Option<Message>,
         at: Millis,
+        /// The run's start, when it was not recorded before the run (a method without
+        /// side effects): recorded now, with the finish, unless the message was settled
+        /// meanwhile.
+        unrecorded_start: Option<Millis>,
     },
     Absorb {
         message: Message,
@@ -744,9 +748,20 @@ impl Writer {
                 outcome,
                 reply,
                 at,
+                unrecorded_start,
             } => {
                 let mut pending_seq = None;
+                let mut settled = false;
                 update_inbox(txn, id, |r| {
+                    if let Some(started) = unrecorded_start {
+                        if r.state.is_terminal() {
+                            // Cancelled by its sender while it ran: a run without side
+                            // effects changed nothing, so the cancel stands.
+                            settled = true;
+                            return;
+                        }
+                        push_state(&mut r.state, &mut r.history, Event::Started, *started, None);
+                    }
                     push_state(
                         &mut r.state,
                         &mut r.history,
@@ -757,6 +772,9 @@ impl Writer {
                     r.outcome = Some(outcome.clone());
                     pending_seq = Some(r.seq);
                 })?;
+                if settled {
+                    return Ok(OpResult::Started(false));
+                }
                 if let Some(seq) = pending_seq {
                     txn.open_table(INBOX_PENDING)
                         .map_err(db)?
