@@ -294,10 +294,18 @@ async fn run_one(executor: &Arc<Executor>, message: Message, slot: &mut Slot) {
     // A method without side effects (a ping, a read-only list) runs before its start is
     // written: run again after a crash, it changes nothing. Its start is recorded with
     // its finish, one fsynced commit fewer.
-    let unrecorded_start = match &parsed {
+    let mut unrecorded_start = match &parsed {
         Ok(m) if !m.has_side_effects() => Some(started_at),
         _ => None,
     };
+    // Cancelled by its sender while it waited here: not run, as below.
+    if unrecorded_start.is_some()
+        && let Ok(Some(record)) = executor.store.inbox(&id)
+        && record.state.is_terminal()
+    {
+        tracing::info!(id, "cancelled by its sender before it started; not run");
+        return;
+    }
     // Any other start must be durable before the run. A failed write (a full disk) is
     // tried again until it succeeds or the node stops: the message never runs without
     // it, and the next message of its stream never runs before it.
@@ -375,7 +383,21 @@ async fn run_one(executor: &Arc<Executor>, message: Message, slot: &mut Slot) {
         tokio::select! {
             handled = &mut handler => handled,
             _ = tokio::time::sleep(RUNNING_NOTE_AFTER) => {
-                if let Some(from) = message.from_node.clone() {
+                // A run without a recorded start that lasts gets it now, before its
+                // sender hears that it runs: a crash from here on reports it
+                // `interrupted` instead of running it again at every start-up, and a
+                // cancel can no longer follow the note. Cancelled meanwhile: no note.
+                let tell = match unrecorded_start {
+                    None => true,
+                    Some(_) => match executor.store.start(&id, started_at).await {
+                        Ok(true) => {
+                            unrecorded_start = None;
+                            true
+                        }
+                        Ok(false) | Err(_) => false,
+                    },
+                };
+                if tell && let Some(from) = message.from_node.clone() {
                     let note = running_note(executor.clone(), from, id.clone(), started_at);
                     executor.tracker.spawn(note);
                 }
@@ -405,14 +427,12 @@ async fn run_one(executor: &Arc<Executor>, message: Message, slot: &mut Slot) {
         ));
     }
     if outcome.status == Status::Interrupted
-        && message.rerun_on_restart
         && executor.shutdown.is_cancelled()
+        && (message.rerun_on_restart || unrecorded_start.is_some())
     {
-        // Left as `running` in the inbox: the next start-up runs it again, as asked.
-        tracing::info!(
-            id,
-            "interrupted by shutdown; will run again after restart (rerunOnRestart)"
-        );
+        // Left in the inbox: the next start-up runs it again, as asked, or because its
+        // start was never recorded (it has no side effects), as after a crash.
+        tracing::info!(id, "interrupted by shutdown; will run again after restart");
         return;
     }
     slot.ran();
@@ -519,7 +539,7 @@ async fn finish(
         Ok(false) => {
             tracing::info!(
                 id,
-                "cancelled by its sender while it ran; it changed nothing, so the cancel stands"
+                "cancelled by its sender before its result was recorded; it has no side effects, so the cancel stands"
             )
         }
         Err(e) => {

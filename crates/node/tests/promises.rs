@@ -748,3 +748,60 @@ async fn a_ping_whose_start_is_written_with_its_finish_shows_every_step() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_run_that_lasts_records_its_start_before_its_sender_hears_it_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    // A Docker socket that takes connections and never answers: a `containerList` on
+    // it runs until its method timeout.
+    let socket = dir.path().join("silent.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            held.push(conn);
+        }
+    });
+    let hub = Hub::new();
+    let a = start(&hub, config(dir.path(), "a")).await;
+    let mut b_config = config(dir.path(), "b");
+    b_config.docker_socket = socket;
+    let b = start(&hub, b_config).await;
+    let list = Message {
+        to_node: Some("b".into()),
+        method: "containerList".into(),
+        method_timeout: Some(3),
+        ..Default::default()
+    };
+    let id = submit(&a, list).await;
+    // Its start is written once it has run a while, before its sender is told.
+    eventually_async(Duration::from_secs(10), "b records that it runs", || {
+        ready(
+            b.status(&id)
+                .unwrap()
+                .received
+                .filter(|r| r.state == State::Running),
+        )
+    })
+    .await;
+    eventually_async(Duration::from_secs(10), "a hears that it runs", || {
+        ready(
+            a.status(&id)
+                .unwrap()
+                .sent
+                .filter(|s| s.state == State::Running),
+        )
+    })
+    .await;
+    wait_done(&a, std::slice::from_ref(&id), 30).await;
+    // Its connections closed, the node's other Docker calls (its hello's inventory)
+    // end at once and do not hold up its shutdown.
+    silent.abort();
+    let inbox = b.status(&id).unwrap().received.unwrap();
+    let steps: Vec<State> = inbox.history.iter().map(|h| h.state).collect();
+    assert_eq!(steps.len(), 3, "{steps:?}");
+    assert_eq!(steps[..2], [State::Received, State::Running]);
+    assert!(steps[2].is_terminal(), "{steps:?}");
+    a.shutdown().await;
+    b.shutdown().await;
+}
