@@ -14,9 +14,8 @@
 //! nothing else on the machine to share the CPU with: N `bosun exec -n f1 -- true` one
 //! after the other from central, and f1's own CPU (its threads', not the command's),
 //! its write system calls and the bytes it had written to disk, per command, from
-//! `/proc`. This figure
-//! moves little between runs, unlike a fan-out's wall time, so it shows what a change to
-//! the node's work per message is worth.
+//! `/proc`. This figure moves little between runs, unlike a fan-out's wall time, so it
+//! shows what a change to the node's work per message is worth.
 
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -520,7 +520,7 @@ async fn finish(
     let reply = reply_for(executor, message, &outcome);
     let now = now_millis();
     let written = crate::disk::until_written(&executor.store, &executor.shutdown, || {
-        let (store, outcome, reply) = (executor.store.clone(), outcome.clone(), reply.clone());
+        let (store, outcome, reply) = (&executor.store, outcome.clone(), reply.clone());
         async move {
             match unrecorded_start {
                 None => store.finish(id, outcome, reply, now).await.map(|_| true),
