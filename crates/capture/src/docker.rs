@@ -74,23 +74,30 @@ pub(super) async fn run(
         if shutdown.is_cancelled() {
             break;
         }
-        let error = match engine::connect(&socket, Duration::from_secs(REQUEST_TIMEOUT_SECS)).await
-        {
-            Ok(docker) => {
-                let mut session = Session {
-                    docker,
-                    capture: &capture,
-                    interval,
-                    followers: &mut followers,
-                    shutdown: shutdown.clone(),
-                    outage: &mut outage,
-                };
-                match session.run().await {
-                    Ended::Shutdown => break,
-                    Ended::Lost(error) => error,
+        // A daemon that takes the connection and never answers would hold the attempt
+        // for the request timeout: shutdown does not wait for it.
+        let attempt = async {
+            match engine::connect(&socket, Duration::from_secs(REQUEST_TIMEOUT_SECS)).await {
+                Ok(docker) => {
+                    let mut session = Session {
+                        docker,
+                        capture: &capture,
+                        interval,
+                        followers: &mut followers,
+                        shutdown: shutdown.clone(),
+                        outage: &mut outage,
+                    };
+                    session.run().await
                 }
+                Err(e) => Ended::Lost(e.to_string()),
             }
-            Err(e) => e.to_string(),
+        };
+        let error = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            ended = attempt => match ended {
+                Ended::Shutdown => break,
+                Ended::Lost(error) => error,
+            },
         };
         if outage.is_none() {
             tracing::warn!(socket = %socket.display(), error, "Docker is unreachable; container capture waits, retrying every 5 s");

@@ -195,7 +195,12 @@ pub(crate) async fn hello_loop(
         let mut inventory =
             serde_json::to_value(bosun_methods::hello::inventory(&methods)).unwrap_or_default();
         if let Some(map) = inventory.as_object_mut() {
-            if let Some(counts) = bosun_methods::docker::container_counts(&methods).await {
+            // Bounded by its own timeout; a shutdown does not wait for it.
+            let counts = tokio::select! {
+                counts = bosun_methods::docker::container_counts(&methods) => counts,
+                _ = shutdown.cancelled() => return,
+            };
+            if let Some(counts) = counts {
                 map.insert("containers".into(), counts.running.into());
                 map.insert("placedContainers".into(), counts.placed.into());
                 map.insert("placedRecently".into(), counts.recent.into());

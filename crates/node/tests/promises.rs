@@ -794,9 +794,6 @@ async fn a_read_only_run_that_lasts_records_its_start_before_its_sender_hears_it
     })
     .await;
     wait_done(&a, std::slice::from_ref(&id), 30).await;
-    // Its connections closed, the node's other Docker calls (its hello's inventory)
-    // end at once and do not hold up its shutdown.
-    silent.abort();
     let inbox = b.status(&id).unwrap().received.unwrap();
     let steps: Vec<State> = inbox.history.iter().map(|h| h.state).collect();
     assert_eq!(steps.len(), 3, "{steps:?}");
@@ -804,4 +801,50 @@ async fn a_read_only_run_that_lasts_records_its_start_before_its_sender_hears_it
     assert!(steps[2].is_terminal(), "{steps:?}");
     a.shutdown().await;
     b.shutdown().await;
+    silent.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_docker_daemon_never_answers_shuts_down_without_waiting_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // A Docker socket that takes connections and never answers.
+    let socket = dir.path().join("silent.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    let (accepted_tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            held.push(conn);
+            let _ = accepted_tx.send(());
+        }
+    });
+    let hub = Hub::new();
+    let mut b_config = config(dir.path(), "b");
+    b_config.docker_socket = socket;
+    // The event stream's capture follows containers, and the hello counts them.
+    b_config.capture = true;
+    b_config.central = Some("central".into());
+    // And a container workload is being started.
+    let workloads = dir.path().join("workloads.yaml");
+    std::fs::write(&workloads, "- {name: w, container: {image: busybox}}\n").unwrap();
+    b_config.workloads_file = Some(workloads);
+    // A long grace: waiting on the daemon would show as 30 s or more (the capture's and
+    // the supervisor's request timeouts), not as the grace.
+    b_config.kill_grace_secs = 30;
+    let b = start(&hub, b_config).await;
+    // All three are waiting on the daemon when the node is told to stop.
+    for _ in 0..3 {
+        tokio::time::timeout(Duration::from_secs(10), accepted.recv())
+            .await
+            .expect("the node reaches its Docker socket")
+            .unwrap();
+    }
+    let began = std::time::Instant::now();
+    b.shutdown().await;
+    let took = began.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "shutdown waited {took:?} on a daemon that never answers"
+    );
+    silent.abort();
 }

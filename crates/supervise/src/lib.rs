@@ -635,13 +635,25 @@ impl Task {
                 continue;
             }
             self.set(WorkloadState::Starting, "", None);
-            let started = instance::start(
+            let start = instance::start(
                 &self.def,
                 &self.supervisor.shared.owner,
                 &self.supervisor.shared.spawner,
                 &self.supervisor.shared.docker_socket,
-            )
-            .await;
+            );
+            let started = if self.def.container.is_some() {
+                // A Docker daemon that never answers would hold the start for the
+                // request timeout; a shutdown does not wait for it. A container made
+                // meanwhile carries its labels and is adopted at the next start.
+                tokio::select! {
+                    started = start => started,
+                    _ = shutdown.cancelled() => return,
+                }
+            } else {
+                // A command starts at once, and its process is recorded before the
+                // copy is watched: nothing to race.
+                start.await
+            };
             let ended = match started {
                 Err(e) => Ended::NotStarted(e.to_string()),
                 Ok(mut copy) => {
