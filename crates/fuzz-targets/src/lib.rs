@@ -61,6 +61,11 @@ pub const TARGETS: &[Target] = &[
         reads: "a query answer frame",
     },
     Target {
+        name: "wire_batch",
+        run: wire::batch,
+        reads: "a batch frame and each request in it, and a batch answer",
+    },
+    Target {
         name: "wire_status",
         run: wire::status,
         reads: "a status note frame",

@@ -18,10 +18,16 @@ use crate::node::now_millis;
 /// work already accepted can finish. The method is read from the subject's last token
 /// (`<prefix>.<node>.<method>`), without decoding the payload.
 pub(crate) fn holds_arrival(store: &Store, subject: &str) -> bool {
-    let runs = subject
+    subject
         .rsplit('.')
         .next()
-        .and_then(Method::parse)
+        .is_some_and(|method| holds_method(store, method))
+}
+
+/// Whether a new request for `method` (as spelled on the wire) is held back now; see
+/// [`holds_arrival`].
+pub(crate) fn holds_method(store: &Store, method: &str) -> bool {
+    let runs = Method::parse(method)
         .is_some_and(|p| matches!(p.method.role(), Role::Handler(_) | Role::Node));
     if !runs {
         return false;

@@ -40,6 +40,11 @@ struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NodeLabel {
     node: String,
 }
@@ -57,6 +62,8 @@ struct Inner {
     store_ok: Gauge,
     store_free: Gauge,
     refused: Family<ReasonLabel, Counter>,
+    frames: Family<KindLabel, Counter>,
+    batched: Counter,
 }
 
 /// A node's metrics; clones share the same values.
@@ -159,8 +166,23 @@ impl Metrics {
             Unit::Bytes,
             store_free.clone(),
         );
+        let frames = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "bosun_request_frames",
+            "Request frames put on the wire, by kind: single (one message) or batch \
+             (several messages to one node)",
+            frames.clone(),
+        );
+        let batched = Counter::default();
+        registry.register(
+            "bosun_batched_requests",
+            "Messages sent inside batches",
+            batched.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
+                frames,
+                batched,
                 store_ok,
                 store_free,
                 refused,
@@ -174,6 +196,15 @@ impl Metrics {
                 fleet,
                 last_seen,
             }),
+        }
+    }
+
+    /// Count a request frame put on the wire carrying `messages` messages.
+    pub fn frame_sent(&self, messages: usize) {
+        let kind = if messages > 1 { "batch" } else { "single" };
+        self.inner.frames.get_or_create(&KindLabel { kind }).inc();
+        if messages > 1 {
+            self.inner.batched.inc_by(messages as u64);
         }
     }
 

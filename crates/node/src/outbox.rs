@@ -87,6 +87,12 @@ enum Phase {
 enum Answer {
     /// The ACK (or failure) of a send.
     Ack(String, Result<Bytes, BusError>),
+    /// The answer to a batch of sends to `to`, the ids in the batch's order.
+    Batch {
+        to: String,
+        ids: Vec<String>,
+        result: Result<Bytes, BusError>,
+    },
     /// The answer to a query; `cancel` says whether it asked to cancel.
     Query {
         id: String,
@@ -155,7 +161,40 @@ struct Outbox {
     read_upto: u64,
     /// Ids cancelled before their `Deliver` arrived: not taken when it does.
     cancelled: std::collections::HashSet<String>,
+    /// Sends decided in this turn of the loop, put on the wire together by `flush`.
+    outgoing: Vec<Outgoing>,
+    /// Destinations that answered a batch with a refusal (a node that does not take
+    /// batches), and until when they get one request per frame.
+    unbatched: HashMap<String, Millis>,
 }
+
+/// What becomes of the sends in a batch, from its answer.
+enum BatchFate {
+    /// Each has its ACK (`None`: not acknowledged, like a lost ACK).
+    Each(Vec<Option<Bytes>>),
+    /// The frame failed: each send failed so.
+    Failed(BusError),
+    /// Nothing of it was recorded: each goes again, alone.
+    Alone,
+}
+
+/// A send decided and counted in the window, not yet on the wire.
+struct Outgoing {
+    id: String,
+    to: String,
+    subject: String,
+    payload: Bytes,
+    timeout: Duration,
+}
+
+/// Most requests the sender puts in one batch, and most bytes: well under the broker's
+/// usual `max_payload` (1 MiB by default).
+const BATCH_MESSAGES: usize = 128;
+const BATCH_BYTES: usize = 256 * 1024;
+
+/// How long a destination that refused a batch is sent one request per frame before a
+/// batch is tried again (it may have been upgraded meanwhile).
+const UNBATCHED_FOR_MS: Millis = 10 * 60 * 1000;
 
 pub(crate) async fn run(
     sender: Sender,
@@ -180,6 +219,8 @@ pub(crate) async fn run(
         spilled_after: None,
         read_upto: 0,
         cancelled: Default::default(),
+        outgoing: Vec::new(),
+        unbatched: HashMap::new(),
     };
     outbox.capacity = outbox.sender.config.outbox_memory_entries.max(1);
     if existing.len() >= outbox.capacity {
@@ -202,6 +243,8 @@ pub(crate) async fn run(
         for item in outbox.lanes.take_ready() {
             outbox.send(&item.id);
         }
+        // Everything decided since the last turn goes on the wire now, batched.
+        outbox.flush();
         if let Some(until) = drain_until
             && (tokio::time::Instant::now() >= until
                 || (outbox.in_flight == 0 && outbox.sender.running.count() == 0))
@@ -229,6 +272,7 @@ pub(crate) async fn run(
             },
             Some(answer) = results_rx.recv() => match answer {
                 Answer::Ack(id, result) => outbox.on_result(id, result).await,
+                Answer::Batch { to, ids, result } => outbox.on_batch_answer(to, ids, result).await,
                 Answer::Query { id, cancel, result } => outbox.on_query_answer(id, cancel, result).await,
                 Answer::Recorded(id) => outbox.finished(&id),
             },
@@ -420,17 +464,156 @@ impl Outbox {
             event.emit(&self.sender.metrics);
         }
         entry.unrecorded_send = Some((now, entry.resend_note.take()));
+        self.outgoing.push(Outgoing {
+            id: id.to_string(),
+            to: entry.message.destination().to_string(),
+            subject: entry.subject.clone(),
+            payload: entry.payload.clone(),
+            timeout: Duration::from_millis(entry.delivery.policy.ack_timeout_ms),
+        });
+        self.in_flight += 1;
+    }
+
+    /// Put the sends decided since the last flush on the wire: several for one
+    /// destination (with one ACK timeout) go in batches, the others alone.
+    fn flush(&mut self) {
+        if self.outgoing.is_empty() {
+            return;
+        }
+        let now = now_millis();
+        self.unbatched.retain(|_, until| *until > now);
+        let mut outgoing = std::mem::take(&mut self.outgoing);
+        // Stable: each destination's sends keep their order.
+        outgoing.sort_by(|a, b| (&a.to, a.timeout).cmp(&(&b.to, b.timeout)));
+        let mut rest = outgoing.into_iter().peekable();
+        while let Some(first) = rest.next() {
+            let mut batch = vec![first];
+            let mut bytes = batch[0].payload.len();
+            if !self.unbatched.contains_key(&batch[0].to) {
+                while let Some(next) = rest.peek() {
+                    if next.to != batch[0].to
+                        || next.timeout != batch[0].timeout
+                        || batch.len() >= BATCH_MESSAGES
+                        || bytes + next.payload.len() > BATCH_BYTES
+                    {
+                        break;
+                    }
+                    bytes += next.payload.len();
+                    batch.push(rest.next().expect("peeked"));
+                }
+            }
+            self.put_on_wire(batch);
+        }
+    }
+
+    fn put_on_wire(&self, mut batch: Vec<Outgoing>) {
+        self.sender.metrics.frame_sent(batch.len());
         let transport = self.sender.transport.clone();
         let results = self.results.clone();
-        let subject = entry.subject.clone();
-        let payload = entry.payload.clone();
-        let timeout = Duration::from_millis(entry.delivery.policy.ack_timeout_ms);
-        let id = id.to_string();
-        self.in_flight += 1;
+        if batch.len() == 1 {
+            let one = batch.pop().expect("one");
+            tokio::spawn(async move {
+                let result = transport
+                    .request(one.subject, one.payload, one.timeout)
+                    .await;
+                let _ = results.send(Answer::Ack(one.id, result));
+            });
+            return;
+        }
+        let to = batch[0].to.clone();
+        let subject = wire::subject(&self.sender.config.subject_prefix, &to, wire::BATCH_TOKEN);
+        let timeout = batch[0].timeout;
+        let payload = Bytes::from(wire::encode_batch(batch.iter().map(|o| &o.payload[..])));
+        let ids = batch.into_iter().map(|o| o.id).collect();
         tokio::spawn(async move {
             let result = transport.request(subject, payload, timeout).await;
-            let _ = results.send(Answer::Ack(id, result));
+            let _ = results.send(Answer::Batch { to, ids, result });
         });
+    }
+
+    /// The answer to a batch: each ACK goes where the ACK of a single send goes. A
+    /// failure of the whole frame is the failure of each send in it. A destination that
+    /// refused the frame (it does not take batches, or could not read this one) recorded
+    /// none of it: its sends go again at once, one per frame.
+    async fn on_batch_answer(
+        &mut self,
+        to: String,
+        ids: Vec<String>,
+        result: Result<Bytes, BusError>,
+    ) {
+        let fate = match result {
+            Ok(bytes) => match wire::decode_batch_ack(&bytes) {
+                Ok(acks) if acks.len() == ids.len() => BatchFate::Each(
+                    acks.into_iter()
+                        .map(|a| a.map(Bytes::copy_from_slice))
+                        .collect(),
+                ),
+                Ok(acks) => {
+                    tracing::warn!(
+                        to,
+                        sent = ids.len(),
+                        acks = acks.len(),
+                        "batch answer with another number of ACKs; sending one by one"
+                    );
+                    BatchFate::Alone
+                }
+                Err(_) => {
+                    let reason = wire::decode_ack(&bytes)
+                        .ok()
+                        .and_then(|a| a.rejected)
+                        .unwrap_or_else(|| "an answer that is no batch answer".into());
+                    tracing::info!(
+                        to,
+                        reason,
+                        "batch refused; sending one request per frame to this node for a while"
+                    );
+                    self.unbatched
+                        .insert(to.clone(), now_millis() + UNBATCHED_FOR_MS);
+                    BatchFate::Alone
+                }
+            },
+            // Too large for this broker, say: not the destination's doing.
+            Err(BusError::Other(e)) => {
+                tracing::info!(to, error = %e, "batch not sent; sending one by one");
+                BatchFate::Alone
+            }
+            Err(e) => BatchFate::Failed(e),
+        };
+        match fate {
+            BatchFate::Each(acks) => {
+                for (id, ack) in ids.into_iter().zip(acks) {
+                    let result = ack.ok_or_else(|| {
+                        BusError::Timeout(format!("{to}: not acknowledged in its batch"))
+                    });
+                    self.on_result(id, result).await;
+                }
+            }
+            BatchFate::Failed(error) => {
+                for id in ids {
+                    self.on_result(id, Err(error.clone())).await;
+                }
+            }
+            BatchFate::Alone => {
+                for id in ids {
+                    self.in_flight = self.in_flight.saturating_sub(1);
+                    if let Some(entry) = self.entries.get_mut(&id) {
+                        // Nothing of it was recorded there: not a send.
+                        entry.unrecorded_send = None;
+                    }
+                    self.send_alone(&id);
+                }
+            }
+        }
+    }
+
+    /// Send `id` in a frame of its own, now.
+    fn send_alone(&mut self, id: &str) {
+        let queued = std::mem::take(&mut self.outgoing);
+        self.send(id);
+        let mine = std::mem::replace(&mut self.outgoing, queued);
+        for one in mine {
+            self.put_on_wire(vec![one]);
+        }
     }
 
     /// Send waiting entries while the window has room. An entry that settled or expired

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use bosun_core::Event;
 use bosun_methods::Served;
-use bosun_proto::wire::{self, Ack, QUERY_TOKEN, QueryAnswer, STATUS_TOKEN, WIRE_VERSION};
+use bosun_proto::wire::{
+    self, Ack, BATCH_TOKEN, QUERY_TOKEN, QueryAnswer, STATUS_TOKEN, WIRE_VERSION,
+};
 use bosun_proto::{Message, Method};
 use bosun_store::Receipt;
 use bosun_store::Store;
@@ -248,32 +250,66 @@ async fn handle(receiver: Arc<Receiver>, mut incoming: bosun_bus::Incoming) {
         }
         return;
     }
-    let answer = if incoming.subject.rsplit('.').next() == Some(QUERY_TOKEN) {
-        query(&receiver, &incoming).await
-    } else {
-        process(&receiver, &incoming).await
+    let answer = match incoming.subject.rsplit('.').next() {
+        Some(QUERY_TOKEN) => query(&receiver, &incoming).await,
+        Some(BATCH_TOKEN) => process_batch(&receiver, &incoming).await,
+        _ => process(&receiver, &incoming).await,
     };
     if let Err(e) = incoming.respond(answer).await {
         tracing::debug!(error = %e, "cannot send ACK; the sender will resend");
     }
 }
 
-/// Decide, record, and return the ACK to send.
+/// Decide, record, and return the ACK to send (empty: not acknowledged, the sender
+/// resends).
 async fn process(receiver: &Arc<Receiver>, incoming: &bosun_bus::Incoming) -> Bytes {
     if crate::disk::holds_arrival(&receiver.store, &incoming.subject) {
         return Bytes::new();
     }
+    arrival(receiver, incoming, &incoming.payload, false).await
+}
+
+/// A batch: each request is decided and recorded as if it had come alone, side by side
+/// (so that their records share commits), and the answer carries their ACKs in order. A
+/// batch that cannot be read is refused whole, nothing of it recorded; its sender then
+/// sends the requests one by one.
+async fn process_batch(receiver: &Arc<Receiver>, incoming: &bosun_bus::Incoming) -> Bytes {
+    let requests = match wire::decode_batch(&incoming.payload) {
+        Ok(requests) => requests,
+        Err(e) => {
+            let reason = format!("batch refused: {e}");
+            log_refusal(receiver, None, None, &reason);
+            return ack("", false, Some(reason));
+        }
+    };
+    let acks = futures::future::join_all(
+        requests
+            .iter()
+            .map(|payload| arrival(receiver, incoming, payload, true)),
+    )
+    .await;
+    Bytes::from(wire::encode_batch_ack(acks.iter().map(|a| a.as_ref())))
+}
+
+/// One request, alone or from a batch (`batched`: the disk reserve is checked here, by
+/// its method, since the batch's subject names none).
+async fn arrival(
+    receiver: &Arc<Receiver>,
+    incoming: &bosun_bus::Incoming,
+    payload: &[u8],
+    batched: bool,
+) -> Bytes {
     let now = now_millis();
     let max = receiver.config.max_message_bytes;
-    if incoming.payload.len() > max {
+    if payload.len() > max {
         let reason = format!(
             "message of {} bytes exceeds this node's limit of {max} bytes (max_message_bytes)",
-            incoming.payload.len()
+            payload.len()
         );
         log_refusal(receiver, None, None, &reason);
         return ack("", false, Some(reason));
     }
-    let request = match wire::decode_request(&incoming.payload) {
+    let request = match wire::decode_request(payload) {
         Ok(r) => r,
         Err(e) => {
             let reason = e.to_string();
@@ -281,6 +317,9 @@ async fn process(receiver: &Arc<Receiver>, incoming: &bosun_bus::Incoming) -> By
             return ack("", false, Some(reason));
         }
     };
+    if batched && crate::disk::holds_method(&receiver.store, &request.msg.method) {
+        return Bytes::new();
+    }
     let message = request.msg;
     let id = message.id().to_string();
     // Who sent it is proven by the seal: the message must name that node as its sender.

@@ -848,3 +848,288 @@ async fn a_node_whose_docker_daemon_never_answers_shuts_down_without_waiting_for
     );
     silent.abort();
 }
+
+/// The value of a counter (summed over its labels when `labels` is empty) in a node's
+/// metrics text.
+fn counter(node: &Node, name: &str, labels: &str) -> u64 {
+    node.metrics()
+        .encode()
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}_total{labels}")))
+        .filter(|l| labels.is_empty() || l.contains(labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_queued_together_for_one_node_travel_in_batches_and_each_runs_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::new();
+    let a = start(&hub, config(dir.path(), "a")).await;
+    let b = start(&hub, config(dir.path(), "b")).await;
+    let marker = dir.path().join("ran");
+    // Unordered: ordered messages of one stream go one at a time.
+    let mut messages: Vec<Message> = (0..30)
+        .map(|_| Message {
+            to_node: Some("b".into()),
+            method: "ping".into(),
+            ordered: Some(false),
+            ..Default::default()
+        })
+        .collect();
+    for i in 0..10 {
+        messages.push(Message {
+            ordered: Some(false),
+            ..shell("b", &format!("echo {i} >> {}", marker.display()))
+        });
+    }
+    // One submit: all forty are ready at once.
+    let ids: Vec<String> = a
+        .submit(messages)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|q| q.id)
+        .collect();
+    let reports = wait_done(&a, &ids, 30).await;
+    for r in &reports {
+        assert_eq!(r.state(), Some(State::Done), "{r:?}");
+    }
+    let mut ran = lines(&marker);
+    ran.sort();
+    let mut expected: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+    expected.sort();
+    assert_eq!(ran, expected, "each command ran once");
+    // They went in batches, and so did their results on the way back.
+    assert!(counter(&a, "bosun_request_frames", r#"{kind="batch"}"#) >= 1);
+    assert!(counter(&a, "bosun_batched_requests", "") >= 2);
+    assert!(counter(&b, "bosun_request_frames", r#"{kind="batch"}"#) >= 1);
+    for id in &ids {
+        let received = b.status(id).unwrap().received.unwrap();
+        assert_eq!(received.arrivals, 1, "{id} arrived once");
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_request_of_a_batch_is_answered_as_if_it_came_alone() {
+    use bosun_bus::Transport;
+    use bosun_proto::wire::{self, Request, WIRE_VERSION};
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::new();
+    let b = start(&hub, config(dir.path(), "b")).await;
+    let ping = Message {
+        id: Some(bosun_proto::new_id()),
+        from_node: Some("a".into()),
+        to_node: Some("b".into()),
+        method: "ping".into(),
+        ..Default::default()
+    };
+    let request = wire::encode(&Request {
+        v: WIRE_VERSION,
+        msg: ping.clone(),
+    });
+    let other_node = wire::encode(&Request {
+        v: WIRE_VERSION,
+        msg: Message {
+            id: Some(bosun_proto::new_id()),
+            to_node: Some("c".into()),
+            ..ping.clone()
+        },
+    });
+    let other_version = br#"{"v":9,"msg":{"method":"ping"}}"#.to_vec();
+    // The same request twice in one batch, a request meant for another node, one of
+    // another wire version, and one that is no request.
+    let frame = wire::encode_batch([
+        request.as_slice(),
+        other_node.as_slice(),
+        request.as_slice(),
+        other_version.as_slice(),
+        br#"{"v":1,"msg":42}"#.as_slice(),
+    ]);
+    let answer = LocalTransport::new(hub.clone())
+        .request(
+            "bosun.b._batch".into(),
+            frame.into(),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    let acks: Vec<wire::Ack> = wire::decode_batch_ack(&answer)
+        .unwrap()
+        .into_iter()
+        .map(|a| wire::decode_ack(a.expect("every request is answered")).unwrap())
+        .collect();
+    assert_eq!(acks.len(), 5);
+    let id = ping.id.clone().unwrap();
+    // The two copies: one new, one a duplicate, whichever was recorded first.
+    assert_eq!(
+        (acks[0].id.as_str(), acks[2].id.as_str()),
+        (id.as_str(), id.as_str())
+    );
+    assert!(acks[0].rejected.is_none() && acks[2].rejected.is_none());
+    assert_eq!(
+        [acks[0].duplicate, acks[2].duplicate]
+            .iter()
+            .filter(|d| **d)
+            .count(),
+        1,
+        "{acks:?}"
+    );
+    let refused = acks[1]
+        .rejected
+        .as_deref()
+        .expect("another node's message is refused");
+    assert!(refused.contains("toNode"), "{refused}");
+    assert!(acks[3].rejected.as_deref().unwrap().contains("version 9"));
+    assert!(acks[4].rejected.as_deref().unwrap().contains("malformed"));
+    eventually_async(Duration::from_secs(10), "b runs the ping", || {
+        ready(
+            b.status(&id)
+                .unwrap()
+                .received
+                .filter(|r| r.state == State::Done),
+        )
+    })
+    .await;
+    let received = b.status(&id).unwrap().received.unwrap();
+    assert_eq!(received.arrivals, 2);
+    let runs = received
+        .history
+        .iter()
+        .filter(|h| h.state == State::Running)
+        .count();
+    assert_eq!(runs, 1, "run once: {:?}", received.history);
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_takes_no_batches_gets_one_request_per_frame_and_nothing_is_refused() {
+    use bosun_bus::Transport;
+    use bosun_proto::wire::{self, Ack, WIRE_VERSION};
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::new();
+    // "old" answers as a node that reads only single requests does: a batch frame does
+    // not decode as a request, so it is refused without an id and nothing is recorded.
+    let old = LocalTransport::new(hub.clone());
+    let mut arrivals = old.subscribe("bosun.old.>".into()).await.unwrap();
+    let seen = Arc::new(std::sync::Mutex::new((0usize, Vec::<String>::new())));
+    let seen_by_old = seen.clone();
+    let responder = tokio::spawn(async move {
+        while let Some(mut incoming) = arrivals.next().await {
+            let ack = match wire::decode_request(&incoming.payload) {
+                Ok(request) => {
+                    seen_by_old
+                        .lock()
+                        .unwrap()
+                        .1
+                        .push(request.msg.id().to_string());
+                    Ack {
+                        v: WIRE_VERSION,
+                        id: request.msg.id().to_string(),
+                        duplicate: false,
+                        rejected: None,
+                        state: None,
+                        outcome: None,
+                    }
+                }
+                Err(e) => {
+                    seen_by_old.lock().unwrap().0 += 1;
+                    Ack {
+                        v: WIRE_VERSION,
+                        id: String::new(),
+                        duplicate: false,
+                        rejected: Some(e.to_string()),
+                        state: None,
+                        outcome: None,
+                    }
+                }
+            };
+            let _ = incoming.respond(wire::encode(&ack).into()).await;
+        }
+    });
+    let a = start(&hub, config(dir.path(), "a")).await;
+    let messages: Vec<Message> = (0..20)
+        .map(|_| Message {
+            to_node: Some("old".into()),
+            method: "ping".into(),
+            ordered: Some(false),
+            ..Default::default()
+        })
+        .collect();
+    let ids: Vec<String> = a
+        .submit(messages)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|q| q.id)
+        .collect();
+    eventually_async(Duration::from_secs(20), "every message is acked", || {
+        ready(
+            ids.iter()
+                .all(|id| {
+                    a.status(id)
+                        .unwrap()
+                        .sent
+                        .is_some_and(|s| s.state == State::Acked)
+                })
+                .then_some(()),
+        )
+    })
+    .await;
+    let (batches, mut singles) = seen.lock().unwrap().clone();
+    assert_eq!(batches, 1, "one batch was tried, and refused");
+    singles.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(singles, expected, "then each went alone, once");
+    // The refusal of the batch is no refusal of its messages: none is rejected, and the
+    // history shows one send each.
+    for id in &ids {
+        let sent = a.status(id).unwrap().sent.unwrap();
+        assert!(sent.outcome.is_none(), "{sent:?}");
+        let sends = sent
+            .history
+            .iter()
+            .filter(|h| h.state == State::Sent)
+            .count();
+        assert_eq!(sends, 1, "{:?}", sent.history);
+    }
+    // More messages to it go alone at once, without another try.
+    let later: Vec<String> = a
+        .submit(
+            (0..5)
+                .map(|_| Message {
+                    to_node: Some("old".into()),
+                    method: "ping".into(),
+                    ordered: Some(false),
+                    ..Default::default()
+                })
+                .collect(),
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|q| q.id)
+        .collect();
+    eventually_async(Duration::from_secs(20), "the later ones are acked", || {
+        ready(
+            later
+                .iter()
+                .all(|id| {
+                    a.status(id)
+                        .unwrap()
+                        .sent
+                        .is_some_and(|s| s.state == State::Acked)
+                })
+                .then_some(()),
+        )
+    })
+    .await;
+    assert_eq!(seen.lock().unwrap().0, 1, "no batch was tried again");
+    assert_eq!(seen.lock().unwrap().1.len(), 25);
+    a.shutdown().await;
+    responder.abort();
+}

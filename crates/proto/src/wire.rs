@@ -11,6 +11,11 @@
 //!   `<prefix>.<fromNode>._status`, e.g. that a message started running.
 //! - A [`Query`] asks the destination on `<prefix>.<toNode>._query` what became of one
 //!   message, and may cancel it if it has not started; a [`QueryAnswer`] says.
+//! - A batch carries several requests to one destination on `<prefix>.<toNode>._batch`
+//!   ([`encode_batch`], [`decode_batch`]); the destination handles each as if it had
+//!   come alone and answers with their ACKs in order ([`encode_batch_ack`],
+//!   [`decode_batch_ack`]). A node that does not take batches answers with a refusal
+//!   [`Ack`] without an id, having recorded nothing, and its senders send one by one.
 
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +32,12 @@ pub const STATUS_TOKEN: &str = "_status";
 
 /// The last subject token used for queries about one message.
 pub const QUERY_TOKEN: &str = "_query";
+
+/// The last subject token used for batches of requests.
+pub const BATCH_TOKEN: &str = "_batch";
+
+/// The most requests one batch may carry; a batch with more is refused whole.
+pub const MAX_BATCH: usize = 256;
 
 /// A message on its way to its destination.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -167,6 +178,87 @@ pub fn decode_status(bytes: &[u8]) -> Result<StatusNote, WireError> {
     serde_json::from_slice(bytes).map_err(|e| WireError::Malformed(e.to_string()))
 }
 
+/// The frame of a batch, its requests left as they were sent.
+#[derive(Deserialize)]
+struct BatchFrame<'a> {
+    v: u32,
+    #[serde(borrow)]
+    reqs: Vec<&'a serde_json::value::RawValue>,
+}
+
+/// The answer to a batch, each ACK left as it was sent (`null`: not acknowledged).
+#[derive(Deserialize)]
+struct BatchAckFrame<'a> {
+    v: u32,
+    #[serde(borrow)]
+    acks: Vec<Option<&'a serde_json::value::RawValue>>,
+}
+
+/// A batch of encoded [`Request`]s (each as [`encode`] made it), in one frame.
+pub fn encode_batch<'a>(requests: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut frame = format!("{{\"v\":{WIRE_VERSION},\"reqs\":[").into_bytes();
+    for (i, request) in requests.into_iter().enumerate() {
+        if i > 0 {
+            frame.push(b',');
+        }
+        frame.extend_from_slice(request);
+    }
+    frame.extend_from_slice(b"]}");
+    frame
+}
+
+/// The requests of a batch, each as its sender encoded it, to be decoded one by one
+/// with [`decode_request`] (so that each is refused, or not, on its own). A batch of a
+/// version this node does not speak, or of more than [`MAX_BATCH`] requests, is refused
+/// whole.
+pub fn decode_batch(bytes: &[u8]) -> Result<Vec<&[u8]>, WireError> {
+    let frame: BatchFrame =
+        serde_json::from_slice(bytes).map_err(|e| WireError::Malformed(e.to_string()))?;
+    if frame.v != WIRE_VERSION {
+        return Err(WireError::Version(frame.v));
+    }
+    if frame.reqs.len() > MAX_BATCH {
+        return Err(WireError::Malformed(format!(
+            "a batch of {} requests; at most {MAX_BATCH} are taken in one frame",
+            frame.reqs.len()
+        )));
+    }
+    Ok(frame.reqs.iter().map(|r| r.get().as_bytes()).collect())
+}
+
+/// The answer to a batch: each request's encoded [`Ack`] in order; an empty one is
+/// `null`, a request that was not acknowledged.
+pub fn encode_batch_ack<'a>(acks: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut frame = format!("{{\"v\":{WIRE_VERSION},\"acks\":[").into_bytes();
+    for (i, ack) in acks.into_iter().enumerate() {
+        if i > 0 {
+            frame.push(b',');
+        }
+        if ack.is_empty() {
+            frame.extend_from_slice(b"null");
+        } else {
+            frame.extend_from_slice(ack);
+        }
+    }
+    frame.extend_from_slice(b"]}");
+    frame
+}
+
+/// The ACKs of a batch answer, each as its destination encoded it (for
+/// [`decode_ack`]); `None` where a request was not acknowledged.
+pub fn decode_batch_ack(bytes: &[u8]) -> Result<Vec<Option<&[u8]>>, WireError> {
+    let frame: BatchAckFrame =
+        serde_json::from_slice(bytes).map_err(|e| WireError::Malformed(e.to_string()))?;
+    if frame.v != WIRE_VERSION {
+        return Err(WireError::Version(frame.v));
+    }
+    Ok(frame
+        .acks
+        .iter()
+        .map(|a| a.map(|a| a.get().as_bytes()))
+        .collect())
+}
+
 /// The subject a message to `node` for `method` travels on.
 pub fn subject(prefix: &str, node: &str, method: &str) -> String {
     format!("{prefix}.{node}.{method}")
@@ -187,6 +279,90 @@ pub fn inbox_pattern(prefix: &str, node: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ping(to: &str) -> Request {
+        Request {
+            v: WIRE_VERSION,
+            msg: Message {
+                id: Some(crate::new_id()),
+                from_node: Some("a".into()),
+                to_node: Some(to.into()),
+                method: "ping".into(),
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn a_batch_carries_each_request_as_it_was_sent() {
+        let requests = [ping("b"), ping("b"), ping("b")];
+        let encoded: Vec<Vec<u8>> = requests.iter().map(encode).collect();
+        let frame = encode_batch(encoded.iter().map(Vec::as_slice));
+        let back = decode_batch(&frame).unwrap();
+        assert_eq!(back.len(), 3);
+        for ((raw, sent), request) in back.iter().zip(&encoded).zip(&requests) {
+            assert_eq!(*raw, sent.as_slice());
+            assert_eq!(&decode_request(raw).unwrap(), request);
+        }
+        assert_eq!(decode_batch(&encode_batch([])).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn a_batch_of_another_version_or_too_many_requests_is_refused_whole() {
+        let one = encode(&ping("b"));
+        let other_version = format!(r#"{{"v":7,"reqs":[{}]}}"#, String::from_utf8_lossy(&one));
+        assert_eq!(
+            decode_batch(other_version.as_bytes()),
+            Err(WireError::Version(7))
+        );
+        let too_many = encode_batch(std::iter::repeat_n(one.as_slice(), MAX_BATCH + 1));
+        let refused = decode_batch(&too_many).unwrap_err().to_string();
+        assert!(refused.contains("at most 256"), "{refused}");
+        assert!(
+            decode_batch(&encode_batch(std::iter::repeat_n(
+                one.as_slice(),
+                MAX_BATCH
+            )))
+            .is_ok()
+        );
+        // A single request is not a batch: what a node that does not take batches gets
+        // wrong is the other way round (see the next test).
+        assert!(decode_batch(&one).is_err());
+    }
+
+    #[test]
+    fn a_batch_is_refused_by_a_node_that_reads_only_single_requests() {
+        // What such a node does with a batch frame: decode it as a request, which fails,
+        // so it answers with a refusal without an id and records nothing.
+        let frame = encode_batch([encode(&ping("b")).as_slice()]);
+        assert!(matches!(
+            decode_request(&frame),
+            Err(WireError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn a_batch_answer_keeps_each_ack_and_marks_the_unacknowledged() {
+        let ack = |id: &str| {
+            encode(&Ack {
+                v: WIRE_VERSION,
+                id: id.into(),
+                duplicate: false,
+                rejected: None,
+                state: None,
+                outcome: None,
+            })
+        };
+        let (x, y) = (ack("x"), ack("y"));
+        let frame = encode_batch_ack([x.as_slice(), &[], y.as_slice()]);
+        let back = decode_batch_ack(&frame).unwrap();
+        assert_eq!(back.len(), 3);
+        assert_eq!(decode_ack(back[0].unwrap()).unwrap().id, "x");
+        assert_eq!(back[1], None);
+        assert_eq!(decode_ack(back[2].unwrap()).unwrap().id, "y");
+        // A plain refusal (from a node that does not take batches) is no batch answer.
+        assert!(decode_batch_ack(&ack("")).is_err());
+    }
 
     #[test]
     fn request_round_trips() {
@@ -232,6 +408,8 @@ mod fuzz {
         fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = decode_request(&bytes);
             let _ = decode_ack(&bytes);
+            let _ = decode_batch(&bytes);
+            let _ = decode_batch_ack(&bytes);
             let _ = decode_status(&bytes);
         }
 

@@ -7,8 +7,9 @@
 //!   [`inbox_prefix`], so no node can read another's answers);
 //! - subscribe `<prefix>.~fleet.hello`: the hellos every node announces (signed, like
 //!   every frame), from which each node keeps its own view of the fleet;
-//! - publish `<prefix>.*.*`: requests (`<prefix>.<node>.<method>`), status notes
-//!   (`<prefix>.<sender>._status`), queries (`<prefix>.<node>._query`) to any node, and
+//! - publish `<prefix>.*.*`: requests (`<prefix>.<node>.<method>`), batches of them
+//!   (`<prefix>.<node>._batch`), status notes (`<prefix>.<sender>._status`), queries
+//!   (`<prefix>.<node>._query`) to any node, and
 //!   its announced hellos (`<prefix>.~fleet.hello`);
 //! - publish an answer to a request it received, once (`allow_responses`), and nothing
 //!   else on `_INBOX`.
