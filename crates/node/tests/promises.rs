@@ -861,6 +861,46 @@ fn counter(node: &Node, name: &str, labels: &str) -> u64 {
         .sum()
 }
 
+/// `n` unordered pings to `to`: ordered messages of one stream go one at a time, so
+/// only unordered ones are ready together.
+fn unordered_pings(to: &str, n: usize) -> Vec<Message> {
+    (0..n)
+        .map(|_| Message {
+            to_node: Some(to.into()),
+            method: "ping".into(),
+            ordered: Some(false),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// Submit `messages` at once (one commit, so all are ready together); their ids.
+async fn submit_all(node: &Node, messages: Vec<Message>) -> Vec<String> {
+    node.submit(messages)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|q| q.id)
+        .collect()
+}
+
+/// Wait until every one of `ids` is acked at `node`.
+async fn all_acked(node: &Node, ids: &[String], what: &str) {
+    eventually_async(Duration::from_secs(20), what, || {
+        ready(
+            ids.iter()
+                .all(|id| {
+                    node.status(id)
+                        .unwrap()
+                        .sent
+                        .is_some_and(|s| s.state == State::Acked)
+                })
+                .then_some(()),
+        )
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_queued_together_for_one_node_travel_in_batches_and_each_runs_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -868,29 +908,14 @@ async fn messages_queued_together_for_one_node_travel_in_batches_and_each_runs_o
     let a = start(&hub, config(dir.path(), "a")).await;
     let b = start(&hub, config(dir.path(), "b")).await;
     let marker = dir.path().join("ran");
-    // Unordered: ordered messages of one stream go one at a time.
-    let mut messages: Vec<Message> = (0..30)
-        .map(|_| Message {
-            to_node: Some("b".into()),
-            method: "ping".into(),
-            ordered: Some(false),
-            ..Default::default()
-        })
-        .collect();
+    let mut messages = unordered_pings("b", 30);
     for i in 0..10 {
         messages.push(Message {
             ordered: Some(false),
             ..shell("b", &format!("echo {i} >> {}", marker.display()))
         });
     }
-    // One submit: all forty are ready at once.
-    let ids: Vec<String> = a
-        .submit(messages)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|q| q.id)
-        .collect();
+    let ids = submit_all(&a, messages).await;
     let reports = wait_done(&a, &ids, 30).await;
     for r in &reports {
         assert_eq!(r.state(), Some(State::Done), "{r:?}");
@@ -1051,34 +1076,8 @@ async fn a_node_that_takes_no_batches_gets_one_request_per_frame_and_nothing_is_
         }
     });
     let a = start(&hub, config(dir.path(), "a")).await;
-    let messages: Vec<Message> = (0..20)
-        .map(|_| Message {
-            to_node: Some("old".into()),
-            method: "ping".into(),
-            ordered: Some(false),
-            ..Default::default()
-        })
-        .collect();
-    let ids: Vec<String> = a
-        .submit(messages)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|q| q.id)
-        .collect();
-    eventually_async(Duration::from_secs(20), "every message is acked", || {
-        ready(
-            ids.iter()
-                .all(|id| {
-                    a.status(id)
-                        .unwrap()
-                        .sent
-                        .is_some_and(|s| s.state == State::Acked)
-                })
-                .then_some(()),
-        )
-    })
-    .await;
+    let ids = submit_all(&a, unordered_pings("old", 20)).await;
+    all_acked(&a, &ids, "every message is acked").await;
     let (batches, mut singles) = seen.lock().unwrap().clone();
     assert_eq!(batches, 1, "one batch was tried, and refused");
     singles.sort();
@@ -1098,36 +1097,8 @@ async fn a_node_that_takes_no_batches_gets_one_request_per_frame_and_nothing_is_
         assert_eq!(sends, 1, "{:?}", sent.history);
     }
     // More messages to it go alone at once, without another try.
-    let later: Vec<String> = a
-        .submit(
-            (0..5)
-                .map(|_| Message {
-                    to_node: Some("old".into()),
-                    method: "ping".into(),
-                    ordered: Some(false),
-                    ..Default::default()
-                })
-                .collect(),
-        )
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|q| q.id)
-        .collect();
-    eventually_async(Duration::from_secs(20), "the later ones are acked", || {
-        ready(
-            later
-                .iter()
-                .all(|id| {
-                    a.status(id)
-                        .unwrap()
-                        .sent
-                        .is_some_and(|s| s.state == State::Acked)
-                })
-                .then_some(()),
-        )
-    })
-    .await;
+    let later = submit_all(&a, unordered_pings("old", 5)).await;
+    all_acked(&a, &later, "the later ones are acked").await;
     assert_eq!(seen.lock().unwrap().0, 1, "no batch was tried again");
     assert_eq!(seen.lock().unwrap().1.len(), 25);
     a.shutdown().await;
