@@ -308,6 +308,7 @@ impl Node {
             tracker: tracker.clone(),
             policy: Arc::new(policy),
             trust: transport.trust(),
+            batched: receiver::batch_permits(),
         });
         let store_failed = CancellationToken::new();
         tracker.spawn(crate::disk::watch_store(

@@ -170,8 +170,8 @@ struct Outbox {
 
 /// What becomes of the sends in a batch, from its answer.
 enum BatchFate {
-    /// Each has its ACK (`None`: not acknowledged, like a lost ACK).
-    Each(Vec<Option<Bytes>>),
+    /// Each has its answer (empty: not acknowledged).
+    Each(Vec<Bytes>),
     /// The frame failed: each send failed so.
     Failed(BusError),
     /// Nothing of it was recorded: each goes again, alone.
@@ -545,47 +545,46 @@ impl Outbox {
             Ok(bytes) => match wire::decode_batch_ack(&bytes) {
                 Ok(acks) if acks.len() == ids.len() => BatchFate::Each(
                     acks.into_iter()
-                        .map(|a| a.map(Bytes::copy_from_slice))
+                        // Not acknowledged: what a single send that got an empty answer
+                        // makes of it.
+                        .map(|a| a.map(Bytes::copy_from_slice).unwrap_or_default())
                         .collect(),
                 ),
                 Ok(acks) => {
-                    tracing::warn!(
-                        to,
-                        sent = ids.len(),
-                        acks = acks.len(),
-                        "batch answer with another number of ACKs; sending one by one"
-                    );
-                    BatchFate::Alone
+                    // It was read there: each send may have arrived.
+                    self.unbatch(&to, "a batch answer with another number of ACKs");
+                    BatchFate::Failed(BusError::Other(format!(
+                        "{to} answered a batch of {} with {} ACKs",
+                        ids.len(),
+                        acks.len()
+                    )))
                 }
-                Err(_) => {
-                    let reason = wire::decode_ack(&bytes)
-                        .ok()
-                        .and_then(|a| a.rejected)
-                        .unwrap_or_else(|| "an answer that is no batch answer".into());
-                    tracing::info!(
-                        to,
-                        reason,
-                        "batch refused; sending one request per frame to this node for a while"
-                    );
-                    self.unbatched
-                        .insert(to.clone(), now_millis() + UNBATCHED_FOR_MS);
-                    BatchFate::Alone
-                }
+                Err(_) => match wire::decode_ack(&bytes) {
+                    // A refusal without an id: the frame was not read, nothing recorded.
+                    Ok(ack) if ack.id.is_empty() && ack.rejected.is_some() => {
+                        self.unbatch(&to, ack.rejected.as_deref().unwrap_or_default());
+                        BatchFate::Alone
+                    }
+                    _ => {
+                        self.unbatch(&to, "an answer that is no batch answer");
+                        BatchFate::Failed(BusError::Other(format!(
+                            "{to} answered a batch with something else"
+                        )))
+                    }
+                },
             },
-            // Too large for this broker, say: not the destination's doing.
+            // Too large for this broker, say, or lost after it went out: each may have
+            // arrived, and the next try goes alone.
             Err(BusError::Other(e)) => {
-                tracing::info!(to, error = %e, "batch not sent; sending one by one");
-                BatchFate::Alone
+                self.unbatch(&to, &e);
+                BatchFate::Failed(BusError::Other(e))
             }
             Err(e) => BatchFate::Failed(e),
         };
         match fate {
             BatchFate::Each(acks) => {
                 for (id, ack) in ids.into_iter().zip(acks) {
-                    let result = ack.ok_or_else(|| {
-                        BusError::Timeout(format!("{to}: not acknowledged in its batch"))
-                    });
-                    self.on_result(id, result).await;
+                    self.on_result(id, Ok(ack)).await;
                 }
             }
             BatchFate::Failed(error) => {
@@ -596,14 +595,40 @@ impl Outbox {
             BatchFate::Alone => {
                 for id in ids {
                     self.in_flight = self.in_flight.saturating_sub(1);
-                    if let Some(entry) = self.entries.get_mut(&id) {
-                        // Nothing of it was recorded there: not a send.
-                        entry.unrecorded_send = None;
+                    let Some(entry) = self.entries.get_mut(&id) else {
+                        continue;
+                    };
+                    // Nothing of it was recorded there: not a send, and its note waits
+                    // for the next one.
+                    if let Some((_, note)) = entry.unrecorded_send.take() {
+                        entry.resend_note = note;
                     }
-                    self.send_alone(&id);
+                    if let Some(reply) = entry.cancel.take() {
+                        // A cancel waited for this send, which did not arrive: decide now.
+                        let answer = self.cancel_entry(&id).await;
+                        let _ = reply.send(answer);
+                    } else {
+                        self.send_alone(&id);
+                    }
                 }
+                self.fill_window();
             }
         }
+    }
+
+    /// Send `to` one request per frame for a while: it refused a batch, or a batch to
+    /// it failed in a way a single request might not.
+    fn unbatch(&mut self, to: &str, reason: &str) {
+        if self.unbatched.contains_key(to) {
+            return;
+        }
+        tracing::info!(
+            to,
+            reason,
+            "batch not taken; sending one request per frame to this node for a while"
+        );
+        self.unbatched
+            .insert(to.to_string(), now_millis() + UNBATCHED_FOR_MS);
     }
 
     /// Send `id` in a frame of its own, now.

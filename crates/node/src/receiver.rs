@@ -54,11 +54,27 @@ pub(crate) struct Receiver {
     pub policy: Arc<Policy>,
     /// The trust that checks operators' signatures, on a transport that seals.
     pub trust: Option<Arc<bosun_trust::Trust>>,
+    /// Requests of batches handled at once (each frame also holds one place among
+    /// [`MAX_ARRIVALS_AT_ONCE`]).
+    pub batched: Arc<tokio::sync::Semaphore>,
 }
 
 /// Arrivals handled at once. More wait in the subscription (and, past its capacity, at
 /// the sender, which resends): memory stays bounded under a flood.
 const MAX_ARRIVALS_AT_ONCE: usize = 4096;
+
+/// The places for requests of batches: as many again as for frames. A batch takes all
+/// of its places at once, and only after its frame's place, so waiting can never go
+/// round in a circle.
+pub(crate) fn batch_permits() -> Arc<tokio::sync::Semaphore> {
+    Arc::new(tokio::sync::Semaphore::new(MAX_ARRIVALS_AT_ONCE))
+}
+
+/// Most bytes of ACKs in a batch answer: a resend of finished messages is answered
+/// with their outcomes, each up to `output_limit_bytes`, and the whole answer must stay
+/// under the broker's `max_payload` (1 MiB by default). Past it, an ACK goes without the
+/// outcome, and the sender asks for the result later, as for any ACKed message.
+const BATCH_ANSWER_BYTES: usize = 512 * 1024;
 
 pub(crate) async fn run(
     receiver: Arc<Receiver>,
@@ -282,13 +298,46 @@ async fn process_batch(receiver: &Arc<Receiver>, incoming: &bosun_bus::Incoming)
             return ack("", false, Some(reason));
         }
     };
-    let acks = futures::future::join_all(
+    // `decode_batch` took at most `MAX_BATCH` (256) requests.
+    let Ok(_places) = receiver.batched.acquire_many(requests.len() as u32).await else {
+        return Bytes::new();
+    };
+    let mut acks = futures::future::join_all(
         requests
             .iter()
             .map(|payload| arrival(receiver, incoming, payload, true)),
     )
     .await;
+    slim_to_fit(&mut acks, BATCH_ANSWER_BYTES);
     Bytes::from(wire::encode_batch_ack(acks.iter().map(|a| a.as_ref())))
+}
+
+/// Keep a batch answer within `budget` bytes: the largest ACKs that carry an outcome
+/// (resends of finished messages) go without it, and without their state, so that the
+/// sender takes each as a plain ACK and asks for the result later.
+fn slim_to_fit(acks: &mut [Bytes], budget: usize) {
+    let mut total: usize = acks.iter().map(Bytes::len).sum();
+    if total <= budget {
+        return;
+    }
+    let mut largest: Vec<usize> = (0..acks.len()).collect();
+    largest.sort_by_key(|&i| std::cmp::Reverse(acks[i].len()));
+    for i in largest {
+        if total <= budget {
+            return;
+        }
+        let Ok(mut ack) = wire::decode_ack(&acks[i]) else {
+            continue;
+        };
+        if ack.outcome.is_none() {
+            continue;
+        }
+        ack.outcome = None;
+        ack.state = None;
+        let slim = Bytes::from(wire::encode(&ack));
+        total = total - acks[i].len() + slim.len();
+        acks[i] = slim;
+    }
 }
 
 /// One request, alone or from a batch (`batched`: the disk reserve is checked here, by
@@ -317,9 +366,22 @@ async fn arrival(
             return ack("", false, Some(reason));
         }
     };
-    if batched && crate::disk::holds_method(&receiver.store, &request.msg.method) {
-        return Bytes::new();
-    }
+    // A batch's subject names no method: this request's own subject stands in for it
+    // in what is logged of it.
+    let subject = if batched {
+        if crate::disk::holds_method(&receiver.store, &request.msg.method) {
+            return Bytes::new();
+        }
+        receiver.store.room().await;
+        std::borrow::Cow::Owned(wire::subject(
+            &receiver.config.subject_prefix,
+            receiver.own(),
+            &request.msg.method,
+        ))
+    } else {
+        std::borrow::Cow::Borrowed(incoming.subject.as_str())
+    };
+    let subject = subject.as_ref();
     let message = request.msg;
     let id = message.id().to_string();
     // Who sent it is proven by the seal: the message must name that node as its sender.
@@ -332,7 +394,7 @@ async fn arrival(
         );
         refuse(
             receiver,
-            &incoming.subject,
+            subject,
             incoming.peer.name(),
             Some(&id),
             "sender",
@@ -362,14 +424,7 @@ async fn arrival(
     if let Err(refusal) = check(receiver, &incoming.peer, &message) {
         let reason = refusal.to_string();
         if let Some(kind) = refusal.trust_kind() {
-            refuse(
-                receiver,
-                &incoming.subject,
-                Some(claimed),
-                Some(&id),
-                kind,
-                &reason,
-            );
+            refuse(receiver, subject, Some(claimed), Some(&id), kind, &reason);
         } else {
             log_refusal(receiver, Some(&message), Some(&id), &reason);
         }
@@ -796,6 +851,49 @@ fn result_arrived(receiver: &Receiver, answered: &str, status: bosun_proto::Stat
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_answer_too_large_for_the_broker_sends_the_largest_outcomes_later() {
+        let ack = |id: &str, stdout_len: usize| {
+            Bytes::from(wire::encode(&Ack {
+                v: WIRE_VERSION,
+                id: id.into(),
+                duplicate: true,
+                rejected: None,
+                state: Some(bosun_proto::State::Done),
+                outcome: (stdout_len > 0).then(|| bosun_proto::Outcome {
+                    stdout: "x".repeat(stdout_len),
+                    ..bosun_proto::Outcome::bare(bosun_proto::Status::Done, "b", "", 1)
+                }),
+            }))
+        };
+        let mut acks = vec![
+            ack("a", 300_000),
+            ack("b", 0),
+            ack("c", 310_000),
+            ack("d", 290_000),
+        ];
+        let small = acks[1].clone();
+        slim_to_fit(&mut acks, 512 * 1024);
+        let total: usize = acks.iter().map(Bytes::len).sum();
+        assert!(total <= 512 * 1024, "{total}");
+        let back: Vec<Ack> = acks.iter().map(|a| wire::decode_ack(a).unwrap()).collect();
+        let ids: Vec<&str> = back.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "c", "d"], "each keeps its place and id");
+        assert_eq!(acks[1], small, "an ACK without an outcome is left as it is");
+        // The two largest went without their outcome and state: plain ACKs, whose
+        // results the sender asks for later. The smallest kept its outcome.
+        for (i, slimmed) in [(0, true), (2, true), (3, false)] {
+            assert_eq!(back[i].outcome.is_none(), slimmed, "{i}");
+            assert_eq!(back[i].state.is_none(), slimmed, "{i}");
+            assert!(back[i].duplicate && back[i].rejected.is_none());
+        }
+        // Within the budget, nothing changes.
+        let mut fits = vec![ack("e", 1_000), ack("f", 2_000)];
+        let before = fits.clone();
+        slim_to_fit(&mut fits, 512 * 1024);
+        assert_eq!(fits, before);
+    }
 
     /// Senders see these texts in their `rejected` reasons: they must not drift.
     #[test]
