@@ -884,6 +884,30 @@ async fn submit_all(node: &Node, messages: Vec<Message>) -> Vec<String> {
         .collect()
 }
 
+/// `n` unordered commands to `to`, each appending its number to `marker`.
+fn numbered_commands(to: &str, n: usize, marker: &Path, then: &str) -> Vec<Message> {
+    (0..n)
+        .map(|i| Message {
+            ordered: Some(false),
+            ..shell(to, &format!("echo {i} >> {}{then}", marker.display()))
+        })
+        .collect()
+}
+
+/// Every one of `ids` is done at `node`, and each of the `n` numbered commands wrote
+/// `marker` once.
+async fn each_done_and_run_once(node: &Node, ids: &[String], marker: &PathBuf, n: usize) {
+    let reports = wait_done(node, ids, 60).await;
+    for r in &reports {
+        assert_eq!(r.state(), Some(State::Done), "{r:?}");
+    }
+    let mut ran = lines(marker);
+    ran.sort();
+    let mut expected: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+    expected.sort();
+    assert_eq!(ran, expected, "each ran once");
+}
+
 /// Wait until every one of `ids` is acked at `node`.
 async fn all_acked(node: &Node, ids: &[String], what: &str) {
     eventually_async(Duration::from_secs(20), what, || {
@@ -909,22 +933,9 @@ async fn messages_queued_together_for_one_node_travel_in_batches_and_each_runs_o
     let b = start(&hub, config(dir.path(), "b")).await;
     let marker = dir.path().join("ran");
     let mut messages = unordered_pings("b", 30);
-    for i in 0..10 {
-        messages.push(Message {
-            ordered: Some(false),
-            ..shell("b", &format!("echo {i} >> {}", marker.display()))
-        });
-    }
+    messages.extend(numbered_commands("b", 10, &marker, ""));
     let ids = submit_all(&a, messages).await;
-    let reports = wait_done(&a, &ids, 30).await;
-    for r in &reports {
-        assert_eq!(r.state(), Some(State::Done), "{r:?}");
-    }
-    let mut ran = lines(&marker);
-    ran.sort();
-    let mut expected: Vec<String> = (0..10).map(|i| i.to_string()).collect();
-    expected.sort();
-    assert_eq!(ran, expected, "each command ran once");
+    each_done_and_run_once(&a, &ids, &marker, 10).await;
     // They went in batches (their results on the way back batch as their finishes
     // share commits, which depends on timing).
     assert!(counter(&a, "bosun_request_frames", r#"{kind="batch"}"#) >= 1);
@@ -1029,57 +1040,83 @@ async fn each_request_of_a_batch_is_answered_as_if_it_came_alone() {
     b.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_that_takes_no_batches_gets_one_request_per_frame_and_nothing_is_refused() {
+/// A node on the hub that reads only single requests, as one from before batches does:
+/// a batch frame does not decode as a request, so it is refused without an id and
+/// nothing of it is recorded. It keeps the ids of the single requests it ACKs and
+/// counts the batches; each batch is answered only once `hold` lets it (`None`: at once).
+struct OldNode {
+    singles: Arc<std::sync::Mutex<Vec<String>>>,
+    batches: tokio::sync::mpsc::UnboundedReceiver<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn old_node(hub: &Arc<Hub>, name: &str, hold: Option<Arc<tokio::sync::Notify>>) -> OldNode {
     use bosun_bus::Transport;
     use bosun_proto::wire::{self, Ack, WIRE_VERSION};
     use futures::StreamExt;
-    let dir = tempfile::tempdir().unwrap();
-    let hub = Hub::new();
-    // "old" answers as a node that reads only single requests does: a batch frame does
-    // not decode as a request, so it is refused without an id and nothing is recorded.
-    let old = LocalTransport::new(hub.clone());
-    let mut arrivals = old.subscribe("bosun.old.>".into()).await.unwrap();
-    let seen = Arc::new(std::sync::Mutex::new((0usize, Vec::<String>::new())));
-    let seen_by_old = seen.clone();
-    let responder = tokio::spawn(async move {
+    let transport = LocalTransport::new(hub.clone());
+    let mut arrivals = transport
+        .subscribe(format!("bosun.{name}.>"))
+        .await
+        .unwrap();
+    let (batch_tx, batches) = tokio::sync::mpsc::unbounded_channel();
+    let singles = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let acked = singles.clone();
+    let task = tokio::spawn(async move {
         while let Some(mut incoming) = arrivals.next().await {
-            let ack = match wire::decode_request(&incoming.payload) {
+            let (id, rejected) = match wire::decode_request(&incoming.payload) {
                 Ok(request) => {
-                    seen_by_old
-                        .lock()
-                        .unwrap()
-                        .1
-                        .push(request.msg.id().to_string());
-                    Ack {
-                        v: WIRE_VERSION,
-                        id: request.msg.id().to_string(),
-                        duplicate: false,
-                        rejected: None,
-                        state: None,
-                        outcome: None,
-                    }
+                    let id = request.msg.id().to_string();
+                    acked.lock().unwrap().push(id.clone());
+                    (id, None)
                 }
                 Err(e) => {
-                    seen_by_old.lock().unwrap().0 += 1;
-                    Ack {
-                        v: WIRE_VERSION,
-                        id: String::new(),
-                        duplicate: false,
-                        rejected: Some(e.to_string()),
-                        state: None,
-                        outcome: None,
+                    let _ = batch_tx.send(());
+                    if let Some(hold) = &hold {
+                        hold.notified().await;
                     }
+                    (String::new(), Some(e.to_string()))
                 }
+            };
+            let ack = Ack {
+                v: WIRE_VERSION,
+                id,
+                duplicate: false,
+                rejected,
+                state: None,
+                outcome: None,
             };
             let _ = incoming.respond(wire::encode(&ack).into()).await;
         }
     });
+    OldNode {
+        singles,
+        batches,
+        task,
+    }
+}
+
+impl OldNode {
+    /// The batches it refused so far.
+    fn batches_refused(&mut self) -> usize {
+        let mut n = 0;
+        while self.batches.try_recv().is_ok() {
+            n += 1;
+        }
+        n
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_takes_no_batches_gets_one_request_per_frame_and_nothing_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::new();
+    let mut old = old_node(&hub, "old", None).await;
     let a = start(&hub, config(dir.path(), "a")).await;
     let ids = submit_all(&a, unordered_pings("old", 20)).await;
     all_acked(&a, &ids, "every message is acked").await;
-    let (batches, mut singles) = seen.lock().unwrap().clone();
-    assert_eq!(batches, 1, "one batch was tried, and refused");
+    assert_eq!(old.batches_refused(), 1, "one batch was tried, and refused");
+    let mut singles = old.singles.lock().unwrap().clone();
     singles.sort();
     let mut expected = ids.clone();
     expected.sort();
@@ -1099,10 +1136,10 @@ async fn a_node_that_takes_no_batches_gets_one_request_per_frame_and_nothing_is_
     // More messages to it go alone at once, without another try.
     let later = submit_all(&a, unordered_pings("old", 5)).await;
     all_acked(&a, &later, "the later ones are acked").await;
-    assert_eq!(seen.lock().unwrap().0, 1, "no batch was tried again");
-    assert_eq!(seen.lock().unwrap().1.len(), 25);
+    assert_eq!(old.batches_refused(), 0, "no batch was tried again");
+    assert_eq!(old.singles.lock().unwrap().len(), 25);
     a.shutdown().await;
-    responder.abort();
+    old.task.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1119,22 +1156,8 @@ async fn a_batch_whose_answer_is_lost_is_sent_again_and_each_message_runs_once()
     let marker = dir.path().join("ran");
     hub.drop_next_answers(1);
     // Each runs past the ACK timeout (1 s), so no result settles it before its resend.
-    let messages: Vec<Message> = (0..20)
-        .map(|i| Message {
-            ordered: Some(false),
-            ..shell("b", &format!("echo {i} >> {}; sleep 2", marker.display()))
-        })
-        .collect();
-    let ids = submit_all(&a, messages).await;
-    let reports = wait_done(&a, &ids, 60).await;
-    for r in &reports {
-        assert_eq!(r.state(), Some(State::Done), "{r:?}");
-    }
-    let mut ran = lines(&marker);
-    ran.sort();
-    let mut expected: Vec<String> = (0..20).map(|i| i.to_string()).collect();
-    expected.sort();
-    assert_eq!(ran, expected, "each ran once");
+    let ids = submit_all(&a, numbered_commands("b", 20, &marker, "; sleep 2")).await;
+    each_done_and_run_once(&a, &ids, &marker, 20).await;
     // The whole batch failed together: each message arrived twice and was sent twice,
     // each on its own record.
     for id in &ids {
@@ -1157,44 +1180,11 @@ async fn a_batch_whose_answer_is_lost_is_sent_again_and_each_message_runs_once()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_that_waits_on_a_refused_batch_cancels_what_never_arrived() {
-    use bosun_bus::Transport;
-    use bosun_proto::wire::{self, Ack, WIRE_VERSION};
-    use futures::StreamExt;
     let dir = tempfile::tempdir().unwrap();
     let hub = Hub::new();
-    // "old" holds its answer to the batch until told, then refuses it as a node that
-    // reads only single requests does; it records every single request it gets.
-    let old = LocalTransport::new(hub.clone());
-    let mut arrivals = old.subscribe("bosun.old.>".into()).await.unwrap();
-    let (batch_seen_tx, mut batch_seen) = tokio::sync::mpsc::unbounded_channel();
+    // "old" holds its answer to the batch until told.
     let answer_now = Arc::new(tokio::sync::Notify::new());
-    let singles = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let (release, seen_by_old) = (answer_now.clone(), singles.clone());
-    let responder = tokio::spawn(async move {
-        while let Some(mut incoming) = arrivals.next().await {
-            let (id, rejected) = match wire::decode_request(&incoming.payload) {
-                Ok(request) => {
-                    let id = request.msg.id().to_string();
-                    seen_by_old.lock().unwrap().push(id.clone());
-                    (id, None)
-                }
-                Err(e) => {
-                    let _ = batch_seen_tx.send(());
-                    release.notified().await;
-                    (String::new(), Some(e.to_string()))
-                }
-            };
-            let ack = Ack {
-                v: WIRE_VERSION,
-                id,
-                duplicate: false,
-                rejected,
-                state: None,
-                outcome: None,
-            };
-            let _ = incoming.respond(wire::encode(&ack).into()).await;
-        }
-    });
+    let mut old = old_node(&hub, "old", Some(answer_now.clone())).await;
     let a = start(
         &hub,
         Config {
@@ -1204,7 +1194,7 @@ async fn a_cancel_that_waits_on_a_refused_batch_cancels_what_never_arrived() {
     )
     .await;
     let ids = submit_all(&a, unordered_pings("old", 3)).await;
-    tokio::time::timeout(Duration::from_secs(10), batch_seen.recv())
+    tokio::time::timeout(Duration::from_secs(10), old.batches.recv())
         .await
         .expect("the batch goes out")
         .unwrap();
@@ -1233,9 +1223,9 @@ async fn a_cancel_that_waits_on_a_refused_batch_cancels_what_never_arrived() {
         State::Cancelled
     );
     assert!(
-        !singles.lock().unwrap().contains(&ids[0]),
+        !old.singles.lock().unwrap().contains(&ids[0]),
         "the cancelled one was never sent again"
     );
     a.shutdown().await;
-    responder.abort();
+    old.task.abort();
 }
