@@ -608,7 +608,8 @@ impl Outbox {
                         let answer = self.cancel_entry(&id).await;
                         let _ = reply.send(answer);
                     } else {
-                        self.send_alone(&id);
+                        // To a destination now unbatched: the next flush sends it alone.
+                        self.send(&id);
                     }
                 }
                 self.fill_window();
@@ -629,16 +630,6 @@ impl Outbox {
         );
         self.unbatched
             .insert(to.to_string(), now_millis() + UNBATCHED_FOR_MS);
-    }
-
-    /// Send `id` in a frame of its own, now.
-    fn send_alone(&mut self, id: &str) {
-        let queued = std::mem::take(&mut self.outgoing);
-        self.send(id);
-        let mine = std::mem::replace(&mut self.outgoing, queued);
-        for one in mine {
-            self.put_on_wire(vec![one]);
-        }
     }
 
     /// Send waiting entries while the window has room. An entry that settled or expired
