@@ -1,10 +1,11 @@
 //! The audit log: one JSON line per event, each carrying the whole message so that it can
 //! be recreated, rotated by size.
 //!
-//! A line is `{"at":<ms>,"event":"submitted","message":{…}}`. Each line is written with a
-//! single write to a file opened for appending, and the log rotates before a line that
-//! would take the file past its size, so no line is ever split across files. Lines are
-//! not fsynced: the store, not this log, is what survives a crash.
+//! A line is `{"at":<ms>,"event":"submitted","message":{…}}`. Each line is written whole
+//! with a single write to a file opened for appending, alone or with the other lines of
+//! the same batch of requests or submit ([`Lines`]), and the log rotates before a write
+//! that would take the file past its size, so no line is ever split across files. Lines
+//! are not fsynced: the store, not this log, is what survives a crash.
 //!
 //! The rotation is [`RotatingFile`], which the error log uses too.
 
@@ -70,21 +71,17 @@ impl AuditLog {
     /// A write error is logged, never returned: auditing must not stop delivery.
     /// Registry auth is written as `<redacted>`.
     pub fn record(&self, event: &str, message: &Message) {
-        let redacted = bosun_proto::container::redacted(message);
-        let line = Line {
-            at: now_millis(),
-            event,
-            message: redacted.as_ref().unwrap_or(message),
-        };
-        let mut bytes = match serde_json::to_vec(&line) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot encode an audit line");
-                return;
-            }
-        };
-        bytes.push(b'\n');
-        self.file.append(&bytes);
+        let lines = Lines::default();
+        lines.add(event, message);
+        self.append(lines);
+    }
+
+    /// Append the lines gathered in `lines`, all with one write.
+    pub fn append(&self, lines: Lines) {
+        let bytes = lines.0.into_inner().unwrap_or_else(|e| e.into_inner());
+        if !bytes.is_empty() {
+            self.file.append(&bytes);
+        }
     }
 
     /// Append one line for an arrival refused before anything ran: where it came, who
@@ -112,6 +109,33 @@ impl AuditLog {
         let mut bytes = serde_json::to_vec(&line).expect("plain fields serialise");
         bytes.push(b'\n');
         self.file.append(&bytes);
+    }
+}
+
+/// Audit lines gathered to be written together ([`AuditLog::append`]): those of the
+/// requests of one batch, or of the messages of one submit, so that they cost one write
+/// instead of one each.
+#[derive(Default)]
+pub struct Lines(Mutex<Vec<u8>>);
+
+impl Lines {
+    /// Add the line for `event` with the whole message (registry auth redacted).
+    pub fn add(&self, event: &str, message: &Message) {
+        let redacted = bosun_proto::container::redacted(message);
+        let line = Line {
+            at: now_millis(),
+            event,
+            message: redacted.as_ref().unwrap_or(message),
+        };
+        let mut bytes = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let start = bytes.len();
+        match serde_json::to_writer(&mut *bytes, &line) {
+            Ok(()) => bytes.push(b'\n'),
+            Err(e) => {
+                bytes.truncate(start);
+                tracing::error!(error = %e, "cannot encode an audit line");
+            }
+        }
     }
 }
 
@@ -148,8 +172,8 @@ impl RotatingFile {
         &self.path
     }
 
-    /// Append `line` (whole lines, ending in a newline) with one write. A write error is
-    /// logged once while it lasts, never returned.
+    /// Append `line` (whole lines, each ending in a newline) with one write. A write
+    /// error is logged once while it lasts, never returned.
     pub fn append(&self, line: &[u8]) {
         // A panic elsewhere while holding the lock leaves nothing half-done here worth
         // refusing to log for.
@@ -337,6 +361,42 @@ mod tests {
             .collect();
         assert_eq!(kept, messages[messages.len() - kept.len()..]);
         assert!(kept.len() >= 5, "{} lines kept", kept.len());
+    }
+
+    #[test]
+    fn lines_gathered_together_are_written_in_order_and_rotate_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let line_len = {
+            let one = dir.path().join("one.log");
+            AuditLog::open(one.clone(), 1 << 20, 1)
+                .unwrap()
+                .record("received", &message(0));
+            std::fs::metadata(one).unwrap().len()
+        };
+        // Room for three lines and a bit: one line, then a batch of three that does not
+        // fit beside it, so the batch starts the next file whole.
+        let log = AuditLog::open(path.clone(), line_len * 3 + line_len / 2, 1).unwrap();
+        let messages: Vec<Message> = (1..5).map(message).collect();
+        log.record("received", &messages[0]);
+        let batch = Lines::default();
+        for m in &messages[1..] {
+            batch.add("received", m);
+        }
+        // Nothing is written until the batch is.
+        assert_eq!(read_lines(&path).len(), 1);
+        log.append(batch);
+        log.append(Lines::default());
+        let ids = |file: &Path| -> Vec<String> {
+            read_lines(file)
+                .iter()
+                .map(|l| l["message"]["id"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let rotated = dir.path().join("audit.log.1");
+        let id = |m: &Message| m.id().to_string();
+        assert_eq!(ids(&rotated), [id(&messages[0])]);
+        assert_eq!(ids(&path), messages[1..].iter().map(id).collect::<Vec<_>>());
     }
 
     #[test]

@@ -687,11 +687,7 @@ pub(crate) fn reply_for(
 fn fit_reply(reply: &mut Message, max: usize) {
     let budget = max.saturating_sub(1024);
     loop {
-        let size = wire::encode(&wire::Request {
-            v: WIRE_VERSION,
-            msg: reply.clone(),
-        })
-        .len();
+        let size = wire::request_size(reply);
         let Some(result) = reply.result.as_mut() else {
             return;
         };

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use bosun_bus::BusError;
 use bosun_core::{Attempt, Delivery, Event, LaneItem, Lanes, RetryPolicy};
-use bosun_proto::wire::{self, Query, QueryAnswer, Request, WIRE_VERSION};
+use bosun_proto::wire::{self, Query, QueryAnswer, WIRE_VERSION};
 use bosun_proto::{Message, Millis, Outcome, State, Status};
 use bosun_store::SentRecord;
 use bytes::Bytes;
@@ -401,10 +401,7 @@ impl Outbox {
             id: id.clone(),
             stream,
         };
-        let payload = Bytes::from(wire::encode(&Request {
-            v: WIRE_VERSION,
-            msg: message.clone(),
-        }));
+        let payload = Bytes::from(wire::encode_request(&message));
         let subject = wire::subject(
             &self.sender.config.subject_prefix,
             message.destination(),

@@ -282,7 +282,7 @@ async fn process(receiver: &Arc<Receiver>, incoming: &bosun_bus::Incoming) -> By
     if crate::disk::holds_arrival(&receiver.store, &incoming.subject) {
         return Bytes::new();
     }
-    arrival(receiver, incoming, &incoming.payload, false).await
+    arrival(receiver, incoming, &incoming.payload, None).await
 }
 
 /// A batch: each request is decided and recorded as if it had come alone, side by side
@@ -302,12 +302,16 @@ async fn process_batch(receiver: &Arc<Receiver>, incoming: &bosun_bus::Incoming)
     let Ok(_places) = receiver.batched.acquire_many(requests.len() as u32).await else {
         return Bytes::new();
     };
+    let lines = crate::audit::Lines::default();
     let mut acks = futures::future::join_all(
         requests
             .iter()
-            .map(|payload| arrival(receiver, incoming, payload, true)),
+            .map(|payload| arrival(receiver, incoming, payload, Some(&lines))),
     )
     .await;
+    if let Some(audit) = &receiver.audit {
+        audit.append(lines);
+    }
     slim_to_fit(&mut acks, BATCH_ANSWER_BYTES);
     Bytes::from(wire::encode_batch_ack(acks.iter().map(|a| a.as_ref())))
 }
@@ -340,13 +344,14 @@ fn slim_to_fit(acks: &mut [Bytes], budget: usize) {
     }
 }
 
-/// One request, alone or from a batch (`batched`: the disk reserve is checked here, by
-/// its method, since the batch's subject names none).
+/// One request, alone or from a batch (`batch`: the disk reserve is checked here, by
+/// its method, since the batch's subject names none; its audit line goes with the
+/// batch's, written when the batch is answered).
 async fn arrival(
     receiver: &Arc<Receiver>,
     incoming: &bosun_bus::Incoming,
     payload: &[u8],
-    batched: bool,
+    batch: Option<&crate::audit::Lines>,
 ) -> Bytes {
     let now = now_millis();
     let max = receiver.config.max_message_bytes;
@@ -368,7 +373,7 @@ async fn arrival(
     };
     // A batch's subject names no method: this request's own subject stands in for it
     // in what is logged of it.
-    let subject = if batched {
+    let subject = if batch.is_some() {
         if crate::disk::holds_method(&receiver.store, &request.msg.method) {
             return Bytes::new();
         }
@@ -439,16 +444,14 @@ async fn arrival(
     }
     let method = message.parsed_method().expect("checked");
     if method.is_absorbed_on_arrival() {
-        return absorb(receiver, &incoming.peer, message, method, now).await;
+        return absorb(receiver, &incoming.peer, message, method, now, batch).await;
     }
     let stream = message
         .is_ordered()
         .then(|| (message.from_node.clone().unwrap_or_default(), method));
     match receiver.store.receive(message.clone(), now).await {
         Ok(Receipt::New(seq)) => {
-            if let Some(audit) = &receiver.audit {
-                audit.record("received", &message);
-            }
+            audit_received(receiver, batch, &message);
             let event = crate::events::MessageState {
                 id: &id,
                 method: &message.method,
@@ -750,6 +753,7 @@ async fn absorb(
     message: Message,
     method: Method,
     now: u64,
+    batch: Option<&crate::audit::Lines>,
 ) -> Bytes {
     let id = message.id().to_string();
     let from = message.from_node.clone().unwrap_or_default();
@@ -765,9 +769,7 @@ async fn absorb(
     };
     let duplicate = matches!(receipt, Receipt::Duplicate(_));
     if !duplicate {
-        if let Some(audit) = &receiver.audit {
-            audit.record("received", &message);
-        }
+        audit_received(receiver, batch, &message);
         match method {
             Method::Hello => tracing::debug!(from, "hello"),
             Method::CaptureShip => crate::fleet::keep_shipped_capture(
@@ -789,6 +791,15 @@ async fn absorb(
         }
     }
     ack(&id, duplicate, None)
+}
+
+/// The audit line of a new arrival: written now, or with its batch's.
+fn audit_received(receiver: &Receiver, batch: Option<&crate::audit::Lines>, message: &Message) {
+    match (&receiver.audit, batch) {
+        (Some(_), Some(lines)) => lines.add("received", message),
+        (Some(audit), None) => audit.record("received", message),
+        (None, _) => {}
+    }
 }
 
 fn log_refusal(

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use bosun_proto::wire::{self, Request, WIRE_VERSION};
+use bosun_proto::wire;
 use bosun_proto::{Message, Method};
 use bosun_store::{Store, StoreError};
 use tokio::sync::Notify;
@@ -162,11 +162,7 @@ impl Submitter {
                 if m.ttl.is_none() && parts.config.default_ttl_secs > 0 {
                     m.ttl = Some(parts.config.default_ttl_secs);
                 }
-                let size = wire::encode(&Request {
-                    v: WIRE_VERSION,
-                    msg: m.clone(),
-                })
-                .len();
+                let size = wire::request_size(&m);
                 if size > parts.config.max_message_bytes {
                     return Err(invalid(format!(
                         "message is {size} bytes; the limit is {} (max_message_bytes)",
@@ -180,7 +176,11 @@ impl Submitter {
                 };
                 // A known id: the same message again is an idempotent ok; another one
                 // under that id is refused (the store checks again, in its commit).
-                if let Some(existing) = parts.store.sent(m.id())? {
+                // An id made here just now is new; one the caller chose may be a
+                // re-submit, answered from what was queued then.
+                if message.id.is_some()
+                    && let Some(existing) = parts.store.sent(m.id())?
+                {
                     if !bosun_store::same_submission(&existing.message, &m) {
                         return Err(invalid(
                             StoreError::IdConflict {
@@ -204,9 +204,10 @@ impl Submitter {
             return Ok(receipts);
         }
         let scheduled = queued.iter().any(|m| m.schedule.is_some());
+        let lines = crate::audit::Lines::default();
         for m in &queued {
-            if let Some(audit) = &parts.audit {
-                audit.record("submitted", m);
+            if parts.audit.is_some() {
+                lines.add("submitted", m);
             }
             let state = crate::events::MessageState {
                 id: m.id(),
@@ -214,6 +215,9 @@ impl Submitter {
                 state: "queued",
             };
             state.emit(&parts.metrics);
+        }
+        if let Some(audit) = &parts.audit {
+            audit.append(lines);
         }
         // The store starts each new message's schedule in the same commit.
         // The store hands what it queued to the outbox loop itself, in commit order.

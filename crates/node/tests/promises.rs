@@ -944,6 +944,27 @@ async fn messages_queued_together_for_one_node_travel_in_batches_and_each_runs_o
         let received = b.status(id).unwrap().received.unwrap();
         assert_eq!(received.arrivals, 1, "{id} arrived once");
     }
+    // The audit log has each message once where it was submitted and where it arrived,
+    // and each result once where it came back, though a batch's lines share a write.
+    let audited = |node: &str, event: &str| {
+        let log = std::fs::read_to_string(dir.path().join(node).join("audit.log")).unwrap();
+        log.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("whole lines"))
+            .filter(|l| l["event"] == event)
+            .map(|l| l["message"].clone())
+            .collect::<Vec<_>>()
+    };
+    let submitted = audited("a", "submitted");
+    let arrived = audited("b", "received");
+    let results = audited("a", "received");
+    for id in &ids {
+        let count = |lines: &[serde_json::Value], field: &str| {
+            lines.iter().filter(|m| m[field] == id.as_str()).count()
+        };
+        assert_eq!(count(&submitted, "id"), 1, "{id} audited as submitted at a");
+        assert_eq!(count(&arrived, "id"), 1, "{id} audited as received at b");
+        assert_eq!(count(&results, "previousMessage"), 1, "{id}'s result at a");
+    }
     a.shutdown().await;
     b.shutdown().await;
 }
