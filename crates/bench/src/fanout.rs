@@ -25,7 +25,7 @@ use std::time::Instant;
 use bosun_testkit::{NatsServer, NodeProcess};
 
 /// CPU time (user + system) of a process so far, in ms, from `/proc/PID/stat`.
-fn cpu_ms(pid: u32) -> f64 {
+pub(crate) fn cpu_ms(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces) start after the last ')'.
     let fields: Vec<&str> = stat
@@ -43,7 +43,7 @@ fn cpu_ms(pid: u32) -> f64 {
     ticks * 1000.0 / hz
 }
 
-fn rss_mb(pid: u32) -> f64 {
+pub(crate) fn rss_mb(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()

@@ -5,7 +5,9 @@
 //!   start to exit after printing the result; median of N runs.
 //! - `throughput`: durable, acknowledged `ping` messages per second between two node
 //!   processes over NATS (submit → ACK → run → result stored at the sender), against raw
-//!   NATS request/reply with the same number in flight, in the same run.
+//!   NATS request/reply with the same number in flight, in the same run; and the CPU
+//!   each message cost the two nodes and the broker (`/proc/PID/stat`), a figure that
+//!   moves much less than the rate on a shared machine.
 //!   `--node-config FILE` gives both nodes that `bosun.toml`, to measure a setting.
 //! - `idle`: a standalone node's start-up time (spawn until its socket answers) and its
 //!   resident memory after 2 s idle.
@@ -334,6 +336,10 @@ async fn bench_throughput(args: &Args) {
     // Warm up both nodes.
     submit_pings(&socket, 200).await;
 
+    // CPU per message, which moves much less between runs than the rate on a shared
+    // machine: the two nodes' and the broker's, from the warm-up's end to the outbox's.
+    let pids = [a.pid(), b.pid(), nats.pid()].map(|p| p.expect("running"));
+    let cpu_before = pids.map(fanout::cpu_ms);
     let t = Instant::now();
     let ids = submit_pings(&socket, n).await;
     let submitted = t.elapsed().as_secs_f64();
@@ -352,6 +358,11 @@ async fn bench_throughput(args: &Args) {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let final_secs = t.elapsed().as_secs_f64();
+    let cpu_us: Vec<f64> = pids
+        .iter()
+        .zip(cpu_before)
+        .map(|(pid, before)| (fanout::cpu_ms(*pid) - before) * 1000.0 / n as f64)
+        .collect();
     let answer: serde_json::Value = client::request(
         &socket,
         &ControlRequest::Wait {
@@ -461,6 +472,13 @@ async fn bench_throughput(args: &Args) {
     println!(
         "  with every status read back (bosun wait on all ids): {:.0} msg/s ({answered_secs:.2} s)",
         n as f64 / answered_secs
+    );
+    println!(
+        "  CPU per message: sender {:.0} µs, receiver {:.0} µs, nats-server {:.0} µs; {:.0} µs in all",
+        cpu_us[0],
+        cpu_us[1],
+        cpu_us[2],
+        cpu_us.iter().sum::<f64>()
     );
     println!(
         "  raw NATS request/reply, same run: {raw_pipelined:.0} msg/s with {window} in flight, {raw_sequential:.0} msg/s one at a time"

@@ -31,33 +31,13 @@ use bosun_testkit::trust::issuer;
 use bosun_testkit::{NatsServer, NodeProcess, poll_until};
 use serde_json::{Value, json};
 
+use crate::fanout::{cpu_ms, rss_mb};
+
 /// How many simulated nodes start at once.
 const STARTING_AT_ONCE: usize = 64;
 /// Simulated nodes per worker process: each holds about four files open, and a process
 /// may not raise its open-file limit past the hard limit (20,000 here).
 const PER_WORKER: usize = 2_500;
-
-fn rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-fn cpu_ms(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks: f64 = [11, 12]
-        .iter()
-        .filter_map(|i| fields.get(*i).and_then(|f| f.parse::<f64>().ok()))
-        .sum();
-    ticks * 10.0
-}
 
 /// Raise this process's open-file limit: each simulated node holds a broker connection,
 /// its store and its logs open. As root, up to 262,144; otherwise to the hard limit.
