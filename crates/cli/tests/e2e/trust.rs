@@ -102,6 +102,23 @@ impl Client {
         // A raw client cannot check the node's seal, but can read what it says.
         wire::decode_ack(bosun_trust::frame::unchecked_body(&answer)).expect("an ACK frame")
     }
+
+    /// Send `messages` to `to` in one batch frame; the answer's ACKs, in order (a
+    /// refusal of the whole frame comes back as a single ACK without an id).
+    fn send_batch(&self, to: &str, messages: &[Message]) -> Vec<Ack> {
+        let requests: Vec<Vec<u8>> = messages.iter().map(wire::encode_request).collect();
+        let frame = wire::encode_batch(requests.iter().map(Vec::as_slice));
+        let subject = format!("bosun.{to}.{}", wire::BATCH_TOKEN);
+        let answer = self.request(&subject, frame).expect("an answer");
+        let body = bosun_trust::frame::unchecked_body(&answer);
+        match wire::decode_batch_ack(body) {
+            Ok(acks) => acks
+                .into_iter()
+                .map(|a| wire::decode_ack(a.expect("every request answered")).expect("an ACK"))
+                .collect(),
+            Err(_) => vec![wire::decode_ack(body).expect("a refusal ACK")],
+        }
+    }
 }
 
 fn command(from: &str, to: &str, argv: &[&str]) -> Message {
@@ -280,6 +297,61 @@ fn a_node_sends_only_as_itself_and_results_come_only_from_the_destination() {
     refused(&ship2.send(&hello("fake")), "names fromNode \"fake\"");
     let nodes = stdout(&central.cli(&["nodes", "--json"]));
     assert!(!nodes.contains("\"fake\""), "{nodes}");
+}
+
+#[test]
+fn each_message_of_a_batch_is_checked_alone_and_a_forged_one_is_refused_without_its_neighbours() {
+    let Some(fleet) = fleet()
+        .central("central")
+        .nodes(&["central", "ship1", "ship2"])
+        .start()
+    else {
+        return;
+    };
+    let url = fleet.nats().url();
+    let ship1 = fleet.node("ship1");
+    let forged_marker = fleet.dir().join("as-central");
+    let own_marker = fleet.dir().join("as-ship2");
+    // ship2, a member with every grant, sends ship1 one batch: a command that claims to
+    // come from central, and one of its own.
+    let ship2 = Client::as_node(&url, "ship2", &fleet.data_dir("ship2"));
+    let forged = command(
+        "central",
+        "ship1",
+        &["touch", forged_marker.to_str().unwrap()],
+    );
+    let own = command("ship2", "ship1", &["touch", own_marker.to_str().unwrap()]);
+    let acks = ship2.send_batch("ship1", &[forged.clone(), own.clone()]);
+    assert_eq!(acks.len(), 2, "one ACK per request: {acks:?}");
+    assert_eq!(acks[0].id, forged.id());
+    refused(&acks[0], "names fromNode \"central\"");
+    assert_eq!(acks[1].id, own.id());
+    assert!(acks[1].rejected.is_none(), "{:?}", acks[1]);
+    eventually(Duration::from_secs(20), "ship2's own command runs", || {
+        own_marker.exists().then_some(())
+    });
+    unknown_at(ship1, forged.id());
+    assert!(!forged_marker.exists(), "the forged command did not run");
+    let audit = lines(&ship1.data_dir.join("audit.log"));
+    assert!(
+        audit
+            .iter()
+            .any(|l| l.contains("\"refused\"") && l.contains(forged.id())),
+        "the forged request is audited: {audit:?}"
+    );
+
+    // Unsigned, the whole batch is refused and nothing of it is read.
+    let unsigned = command(
+        "central",
+        "ship1",
+        &["touch", forged_marker.to_str().unwrap()],
+    );
+    let acks = Client::raw(&url).send_batch("ship1", std::slice::from_ref(&unsigned));
+    assert_eq!(acks.len(), 1, "{acks:?}");
+    assert_eq!(acks[0].id, "");
+    refused(&acks[0], "unsigned");
+    unknown_at(ship1, unsigned.id());
+    assert!(!forged_marker.exists(), "nothing unsigned ran");
 }
 
 #[test]
