@@ -319,17 +319,20 @@ mod tests {
         assert_eq!(back, sent);
     }
 
+    /// The length of one audit line of [`message`], written in a file of its own in `dir`.
+    fn line_len(dir: &Path) -> u64 {
+        let one = dir.join("one.log");
+        AuditLog::open(one.clone(), 1 << 20, 1)
+            .unwrap()
+            .record("submitted", &message(0));
+        std::fs::metadata(one).unwrap().len()
+    }
+
     #[test]
     fn rotation_keeps_at_most_keep_files_and_never_splits_a_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
-        let line_len = {
-            let one = dir.path().join("one.log");
-            AuditLog::open(one.clone(), 1 << 20, 1)
-                .unwrap()
-                .record("submitted", &message(0));
-            std::fs::metadata(one).unwrap().len()
-        };
+        let line_len = line_len(dir.path());
         // Room for two lines and a bit, not three.
         let max = line_len * 2 + line_len / 2;
         let log = AuditLog::open(path.clone(), max, 2).unwrap();
@@ -367,13 +370,7 @@ mod tests {
     fn lines_gathered_together_are_written_in_order_and_rotate_together() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
-        let line_len = {
-            let one = dir.path().join("one.log");
-            AuditLog::open(one.clone(), 1 << 20, 1)
-                .unwrap()
-                .record("received", &message(0));
-            std::fs::metadata(one).unwrap().len()
-        };
+        let line_len = line_len(dir.path());
         // Room for three lines and a bit: one line, then a batch of three that does not
         // fit beside it, so the batch starts the next file whole.
         let log = AuditLog::open(path.clone(), line_len * 3 + line_len / 2, 1).unwrap();

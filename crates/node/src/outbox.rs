@@ -907,7 +907,7 @@ impl Outbox {
                     reason: "its final state is being recorded; see `bosun status`".into(),
                 };
             }
-            Phase::Unconfirmed => return Cancelled::AskedDestination { to },
+            Phase::Unconfirmed => return self.asked_destination(to).await,
             Phase::Sending => {}
         }
         if !entry.maybe_delivered {
@@ -943,11 +943,21 @@ impl Outbox {
         }
         self.give_up(id, "cancelled by the operator");
         match self.entries.get(id).map(|e| e.phase) {
-            Some(Phase::Unconfirmed) => Cancelled::AskedDestination { to },
+            Some(Phase::Unconfirmed) => self.asked_destination(to).await,
             _ => Cancelled::Refused {
                 reason: format!("it has started on {to}; its result will come"),
             },
         }
+    }
+
+    /// The answer to a cancel left to the destination, given once the record says so:
+    /// the `unconfirmed` step is queued to the store without a wait, and an operator who
+    /// runs `bosun status` right after the answer must find it there.
+    async fn asked_destination(&self, to: String) -> Cancelled {
+        if let Err(e) = self.sender.store.flush().await {
+            tracing::warn!(error = %e, "cannot record the cancel's step; the answer stands");
+        }
+        Cancelled::AskedDestination { to }
     }
 
     /// Record `id` as cancelled here, durably, and tell its waiters.

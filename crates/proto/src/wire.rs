@@ -220,26 +220,30 @@ where
     I: IntoIterator<Item = &'a [u8]>,
     I::IntoIter: Clone,
 {
-    let requests = requests.into_iter();
-    let mut frame = framed(b"reqs", requests.clone());
-    for (i, request) in requests.enumerate() {
-        if i > 0 {
-            frame.push(b',');
-        }
-        frame.extend_from_slice(request);
-    }
-    frame.extend_from_slice(b"]}");
-    frame
+    framed(b"reqs", requests.into_iter())
 }
 
-/// The head of a batch frame, `{"v":1,"<list>":[`, in a buffer with room for the
-/// whole frame, so that a frame of a few hundred KiB is not copied as it grows.
-fn framed<'a>(list: &[u8], items: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
-    let (count, bytes) = items.fold((0, 0), |(n, b), item| (n + 1, b + item.len().max(4)));
+/// A batch frame, `{"v":1,"<list>":[…]}`, of items already encoded (an empty one is
+/// `null`), built in a buffer with room for the whole frame, so that a frame of a few
+/// hundred KiB is not copied as it grows.
+fn framed<'a>(list: &[u8], items: impl Iterator<Item = &'a [u8]> + Clone) -> Vec<u8> {
+    let (count, bytes) =
+        (items.clone()).fold((0, 0), |(n, b), item| (n + 1, b + item.len().max(4)));
     let mut frame = Vec::with_capacity(16 + list.len() + bytes + count);
     frame.extend_from_slice(format!("{{\"v\":{WIRE_VERSION},\"").as_bytes());
     frame.extend_from_slice(list);
     frame.extend_from_slice(b"\":[");
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            frame.push(b',');
+        }
+        if item.is_empty() {
+            frame.extend_from_slice(b"null");
+        } else {
+            frame.extend_from_slice(item);
+        }
+    }
+    frame.extend_from_slice(b"]}");
     frame
 }
 
@@ -269,20 +273,7 @@ where
     I: IntoIterator<Item = &'a [u8]>,
     I::IntoIter: Clone,
 {
-    let acks = acks.into_iter();
-    let mut frame = framed(b"acks", acks.clone());
-    for (i, ack) in acks.enumerate() {
-        if i > 0 {
-            frame.push(b',');
-        }
-        if ack.is_empty() {
-            frame.extend_from_slice(b"null");
-        } else {
-            frame.extend_from_slice(ack);
-        }
-    }
-    frame.extend_from_slice(b"]}");
-    frame
+    framed(b"acks", acks.into_iter())
 }
 
 /// The ACKs of a batch answer, each as its destination encoded it (for
