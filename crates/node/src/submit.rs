@@ -204,20 +204,20 @@ impl Submitter {
             return Ok(receipts);
         }
         let scheduled = queued.iter().any(|m| m.schedule.is_some());
-        let lines = crate::audit::Lines::default();
-        for m in &queued {
-            if parts.audit.is_some() {
+        if let Some(audit) = &parts.audit {
+            let lines = crate::audit::Lines::default();
+            for m in &queued {
                 lines.add("submitted", m);
             }
+            audit.append(lines);
+        }
+        for m in &queued {
             let state = crate::events::MessageState {
                 id: m.id(),
                 method: &m.method,
                 state: "queued",
             };
             state.emit(&parts.metrics);
-        }
-        if let Some(audit) = &parts.audit {
-            audit.append(lines);
         }
         // The store starts each new message's schedule in the same commit.
         // The store hands what it queued to the outbox loop itself, in commit order.
