@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`records`]: what is stored ([`SentRecord`], [`InboxRecord`], history entries).
 //! - [`writer`]: the single writer thread and its group commit.
+//! - [`tables`]: the tables of one commit, each opened once for the whole batch.
 //! - [`prune`]: pruning past retention in bounded batches, and when tombstones go.
 //! - this file: the [`Store`] handle, its write calls (async, answered after commit) and
 //!   its reads (direct, from any thread).
@@ -35,6 +36,7 @@
 mod health;
 mod prune;
 mod records;
+mod tables;
 mod writer;
 
 use std::path::{Path, PathBuf};

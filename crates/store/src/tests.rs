@@ -729,6 +729,57 @@ async fn a_failing_op_in_a_shared_commit_leaves_nothing_and_the_others_land() {
     assert_eq!(store.depths().unwrap().outbox, 101);
 }
 
+#[tokio::test]
+async fn pruning_in_a_commit_shared_with_other_writes_takes_its_turn_with_the_tables() {
+    // The writer opens each table once per commit and keeps it open across the ops of
+    // the batch; pruning opens its own, so it must find them closed. Prunes interleaved
+    // with other writes, all at once, share commits with them.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("n.redb")).unwrap();
+    let old: Vec<Message> = (0..50).map(|_| msg("a")).collect();
+    store.submit(old.clone(), 1).await.unwrap();
+    for m in &old {
+        store
+            .sent_event(m.id(), Event::Finished(Status::Done), 2, None, None)
+            .await
+            .unwrap();
+    }
+    let mut writes = Vec::new();
+    let mut prunes = Vec::new();
+    let mut fresh = Vec::new();
+    for i in 0..200 {
+        let store = store.clone();
+        if i % 10 == 0 {
+            prunes.push(tokio::spawn(
+                async move { store.prune(100, 200, || true).await },
+            ));
+        } else {
+            let m = msg("a");
+            fresh.push(m.id().to_string());
+            writes.push(tokio::spawn(async move {
+                let id = m.id().to_string();
+                store.submit(vec![m], 150).await?;
+                store.sent_event(&id, Event::Acked, 151, None, None).await
+            }));
+        }
+    }
+    for write in writes {
+        write.await.unwrap().expect("a write beside a prune lands");
+    }
+    let mut pruned = 0;
+    for prune in prunes {
+        pruned += prune.await.unwrap().expect("a prune beside writes runs");
+    }
+    assert_eq!(pruned, 50, "every old finished message pruned, once");
+    for m in &old {
+        assert!(store.sent(m.id()).unwrap().is_none());
+    }
+    for id in &fresh {
+        let rec = store.sent(id).unwrap().expect("written beside the prunes");
+        assert_eq!(rec.state, State::Acked, "{id}");
+    }
+}
+
 fn big(to: &str, bytes: usize) -> Message {
     let mut m = msg(to);
     m.data = vec!["x".repeat(bytes)];

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bosun_core::{Event, next_state};
 use bosun_proto::{Message, Millis, Outcome, State};
-use redb::{Database, Durability, ReadableTable, WriteTransaction};
+use redb::{Database, Durability, ReadableTable};
 use tokio::sync::{oneshot, watch};
 
 use crate::health::{self, Fault, Health};
@@ -16,6 +16,7 @@ use crate::records::{
     FleetRecord, HistoryEntry, InboxRecord, ProcessRecord, ScheduleRecord, SentRecord, SinkDue,
     SinkWrite, decode, encode,
 };
+use crate::tables::Tables;
 use crate::{
     AWAITING, CHUNKS, FLEET, INBOX, INBOX_PENDING, META, OUTBOX, SCHEDULES, SENT, SINK_COMPLETE,
     SINK_DUE, SINK_NEXT, SharedDb, StoreError, db,
@@ -577,20 +578,35 @@ impl Writer {
             let mut results: Vec<Option<Result<OpResult, StoreError>>> = Vec::new();
             let mut new_failure = false;
             let mut storage: Option<StoreError> = None;
-            for (i, (op, _)) in batch.iter().enumerate() {
-                if failed[i].is_some() {
-                    results.push(None);
-                    continue;
-                }
-                let result = self.apply(&txn, op);
-                if let Err(e) = &result {
-                    if fault_of(e, &self.parts.path).is_some() {
-                        storage = result.err();
-                        break;
+            let mut seq_written: Result<(), StoreError> = Ok(());
+            {
+                // Each table is opened once for the whole batch, and closed before the
+                // transaction is committed or aborted.
+                let mut tables = Tables::new(&txn);
+                for (i, (op, _)) in batch.iter().enumerate() {
+                    if failed[i].is_some() {
+                        results.push(None);
+                        continue;
                     }
-                    new_failure = true;
+                    let result = self.apply(&mut tables, op);
+                    if let Err(e) = &result {
+                        if fault_of(e, &self.parts.path).is_some() {
+                            storage = result.err();
+                            break;
+                        }
+                        new_failure = true;
+                    }
+                    results.push(Some(result));
                 }
-                results.push(Some(result));
+                // Written only when this batch took seqs: the stored value always equals
+                // the one in memory after a commit, and a commit that leaves META alone
+                // writes a page fewer.
+                if storage.is_none() && !new_failure && self.next_seq != seq_before {
+                    seq_written = tables.meta().and_then(|meta| {
+                        meta.insert("next_seq", self.next_seq).map_err(db)?;
+                        Ok(())
+                    });
+                }
             }
             if let Some(e) = storage {
                 let _ = txn.abort();
@@ -607,18 +623,7 @@ impl Writer {
                 }
                 continue;
             }
-            let committed = (|| {
-                // Written only when this batch took seqs: the stored value always equals
-                // the one in memory after a commit, and a commit that leaves META alone
-                // writes a page fewer.
-                if self.next_seq != seq_before {
-                    txn.open_table(META)
-                        .map_err(db)?
-                        .insert("next_seq", self.next_seq)
-                        .map_err(db)?;
-                }
-                txn.commit().map_err(db)
-            })();
+            let committed = seq_written.and_then(|()| txn.commit().map_err(db));
             break committed.map(|()| results);
         };
         match outcome {
@@ -671,12 +676,12 @@ impl Writer {
         s
     }
 
-    fn apply(&mut self, txn: &WriteTransaction, op: &Op) -> Result<OpResult, StoreError> {
+    fn apply(&mut self, t: &mut Tables<'_>, op: &Op) -> Result<OpResult, StoreError> {
         match op {
             Op::Submit { messages, at } => {
                 // Every check before any write: a refused message leaves nothing behind.
                 {
-                    let sent = txn.open_table(SENT).map_err(db)?;
+                    let sent = t.sent()?;
                     for m in messages {
                         let id = m.id();
                         if let Some(v) = sent.get(id).map_err(db)? {
@@ -690,9 +695,9 @@ impl Writer {
                 let mut seqs = Vec::with_capacity(messages.len());
                 for m in messages {
                     let fresh = self.next_seq;
-                    let seq = self.enqueue(txn, m, *at)?;
+                    let seq = self.enqueue(t, m, *at)?;
                     if seq >= fresh {
-                        start_schedule(txn, m, *at)?;
+                        start_schedule(t, m, *at)?;
                     }
                     seqs.push(seq);
                 }
@@ -705,8 +710,8 @@ impl Writer {
                 note,
                 outcome,
             } => {
-                update_sent(txn, id, |rec| {
-                    sent_event(txn, rec, id, *event, *at, note.clone(), outcome.clone())
+                update_sent(t, id, |t, rec| {
+                    sent_event(t, rec, id, *event, *at, note.clone(), outcome.clone())
                 })?;
                 Ok(OpResult::Done)
             }
@@ -715,26 +720,26 @@ impl Writer {
                 events,
                 pull_at,
             } => {
-                update_sent(txn, id, |rec| {
+                update_sent(t, id, |t, rec| {
                     for (event, at, note) in events {
-                        sent_event(txn, rec, id, *event, *at, note.clone(), None)?;
+                        sent_event(t, rec, id, *event, *at, note.clone(), None)?;
                     }
                     match pull_at {
-                        Some(due) => schedule_pull(txn, rec, id, *due),
+                        Some(due) => schedule_pull(t, rec, id, *due),
                         None => Ok(()),
                     }
                 })?;
                 Ok(OpResult::Done)
             }
-            Op::Receive { message, at } => self.receive(txn, message, *at, None),
+            Op::Receive { message, at } => self.receive(t, message, *at, None),
             Op::Reject {
                 message,
                 reason,
                 at,
-            } => self.receive(txn, message, *at, Some(reason)),
+            } => self.receive(t, message, *at, Some(reason)),
             Op::Start { id, at } => {
                 let mut started = true;
-                update_inbox(txn, id, |r| {
+                update_inbox(t, id, |r| {
                     if r.state.is_terminal() {
                         started = false;
                     } else {
@@ -752,7 +757,7 @@ impl Writer {
             } => {
                 let mut pending_seq = None;
                 let mut settled = false;
-                update_inbox(txn, id, |r| {
+                update_inbox(t, id, |r| {
                     if let Some(started) = unrecorded_start {
                         if r.state.is_terminal() {
                             // Cancelled by its sender while it ran: a run without side
@@ -776,13 +781,10 @@ impl Writer {
                     return Ok(OpResult::Started(false));
                 }
                 if let Some(seq) = pending_seq {
-                    txn.open_table(INBOX_PENDING)
-                        .map_err(db)?
-                        .remove(seq)
-                        .map_err(db)?;
+                    t.inbox_pending()?.remove(seq).map_err(db)?;
                 }
                 let seqs = match reply {
-                    Some(m) => vec![self.enqueue(txn, m, *at)?],
+                    Some(m) => vec![self.enqueue(t, m, *at)?],
                     None => vec![],
                 };
                 Ok(OpResult::Seqs(seqs))
@@ -793,7 +795,7 @@ impl Writer {
                 fleet,
             } => {
                 let receipt = {
-                    let mut inbox = txn.open_table(INBOX).map_err(db)?;
+                    let inbox = t.inbox()?;
                     let id = reply.id().to_string();
                     let existing = inbox
                         .get(id.as_str())
@@ -828,26 +830,25 @@ impl Writer {
                     Receipt::New(seq)
                 };
                 if let (Some(prev), Some(n)) = (&reply.previous_message, reply.chunk) {
-                    txn.open_table(CHUNKS)
-                        .map_err(db)?
+                    t.chunks()?
                         .insert((prev.as_str(), n), reply.data.concat().as_str())
                         .map_err(db)?;
                     // A chunk proves delivery too: the message is at least running.
-                    update_sent(txn, prev, |rec| {
-                        sent_event(txn, rec, prev, Event::Started, *at, None, None)
+                    update_sent(t, prev, |t, rec| {
+                        sent_event(t, rec, prev, Event::Started, *at, None, None)
                     })?;
                 }
                 if let (Some(prev), Some(outcome)) = (&reply.previous_message, &reply.result) {
                     // A result proves the message arrived: its history gets the step even
                     // when the ACK was lost or overtaken.
-                    update_sent(txn, prev, |rec| {
-                        sent_event(txn, rec, prev, Event::Acked, *at, None, None)?;
+                    update_sent(t, prev, |t, rec| {
+                        sent_event(t, rec, prev, Event::Acked, *at, None, None)?;
                         // When it started, for a run too short to have sent a note.
                         if let Some(started) = outcome.started_at {
-                            sent_event(txn, rec, prev, Event::Started, started, None, None)?;
+                            sent_event(t, rec, prev, Event::Started, started, None, None)?;
                         }
                         sent_event(
-                            txn,
+                            t,
                             rec,
                             prev,
                             Event::Finished(outcome.status),
@@ -858,20 +859,23 @@ impl Writer {
                     })?;
                 }
                 if reply.wants_sink() {
-                    mark_sink_due(txn, reply)?;
+                    mark_sink_due(t, reply)?;
                 }
                 if let Some(record) = fleet {
-                    txn.open_table(FLEET)
-                        .map_err(db)?
+                    t.fleet()?
                         .insert(record.name.as_str(), encode(record).as_slice())
                         .map_err(db)?;
                 }
                 Ok(OpResult::Receipt(receipt))
             }
-            Op::Prune { batch } => Ok(OpResult::Pruned(crate::prune::apply(txn, batch)?)),
+            Op::Prune { batch } => {
+                // Pruning opens the tables itself.
+                t.close();
+                Ok(OpResult::Pruned(crate::prune::apply(t.txn(), batch)?))
+            }
             Op::Flush => Ok(OpResult::Done),
             Op::SinkBegin { id, write } => {
-                let mut table = txn.open_table(SINK_DUE).map_err(db)?;
+                let table = t.sink_due()?;
                 let due: Option<SinkDue> = table
                     .get(id.as_str())
                     .map_err(db)?
@@ -886,17 +890,16 @@ impl Writer {
                 Ok(OpResult::Done)
             }
             Op::Spawned { id, process } => {
-                update_inbox(txn, id, |r| r.process = Some(process.clone()))?;
+                update_inbox(t, id, |r| r.process = Some(process.clone()))?;
                 Ok(OpResult::Done)
             }
             Op::SinkDone { id, next } => {
-                sink_done(txn, id, *next)?;
+                sink_done(t, id, *next)?;
                 Ok(OpResult::Done)
             }
             Op::ScheduleRun { id, repeat, at } => {
-                let record: Option<ScheduleRecord> = txn
-                    .open_table(SCHEDULES)
-                    .map_err(db)?
+                let record: Option<ScheduleRecord> = t
+                    .schedules()?
                     .get(id.as_str())
                     .map_err(db)?
                     .map(|v| decode(id, v.value()))
@@ -904,8 +907,8 @@ impl Writer {
                 let Some(mut record) = record.filter(|r| r.schedule.is_due(*at)) else {
                     return Ok(OpResult::Seqs(vec![]));
                 };
-                let seq = self.enqueue(txn, repeat, *at)?;
-                let mut schedules = txn.open_table(SCHEDULES).map_err(db)?;
+                let seq = self.enqueue(t, repeat, *at)?;
+                let schedules = t.schedules()?;
                 if record.schedule.advance(*at) {
                     schedules
                         .insert(id.as_str(), encode(&record).as_slice())
@@ -922,16 +925,8 @@ impl Writer {
                 note,
                 outcome,
             } => {
-                update_sent(txn, id, |rec| {
-                    sent_event(
-                        txn,
-                        rec,
-                        id,
-                        *event,
-                        *at,
-                        note.clone(),
-                        Some(outcome.clone()),
-                    )?;
+                update_sent(t, id, |t, rec| {
+                    sent_event(t, rec, id, *event, *at, note.clone(), Some(outcome.clone()))?;
                     if rec.state.is_terminal() && rec.outcome.as_ref() == Some(outcome) {
                         rec.settled_here = true;
                     }
@@ -939,20 +934,20 @@ impl Writer {
                 })?;
                 Ok(OpResult::Done)
             }
-            Op::Cancel { id, from, node, at } => self.cancel(txn, id, from, node, *at),
+            Op::Cancel { id, from, node, at } => self.cancel(t, id, from, node, *at),
         }
     }
 
     /// See [`crate::Store::cancel`].
     fn cancel(
         &mut self,
-        txn: &WriteTransaction,
+        t: &mut Tables<'_>,
         id: &str,
         from: &str,
         node: &str,
         at: Millis,
     ) -> Result<OpResult, StoreError> {
-        let mut inbox = txn.open_table(INBOX).map_err(db)?;
+        let inbox = t.inbox()?;
         let existing = inbox
             .get(id)
             .map_err(db)?
@@ -984,10 +979,7 @@ impl Writer {
                 );
                 rec.outcome = Some(outcome.clone());
                 inbox.insert(id, encode(&rec).as_slice()).map_err(db)?;
-                txn.open_table(INBOX_PENDING)
-                    .map_err(db)?
-                    .remove(rec.seq)
-                    .map_err(db)?;
+                t.inbox_pending()?.remove(rec.seq).map_err(db)?;
                 Ok(OpResult::Answer(Answer {
                     state: Some(State::Cancelled),
                     outcome: Some(outcome),
@@ -1023,17 +1015,11 @@ impl Writer {
         }
     }
 
-    fn enqueue(
-        &mut self,
-        txn: &WriteTransaction,
-        m: &Message,
-        at: Millis,
-    ) -> Result<u64, StoreError> {
+    fn enqueue(&mut self, t: &mut Tables<'_>, m: &Message, at: Millis) -> Result<u64, StoreError> {
         let id = m.id().to_string();
         // An id already queued (two submits of the same id at once) keeps its first entry.
-        let existing = txn
-            .open_table(SENT)
-            .map_err(db)?
+        let existing = t
+            .sent()?
             .get(id.as_str())
             .map_err(db)?
             .map(|v| decode::<SentRecord>(&id, v.value()));
@@ -1057,27 +1043,23 @@ impl Writer {
             pull_at: None,
             disagreement: None,
         };
-        txn.open_table(SENT)
-            .map_err(db)?
+        t.sent()?
             .insert(id.as_str(), encode(&rec).as_slice())
             .map_err(db)?;
-        txn.open_table(OUTBOX)
-            .map_err(db)?
-            .insert(seq, id.as_str())
-            .map_err(db)?;
+        t.outbox()?.insert(seq, id.as_str()).map_err(db)?;
         self.queued.push((seq, m.clone()));
         Ok(seq)
     }
 
     fn receive(
         &mut self,
-        txn: &WriteTransaction,
+        t: &mut Tables<'_>,
         message: &Message,
         at: Millis,
         rejected: Option<&String>,
     ) -> Result<OpResult, StoreError> {
         let id = message.id().to_string();
-        let mut inbox = txn.open_table(INBOX).map_err(db)?;
+        let inbox = t.inbox()?;
         let existing = inbox
             .get(id.as_str())
             .map_err(db)?
@@ -1114,12 +1096,9 @@ impl Writer {
                 Some(reason.clone()),
             );
         } else {
-            txn.open_table(INBOX_PENDING)
-                .map_err(db)?
-                .insert(seq, id.as_str())
-                .map_err(db)?;
+            t.inbox_pending()?.insert(seq, id.as_str()).map_err(db)?;
         }
-        inbox
+        t.inbox()?
             .insert(id.as_str(), encode(&rec).as_slice())
             .map_err(db)?;
         Ok(OpResult::Receipt(Receipt::New(seq)))
@@ -1184,11 +1163,11 @@ fn push_state(
 }
 
 fn update_inbox(
-    txn: &WriteTransaction,
+    t: &mut Tables<'_>,
     id: &str,
     f: impl FnOnce(&mut InboxRecord),
 ) -> Result<(), StoreError> {
-    let mut inbox = txn.open_table(INBOX).map_err(db)?;
+    let inbox = t.inbox()?;
     let mut rec: InboxRecord = match inbox.get(id).map_err(db)? {
         Some(v) => decode(id, v.value())?,
         None => return Ok(()),
@@ -1202,23 +1181,22 @@ fn update_inbox(
 /// steps that arrive together (an ACK and its pull, a result's ACK and its end) cost
 /// one decode and one encode. An unknown id is left alone.
 fn update_sent(
-    txn: &WriteTransaction,
+    t: &mut Tables<'_>,
     id: &str,
-    change: impl FnOnce(&mut SentRecord) -> Result<(), StoreError>,
+    change: impl FnOnce(&mut Tables<'_>, &mut SentRecord) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
-    let mut sent = txn.open_table(SENT).map_err(db)?;
-    let mut rec: SentRecord = match sent.get(id).map_err(db)? {
+    let mut rec: SentRecord = match t.sent()?.get(id).map_err(db)? {
         Some(v) => decode(id, v.value())?,
         None => return Ok(()),
     };
-    change(&mut rec)?;
-    sent.insert(id, encode(&rec).as_slice()).map_err(db)?;
+    change(t, &mut rec)?;
+    t.sent()?.insert(id, encode(&rec).as_slice()).map_err(db)?;
     Ok(())
 }
 
 /// Apply one step to sent record `rec` (and to the outbox and pull tables it leaves).
 fn sent_event(
-    txn: &WriteTransaction,
+    t: &mut Tables<'_>,
     rec: &mut SentRecord,
     id: &str,
     event: Event,
@@ -1271,25 +1249,19 @@ fn sent_event(
         matches!(event, Event::Acked | Event::Finished(_)) || rec.state.is_terminal();
     if leaves_outbox && rec.in_outbox {
         rec.in_outbox = false;
-        txn.open_table(OUTBOX)
-            .map_err(db)?
-            .remove(rec.seq)
-            .map_err(db)?;
+        t.outbox()?.remove(rec.seq).map_err(db)?;
     }
     if rec.state.is_terminal()
         && let Some(due) = rec.pull_at.take()
     {
-        txn.open_table(AWAITING)
-            .map_err(db)?
-            .remove((due, id))
-            .map_err(db)?;
+        t.awaiting()?.remove((due, id)).map_err(db)?;
     }
     Ok(())
 }
 
 /// Ask for the result of sent message `rec` at `due`, unless it is final.
 fn schedule_pull(
-    txn: &WriteTransaction,
+    t: &mut Tables<'_>,
     rec: &mut SentRecord,
     id: &str,
     due: Millis,
@@ -1297,7 +1269,7 @@ fn schedule_pull(
     if rec.state.is_terminal() {
         return Ok(());
     }
-    let mut awaiting = txn.open_table(AWAITING).map_err(db)?;
+    let awaiting = t.awaiting()?;
     if let Some(old) = rec.pull_at.take() {
         awaiting.remove((old, id)).map_err(db)?;
     }
@@ -1307,7 +1279,7 @@ fn schedule_pull(
 }
 
 /// A new message with a `schedule` starts it: its record holds the message to repeat.
-fn start_schedule(txn: &WriteTransaction, m: &Message, at: Millis) -> Result<(), StoreError> {
+fn start_schedule(t: &mut Tables<'_>, m: &Message, at: Millis) -> Result<(), StoreError> {
     let Some(schedule) = m
         .schedule
         .as_deref()
@@ -1319,8 +1291,7 @@ fn start_schedule(txn: &WriteTransaction, m: &Message, at: Millis) -> Result<(),
         template: m.clone(),
         schedule,
     };
-    txn.open_table(SCHEDULES)
-        .map_err(db)?
+    t.schedules()?
         .insert(m.id(), encode(&record).as_slice())
         .map_err(db)?;
     Ok(())
@@ -1328,11 +1299,11 @@ fn start_schedule(txn: &WriteTransaction, m: &Message, at: Millis) -> Result<(),
 
 /// An absorbed reply that asks for a sink leaves sink work behind, in the same commit:
 /// a crash before the sink has written it leaves the work for the restart to finish.
-fn mark_sink_due(txn: &WriteTransaction, reply: &Message) -> Result<(), StoreError> {
+fn mark_sink_due(t: &mut Tables<'_>, reply: &Message) -> Result<(), StoreError> {
     let Some(answered) = reply.previous_message.as_deref() else {
         return Ok(());
     };
-    let mut table = txn.open_table(SINK_DUE).map_err(db)?;
+    let table = t.sink_due()?;
     let existing: Option<SinkDue> = table
         .get(answered)
         .map_err(db)?
@@ -1355,12 +1326,9 @@ fn mark_sink_due(txn: &WriteTransaction, reply: &Message) -> Result<(), StoreErr
 }
 
 /// The sink of the message `id` answers has written up to `next`.
-fn sink_done(txn: &WriteTransaction, id: &str, next: u64) -> Result<(), StoreError> {
-    txn.open_table(SINK_NEXT)
-        .map_err(db)?
-        .insert(id, next)
-        .map_err(db)?;
-    let mut table = txn.open_table(SINK_DUE).map_err(db)?;
+fn sink_done(t: &mut Tables<'_>, id: &str, next: u64) -> Result<(), StoreError> {
+    t.sink_next()?.insert(id, next).map_err(db)?;
+    let table = t.sink_due()?;
     let due: Option<SinkDue> = table
         .get(id)
         .map_err(db)?
@@ -1370,13 +1338,12 @@ fn sink_done(txn: &WriteTransaction, id: &str, next: u64) -> Result<(), StoreErr
         return Ok(());
     };
     let chunks_waiting = next != SINK_COMPLETE
-        && txn
-            .open_table(CHUNKS)
-            .map_err(db)?
+        && t.chunks()?
             .range((id, next)..=(id, u64::MAX))
             .map_err(db)?
             .next()
             .is_some();
+    let table = t.sink_due()?;
     if next == SINK_COMPLETE || (!due.is_final && !chunks_waiting) {
         table.remove(id).map_err(db)?;
     } else {
