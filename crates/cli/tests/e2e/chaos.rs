@@ -308,10 +308,19 @@ events:
         "kill fired at {} ms from its time: {kill}",
         late(fired, kill["at"].as_u64().unwrap())
     );
+    // Docker's own part (an inspect, then the kill) took from under 0.5 s to 1.9 s
+    // with the whole suite sharing 2 cores, so its event is held to bosun's record, not
+    // to the plan: it happened after bosun fired the kill and before bosun recorded the
+    // kill applied (50 ms for the two clocks' rounding).
+    let applied = kill["appliedAt"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{kill}"));
     assert!(
-        late(killed, start + 2000).abs() < 1500,
-        "kill at {}",
-        late(killed, start + 2000)
+        killed + 50 >= fired && killed <= applied + 50,
+        "Docker's kill at {} ms from its time, outside bosun's firing ({} ms) to applied ({} ms): {kill}",
+        late(killed, start + 2000),
+        late(fired, start + 2000),
+        late(applied, start + 2000)
     );
     // A restart's event comes when Docker has started the container again, its own work
     // included: about 0.3 s on an idle machine, and past 1.1 s was seen with the whole
