@@ -7,7 +7,7 @@
 //! ones of the batch) reuse it. Everything is closed when the [`Tables`] is dropped,
 //! before the commit.
 
-use redb::{Table, TableDefinition, WriteTransaction};
+use redb::{Table, WriteTransaction};
 
 use crate::{
     AWAITING, CHUNKS, FLEET, INBOX, INBOX_PENDING, META, OUTBOX, SCHEDULES, SENT, SINK_DUE,
@@ -46,11 +46,6 @@ macro_rules! tables {
                 }
             )*
         }
-
-        // The definitions and the fields must agree: checked where both are named.
-        const _: () = {
-            $(let _: TableDefinition<'static, $key, $value> = $def;)*
-        };
     };
 }
 
