@@ -104,6 +104,29 @@ impl<K: Ord + Clone> Lanes<K> {
         taken
     }
 
+    /// Make an item active at once, without queueing it, when it would be taken next
+    /// with nothing ahead of it: an unordered item when no unordered item waits and a
+    /// slot is free, an ordered one when its stream has neither an active nor a waiting
+    /// item. True when it is active; give it back with [`Lanes::done`].
+    pub fn try_start(&mut self, stream: Option<&K>) -> bool {
+        match stream {
+            None => {
+                let free = self.unordered.is_empty() && self.active_unordered < self.limit;
+                if free {
+                    self.active_unordered += 1;
+                }
+                free
+            }
+            Some(k) => {
+                let free = !self.busy.contains(k) && !self.streams.contains_key(k);
+                if free {
+                    self.busy.insert(k.clone());
+                }
+                free
+            }
+        }
+    }
+
     /// An active item finished (or was given up): free its stream or its slot.
     pub fn done(&mut self, item: &LaneItem<K>) {
         match &item.stream {
@@ -176,6 +199,32 @@ mod tests {
         assert_eq!(ids(&second), vec![2]);
         l.done(&second[0]);
         assert_eq!(ids(&l.take_ready()), vec![3]);
+    }
+
+    #[test]
+    fn an_item_starts_at_once_only_with_nothing_ahead_of_it() {
+        let mut l = Lanes::new(2);
+        // Ordered: a free stream starts; then its stream is busy until done.
+        assert!(l.try_start(Some(&"a")));
+        assert!(!l.try_start(Some(&"a")));
+        l.push(item(5, Some("a")));
+        assert!(l.take_ready().is_empty(), "a started item holds its stream");
+        l.done(&item(0, Some("a")));
+        // A waiting item of the stream goes first, even once the stream is free.
+        assert!(!l.try_start(Some(&"a")));
+        let next = l.take_ready();
+        assert_eq!(ids(&next), vec![5]);
+        l.done(&next[0]);
+        assert!(l.try_start(Some(&"a")));
+        // Unordered: up to the limit, and never past one that waits.
+        assert!(l.try_start(None));
+        assert!(l.try_start(None));
+        assert!(!l.try_start(None), "limit reached");
+        l.push(item(7, None));
+        l.done(&item(0, None));
+        assert!(!l.try_start(None), "item 7 waits and goes first");
+        assert_eq!(ids(&l.take_ready()), vec![7]);
+        assert_eq!(l.pending_len(), 0);
     }
 
     #[test]

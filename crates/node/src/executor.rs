@@ -6,6 +6,7 @@
 //! process group a run starts is recorded with it, so that the next start-up first kills
 //! whatever of it is still running.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,12 +63,196 @@ pub(crate) struct Executor {
 /// The ordering stream of a received message: its sender and method.
 pub(crate) type Stream = (String, Method);
 
-pub(crate) enum InboxCmd {
-    New {
+/// The received messages waiting to run and the lanes that decide which runs next,
+/// shared by the receiver, which queues each arrival or starts it at once when nothing is
+/// ahead of it, and the inbox loop, which starts the others as places free up.
+pub(crate) struct Inbox {
+    executor: Arc<Executor>,
+    queue: std::sync::Mutex<Queue>,
+    /// Wakes the inbox loop: something was queued, or a place freed up.
+    wake: tokio::sync::Notify,
+}
+
+struct Queue {
+    lanes: Lanes<Stream>,
+    messages: HashMap<String, Message>,
+    /// Ordered arrivals being recorded, per stream: while one is, no later arrival of its
+    /// stream starts at once, so none overtakes it.
+    arriving: HashMap<Stream, usize>,
+}
+
+impl Inbox {
+    /// The inbox of `executor`, holding the messages recovered at start-up.
+    pub(crate) fn new(executor: Arc<Executor>, recovered: Vec<ToRun>) -> Arc<Inbox> {
+        let mut queue = Queue {
+            lanes: Lanes::new(executor.config.max_concurrent),
+            messages: HashMap::new(),
+            arriving: HashMap::new(),
+        };
+        for r in recovered {
+            queue.push(r.seq, r.message, r.stream);
+        }
+        Arc::new(Inbox {
+            executor,
+            queue: std::sync::Mutex::new(queue),
+            wake: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        // Nothing panics while holding it; a poisoned lock still holds whole lanes.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A message is about to be recorded on arrival. It takes its place in the lanes at
+    /// once when nothing is ahead of it (and the node is not stopping): then the receiver
+    /// records its start with its arrival, and runs it as soon as that is durable.
+    pub(crate) fn arrive(self: &Arc<Self>, message: &Message) -> Arrival {
+        let stream = stream_of(message);
+        let mut queue = self.lock();
+        let now = !self.executor.shutdown.is_cancelled()
+            && stream
+                .as_ref()
+                .is_none_or(|k| !queue.arriving.contains_key(k))
+            && queue.lanes.try_start(stream.as_ref());
+        if !now && let Some(k) = &stream {
+            *queue.arriving.entry(k.clone()).or_default() += 1;
+        }
+        Arrival {
+            inbox: self.clone(),
+            stream,
+            starts_now: now,
+            settled: false,
+        }
+    }
+
+    /// Give a place in the lanes back and let the loop start what waited for it.
+    fn done(&self, item: &LaneItem<Stream>) {
+        self.lock().lanes.done(item);
+        self.wake.notify_one();
+    }
+
+    /// The messages that may start now, each holding its place.
+    fn take_ready(&self) -> Vec<(LaneItem<Stream>, Message)> {
+        let mut queue = self.lock();
+        let mut ready = Vec::new();
+        for item in queue.lanes.take_ready() {
+            match queue.messages.remove(&item.id) {
+                Some(message) => ready.push((item, message)),
+                None => queue.lanes.done(&item),
+            }
+        }
+        ready
+    }
+
+    /// Run `message`, which holds its place `item` in the lanes, on a task of its own.
+    /// With `started_at`, its start is durable already.
+    fn spawn(
+        self: &Arc<Self>,
+        item: LaneItem<Stream>,
+        message: Message,
+        started_at: Option<bosun_proto::Millis>,
+    ) {
+        let executor = self.executor.clone();
+        executor.running.enter();
+        let slot = Slot(Some((self.clone(), item)));
+        self.executor.tracker.spawn(async move {
+            let mut slot = slot;
+            run_one(&executor, message, started_at, &mut slot).await;
+            executor.running.leave();
+            slot.free();
+        });
+    }
+}
+
+impl Queue {
+    fn push(&mut self, seq: u64, message: Message, stream: Option<Stream>) {
+        let id = message.id().to_string();
+        self.lanes.push(LaneItem {
+            seq,
+            id: id.clone(),
+            stream,
+        });
+        self.messages.insert(id, message);
+    }
+}
+
+/// A message being recorded on arrival, and its place in the lanes: taken already when
+/// it [`starts_now`](Arrival::starts_now), else to be queued once it is recorded. Dropped
+/// without being recorded (a duplicate, a failed write), it gives its place back.
+pub(crate) struct Arrival {
+    inbox: Arc<Inbox>,
+    stream: Option<Stream>,
+    starts_now: bool,
+    settled: bool,
+}
+
+impl Arrival {
+    /// Whether it runs as soon as it is recorded, with nothing ahead of it.
+    pub(crate) fn starts_now(&self) -> bool {
+        self.starts_now
+    }
+
+    /// Recorded as new with `seq` (and, with `started_at`, its start with it): run it now,
+    /// or queue it behind what is ahead of it.
+    pub(crate) fn recorded(
+        mut self,
         seq: u64,
-        message: Box<Message>,
-        stream: Option<Stream>,
-    },
+        message: Message,
+        started_at: Option<bosun_proto::Millis>,
+    ) {
+        self.settled = true;
+        let stream = self.stream.take();
+        if self.starts_now {
+            let item = LaneItem {
+                seq,
+                id: message.id().to_string(),
+                stream,
+            };
+            self.inbox.spawn(item, message, started_at);
+            return;
+        }
+        {
+            let mut queue = self.inbox.lock();
+            if let Some(k) = &stream {
+                queue.left(k);
+            }
+            queue.push(seq, message, stream);
+        }
+        self.inbox.wake.notify_one();
+    }
+}
+
+impl Drop for Arrival {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        if self.starts_now {
+            let item = LaneItem {
+                seq: 0,
+                id: String::new(),
+                stream: self.stream.take(),
+            };
+            self.inbox.done(&item);
+        } else if let Some(k) = &self.stream {
+            self.inbox.lock().left(k);
+            // An arrival of the stream may have been kept from starting by this one.
+            self.inbox.wake.notify_one();
+        }
+    }
+}
+
+impl Queue {
+    /// An ordered arrival of stream `k` is recorded (or given up).
+    fn left(&mut self, k: &Stream) {
+        if let Some(n) = self.arriving.get_mut(k) {
+            *n -= 1;
+            if *n == 0 {
+                self.arriving.remove(k);
+            }
+        }
+    }
 }
 
 pub(crate) struct ToRun {
@@ -182,51 +367,15 @@ fn stream_of(message: &Message) -> Option<Stream> {
         .then(|| (message.from_node.clone().unwrap_or_default(), method))
 }
 
-pub(crate) async fn run(
-    executor: Arc<Executor>,
-    mut commands: mpsc::UnboundedReceiver<InboxCmd>,
-    recovered: Vec<ToRun>,
-) {
-    let mut lanes: Lanes<Stream> = Lanes::new(executor.config.max_concurrent);
-    let mut messages: std::collections::HashMap<String, Message> = Default::default();
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<LaneItem<Stream>>();
-    for r in recovered {
-        lanes.push(LaneItem {
-            seq: r.seq,
-            id: r.message.id().to_string(),
-            stream: r.stream,
-        });
-        messages.insert(r.message.id().to_string(), r.message);
-    }
-    let shutdown = executor.shutdown.clone();
+/// The inbox loop: starts each queued message once its place in the lanes is free.
+pub(crate) async fn run(inbox: Arc<Inbox>) {
+    let shutdown = inbox.executor.shutdown.clone();
     loop {
-        if !shutdown.is_cancelled() {
-            for item in lanes.take_ready() {
-                let Some(message) = messages.remove(&item.id) else {
-                    lanes.done(&item);
-                    continue;
-                };
-                executor.running.enter();
-                let tracker = executor.tracker.clone();
-                let executor = executor.clone();
-                let done = done_tx.clone();
-                tracker.spawn(async move {
-                    let mut slot = Slot(Some((done, item)));
-                    run_one(&executor, message, &mut slot).await;
-                    executor.running.leave();
-                    slot.free();
-                });
-            }
+        for (item, message) in inbox.take_ready() {
+            inbox.spawn(item, message, None);
         }
         tokio::select! {
-            cmd = commands.recv() => match cmd {
-                Some(InboxCmd::New { seq, message, stream }) => {
-                    lanes.push(LaneItem { seq, id: message.id().to_string(), stream });
-                    messages.insert(message.id().to_string(), *message);
-                }
-                None => break,
-            },
-            Some(item) = done_rx.recv() => lanes.done(&item),
+            _ = inbox.wake.notified() => {}
             _ = shutdown.cancelled() => {
                 // Stop starting work; messages not started stay in the inbox and run
                 // after the next start.
@@ -240,7 +389,7 @@ pub(crate) async fn run(
 /// its handler has returned (its finish is then only a write, which must not keep
 /// another message from running), for an ordered one when its run is over, finish
 /// included, so that the next of its stream starts after it is recorded.
-struct Slot(Option<(mpsc::UnboundedSender<LaneItem<Stream>>, LaneItem<Stream>)>);
+struct Slot(Option<(Arc<Inbox>, LaneItem<Stream>)>);
 
 impl Slot {
     /// The handler has returned: an unordered message's place goes to the next one.
@@ -256,8 +405,8 @@ impl Slot {
 
     /// Give the place back (once).
     fn free(&mut self) {
-        if let Some((done, item)) = self.0.take() {
-            let _ = done.send(item);
+        if let Some((inbox, item)) = self.0.take() {
+            inbox.done(&item);
         }
     }
 }
@@ -287,15 +436,22 @@ async fn running_note(
         .await;
 }
 
-async fn run_one(executor: &Arc<Executor>, message: Message, slot: &mut Slot) {
+/// Run one message whose place in the lanes `slot` holds; with `recorded_start`, its
+/// start was made durable with its arrival, at that time.
+async fn run_one(
+    executor: &Arc<Executor>,
+    message: Message,
+    recorded_start: Option<bosun_proto::Millis>,
+    slot: &mut Slot,
+) {
     let id = message.id().to_string();
-    let started_at = now_millis();
+    let started_at = recorded_start.unwrap_or_else(now_millis);
     let parsed = message.parsed_method();
     // A method without side effects (a ping, a read-only list) runs before its start is
     // written: run again after a crash, it changes nothing. Its start is recorded with
     // its finish, one fsynced commit fewer.
     let mut unrecorded_start = match &parsed {
-        Ok(m) if !m.has_side_effects() => Some(started_at),
+        Ok(m) if !m.has_side_effects() && recorded_start.is_none() => Some(started_at),
         _ => None,
     };
     // Cancelled by its sender while it waited here: not run, as below.
@@ -310,7 +466,7 @@ async fn run_one(executor: &Arc<Executor>, message: Message, slot: &mut Slot) {
     // tried again until it succeeds or the node stops: the message never runs without
     // it, and the next message of its stream never runs before it.
     let mut wait = std::time::Duration::from_millis(100);
-    while unrecorded_start.is_none() {
+    while unrecorded_start.is_none() && recorded_start.is_none() {
         match executor.store.start(&id, started_at).await {
             Ok(true) => break,
             Ok(false) => {

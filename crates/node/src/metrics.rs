@@ -64,6 +64,43 @@ struct Inner {
     refused: Family<ReasonLabel, Counter>,
     frames: Family<KindLabel, Counter>,
     batched: Counter,
+    commits: Arc<StoreCommits>,
+}
+
+/// The store's commit counts, read at each scrape from the store the node gave.
+#[derive(Default)]
+struct StoreCommits(std::sync::OnceLock<bosun_store::Store>);
+
+impl std::fmt::Debug for StoreCommits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreCommits")
+    }
+}
+
+impl prometheus_client::collector::Collector for StoreCommits {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        let Some(store) = self.0.get() else {
+            return Ok(());
+        };
+        let commits = store.commits();
+        let mut family = encoder.encode_descriptor(
+            "bosun_store_commits",
+            "Commits of the node's database since it started, by whether they waited for \
+             the disk (durable: fsync) or not (progress that can be rebuilt)",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (durable, n) in [("true", commits.durable), ("false", commits.lazy)] {
+            let labels = [("durable", durable)];
+            ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
 }
 
 /// A node's metrics; clones share the same values.
@@ -179,8 +216,11 @@ impl Metrics {
             "Messages sent inside batches",
             batched.clone(),
         );
+        let commits = Arc::new(StoreCommits::default());
+        registry.register_collector(Box::new(commits.clone()));
         Metrics {
             inner: Arc::new(Inner {
+                commits,
                 frames,
                 batched,
                 store_ok,
@@ -273,6 +313,11 @@ impl Metrics {
                 })
                 .set(gauge_value(n));
         }
+    }
+
+    /// Count the commits of `store` (from now on, at every scrape).
+    pub fn watch_store(&self, store: &bosun_store::Store) {
+        let _ = self.inner.commits.0.set(store.clone());
     }
 
     /// Set whether the store takes writes, and the free space beside it.

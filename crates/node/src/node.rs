@@ -8,7 +8,7 @@ use bosun_proto::wire;
 use bosun_proto::{Message, Outcome, State, Status};
 use bosun_store::{InboxRecord, SentRecord, Store, StoreError};
 use serde::Serialize;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -218,12 +218,12 @@ impl Node {
             let outbox = outbox.clone();
             store.on_queued(Box::new(move |queued| outbox.deliver(queued)));
         }
-        let (inbox, inbox_commands) = mpsc::unbounded_channel();
         let schedules = Arc::new(tokio::sync::Notify::new());
         let finished = FinishedIds::new(16 * 1024);
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let metrics = Metrics::new();
+        metrics.watch_store(&store);
         let running = RunningCount::default();
         let fleet = FleetView::new(store.clone(), &config);
         let capture = start_capture(&config, &shutdown, &tracker).await;
@@ -294,12 +294,13 @@ impl Node {
                 return Err(e);
             }
         };
+        let inbox = executor::Inbox::new(executor, to_run);
         let receiver = Arc::new(receiver::Receiver {
             config: config.clone(),
             store: store.clone(),
             metrics: metrics.clone(),
             audit,
-            inbox,
+            inbox: inbox.clone(),
             outbox: outbox.clone(),
             finished: finished.clone(),
             reporter: reporter.clone(),
@@ -341,7 +342,7 @@ impl Node {
             outbox_entries,
             shutdown.clone(),
         ));
-        tracker.spawn(executor::run(executor, inbox_commands, to_run));
+        tracker.spawn(executor::run(inbox));
         tracker.spawn(receiver::run(receiver, subscription, shutdown.clone()));
         // Every node announces its hellos; only some listen (`fleet_view`).
         let announce = (!standalone).then(|| transport.clone());

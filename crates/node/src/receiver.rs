@@ -19,7 +19,6 @@ use bosun_trust::{Peer, Policy};
 use bytes::Bytes;
 use futures::StreamExt;
 use std::sync::RwLock;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -27,7 +26,7 @@ use crate::audit::AuditLog;
 
 use crate::config::Config;
 use crate::errorlog::ErrorEntry;
-use crate::executor::InboxCmd;
+use crate::executor::Inbox;
 use crate::handles::{ErrorReporter, FinishedIds, OutboxHandle};
 use crate::metrics::Metrics;
 use crate::node::now_millis;
@@ -39,8 +38,8 @@ pub(crate) struct Receiver {
     pub store: Store,
     pub metrics: Metrics,
     pub audit: Option<Arc<AuditLog>>,
-    /// New requests for the executor.
-    pub inbox: mpsc::UnboundedSender<InboxCmd>,
+    /// Where new requests wait for their run, or start at once.
+    pub inbox: Arc<Inbox>,
     /// Results settle their message in the outbox loop.
     pub outbox: OutboxHandle,
     pub finished: FinishedIds,
@@ -446,10 +445,15 @@ async fn arrival(
     if method.is_absorbed_on_arrival() {
         return absorb(receiver, &incoming.peer, message, method, now, batch).await;
     }
-    let stream = message
-        .is_ordered()
-        .then(|| (message.from_node.clone().unwrap_or_default(), method));
-    match receiver.store.receive(message.clone(), now).await {
+    // A message with nothing ahead of it runs as soon as it is recorded, and one with
+    // side effects has its start recorded with its arrival: one fsynced commit fewer.
+    let arrival = receiver.inbox.arrive(&message);
+    let durable_start = (arrival.starts_now() && method.has_side_effects()).then_some(now);
+    let recorded = match durable_start {
+        Some(_) => receiver.store.receive_started(message.clone(), now).await,
+        None => receiver.store.receive(message.clone(), now).await,
+    };
+    match recorded {
         Ok(Receipt::New(seq)) => {
             audit_received(receiver, batch, &message);
             let event = crate::events::MessageState {
@@ -458,11 +462,7 @@ async fn arrival(
                 state: "received",
             };
             event.emit(&receiver.metrics);
-            let _ = receiver.inbox.send(InboxCmd::New {
-                seq,
-                message: Box::new(message),
-                stream,
-            });
+            arrival.recorded(seq, message, durable_start);
             ack(&id, false, None)
         }
         Ok(Receipt::Duplicate(state)) => {

@@ -1250,3 +1250,95 @@ async fn a_cancel_that_waits_on_a_refused_batch_cancels_what_never_arrived() {
     a.shutdown().await;
     old.task.abort();
 }
+
+/// The durable commits of `node`'s store so far, from its metrics.
+fn durable_commits(node: &Node) -> u64 {
+    counter(node, "bosun_store_commits", "{durable=\"true\"}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_with_nothing_ahead_of_it_starts_with_its_arrival_and_one_behind_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::new();
+    let a = start(&hub, config(dir.path(), "a")).await;
+    let b = start(&hub, config(dir.path(), "b")).await;
+    let record = dir.path().join("record.txt");
+
+    // One at a time, each finds its stream free at b: its arrival and its start are one
+    // fsynced commit, its finish and reply the other. (Three per command if the start
+    // were a commit of its own.)
+    let n = 10;
+    let before = durable_commits(&b);
+    for i in 0..n {
+        let id = submit(&a, shell("b", &format!("echo {i} >> {}", record.display()))).await;
+        wait_done(&a, std::slice::from_ref(&id), 20).await;
+        let steps = b.status(&id).unwrap().received.unwrap().history;
+        assert_eq!(
+            steps.iter().map(|h| h.state).collect::<Vec<_>>(),
+            [State::Received, State::Running, State::Done]
+        );
+        assert_eq!(steps[0].at, steps[1].at, "started as it arrived: {steps:?}");
+    }
+    let commits = durable_commits(&b) - before;
+    assert!(
+        (2 * n..=2 * n + n / 2).contains(&commits),
+        "{commits} durable commits at b for {n} commands"
+    );
+    let want: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+    assert_eq!(lines(&record), want);
+
+    // One that arrives while another of its stream runs waits for it, as before.
+    let gate = dir.path().join("gate");
+    let first = submit(
+        &a,
+        shell(
+            "b",
+            &format!(
+                "while [ ! -e {} ]; do sleep 0.02; done; echo first >> {}",
+                gate.display(),
+                record.display()
+            ),
+        ),
+    )
+    .await;
+    eventually_async(Duration::from_secs(20), "the first runs at b", || {
+        ready(
+            b.status(&first)
+                .unwrap()
+                .received
+                .filter(|r| r.state == State::Running),
+        )
+    })
+    .await;
+    let second = submit(
+        &a,
+        shell("b", &format!("echo second >> {}", record.display())),
+    )
+    .await;
+    eventually_async(Duration::from_secs(20), "the second waits at b", || {
+        ready(b.status(&second).unwrap().received)
+    })
+    .await;
+    holds_for_async(
+        Duration::from_millis(300),
+        "the second does not start while the first runs",
+        || {
+            b.status(&second)
+                .unwrap()
+                .received
+                .is_some_and(|r| r.state == State::Received)
+        },
+    )
+    .await;
+    std::fs::write(&gate, "").unwrap();
+    wait_done(&a, &[first.clone(), second.clone()], 20).await;
+    assert_eq!(&lines(&record)[n as usize..], ["first", "second"]);
+    let done_first = b.status(&first).unwrap().received.unwrap().history[2].at;
+    let second_steps = b.status(&second).unwrap().received.unwrap().history;
+    assert!(
+        second_steps[1].state == State::Running && second_steps[1].at >= done_first,
+        "{second_steps:?} started before the first was done at {done_first}"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -107,6 +107,35 @@ async fn a_resent_message_is_recorded_once() {
 }
 
 #[tokio::test]
+async fn an_arrival_that_starts_at_once_is_running_after_one_commit_and_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("n.redb");
+    let m = msg("me");
+    {
+        let store = Store::open(&path).unwrap();
+        assert!(matches!(
+            store.receive_started(m.clone(), 5).await.unwrap(),
+            Receipt::New(_)
+        ));
+        // A resend is a duplicate of a running message: neither recorded nor started again.
+        assert_eq!(
+            store.receive_started(m.clone(), 6).await.unwrap(),
+            Receipt::Duplicate(State::Running)
+        );
+        // No close: the next open sees what the commit made durable.
+        drop(store);
+    }
+    let store = wait_reopen(&path).await;
+    let pending = store.inbox_pending().unwrap();
+    assert_eq!(pending.len(), 1, "still to be settled at the next start-up");
+    let rec = &pending[0].1;
+    assert_eq!(rec.state, State::Running);
+    assert_eq!(rec.arrivals, 2);
+    let steps: Vec<(State, u64)> = rec.history.iter().map(|h| (h.state, h.at)).collect();
+    assert_eq!(steps, vec![(State::Received, 5), (State::Running, 5)]);
+}
+
+#[tokio::test]
 async fn finish_records_outcome_and_queues_reply_atomically() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("n.redb");

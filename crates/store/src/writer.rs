@@ -68,6 +68,8 @@ pub(crate) enum Op {
     Receive {
         message: Message,
         at: Millis,
+        /// Started at once, in the same commit.
+        start: bool,
     },
     Reject {
         message: Message,
@@ -167,6 +169,14 @@ pub(crate) struct WriterParts {
     pub cache_bytes: usize,
     pub backlog: Arc<Backlog>,
     pub queued: QueuedSinkSlot,
+    pub commits: Arc<CommitCounts>,
+}
+
+/// Commits made since the store opened, counted by the writer after each succeeds.
+#[derive(Default, Debug)]
+pub(crate) struct CommitCounts {
+    pub durable: std::sync::atomic::AtomicU64,
+    pub lazy: std::sync::atomic::AtomicU64,
 }
 
 /// Told of the messages each commit newly queued in the outbox, with their seqs, in seq
@@ -624,6 +634,13 @@ impl Writer {
                 continue;
             }
             let committed = seq_written.and_then(|()| txn.commit().map_err(db));
+            if committed.is_ok() {
+                let count = match durable {
+                    true => &self.parts.commits.durable,
+                    false => &self.parts.commits.lazy,
+                };
+                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             break committed.map(|()| results);
         };
         match outcome {
@@ -731,12 +748,19 @@ impl Writer {
                 })?;
                 Ok(OpResult::Done)
             }
-            Op::Receive { message, at } => self.receive(t, message, *at, None),
+            Op::Receive { message, at, start } => {
+                let arrival = if *start {
+                    Arrival::Started
+                } else {
+                    Arrival::Queued
+                };
+                self.receive(t, message, *at, arrival)
+            }
             Op::Reject {
                 message,
                 reason,
                 at,
-            } => self.receive(t, message, *at, Some(reason)),
+            } => self.receive(t, message, *at, Arrival::Rejected(reason)),
             Op::Start { id, at } => {
                 let mut started = true;
                 update_inbox(t, id, |r| {
@@ -1056,7 +1080,7 @@ impl Writer {
         t: &mut Tables<'_>,
         message: &Message,
         at: Millis,
-        rejected: Option<&String>,
+        arrival: Arrival<'_>,
     ) -> Result<OpResult, StoreError> {
         let id = message.id().to_string();
         let inbox = t.inbox()?;
@@ -1087,22 +1111,38 @@ impl Writer {
             outcome: None,
             process: None,
         };
-        if let Some(reason) = rejected {
-            push_state(
-                &mut rec.state,
-                &mut rec.history,
-                Event::Finished(bosun_proto::Status::Rejected),
-                at,
-                Some(reason.clone()),
-            );
-        } else {
-            t.inbox_pending()?.insert(seq, id.as_str()).map_err(db)?;
+        match arrival {
+            Arrival::Rejected(reason) => {
+                push_state(
+                    &mut rec.state,
+                    &mut rec.history,
+                    Event::Finished(bosun_proto::Status::Rejected),
+                    at,
+                    Some(reason.clone()),
+                );
+            }
+            Arrival::Queued | Arrival::Started => {
+                if matches!(arrival, Arrival::Started) {
+                    push_state(&mut rec.state, &mut rec.history, Event::Started, at, None);
+                }
+                t.inbox_pending()?.insert(seq, id.as_str()).map_err(db)?;
+            }
         }
         t.inbox()?
             .insert(id.as_str(), encode(&rec).as_slice())
             .map_err(db)?;
         Ok(OpResult::Receipt(Receipt::New(seq)))
     }
+}
+
+/// What becomes of a message recorded on arrival.
+enum Arrival<'a> {
+    /// Waits in the inbox for its start.
+    Queued,
+    /// Starts at once: its start is in the same commit as its arrival.
+    Started,
+    /// Refused, for this reason; a resend is refused again.
+    Rejected(&'a String),
 }
 
 /// The same message submitted twice: equal in all but the time the node stamped on it.
