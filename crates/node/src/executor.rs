@@ -107,8 +107,8 @@ impl Inbox {
     /// A message is about to be recorded on arrival. It takes its place in the lanes at
     /// once when nothing is ahead of it (and the node is not stopping): then the receiver
     /// records its start with its arrival, and runs it as soon as that is durable.
-    pub(crate) fn arrive(self: &Arc<Self>, message: &Message) -> Arrival {
-        let stream = stream_of(message);
+    pub(crate) fn arrive(self: &Arc<Self>, message: &Message, method: Method) -> Arrival {
+        let stream = stream(message, method);
         let mut queue = self.lock();
         let now = !self.executor.shutdown.is_cancelled()
             && stream
@@ -175,6 +175,16 @@ impl Queue {
         });
         self.messages.insert(id, message);
     }
+
+    /// An ordered arrival of stream `k` is recorded (or given up).
+    fn left(&mut self, k: &Stream) {
+        if let Some(n) = self.arriving.get_mut(k) {
+            *n -= 1;
+            if *n == 0 {
+                self.arriving.remove(k);
+            }
+        }
+    }
 }
 
 /// A message being recorded on arrival, and its place in the lanes: taken already when
@@ -239,18 +249,6 @@ impl Drop for Arrival {
             self.inbox.lock().left(k);
             // An arrival of the stream may have been kept from starting by this one.
             self.inbox.wake.notify_one();
-        }
-    }
-}
-
-impl Queue {
-    /// An ordered arrival of stream `k` is recorded (or given up).
-    fn left(&mut self, k: &Stream) {
-        if let Some(n) = self.arriving.get_mut(k) {
-            *n -= 1;
-            if *n == 0 {
-                self.arriving.remove(k);
-            }
         }
     }
 }
@@ -361,7 +359,11 @@ async fn end_leftovers(
 }
 
 fn stream_of(message: &Message) -> Option<Stream> {
-    let method = message.parsed_method().ok()?;
+    stream(message, message.parsed_method().ok()?)
+}
+
+/// The stream of `message`, whose method is `method`: none when it is unordered.
+fn stream(message: &Message, method: Method) -> Option<Stream> {
     message
         .is_ordered()
         .then(|| (message.from_node.clone().unwrap_or_default(), method))
@@ -371,8 +373,10 @@ fn stream_of(message: &Message) -> Option<Stream> {
 pub(crate) async fn run(inbox: Arc<Inbox>) {
     let shutdown = inbox.executor.shutdown.clone();
     loop {
-        for (item, message) in inbox.take_ready() {
-            inbox.spawn(item, message, None);
+        if !shutdown.is_cancelled() {
+            for (item, message) in inbox.take_ready() {
+                inbox.spawn(item, message, None);
+            }
         }
         tokio::select! {
             _ = inbox.wake.notified() => {}

@@ -447,7 +447,7 @@ async fn arrival(
     }
     // A message with nothing ahead of it runs as soon as it is recorded, and one with
     // side effects has its start recorded with its arrival: one fsynced commit fewer.
-    let arrival = receiver.inbox.arrive(&message);
+    let arrival = receiver.inbox.arrive(&message, method);
     let durable_start = (arrival.starts_now() && method.has_side_effects()).then_some(now);
     let recorded = match durable_start {
         Some(_) => receiver.store.receive_started(message.clone(), now).await,
